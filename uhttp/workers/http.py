@@ -1,0 +1,429 @@
+"""The HTTP layer: uhttp-server 3.x, configured and hardened for a dispatcher.
+
+`Server` and `Connection` subclass uhttp-server's classes to:
+- keep request bodies raw, so JSON is parsed by the worker, not here,
+  and leave pipelined bytes for the next request instead of refusing them;
+- never hand a connection back as a new request while its request is
+  still with a worker, and notice the client leaving meanwhile;
+- shield the loop: an exception while handling one connection answers 400
+  or closes that connection, never the server;
+- keep connections in a dict (O(1) removal), accept in batches, evict
+  idle keep-alive connections before refusing new ones, and drop clients
+  that stop reading a response.
+"""
+
+import errno as _errno
+import selectors as _selectors
+import socket as _socket
+import time as _time
+
+import uhttp.server as _server
+
+EVENT_READ = _selectors.EVENT_READ
+EVENT_WRITE = _selectors.EVENT_WRITE
+_WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
+_STATUS_LINES = {}
+_monotonic = _time.monotonic
+
+# HttpServer / HttpConnection options a Dispatcher passes through
+HTTP_OPTIONS = frozenset((
+    'listen', 'max_waiting_clients', 'max_headers_length',
+    'max_content_length', 'max_ws_message_length', 'file_chunk_size',
+    'max_send_buffer_size', 'keep_alive_timeout', 'keep_alive_max_requests',
+    'request_timeout', 'trusted_proxies', 'send_timeout'))
+
+ACCEPT_BATCH = 64
+
+
+def status_line(status):
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        reason = _server.STATUS_CODES.get(status, '')
+        line = _STATUS_LINES[status] = f'HTTP/1.1 {status} {reason}\r\n'
+    return line
+
+
+def _bad_value(text):
+    return '\r' in text or '\n' in text
+
+
+class Connection(_server.HttpConnection):
+    """A client connection as the dispatcher uses it.
+
+    `pending` is the request's _PendingRequest while a worker owns it.
+    `body` is the raw request body (bytes) or None.
+    """
+
+    def __init__(self, server, sock, addr, **kwargs):
+        self.pending = None
+        self.responses = 0
+        self._parsed = False
+        self._value = None
+        self._stall = None
+        super().__init__(server, sock, addr, **kwargs)
+
+    # -- request side ----------------------------------------------------------
+
+    def _process_data(self):
+        length = self.content_length
+        buffer = self._buffer
+        if len(buffer) < length:
+            return
+        if len(buffer) == length:
+            self._data = bytes(buffer)
+            self._buffer = bytearray()
+        else:  # the rest is the next, pipelined request
+            self._data = bytes(buffer[:length])
+            del buffer[:length]
+        self._data_loaded = True
+
+    @property
+    def body(self):
+        """The raw request body, or None."""
+        return self._data
+
+    @property
+    def data(self):
+        """The body as uhttp-server presents it: parsed JSON or form, else
+        bytes; None when empty. Parsed on first use."""
+        if not self._parsed:
+            self._parsed = True
+            raw = self._data
+            if raw:
+                media = self.content_type.partition(';')[0].strip().lower()
+                if media == _server.CONTENT_TYPE_JSON:
+                    try:
+                        self._value = _server._json.loads(raw)
+                    except (ValueError, RecursionError) as err:
+                        raise _server.HttpErrorWithResponse(
+                            400, "Invalid JSON body") from err
+                elif media == _server.CONTENT_TYPE_XFORMDATA:
+                    self._value = _server.parse_query(raw)
+                else:
+                    self._value = raw
+        return self._value
+
+    def reset(self):
+        super().reset()
+        self._parsed = False
+        self._value = None
+        self.pending = None
+        if self._socket is None or self._detached:
+            return
+        if self._interest is None:
+            self._register()  # reading was stopped while the request was out
+        if self._buffer:
+            self._server.schedule(self)  # a pipelined request is waiting
+
+    def handle_event(self, fileobj, mask):
+        try:
+            if self.pending is not None and not self._response_started:
+                if mask & EVENT_WRITE:
+                    self.try_send()
+                if mask & EVENT_READ and self._socket is not None:
+                    self._read_while_pending()
+                return None
+            return super().handle_event(fileobj, mask)
+        except Exception as err:  # pylint: disable=broad-except
+            self._server.broken(self, err)
+            return None
+
+    def process_pipelined(self):
+        """Parse a request already waiting in the buffer (no new bytes)."""
+        try:
+            if self._socket is None or self.pending is not None or (
+                    self._response_started):
+                return None
+            if self.process_request():
+                return self
+        except Exception as err:  # pylint: disable=broad-except
+            self._server.broken(self, err)
+        return None
+
+    def _read_while_pending(self):
+        """The client's request is with a worker: only watch for it leaving.
+
+        Bytes it sends meanwhile (a pipelined request) are kept for later,
+        up to half the header limit; then reading stops until the answer.
+        """
+        try:
+            data = self._socket.recv(4096)
+        except OSError as err:
+            if err.errno in _WOULDBLOCK:
+                return
+            self.close()
+            return
+        if data is None:
+            return
+        if not data:
+            self.close()
+            return
+        self._buffer.extend(data)
+        if len(self._buffer) >= self._max_headers_length // 2:
+            self._read_paused = True
+            self._update_interest()
+
+    # -- response side ---------------------------------------------------------
+
+    def _prepare_response(self, headers=None, is_streaming=False):
+        headers = super()._prepare_response(headers, is_streaming)
+        self.responses += 1
+        return headers
+
+    def answered_since(self, count):
+        """True when a response was started after `responses` was `count`,
+        or the connection is gone (a keep-alive reset hides the first)."""
+        return self._socket is None or self.responses != count or (
+            self._response_started)
+
+    def respond(self, data=None, status=200, headers=None, cookies=None):
+        """uhttp-server's respond(), made exact for HEAD and empty bodies:
+        a HEAD answer carries the length but no body, and a response
+        without data says Content-Length: 0 so keep-alive clients do not
+        wait for a body that never comes."""
+        if self._socket is None:
+            return
+        self.pending = None
+        headers = {} if headers is None else dict(headers)
+        no_body = status < 200 or status in (204, 304)
+        if data is not None and not no_body:
+            data = _server.encode_response_data(headers, data)
+        elif not no_body and _server.CONTENT_LENGTH not in headers:
+            headers[_server.CONTENT_LENGTH] = 0
+        if self._method == 'HEAD' or no_body:
+            data = None
+        super().respond(data=data, status=status, headers=headers,
+                        cookies=cookies)
+
+    def send_response(self, status, headers, body, cookies=None, head=False,
+                      close=False):
+        """Send a complete response whose body is already encoded.
+
+        `headers` is a list of (name, value); Content-Length and Connection
+        are set here. Raises ValueError (nothing sent) for a header or
+        cookie containing CR/LF.
+        """
+        if self._socket is None:
+            return False
+        if self._response_started:
+            raise _server.HttpError("Response already sent for this request")
+        parts = [status_line(status)]
+        keep = not close
+        if headers:
+            for name, value in headers:
+                value = str(value)
+                if _bad_value(name) or _bad_value(value):
+                    raise ValueError(f"header {name!r} contains CR or LF")
+                lower = name.lower()
+                if lower == 'content-length':
+                    continue
+                if lower == 'connection':
+                    keep = keep and value.lower() == 'keep-alive'
+                    continue
+                parts.append(f'{name}: {value}\r\n')
+        if cookies:
+            for name, value in cookies.items():
+                value = '; Max-Age=0' if value is None else str(value)
+                if _bad_value(name) or _bad_value(value):
+                    raise ValueError(f"cookie {name!r} contains CR or LF")
+                parts.append(f'set-cookie: {name}={value}\r\n')
+        no_body = status < 200 or status in (204, 304)
+        if not no_body:
+            parts.append(f'content-length: {len(body)}\r\n')
+        keep = keep and self._should_keep_alive()
+        parts.append('connection: keep-alive\r\n\r\n' if keep
+                     else 'connection: close\r\n\r\n')
+        self._response_started = True
+        self.responses += 1
+        self._is_streaming = False
+        self._response_keep_alive = keep
+        self.pending = None
+        header = ''.join(parts).encode('utf-8')
+        try:
+            if head or no_body or not body:
+                self._send(header)
+            else:
+                self._send(header, body)
+            if not self.has_data_to_send:
+                self._finalize_sent_response()
+        except OSError:
+            self.close()
+        return True
+
+    def end_stream(self):
+        """Finish a streamed response: close once buffered bytes are out."""
+        self.pending = None
+        self._is_streaming = False
+        self._response_keep_alive = False
+        if self._socket is None:
+            return
+        if self.has_data_to_send:
+            self._update_interest()  # closes in _finalize_sent_response
+        else:
+            self.close()
+
+    def stalled(self, now, limit):
+        """True when bytes have waited to be sent, with no progress, for
+        more than `limit` seconds."""
+        size = self.send_buffer_size
+        if not size and self._file_handle is None:
+            self._stall = None
+            return False
+        position = (size, self._file_handle.tell() if self._file_handle else 0)
+        if self._stall is None or self._stall[0] != position:
+            self._stall = (position, now)
+            return False
+        return now - self._stall[1] > limit
+
+    def close(self):
+        pending = getattr(self, 'pending', None)
+        super().close()
+        if pending is not None:
+            self.pending = None
+            server = getattr(self, '_server', None)
+            if server is not None:
+                server.client_gone(pending)
+
+
+class Server(_server.HttpServer):
+    """uhttp-server's HttpServer with the dispatcher's policies (see module)."""
+
+    def __init__(self, owner, address, port, ssl_context, selector, **kwargs):
+        self._owner = owner
+        self._send_timeout = kwargs.pop('send_timeout', 60)
+        self._scheduled = []
+        super().__init__(address=address, port=port, ssl_context=ssl_context,
+                         selector=selector, **kwargs)
+        self._waiting_connections = {}
+        self._socket.setblocking(False)
+        self._accepting = True
+
+    @property
+    def port(self):
+        return self._socket.getsockname()[1] if self._socket else None
+
+    @property
+    def connections(self):
+        return self._waiting_connections
+
+    def remove_connection(self, connection):
+        if connection is self._resume:
+            self._resume = None
+        self._waiting_connections.pop(connection, None)
+
+    def schedule(self, connection):
+        self._scheduled.append(connection)
+
+    def take_scheduled(self):
+        scheduled = self._scheduled
+        if scheduled:
+            self._scheduled = []
+        return scheduled
+
+    def broken(self, connection, err):
+        """An exception escaped while handling `connection`: answer 400 if
+        nothing was sent yet, else close; log it; keep serving."""
+        self._owner.connection_failed(connection, err)
+        try:
+            if connection._socket is not None and not connection._response_started:
+                connection.respond(
+                    data=b'Bad Request', status=400,
+                    headers={'connection': 'close',
+                             'content-type': 'text/plain; charset=UTF-8'})
+            else:
+                connection.close()
+        except Exception:  # pylint: disable=broad-except
+            connection.close()
+
+    def client_gone(self, pending):
+        self._owner.client_gone(pending)
+
+    def stop_listening(self):
+        """Close the listening socket; existing connections stay."""
+        if self._socket is not None:
+            try:
+                self._selector.unregister(self._socket)
+            except (KeyError, ValueError, OSError):
+                pass
+            try:
+                self._socket.close()
+            except OSError:
+                pass
+            self._socket = None
+
+    def pause_accepting(self):
+        if self._accepting and self._socket is not None:
+            self._accepting = False
+            try:
+                self._selector.unregister(self._socket)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def resume_accepting(self):
+        if not self._accepting and self._socket is not None:
+            self._accepting = True
+            self._selector.register(self._socket, EVENT_READ, self)
+
+    def _accept(self):
+        listener = self._socket
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno in (_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS,
+                                 _errno.ENOMEM):
+                    self._owner.accept_exhausted(err)
+                return
+            try:
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+            sock.setblocking(False)
+            if self._ssl_context:
+                try:
+                    sock = self._ssl_context.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False)
+                except (OSError, ValueError):
+                    sock.close()
+                    continue
+            connection = Connection(self, sock, addr, **self._kwargs)
+            if len(self._waiting_connections) >= self._max_clients and (
+                    not self._evict_idle()):
+                self._refuse(connection)
+                continue
+            self._waiting_connections[connection] = None
+            if not connection._register():
+                connection.close()
+
+    def _evict_idle(self):
+        """Close the oldest keep-alive connection that waits for nothing."""
+        for connection in self._waiting_connections:
+            if (connection._method is None and not connection._buffer
+                    and not connection._response_started
+                    and connection.pending is None):
+                connection.close()
+                return True
+        return False
+
+    def _refuse(self, connection):
+        try:
+            connection.respond(
+                data={'error': 'Too many connections'}, status=503,
+                headers={'connection': 'close', 'retry-after': '1'})
+        except Exception:  # pylint: disable=broad-except
+            pass
+        connection.close()
+
+    def maintenance(self):
+        before = self._last_maintenance
+        super().maintenance()
+        if self._last_maintenance == before:
+            return
+        now = _monotonic()
+        limit = self._send_timeout
+        for connection in list(self._waiting_connections):
+            if connection._socket is not None and connection.stalled(now, limit):
+                self._owner.client_stalled(connection, limit)
+                connection.close()

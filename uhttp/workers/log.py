@@ -1,0 +1,196 @@
+"""Log levels, the Logger every process uses, and the dispatcher's output.
+
+Workers format a message only when its level passes, then hand the text to
+a sink that carries it to the dispatcher; the dispatcher prints everything
+through one place, `Dispatcher.on_log()`.
+"""
+
+import os as _os
+import sys as _sys
+import time as _time
+
+LOG_DEBUG = 10
+LOG_INFO = 20
+LOG_WARNING = 30
+LOG_ERROR = 40
+LOG_CRITICAL = 50
+
+LEVEL_NAMES = {
+    LOG_DEBUG: 'DEBUG',
+    LOG_INFO: 'INFO',
+    LOG_WARNING: 'WARNING',
+    LOG_ERROR: 'ERROR',
+    LOG_CRITICAL: 'CRITICAL',
+}
+
+# syslog priorities, read by journald from a '<N>' line prefix
+_SYSLOG_PRIORITY = {
+    LOG_DEBUG: 7, LOG_INFO: 6, LOG_WARNING: 4, LOG_ERROR: 3, LOG_CRITICAL: 2}
+
+_ANSI = {
+    LOG_DEBUG: '\033[2m',
+    LOG_WARNING: '\033[33m',
+    LOG_ERROR: '\033[31m',
+    LOG_CRITICAL: '\033[1;31m',
+}
+_ANSI_RESET = '\033[0m'
+
+STYLE_PLAIN = 'plain'
+STYLE_TTY = 'tty'
+STYLE_SYSTEMD = 'systemd'
+
+
+def level_name(level):
+    """Name of a level; numbers between the named ones print as 'LEVEL n'."""
+    return LEVEL_NAMES.get(level) or f'LEVEL {level}'
+
+
+def check_level(level, where):
+    """Validate a log level argument, returning it."""
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise TypeError(f"{where} must be an int log level such as LOG_INFO, "
+                        f"not {level!r}")
+    if level < 0:
+        raise ValueError(f"{where} must not be negative, got {level}")
+    return level
+
+
+def format_message(message, args, kwargs):
+    """Apply %-style args and/or {}-style kwargs; never raises.
+
+    A message whose arguments do not fit is returned with them appended, so
+    a mistake in a log call is visible but never costs the request.
+    """
+    text = message if isinstance(message, str) else str(message)
+    try:
+        if args:
+            text = text % args
+        if kwargs:
+            text = text.format(**kwargs)
+    except Exception as err:  # pylint: disable=broad-except
+        text = f"{text} [log formatting failed: {err!r}; args={args!r} kwargs={kwargs!r}]"
+    return text
+
+
+class Logger:
+    """Leveled logger: `log.info("x %d", 1)` or `log.info("x {n}", n=1)`.
+
+    `sink(name, level, text)` receives every message at or above `level`.
+    """
+
+    __slots__ = ('name', 'level', '_sink')
+
+    def __init__(self, name, sink, level=LOG_WARNING):
+        self.name = name
+        self.level = level
+        self._sink = sink
+
+    @property
+    def is_debug(self):
+        return self.level <= LOG_DEBUG
+
+    @property
+    def is_info(self):
+        return self.level <= LOG_INFO
+
+    @property
+    def is_warning(self):
+        return self.level <= LOG_WARNING
+
+    @property
+    def is_error(self):
+        return self.level <= LOG_ERROR
+
+    @property
+    def is_critical(self):
+        return self.level <= LOG_CRITICAL
+
+    def log(self, level, message, *args, **kwargs):
+        if level < self.level:
+            return
+        self._sink(self.name, level, format_message(message, args, kwargs))
+
+    def debug(self, message, *args, **kwargs):
+        if LOG_DEBUG >= self.level:
+            self._sink(self.name, LOG_DEBUG, format_message(message, args, kwargs))
+
+    def info(self, message, *args, **kwargs):
+        if LOG_INFO >= self.level:
+            self._sink(self.name, LOG_INFO, format_message(message, args, kwargs))
+
+    def warning(self, message, *args, **kwargs):
+        if LOG_WARNING >= self.level:
+            self._sink(self.name, LOG_WARNING, format_message(message, args, kwargs))
+
+    warn = warning
+
+    def error(self, message, *args, **kwargs):
+        if LOG_ERROR >= self.level:
+            self._sink(self.name, LOG_ERROR, format_message(message, args, kwargs))
+
+    def critical(self, message, *args, **kwargs):
+        if LOG_CRITICAL >= self.level:
+            self._sink(self.name, LOG_CRITICAL, format_message(message, args, kwargs))
+
+    def __repr__(self):
+        return f"Logger({self.name!r}, level={level_name(self.level)})"
+
+
+def detect_style(stream=None, environ=None):
+    """Pick the output style for `stream`: systemd, tty or plain.
+
+    systemd sets JOURNAL_STREAM to the device:inode of the journal socket
+    it connected to stderr; when stderr still is that socket, journald reads
+    '<N>' priority prefixes. Otherwise a terminal gets colours.
+    """
+    stream = _sys.stderr if stream is None else stream
+    environ = _os.environ if environ is None else environ
+    journal = environ.get('JOURNAL_STREAM')
+    try:
+        fileno = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fileno = None
+    if journal and fileno is not None:
+        try:
+            stat = _os.fstat(fileno)
+            if journal == f'{stat.st_dev}:{stat.st_ino}':
+                return STYLE_SYSTEMD
+        except OSError:
+            pass
+    try:
+        if stream.isatty():
+            return STYLE_TTY
+    except (AttributeError, OSError, ValueError):
+        pass
+    return STYLE_PLAIN
+
+
+def render(style, name, level, message, now=None):
+    """Render one log record as text (with trailing newline)."""
+    if style == STYLE_SYSTEMD:
+        prefix = f'<{_SYSLOG_PRIORITY.get(level, _syslog_nearest(level))}>'
+        return ''.join(
+            f'{prefix}{name}: {line}\n' for line in message.split('\n'))
+    if now is None:
+        now = _time.time()
+    stamp = _time.strftime('%Y-%m-%d %H:%M:%S', _time.localtime(now))
+    stamp += f'.{int(now % 1 * 1000):03d}'
+    line = f'{stamp} {level_name(level):<8} {name}: {message}\n'
+    if style == STYLE_TTY:
+        colour = _ANSI.get(_nearest(level))
+        if colour:
+            return f'{colour}{line[:-1]}{_ANSI_RESET}\n'
+    return line
+
+
+def _nearest(level):
+    """The named level at or below `level` (levels between names)."""
+    best = LOG_DEBUG
+    for known in LEVEL_NAMES:
+        if known <= level and known > best:
+            best = known
+    return best
+
+
+def _syslog_nearest(level):
+    return _SYSLOG_PRIORITY[_nearest(level)]

@@ -1,0 +1,409 @@
+"""The values that cross between dispatcher and workers.
+
+`Request` is what a handler receives, `Response` what the dispatcher's
+`on_response()` hook sees (and what a handler may return), `DEFERRED` the
+"I will answer later" return value. The message kinds below are the wire
+protocol of `channel.py`; each message is a tuple whose first item is its
+kind.
+"""
+
+import json as _json
+
+# dispatcher -> worker
+M_REQUEST = 1       # (M_REQUEST, seq, request_id, method, path, query, headers,
+#                      body, parsed, remote_address, context)
+M_CONFIG = 2        # (M_CONFIG, config)
+M_STOP = 3          # (M_STOP,)
+M_DISCONNECT = 4    # (M_DISCONNECT, request_id)
+
+# worker -> dispatcher
+W_READY = 20        # (W_READY,) setup() finished
+W_RESPONSE = 21     # (W_RESPONSE, request_id, status, headers, body, kind, cookies)
+W_DEFERRED = 22     # (W_DEFERRED, request_id) handler returned, answer comes later
+W_STREAM_START = 23  # (W_STREAM_START, request_id, status, headers, cookies)
+W_STREAM_DATA = 24  # (W_STREAM_DATA, request_id, bytes)
+W_STREAM_END = 25   # (W_STREAM_END, request_id)
+W_LOG = 26          # (W_LOG, name, level, text)
+W_PAUSE = 27        # (W_PAUSE,)
+W_RESUME = 28       # (W_RESUME,)
+W_BOUNCE = 29       # (W_BOUNCE, request_id) taken while paused: give to another
+W_FORWARD = 30      # (W_FORWARD, route, data)
+W_STREAM_MULTI = 31  # (W_STREAM_MULTI, (request_id, ...), bytes)
+
+# body kinds: how the dispatcher can rebuild `Response.data` when asked
+BODY_NONE = 0
+BODY_JSON = 1
+BODY_TEXT = 2
+BODY_BYTES = 3
+
+CONTENT_TYPE_JSON = 'application/json'
+CONTENT_TYPE_TEXT = 'text/html; charset=UTF-8'
+CONTENT_TYPE_BYTES = 'application/octet-stream'
+CONTENT_TYPE_EVENT_STREAM = 'text/event-stream'
+CONTENT_TYPE_NDJSON = 'application/x-ndjson'
+
+
+class _Deferred:
+    """Returned by a handler that will answer later with request.respond()."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self):
+        return 'DEFERRED'
+
+    def __reduce__(self):
+        return (_Deferred, ())
+
+
+DEFERRED = _Deferred()
+
+
+class RejectRequest(Exception):
+    """Raise from do_check() (dispatcher or worker) or a handler to refuse.
+
+    Answers `data` with `status`, unless the request was already answered.
+    """
+
+    def __init__(self, data=None, status=403):
+        super().__init__(data, status)
+        self.data = {'error': 'Rejected'} if data is None else data
+        self.status = status
+
+    def __repr__(self):
+        return f"RejectRequest(data={self.data!r}, status={self.status!r})"
+
+
+class ResponseError(ValueError):
+    """A handler's result that cannot become an HTTP response."""
+
+
+def check_status(status):
+    if isinstance(status, bool) or not isinstance(status, int) or not (
+            100 <= status <= 599):
+        raise ResponseError(f"bad HTTP status {status!r} (an int 100..599)")
+    return status
+
+
+def _check_token(value, what):
+    value = value if isinstance(value, str) else str(value)
+    if '\r' in value or '\n' in value:
+        raise ResponseError(f"{what} contains CR or LF: {value!r}")
+    return value
+
+
+def check_headers(headers):
+    """Validate response headers, returning them as a list of (name, value)."""
+    if not headers:
+        return None
+    if isinstance(headers, dict):
+        items = headers.items()
+    else:
+        try:
+            items = list(headers)
+        except TypeError as err:
+            raise ResponseError(
+                f"headers must be a dict, not {type(headers).__name__}") from err
+    result = []
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError) as err:
+            raise ResponseError(f"bad header item {item!r}") from err
+        name = _check_token(name, 'header name')
+        if not name or ':' in name or ' ' in name:
+            raise ResponseError(f"bad header name {name!r}")
+        result.append((name, _check_token(value, f'header {name!r} value')))
+    return result
+
+
+def check_cookies(cookies):
+    """Validate Set-Cookie values: {name: value} (None deletes)."""
+    if not cookies:
+        return None
+    if not isinstance(cookies, dict):
+        raise ResponseError(
+            f"cookies must be a dict, not {type(cookies).__name__}")
+    result = {}
+    for name, value in cookies.items():
+        name = _check_token(name, 'cookie name')
+        if not name or '=' in name or ';' in name:
+            raise ResponseError(f"bad cookie name {name!r}")
+        result[name] = None if value is None else _check_token(
+            value, f'cookie {name!r} value')
+    return result
+
+
+def encode_body(data):
+    """Turn a handler's data into (body bytes, kind, default content type)."""
+    if data is None:
+        return b'', BODY_NONE, None
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data), BODY_BYTES, CONTENT_TYPE_BYTES
+    if isinstance(data, str):
+        return data.encode('utf-8'), BODY_TEXT, CONTENT_TYPE_TEXT
+    try:
+        body = _json.dumps(data)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise ResponseError(
+            f"result of type {type(data).__name__} cannot be sent: {err}") from err
+    return body.encode('utf-8'), BODY_JSON, CONTENT_TYPE_JSON
+
+
+def decode_body(body, kind):
+    """Rebuild the data a worker sent, for the dispatcher's hooks."""
+    if kind == BODY_JSON:
+        return _json.loads(body)
+    if kind == BODY_TEXT:
+        return body.decode('utf-8')
+    if kind == BODY_BYTES:
+        return body
+    return None
+
+
+def format_event(data=None, event=None, event_id=None, retry=None):
+    """One Server-Sent Event in wire format, as bytes."""
+    lines = []
+    if event_id is not None:
+        lines.append(f'id: {_check_token(event_id, "event id")}')
+    if event is not None:
+        lines.append(f'event: {_check_token(event, "event name")}')
+    if retry is not None:
+        if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+            raise ValueError(f"retry must be a non-negative int (ms), not {retry!r}")
+        lines.append(f'retry: {retry}')
+    if data is not None:
+        if isinstance(data, (bytes, bytearray)):
+            data = bytes(data).decode('utf-8')
+        if not isinstance(data, str):
+            data = _json.dumps(data)
+        for line in data.replace('\r\n', '\n').replace('\r', '\n').split('\n'):
+            lines.append(f'data: {line}')
+    if not lines:
+        return b':\n\n'  # a comment: keeps the stream alive, no event
+    lines.append('\n')
+    return '\n'.join(lines).encode('utf-8')
+
+
+class Response:
+    """A response: what `on_response()` receives, what a handler may return.
+
+    `Response(None, data=..., status=..., headers=..., cookies=...)`; the
+    request id is filled in when a handler returns it.
+    """
+
+    __slots__ = ('request_id', '_data', 'status', 'headers', 'cookies',
+                 '_body', '_kind')
+
+    def __init__(self, request_id=None, data=None, status=200, headers=None,
+                 cookies=None):
+        self.request_id = request_id
+        self._data = data
+        self.status = status
+        self.headers = headers
+        self.cookies = cookies
+        self._body = None
+        self._kind = None
+
+    @classmethod
+    def _from_wire(cls, request_id, status, headers, body, kind, cookies):
+        response = cls(request_id, None, status,
+                       dict(headers) if headers else {}, cookies)
+        response._body = body
+        response._kind = kind
+        return response
+
+    @property
+    def data(self):
+        """The data the handler answered with (decoded on first use)."""
+        if self._kind is not None:
+            try:
+                self._data = decode_body(self._body, self._kind)
+            except ValueError:
+                self._data = self._body
+            self._kind = None
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = value
+        self._kind = None
+
+    @property
+    def body(self):
+        """The encoded body bytes, as sent to the client."""
+        if self._body is None:
+            self._body = encode_body(self._data)[0]
+        return self._body
+
+    def __repr__(self):
+        return f"Response(request_id={self.request_id!r}, status={self.status!r})"
+
+
+class Request:
+    """A request as a worker sees it.
+
+    Fields: request_id, method, path, path_params, query, data, headers,
+    cookies (parsed on first use), content_type, remote_address, context.
+    Answer later with respond(); stream with response_stream() and
+    send_event()/send_chunk(), or response_ndjson() and send_ndjson().
+    """
+
+    __slots__ = (
+        'request_id', 'method', 'path', 'path_params', 'query', 'data',
+        'headers', 'remote_address', 'context', '_content_type', '_cookies',
+        '_worker', '_state', '_released', '_handler')
+
+    # _state values
+    _OPEN = 0
+    _ANSWERED = 1
+    _STREAMING = 2
+    _CLOSED = 3
+
+    def __init__(self, request_id=-1, method='GET', path='/', query=None,
+                 data=None, headers=None, content_type=None,
+                 remote_address=None, context=None, path_params=None):
+        self.request_id = -1 if request_id is None else request_id
+        self.method = method
+        self.path = path
+        self.query = query
+        self.data = data
+        self.headers = {} if headers is None else headers
+        self._content_type = content_type
+        self.remote_address = remote_address
+        self.context = context
+        self.path_params = {} if path_params is None else path_params
+        self._cookies = None
+        self._worker = None
+        self._state = self._OPEN
+        self._released = False
+        self._handler = None
+
+    def __repr__(self):
+        return (f"Request(request_id={self.request_id!r}, "
+                f"method={self.method!r}, path={self.path!r})")
+
+    def __reduce__(self):
+        return (_rebuild_request, (
+            self.request_id, self.method, self.path, self.query, self.data,
+            self.headers, self._content_type, self.remote_address,
+            self.context, self.path_params))
+
+    @property
+    def content_type(self):
+        """The Content-Type of the body ('' when absent)."""
+        if self._content_type is not None:
+            return self._content_type
+        return self.headers.get('content-type', '')
+
+    @content_type.setter
+    def content_type(self, value):
+        self._content_type = value
+
+    @property
+    def cookies(self):
+        """Request cookies as a dict, parsed from the Cookie header on first use."""
+        if self._cookies is None:
+            self._cookies = parse_cookies(self.headers.get('cookie'))
+        return self._cookies
+
+    @property
+    def is_open(self):
+        """True until answered, ended or disconnected."""
+        return self._state in (self._OPEN, self._STREAMING)
+
+    @property
+    def is_streaming(self):
+        return self._state == self._STREAMING
+
+    # -- answering -------------------------------------------------------
+
+    def _sender(self, what):
+        worker = self._worker
+        if worker is None:
+            raise RuntimeError(
+                f"{what}() works only on a request a worker received")
+        return worker
+
+    def respond(self, data=None, status=200, headers=None, cookies=None):
+        """Answer the request (for DEFERRED requests, from anywhere in the worker).
+
+        Returns True when the answer was sent, False when the request was
+        already answered or its client has gone.
+        """
+        worker = self._sender('respond')
+        if self._state != self._OPEN:
+            if self._state == self._ANSWERED or self._state == self._STREAMING:
+                worker.log.warning(
+                    "respond() on request %s that was already answered",
+                    self.request_id)
+            return False
+        return worker._send_response(self, data, status, headers, cookies)
+
+    def response_stream(self, content_type=None, headers=None, cookies=None):
+        """Start a streamed response (default text/event-stream, no caching)."""
+        worker = self._sender('response_stream')
+        if self._state != self._OPEN:
+            return False
+        return worker._start_stream(
+            self, content_type or CONTENT_TYPE_EVENT_STREAM, headers, cookies)
+
+    def response_ndjson(self, headers=None, cookies=None):
+        """Start an NDJSON stream (application/x-ndjson)."""
+        return self.response_stream(CONTENT_TYPE_NDJSON, headers, cookies)
+
+    def send_event(self, data=None, event=None, event_id=None, retry=None):
+        """Send one Server-Sent Event; dict/list data goes as JSON."""
+        if self._state != self._STREAMING:
+            return False
+        return self._worker._stream_data(
+            self, format_event(data, event, event_id, retry))
+
+    def send_chunk(self, data):
+        """Send raw bytes (or str, as UTF-8) on the stream."""
+        if self._state != self._STREAMING:
+            return False
+        if isinstance(data, str):
+            data = data.encode('utf-8')
+        elif not isinstance(data, bytes):
+            data = bytes(data)
+        return self._worker._stream_data(self, data)
+
+    def send_ndjson(self, obj):
+        """Send one JSON value as a line of an NDJSON stream."""
+        if self._state != self._STREAMING:
+            return False
+        return self._worker._stream_data(
+            self, _json.dumps(obj).encode('utf-8') + b'\n')
+
+    def response_stream_end(self):
+        """End the stream and close the connection."""
+        if self._state != self._STREAMING:
+            return False
+        return self._worker._end_stream(self)
+
+
+def _rebuild_request(*args):
+    return Request(*args)
+
+
+def parse_cookies(raw):
+    """Parse a Cookie header into a dict (later duplicates do not override)."""
+    cookies = {}
+    if not raw:
+        return cookies
+    for part in raw.split(';'):
+        name, sep, value = part.partition('=')
+        if not sep:
+            continue
+        name = name.strip()
+        if name and name not in cookies:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1]
+            cookies[name] = value
+    return cookies

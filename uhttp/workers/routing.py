@@ -1,0 +1,300 @@
+"""URL patterns, converters and route tables.
+
+Pure logic, no I/O: the dispatcher uses `PrefixRoutes` to pick a pool,
+workers and sync handlers use `RouteTable` to pick a handler.
+"""
+
+import re as _re
+
+METHODS = frozenset((
+    'GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE',
+    'CONNECT'))
+
+# converter name -> (regex for one match, function turning the text into a value)
+CONVERTERS = {
+    'str': (r'[^/]+', str),
+    'int': (r'-?[0-9]+', int),
+    'float': (r'-?[0-9]+(?:\.[0-9]+)?', float),
+    'path': (r'.+', str),
+}
+
+_PARAM = _re.compile(r'\{([^{}]*)\}')
+_NAME = _re.compile(r'[A-Za-z_][A-Za-z0-9_]*\Z')
+
+
+class PatternError(ValueError):
+    """A route pattern that cannot be compiled."""
+
+
+class Pattern:
+    """One compiled URL pattern such as '/user/{id:int}'.
+
+    `match(path)` returns a dict of converted parameters, or None.
+    """
+
+    __slots__ = ('text', 'params', '_regex', '_converters')
+
+    def __init__(self, text):
+        if not isinstance(text, str):
+            raise PatternError(
+                f"route pattern must be a str, not {type(text).__name__}: "
+                f"{text!r}")
+        if text and not text.startswith('/'):
+            raise PatternError(f"route pattern {text!r} must start with '/'")
+        self.text = text
+        regex = []
+        converters = {}
+        pos = 0
+        for found in _PARAM.finditer(text):
+            literal = text[pos:found.start()]
+            if '{' in literal or '}' in literal:
+                raise PatternError(f"unbalanced brace in route pattern {text!r}")
+            regex.append(_re.escape(literal))
+            name, _, conv = found.group(1).partition(':')
+            name = name.strip()
+            conv = conv.strip() or 'str'
+            if not _NAME.match(name):
+                raise PatternError(
+                    f"bad parameter name {name!r} in route pattern {text!r}")
+            if name in converters:
+                raise PatternError(
+                    f"parameter {name!r} appears twice in route pattern {text!r}")
+            if conv not in CONVERTERS:
+                raise PatternError(
+                    f"unknown converter {conv!r} in route pattern {text!r} "
+                    f"(known: {', '.join(sorted(CONVERTERS))})")
+            part, func = CONVERTERS[conv]
+            regex.append(f'(?P<{name}>{part})')
+            converters[name] = func
+            pos = found.end()
+        tail = text[pos:]
+        if '{' in tail or '}' in tail:
+            raise PatternError(f"unbalanced brace in route pattern {text!r}")
+        regex.append(_re.escape(tail))
+        self.params = tuple(converters)
+        self._converters = converters
+        self._regex = _re.compile(''.join(regex) + r'\Z') if converters else None
+
+    @property
+    def is_static(self):
+        """True when the pattern has no parameters (matched by equality)."""
+        return self._regex is None
+
+    def match(self, path):
+        """Return the converted parameters when `path` matches, else None."""
+        if self._regex is None:
+            return {} if path == self.text else None
+        found = self._regex.match(path)
+        if found is None:
+            return None
+        params = {}
+        for name, value in found.groupdict().items():
+            try:
+                params[name] = self._converters[name](value)
+            except ValueError:
+                return None
+        return params
+
+    def __repr__(self):
+        return f"Pattern({self.text!r})"
+
+
+def normalize_methods(methods, where):
+    """Upper-case and check a method list; empty means every method."""
+    result = []
+    for method in methods:
+        if not isinstance(method, str):
+            raise TypeError(
+                f"{where}: HTTP method must be a str, not {method!r}")
+        method = method.upper()
+        if method not in METHODS:
+            raise ValueError(f"{where}: unknown HTTP method {method!r}")
+        result.append(method)
+    return tuple(result)
+
+
+class RouteTable:
+    """Maps (method, path) to a target.
+
+    Static patterns are looked up in a dict; patterns with parameters are
+    tried in the order they were added. `lookup()` answers one of:
+    (target, params) on a match, (None, allowed_methods) when the path is
+    known under other methods only, (None, None) when nothing matches.
+    A route without methods accepts every method. HEAD falls back to GET.
+    """
+
+    def __init__(self):
+        self._static = {}    # path -> {method or None: target}
+        self._dynamic = []   # [(Pattern, {method or None: target})]
+        self._dynamic_index = {}
+
+    def __len__(self):
+        return (sum(len(v) for v in self._static.values())
+                + sum(len(v) for _, v in self._dynamic))
+
+    def add(self, pattern, methods, target):
+        """Add a route; `pattern` is a str or Pattern, methods a tuple."""
+        if not isinstance(pattern, Pattern):
+            pattern = Pattern(pattern)
+        if pattern.is_static:
+            by_method = self._static.setdefault(pattern.text, {})
+        else:
+            by_method = self._dynamic_index.get(pattern.text)
+            if by_method is None:
+                by_method = self._dynamic_index[pattern.text] = {}
+                self._dynamic.append((pattern, by_method))
+        for method in methods or (None,):
+            by_method.setdefault(method, target)
+
+    @staticmethod
+    def _pick(by_method, method):
+        target = by_method.get(method)
+        if target is None and method == 'HEAD':
+            target = by_method.get('GET')
+        if target is None:
+            target = by_method.get(None)
+        return target
+
+    def lookup(self, method, path):
+        allowed = None
+        by_method = self._static.get(path)
+        if by_method is not None:
+            target = self._pick(by_method, method)
+            if target is not None:
+                return target, {}
+            allowed = set(by_method)
+        for pattern, by_method in self._dynamic:
+            params = pattern.match(path)
+            if params is None:
+                continue
+            target = self._pick(by_method, method)
+            if target is not None:
+                return target, params
+            if allowed is None:
+                allowed = set()
+            allowed.update(by_method)
+        if allowed:
+            if 'GET' in allowed:
+                allowed.add('HEAD')
+            return None, sorted(allowed)
+        return None, None
+
+
+class PrefixRoutes:
+    """The dispatcher's pool routes: exact paths and '/prefix/**' prefixes.
+
+    '/api/**' matches '/api' and everything below '/api/'; a route without
+    '**' matches only that exact path.
+    """
+
+    def __init__(self, routes, where='routes'):
+        if isinstance(routes, (str, bytes)) or not isinstance(
+                routes, (list, tuple)):
+            raise TypeError(
+                f"{where} must be a list of str patterns, "
+                f"not {type(routes).__name__}")
+        self.routes = tuple(routes)
+        self._exact = set()
+        self._prefixes = []
+        for route in routes:
+            if not isinstance(route, str):
+                raise TypeError(
+                    f"{where} must be a list of str patterns, "
+                    f"found {route!r}")
+            if not route.startswith('/'):
+                raise ValueError(f"{where}: route {route!r} must start with '/'")
+            if route.endswith('/**'):
+                base = route[:-3]
+                check = base
+            else:
+                base = None
+                check = route
+            if '*' in check or '{' in check or '}' in check:
+                raise ValueError(
+                    f"{where}: route {route!r} is neither an exact path nor a "
+                    "prefix ending in '/**'")
+            if base is None:
+                self._exact.add(route)
+            else:
+                self._prefixes.append((base, base + '/'))
+
+    def match(self, path):
+        if path in self._exact:
+            return True
+        for base, prefix in self._prefixes:
+            if path.startswith(prefix) or path == base:
+                return True
+        return False
+
+
+# -- route declarations -----------------------------------------------------
+
+_API_ROUTES = '_uhttp_api_routes'
+_SYNC_ROUTES = '_uhttp_sync_routes'
+
+
+def _declare(attr, kind, pattern, methods):
+    if not isinstance(pattern, str):
+        raise TypeError(
+            f"@{kind}() pattern must be a str, not {type(pattern).__name__}")
+    methods = normalize_methods(methods, f"@{kind}({pattern!r})")
+
+    def decorator(func):
+        if not callable(func):
+            raise TypeError(f"@{kind}({pattern!r}) must decorate a function")
+        routes = list(getattr(func, attr, ()))
+        routes.append((pattern, methods))
+        try:
+            setattr(func, attr, tuple(routes))
+        except AttributeError as err:
+            raise TypeError(
+                f"@{kind}({pattern!r}) cannot mark {func!r}") from err
+        return func
+    return decorator
+
+
+def api(pattern, *methods):
+    """Mark a Worker or ApiHandler method as the handler of `pattern`.
+
+    No methods means every method. On an ApiHandler the pattern is
+    prefixed with the handler's PATTERN.
+    """
+    return _declare(_API_ROUTES, 'api', pattern, methods)
+
+
+def sync(pattern, *methods):
+    """Mark a Dispatcher method as a sync handler, run in the dispatcher."""
+    return _declare(_SYNC_ROUTES, 'sync', pattern, methods)
+
+
+def declared_routes(cls, kind='api'):
+    """The routes declared on `cls` and its bases: [(attr name, pattern, methods)].
+
+    A name overridden in a subclass takes the subclass's declaration (or
+    none), as Python's attribute lookup does.
+    """
+    attr = _API_ROUTES if kind == 'api' else _SYNC_ROUTES
+    result = []
+    seen = set()
+    for klass in cls.__mro__:
+        for name, value in vars(klass).items():
+            if name in seen:
+                continue
+            seen.add(name)
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            for pattern, methods in getattr(value, attr, ()):
+                result.append((name, pattern, methods))
+    return result
+
+
+def compile_routes(owner, routes, prefix=''):
+    """Compile declared routes, raising ValueError that names the owner."""
+    compiled = []
+    for name, pattern, methods in routes:
+        text = prefix + pattern
+        try:
+            compiled.append((name, Pattern(text), methods))
+        except PatternError as err:
+            raise PatternError(f"{owner}.{name}: {err}") from None
+    return compiled

@@ -1,0 +1,185 @@
+"""Static files served by the dispatcher, never from outside their root.
+
+`StaticMount.resolve()` is pure path logic (tested on its own); `serve()`
+answers a connection with the file, a 304, or HEAD headers.
+"""
+
+import email.utils as _email_utils
+import mimetypes as _mimetypes
+import os as _os
+import stat as _stat
+
+INDEX_FILE = 'index.html'
+
+_TYPES = {
+    '.html': 'text/html; charset=UTF-8',
+    '.htm': 'text/html; charset=UTF-8',
+    '.css': 'text/css; charset=UTF-8',
+    '.js': 'text/javascript; charset=UTF-8',
+    '.mjs': 'text/javascript; charset=UTF-8',
+    '.json': 'application/json',
+    '.txt': 'text/plain; charset=UTF-8',
+    '.svg': 'image/svg+xml',
+    '.png': 'image/png',
+    '.jpg': 'image/jpeg',
+    '.jpeg': 'image/jpeg',
+    '.gif': 'image/gif',
+    '.webp': 'image/webp',
+    '.ico': 'image/x-icon',
+    '.wasm': 'application/wasm',
+    '.woff': 'font/woff',
+    '.woff2': 'font/woff2',
+    '.xml': 'text/xml; charset=UTF-8',
+    '.pdf': 'application/pdf',
+    '.mp4': 'video/mp4',
+    '.mp3': 'audio/mpeg',
+}
+
+
+def content_type(path):
+    """Content-Type for a file name."""
+    ext = _os.path.splitext(path)[1].lower()
+    known = _TYPES.get(ext)
+    if known:
+        return known
+    guessed, _ = _mimetypes.guess_type(path, strict=False)
+    if guessed is None:
+        return 'application/octet-stream'
+    if guessed.startswith('text/'):
+        return guessed + '; charset=UTF-8'
+    return guessed
+
+
+class StaticMount:
+    """One URL prefix mapped to a directory.
+
+    `headers` are added to every file served; an `authoritative` mount owns
+    its prefix (a miss is a 404, not a fall-through).
+    """
+
+    def __init__(self, prefix, root, headers=None, authoritative=False,
+                 where='static_routes'):
+        if not isinstance(prefix, str) or not prefix.startswith('/'):
+            raise ValueError(
+                f"{where}: URL prefix {prefix!r} must be a str starting with '/'")
+        if not isinstance(root, (str, _os.PathLike)):
+            raise TypeError(
+                f"{where}[{prefix!r}]: path must be a str, not "
+                f"{type(root).__name__}")
+        root = _os.path.realpath(_os.path.expanduser(_os.fspath(root)))
+        if not _os.path.isdir(root):
+            raise ValueError(
+                f"{where}[{prefix!r}]: directory {root!r} does not exist")
+        if headers is not None and not isinstance(headers, dict):
+            raise TypeError(f"{where}[{prefix!r}]: headers must be a dict")
+        for name, value in (headers or {}).items():
+            text = f'{name}{value}'
+            if '\r' in text or '\n' in text:
+                raise ValueError(
+                    f"{where}[{prefix!r}]: header {name!r} contains CR or LF")
+        self.prefix = prefix
+        self.root = root
+        self.headers = dict(headers or {})
+        self.authoritative = bool(authoritative)
+        self._inside = root if root.endswith(_os.sep) else root + _os.sep
+        # '/static/' and '/static' both mount below '/static/'
+        self._base = prefix.rstrip('/')
+
+    def relative(self, path):
+        """The part of `path` below this mount, or None when outside it."""
+        base = self._base
+        if not path.startswith(base):
+            return None
+        rest = path[len(base):]
+        if rest and rest[0] != '/':
+            return None  # '/static' does not own '/staticfoo'
+        return rest
+
+    def resolve(self, rest):
+        """The real file path for the URL part `rest`, or None when the
+        request is not for a file inside the root (missing, hostile, or a
+        directory without an index)."""
+        if '\x00' in rest or '\\' in rest:
+            return None
+        parts = []
+        for part in rest.split('/'):
+            if part in ('', '.'):
+                continue
+            if part == '..' or ':' in part and _os.name == 'nt':
+                return None
+            parts.append(part)
+        candidate = _os.path.join(self.root, *parts) if parts else self.root
+        try:
+            real = _os.path.realpath(candidate)
+        except (OSError, ValueError):
+            return None
+        if real != self.root and not real.startswith(self._inside):
+            return None  # a symlink out of the root
+        try:
+            info = _os.stat(real)
+        except (OSError, ValueError):
+            return None
+        if _stat.S_ISDIR(info.st_mode):
+            index = _os.path.join(real, INDEX_FILE)
+            try:
+                info = _os.stat(index)
+            except OSError:
+                return None
+            real = _os.path.realpath(index)
+            if not real.startswith(self._inside):
+                return None
+        if not _stat.S_ISREG(info.st_mode):
+            return None
+        return real
+
+
+def etag(info):
+    return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
+
+
+def not_modified(request_headers, tag, mtime):
+    """True when the conditional request headers say the client's copy is
+    current (If-None-Match wins over If-Modified-Since)."""
+    match = request_headers.get('if-none-match')
+    if match is not None:
+        if match.strip() == '*':
+            return True
+        for candidate in match.split(','):
+            candidate = candidate.strip()
+            if candidate.startswith('W/'):
+                candidate = candidate[2:]
+            if candidate == tag:
+                return True
+        return False
+    since = request_headers.get('if-modified-since')
+    if since:
+        try:
+            when = _email_utils.parsedate_to_datetime(since)
+        except (TypeError, ValueError, IndexError):
+            return False
+        if when is None:
+            return False
+        return int(mtime) <= when.timestamp()
+    return False
+
+
+def serve(client, mount, real_path):
+    """Answer `client` with the file at `real_path` (already resolved)."""
+    try:
+        info = _os.stat(real_path)
+    except OSError:
+        return False
+    tag = etag(info)
+    headers = dict(mount.headers)
+    headers['etag'] = tag
+    headers['last-modified'] = _email_utils.formatdate(info.st_mtime, usegmt=True)
+    if not_modified(client.headers or {}, tag, info.st_mtime):
+        client.respond(status=304, headers=headers)
+        return True
+    headers.setdefault('content-type', content_type(real_path))
+    if client.method == 'HEAD':
+        headers['content-length'] = info.st_size
+        client.respond(status=200, headers=headers)
+        return True
+    client.respond_file(real_path, headers=headers)
+    return True

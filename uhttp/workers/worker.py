@@ -1,0 +1,712 @@
+"""Worker, ApiHandler and the worker process's event loop.
+
+A worker is a forked process that owns no socket. It reads request and
+control messages from its own pipe, runs the matching handler, and writes
+responses, stream data and log records to its own pipe back to the
+dispatcher. Its loop also serves the user's file descriptors and on_idle().
+"""
+
+import json as _json
+import os as _os
+import selectors as _selectors
+import signal as _signal
+import sys as _sys
+import time as _time
+import traceback as _traceback
+
+from . import channel as _channel
+from . import log as _log
+from . import messages as _msg
+from . import routing as _routing
+
+EXIT_OK = 0
+EXIT_SETUP_FAILED = 3
+EXIT_LOOP_FAILED = 4
+
+_monotonic = _time.monotonic
+
+# set in a worker process before the Worker object is built
+_runtime = None
+
+
+class _StopWorker(BaseException):
+    """Raised inside the worker to leave the loop (orphaned, SIGTERM)."""
+
+
+class ApiHandler:
+    """Groups @api routes under a common prefix, `PATTERN`.
+
+    Instances are built once per worker; `self.worker` is that worker.
+    Subclasses inherit their parent's routes under their own PATTERN.
+    """
+
+    PATTERN = ''
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.PATTERN, str):
+            raise TypeError(
+                f"{cls.__name__}.PATTERN must be a str, "
+                f"not {type(cls.PATTERN).__name__}")
+        if cls.PATTERN and not cls.PATTERN.startswith('/'):
+            raise ValueError(
+                f"{cls.__name__}.PATTERN {cls.PATTERN!r} must start with '/'")
+        cls._compiled_routes = _routing.compile_routes(
+            cls.__name__, _routing.declared_routes(cls), cls.PATTERN)
+
+
+ApiHandler._compiled_routes = []
+
+
+class Worker:
+    """Base class of a pool's worker processes.
+
+    Define handlers with @api on the class or on ApiHandler classes listed
+    in HANDLERS. Override setup(), teardown(), on_config(), on_idle(),
+    on_disconnect(), do_check() and on_request_error() as needed.
+    """
+
+    HANDLERS = []
+    LOG_NAME = '{cls}[{worker_id}]'
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        handlers = cls.HANDLERS
+        if not isinstance(handlers, (list, tuple)):
+            raise TypeError(
+                f"{cls.__name__}.HANDLERS must be a list of ApiHandler "
+                f"classes, not {type(handlers).__name__}")
+        for handler in handlers:
+            if not (isinstance(handler, type) and issubclass(handler, ApiHandler)):
+                raise TypeError(
+                    f"{cls.__name__}.HANDLERS: {handler!r} is not an "
+                    "ApiHandler subclass")
+        cls._compiled_routes = _routing.compile_routes(
+            cls.__name__, _routing.declared_routes(cls))
+
+    def __init__(self, worker_id=0, pool_name=None, **kwargs):
+        self.worker_id = worker_id
+        self.pool_name = pool_name or type(self).__name__
+        self.kwargs = kwargs
+        self.pid = _os.getpid()
+        self._accepting = True
+        self._rt = _runtime
+        level = self._rt.log_level if self._rt else _log.LOG_WARNING
+        self.log = _log.Logger(
+            self._format_log_name(), self._log_sink, level)
+
+    # -- naming and logging ----------------------------------------------
+
+    def _format_log_name(self):
+        values = {'cls': type(self).__name__, 'worker_id': self.worker_id,
+                  'pool_name': self.pool_name, 'pid': self.pid}
+        try:
+            return str(self.LOG_NAME).format(**values)
+        except (KeyError, IndexError, ValueError, AttributeError) as err:
+            self._log_sink(
+                Worker.LOG_NAME.format(**values), _log.LOG_WARNING,
+                f"invalid LOG_NAME {self.LOG_NAME!r} ({err!r}); "
+                "using the default")
+            return Worker.LOG_NAME.format(**values)
+
+    def _log_sink(self, name, level, text):
+        runtime = self._rt
+        if runtime is None:
+            _sys.stderr.write(_log.render(_log.STYLE_PLAIN, name, level, text))
+            return
+        runtime.send((_msg.W_LOG, name, level, text))
+
+    # -- hooks to override -------------------------------------------------
+
+    def setup(self):
+        """Called once in the worker process before it takes requests."""
+
+    def teardown(self):
+        """Called once when the worker stops."""
+
+    def on_config(self, config):
+        """Called with each config the dispatcher sends (send_config())."""
+
+    def on_idle(self):
+        """Called every heartbeat_interval seconds."""
+
+    def on_disconnect(self, request_id):
+        """Called when a deferred or streaming request can no longer be
+        answered: its client went away, or it timed out."""
+
+    def do_check(self, request):
+        """Validate a request before routing: return (data, status) to
+        refuse it, None to go on; or raise RejectRequest."""
+        return None
+
+    def on_request_error(self, request, err):
+        """Called when a handler raises; the default logs and answers 500."""
+        self.log.error(
+            "%s %s failed in %s: %s\n%s", request.method, request.path,
+            _handler_name(getattr(request, '_handler', None)), repr(err),
+            ''.join(_traceback.format_exception(type(err), err,
+                                                err.__traceback__)).rstrip())
+        return {'error': 'Internal Server Error'}, 500
+
+    # -- API for handlers --------------------------------------------------
+
+    def keep_alive(self):
+        """Tell the dispatcher this worker is alive and its requests are
+        still being worked on: resets stuck detection and request timeouts."""
+        if self._rt is not None:
+            self._rt.slot.keep_alive(_monotonic())
+
+    def pause(self):
+        """Take no new requests (they go to the pool's other workers)."""
+        if self._accepting:
+            self._accepting = False
+            if self._rt is not None:
+                self._rt.send((_msg.W_PAUSE,))
+
+    def resume(self):
+        """Take new requests again after pause()."""
+        if not self._accepting:
+            self._accepting = True
+            if self._rt is not None:
+                self._rt.send((_msg.W_RESUME,))
+
+    def forward(self, route, data):
+        """Hand `data` to the pool serving `route` as a request_id=-1 request
+        (fire and forget)."""
+        if not isinstance(route, str):
+            raise TypeError(f"forward() route must be a str, not {route!r}")
+        if self._rt is None:
+            raise RuntimeError("forward() works only inside a running worker")
+        self._rt.send((_msg.W_FORWARD, route, data))
+
+    def register_reader(self, fd, callback):
+        """Call `callback(fd)` whenever `fd` (int or object with fileno())
+        is readable."""
+        self._register(fd, _selectors.EVENT_READ, callback)
+
+    def register_writer(self, fd, callback):
+        """Call `callback(fd)` whenever `fd` is writable (register only while
+        there is something to write)."""
+        self._register(fd, _selectors.EVENT_WRITE, callback)
+
+    def unregister_reader(self, fd):
+        self._unregister(fd, _selectors.EVENT_READ)
+
+    def unregister_writer(self, fd):
+        self._unregister(fd, _selectors.EVENT_WRITE)
+
+    def _register(self, fd, event, callback):
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {callback!r}")
+        if self._rt is None:
+            raise RuntimeError("register_*() works only inside a running worker")
+        self._rt.fds.register(fd, event, callback)
+
+    def _unregister(self, fd, event):
+        if self._rt is not None:
+            self._rt.fds.unregister(fd, event)
+
+    # -- answering (used by Request) -----------------------------------------
+
+    def _release(self, request):
+        request._released = True
+
+    def _send_response(self, request, data, status, headers, cookies):
+        runtime = self._rt
+        try:
+            message = _response_message(
+                request.request_id, data, status, headers, cookies)
+        except _msg.ResponseError as err:
+            self.log.error("response to %s %s cannot be sent: %s",
+                           request.method, request.path, err)
+            message = _error_message(request.request_id, 500)
+        request._state = request._ANSWERED
+        request._released = True
+        runtime.open_requests.pop(request.request_id, None)
+        runtime.send(message)
+        return True
+
+    def _start_stream(self, request, content_type, headers, cookies):
+        runtime = self._rt
+        try:
+            headers = _msg.check_headers(headers) or []
+            cookies = _msg.check_cookies(cookies)
+        except _msg.ResponseError as err:
+            self.log.error("stream for %s %s cannot start: %s",
+                           request.method, request.path, err)
+            self._send_response(request, None, 500, None, None)
+            return False
+        names = {name.lower() for name, _ in headers}
+        if 'content-type' not in names:
+            headers.append(('content-type', content_type))
+        if 'cache-control' not in names:
+            headers.append(('cache-control', 'no-cache'))
+        request._state = request._STREAMING
+        request._released = True
+        if request.request_id != -1:
+            runtime.open_requests[request.request_id] = request
+        runtime.send((_msg.W_STREAM_START, request.request_id, 200,
+                      headers, cookies))
+        return True
+
+    def _stream_data(self, request, data):
+        self._rt.send((_msg.W_STREAM_DATA, request.request_id, data))
+        return True
+
+    def _end_stream(self, request):
+        request._state = request._CLOSED
+        self._rt.open_requests.pop(request.request_id, None)
+        self._rt.send((_msg.W_STREAM_END, request.request_id))
+        return True
+
+    def __repr__(self):
+        return f"<{type(self).__name__} worker_id={self.worker_id} pid={self.pid}>"
+
+
+def _handler_name(handler):
+    if handler is None:
+        return 'handler'
+    func = getattr(handler, '__func__', handler)
+    owner = getattr(handler, '__self__', None)
+    cls = type(owner).__name__ if owner is not None else ''
+    name = getattr(func, '__qualname__', None) or repr(func)
+    if cls and not name.startswith(cls + '.'):
+        return f"{cls}.{getattr(func, '__name__', name)}"
+    return name
+
+
+def _response_message(request_id, data, status, headers=None, cookies=None):
+    """Build the W_RESPONSE message for a handler's answer (may raise
+    ResponseError)."""
+    if isinstance(data, _msg.Response):
+        response = data
+        data = response.data
+        status = response.status
+        headers = response.headers
+        cookies = response.cookies
+    _msg.check_status(status)
+    headers = _msg.check_headers(headers)
+    cookies = _msg.check_cookies(cookies)
+    body, kind, content_type = _msg.encode_body(data)
+    if content_type is not None:
+        if headers is None:
+            headers = [('content-type', content_type)]
+        elif not any(name.lower() == 'content-type' for name, _ in headers):
+            headers.append(('content-type', content_type))
+    return (_msg.W_RESPONSE, request_id, status, headers, body, kind, cookies)
+
+
+def _error_message(request_id, status, text=None):
+    text = text or {400: 'Bad Request', 404: 'Not Found',
+                    500: 'Internal Server Error'}.get(status, 'Error')
+    body = _json.dumps({'error': text}).encode()
+    return (_msg.W_RESPONSE, request_id, status,
+            [('content-type', _msg.CONTENT_TYPE_JSON)], body, _msg.BODY_JSON,
+            None)
+
+
+def _split_result(result):
+    """(data, status, headers) from a handler's return value."""
+    if type(result) is tuple and 2 <= len(result) <= 3 and isinstance(
+            result[1], int) and not isinstance(result[1], bool):
+        if len(result) == 2:
+            return result[0], result[1], None
+        return result
+    return result, 200, None
+
+
+class _UserFds:
+    """The worker's user-registered file descriptors."""
+
+    def __init__(self, selector):
+        self._selector = selector
+        self._callbacks = {}  # fd number -> {event: (fileobj, callback)}
+
+    @staticmethod
+    def _number(fd):
+        return fd if isinstance(fd, int) else fd.fileno()
+
+    def register(self, fd, event, callback):
+        number = self._number(fd)
+        entry = self._callbacks.get(number)
+        if entry is None:
+            entry = self._callbacks[number] = {}
+            entry[event] = (fd, callback)
+            self._selector.register(number, event, self)
+        else:
+            entry[event] = (fd, callback)
+            self._selector.modify(number, _mask(entry), self)
+
+    def unregister(self, fd, event):
+        try:
+            number = self._number(fd)
+        except (OSError, ValueError):
+            return
+        entry = self._callbacks.get(number)
+        if entry is None or event not in entry:
+            return
+        del entry[event]
+        if entry:
+            self._selector.modify(number, _mask(entry), self)
+        else:
+            del self._callbacks[number]
+            try:
+                self._selector.unregister(number)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def handle(self, number, mask, log):
+        entry = self._callbacks.get(number)
+        if entry is None:
+            return
+        for event in (_selectors.EVENT_READ, _selectors.EVENT_WRITE):
+            if mask & event and event in entry:
+                fileobj, callback = entry[event]
+                try:
+                    callback(fileobj)
+                except Exception as err:  # pylint: disable=broad-except
+                    log.error("fd callback %r failed: %r\n%s", callback, err,
+                              _traceback.format_exc().rstrip())
+                entry = self._callbacks.get(number)
+                if entry is None:
+                    return
+
+
+def _mask(entry):
+    mask = 0
+    for event in entry:
+        mask |= event
+    return mask
+
+
+class _Runtime:
+    """Everything a worker process needs to talk to its dispatcher."""
+
+    def __init__(self, in_fd, out_fd, slot, log_level, heartbeat_interval):
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self.slot = slot
+        self.log_level = log_level
+        self.heartbeat_interval = heartbeat_interval
+        self.reader = _channel.FrameReader(in_fd)
+        self.selector = _selectors.DefaultSelector()
+        self.fds = _UserFds(self.selector)
+        self.open_requests = {}  # request_id -> Request (deferred or streaming)
+        self.running = True
+        self.exit_code = EXIT_OK
+
+    def send(self, message):
+        try:
+            frame = _channel.pack(message)
+        except Exception as err:  # pylint: disable=broad-except
+            # only user values (forward data) can fail to pickle
+            frame = _channel.pack((
+                _msg.W_LOG, 'worker', _log.LOG_ERROR,
+                f"message {message[0]} could not be sent: {err!r}"))
+        try:
+            _channel.write_all(self.out_fd, frame)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            # the dispatcher has gone: nobody is left to answer
+            self.running = False
+            raise _StopWorker() from None
+
+
+def _serve(worker, runtime):
+    """The worker loop: requests, control messages, user fds, on_idle()."""
+    table = _build_table(worker)
+    slot = runtime.slot
+    selector = runtime.selector
+    selector.register(runtime.in_fd, _selectors.EVENT_READ, None)
+    interval = runtime.heartbeat_interval
+    next_idle = _monotonic() + interval
+    reader = runtime.reader
+    log = worker.log
+    while runtime.running:
+        now = _monotonic()
+        timeout = next_idle - now
+        if timeout < 0:
+            timeout = 0
+        events = selector.select(timeout)
+        now = _monotonic()
+        slot.beat(now)
+        for key, mask in events:
+            if key.data is None:
+                try:
+                    messages = reader.read()
+                except _channel.ChannelError as err:
+                    log.critical("corrupt message from dispatcher: %s", err)
+                    raise _StopWorker() from None
+                for message in messages:
+                    _handle_message(worker, runtime, table, message)
+                    if not runtime.running:
+                        return
+                if reader.eof:
+                    raise _StopWorker()  # dispatcher gone
+            else:
+                key.data.handle(key.fd, mask, log)
+        if now >= next_idle:
+            next_idle = now + interval
+            try:
+                worker.on_idle()
+            except Exception as err:  # pylint: disable=broad-except
+                log.error("on_idle() failed: %r\n%s", err,
+                          _traceback.format_exc().rstrip())
+            if _os.getppid() != runtime.parent_pid:
+                raise _StopWorker()
+
+
+def _build_table(worker):
+    table = _routing.RouteTable()
+    for name, pattern, methods in type(worker)._compiled_routes:
+        table.add(pattern, methods, getattr(worker, name))
+    for handler_class in type(worker).HANDLERS:
+        handler = handler_class(worker)
+        for name, pattern, methods in handler_class._compiled_routes:
+            table.add(pattern, methods, getattr(handler, name))
+    return table
+
+
+def _handle_message(worker, runtime, table, message):
+    kind = message[0]
+    if kind == _msg.M_REQUEST:
+        if not worker._accepting:
+            runtime.send((_msg.W_BOUNCE, message[2]))
+            return
+        _handle_request(worker, runtime, table, message)
+    elif kind == _msg.M_DISCONNECT:
+        request = runtime.open_requests.pop(message[1], None)
+        if request is not None:
+            request._state = request._CLOSED
+            try:
+                worker.on_disconnect(message[1])
+            except Exception as err:  # pylint: disable=broad-except
+                worker.log.error("on_disconnect(%s) failed: %r\n%s",
+                                 message[1], err,
+                                 _traceback.format_exc().rstrip())
+    elif kind == _msg.M_CONFIG:
+        try:
+            worker.on_config(message[1])
+        except Exception as err:  # pylint: disable=broad-except
+            worker.log.error("on_config() failed: %r\n%s", err,
+                             _traceback.format_exc().rstrip())
+    elif kind == _msg.M_STOP:
+        runtime.running = False
+
+
+def _parse_body(request, body, content_type):
+    """request.data from the raw body; a 400 message on malformed JSON."""
+    if not body:
+        request.data = None
+        return None
+    media = content_type.partition(';')[0].strip().lower()
+    if media == 'application/json' or (
+            media.startswith('application/') and media.endswith('+json')):
+        try:
+            request.data = _json.loads(body)
+        except (ValueError, RecursionError) as err:
+            return _error_message(
+                request.request_id, 400, f"Invalid JSON body: {err}")
+    else:
+        request.data = body
+    return None
+
+
+def _handle_request(worker, runtime, table, message):
+    (_, seq, request_id, method, path, query, headers, body, parsed,
+     remote_address, context) = message
+    runtime.slot.start(_monotonic(), seq, request_id)
+    request = _msg.Request(
+        request_id, method, path, query=query, headers=headers,
+        remote_address=remote_address, context=context)
+    request._worker = worker
+    if parsed:
+        request.data = body
+        reply = None
+    else:
+        reply = _parse_body(request, body, headers.get('content-type', ''))
+    if reply is None:
+        reply = _run_handler(worker, table, request)
+    if reply is not None:
+        runtime.send(reply)
+    elif not request._released:
+        request._released = True
+        if request._state == request._OPEN and request_id != -1:
+            runtime.open_requests[request_id] = request
+        runtime.send((_msg.W_DEFERRED, request_id))
+    runtime.slot.idle()
+
+
+def _run_handler(worker, table, request):
+    """Run do_check and the handler; return a W_RESPONSE message or None
+    when the request was answered, streamed or deferred."""
+    handler = None
+    try:
+        try:
+            result = worker.do_check(request)
+            if result is None:
+                handler, params = table.lookup(request.method, request.path)
+                if handler is None:
+                    if params is None:
+                        return _error_message(request.request_id, 404)
+                    allow = ', '.join(params)
+                    return (_msg.W_RESPONSE, request.request_id, 405,
+                            [('content-type', _msg.CONTENT_TYPE_JSON),
+                             ('allow', allow)],
+                            b'{"error": "Method Not Allowed"}', _msg.BODY_JSON,
+                            None)
+                request.path_params = params
+                result = handler(request)
+            elif not (type(result) is tuple or isinstance(result, _msg.Response)):
+                raise _msg.ResponseError(
+                    f"do_check() must return None or (data, status), "
+                    f"not {result!r}")
+        except _msg.RejectRequest as reject:
+            result = (reject.data, reject.status)
+        except _StopWorker:
+            raise
+        except Exception as err:  # pylint: disable=broad-except
+            request._handler = handler
+            result = worker.on_request_error(request, err)
+        if result is _msg.DEFERRED or request._state != request._OPEN:
+            if result is not _msg.DEFERRED and result is not None and (
+                    request._state == request._ANSWERED):
+                worker.log.warning(
+                    "%s returned a value for request %s that it already "
+                    "answered; the value is dropped", _handler_name(handler),
+                    request.request_id)
+            return None
+        data, status, headers = _split_result(result)
+        message = _response_message(request.request_id, data, status, headers)
+        request._state = request._ANSWERED
+        request._released = True
+        return message
+    except _StopWorker:
+        raise
+    except _msg.ResponseError as err:
+        worker.log.error("%s for %s %s returned a result that cannot be sent: %s",
+                         _handler_name(handler), request.method, request.path,
+                         err)
+    except Exception as err:  # pylint: disable=broad-except
+        worker.log.error(
+            "%s for %s %s: answering failed: %r\n%s", _handler_name(handler),
+            request.method, request.path, err, _traceback.format_exc().rstrip())
+    request._state = request._ANSWERED
+    request._released = True
+    return _error_message(request.request_id, 500)
+
+
+# -- process entry ------------------------------------------------------------
+
+def _set_parent_death_signal(sig):
+    """Linux: have the kernel send `sig` to this process when its parent dies."""
+    if not _sys.platform.startswith('linux'):
+        return
+    try:
+        import ctypes  # pylint: disable=import-outside-toplevel
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM stops a worker only once its dispatcher is gone.
+
+    The kernel sends it when the dispatcher dies (parent-death signal). While
+    the dispatcher lives it drives the stop itself, so a SIGTERM sent to the
+    whole process group (systemd, kill of a session) does not cut requests
+    short; the dispatcher's graceful shutdown ends the worker.
+    """
+    runtime = _runtime
+    if runtime is None or _os.getppid() != runtime.parent_pid:
+        raise _StopWorker()
+
+
+def child_main(spec):
+    """Run one worker process; never returns (os._exit)."""
+    global _runtime  # pylint: disable=global-statement
+    code = EXIT_LOOP_FAILED
+    runtime = None
+    worker = None
+    try:
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        _signal.signal(_signal.SIGTERM, _on_sigterm)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
+        _set_parent_death_signal(_signal.SIGTERM)
+        if _os.getppid() != spec.parent_pid:
+            _os._exit(EXIT_OK)
+        runtime = _Runtime(spec.in_fd, spec.out_fd, spec.slot,
+                           spec.log_level, spec.heartbeat_interval)
+        runtime.parent_pid = spec.parent_pid
+        _runtime = runtime
+        code = _run_worker(spec, runtime)
+    except _StopWorker:
+        code = EXIT_OK
+    except BaseException:  # pylint: disable=broad-except
+        try:
+            _sys.stderr.write(_traceback.format_exc())
+        except Exception:  # pylint: disable=broad-except
+            pass
+    finally:
+        try:
+            _sys.stdout.flush()
+            _sys.stderr.flush()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        _os._exit(code)
+
+
+def _run_worker(spec, runtime):
+    name = f"{spec.worker_class.__name__}[{spec.worker_id}]"
+    if spec.memory_limit_mb:
+        try:
+            import resource  # pylint: disable=import-outside-toplevel
+            limit = int(spec.memory_limit_mb * 1024 * 1024)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError) as err:
+            runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
+                          f"worker_memory_limit_mb not applied: {err!r}"))
+    try:
+        worker = spec.worker_class(
+            worker_id=spec.worker_id, pool_name=spec.pool_name, **spec.kwargs)
+        name = worker.log.name
+        worker.setup()
+    except _StopWorker:
+        raise
+    except BaseException as err:  # pylint: disable=broad-except
+        runtime.send((_msg.W_LOG, name, _log.LOG_CRITICAL,
+                      f"setup() failed: {err!r}\n"
+                      + ''.join(_traceback.format_exc()).rstrip()))
+        return EXIT_SETUP_FAILED
+    for config in spec.configs:
+        _handle_message(worker, runtime, None, (_msg.M_CONFIG, config))
+    runtime.send((_msg.W_READY,))
+    code = EXIT_OK
+    try:
+        _serve(worker, runtime)
+    except _StopWorker:
+        pass
+    except Exception as err:  # pylint: disable=broad-except
+        code = EXIT_LOOP_FAILED
+        try:
+            runtime.send((_msg.W_LOG, worker.log.name, _log.LOG_CRITICAL,
+                          f"worker loop failed: {err!r}\n"
+                          + _traceback.format_exc().rstrip()))
+        except _StopWorker:
+            pass
+    runtime.running = False
+    try:
+        worker.teardown()
+    except _StopWorker:
+        pass
+    except Exception as err:  # pylint: disable=broad-except
+        try:
+            worker.log.error("teardown() failed: %r\n%s", err,
+                             _traceback.format_exc().rstrip())
+        except _StopWorker:
+            pass
+    return code
