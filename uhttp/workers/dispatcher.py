@@ -56,7 +56,7 @@ HTTP_DEFAULTS = {
     'max_send_buffer_size': 256 * 1024,
     'keep_alive_timeout': 30,
     'keep_alive_max_requests': 1 << 62,
-    'request_timeout': 10,
+    'request_timeout': 30,
     'send_timeout': 60,
 }
 CONNECTIONS_PER_PENDING = 10
@@ -440,6 +440,10 @@ class Dispatcher:
         if pool is None:
             self.log.warning("forward(%r): no pool serves this route; dropped",
                              route)
+            return
+        if len(pool._queue) >= self._max_pending:
+            self.log.warning("forward(%r): pool %s has %d requests queued; "
+                             "dropped", route, pool.name, len(pool._queue))
             return
         pool.request_queue.put(_msg.Request(
             request_id=-1, method='POST', path=route, data=data))
@@ -934,10 +938,17 @@ class Dispatcher:
             try:
                 frame = _channel.pack(message)
             except Exception as err:  # pylint: disable=broad-except
-                self.log.error("request %s cannot be sent to %s: %r",
-                               request_id, handle.name, err)
-                self._fail_pending(request_id, item, 500, None, PENDING_COMPLETED)
-                return False
+                if item.context is None:
+                    self.log.error("request %s cannot be sent to %s: %r",
+                                   request_id, handle.name, err)
+                    self._fail_pending(request_id, item, 500, None,
+                                       PENDING_COMPLETED)
+                    return False
+                self.log.error("on_request_accepted() returned a context that "
+                               "cannot be sent to a worker (%r); request %s "
+                               "goes with context=None", err, request_id)
+                item.context = None
+                frame = _channel.pack(message[:-1] + (None,))
             item.worker = handle
         else:
             request_id = item.request_id
@@ -1384,6 +1395,7 @@ class Dispatcher:
             pass
         self._close_handle_fds(handle)
         self._by_pid.pop(handle.pid, None)
+        handle.was_ready = handle.ready
         handle.alive = False
         handle.ready = False
         handle.exitcode = exitcode
@@ -1402,7 +1414,7 @@ class Dispatcher:
             self.log.error("worker %s (pid %s) died: %s%s", handle.name,
                            handle.pid, label,
                            f"; {len(victims)} request(s) lost" if victims else '')
-        if victims:
+        if victims or not expected:
             try:
                 self.on_worker_died(pool, handle.index, why or reason, exitcode,
                                     victims)
@@ -1463,8 +1475,8 @@ class Dispatcher:
             self._after_capacity_change(pool)
             return
         lived = now - (handle.started_at or now)
-        if lived >= STABLE_AFTER:
-            handle.streak = 0
+        if handle.was_ready and lived >= STABLE_AFTER:
+            handle.streak = 0  # it served: a fresh failure, restart at once
         handle.streak += 1
         handle.restarts += 1
         if pool._policy.record(now) and not pool._degraded:

@@ -26,8 +26,9 @@ PREFETCH = 2
 
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
-# a worker that lived this long resets its slot's failure streak
-STABLE_AFTER = 10.0
+# a worker that got ready and lived this long resets its slot's failure
+# streak: its next death restarts at once
+STABLE_AFTER = 1.0
 
 _RESERVED_KWARGS = ('worker_id', 'pool_name')
 
@@ -136,6 +137,7 @@ class WorkerHandle:
         self.pid = None
         self.alive = False
         self.ready = False
+        self.was_ready = False
         self.accepting = True
         self.started_at = None
         self.to_fd = None        # dispatcher writes requests here

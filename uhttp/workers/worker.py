@@ -22,6 +22,7 @@ from . import routing as _routing
 EXIT_OK = 0
 EXIT_SETUP_FAILED = 3
 EXIT_LOOP_FAILED = 4
+EXIT_OUT_OF_MEMORY = 5
 
 _monotonic = _time.monotonic
 
@@ -264,6 +265,23 @@ class Worker:
 
     def __repr__(self):
         return f"<{type(self).__name__} worker_id={self.worker_id} pid={self.pid}>"
+
+
+def _out_of_memory(worker, request, handler):
+    """A MemoryError leaves the process in an unknown state: answer 500,
+    then end the worker so the dispatcher starts a fresh one."""
+    runtime = worker._rt
+    try:
+        worker.log.error("%s ran out of memory on %s %s; the worker restarts",
+                         _handler_name(handler), request.method, request.path)
+    except MemoryError:
+        pass
+    if runtime is not None:
+        request._state = request._ANSWERED
+        request._released = True
+        runtime.send(_error_message(request.request_id, 500))
+        runtime.exit_code = EXIT_OUT_OF_MEMORY
+    raise _StopWorker()
 
 
 def _handler_name(handler):
@@ -567,6 +585,8 @@ def _run_handler(worker, table, request):
             result = (reject.data, reject.status)
         except _StopWorker:
             raise
+        except MemoryError:
+            _out_of_memory(worker, request, handler)
         except Exception as err:  # pylint: disable=broad-except
             request._handler = handler
             result = worker.on_request_error(request, err)
@@ -660,12 +680,30 @@ def child_main(spec):
         _os._exit(code)
 
 
+def _address_space():
+    """Bytes of address space this process maps now (Linux), or None."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as status:
+            for line in status:
+                if line.startswith('VmSize:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _run_worker(spec, runtime):
     name = f"{spec.worker_class.__name__}[{spec.worker_id}]"
     if spec.memory_limit_mb:
         try:
             import resource  # pylint: disable=import-outside-toplevel
             limit = int(spec.memory_limit_mb * 1024 * 1024)
+            used = _address_space()
+            if used and used >= limit:
+                runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
+                              f"worker_memory_limit_mb={spec.memory_limit_mb} is "
+                              f"below the {used // (1024 * 1024)} MB the process "
+                              "already maps; every allocation will fail"))
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, ValueError, OSError) as err:
             runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
@@ -689,7 +727,9 @@ def _run_worker(spec, runtime):
     try:
         _serve(worker, runtime)
     except _StopWorker:
-        pass
+        code = runtime.exit_code
+    except MemoryError:
+        code = EXIT_OUT_OF_MEMORY
     except Exception as err:  # pylint: disable=broad-except
         code = EXIT_LOOP_FAILED
         try:
