@@ -68,8 +68,16 @@ def format_message(message, args, kwargs):
         if kwargs:
             text = text.format(**kwargs)
     except Exception as err:  # pylint: disable=broad-except
-        text = f"{text} [log formatting failed: {err!r}; args={args!r} kwargs={kwargs!r}]"
+        text = f"{text} [log formatting failed: {_safe_repr(err)}; " \
+               f"args={_safe_repr(args)} kwargs={_safe_repr(kwargs)}]"
     return text
+
+
+def _safe_repr(value):
+    try:
+        return repr(value)
+    except Exception:  # pylint: disable=broad-except
+        return f'<{type(value).__name__} without a usable repr>'
 
 
 class Logger:

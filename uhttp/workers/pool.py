@@ -90,7 +90,8 @@ class RestartPolicy:
         `streak` times in a row (0 for the first failure)."""
         if streak <= 1:
             return 0.0
-        return min(self.cap, self.first * (2 ** (streak - 2)))
+        exponent = min(streak - 2, 64)  # the cap is reached long before
+        return min(self.cap, self.first * (2 ** exponent))
 
 
 class RequestQueue:

@@ -292,7 +292,10 @@ def compile_routes(owner, routes, prefix=''):
     """Compile declared routes, raising ValueError that names the owner."""
     compiled = []
     for name, pattern, methods in routes:
-        text = prefix + pattern
+        if prefix.endswith('/') and pattern.startswith('/'):
+            text = prefix + pattern[1:]
+        else:
+            text = prefix + pattern
         try:
             compiled.append((name, Pattern(text), methods))
         except PatternError as err:
