@@ -293,7 +293,7 @@ class Dispatcher:
         self._running = False
         self._stopping = False
         self._stop_requested = None
-        self._stop_deadline = None
+        self._hurry = False
         self._signals_installed = False
         self._saved_handlers = {}
         self._queue_warned = {}
@@ -517,6 +517,7 @@ class Dispatcher:
         self._running = True
         self._stopping = False
         self._stop_requested = None
+        self._hurry = False
         try:
             self._start()
             self._loop()
@@ -619,11 +620,8 @@ class Dispatcher:
     def _request_stop(self, signum):
         name = _signal.Signals(signum).name
         if self._stopping or self._stop_requested:
-            if not getattr(self, '_hurry', False):
-                self._hurry = True
-                self._stop_requested = self._stop_requested or name
-        else:
-            self._stop_requested = name
+            self._hurry = True
+        self._stop_requested = self._stop_requested or name
 
     def _on_signals(self, data):
         if _signal.SIGCHLD in data or not self._signals_installed:
@@ -657,41 +655,42 @@ class Dispatcher:
     # -- the loop ----------------------------------------------------------------
 
     def _loop(self):
-        selector = self._selector
-        select = selector.select
+        tick = self._tick
+        while not self._stop_requested:
+            tick(self.SELECT_TIMEOUT)
+
+    def _tick(self, longest):
+        """One turn of the loop: wait for events (at most `longest` seconds,
+        less when a timer or a request deadline is due), handle them, then
+        flush worker pipes and run what is due."""
         server = self._server
-        on_request = self._on_request
-        flush = self._flush_workers
         timers = self._timers
         pools = self._pools
-        while True:
-            if self._stop_requested and not self._stopping:
-                return
-            now = _monotonic()
-            timeout = self.SELECT_TIMEOUT
-            if timers:
-                timeout = min(timeout, timers[0][0] - now)
-            for pool in pools:
-                if pool._timeouts:
-                    first = next(iter(pool._timeouts.values()))
-                    timeout = min(timeout, first.deadline - now)
-            if self._dirty or server._scheduled:
-                timeout = 0
-            elif timeout < 0:
-                timeout = 0
+        now = _monotonic()
+        timeout = longest
+        if timers and timers[0][0] - now < timeout:
+            timeout = timers[0][0] - now
+        for pool in pools:
+            if pool._timeouts:
+                first = next(iter(pool._timeouts.values())).deadline - now
+                if first < timeout:
+                    timeout = first
+        if self._dirty or server._scheduled or timeout < 0:
+            timeout = 0
+        try:
+            events = self._selector.select(timeout)
+        except InterruptedError:
+            events = ()
+        on_request = self._on_request
+        for key, mask in events:
             try:
-                events = select(timeout)
-            except InterruptedError:
-                events = ()
-            for key, mask in events:
-                try:
-                    ready = key.data.handle_event(key.fileobj, mask)
-                    if ready is not None:
-                        on_request(ready)
-                except Exception as err:  # pylint: disable=broad-except
-                    self._event_failed(key, err)
-            scheduled = server.take_scheduled()
-            for connection in scheduled:
+                ready = key.data.handle_event(key.fileobj, mask)
+                if ready is not None:
+                    on_request(ready)
+            except Exception as err:  # pylint: disable=broad-except
+                self._event_failed(key, err)
+        if server._scheduled:
+            for connection in server.take_scheduled():
                 ready = connection.process_pipelined()
                 if ready is not None:
                     try:
@@ -699,15 +698,25 @@ class Dispatcher:
                     except Exception as err:  # pylint: disable=broad-except
                         self.connection_failed(ready, err)
                         ready.close()
+        try:
             if self._dirty:
-                flush()
+                self._flush_workers()
             now = _monotonic()
             if timers and timers[0][0] <= now:
                 self._run_timers(now)
             for pool in pools:
                 if pool._timeouts:
                     self._expire(pool, now)
+            if not self._signals_installed:
+                self._reap()
             server.maintenance()
+        except Exception as err:  # pylint: disable=broad-except
+            self._loop_failed(err)
+
+    def _loop_failed(self, err):
+        """A bug in the loop's own housekeeping: log it, keep serving."""
+        self.log.critical("dispatcher loop error (serving goes on): %r\n%s",
+                          err, _traceback.format_exc().rstrip())
 
     def _event_failed(self, key, err):
         data = key.data
@@ -1644,40 +1653,11 @@ class Dispatcher:
     def _run_until(self, condition, deadline):
         """Keep serving events (but no new connections) until `condition()`
         or the deadline; a second SIGTERM/SIGINT cuts it short."""
-        selector = self._selector
-        server = self._server
         while not condition():
-            now = _monotonic()
-            if now >= deadline or getattr(self, '_hurry', False):
+            left = deadline - _monotonic()
+            if left <= 0 or self._hurry:
                 return
-            timeout = min(0.05, deadline - now)
-            if self._dirty:
-                self._flush_workers()
-            try:
-                events = selector.select(timeout)
-            except InterruptedError:
-                events = ()
-            for key, mask in events:
-                try:
-                    ready = key.data.handle_event(key.fileobj, mask)
-                    if ready is not None:
-                        self._on_request(ready)
-                except Exception as err:  # pylint: disable=broad-except
-                    self._event_failed(key, err)
-            for connection in server.take_scheduled():
-                ready = connection.process_pipelined()
-                if ready is not None:
-                    self._on_request(ready)
-            if self._dirty:
-                self._flush_workers()
-            now = _monotonic()
-            if self._timers and self._timers[0][0] <= now:
-                self._run_timers(now)
-            for pool in self._pools:
-                if pool._timeouts:
-                    self._expire(pool, now)
-            if not self._signals_installed:
-                self._reap()
+            self._tick(min(0.05, left))
 
     def _cleanup(self):
         self._restore_signals()

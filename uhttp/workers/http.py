@@ -417,13 +417,45 @@ class Server(_server.HttpServer):
         connection.close()
 
     def maintenance(self):
-        before = self._last_maintenance
-        super().maintenance()
-        if self._last_maintenance == before:
+        """Close what waits too long; at most every half shortest timeout.
+
+        - an idle keep-alive connection past keep_alive_timeout is closed
+          silently (an unasked-for 408 could be read as the answer to the
+          client's next request);
+        - a request still arriving past request_timeout (or idle past
+          keep_alive_timeout) gets 408 and is closed;
+        - a request with a worker is left alone: the pool's timeout rules;
+        - a response or stream the client does not read for send_timeout
+          is dropped.
+        """
+        now = _time.time()
+        if now - self._last_maintenance < self._maintenance_interval:
             return
-        now = _monotonic()
-        limit = self._send_timeout
+        self._last_maintenance = now
+        mono = _monotonic()
+        send_limit = self._send_timeout
         for connection in list(self._waiting_connections):
-            if connection._socket is not None and connection.stalled(now, limit):
-                self._owner.client_stalled(connection, limit)
-                connection.close()
+            if connection._socket is None:
+                self.remove_connection(connection)
+                continue
+            if connection._response_started or connection._ws_mode:
+                if connection.stalled(mono, send_limit):
+                    self._owner.client_stalled(connection, send_limit)
+                    connection.close()
+                continue
+            if connection.pending is not None:
+                continue
+            if connection._method is None and not connection._buffer:
+                if connection.is_timed_out:
+                    connection.close()
+                continue
+            if connection.is_loaded:
+                continue
+            started = connection._request_start
+            if connection.is_timed_out or (
+                    started and now - started > connection._request_timeout):
+                connection.respond(
+                    'Request Timeout', status=408,
+                    headers={'connection': 'close'})
+                if connection.has_data_to_send:
+                    connection.close()
