@@ -1103,6 +1103,9 @@ class Dispatcher:
         pool._timeouts.pop(request_id, None)
         pending.done = True
         client = pending.client
+        hooks = self._has_on_response or self._has_removed_hook
+        if hooks:
+            client.hold()
         if client._socket is not None and client.pending is pending:
             try:
                 client.send_response(status, headers, body, cookies,
@@ -1127,6 +1130,8 @@ class Dispatcher:
                 self.log.error("on_response() failed: %r\n%s", err,
                                _traceback.format_exc().rstrip())
         self._removed(request_id, pending, PENDING_COMPLETED)
+        if hooks:
+            client.release()
 
     def _stream_start(self, handle, message):
         _, request_id, status, headers, cookies = message
@@ -1206,6 +1211,9 @@ class Dispatcher:
         self._pending.pop(request_id, None)
         pending.pool._timeouts.pop(request_id, None)
         client = pending.client
+        hooks = self._has_removed_hook
+        if hooks:
+            client.hold()
         if client.pending is pending:
             client.pending = None
             if pending.streaming:
@@ -1221,6 +1229,8 @@ class Dispatcher:
         if pending.streaming:
             self._streams -= 1
         self._removed(request_id, pending, reason)
+        if hooks:
+            client.release()
 
     # -- request timeouts -----------------------------------------------------------
 

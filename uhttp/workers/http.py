@@ -57,6 +57,8 @@ class Connection(_server.HttpConnection):
     def __init__(self, server, sock, addr, **kwargs):
         self.pending = None
         self.responses = 0
+        self._hold = False
+        self._held = False
         self._parsed = False
         self._value = None
         self._stall = None
@@ -169,6 +171,25 @@ class Connection(_server.HttpConnection):
         headers = super()._prepare_response(headers, is_streaming)
         self.responses += 1
         return headers
+
+    def hold(self):
+        """Keep this request's fields (path, headers, data, ...) readable
+        until release(), even when its response goes out at once: a
+        keep-alive connection otherwise resets for its next request."""
+        self._hold = True
+
+    def release(self):
+        self._hold = False
+        if self._held:
+            self._held = False
+            if self._socket is not None and not self.has_data_to_send:
+                super()._finalize_sent_response()
+
+    def _finalize_sent_response(self):
+        if self._hold:
+            self._held = True
+            return
+        super()._finalize_sent_response()
 
     def answered_since(self, count):
         """True when a response was started after `responses` was `count`,

@@ -1,0 +1,97 @@
+"""Dispatcher hooks: on_response() forwarding to a storage pool with
+request_id=-1, and on_idle() every SELECT_TIMEOUT seconds."""
+import time
+
+import uhttp.workers as _workers
+
+
+class LprWorker(_workers.Worker):
+    @_workers.api('/lpr/recognize', 'POST')
+    def recognize(self, request):
+        image = request.data.get('image') if isinstance(request.data, dict) else None
+        if not isinstance(image, str):
+            return {'error': 'no image'}, 422
+        return {'plate': image[::-1].upper()}
+
+
+class TextWorker(_workers.Worker):
+    @_workers.api('/text/plain', 'GET')
+    def text(self, request):
+        return 'just text'
+
+
+class StorageWorker(_workers.Worker):
+    def setup(self):
+        self.saved = []
+        self.request_ids = []
+
+    @_workers.api('/internal/storage/save', 'POST')
+    def save(self, request):
+        self.saved.append(request.data)
+        self.request_ids.append(request.request_id)
+        return {'saved': len(self.saved)}
+
+    @_workers.api('/storage/list', 'GET')
+    def list_saved(self, request):
+        return {'saved': self.saved, 'request_ids': self.request_ids}
+
+
+class HookDispatcher(_workers.Dispatcher):
+    SELECT_TIMEOUT = 0.2
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.idle_calls = 0
+        self.idle_times = []
+        self.seen = []
+
+    def on_idle(self):
+        self.idle_calls += 1
+        self.idle_times.append(time.monotonic())
+        del self.idle_times[:-50]
+
+    def on_response(self, response, pending):
+        self.seen.append({
+            'status': response.status,
+            'data': response.data,
+            'pool': pending.pool.name,
+            'client_path': pending.client.path,
+            'client_method': pending.client.method,
+        })
+        if response.status == 200 and pending.pool.name == 'LprWorker':
+            storage_pool = self._find_pool('/internal/storage')
+            storage_pool.request_queue.put(_workers.Request(
+                request_id=-1,
+                method='POST',
+                path='/internal/storage/save',
+                data={
+                    'image': pending.client.data,
+                    'result': response.data,
+                }))
+
+    @_workers.sync('/_seen')
+    def seen_responses(self, client, path_params):
+        client.respond({'seen': self.seen, 'pending': len(self._pending)})
+
+    @_workers.sync('/_idle')
+    def idle(self, client, path_params):
+        client.respond({'idle_calls': self.idle_calls,
+                        'now': time.monotonic(),
+                        'times': self.idle_times})
+
+
+def main():
+    HookDispatcher(
+        port=0, address='127.0.0.1',
+        pools=[
+            _workers.WorkerPool(LprWorker, num_workers=2, routes=['/lpr/**']),
+            _workers.WorkerPool(TextWorker, num_workers=1, routes=['/text/**']),
+            _workers.WorkerPool(StorageWorker, num_workers=1,
+                                routes=['/internal/storage/**',
+                                        '/storage/**']),
+        ],
+    ).run()
+
+
+if __name__ == '__main__':
+    main()
