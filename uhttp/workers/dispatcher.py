@@ -833,10 +833,14 @@ class Dispatcher:
                 before is not None and client.responses != before):
             return
         text = message or _server.STATUS_CODES.get(status, 'Error')
+        count = client.responses
         try:
             client.respond({'error': text}, status=status, headers=headers)
         except Exception:  # pylint: disable=broad-except
             client.close()
+            return
+        if client._socket is not None and client.responses == count:
+            client.close()  # could not answer: never leave it hanging
 
     def _serve_static(self, client, mount, rest):
         real = mount.resolve(rest)
@@ -1309,6 +1313,8 @@ class Dispatcher:
             return
         if pid == 0:  # the worker process
             try:
+                _close_fd(to_write)  # else the worker never sees EOF
+                _close_fd(from_read)
                 self._in_child(keep=(to_read, from_write))
             finally:
                 _worker.child_main(spec)
@@ -1440,7 +1446,10 @@ class Dispatcher:
             except Exception as err:  # pylint: disable=broad-except
                 self.log.error("on_worker_died() failed: %r\n%s", err,
                                _traceback.format_exc().rstrip())
-                for request_id, pending in victims:
+            # whatever the hook did, every victim ends now, exactly once:
+            # answered by the hook, or 500
+            for request_id, pending in victims:
+                if not pending.done:
                     self._fail_pending(request_id, pending, 500,
                                        {'error': 'Worker died'},
                                        PENDING_WORKER_DIED)

@@ -119,7 +119,10 @@ class Connection(_server.HttpConnection):
 
     def handle_event(self, fileobj, mask):
         try:
-            if self.pending is not None and not self._response_started:
+            if not self._response_started and (
+                    self.pending is not None
+                    or (self._method is not None and self.is_loaded)):
+                # a complete request is being answered: never parse it again
                 if mask & EVENT_WRITE:
                     self.try_send()
                 if mask & EVENT_READ and self._socket is not None:
@@ -171,6 +174,13 @@ class Connection(_server.HttpConnection):
         headers = super()._prepare_response(headers, is_streaming)
         self.responses += 1
         return headers
+
+    def _build_response_header(self, status=200, headers=None, cookies=None):
+        try:
+            return super()._build_response_header(status, headers, cookies)
+        except _server.HttpError:
+            self.responses -= 1  # refused (CR/LF): nothing was sent
+            raise
 
     def hold(self):
         """Keep this request's fields (path, headers, data, ...) readable

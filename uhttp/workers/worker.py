@@ -414,6 +414,7 @@ class _Runtime:
         self.fds = _UserFds(self.selector)
         self.open_requests = {}  # request_id -> Request (deferred or streaming)
         self.running = True
+        self.stopping = False
         self.exit_code = EXIT_OK
 
     def send(self, message):
@@ -641,7 +642,11 @@ def _on_sigterm(signum, frame):
     short; the dispatcher's graceful shutdown ends the worker.
     """
     runtime = _runtime
+    if runtime is not None and runtime.stopping:
+        return  # already on the way out (teardown runs once, uncut)
     if runtime is None or _os.getppid() != runtime.parent_pid:
+        if runtime is not None:
+            runtime.stopping = True
         raise _StopWorker()
 
 
@@ -739,6 +744,7 @@ def _run_worker(spec, runtime):
         except _StopWorker:
             pass
     runtime.running = False
+    runtime.stopping = True
     try:
         worker.teardown()
     except _StopWorker:

@@ -1,0 +1,173 @@
+"""Worker lifecycle: teardown() once per worker on every way it stops (clean
+stop, orphaned by a killed dispatcher, pipe closed), its exceptions logged;
+worker_memory_limit_mb ends only the worker that runs away."""
+import os
+import signal
+
+import pytest
+
+from conftest import AppServer, wait_gone
+
+
+def markers(directory, kind):
+    """{pid: number of lines} of the marker files of one kind."""
+    found = {}
+    for name in os.listdir(directory):
+        if name.startswith(kind + '-'):
+            with open(os.path.join(directory, name), encoding='utf-8') as file:
+                found[int(name.split('-', 1)[1])] = len(file.read().split())
+    return found
+
+
+def worker_pids(server):
+    status = server.get('/_status').json
+    return [worker['pid'] for pool in status['pools']
+            for worker in pool['workers']]
+
+
+def start_teardown_app(app_server, tmp_path, **env):
+    directory = tmp_path / 'markers'
+    directory.mkdir()
+    env = {'EXT_MARKERS': str(directory), **env}
+    server = app_server('ext_teardown', env=env)
+    server.wait_until(lambda: len(markers(directory, 'setup')) == 2,
+                      what='both workers set up')
+    pids = worker_pids(server)
+    assert sorted(pids) == sorted(markers(directory, 'setup'))
+    return server, directory, pids
+
+
+def wait_teardowns(server, directory, pids, timeout=10):
+    server.wait_until(lambda: set(markers(directory, 'teardown')) >= set(pids),
+                      timeout=timeout, what='teardown markers of every worker')
+    assert wait_gone(pids, timeout=timeout), 'workers still running'
+    return markers(directory, 'teardown')
+
+
+# -- teardown ----------------------------------------------------------------------
+
+def test_teardown_on_clean_stop(app_server, tmp_path):
+    server, directory, pids = start_teardown_app(app_server, tmp_path)
+    assert server.get('/t/pid').status == 200
+    assert server.stop(signal.SIGTERM) == 0
+    done = wait_teardowns(server, directory, pids)
+    assert done == {pid: 1 for pid in pids}
+
+
+def test_teardown_when_dispatcher_is_killed(app_server, tmp_path):
+    server, directory, pids = start_teardown_app(app_server, tmp_path)
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(timeout=10)
+    done = wait_teardowns(server, directory, pids)
+    assert done == {pid: 1 for pid in pids}
+
+
+def test_teardown_when_pipe_closes(app_server, tmp_path):
+    # The workers ignore SIGTERM (so the parent-death signal does nothing)
+    # and check for orphaning only every 30 s: only the closed pipe to
+    # the killed dispatcher can end them promptly.
+    server, directory, pids = start_teardown_app(
+        app_server, tmp_path, EXT_IGNORE_SIGTERM='1', EXT_HEARTBEAT='30')
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(timeout=10)
+    done = wait_teardowns(server, directory, pids, timeout=10)
+    assert done == {pid: 1 for pid in pids}
+
+
+def test_teardown_exception_is_logged(app_server, tmp_path):
+    server, directory, pids = start_teardown_app(
+        app_server, tmp_path, EXT_TEARDOWN_RAISE='1')
+    assert server.stop(signal.SIGTERM) == 0
+    done = wait_teardowns(server, directory, pids)
+    assert done == {pid: 1 for pid in pids}
+    log = server.log()
+    assert log.count('teardown exploded') >= 2, log
+    assert 'ERROR' in log
+
+
+# -- worker_memory_limit_mb -------------------------------------------------------------
+@pytest.fixture(scope='module')
+def module_memory():
+    server = AppServer('ext_memory')
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def vm_size_mb(pid):
+    with open(f'/proc/{pid}/status', encoding='ascii') as status:
+        for line in status:
+            if line.startswith('VmSize:'):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f'no VmSize for {pid}')
+
+
+def pools_by_name(server):
+    return {pool['name']: pool
+            for pool in server.get('/_status').json['pools']}
+
+
+def mem_pids(server):
+    pools = pools_by_name(server)
+    return ([worker['pid'] for worker in pools['MemWorker']['workers']],
+            pools['OtherWorker']['workers'][0]['pid'])
+
+
+def all_ready(server):
+    pools = pools_by_name(server)
+    return all(worker['alive'] and worker['ready']
+               for pool in pools.values() for worker in pool['workers'])
+
+
+def check_runaway(server, path):
+    server.wait_until(lambda: all_ready(server), what='all workers ready')
+    before, other = mem_pids(server)
+    reply = server.get(path, timeout=30)
+    assert reply.status == 500
+
+    def replaced():
+        if not all_ready(server):
+            return False
+        now, _ = mem_pids(server)
+        return now != before and now
+    now = server.wait_until(replaced, timeout=15, what='worker restarted')
+    changed = [index for index in range(2) if now[index] != before[index]]
+    assert len(changed) == 1, (before, now)
+    # only that worker was replaced; the other pool is untouched
+    assert mem_pids(server)[1] == other
+    assert wait_gone([before[changed[0]]])
+    for _ in range(4):
+        assert server.get('/m/ping').status == 200
+    assert server.get('/o/ping').json == {'pid': other}
+
+
+def test_memory_limit_is_above_normal_use(module_memory):
+    server = module_memory
+    limit = server.get('/_status').json['limit_mb']
+    pids, _ = mem_pids(server)
+    for pid in pids:
+        assert vm_size_mb(pid) + 100 < limit
+
+
+def test_memory_limit_huge_allocation(module_memory):
+    check_runaway(module_memory, '/m/huge')
+
+
+def test_memory_limit_growing_allocation(module_memory):
+    check_runaway(module_memory, '/m/grow')
+
+
+def test_memory_limit_does_not_touch_other_workers(module_memory):
+    server = module_memory
+    server.wait_until(lambda: all_ready(server), what='all workers ready')
+    _, other = mem_pids(server)
+    for _ in range(3):
+        server.wait_until(lambda: all_ready(server), timeout=15,
+                          what='all workers ready')
+        assert server.get('/m/huge', timeout=30).status == 500
+        assert server.get('/o/ping').json == {'pid': other}
+    server.wait_until(lambda: all_ready(server), timeout=15,
+                      what='all workers ready')
+    assert not pools_by_name(server)['MemWorker']['degraded']
