@@ -1065,9 +1065,8 @@ class Dispatcher:
                 if item is not None:
                     if isinstance(item, _PendingRequest):
                         item.worker = None
-                    handle.credits = min(PREFETCH, handle.credits + 1)
                     handle.pool._queue.appendleft(item)
-                    handle.pool._dispatch()
+                    handle.pool._give_credit(handle)  # dispatches it elsewhere
             elif kind == _msg.W_PAUSE:
                 handle.accepting = False
                 handle.pool._withdraw(handle)
@@ -1152,10 +1151,8 @@ class Dispatcher:
             return
         pending.streaming = True
         self._streams += 1
-        header_map = dict(headers) if headers else {}
-        header_map.setdefault('connection', 'close')
         try:
-            client.response_stream(headers=header_map, cookies=cookies)
+            client.start_stream(status, headers, cookies)
         except Exception as err:  # pylint: disable=broad-except
             self.log.error("stream for request %s cannot start: %r",
                            request_id, err)

@@ -281,6 +281,46 @@ class Connection(_server.HttpConnection):
             self.close()
         return True
 
+    def start_stream(self, status, headers, cookies=None):
+        """Send the head of a streamed response (no Content-Length; the
+        stream ends when the connection closes). Header names are matched
+        without regard to case. Raises ValueError (nothing sent) for CR/LF."""
+        if self._socket is None:
+            return False
+        if self._response_started:
+            raise _server.HttpError("Response already sent for this request")
+        parts = [status_line(status)]
+        names = set()
+        for name, value in headers or ():
+            value = str(value)
+            if _bad_value(name) or _bad_value(value):
+                raise ValueError(f"header {name!r} contains CR or LF")
+            lower = name.lower()
+            if lower in ('content-length', 'connection', 'transfer-encoding'):
+                continue
+            names.add(lower)
+            parts.append(f'{name}: {value}\r\n')
+        if 'content-type' not in names:
+            parts.append('content-type: text/event-stream\r\n')
+        if 'cache-control' not in names:
+            parts.append('cache-control: no-cache\r\n')
+        for name, value in (cookies or {}).items():
+            value = '; Max-Age=0' if value is None else str(value)
+            if _bad_value(name) or _bad_value(value):
+                raise ValueError(f"cookie {name!r} contains CR or LF")
+            parts.append(f'set-cookie: {name}={value}\r\n')
+        parts.append('connection: close\r\n\r\n')
+        self._response_started = True
+        self.responses += 1
+        self._is_streaming = True
+        self._response_keep_alive = False
+        try:
+            self._send(''.join(parts).encode('utf-8'))
+        except OSError:
+            self.close()
+            return False
+        return True
+
     def end_stream(self):
         """Finish a streamed response: close once buffered bytes are out."""
         self.pending = None

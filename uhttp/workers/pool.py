@@ -17,7 +17,7 @@ from . import heartbeat as _heartbeat
 from . import log as _log
 from . import messages as _msg
 from . import routing as _routing
-from .worker import Worker
+from .worker import EXIT_REASONS, Worker
 
 _monotonic = _time.monotonic
 
@@ -149,6 +149,7 @@ class WorkerHandle:
         self.inflight = _collections.deque()  # (seq, request_id, item) sent
         self.held = {}           # request_id -> item: deferred or streaming
         self.credits = 0
+        self.waiting = None      # the pool list it waits in for work, if any
         self.restarts = 0
         self.streak = 0
         self.parked = False
@@ -245,7 +246,8 @@ class WorkerPool:
         self.name = worker_class.__name__
         self.request_queue = RequestQueue(self)
         self._queue = self.request_queue._items
-        self._ready = _collections.deque()
+        self._idle = _collections.deque()      # handles with full credit
+        self._partial = _collections.deque()   # handles with some credit
         self._policy = RestartPolicy(self.max_restarts, self.restart_window)
         self._slots = None
         self._handles = []
@@ -325,51 +327,76 @@ class WorkerPool:
 
     def _enqueue(self, item):
         self._queue.append(item)
-        if self._ready:
+        if self._idle or self._partial:
             self._dispatch()
         elif self._dispatcher is not None:
             self._dispatcher._check_queue(self)
 
     def _dispatch(self):
-        """Hand queued requests to workers that have credit."""
+        """Hand queued requests to workers that have credit, idle workers
+        first: a request waits for a busy worker only when none is idle."""
         queue = self._queue
-        ready = self._ready
-        dispatcher = self._dispatcher
-        while queue and ready:
+        idle = self._idle
+        partial = self._partial
+        send = self._dispatcher._send_request
+        while queue and (idle or partial):
             item = queue.popleft()
             if getattr(item, 'done', False):
                 continue
-            handle = ready[0]
-            if not dispatcher._send_request(handle, item):
+            handle = idle[0] if idle else partial[0]
+            if not send(handle, item):
                 continue
             handle.credits -= 1
-            if handle.credits <= 0:
-                ready.popleft()
-            elif len(ready) > 1:
-                ready.rotate(-1)
+            if handle.waiting is idle:
+                idle.popleft()
+            else:
+                partial.popleft()
+            if handle.credits > 0:
+                partial.append(handle)
+                handle.waiting = partial
+            else:
+                handle.waiting = None
+
+    def _eligible(self, handle):
+        return (handle.credits > 0 and handle.accepting and handle.ready
+                and handle.alive and not handle.stopping)
+
+    def _place(self, handle):
+        """Put `handle` in the list matching its credit (or in none)."""
+        want = None
+        if self._eligible(handle):
+            want = self._idle if handle.credits >= PREFETCH else self._partial
+        if handle.waiting is want:
+            return
+        if handle.waiting is not None:
+            try:
+                handle.waiting.remove(handle)
+            except ValueError:
+                pass
+        handle.waiting = want
+        if want is not None:
+            want.append(handle)
 
     def _give_credit(self, handle):
         """`handle` can take one more request."""
         if handle.credits < PREFETCH:
             handle.credits += 1
-            if handle.credits == 1 and handle.accepting and handle.ready:
-                self._ready.append(handle)
+            self._place(handle)
         if self._queue:
             self._dispatch()
 
     def _withdraw(self, handle):
         """Stop handing requests to `handle` (paused, dying, stopping)."""
-        try:
-            self._ready.remove(handle)
-        except ValueError:
-            pass
+        if handle.waiting is not None:
+            try:
+                handle.waiting.remove(handle)
+            except ValueError:
+                pass
+            handle.waiting = None
 
     def _offer(self, handle):
         """Make `handle` eligible again (ready, resumed)."""
-        if (handle.credits > 0 and handle.accepting and handle.ready
-                and handle.alive and not handle.stopping
-                and handle not in self._ready):
-            self._ready.append(handle)
+        self._place(handle)
         if self._queue:
             self._dispatch()
 
@@ -386,5 +413,8 @@ def describe_exit(status):
         return f'killed by {name}', -sig
     if _os.WIFEXITED(status):
         code = _os.WEXITSTATUS(status)
+        known = EXIT_REASONS.get(code)
+        if known:
+            return f'exited with code {code} ({known})', code
         return f'exited with code {code}', code
     return f'ended (status {status})', None

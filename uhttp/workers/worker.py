@@ -19,10 +19,30 @@ from . import log as _log
 from . import messages as _msg
 from . import routing as _routing
 
+# exit codes of a worker process (sysexits-style, away from small codes a
+# user may pick for permanent_failure_exitcode or sys.exit())
 EXIT_OK = 0
-EXIT_SETUP_FAILED = 3
-EXIT_LOOP_FAILED = 4
-EXIT_OUT_OF_MEMORY = 5
+EXIT_SETUP_FAILED = 70
+EXIT_LOOP_FAILED = 71
+EXIT_OUT_OF_MEMORY = 72
+EXIT_REASONS = {
+    EXIT_SETUP_FAILED: 'setup() failed',
+    EXIT_LOOP_FAILED: 'worker loop failed',
+    EXIT_OUT_OF_MEMORY: 'out of memory',
+}
+
+
+def _exit_status(code):
+    """The process exit status sys.exit(code) asks for."""
+    if code is None:
+        return 0
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code & 0xFF
+    try:
+        _sys.stderr.write(f'{code}\n')
+    except Exception:  # pylint: disable=broad-except
+        pass
+    return 1
 
 _monotonic = _time.monotonic
 
@@ -720,6 +740,12 @@ def _run_worker(spec, runtime):
         worker.setup()
     except _StopWorker:
         raise
+    except SystemExit as err:
+        code = _exit_status(err.code)
+        runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
+                      f"setup() called sys.exit({err.code!r}): exiting with "
+                      f"code {code}"))
+        return code
     except BaseException as err:  # pylint: disable=broad-except
         runtime.send((_msg.W_LOG, name, _log.LOG_CRITICAL,
                       f"setup() failed: {err!r}\n"
@@ -733,6 +759,8 @@ def _run_worker(spec, runtime):
         _serve(worker, runtime)
     except _StopWorker:
         code = runtime.exit_code
+    except SystemExit as err:  # sys.exit() in a handler or hook
+        code = _exit_status(err.code)
     except MemoryError:
         code = EXIT_OUT_OF_MEMORY
     except Exception as err:  # pylint: disable=broad-except

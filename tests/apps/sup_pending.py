@@ -1,0 +1,33 @@
+"""Supervision app: max_pending and queue_warning with one slow worker.
+
+Environment: SUP_MAX_PENDING (default 3), SUP_QUEUE_WARNING (default 100).
+"""
+import os
+import time
+
+import uhttp.workers as _workers
+
+
+class SlowWorker(_workers.Worker):
+    @_workers.api('/api/sleep/{s:float}', 'GET')
+    def sleep(self, request):
+        time.sleep(request.path_params['s'])
+        return {'pid': os.getpid(), 'request_id': request.request_id}
+
+
+class App(_workers.Dispatcher):
+    @_workers.sync('/_status')
+    def status(self, client, path_params):
+        client.respond({'pools': [pool.status() for pool in self._pools],
+                        'pending': len(self._pending)})
+
+
+if __name__ == '__main__':
+    App(port=0, address='127.0.0.1',
+        max_pending=int(os.environ.get('SUP_MAX_PENDING', '3')),
+        pools=[
+            _workers.WorkerPool(
+                SlowWorker, num_workers=1, routes=['/api/**'], timeout=30,
+                stuck_timeout=30, heartbeat_interval=0.2,
+                queue_warning=int(os.environ.get('SUP_QUEUE_WARNING', '100'))),
+        ]).run()

@@ -1,0 +1,46 @@
+"""Supervision app: graceful shutdown and orphan checks.
+
+Environment: SUP_WORKERS (default 4), SUP_SHUTDOWN_TIMEOUT (default 10),
+SUP_MARKER_DIR (teardown() writes teardown-<pid> there).
+"""
+import os
+import time
+
+import uhttp.workers as _workers
+
+
+class NapWorker(_workers.Worker):
+    @_workers.api('/api/sleep/{s:float}', 'GET')
+    def sleep(self, request):
+        time.sleep(request.path_params['s'])
+        return {'pid': os.getpid(), 'request_id': request.request_id}
+
+    @_workers.api('/api/spin', 'GET')
+    def spin(self, request):
+        while True:
+            pass
+
+    def teardown(self):
+        marker_dir = os.environ.get('SUP_MARKER_DIR')
+        if marker_dir:
+            path = os.path.join(marker_dir, f'teardown-{os.getpid()}')
+            with open(path, 'w', encoding='utf-8') as file:
+                file.write(str(self.worker_id))
+
+
+class App(_workers.Dispatcher):
+    @_workers.sync('/_status')
+    def status(self, client, path_params):
+        client.respond({'pools': [pool.status() for pool in self._pools],
+                        'pending': len(self._pending)})
+
+
+if __name__ == '__main__':
+    App(port=0, address='127.0.0.1',
+        shutdown_timeout=float(os.environ.get('SUP_SHUTDOWN_TIMEOUT', '10')),
+        pools=[
+            _workers.WorkerPool(
+                NapWorker, num_workers=int(os.environ.get('SUP_WORKERS', '4')),
+                routes=['/api/**'], timeout=30, stuck_timeout=60,
+                heartbeat_interval=0.2),
+        ]).run()

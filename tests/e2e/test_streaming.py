@@ -1,0 +1,411 @@
+"""Server-Sent Events and NDJSON end to end, read with a real SSE client
+(sseclient-py over http.client) and once as raw bytes: the documented
+Request methods response_stream(), send_event(), send_chunk(),
+response_stream_end(), response_ndjson(), send_ndjson(); streams outliving
+the pool timeout; on_disconnect() told to the owning worker only, and sends
+after a disconnect dropped quietly."""
+import http.client
+import json
+import re
+import socket
+import time
+
+import sseclient
+
+APP = 'stream_sse'
+POOL_TIMEOUT = 2      # both pools of the app
+
+
+class SseStream:
+    """One streamed GET read through http.client and sseclient."""
+
+    def __init__(self, server, path, timeout=10):
+        self.conn = http.client.HTTPConnection('127.0.0.1', server.port,
+                                               timeout=timeout)
+        self.conn.request('GET', path, headers={'Accept': 'text/event-stream'})
+        self.response = self.conn.getresponse()
+        self.headers = {k.lower(): v for k, v in self.response.getheaders()}
+        self.cookies = [v for k, v in self.response.getheaders()
+                        if k.lower() == 'set-cookie']
+        self.client = sseclient.SSEClient(self.response)
+        self.events = self.client.events()
+
+    def next_event(self):
+        return next(self.events)
+
+    def close(self):
+        self.response.close()
+        self.conn.close()
+
+
+def cookie_map(values):
+    result = {}
+    for value in values:
+        name, _, rest = value.split(';', 1)[0].partition('=')
+        result[name.strip()] = rest.strip()
+    return result
+
+
+def pending(server):
+    return server.get('/_status').json['pending']
+
+
+def errors_in(log):
+    return re.findall(r'^.*\b(?:ERROR|CRITICAL)\b.*$', log, re.MULTILINE)
+
+
+# -- the wire format ------------------------------------------------------------
+
+EXPECTED_SCRIPT = [
+    # (event name, id, data, retry) as an SSE client dispatches them
+    ('message', None, 'plain text', None),
+    ('json', '7', {'a': 1, 'b': [1, 2], 'c': 'ü'}, None),
+    ('list', '8', [1, 'two', None], None),
+    ('multi', '9', 'line one\nline two\nline three', '2500'),
+    ('empty-data', None, '', None),
+    ('utf8', None, 'grüße 🌍', None),
+    ('raw', None, 'from chunk', None),
+    ('message', None, 'split across chunks', None),
+    ('end', '10', 'bye', None),
+]
+
+
+def test_sse_client_reads_every_event(module_server):
+    stream = SseStream(module_server, '/a/script')
+    try:
+        assert stream.response.status == 200
+        assert stream.headers['content-type'].startswith('text/event-stream')
+        assert stream.headers['cache-control'] == 'no-cache'
+        assert stream.headers['x-stream'] == 'script'
+        assert cookie_map(stream.cookies) == {'flavour': 'mint'}
+        start = time.monotonic()
+        received = list(stream.events)  # ends at EOF: response_stream_end()
+        assert time.monotonic() - start < 8
+    finally:
+        stream.close()
+    assert len(received) == len(EXPECTED_SCRIPT), [str(e) for e in received]
+    for event, (name, event_id, data, retry) in zip(received, EXPECTED_SCRIPT):
+        assert event.event == name
+        assert event.id == event_id, (name, event.id)
+        assert event.retry == retry, (name, event.retry)
+        if isinstance(data, str):
+            assert event.data == data, (name, event.data)
+        else:
+            assert json.loads(event.data) == data, (name, event.data)
+
+
+def _parse_sse_blocks(body):
+    """[(fields other than data as a dict, [data values])] per event block."""
+    assert body.endswith(b'\n\n'), body[-40:]
+    blocks = []
+    for block in body[:-2].split(b'\n\n'):
+        fields = {}
+        data = []
+        for line in block.decode('utf-8').split('\n'):
+            name, sep, value = line.partition(':')
+            assert sep, f"line without a colon: {line!r}"
+            if value.startswith(' '):
+                value = value[1:]
+            if name == 'data':
+                data.append(value)
+            else:
+                assert name not in fields, f"{name} twice in {block!r}"
+                fields[name] = value
+        blocks.append((fields, data))
+    return blocks
+
+
+def test_sse_raw_bytes_on_the_wire(module_server):
+    server = module_server
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+    try:
+        sock.sendall(b'GET /a/script HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+        raw = b''
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break  # the server closed the stream: EOF after the last event
+            raw += chunk
+        else:
+            raise AssertionError(f"no EOF after the stream ended: {raw[-200:]!r}")
+    finally:
+        sock.close()
+    head, _, body = raw.partition(b'\r\n\r\n')
+    lines = head.decode('latin-1').split('\r\n')
+    assert lines[0].startswith('HTTP/1.1 200')
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(':')
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    assert headers['content-type'][0].startswith('text/event-stream')
+    assert headers['cache-control'] == ['no-cache']
+    assert 'content-length' not in headers
+    assert cookie_map(headers['set-cookie']) == {'flavour': 'mint'}
+    if headers.get('transfer-encoding') == ['chunked']:
+        decoded = b''
+        while True:
+            size_line, _, body = body.partition(b'\r\n')
+            size = int(size_line.split(b';')[0], 16)
+            if size == 0:
+                break
+            decoded += body[:size]
+            body = body[size + 2:]
+        body = decoded
+
+    # exact bytes where the format leaves no choice
+    assert body.startswith(b'data: plain text\n\n')
+    assert b'data: line one\ndata: line two\ndata: line three\n' in body
+    assert b'\nretry: 2500\n' in body
+    assert b'\n\nretry: 1000\n\n' in body
+    assert b'\n\nevent: raw\ndata: from chunk\n\n' in body  # send_chunk as is
+    assert b'\n\ndata: split across chunks\n\n' in body
+    assert body.endswith(b'data: bye\n\n')
+    assert b'\r' not in body
+    assert 'event: utf8\ndata: grüße 🌍\n\n'.encode() in body
+
+    blocks = _parse_sse_blocks(body)
+    expected = [
+        ({}, ['plain text']),
+        ({'id': '7', 'event': 'json'}, None),
+        ({'id': '8', 'event': 'list'}, ['[1, "two", null]']),
+        ({'id': '9', 'event': 'multi', 'retry': '2500'},
+         ['line one', 'line two', 'line three']),
+        ({'event': 'empty-data'}, ['']),
+        ({'event': 'utf8'}, ['grüße 🌍']),
+        ({'retry': '1000'}, []),
+        ({'event': 'raw'}, ['from chunk']),
+        ({}, ['split across chunks']),
+        ({'id': '10', 'event': 'end'}, ['bye']),
+    ]
+    assert len(blocks) == len(expected), blocks
+    for (fields, data), (want_fields, want_data) in zip(blocks, expected):
+        assert fields == want_fields
+        if want_data is None:  # JSON: one line, any spacing
+            assert len(data) == 1
+            assert json.loads(data[0]) == {'a': 1, 'b': [1, 2], 'c': 'ü'}
+        elif fields.get('event') == 'list':
+            assert len(data) == 1 and json.loads(data[0]) == [1, 'two', None]
+        else:
+            assert data == want_data
+
+
+def test_response_stream_with_other_content_type(module_server):
+    conn = module_server.connection()
+    try:
+        conn.request('GET', '/a/plain-stream')
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader('content-type') == 'text/plain; charset=utf-8'
+        assert response.getheader('cache-control') == 'no-cache'
+        assert response.getheader('x-stream') == 'plain'
+        body = response.read()  # up to EOF
+    finally:
+        conn.close()
+    # everything sent before response_stream_end() arrives, then EOF
+    assert body == b''.join(f'line {index}\n'.encode() for index in range(5)) + (
+        b''.join(bytes([97 + index]) * 16384 for index in range(10)))
+
+
+def test_stream_headers_in_any_case_replace_the_defaults(module_server):
+    """Header names are case-insensitive: 'Cache-Control' and 'Content-Type'
+    given to response_stream() are the stream's only ones."""
+    raw = module_server.raw(b'GET /a/own-headers HTTP/1.1\r\nHost: x\r\n\r\n',
+                            timeout=10)
+    head, _, body = raw.partition(b'\r\n\r\n')
+    headers = {}
+    for line in head.decode('latin-1').split('\r\n')[1:]:
+        name, _, value = line.partition(':')
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    assert body == b'event: done\ndata: own headers\n\n'
+    assert headers['x-accel-buffering'] == ['no']
+    assert headers['cache-control'] == ['no-store'], head
+    assert headers['content-type'] == ['text/event-stream; charset=utf-8'], head
+
+
+def test_ndjson_stream(module_server):
+    conn = module_server.connection()
+    try:
+        conn.request('GET', '/a/ndjson')
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader('content-type').startswith(
+            'application/x-ndjson')
+        assert response.getheader('x-stream') == 'ndjson'
+        assert 'format=ndjson' in response.getheader('set-cookie')
+        body = response.read()  # the stream ends with EOF
+    finally:
+        conn.close()
+    assert body.endswith(b'\n')
+    lines = body.split(b'\n')[:-1]
+    assert [json.loads(line) for line in lines] == [
+        {'i': 0}, [1, 2, 3], 'text\nwith newline', 42, 2.5, None, True,
+        {'nested': {'k': ['v', {'x': None}]}}]
+
+
+# -- live streams ------------------------------------------------------------------
+
+def test_stream_headers_cookies_and_published_events(module_server):
+    server = module_server
+    stream = SseStream(server, '/a/events')
+    try:
+        assert stream.response.status == 200
+        assert stream.headers['content-type'].startswith('text/event-stream')
+        assert stream.headers['cache-control'] == 'no-cache'
+        assert stream.headers['x-stream'] == 'events'
+        assert stream.headers['x-pool'] == 'PoolA'
+        assert cookie_map(stream.cookies) == {'session': 'xyz', 'pool': 'a'}
+        hello = stream.next_event()
+        assert hello.event == 'hello' and hello.id == '0'
+        request_id = json.loads(hello.data)['request_id']
+        assert json.loads(hello.data)['pool'] == 'PoolA'
+
+        for number in range(3):
+            reply = server.post('/a/publish', json_body={
+                'data': {'n': number, 'text': 'two\nlines'}, 'event': 'update',
+                'id': f'u{number}'})
+            assert reply.status == 200
+            assert reply.json['sent'][str(request_id)] is True
+            event = stream.next_event()
+            assert event.event == 'update'
+            assert event.id == f'u{number}'
+            assert json.loads(event.data) == {'n': number, 'text': 'two\nlines'}
+        reply = server.post('/a/publish', json_body={
+            'data': 'first\nsecond', 'event': 'text'})
+        event = stream.next_event()
+        assert (event.event, event.data) == ('text', 'first\nsecond')
+        big = 'x' * 300000 + 'end'
+        server.post('/a/publish', json_body={'data': big, 'event': 'big'})
+        event = stream.next_event()
+        assert event.event == 'big' and event.data == big
+    finally:
+        stream.close()
+    server.wait_until(lambda: request_id in server.get('/a/info').json[
+        'disconnected'], timeout=10, what='on_disconnect for the stream')
+
+
+def test_deferred_request_turned_into_a_stream_later(module_server):
+    server = module_server
+    conn = http.client.HTTPConnection('127.0.0.1', server.port, timeout=10)
+    response = None
+    try:
+        conn.request('GET', '/a/later')
+        server.wait_until(
+            lambda: server.post('/a/start-later').status == 200,
+            timeout=10, what='the deferred request to reach the worker')
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader('content-type').startswith('text/event-stream')
+        assert response.getheader('x-stream') == 'later'
+        events = sseclient.SSEClient(response).events()
+        first = next(events)
+        assert first.event == 'started-later'
+        request_id = json.loads(first.data)['request_id']
+        # now exempt from the timeout: still open well after it
+        time.sleep(POOL_TIMEOUT + 0.5)
+        reply = server.post('/a/publish', json_body={'data': 'after timeout',
+                                                     'event': 'late-ok'})
+        assert reply.json['sent'][str(request_id)] is True
+        event = next(events)
+        assert (event.event, event.data) == ('late-ok', 'after timeout')
+    finally:
+        if response is not None:
+            response.close()  # it owns the socket once the stream started
+        conn.close()
+    server.wait_until(lambda: request_id in server.get('/a/info').json[
+        'disconnected'], timeout=10, what='on_disconnect')
+
+
+def test_stream_outlives_the_pool_timeout(module_server):
+    server = module_server
+    stream = SseStream(server, '/a/ticker', timeout=10)
+    try:
+        hello = stream.next_event()
+        request_id = json.loads(hello.data)['request_id']
+        start = time.monotonic()
+        ticks = []
+        while time.monotonic() - start < POOL_TIMEOUT * 2 + 0.5:
+            event = stream.next_event()
+            assert event.event == 'tick'
+            ticks.append((time.monotonic() - start, json.loads(event.data)))
+        # ticks kept coming well after the request timeout had passed
+        late = [tick for at, tick in ticks if at > POOL_TIMEOUT + 1.0]
+        assert len(late) >= 2, ticks
+        numbers = [tick['tick'] for _, tick in ticks]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        assert pending(server) >= 1
+        assert not re.search(rf'request {request_id}\b.*timed out', server.log())
+    finally:
+        stream.close()
+    server.wait_until(lambda: request_id in server.get('/a/info').json[
+        'disconnected'], timeout=10, what='on_disconnect for the ticker')
+    assert request_id not in server.get('/a/info').json['tickers']
+
+
+def test_disconnect_is_told_to_the_owner_only(module_server):
+    server = module_server
+    log_before = len(server.log())
+    stream_a = SseStream(server, '/a/events')
+    stream_b = SseStream(server, '/b/events')
+    try:
+        id_a = json.loads(stream_a.next_event().data)['request_id']
+        hello_b = json.loads(stream_b.next_event().data)
+        id_b = hello_b['request_id']
+        assert hello_b['pool'] == 'PoolB'
+        assert id_a != id_b
+        assert pending(server) >= 2
+
+        stream_a.close()
+        info_a = server.wait_until(
+            lambda: (lambda info: info if id_a in info['disconnected'] else None)(
+                server.get('/a/info').json),
+            timeout=10, what="PoolA's on_disconnect")
+        assert info_a['disconnected'].count(id_a) == 1
+        assert id_a not in info_a['subscribers']
+
+        # the other pool's worker was not told anything
+        info_b = server.get('/b/info').json
+        assert info_b['disconnected'] == []
+        assert info_b['subscribers'] == [id_b]
+
+        # sends to the gone stream are dropped quietly; the worker goes on
+        for _ in range(3):
+            reply = server.post(f'/a/send/{id_a}')
+            assert reply.status == 200
+            assert reply.json == {'send_event': False, 'send_chunk': False,
+                                  'is_open': False}
+        assert server.get('/a/info').status == 200
+        reply = server.post('/b/publish', json_body={'data': 'still here',
+                                                     'event': 'b-only'})
+        assert reply.json['sent'] == {str(id_b): True}
+        event = stream_b.next_event()
+        assert (event.event, event.data) == ('b-only', 'still here')
+        assert server.get('/b/info').json['disconnected'] == []
+    finally:
+        stream_a.close()
+        stream_b.close()
+    server.wait_until(lambda: id_b in server.get('/b/info').json[
+        'disconnected'], timeout=10, what="PoolB's on_disconnect")
+    assert server.get('/b/info').json['disconnected'] == [id_b]
+    assert id_b not in server.get('/a/info').json['disconnected']
+    server.wait_until(lambda: pending(server) == 0, timeout=10,
+                      what='pending back to 0')
+    assert errors_in(server.log()[log_before:]) == []
+
+
+def test_pending_returns_to_zero_after_many_disconnects(module_server):
+    server = module_server
+    streams = [SseStream(server, '/a/events') for _ in range(20)]
+    try:
+        ids = [json.loads(s.next_event().data)['request_id'] for s in streams]
+        assert pending(server) >= 20
+    finally:
+        for stream in streams:
+            stream.close()
+    server.wait_until(lambda: pending(server) == 0, timeout=10,
+                      what='pending back to 0')
+    info = server.wait_until(
+        lambda: (lambda info: info if set(ids) <= set(info['disconnected'])
+                 else None)(server.get('/a/info').json),
+        timeout=10, what='on_disconnect for all 20')
+    assert not set(ids) & set(info['subscribers'])

@@ -1,0 +1,194 @@
+"""Graceful shutdown on SIGTERM/SIGINT, and no orphan workers when the
+dispatcher is killed outright."""
+import http.client
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import pid_alive, wait_gone
+from test_supervision import Call, start, wait_busy, worker_pids
+
+REFUSED = (ConnectionRefusedError, ConnectionResetError, BrokenPipeError,
+           ConnectionAbortedError, http.client.RemoteDisconnected,
+           http.client.BadStatusLine)
+
+
+def probe(server):
+    """'refused', 503 or 200 for one new connection to a sync route."""
+    try:
+        return server.get('/_status', timeout=5).status
+    except REFUSED:
+        return 'refused'
+
+
+def wait_not_accepting(server, timeout=5):
+    """Wait until a new connection is refused or answered 503."""
+    deadline = time.monotonic() + timeout
+    outcome = None
+    while time.monotonic() < deadline:
+        outcome = probe(server)
+        if outcome in ('refused', 503):
+            return outcome
+        time.sleep(0.02)
+    raise AssertionError(f"still accepting after the signal (last: {outcome!r})")
+
+
+def markers(directory):
+    return set(os.listdir(directory))
+
+
+# -- graceful shutdown -------------------------------------------------------------
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT],
+                         ids=['SIGTERM', 'SIGINT'])
+def test_graceful_shutdown_finishes_in_flight_requests(app_server, tmp_path, sig):
+    server = start(app_server, 'sup_shutdown', env={
+        'SUP_WORKERS': '4', 'SUP_SHUTDOWN_TIMEOUT': '10',
+        'SUP_MARKER_DIR': str(tmp_path)})
+    pids = worker_pids(server)
+    calls = [Call(server, '/api/sleep/1.0') for _ in range(4)]
+    wait_busy(server, 4)
+
+    signalled = time.monotonic()
+    server.send_signal(sig)
+    # (1) the listener stops taking new work
+    wait_not_accepting(server)
+    # (2) the requests already in flight finish normally
+    for call in calls:
+        reply = call.result()
+        assert reply.status == 200, reply
+    # (4) the workers were stopped through their pipes: each ran teardown()
+    assert server.proc.wait(timeout=15) == 0
+    assert time.monotonic() - signalled < 8
+    assert wait_gone(pids, timeout=5), [pid for pid in pids if pid_alive(pid)]
+    assert markers(tmp_path) == {f'teardown-{pid}' for pid in pids}
+    text = server.log()
+    assert 'did not stop in time' not in text, text[-3000:]
+
+
+def test_shutdown_timeout_answers_503_and_kills_stuck_workers(app_server, tmp_path):
+    server = start(app_server, 'sup_shutdown', env={
+        'SUP_WORKERS': '4', 'SUP_SHUTDOWN_TIMEOUT': '0.5',
+        'SUP_MARKER_DIR': str(tmp_path)})
+    pids = worker_pids(server)
+    calls = [Call(server, '/api/sleep/6'), Call(server, '/api/sleep/6'),
+             Call(server, '/api/spin')]
+    busy = wait_busy(server, 3)
+    busy_pids = {w['pid'] for w in busy}
+    idle_pids = set(pids) - busy_pids
+    assert len(idle_pids) == 1
+
+    signalled = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    for call in calls:
+        reply = call.result()
+        # (3) pending requests still running at shutdown_timeout get 503
+        assert reply.status == 503, reply
+        assert call.ended - signalled < 4.5, (
+            f"503 came {call.ended - signalled:.2f}s after SIGTERM")
+    # (5) workers that do not stop in time are killed; the dispatcher exits 0
+    assert server.proc.wait(timeout=15) == 0
+    assert time.monotonic() - signalled < 5.0
+    assert wait_gone(pids, timeout=5), [pid for pid in pids if pid_alive(pid)]
+    text = server.log()
+    assert re.search(r'(WARNING|ERROR)\s.*(did not stop|kill)', text), text[-3000:]
+    done = markers(tmp_path)
+    # the idle worker stopped cleanly through its control pipe ...
+    assert {f'teardown-{pid}' for pid in idle_pids} <= done, done
+    # ... the busy ones did not get to (they were killed)
+    assert not {f'teardown-{pid}' for pid in busy_pids} & done, done
+
+
+def test_shutdown_under_load_answers_every_request_once(app_server):
+    server = start(app_server, 'sup_shutdown', env={
+        'SUP_WORKERS': '4', 'SUP_SHUTDOWN_TIMEOUT': '10'})
+    pids = worker_pids(server)
+    signalled = []          # [monotonic time just before the signal]
+    outcomes = []           # (started, outcome)
+    lock = threading.Lock()
+
+    def client(persistent):
+        connection = server.connection(timeout=15) if persistent else None
+        while True:
+            started = time.monotonic()
+            try:
+                if persistent:
+                    connection.request('GET', '/api/sleep/0.02')
+                    response = connection.getresponse()
+                    response.read()
+                    outcome = response.status
+                    if response.getheader('connection', '').lower() == 'close':
+                        connection.close()
+                else:
+                    outcome = server.get('/api/sleep/0.02', timeout=15).status
+            except REFUSED:
+                outcome = 'closed'
+            except OSError as err:          # socket.timeout included
+                outcome = f'error {err!r}'
+            with lock:
+                outcomes.append((started, outcome))
+            if outcome == 'closed' or outcome not in (200, 503):
+                if connection is not None:
+                    connection.close()
+                return
+            if signalled and time.monotonic() - signalled[0] > 10:
+                return
+
+    threads = [threading.Thread(target=client, args=(index % 2 == 0,),
+                                daemon=True) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    server.wait_until(lambda: sum(1 for _, o in outcomes if o == 200) >= 100,
+                      timeout=15, what='requests served before the signal')
+    signalled.append(time.monotonic())
+    server.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(timeout=20)
+    assert not any(thread.is_alive() for thread in threads), "a client hangs"
+    assert server.proc.wait(timeout=15) == 0
+
+    counts = {}
+    for _, outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    assert set(counts) <= {200, 503, 'closed'}, counts
+    assert counts.get(200, 0) >= 100
+    # every client ended on a closed listener, never on a hang
+    assert counts.get('closed', 0) == len(threads), counts
+    # requests sent before the signal were answered, not dropped
+    early_drops = [(started - signalled[0], outcome) for started, outcome
+                   in outcomes if outcome == 'closed' and started < signalled[0]]
+    assert not early_drops, early_drops
+    assert wait_gone(pids, timeout=5)
+    print('outcomes:', counts)
+
+
+# -- no orphans ----------------------------------------------------------------------
+
+def test_no_orphans_when_dispatcher_is_killed_while_idle(app_server):
+    server = start(app_server, 'sup_shutdown', env={'SUP_WORKERS': '3'})
+    pids = worker_pids(server)
+    assert sorted(pids) == sorted(server.children())
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(timeout=5)
+    assert wait_gone(pids, timeout=5), [pid for pid in pids if pid_alive(pid)]
+
+
+def test_no_orphans_when_dispatcher_is_killed_while_workers_are_busy(app_server):
+    server = start(app_server, 'sup_shutdown', env={'SUP_WORKERS': '3'})
+    pids = worker_pids(server)
+    sleeper = Call(server, '/api/sleep/60', timeout=10)
+    spinner = Call(server, '/api/spin', timeout=10)
+    busy = wait_busy(server, 2)
+    assert len({w['pid'] for w in busy}) == 2
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(timeout=5)
+    assert wait_gone(pids, timeout=5), [pid for pid in pids if pid_alive(pid)]
+    # the clients see their connection closed, not a hang
+    for call in (sleeper, spinner):
+        call.join(timeout=15)
+        assert not call.is_alive()
+        assert call.error is not None or call.reply.status >= 500
