@@ -3,7 +3,6 @@ workers started later), and every parameter of the configuration tables
 accepted with its default and taking effect where a client can see it."""
 import concurrent.futures
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -18,16 +17,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _load_harness():
-    """tests/conftest.py under a private name (its AppServer is reused)."""
-    path = os.path.join(os.path.dirname(HERE), 'conftest.py')
-    spec = importlib.util.spec_from_file_location('_uw_harness_config', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+import harness  # noqa: E402  (tests/harness.py)
 
 
 def _module_app(name, *args, env=None):

@@ -3,7 +3,7 @@ handlers, then the first pool whose route matches, then the fallback pool;
 Dispatcher.do_check runs only for requests bound for a pool."""
 import pytest
 
-from conftest import AppServer
+from harness import AppServer
 
 STATIC_FILES = {
     'a.txt': b'static file a\n',

@@ -8,7 +8,7 @@ import ssl
 import pytest
 import trustme
 
-from conftest import AppServer
+from harness import AppServer
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import uhttp.workers as _workers
-from conftest import AppServer
+from harness import AppServer
 
 APP = 'ext_hooks'
 ERROR_LINE = r'(?m)^\S+ \S+ ERROR '

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from conftest import AppServer, wait_gone
+from harness import AppServer, wait_gone
 
 
 def markers(directory, kind):

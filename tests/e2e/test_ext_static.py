@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import AppServer
+from harness import AppServer
 
 ERROR_LINE = r'(?m)^\S+ \S+ ERROR '
 

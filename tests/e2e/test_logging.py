@@ -3,7 +3,6 @@ dispatcher's logger, the output style picked at start (plain, systemd,
 terminal), on_log(), the automatic records, and whole multi-line records."""
 import concurrent.futures
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -23,16 +22,7 @@ MULTI_LINES = 30
 LISTENING = re.compile(r'listening on https?://[^:]+:(\d+)')
 
 
-def _load_harness():
-    """tests/conftest.py under a private name (its AppServer is reused)."""
-    path = os.path.join(os.path.dirname(HERE), 'conftest.py')
-    spec = importlib.util.spec_from_file_location('_uw_harness_logging', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+import harness  # noqa: E402  (tests/harness.py)
 
 
 def get_json(port, path, timeout=10):

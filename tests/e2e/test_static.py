@@ -3,7 +3,6 @@ handlers and pools, HEAD, conditional GET, several mounts, and no way out of
 the root (raw request lines, encodings, symlinks)."""
 import email.utils
 import http.client
-import importlib.util
 import json
 import os
 import socket
@@ -15,16 +14,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _load_harness():
-    """tests/conftest.py under a private name (its AppServer is reused)."""
-    path = os.path.join(os.path.dirname(HERE), 'conftest.py')
-    spec = importlib.util.spec_from_file_location('_uw_harness_static', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+import harness  # noqa: E402  (tests/harness.py)
 
 SECRET = ('TOP-SECRET-' + uuid.uuid4().hex).encode()
 PNG = b'\x89PNG\r\n\x1a\n' + bytes(range(256)) * 4

@@ -5,7 +5,7 @@ import socket
 import statistics
 import time
 
-from test_supervision import start
+from supervision_util import start
 
 HELD = 500
 SAMPLES = 200

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from conftest import pid_alive, wait_gone
-from test_supervision import Call, start, wait_busy, worker_pids
+from harness import pid_alive, wait_gone
+from supervision_util import Call, start, wait_busy, worker_pids
 
 REFUSED = (ConnectionRefusedError, ConnectionResetError, BrokenPipeError,
            ConnectionAbortedError, http.client.RemoteDisconnected,

@@ -9,14 +9,11 @@ deadlines) are kept in a heap and ordered queues, so the cost of an event
 does not depend on how many requests are pending.
 """
 
-import collections as _collections
-import errno as _errno
 import gc as _gc
 import heapq as _heapq
 import os as _os
 import selectors as _selectors
 import signal as _signal
-import socket as _socket
 import stat as _stat
 import sys as _sys
 import threading as _threading

@@ -13,6 +13,7 @@
 """
 
 import errno as _errno
+import re as _re
 import selectors as _selectors
 import socket as _socket
 import time as _time
@@ -47,6 +48,38 @@ def _bad_value(text):
     return '\r' in text or '\n' in text
 
 
+_REQUEST_LINE = _re.compile(rb'[A-Z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\Z')
+_HEADER_LINE = _re.compile(
+    rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\Z")
+
+
+def _block_end(buffer, start):
+    """Index just past the first empty line at or after `start`, or -1."""
+    lf = buffer.find(b'\n\n', start)
+    crlf = buffer.find(b'\n\r\n', start)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 3
+    if lf >= 0:
+        return lf + 2
+    return -1
+
+
+def _check_head(lines):
+    """Refuse (400) a request line or header line that is not well formed:
+    a header name must be a token directly followed by ':', a value holds
+    no control characters but tab (NUL and bare CR included)."""
+    if not lines or not _REQUEST_LINE.match(lines[0]):
+        first = lines[0] if lines else b''
+        raise _server.HttpErrorWithResponse(
+            400, "Malformed request line: "
+                 f"{first[:200].decode('utf-8', 'replace')!r}")
+    for line in lines[1:]:
+        if line and not _HEADER_LINE.match(line):
+            raise _server.HttpErrorWithResponse(
+                400, "Malformed header line: "
+                     f"{line[:200].decode('utf-8', 'replace')!r}")
+
+
 class Connection(_server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
@@ -57,6 +90,7 @@ class Connection(_server.HttpConnection):
     def __init__(self, server, sock, addr, **kwargs):
         self.pending = None
         self.responses = 0
+        self._head = False
         self._hold = False
         self._held = False
         self._parsed = False
@@ -65,6 +99,43 @@ class Connection(_server.HttpConnection):
         super().__init__(server, sock, addr, **kwargs)
 
     # -- request side ----------------------------------------------------------
+
+    def _read_headers(self):
+        """Read until the header block is complete, then parse it strictly.
+
+        The block ends at the first empty line, whether lines end in CRLF
+        or LF (uhttp-server looks for one form first, so a pipelined
+        request in the other form was swallowed). Lines are split on LF
+        only: a bare CR is no line break (it smuggled headers in).
+        """
+        if self._request_start is None:
+            self._request_start = _time.time()
+        self._recv_to_buffer(self._max_headers_length)
+        buffer = self._buffer
+        start = self._headers_scanned - 3
+        if start < 0:
+            start = 0
+        end = _block_end(buffer, start)
+        if end < 0:
+            self._headers_scanned = len(buffer)
+            if len(buffer) >= self._max_headers_length:
+                raise _server.HttpErrorWithResponse(
+                    431, f"Headers too large: {len(buffer)} bytes "
+                         f"(max {self._max_headers_length})")
+            return
+        block = bytes(buffer[:end])
+        del buffer[:end]
+        self._headers_scanned = 0
+        lines = block.split(b'\n')
+        for index, line in enumerate(lines):
+            if line.endswith(b'\r'):
+                lines[index] = line = line[:-1]
+        while lines and not lines[0]:
+            del lines[0]  # empty lines before a request line are ignored
+        # a HEAD request refused before it was parsed still gets no body
+        self._head = bool(lines) and lines[0].startswith(b'HEAD ')
+        _check_head(lines)
+        self._process_headers(lines)
 
     def _process_data(self):
         length = self.content_length
@@ -107,6 +178,7 @@ class Connection(_server.HttpConnection):
 
     def reset(self):
         super().reset()
+        self._head = False
         self._parsed = False
         self._value = None
         self.pending = None
@@ -221,7 +293,7 @@ class Connection(_server.HttpConnection):
             data = _server.encode_response_data(headers, data)
         elif not no_body and _server.CONTENT_LENGTH not in headers:
             headers[_server.CONTENT_LENGTH] = 0
-        if self._method == 'HEAD' or no_body:
+        if self._head or no_body:
             data = None
         super().respond(data=data, status=status, headers=headers,
                         cookies=cookies)
@@ -365,6 +437,8 @@ class Server(_server.HttpServer):
         self._scheduled = []
         super().__init__(address=address, port=port, ssl_context=ssl_context,
                          selector=selector, **kwargs)
+        self._maintenance_interval = min(
+            self._maintenance_interval, self._send_timeout / 2)
         self._waiting_connections = {}
         self._socket.setblocking(False)
         self._accepting = True

@@ -674,8 +674,6 @@ def child_main(spec):
     """Run one worker process; never returns (os._exit)."""
     global _runtime  # pylint: disable=global-statement
     code = EXIT_LOOP_FAILED
-    runtime = None
-    worker = None
     try:
         _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
         _signal.signal(_signal.SIGTERM, _on_sigterm)

@@ -1,0 +1,40 @@
+"""Overload (tests/hardening/test_hard_overload.py): max_pending from
+HARD_MAX_PENDING (default 20000), a fast route and a slow one."""
+import os
+import time
+
+import uhttp.workers as _workers
+
+
+class FastWorker(_workers.Worker):
+    @_workers.api('/api/n/{n:int}', 'GET')
+    def number(self, request):
+        return {'n': request.path_params['n']}
+
+    @_workers.api('/api/slow', 'GET')
+    def slow(self, request):
+        time.sleep(float((request.query or {}).get('s', '2')))
+        return {'slow': True}
+
+    @_workers.api('/api/probe', 'GET')
+    def probe(self, request):
+        return {'ok': True}
+
+
+class App(_workers.Dispatcher):
+    @_workers.sync('/probe')
+    def probe(self, client, path_params):
+        client.respond({'ok': True})
+
+    @_workers.sync('/_status')
+    def status(self, client, path_params):
+        client.respond({'pending': len(self._pending),
+                        'connections': len(self._server.connections),
+                        'queued': sum(len(pool._queue) for pool in self._pools)})
+
+
+if __name__ == '__main__':
+    App(port=0, address='127.0.0.1',
+        max_pending=int(os.environ.get('HARD_MAX_PENDING', '20000')),
+        pools=[_workers.WorkerPool(FastWorker, num_workers=2, routes=['/api/**'],
+                                   queue_warning=0)]).run()
