@@ -30,7 +30,7 @@ from . import messages as _msg
 from . import routing as _routing
 from . import static as _static
 from . import worker as _worker
-from .pool import WorkerPool, describe_exit, STABLE_AFTER, PREFETCH
+from .pool import WorkerPool, describe_exit, STABLE_AFTER
 
 _monotonic = _time.monotonic
 EVENT_READ = _selectors.EVENT_READ
@@ -889,7 +889,7 @@ class Dispatcher:
         if pool._degraded:
             self._answer_error(client, 503, 'Service Unavailable')
             return
-        if not pool._has_live_worker():
+        if not pool._alive:
             if pool.parked_count == pool.num_workers:
                 self._answer_error(client, 503, 'No workers available')
             else:
@@ -939,7 +939,7 @@ class Dispatcher:
                 return False
             request_id = item.request_id
             try:
-                remote = client.remote_address
+                remote = client.client_ip
             except Exception:  # pylint: disable=broad-except
                 remote = None
             message = (_msg.M_REQUEST, seq, request_id, client.method,
@@ -1063,7 +1063,7 @@ class Dispatcher:
                     if isinstance(item, _PendingRequest):
                         item.worker = None
                     handle.pool._queue.appendleft(item)
-                    handle.pool._give_credit(handle)  # dispatches it elsewhere
+                    handle.pool._released(handle)  # dispatches it elsewhere
             elif kind == _msg.W_PAUSE:
                 handle.accepting = False
                 handle.pool._withdraw(handle)
@@ -1094,7 +1094,7 @@ class Dispatcher:
             else:
                 return None
         if give_credit and not handle.stopping:
-            handle.pool._give_credit(handle)
+            handle.pool._released(handle)
         return entry[2]
 
     def _respond(self, pending, message):
@@ -1327,7 +1327,7 @@ class Dispatcher:
         handle.out = _channel.OutBuffer(to_write)
         handle.reader = _channel.FrameReader(from_read)
         handle.seq = 0
-        handle.credits = 0
+        handle.work_seen = (0.0, 0)
         handle.kill_reason = None
         handle.killed_at = None
         handle.exitcode = None
@@ -1370,7 +1370,6 @@ class Dispatcher:
 
     def _worker_ready(self, handle):
         handle.ready = True
-        handle.credits = PREFETCH
         self.log.debug("%s ready (pid %s)", handle.name, handle.pid)
         if not handle.stopping:
             handle.pool._offer(handle)
@@ -1468,7 +1467,6 @@ class Dispatcher:
             if isinstance(item, _PendingRequest) and not item.done:
                 victims.append((request_id, item))
         handle.held.clear()
-        handle.credits = 0
         return victims, requeue
 
     def _close_handle_fds(self, handle):
@@ -1533,7 +1531,7 @@ class Dispatcher:
 
     def _after_capacity_change(self, pool):
         """With no live worker left, queued requests cannot be served."""
-        if not pool._has_live_worker() and pool._queue:
+        if not pool._alive and pool._queue:
             if pool.parked_count == pool.num_workers:
                 self._fail_queue(pool, 503, 'No workers available')
             else:
@@ -1562,6 +1560,7 @@ class Dispatcher:
     def _health_tick(self, now, pool):
         """Every heartbeat_interval: reap the dead, kill the stuck."""
         self._call_at(now + pool.heartbeat_interval, self._health_tick, pool)
+        pool._update_window()
         for handle in pool._handles:
             if not handle.alive:
                 continue
@@ -1726,13 +1725,6 @@ class _WorkerSpec:
 def _pool_handle(pool, index):
     from .pool import WorkerHandle  # pylint: disable=import-outside-toplevel
     return WorkerHandle(pool, index, pool._slots.slot(index))
-
-
-def _has_live_worker(pool):
-    return any(handle.alive for handle in pool._handles)
-
-
-WorkerPool._has_live_worker = _has_live_worker
 
 
 def _peer(connection):

@@ -34,6 +34,14 @@ HTTP_OPTIONS = frozenset((
     'request_timeout', 'trusted_proxies', 'send_timeout'))
 
 ACCEPT_BATCH = 64
+_METHODS = frozenset(_server.METHODS)
+_PROTOCOLS = frozenset(_server.PROTOCOLS)
+_parse_url = _server.parse_url
+try:
+    import ssl as _ssl
+    _SSLWant = (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+except ImportError:  # pragma: no cover - Python without ssl
+    _SSLWant = ()
 
 
 def status_line(status):
@@ -90,6 +98,7 @@ class Connection(_server.HttpConnection):
     def __init__(self, server, sock, addr, **kwargs):
         self.pending = None
         self.responses = 0
+        self._ip = None
         self._head = False
         self._hold = False
         self._held = False
@@ -137,6 +146,63 @@ class Connection(_server.HttpConnection):
         _check_head(lines)
         self._process_headers(lines)
 
+    def _process_headers(self, lines):
+        """Parse a header block already checked by _check_head().
+
+        Same results as uhttp-server's parser (attributes, errors, 100
+        Continue, body limit), without its per-line function calls: this
+        runs once per request in the dispatcher.
+        """
+        method, url, protocol = lines[0].split(b' ')
+        method = method.decode('ascii')
+        protocol = protocol.decode('ascii')
+        self._method = method
+        self._url = url.decode('ascii')
+        self._protocol = protocol
+        if method not in _METHODS:
+            raise _server.HttpErrorWithResponse(501)
+        if protocol not in _PROTOCOLS:
+            raise _server.HttpErrorWithResponse(505)
+        self._path, self._query = _parse_url(url)
+        headers = {}
+        repeated = None
+        for line in lines[1:]:
+            if not line:
+                break
+            name, _, value = line.partition(b':')
+            key = name.decode('ascii').lower()
+            try:
+                value = value.decode('ascii').strip()
+            except UnicodeDecodeError as err:
+                raise _server.HttpErrorWithResponse(
+                    400, "Invalid non-ASCII characters in header: "
+                         f"{line.decode('utf-8', 'replace')}") from err
+            if key in headers:
+                if key == 'content-length' or key == 'host':
+                    raise _server.HttpErrorWithResponse(
+                        400, f"Duplicate {key} header")
+                if repeated is None:
+                    repeated = {}
+                repeated.setdefault(key, [headers[key]]).append(value)
+                value = headers[key] + ('; ' if key == 'cookie' else ', ') + value
+            headers[key] = value
+        self._headers = headers
+        self._headers_repeated = repeated
+        if 'transfer-encoding' in headers:
+            raise _server.HttpErrorWithResponse(501, "Transfer-Encoding not supported")
+        if protocol == 'HTTP/1.1' and 'host' not in headers:
+            raise _server.HttpErrorWithResponse(
+                400, "Host header is required for HTTP/1.1")
+        if 'content-length' in headers:
+            length = self.content_length
+            if length:
+                if headers.get('expect', '').lower() == '100-continue':
+                    self._expect_continue = True
+                    self._send_100_continue()
+                if length > self._max_content_length:
+                    raise _server.HttpErrorWithResponse(413)
+                self._process_data()
+
     def _process_data(self):
         length = self.content_length
         buffer = self._buffer
@@ -149,6 +215,17 @@ class Connection(_server.HttpConnection):
             self._data = bytes(buffer[:length])
             del buffer[:length]
         self._data_loaded = True
+
+    @property
+    def client_ip(self):
+        """remote_address, computed once per connection when no proxy is
+        trusted (then it is the socket peer's address)."""
+        if self._server._trusted_proxies:
+            return self.remote_address
+        ip = self._ip
+        if ip is None:
+            ip = self._ip = _server.unmap_ipv4(self._addr[0])
+        return ip
 
     @property
     def body(self):
@@ -341,17 +418,37 @@ class Connection(_server.HttpConnection):
         self._is_streaming = False
         self._response_keep_alive = keep
         self.pending = None
-        header = ''.join(parts).encode('utf-8')
+        data = ''.join(parts).encode('utf-8')
+        if body and not (head or no_body):
+            data += body
+        self._write(data)
+        return True
+
+    def _write(self, data):
+        """Send a complete response: straight to the socket when nothing is
+        queued before it (the common case: one send, no buffering), else
+        through the send buffer. Finalizes (keep-alive reset or close) once
+        everything is out."""
+        if self._send_buffer or self._file_handle is not None:
+            try:
+                self._send(data)
+                if not self.has_data_to_send:
+                    self._finalize_sent_response()
+            except OSError:
+                self.close()
+            return
         try:
-            if head or no_body or not body:
-                self._send(header)
-            else:
-                self._send(header, body)
-            if not self.has_data_to_send:
-                self._finalize_sent_response()
+            sent = self._socket.send(data)
+        except (BlockingIOError, InterruptedError, _SSLWant):
+            sent = 0
         except OSError:
             self.close()
-        return True
+            return
+        if sent == len(data):
+            self._finalize_sent_response()
+            return
+        self._send_buffer += memoryview(data)[sent:]
+        self._update_interest()
 
     def start_stream(self, status, headers, cookies=None):
         """Send the head of a streamed response (no Content-Length; the

@@ -21,8 +21,15 @@ from .worker import EXIT_REASONS, Worker
 
 _monotonic = _time.monotonic
 
-# requests a worker may hold that it has not answered or deferred yet
-PREFETCH = 2
+# How many requests a worker may hold that it has not answered or deferred
+# yet (its window). A window above 1 lets a worker take several requests in
+# one read and saves a dispatcher round trip per request, which is most of
+# the cost of tiny handlers; for slow handlers it only makes requests wait
+# behind each other. So each pool's window adapts to its handlers: it holds
+# about WINDOW_BUDGET seconds of work, between 1 and MAX_WINDOW requests.
+MAX_WINDOW = 8
+START_WINDOW = 2
+WINDOW_BUDGET = 0.0005
 
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
@@ -136,7 +143,7 @@ class WorkerHandle:
         self.index = index
         self.slot = slot
         self.pid = None
-        self.alive = False
+        self._alive = False
         self.ready = False
         self.was_ready = False
         self.accepting = True
@@ -148,8 +155,8 @@ class WorkerHandle:
         self.seq = 0
         self.inflight = _collections.deque()  # (seq, request_id, item) sent
         self.held = {}           # request_id -> item: deferred or streaming
-        self.credits = 0
         self.waiting = None      # the pool list it waits in for work, if any
+        self.work_seen = (0.0, 0)  # slot (busy, count) at the last window update
         self.restarts = 0
         self.streak = 0
         self.parked = False
@@ -158,6 +165,18 @@ class WorkerHandle:
         self.restart_at = None
         self.exitcode = None
         self.killed_at = None
+
+    @property
+    def alive(self):
+        """True from fork until the process is reaped."""
+        return self._alive
+
+    @alive.setter
+    def alive(self, value):
+        value = bool(value)
+        if value != self._alive:
+            self._alive = value
+            self.pool._alive += 1 if value else -1
 
     def handle_event(self, fileobj, mask):
         self.pool._dispatcher._worker_event(self, fileobj, mask)
@@ -246,11 +265,13 @@ class WorkerPool:
         self.name = worker_class.__name__
         self.request_queue = RequestQueue(self)
         self._queue = self.request_queue._items
-        self._idle = _collections.deque()      # handles with full credit
-        self._partial = _collections.deque()   # handles with some credit
+        self._idle = _collections.deque()      # handles holding nothing
+        self._partial = _collections.deque()   # handles with room left
+        self.window = START_WINDOW
         self._policy = RestartPolicy(self.max_restarts, self.restart_window)
         self._slots = None
         self._handles = []
+        self._alive = 0          # handles whose process is alive
         self._dispatcher = None
         self._degraded = False
         self._degraded_since = None
@@ -284,7 +305,7 @@ class WorkerPool:
 
     @property
     def alive_count(self):
-        return sum(1 for handle in self._handles if handle.alive)
+        return self._alive
 
     @property
     def parked_count(self):
@@ -304,6 +325,7 @@ class WorkerPool:
             'alive_count': self.alive_count,
             'parked_count': self.parked_count,
             'restarts_in_window': self._policy.count(now),
+            'window': self.window,
             'workers': [handle.status(now) for handle in self._handles],
         }
 
@@ -333,12 +355,14 @@ class WorkerPool:
             self._dispatcher._check_queue(self)
 
     def _dispatch(self):
-        """Hand queued requests to workers that have credit, idle workers
-        first: a request waits for a busy worker only when none is idle."""
+        """Hand queued requests to workers with room in their window, idle
+        workers first: a request waits behind a busy worker only when no
+        worker is idle."""
         queue = self._queue
         idle = self._idle
         partial = self._partial
         send = self._dispatcher._send_request
+        window = self.window
         while queue and (idle or partial):
             item = queue.popleft()
             if getattr(item, 'done', False):
@@ -346,26 +370,25 @@ class WorkerPool:
             handle = idle[0] if idle else partial[0]
             if not send(handle, item):
                 continue
-            handle.credits -= 1
             if handle.waiting is idle:
                 idle.popleft()
             else:
                 partial.popleft()
-            if handle.credits > 0:
+            if len(handle.inflight) < window:
                 partial.append(handle)
                 handle.waiting = partial
             else:
                 handle.waiting = None
 
     def _eligible(self, handle):
-        return (handle.credits > 0 and handle.accepting and handle.ready
-                and handle.alive and not handle.stopping)
+        return (handle.ready and handle.accepting and handle.alive
+                and not handle.stopping and len(handle.inflight) < self.window)
 
     def _place(self, handle):
-        """Put `handle` in the list matching its credit (or in none)."""
+        """Put `handle` in the list matching its load (or in none)."""
         want = None
         if self._eligible(handle):
-            want = self._idle if handle.credits >= PREFETCH else self._partial
+            want = self._partial if handle.inflight else self._idle
         if handle.waiting is want:
             return
         if handle.waiting is not None:
@@ -377,10 +400,9 @@ class WorkerPool:
         if want is not None:
             want.append(handle)
 
-    def _give_credit(self, handle):
-        """`handle` can take one more request."""
-        if handle.credits < PREFETCH:
-            handle.credits += 1
+    def _released(self, handle):
+        """`handle` finished taking a request (its window has room)."""
+        if handle.waiting is not self._idle:
             self._place(handle)
         if self._queue:
             self._dispatch()
@@ -399,6 +421,34 @@ class WorkerPool:
         self._place(handle)
         if self._queue:
             self._dispatch()
+
+    def _update_window(self):
+        """Size the window from the time the workers spent per request
+        since the last update (read from their heartbeat slots)."""
+        busy = 0.0
+        count = 0
+        for handle in self._handles:
+            if not handle.alive:
+                continue
+            now_busy, now_count = handle.slot.load()
+            seen_busy, seen_count = handle.work_seen
+            if now_count >= seen_count:
+                busy += now_busy - seen_busy
+                count += now_count - seen_count
+            handle.work_seen = (now_busy, now_count)
+        if count < 4:
+            return  # too little to judge: keep the window
+        per_request = busy / count
+        if per_request <= 0:
+            window = MAX_WINDOW
+        else:
+            window = max(1, min(MAX_WINDOW, int(WINDOW_BUDGET / per_request)))
+        if window != self.window:
+            self.window = window
+            for handle in self._handles:
+                self._place(handle)
+            if self._queue:
+                self._dispatch()
 
 
 def describe_exit(status):

@@ -435,6 +435,8 @@ class _Runtime:
         self.open_requests = {}  # request_id -> Request (deferred or streaming)
         self.running = True
         self.stopping = False
+        self.busy = 0.0          # seconds spent running requests
+        self.count = 0           # requests run
         self.exit_code = EXIT_OK
 
     def send(self, message):
@@ -468,6 +470,7 @@ def _serve(worker, runtime):
         timeout = next_idle - now
         if timeout < 0:
             timeout = 0
+        slot.beat(now, runtime.busy, runtime.count)
         events = selector.select(timeout)
         now = _monotonic()
         slot.beat(now)
@@ -556,7 +559,8 @@ def _parse_body(request, body, content_type):
 def _handle_request(worker, runtime, table, message):
     (_, seq, request_id, method, path, query, headers, body, parsed,
      remote_address, context) = message
-    runtime.slot.start(_monotonic(), seq, request_id)
+    started = _monotonic()
+    runtime.slot.start(started, seq, request_id)
     request = _msg.Request(
         request_id, method, path, query=query, headers=headers,
         remote_address=remote_address, context=context)
@@ -576,6 +580,8 @@ def _handle_request(worker, runtime, table, message):
             runtime.open_requests[request_id] = request
         runtime.send((_msg.W_DEFERRED, request_id))
     runtime.slot.idle()
+    runtime.busy += _monotonic() - started
+    runtime.count += 1
 
 
 def _run_handler(worker, table, request):
