@@ -942,9 +942,9 @@ class Dispatcher:
                 remote = client.client_ip
             except Exception:  # pylint: disable=broad-except
                 remote = None
-            message = (_msg.M_REQUEST, seq, request_id, client.method,
-                       client.path, client.query, client.headers, client.body,
-                       False, remote, item.context)
+            message = (_msg.M_REQUEST, seq, request_id, client._method,
+                       client._path, client._query, client._headers,
+                       client._data, False, remote, item.context)
             try:
                 frame = _channel.pack(message)
             except Exception as err:  # pylint: disable=broad-except

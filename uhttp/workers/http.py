@@ -17,6 +17,7 @@ import re as _re
 import selectors as _selectors
 import socket as _socket
 import time as _time
+from urllib.parse import unquote_to_bytes as _unquote_to_bytes
 
 import uhttp.server as _server
 
@@ -36,7 +37,6 @@ HTTP_OPTIONS = frozenset((
 ACCEPT_BATCH = 64
 _METHODS = frozenset(_server.METHODS)
 _PROTOCOLS = frozenset(_server.PROTOCOLS)
-_parse_url = _server.parse_url
 try:
     import ssl as _ssl
     _SSLWant = (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
@@ -59,6 +59,13 @@ def _bad_value(text):
 _REQUEST_LINE = _re.compile(rb'[A-Z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\Z')
 _HEADER_LINE = _re.compile(
     rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\Z")
+# a whole well-formed head: optional blank lines, the request line, header
+# lines (token ':' visible text), the empty line; CRLF or LF endings
+_HEAD_BLOCK = _re.compile(
+    rb"(?:\r?\n)*[A-Z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?\n"
+    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*"
+    rb"\r?\n\Z")
+_BAD_PERCENT = _re.compile(r'%(?![0-9A-Fa-f]{2})')
 
 
 def _block_end(buffer, start):
@@ -72,10 +79,17 @@ def _block_end(buffer, start):
     return -1
 
 
-def _check_head(lines):
-    """Refuse (400) a request line or header line that is not well formed:
-    a header name must be a token directly followed by ':', a value holds
-    no control characters but tab (NUL and bare CR included)."""
+def _refuse_head(block):
+    """Raise the 400 that says what is wrong with a header block that did
+    not match _HEAD_BLOCK: a header name must be a token directly followed
+    by ':', a value holds no control characters but tab (NUL and bare CR
+    included), and the whole head is ASCII."""
+    lines = block.split(b'\n')
+    for index, line in enumerate(lines):
+        if line.endswith(b'\r'):
+            lines[index] = line[:-1]
+    while lines and not lines[0]:
+        del lines[0]
     if not lines or not _REQUEST_LINE.match(lines[0]):
         first = lines[0] if lines else b''
         raise _server.HttpErrorWithResponse(
@@ -86,6 +100,24 @@ def _check_head(lines):
             raise _server.HttpErrorWithResponse(
                 400, "Malformed header line: "
                      f"{line[:200].decode('utf-8', 'replace')!r}")
+        try:
+            line.decode('ascii')
+        except UnicodeDecodeError:
+            raise _server.HttpErrorWithResponse(
+                400, "Invalid non-ASCII characters in header: "
+                     f"{line[:200].decode('utf-8', 'replace')}") from None
+    raise _server.HttpErrorWithResponse(400, "Malformed request head")
+
+
+def _unquote_path(path):
+    """Percent-decode a URL path strictly: %XX only, UTF-8 only."""
+    if _BAD_PERCENT.search(path):
+        raise _server.HttpErrorWithResponse(400, "Invalid URL path encoding")
+    try:
+        return _unquote_to_bytes(path).decode('utf-8')
+    except UnicodeDecodeError as err:
+        raise _server.HttpErrorWithResponse(
+            400, "Invalid URL path encoding") from err
 
 
 class Connection(_server.HttpConnection):
@@ -135,48 +167,49 @@ class Connection(_server.HttpConnection):
         block = bytes(buffer[:end])
         del buffer[:end]
         self._headers_scanned = 0
-        lines = block.split(b'\n')
-        for index, line in enumerate(lines):
-            if line.endswith(b'\r'):
-                lines[index] = line = line[:-1]
-        while lines and not lines[0]:
-            del lines[0]  # empty lines before a request line are ignored
         # a HEAD request refused before it was parsed still gets no body
-        self._head = bool(lines) and lines[0].startswith(b'HEAD ')
-        _check_head(lines)
-        self._process_headers(lines)
+        self._head = block.lstrip(b'\r\n').startswith(b'HEAD ')
+        if _HEAD_BLOCK.match(block) is not None:
+            try:
+                lines = block.decode('ascii').replace('\r\n', '\n').split('\n')
+            except UnicodeDecodeError:
+                lines = None
+            if lines is not None:
+                while not lines[0]:
+                    del lines[0]  # empty lines before a request line
+                self._process_headers(lines)
+                return
+        _refuse_head(block)
 
     def _process_headers(self, lines):
-        """Parse a header block already checked by _check_head().
+        """Parse a header block (str lines) that matched _HEAD_BLOCK.
 
         Same results as uhttp-server's parser (attributes, errors, 100
         Continue, body limit), without its per-line function calls: this
-        runs once per request in the dispatcher.
+        runs once per request in the dispatcher. Unlike uhttp-server, '+'
+        in the path stays '+' (it means a space only in a query).
         """
-        method, url, protocol = lines[0].split(b' ')
-        method = method.decode('ascii')
-        protocol = protocol.decode('ascii')
+        method, url, protocol = lines[0].split(' ')
         self._method = method
-        self._url = url.decode('ascii')
+        self._url = url
         self._protocol = protocol
         if method not in _METHODS:
             raise _server.HttpErrorWithResponse(501)
         if protocol not in _PROTOCOLS:
             raise _server.HttpErrorWithResponse(505)
-        self._path, self._query = _parse_url(url)
+        path, mark, query = url.partition('?')
+        if '%' in path:
+            path = _unquote_path(path)
+        self._path = path
+        self._query = _server.parse_query(query.encode('ascii')) if mark else None
         headers = {}
         repeated = None
         for line in lines[1:]:
             if not line:
                 break
-            name, _, value = line.partition(b':')
-            key = name.decode('ascii').lower()
-            try:
-                value = value.decode('ascii').strip()
-            except UnicodeDecodeError as err:
-                raise _server.HttpErrorWithResponse(
-                    400, "Invalid non-ASCII characters in header: "
-                         f"{line.decode('utf-8', 'replace')}") from err
+            name, _, value = line.partition(':')
+            key = name.lower()
+            value = value.strip()
             if key in headers:
                 if key == 'content-length' or key == 'host':
                     raise _server.HttpErrorWithResponse(
@@ -410,7 +443,15 @@ class Connection(_server.HttpConnection):
         no_body = status < 200 or status in (204, 304)
         if not no_body:
             parts.append(f'content-length: {len(body)}\r\n')
-        keep = keep and self._should_keep_alive()
+        if keep:
+            asked = self._headers.get('connection', '').lower() if (
+                self._headers) else ''
+            if self._protocol == 'HTTP/1.1':
+                keep = asked != 'close'
+            else:
+                keep = asked == 'keep-alive'
+            if keep and self._requests_count >= self._keep_alive_max_requests:
+                keep = False
         parts.append('connection: keep-alive\r\n\r\n' if keep
                      else 'connection: close\r\n\r\n')
         self._response_started = True
