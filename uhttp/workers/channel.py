@@ -39,6 +39,15 @@ def pack(message):
     return _pack_header(len(payload)) + payload
 
 
+def pack_parts(message):
+    """Encode one message as (header, payload): writing the two parts
+    separately saves copying a large payload into a joined frame."""
+    payload = _dumps(message, _PROTOCOL)
+    if len(payload) > MAX_FRAME:
+        raise ChannelError(f"message of {len(payload)} bytes is too large")
+    return _pack_header(len(payload)), payload
+
+
 def pack_many(messages):
     """Encode several messages into one bytes object."""
     parts = []
@@ -153,6 +162,11 @@ class OutBuffer:
         if not self.closed:
             self._buffer += frame
 
+    def add_parts(self, header, payload):
+        if not self.closed:
+            self._buffer += header
+            self._buffer += payload
+
     def flush(self):
         """Write what the pipe takes now; True when nothing is left.
 
@@ -171,6 +185,21 @@ class OutBuffer:
 
     def clear(self):
         self._buffer = bytearray()
+
+
+def write_parts(fd, header, payload):
+    """Blocking write of a frame given as (header, payload), without
+    joining them first."""
+    try:
+        written = _os.writev(fd, (header, payload))
+    except InterruptedError:
+        written = 0
+    size = len(header)
+    if written < size:
+        write_all(fd, header[written:])
+        write_all(fd, payload)
+    elif written - size < len(payload):
+        write_all(fd, memoryview(payload)[written - size:])
 
 
 def write_all(fd, data):

@@ -946,7 +946,7 @@ class Dispatcher:
                        client._path, client._query, client._headers,
                        client._data, False, remote, item.context)
             try:
-                frame = _channel.pack(message)
+                frame = _channel.pack_parts(message)
             except Exception as err:  # pylint: disable=broad-except
                 if item.context is None:
                     self.log.error("request %s cannot be sent to %s: %r",
@@ -958,7 +958,7 @@ class Dispatcher:
                                "cannot be sent to a worker (%r); request %s "
                                "goes with context=None", err, request_id)
                 item.context = None
-                frame = _channel.pack(message[:-1] + (None,))
+                frame = _channel.pack_parts(message[:-1] + (None,))
             item.worker = handle
         else:
             request_id = item.request_id
@@ -966,13 +966,13 @@ class Dispatcher:
                        item.query, item.headers, item.data, True,
                        item.remote_address, item.context)
             try:
-                frame = _channel.pack(message)
+                frame = _channel.pack_parts(message)
             except Exception as err:  # pylint: disable=broad-except
                 self.log.error("request to %s %s cannot be sent (data does not "
                                "pickle: %r); dropped", item.method, item.path,
                                err)
                 return False
-        handle.out.add(frame)
+        handle.out.add_parts(*frame)
         handle.inflight.append((seq, request_id, item))
         self._dirty.add(handle)
         return True

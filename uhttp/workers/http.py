@@ -35,6 +35,7 @@ HTTP_OPTIONS = frozenset((
     'request_timeout', 'trusted_proxies', 'send_timeout'))
 
 ACCEPT_BATCH = 64
+_GATHER_MIN = 16 * 1024  # bodies above this go out without being joined
 _METHODS = frozenset(_server.METHODS)
 _PROTOCOLS = frozenset(_server.PROTOCOLS)
 try:
@@ -461,9 +462,37 @@ class Connection(_server.HttpConnection):
         self.pending = None
         data = ''.join(parts).encode('utf-8')
         if body and not (head or no_body):
+            if len(body) > _GATHER_MIN and self._server._ssl_context is None:
+                self._write_gather(data, body)
+                return True
             data += body
         self._write(data)
         return True
+
+    def _write_gather(self, header, body):
+        """_write() for a large body: head and body go out in one
+        sendmsg() without being joined first; only what the socket did not
+        take is copied into the send buffer."""
+        if self._send_buffer or self._file_handle is not None:
+            self._write(header + body)
+            return
+        try:
+            sent = self._socket.sendmsg((header, body))
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        size = len(header)
+        if sent == size + len(body):
+            self._finalize_sent_response()
+            return
+        if sent < size:
+            self._send_buffer += header[sent:]
+            self._send_buffer += body
+        else:
+            self._send_buffer += memoryview(body)[sent - size:]
+        self._update_interest()
 
     def _write(self, data):
         """Send a complete response: straight to the socket when nothing is

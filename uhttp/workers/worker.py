@@ -441,14 +441,14 @@ class _Runtime:
 
     def send(self, message):
         try:
-            frame = _channel.pack(message)
+            header, payload = _channel.pack_parts(message)
         except Exception as err:  # pylint: disable=broad-except
             # only user values (forward data) can fail to pickle
-            frame = _channel.pack((
+            header, payload = _channel.pack_parts((
                 _msg.W_LOG, 'worker', _log.LOG_ERROR,
                 f"message {message[0]} could not be sent: {err!r}"))
         try:
-            _channel.write_all(self.out_fd, frame)
+            _channel.write_parts(self.out_fd, header, payload)
         except (BrokenPipeError, ConnectionResetError, OSError):
             # the dispatcher has gone: nobody is left to answer
             self.running = False
