@@ -161,24 +161,7 @@ class AppServer:
 
     def raw(self, data, timeout=5, read_until_close=True):
         """Send raw bytes, return everything read until close or timeout."""
-        sock = socket.create_connection(('127.0.0.1', self.port), timeout=timeout)
-        try:
-            sock.sendall(data)
-            chunks = []
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    chunk = sock.recv(65536)
-                except socket.timeout:
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                if not read_until_close:
-                    break
-            return b''.join(chunks)
-        finally:
-            sock.close()
+        return exchange(self.port, data, timeout, read_until_close)
 
     def status(self, path='/_status'):
         return self.get(path).json
@@ -203,6 +186,33 @@ class AppServer:
                 return [int(pid) for pid in file.read().split()]
         except OSError:
             return []
+
+
+def exchange(port, data, timeout=5, read_until_close=True):
+    """Send raw bytes on a new connection to 127.0.0.1:`port`; return what
+    came back until close, a reset or `timeout` (a server may refuse before
+    reading everything: what arrived before the reset is returned)."""
+    sock = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+    chunks = []
+    try:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:  # timeout or reset
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if not read_until_close:
+                break
+    finally:
+        sock.close()
+    return b''.join(chunks)
 
 
 def wait_gone(pids, timeout=10):

@@ -316,30 +316,6 @@ def limits():
     app.cleanup()
 
 
-def exchange(port, data, timeout=5):
-    """Send `data` on a new connection; read until close (a reset ends the
-    read too): the bytes received."""
-    sock = socket.create_connection(('127.0.0.1', port), timeout=timeout)
-    chunks = []
-    try:
-        try:
-            sock.sendall(data)
-        except OSError:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (socket.timeout, OSError):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        sock.close()
-    return b''.join(chunks)
-
-
 def status_of(data):
     match = re.match(rb'HTTP/1\.[01] (\d{3}) ', data)
     return int(match.group(1)) if match else None
@@ -365,10 +341,10 @@ def _post(path, body, extra=b''):
 
 
 def test_max_content_length_passes_through(limits):
-    small = exchange(limits.port, _post(b'/api/echo', b'a' * 1000))
+    small = harness.exchange(limits.port, _post(b'/api/echo', b'a' * 1000))
     assert status_of(small) == 200, small[:200]
     assert small.endswith(b'{"length": 1000}') or b'"length": 1000' in small
-    big = exchange(limits.port, _post(b'/api/echo', b'b' * 2048))
+    big = harness.exchange(limits.port, _post(b'/api/echo', b'b' * 2048))
     assert status_of(big) == 413, big[:200]
     assert limits.get('/api/hello').status == 200
 
@@ -416,10 +392,10 @@ def test_keep_alive_max_requests_passes_through(limits):
 
 
 def test_max_headers_length_passes_through(limits):
-    small = exchange(limits.port, b'GET /api/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+    small = harness.exchange(limits.port, b'GET /api/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n'
                      b'X-Small: ' + b'a' * 500 + b'\r\nConnection: close\r\n\r\n')
     assert status_of(small) == 200, small[:200]
-    big = exchange(limits.port, b'GET /api/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+    big = harness.exchange(limits.port, b'GET /api/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n'
                    b'X-Big: ' + b'a' * 4000 + b'\r\nConnection: close\r\n\r\n')
     assert status_of(big) == 431, big[:200]
     assert limits.get('/sync/hello').status == 200

@@ -5,7 +5,6 @@ import email.utils
 import http.client
 import json
 import os
-import socket
 import time
 import uuid
 
@@ -115,25 +114,7 @@ def raw_request(server, target, method=b'GET', extra=b'', timeout=5):
 def raw_oversized(server, data, timeout=5):
     """Send a request the server may refuse before reading all of it: what
     arrived before a reset (possibly nothing)."""
-    sock = socket.create_connection(('127.0.0.1', server.port), timeout=timeout)
-    chunks = []
-    try:
-        try:
-            sock.sendall(data)
-        except OSError:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (socket.timeout, OSError):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        sock.close()
-    return RawReply(b''.join(chunks))
+    return RawReply(harness.exchange(server.port, data, timeout))
 
 
 # -- files, types, index --------------------------------------------------------

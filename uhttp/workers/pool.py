@@ -391,13 +391,9 @@ class WorkerPool:
             want = self._partial if handle.inflight else self._idle
         if handle.waiting is want:
             return
-        if handle.waiting is not None:
-            try:
-                handle.waiting.remove(handle)
-            except ValueError:
-                pass
-        handle.waiting = want
+        self._withdraw(handle)
         if want is not None:
+            handle.waiting = want
             want.append(handle)
 
     def _released(self, handle):
