@@ -23,6 +23,7 @@ import traceback as _traceback
 import uhttp.server as _server
 
 from . import channel as _channel
+from . import fds as _fds
 from . import heartbeat as _heartbeat
 from . import http as _http
 from . import log as _log
@@ -70,8 +71,7 @@ class _PendingRequest:
     """
 
     __slots__ = ('request_id', 'client', 'pool', 'worker', 'streaming',
-                 'done', 'deadline', 'accepted', 'context', 'method',
-                 'extended')
+                 'done', 'deadline', 'accepted', 'context', 'method')
 
     def __init__(self, request_id, client, pool, now):
         self.request_id = request_id
@@ -84,7 +84,6 @@ class _PendingRequest:
         self.deadline = now + pool.timeout
         self.context = None
         self.method = client.method
-        self.extended = False
 
     @property
     def worker_id(self):
@@ -92,77 +91,12 @@ class _PendingRequest:
 
     @property
     def timestamp(self):
-        return self.accepted
+        """Wall-clock time (time.time()) the request was accepted."""
+        return _time.time() - (_monotonic() - self.accepted)
 
     def __repr__(self):
         return (f"<_PendingRequest {self.request_id} {self.method} "
                 f"pool={self.pool.name} worker={self.worker_id}>")
-
-
-class _UserFds:
-    """The dispatcher's user-registered file descriptors (same contract as
-    the worker's: callback(fd))."""
-
-    def __init__(self, owner):
-        self._owner = owner
-        self._entries = {}  # number -> {event: (fileobj, callback)}
-
-    @staticmethod
-    def _number(fd):
-        return fd if isinstance(fd, int) else fd.fileno()
-
-    def register(self, fd, event, callback):
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, not {callback!r}")
-        number = self._number(fd)
-        entry = self._entries.setdefault(number, {})
-        entry[event] = (fd, callback)
-        selector = self._owner._selector
-        mask = 0
-        for known in entry:
-            mask |= known
-        try:
-            selector.modify(number, mask, self)
-        except KeyError:
-            selector.register(number, mask, self)
-
-    def unregister(self, fd, event):
-        try:
-            number = self._number(fd)
-        except (OSError, ValueError):
-            return
-        entry = self._entries.get(number)
-        if not entry or event not in entry:
-            return
-        del entry[event]
-        selector = self._owner._selector
-        try:
-            if entry:
-                mask = 0
-                for known in entry:
-                    mask |= known
-                selector.modify(number, mask, self)
-            else:
-                del self._entries[number]
-                selector.unregister(number)
-        except (KeyError, ValueError, OSError):
-            pass
-
-    def handle_event(self, fileobj, mask):
-        number = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        for event in (EVENT_READ, EVENT_WRITE):
-            entry = self._entries.get(number)
-            if entry is None:
-                return None
-            if mask & event and event in entry:
-                target, callback = entry[event]
-                try:
-                    callback(target)
-                except Exception as err:  # pylint: disable=broad-except
-                    self._owner.log.error(
-                        "fd callback %r failed: %r\n%s", callback, err,
-                        _traceback.format_exc().rstrip())
-        return None
 
 
 class _Wakeup:
@@ -281,7 +215,7 @@ class Dispatcher:
         self._server = None
         self._selector = None
         self._wakeup = None
-        self._user_fds = _UserFds(self)
+        self._user_fds = None
         self._timers = []
         self._timer_seq = 0
         self._dirty = set()
@@ -463,22 +397,28 @@ class Dispatcher:
     # -- user file descriptors -------------------------------------------------
 
     def register_reader(self, fd, callback):
-        """Call `callback(fd)` when `fd` is readable (from the dispatcher loop)."""
-        self._need_selector().register(fd, EVENT_READ, callback)
+        """Call `callback(fd)` when `fd` (int or object with fileno()) is
+        readable, from the dispatcher loop. May be called before run()."""
+        self._fd_callbacks().register(fd, EVENT_READ, callback)
 
     def register_writer(self, fd, callback):
-        """Call `callback(fd)` when `fd` is writable."""
-        self._need_selector().register(fd, EVENT_WRITE, callback)
+        """Call `callback(fd)` when `fd` is writable (register only while
+        there is something to write)."""
+        self._fd_callbacks().register(fd, EVENT_WRITE, callback)
 
     def unregister_reader(self, fd):
-        self._user_fds.unregister(fd, EVENT_READ)
+        if self._user_fds is not None:
+            self._user_fds.unregister(fd, EVENT_READ)
 
     def unregister_writer(self, fd):
-        self._user_fds.unregister(fd, EVENT_WRITE)
+        if self._user_fds is not None:
+            self._user_fds.unregister(fd, EVENT_WRITE)
 
-    def _need_selector(self):
+    def _fd_callbacks(self):
         if self._selector is None:
             self._selector = _selectors.DefaultSelector()
+        if self._user_fds is None:
+            self._user_fds = _fds.FdCallbacks(self._selector, self.log)
         return self._user_fds
 
     # -- routing -------------------------------------------------------------
@@ -1700,6 +1640,7 @@ class Dispatcher:
             except Exception:  # pylint: disable=broad-except
                 pass
             self._selector = None
+            self._user_fds = None
         self._timers = []
         self._dirty = set()
 

@@ -15,6 +15,7 @@ import time as _time
 import traceback as _traceback
 
 from . import channel as _channel
+from . import fds as _fds
 from . import log as _log
 from . import messages as _msg
 from . import routing as _routing
@@ -220,14 +221,15 @@ class Worker:
         self._unregister(fd, _selectors.EVENT_WRITE)
 
     def _register(self, fd, event, callback):
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, not {callback!r}")
-        if self._rt is None:
+        runtime = self._rt
+        if runtime is None:
             raise RuntimeError("register_*() works only inside a running worker")
-        self._rt.fds.register(fd, event, callback)
+        if runtime.fds is None:
+            runtime.fds = _fds.FdCallbacks(runtime.selector, self.log)
+        runtime.fds.register(fd, event, callback)
 
     def _unregister(self, fd, event):
-        if self._rt is not None:
+        if self._rt is not None and self._rt.fds is not None:
             self._rt.fds.unregister(fd, event)
 
     # -- answering (used by Request) -----------------------------------------
@@ -356,70 +358,6 @@ def _split_result(result):
     return result, 200, None
 
 
-class _UserFds:
-    """The worker's user-registered file descriptors."""
-
-    def __init__(self, selector):
-        self._selector = selector
-        self._callbacks = {}  # fd number -> {event: (fileobj, callback)}
-
-    @staticmethod
-    def _number(fd):
-        return fd if isinstance(fd, int) else fd.fileno()
-
-    def register(self, fd, event, callback):
-        number = self._number(fd)
-        entry = self._callbacks.get(number)
-        if entry is None:
-            entry = self._callbacks[number] = {}
-            entry[event] = (fd, callback)
-            self._selector.register(number, event, self)
-        else:
-            entry[event] = (fd, callback)
-            self._selector.modify(number, _mask(entry), self)
-
-    def unregister(self, fd, event):
-        try:
-            number = self._number(fd)
-        except (OSError, ValueError):
-            return
-        entry = self._callbacks.get(number)
-        if entry is None or event not in entry:
-            return
-        del entry[event]
-        if entry:
-            self._selector.modify(number, _mask(entry), self)
-        else:
-            del self._callbacks[number]
-            try:
-                self._selector.unregister(number)
-            except (KeyError, ValueError, OSError):
-                pass
-
-    def handle(self, number, mask, log):
-        entry = self._callbacks.get(number)
-        if entry is None:
-            return
-        for event in (_selectors.EVENT_READ, _selectors.EVENT_WRITE):
-            if mask & event and event in entry:
-                fileobj, callback = entry[event]
-                try:
-                    callback(fileobj)
-                except Exception as err:  # pylint: disable=broad-except
-                    log.error("fd callback %r failed: %r\n%s", callback, err,
-                              _traceback.format_exc().rstrip())
-                entry = self._callbacks.get(number)
-                if entry is None:
-                    return
-
-
-def _mask(entry):
-    mask = 0
-    for event in entry:
-        mask |= event
-    return mask
-
-
 class _Runtime:
     """Everything a worker process needs to talk to its dispatcher."""
 
@@ -431,7 +369,7 @@ class _Runtime:
         self.heartbeat_interval = heartbeat_interval
         self.reader = _channel.FrameReader(in_fd)
         self.selector = _selectors.DefaultSelector()
-        self.fds = _UserFds(self.selector)
+        self.fds = None  # FdCallbacks, made once the worker's log exists
         self.open_requests = {}  # request_id -> Request (deferred or streaming)
         self.running = True
         self.stopping = False
@@ -488,7 +426,7 @@ def _serve(worker, runtime):
                 if reader.eof:
                     raise _StopWorker()  # dispatcher gone
             else:
-                key.data.handle(key.fd, mask, log)
+                key.data.handle_event(key.fileobj, mask)
         if now >= next_idle:
             next_idle = now + interval
             try:
