@@ -29,6 +29,11 @@ class EchoWorker(_workers.Worker):
         return {'n': request.path_params['n'], 'method': request.method,
                 'data': _plain(request.data)}
 
+    @_workers.api('/api/path/{rest:path}')
+    def path(self, request):
+        return {'path': request.path, 'rest': request.path_params['rest'],
+                'query': request.query}
+
     @_workers.api('/api/probe', 'GET')
     def probe(self, request):
         return {'ok': True, 'worker': self.worker_id}

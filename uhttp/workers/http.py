@@ -110,6 +110,21 @@ def _refuse_head(block):
     raise _server.HttpErrorWithResponse(400, "Malformed request head")
 
 
+def _origin_path(target, method):
+    """The path of a request target that is not origin-form: absolute-form
+    ('http://host/path', as sent to proxies) gives its path; '*' is kept for
+    OPTIONS; anything else is a 400."""
+    lower = target[:8].lower()
+    if lower.startswith('http://') or lower.startswith('https://'):
+        rest = target.split('//', 1)[1]
+        slash = rest.find('/')
+        return rest[slash:] if slash >= 0 else '/'
+    if target == '*' and method == 'OPTIONS':
+        return target
+    raise _server.HttpErrorWithResponse(
+        400, f"Invalid request target: {target[:200]!r}")
+
+
 def _unquote_path(path):
     """Percent-decode a URL path strictly: %XX only, UTF-8 only."""
     if _BAD_PERCENT.search(path):
@@ -199,6 +214,8 @@ class Connection(_server.HttpConnection):
         if protocol not in _PROTOCOLS:
             raise _server.HttpErrorWithResponse(505)
         path, mark, query = url.partition('?')
+        if path[0] != '/':
+            path = _origin_path(path, method)
         if '%' in path:
             path = _unquote_path(path)
         self._path = path

@@ -88,10 +88,10 @@ class Logger:
 
     __slots__ = ('name', 'level', '_sink')
 
-    def __init__(self, name, sink, level=LOG_WARNING):
+    def __init__(self, name, sink=None, level=LOG_WARNING):
         self.name = name
         self.level = level
-        self._sink = sink
+        self._sink = _stderr_sink if sink is None else sink
 
     @property
     def is_debug(self):
@@ -142,6 +142,14 @@ class Logger:
 
     def __repr__(self):
         return f"Logger({self.name!r}, level={level_name(self.level)})"
+
+
+def _stderr_sink(name, level, text):
+    """Where a Logger without a sink writes: stderr, plainly."""
+    try:
+        _sys.stderr.write(render(STYLE_PLAIN, name, level, text))
+    except (OSError, ValueError):
+        pass
 
 
 def detect_style(stream=None, environ=None):
