@@ -67,6 +67,8 @@ _HEAD_BLOCK = _re.compile(
     rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*"
     rb"\r?\n\Z")
 _BAD_PERCENT = _re.compile(r'%(?![0-9A-Fa-f]{2})')
+# chunk size, optional chunk extensions of visible characters
+_CHUNK_SIZE = _re.compile(rb'([0-9A-Fa-f]+)[ \t]*(?:;[\t\x20-\x7e]*)?\Z')
 
 
 def _block_end(buffer, start):
@@ -136,6 +138,80 @@ def _unquote_path(path):
             400, "Invalid URL path encoding") from err
 
 
+class ChunkedBody:
+    """Decoder of a chunked request body (RFC 9112 section 7.1).
+
+    `feed(buffer)` consumes what it can and returns how many bytes it used;
+    `done` tells when the last chunk and the trailers are in. Malformed
+    framing is a 400, a body above `limit` bytes a 413.
+    """
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+    MAX_LINE = 4096
+
+    def __init__(self, limit):
+        self._limit = limit
+        self._parts = []
+        self._size = 0
+        self._left = 0
+        self._state = self._SIZE
+        self.done = False
+
+    def body(self):
+        return b''.join(self._parts)
+
+    def feed(self, buffer):
+        pos = 0
+        end = len(buffer)
+        while pos < end and not self.done:
+            if self._state == self._DATA:
+                take = min(self._left, end - pos)
+                self._parts.append(bytes(buffer[pos:pos + take]))
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._state = self._DATA_END
+                continue
+            newline = buffer.find(b'\n', pos)
+            if newline < 0:
+                if end - pos > self.MAX_LINE:
+                    raise _server.HttpErrorWithResponse(
+                        400, "Chunked body: line too long")
+                break
+            line = bytes(buffer[pos:newline])
+            pos = newline + 1
+            if line.endswith(b'\r'):
+                line = line[:-1]
+            if self._state == self._SIZE:
+                self._start_chunk(line)
+            elif self._state == self._DATA_END:
+                if line:
+                    raise _server.HttpErrorWithResponse(
+                        400, "Chunked body: data longer than its chunk size")
+                self._state = self._SIZE
+            elif not line:  # the empty line after the trailers
+                self.done = True
+            elif not _HEADER_LINE.match(line):
+                raise _server.HttpErrorWithResponse(
+                    400, "Chunked body: malformed trailer")
+        return pos
+
+    def _start_chunk(self, line):
+        found = _CHUNK_SIZE.match(line)
+        if found is None or len(found.group(1)) > 16:
+            raise _server.HttpErrorWithResponse(
+                400, f"Chunked body: bad chunk size line {line[:40]!r}")
+        size = int(found.group(1), 16)
+        if size == 0:
+            self._state = self._TRAILER
+            return
+        self._size += size
+        if self._size > self._limit:
+            raise _server.HttpErrorWithResponse(413)
+        self._left = size
+        self._state = self._DATA
+
+
 class Connection(_server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
@@ -146,6 +222,7 @@ class Connection(_server.HttpConnection):
     def __init__(self, server, sock, addr, **kwargs):
         self.pending = None
         self.responses = 0
+        self._chunks = None      # ChunkedBody while a chunked body arrives
         self._ip = None
         self._head = False
         self._hold = False
@@ -239,12 +316,26 @@ class Connection(_server.HttpConnection):
             headers[key] = value
         self._headers = headers
         self._headers_repeated = repeated
-        if 'transfer-encoding' in headers:
-            raise _server.HttpErrorWithResponse(501, "Transfer-Encoding not supported")
         if protocol == 'HTTP/1.1' and 'host' not in headers:
             raise _server.HttpErrorWithResponse(
                 400, "Host header is required for HTTP/1.1")
-        if 'content-length' in headers:
+        if 'transfer-encoding' in headers:
+            if protocol == 'HTTP/1.0':
+                raise _server.HttpErrorWithResponse(
+                    400, "Transfer-Encoding in an HTTP/1.0 request")
+            if 'content-length' in headers:
+                # both framings at once is how requests are smuggled
+                raise _server.HttpErrorWithResponse(
+                    400, "Both Transfer-Encoding and Content-Length")
+            if headers['transfer-encoding'].strip().lower() != 'chunked':
+                raise _server.HttpErrorWithResponse(
+                    501, "Transfer-Encoding other than chunked")
+            if headers.get('expect', '').lower() == '100-continue':
+                self._expect_continue = True
+                self._send_100_continue()
+            self._chunks = ChunkedBody(self._max_content_length)
+            self._read_chunks()
+        elif 'content-length' in headers:
             length = self.content_length
             if length:
                 if headers.get('expect', '').lower() == '100-continue':
@@ -253,6 +344,44 @@ class Connection(_server.HttpConnection):
                 if length > self._max_content_length:
                     raise _server.HttpErrorWithResponse(413)
                 self._process_data()
+
+    def process_request(self):
+        """uhttp-server's process_request(), plus chunked request bodies."""
+        if self._chunks is None or self._method is None or (
+                self._socket is None or self._response_started):
+            return super().process_request()
+        try:
+            self._recv_to_buffer(self._max_content_length)
+            self._read_chunks()
+            if self.is_loaded:
+                self._requests_count += 1
+                return True
+            return False
+        except _server.HttpErrorWithResponse as err:
+            self.respond(data=str(err).encode('utf-8'), status=err.status,
+                         headers={'connection': 'close',
+                                  'content-type': 'text/plain; charset=UTF-8'})
+        except _server.ClientError:
+            self.close()
+        return None
+
+    def _read_chunks(self):
+        """Feed buffered bytes to the chunked decoder; once the last chunk
+        and trailers are in, the body is loaded (the rest of the buffer is
+        the next, pipelined request)."""
+        used = self._chunks.feed(self._buffer)
+        if used:
+            del self._buffer[:used]
+        if self._chunks.done:
+            self._data = self._chunks.body() or None
+            self._data_loaded = True
+            self._chunks = None
+
+    @property
+    def is_loaded(self):
+        if self._chunks is not None:
+            return False
+        return super().is_loaded
 
     def _process_data(self):
         length = self.content_length
@@ -306,6 +435,7 @@ class Connection(_server.HttpConnection):
 
     def reset(self):
         super().reset()
+        self._chunks = None
         self._head = False
         self._parsed = False
         self._value = None
