@@ -19,7 +19,7 @@ import uhttp.workers as _workers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 API_KEY = os.environ.get('DEMO_API_KEY', 'demo-key')
-PORT = int(os.environ.get('DEMO_PORT', '8080'))
+PORT = int(os.environ.get('PORT', '8080'))
 
 
 class NotesHandler(_workers.ApiHandler):
@@ -150,7 +150,7 @@ class DemoDispatcher(_workers.Dispatcher):
 def main():
     dispatcher = DemoDispatcher(
         port=PORT,
-        address=os.environ.get('DEMO_ADDRESS', '127.0.0.1'),
+        address=os.environ.get('ADDRESS', '127.0.0.1'),
         static_routes={'/': os.path.join(HERE, 'static')},
         pools=[
             _workers.WorkerPool(NotesWorker, num_workers=1,

@@ -51,7 +51,7 @@ class AppServer:
         self.proc = None
         self.port = None
         self._log = tempfile.NamedTemporaryFile(
-            prefix=f'uw-{name}-', suffix='.log', delete=False)
+            prefix=f'uw-{os.path.basename(name)}-', suffix='.log', delete=False)
         self.log_path = self._log.name
 
     # -- process ------------------------------------------------------------
