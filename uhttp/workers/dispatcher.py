@@ -219,7 +219,6 @@ class Dispatcher:
         self._timers = []
         self._timer_seq = 0
         self._dirty = set()
-        self._by_fd = {}
         self._by_pid = {}
         self._running = False
         self._stopping = False
@@ -981,12 +980,6 @@ class Dispatcher:
                     handle.held[request_id] = item
             elif kind == _msg.W_STREAM_START:
                 self._stream_start(handle, message)
-            elif kind == _msg.W_STREAM_MULTI:
-                data = message[2]
-                for request_id in message[1]:
-                    pending = pending_table.get(request_id)
-                    if pending is not None and pending.streaming:
-                        self._stream_data(pending, data)
             elif kind == _msg.W_STREAM_END:
                 request_id = message[1]
                 handle.held.pop(request_id, None)
@@ -1269,7 +1262,6 @@ class Dispatcher:
         handle.seq = 0
         handle.work_seen = (0.0, 0)
         handle.kill_reason = None
-        handle.killed_at = None
         handle.exitcode = None
         handle._writing = False
         self._by_pid[pid] = handle
@@ -1441,7 +1433,6 @@ class Dispatcher:
         handle.restarts += 1
         if pool._policy.record(now) and not pool._degraded:
             pool._degraded = True
-            pool._degraded_since = now
             self.log.warning(
                 "pool %s degraded: %d restarts within %ss; it answers 503%s",
                 pool.name, pool.max_restarts, pool.restart_window,
@@ -1490,7 +1481,6 @@ class Dispatcher:
         if not pool._degraded:
             return
         pool._degraded = False
-        pool._degraded_since = None
         pool._policy.reset()
         for handle in pool._handles:
             handle.streak = 0
@@ -1524,7 +1514,6 @@ class Dispatcher:
 
     def _kill(self, handle, reason):
         handle.kill_reason = reason
-        handle.killed_at = _monotonic()
         pool = handle.pool
         pool._withdraw(handle)
         try:

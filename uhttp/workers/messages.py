@@ -28,7 +28,6 @@ W_PAUSE = 27        # (W_PAUSE,)
 W_RESUME = 28       # (W_RESUME,)
 W_BOUNCE = 29       # (W_BOUNCE, request_id) taken while paused: give to another
 W_FORWARD = 30      # (W_FORWARD, route, data)
-W_STREAM_MULTI = 31  # (W_STREAM_MULTI, (request_id, ...), bytes)
 
 # body kinds: how the dispatcher can rebuild `Response.data` when asked
 BODY_NONE = 0

@@ -164,7 +164,6 @@ class WorkerHandle:
         self.stopping = False
         self.restart_at = None
         self.exitcode = None
-        self.killed_at = None
 
     @property
     def alive(self):
@@ -204,6 +203,8 @@ class WorkerHandle:
             'current_request': current,
             'held': len(self.held),
             'restarts': self.restarts,
+            'restart_in': None if self.restart_at is None else round(
+                max(0.0, self.restart_at - now), 3),
         }
 
 
@@ -274,7 +275,6 @@ class WorkerPool:
         self._alive = 0          # handles whose process is alive
         self._dispatcher = None
         self._degraded = False
-        self._degraded_since = None
         self._config = []
         self._timeouts = _collections.OrderedDict()  # request_id -> pending
 
