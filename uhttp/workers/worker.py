@@ -323,6 +323,7 @@ def _response_message(request_id, data, status, headers=None, cookies=None):
     ResponseError)."""
     if isinstance(data, _msg.Response):
         response = data
+        response.request_id = request_id  # filled in for the handler
         data = response.data
         status = response.status
         headers = response.headers
