@@ -8,6 +8,7 @@ import os
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class ConfigWorker(_workers.Worker):
@@ -37,7 +38,7 @@ class OtherWorker(ConfigWorker):
     pass
 
 
-class ConfigApp(_workers.Dispatcher):
+class ConfigApp(StatusDispatcher):
     @_workers.sync('/admin/config', 'POST')
     def admin_config(self, client, path_params):
         config = client.data
@@ -45,10 +46,6 @@ class ConfigApp(_workers.Dispatcher):
             pool.send_config(config)
         client.respond({'sent': len(self._pools)})
 
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ import os
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class BaseWorker(_workers.Worker):
@@ -98,11 +99,8 @@ class QSilentWorker(BaseWorker):
     pass
 
 
-class TableApp(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
+class TableApp(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

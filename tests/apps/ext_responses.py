@@ -7,6 +7,7 @@ Environment:
 import os
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 EVIL_VALUE = 'v\r\nX-Injected: yes'
 EVIL_NAME = 'X-Injected: yes\r\nX-Evil'
@@ -165,7 +166,7 @@ class StreamWorker(_workers.Worker):
         return {'disconnected': self.disconnected, 'open': sorted(self.open)}
 
 
-class RespDispatcher(_workers.Dispatcher):
+class RespDispatcher(StatusDispatcher):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.responses = []
@@ -200,10 +201,6 @@ class RespDispatcher(_workers.Dispatcher):
     def seen(self, client, path_params):
         client.respond({'responses': self.responses})
 
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
 
 
 if __name__ == '__main__':

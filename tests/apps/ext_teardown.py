@@ -12,6 +12,7 @@ import os
 import signal
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 MARKERS = os.environ['EXT_MARKERS']
 
@@ -38,10 +39,8 @@ class TearWorker(_workers.Worker):
         return {'pid': os.getpid()}
 
 
-class TearDispatcher(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools]})
+class TearDispatcher(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ import os
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 HUGE = 20 * 1024 * 1024
 
@@ -221,7 +222,7 @@ class SetupWorker(_workers.Worker):
         return {'worker': self.worker_id}
 
 
-class App(_workers.Dispatcher):
+class App(StatusDispatcher):
     SELECT_TIMEOUT = 0.25
 
     def __init__(self, **kwargs):
@@ -289,9 +290,6 @@ class App(_workers.Dispatcher):
     def sync_ok(self, client, path_params):
         client.respond({'ok': True})
 
-    @_workers.sync('/probe')
-    def probe(self, client, path_params):
-        client.respond({'ok': True})
 
     @_workers.sync('/s/arm-idle')
     def arm_idle(self, client, path_params):

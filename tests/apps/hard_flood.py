@@ -4,6 +4,7 @@ import os
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class FastWorker(_workers.Worker):
@@ -21,16 +22,8 @@ class FastWorker(_workers.Worker):
         return {'ok': True}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/probe')
-    def probe(self, client, path_params):
-        client.respond({'ok': True})
-
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending),
-                        'connections': len(self._server.connections),
-                        'queued': sum(len(pool._queue) for pool in self._pools)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ Short request/keep-alive timeouts so that half-sent requests end quickly
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 def _plain(value):
@@ -44,11 +45,7 @@ class EchoWorker(_workers.Worker):
         return {'slow': True}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/probe')
-    def probe(self, client, path_params):
-        client.respond({'ok': True})
-
+class App(StatusDispatcher):
     @_workers.sync('/sync/echo')
     def sync_echo(self, client, path_params):
         body = client.body
@@ -57,10 +54,6 @@ class App(_workers.Dispatcher):
                         'body': None if body is None else
                         bytes(body).decode('latin-1')})
 
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending),
-                        'connections': len(self._server.connections)})
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 readers that never read a 5 MB answer. send_timeout=2 so that stalled
 readers are dropped; other HTTP timeouts are the defaults."""
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 BIG = 5 * 1024 * 1024
 
@@ -19,15 +20,8 @@ class BigWorker(_workers.Worker):
         return {'ok': True}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/probe')
-    def probe(self, client, path_params):
-        client.respond({'ok': True})
-
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending),
-                        'connections': len(self._server.connections)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ them; pool /api/** (two workers) answers /api/n/<n>. Sync routes /probe
 and /_status (pending table, streams, connections).
 """
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class StreamWorker(_workers.Worker):
@@ -44,15 +45,8 @@ class NumberWorker(_workers.Worker):
         return {'n': request.path_params['n']}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/probe')
-    def probe(self, client, path_params):
-        client.respond({'ok': True})
-
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending), 'streams': self._streams,
-                        'connections': len(self._server.connections)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ Sync routes /s/<kind>/<where> do the same with client.respond() and
 client.response_stream(); do_check does it when asked by 'x-split-check'.
 """
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 INJECT = {
     'crlf': 'a\r\nX-Injected: 1',
@@ -67,7 +68,7 @@ class SplitWorker(_workers.Worker):
         return {'ok': True}
 
 
-class App(_workers.Dispatcher):
+class App(StatusDispatcher):
     def do_check(self, client):
         kind = client.headers.get('x-split-check')
         if kind:
@@ -88,9 +89,6 @@ class App(_workers.Dispatcher):
         client.send_event(data='streamed')
         client.response_stream_end()
 
-    @_workers.sync('/probe')
-    def probe(self, client, path_params):
-        client.respond({'ok': True})
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ serves /api/** only, so nothing else answers for the mounts' prefixes.
 import os
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class ProbeWorker(_workers.Worker):
@@ -15,10 +16,8 @@ class ProbeWorker(_workers.Worker):
         return {'ok': True}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/probe')
-    def probe(self, client, path_params):
-        client.respond({'ok': True})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ dispatcher's pending table, open streams and connections.
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class StreamWorker(_workers.Worker):
@@ -72,15 +73,8 @@ class WorkWorker(_workers.Worker):
         return {'ok': True}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/probe')
-    def probe(self, client, path_params):
-        client.respond({'ok': True})
-
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending), 'streams': self._streams,
-                        'connections': len(self._server.connections)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

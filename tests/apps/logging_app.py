@@ -19,6 +19,7 @@ import sys
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 MULTI_LINES = 30
 
@@ -114,12 +115,7 @@ class CrashOnceWorker(LogWorker):
             raise RuntimeError('setup-crash-once')
 
 
-class LoggingApp(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
-
+class LoggingApp(StatusDispatcher):
     @_workers.sync('/dlog/{tag}')
     def dlog(self, client, path_params):
         tag = path_params['tag']

@@ -1,5 +1,6 @@
 """Smallest app: one pool, one sync route; used by the harness's own tests."""
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class EchoWorker(_workers.Worker):
@@ -12,11 +13,8 @@ class EchoWorker(_workers.Worker):
         return {'hello': 'world', 'worker': self.worker_id}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ miss there is a 404. do_check refuses pooled requests carrying 'x-deny'
 import os
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class EchoWorker(_workers.Worker):
@@ -30,7 +31,7 @@ class EchoWorker(_workers.Worker):
         return self._echo(request)
 
 
-class StaticApp(_workers.Dispatcher):
+class StaticApp(StatusDispatcher):
     def do_check(self, client):
         if client.headers.get('x-deny'):
             client.respond({'error': 'denied'}, status=401)
@@ -45,10 +46,6 @@ class StaticApp(_workers.Dispatcher):
         # a file of the same name exists: static files win
         client.respond({'sync': 'shadow'})
 
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ import socket
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class DeferWorker(_workers.Worker):
@@ -159,10 +160,8 @@ class KeepWorker(_workers.Worker):
             self.keep_alive()
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

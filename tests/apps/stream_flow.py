@@ -19,6 +19,7 @@ import sys
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 def bind_datagram(path):
@@ -161,7 +162,7 @@ class FdWorker(_workers.Worker):
         return {'writes': self.writes, 'read': self.pair_read.decode()}
 
 
-class App(_workers.Dispatcher):
+class App(StatusDispatcher):
     def __init__(self, sock_dir, **kwargs):
         super().__init__(**kwargs)
         self.fd_received = []
@@ -184,9 +185,6 @@ class App(_workers.Dispatcher):
         if self.writes >= self.write_limit:
             self.unregister_writer(fd)
 
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending)})
 
     @_workers.sync('/_fd', 'GET')
     def fd_state(self, client, path_params):

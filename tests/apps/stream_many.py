@@ -1,5 +1,6 @@
 """One worker holding many SSE subscribers; one publish reaches them all."""
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class HubWorker(_workers.Worker):
@@ -35,10 +36,8 @@ class HubWorker(_workers.Worker):
         self.subscribers.pop(request_id, None)
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 send buffer (max_send_buffer_size=64 KiB): a client that never reads must
 be dropped instead of growing the dispatcher's memory."""
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class FloodWorker(_workers.Worker):
@@ -45,10 +46,8 @@ class FloodWorker(_workers.Worker):
         self.subscribers.pop(request_id, None)
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

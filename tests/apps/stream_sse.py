@@ -9,6 +9,7 @@ can be tried.
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class StreamWorker(_workers.Worker):
@@ -168,10 +169,8 @@ class PoolB(StreamWorker):
     pass
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

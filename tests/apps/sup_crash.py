@@ -12,6 +12,7 @@ import sys
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class CrashWorker(_workers.Worker):
@@ -76,12 +77,7 @@ class CrashWorker(_workers.Worker):
         return {'woke': True}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
-
+class App(StatusDispatcher):
     @_workers.sync('/_config', 'POST')
     def config(self, client, path_params):
         for pool in self._pools:

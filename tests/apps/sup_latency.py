@@ -2,6 +2,7 @@
 (/hold/**), another answers at once (/fast/**)."""
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class HoldWorker(_workers.Worker):
@@ -23,11 +24,8 @@ class FastWorker(_workers.Worker):
         return {'pong': True}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

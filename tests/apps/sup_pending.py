@@ -6,6 +6,7 @@ import os
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class SlowWorker(_workers.Worker):
@@ -15,11 +16,8 @@ class SlowWorker(_workers.Worker):
         return {'pid': os.getpid(), 'request_id': request.request_id}
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ SUP_SETUP_FAIL=1 makes every worker's setup() raise.
 import os
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class FlakyWorker(_workers.Worker):
@@ -22,11 +23,8 @@ class FlakyWorker(_workers.Worker):
         os._exit(1)
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ import os
 import time
 
 import uhttp.workers as _workers
+from status_app import StatusDispatcher
 
 
 class KeepWorker(_workers.Worker):
@@ -65,11 +66,8 @@ class NoKeepWorker(_workers.Worker):
         self.disconnected.append(request_id)
 
 
-class App(_workers.Dispatcher):
-    @_workers.sync('/_status')
-    def status(self, client, path_params):
-        client.respond({'pools': [pool.status() for pool in self._pools],
-                        'pending': len(self._pending)})
+class App(StatusDispatcher):
+    """Serves /probe and /_status (status_app.py)."""
 
 
 if __name__ == '__main__':
