@@ -71,10 +71,6 @@ def make_pipe():
     return read_fd, write_fd
 
 
-def set_blocking(fd, blocking):
-    _os.set_blocking(fd, blocking)
-
-
 class FrameReader:
     """Collects bytes from a pipe and cuts them into messages."""
 

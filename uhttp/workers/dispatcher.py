@@ -765,17 +765,16 @@ class Dispatcher:
                       before=None):
         """Answer an error unless the request was answered already (since
         `client.responses` was `before`, when given)."""
-        if client._socket is None or client._response_started or (
-                before is not None and client.responses != before):
+        count = client.responses
+        if client.answered_since(count if before is None else before):
             return
         text = message or _server.STATUS_CODES.get(status, 'Error')
-        count = client.responses
         try:
             client.respond({'error': text}, status=status, headers=headers)
         except Exception:  # pylint: disable=broad-except
             client.close()
             return
-        if client._socket is not None and client.responses == count:
+        if not client.answered_since(count):
             client.close()  # could not answer: never leave it hanging
 
     def _serve_static(self, client, mount, rest):

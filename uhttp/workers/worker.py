@@ -234,9 +234,6 @@ class Worker:
 
     # -- answering (used by Request) -----------------------------------------
 
-    def _release(self, request):
-        request._released = True
-
     def _send_response(self, request, data, status, headers, cookies):
         runtime = self._rt
         try:
