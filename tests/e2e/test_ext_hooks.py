@@ -273,13 +273,15 @@ def test_removed_stream_closed_by_worker(server, files):
     assert [rec['reason'] for rec in records] == [_reason('STREAM_CLOSED')]
 
 
-def test_removed_stream_closed_by_client(server, files):
+def test_removed_stream_left_by_client_is_disconnected(server, files):
+    """A client leaving an open stream ends it as disconnected;
+    stream_closed is for streams the worker ended."""
     stream = OpenStream(server, '/h/stream-open')
     request_id = stream.first['id']
     assert request_id in state(server)['pending_ids']
     stream.close()
     records = record_for(server, files, request_id)
-    assert [rec['reason'] for rec in records] == [_reason('STREAM_CLOSED')]
+    assert [rec['reason'] for rec in records] == [_reason('DISCONNECTED')]
 
 
 def test_removed_worker_died(server, files):

@@ -6,13 +6,14 @@ import pytest
 
 import uhttp.workers as workers
 from uhttp.workers import messages as msg
+from uhttp.workers.routing import class_routes
 from uhttp.workers.worker import (
     _build_table, _parse_body, _response_message, _split_result)
 
 
 def pattern_texts(cls):
     return sorted((name, pattern.text, methods)
-                  for name, pattern, methods in cls._compiled_routes)
+                  for name, _, pattern, methods in class_routes(cls))
 
 
 def headers_of(message):

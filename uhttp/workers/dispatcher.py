@@ -28,6 +28,7 @@ from . import heartbeat as _heartbeat
 from . import http as _http
 from . import log as _log
 from . import messages as _msg
+from . import namespace as _ns
 from . import routing as _routing
 from . import static as _static
 from . import worker as _worker
@@ -135,19 +136,15 @@ def _positive(value, name, allow_zero=False):
     return value
 
 
-class Dispatcher:
-    """The HTTP front: static files, sync handlers, auth, pools.
+class _Core:
+    """Everything the dispatcher does, kept apart from the user's Dispatcher
+    subclass: that object (`app`) holds only the hooks, the sync handlers,
+    the documented names and `_uhttp`, this core."""
 
-    Subclass it to add @sync handlers and hooks (do_check, on_response,
-    on_idle, on_log, ...), construct it with pools, call run().
-    """
-
-    SELECT_TIMEOUT = 1
-    LOG_NAME = '{cls}'
-
-    def __init__(self, port=8080, address='0.0.0.0', pools=None,
+    def __init__(self, app, port=8080, address='0.0.0.0', pools=None,
                  static_routes=None, shutdown_timeout=10, max_pending=1000,
                  ssl_context=None, log_level=_log.LOG_INFO, **kwargs):
+        self.app = app
         if isinstance(port, bool) or not isinstance(port, int) or not (
                 0 <= port <= 65535):
             raise ValueError(f"Dispatcher port must be an int 0..65535, not {port!r}")
@@ -207,8 +204,7 @@ class Dispatcher:
         self.log_level = _log.check_level(log_level, 'Dispatcher log_level')
         self._log_style = _log.detect_style()
         self._log_stream = _sys.stderr
-        self.log = _log.Logger(type(self).__name__, self._log_sink, log_level)
-        self.log.name = self._format_log_name()
+        self.log = _log.Logger(type(app).__name__, self._log_sink, log_level)
         self._pending = {}
         self._streams = 0
         self._next_id = 0
@@ -229,28 +225,29 @@ class Dispatcher:
         self._queue_warned = {}
         self._accept_warned = 0.0
         self._has_on_response = (
-            type(self).on_response is not Dispatcher.on_response)
+            type(app).on_response is not Dispatcher.on_response)
         self._has_removed_hook = (
-            type(self).on_pending_removed is not Dispatcher.on_pending_removed)
+            type(app).on_pending_removed is not Dispatcher.on_pending_removed)
         self._has_accepted_hook = (
-            type(self).on_request_accepted is not Dispatcher.on_request_accepted)
-        self._has_do_check = type(self).do_check is not Dispatcher.do_check
+            type(app).on_request_accepted is not Dispatcher.on_request_accepted)
+        self._has_do_check = type(app).do_check is not Dispatcher.do_check
         self._has_static_hook = (
-            type(self).on_static_served is not Dispatcher.on_static_served)
+            type(app).on_static_served is not Dispatcher.on_static_served)
         for pool in self._pools:
             pool._dispatcher = self
 
     # -- construction helpers ------------------------------------------------
 
     def _format_log_name(self):
-        values = {'cls': type(self).__name__, 'pid': _os.getpid(),
+        template = self.app.LOG_NAME
+        values = {'cls': type(self.app).__name__, 'pid': _os.getpid(),
                   'worker_id': None, 'pool_name': None}
         try:
-            return str(self.LOG_NAME).format(**values)
+            return str(template).format(**values)
         except (KeyError, IndexError, ValueError, AttributeError) as err:
             name = Dispatcher.LOG_NAME.format(**values)
-            self.on_log(name, _log.LOG_WARNING,
-                        f"invalid LOG_NAME {self.LOG_NAME!r} ({err!r}); "
+            self.app.on_log(name, _log.LOG_WARNING,
+                        f"invalid LOG_NAME {template!r} ({err!r}); "
                         "using the default")
             return name
 
@@ -303,124 +300,26 @@ class Dispatcher:
 
     def _build_sync_table(self):
         table = _routing.RouteTable()
-        routes = _routing.compile_routes(
-            type(self).__name__, _routing.declared_routes(type(self), 'sync'))
-        for name, pattern, methods in routes:
-            table.add(pattern, methods, name)
+        cls = type(self.app)
+        for name, member, pattern, methods in _routing.class_routes(cls):
+            table.add(pattern, methods, (name, member))
         return table if len(table) else None
 
-    # -- public attributes -----------------------------------------------------
-
-    @property
     def port(self):
         """The port listened on (the real one once running with port=0)."""
         if self._server is not None and self._server.port:
             return self._server.port
         return self._port
 
-    @property
-    def address(self):
-        return self._address
-
-    @property
-    def pools(self):
-        return list(self._pools)
-
-    @property
-    def pending_count(self):
-        return len(self._pending)
-
-    @property
-    def is_running(self):
-        return self._running
-
-    # -- hooks to override --------------------------------------------------------
-
-    def do_check(self, client):
-        """Gate requests bound for pools: respond and raise RejectRequest to
-        refuse. Static files and sync handlers are not checked."""
-
-    def do_check_sync(self, client):
-        """Gate sync routes (same contract as do_check)."""
-
-    def on_request_accepted(self, request_id, client, pool):
-        """Called when a request is queued for `pool`; the return value
-        reaches the worker as request.context."""
-        return None
-
-    def on_response(self, response, pending):
-        """Called after a worker's response was sent to the client."""
-
-    def on_pending_removed(self, request_id, pending, reason):
-        """Called exactly once per pooled request when it leaves the
-        pending table, with one of the PENDING_* reasons."""
-
-    def on_worker_died(self, pool, worker_id, reason, exitcode, victims):
-        """Called when a worker process ended unexpectedly. `victims` are
-        the (request_id, pending) pairs it held; the default answers them
-        500 (or closes their streams)."""
-        for request_id, pending in victims:
-            self._fail_pending(request_id, pending, 500,
-                               {'error': 'Worker died'}, PENDING_WORKER_DIED)
-
-    def on_forward(self, route, data):
-        """Route a worker's forward(route, data) to a pool: the default
-        queues it as a request_id=-1 POST to the pool matching `route`."""
-        pool = self._find_pool(route)
-        if pool is None:
-            self.log.warning("forward(%r): no pool serves this route; dropped",
-                             route)
-            return
-        if len(pool._queue) >= self._max_pending:
-            self.log.warning("forward(%r): pool %s has %d requests queued; "
-                             "dropped", route, pool.name, len(pool._queue))
-            return
-        pool.request_queue.put(_msg.Request(
-            request_id=-1, method='POST', path=route, data=data))
-
-    def on_static_served(self, client, file_path, status):
-        """Called for every static 200 and authoritative 404."""
-
-    def on_idle(self):
-        """Called every SELECT_TIMEOUT seconds."""
-
-    def on_log(self, name, level, message):
-        """Write one log record (from any process); override to forward."""
-        try:
-            self._log_stream.write(
-                _log.render(self._log_style, name, level, message))
-            self._log_stream.flush()
-        except (OSError, ValueError):
-            pass
-
-    # -- user file descriptors -------------------------------------------------
-
-    def register_reader(self, fd, callback):
-        """Call `callback(fd)` when `fd` (int or object with fileno()) is
-        readable, from the dispatcher loop. May be called before run()."""
-        self._fd_callbacks().register(fd, EVENT_READ, callback)
-
-    def register_writer(self, fd, callback):
-        """Call `callback(fd)` when `fd` is writable (register only while
-        there is something to write)."""
-        self._fd_callbacks().register(fd, EVENT_WRITE, callback)
-
-    def unregister_reader(self, fd):
-        if self._user_fds is not None:
-            self._user_fds.unregister(fd, EVENT_READ)
-
-    def unregister_writer(self, fd):
-        if self._user_fds is not None:
-            self._user_fds.unregister(fd, EVENT_WRITE)
-
-    def _fd_callbacks(self):
-        if self._selector is None:
-            self._selector = _selectors.DefaultSelector()
-        if self._user_fds is None:
-            self._user_fds = _fds.FdCallbacks(self._selector, self.log)
-        return self._user_fds
-
-    # -- routing -------------------------------------------------------------
+    def status(self):
+        server = self._server
+        return {
+            'pools': [pool.status() for pool in self._pools],
+            'pending': len(self._pending),
+            'streams': self._streams,
+            'connections': 0 if server is None else len(server.connections),
+            'queued': sum(pool.queue_size for pool in self._pools),
+        }
 
     def _find_pool(self, path):
         """The pool for `path`: the first whose routes match, else the
@@ -430,14 +329,21 @@ class Dispatcher:
                 return pool
         return self._fallback
 
+    def _fd_callbacks(self):
+        if self._selector is None:
+            self._selector = _selectors.DefaultSelector()
+        if self._user_fds is None:
+            self._user_fds = _fds.FdCallbacks(self._selector, self.log)
+        return self._user_fds
+
     # -- logging ---------------------------------------------------------------
 
     def _log_sink(self, name, level, text):
         try:
-            self.on_log(name, level, text)
+            self.app.on_log(name, level, text)
         except Exception:  # pylint: disable=broad-except
             try:
-                Dispatcher.on_log(self, name, level, text)
+                Dispatcher.on_log(self.app, name, level, text)
             except Exception:  # pylint: disable=broad-except
                 pass
 
@@ -493,10 +399,10 @@ class Dispatcher:
             self._start_pool(pool)
         scheme = 'https' if self._ssl_context else 'http'
         self.log.info("listening on %s://%s:%d (%d pools, %d workers)", scheme,
-                      self._address, self.port, len(self._pools),
+                      self._address, self.port(), len(self._pools),
                       sum(pool.num_workers for pool in self._pools))
         now = _monotonic()
-        self._call_at(now + self.SELECT_TIMEOUT, self._idle_tick)
+        self._call_at(now + self.app.SELECT_TIMEOUT, self._idle_tick)
         for pool in self._pools:
             self._call_at(now + pool.heartbeat_interval, self._health_tick, pool)
 
@@ -581,9 +487,9 @@ class Dispatcher:
                                _traceback.format_exc().rstrip())
 
     def _idle_tick(self, now):
-        self._call_at(now + self.SELECT_TIMEOUT, self._idle_tick)
+        self._call_at(now + self.app.SELECT_TIMEOUT, self._idle_tick)
         try:
-            self.on_idle()
+            self.app.on_idle()
         except Exception as err:  # pylint: disable=broad-except
             self.log.error("on_idle() failed: %r\n%s", err,
                            _traceback.format_exc().rstrip())
@@ -593,7 +499,7 @@ class Dispatcher:
     def _loop(self):
         tick = self._tick
         while not self._stop_requested:
-            tick(self.SELECT_TIMEOUT)
+            tick(self.app.SELECT_TIMEOUT)
 
     def _tick(self, longest):
         """One turn of the loop: wait for events (at most `longest` seconds,
@@ -679,10 +585,11 @@ class Dispatcher:
         request_id = pending.request_id
         self._pending.pop(request_id, None)
         pending.pool._timeouts.pop(request_id, None)
+        # a client that leaves ends its request, streams included, as
+        # disconnected; PENDING_STREAM_CLOSED is for a stream the worker ended
         reason = PENDING_DISCONNECTED
         if pending.streaming:
             self._streams -= 1
-            reason = PENDING_STREAM_CLOSED
         handle = pending.worker
         if handle is not None and handle.alive and handle.out is not None:
             handle.out.add(_channel.pack((_msg.M_DISCONNECT, request_id)))
@@ -735,7 +642,7 @@ class Dispatcher:
             else:
                 client.respond({'error': 'Not Found'}, status=404)
             return
-        if self._has_do_check and not self._check(client, self.do_check, 'do_check'):
+        if self._has_do_check and not self._check(client, self.app.do_check, 'do_check'):
             return
         self._accept(client, pool)
 
@@ -797,18 +704,19 @@ class Dispatcher:
     def _static_served(self, client, path, status):
         if self._has_static_hook:
             try:
-                self.on_static_served(client, path, status)
+                self.app.on_static_served(client, path, status)
             except Exception as err:  # pylint: disable=broad-except
                 self.log.error("on_static_served() failed: %r\n%s", err,
                                _traceback.format_exc().rstrip())
 
-    def _run_sync(self, client, name, params):
-        if type(self).do_check_sync is not Dispatcher.do_check_sync:
-            if not self._check(client, self.do_check_sync, 'do_check_sync'):
+    def _run_sync(self, client, route, params):
+        name, member = route
+        if type(self.app).do_check_sync is not Dispatcher.do_check_sync:
+            if not self._check(client, self.app.do_check_sync, 'do_check_sync'):
                 return
         before = client.responses
         try:
-            getattr(self, name)(client, params)
+            _routing.bind(member, self.app)(client, params)
         except _server.HttpErrorWithResponse as err:
             self._answer_error(client, err.status, str(err), before=before)
             return
@@ -843,7 +751,7 @@ class Dispatcher:
         pending = _PendingRequest(request_id, client, pool, _monotonic())
         if self._has_accepted_hook:
             try:
-                pending.context = self.on_request_accepted(request_id, client, pool)
+                pending.context = self.app.on_request_accepted(request_id, client, pool)
             except Exception as err:  # pylint: disable=broad-except
                 self.log.error("on_request_accepted() failed: %r\n%s", err,
                                _traceback.format_exc().rstrip())
@@ -1055,7 +963,7 @@ class Dispatcher:
                 client.close()
         if self._has_on_response:
             try:
-                self.on_response(
+                self.app.on_response(
                     _msg.Response._from_wire(request_id, status, headers, body,
                                              kind, cookies), pending)
             except Exception as err:  # pylint: disable=broad-except
@@ -1119,7 +1027,7 @@ class Dispatcher:
 
     def _forward(self, handle, route, data):
         try:
-            self.on_forward(route, data)
+            self.app.on_forward(route, data)
         except Exception as err:  # pylint: disable=broad-except
             self.log.error("on_forward(%r) failed: %r\n%s", route, err,
                            _traceback.format_exc().rstrip())
@@ -1127,7 +1035,7 @@ class Dispatcher:
     def _removed(self, request_id, pending, reason):
         if self._has_removed_hook:
             try:
-                self.on_pending_removed(request_id, pending, reason)
+                self.app.on_pending_removed(request_id, pending, reason)
             except Exception as err:  # pylint: disable=broad-except
                 self.log.error("on_pending_removed() failed: %r\n%s", err,
                                _traceback.format_exc().rstrip())
@@ -1365,7 +1273,7 @@ class Dispatcher:
                            f"; {len(victims)} request(s) lost" if victims else '')
         if victims or not expected:
             try:
-                self.on_worker_died(pool, handle.index, why or reason, exitcode,
+                self.app.on_worker_died(pool, handle.index, why or reason, exitcode,
                                     victims)
             except Exception as err:  # pylint: disable=broad-except
                 self.log.error("on_worker_died() failed: %r\n%s", err,
@@ -1426,8 +1334,11 @@ class Dispatcher:
             self._after_capacity_change(pool)
             return
         lived = now - (handle.started_at or now)
-        if handle.was_ready and lived >= STABLE_AFTER:
-            handle.streak = 0  # it served: a fresh failure, restart at once
+        served = handle.slot.read()[2] > 0  # it started at least one request
+        if handle.was_ready and (served or lived >= STABLE_AFTER):
+            # it got ready and served (or lived): a fresh failure, restarted
+            # at once; back-off is for slots that die before they get there
+            handle.streak = 0
         handle.streak += 1
         handle.restarts += 1
         if pool._policy.record(now) and not pool._degraded:
@@ -1711,3 +1622,186 @@ def _close_inherited_sockets(keep):
             except OSError:
                 pass
         return
+
+
+class _Info:
+    """A read-only view of the dispatcher's state (`address`, `pools`,
+    ...). A non-data descriptor: a subclass's own member of the same name
+    replaces it, and an instance may assign its own value."""
+
+    def __init__(self, read, doc):
+        self.read = read
+        self.__doc__ = doc
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return self.read(instance.__dict__[_ns.STATE])
+
+
+class Dispatcher:
+    """The HTTP front: static files, sync handlers, auth, pools.
+
+    Subclass it to add @sync handlers and hooks (do_check, on_response,
+    on_idle, on_log, ...), construct it with pools, call run().
+
+    The library keeps its state in one attribute, `_uhttp`; besides the
+    documented names (`log`, `port`, `_pools`, `_pending`, `_find_pool()`,
+    the hooks, ...) every name is free for the subclass.
+    """
+
+    SELECT_TIMEOUT = 1
+    LOG_NAME = '{cls}'
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _ns.check_subclass(cls, _ns.DISPATCHER, 'sync')
+        _routing.set_class_routes(cls, _routing.compile_routes(
+            cls.__name__, _routing.declared_routes(cls, 'sync')))
+
+    def __init__(self, port=8080, address='0.0.0.0', pools=None,
+                 static_routes=None, shutdown_timeout=10, max_pending=1000,
+                 ssl_context=None, log_level=_log.LOG_INFO, **kwargs):
+        core = _Core(self, port, address, pools, static_routes,
+                     shutdown_timeout, max_pending, ssl_context, log_level,
+                     **kwargs)
+        self.__dict__[_ns.STATE] = core
+        core.log.name = core._format_log_name()  # may log through on_log()
+        self.log = core.log
+        self._pools = core._pools
+        self._pending = core._pending
+
+    # -- information ---------------------------------------------------------
+
+    @property
+    def port(self):
+        """The port listened on (the real one once running with port=0)."""
+        return self.__dict__[_ns.STATE].port()
+
+    address = _Info(lambda core: core._address, "The listen address.")
+    pools = _Info(lambda core: list(core._pools), "The pools, in order.")
+    pending_count = _Info(lambda core: len(core._pending),
+                          "Requests handed to pools and not finished.")
+    is_running = _Info(lambda core: core._running, "True inside run().")
+    log_level = _Info(lambda core: core.log_level,
+                      "The dispatcher's own log level.")
+
+    def status(self):
+        """A dict for monitoring: every pool's status(), the number of
+        pending requests, open streams and connections, queued requests.
+        (A member of a subclass named `status` replaces this method there;
+        `Dispatcher.status(self)` still reaches it.)"""
+        return self.__dict__[_ns.STATE].status()
+
+    def _find_pool(self, path):
+        """The pool for `path`: the first whose routes match, else the
+        fallback pool, else None."""
+        return self.__dict__[_ns.STATE]._find_pool(path)
+
+    # -- running ---------------------------------------------------------------
+
+    def run(self):
+        """Serve until SIGTERM/SIGINT (or stop()), then shut down gracefully."""
+        self.__dict__[_ns.STATE].run()
+
+    def stop(self):
+        """Ask a running dispatcher to shut down gracefully (thread-safe)."""
+        self.__dict__[_ns.STATE].stop()
+
+    # -- hooks to override --------------------------------------------------------
+
+    def do_check(self, client):
+        """Gate requests bound for pools: respond and raise RejectRequest to
+        refuse. Static files and sync handlers are not checked."""
+
+    def do_check_sync(self, client):
+        """Gate sync routes (same contract as do_check)."""
+
+    def on_request_accepted(self, request_id, client, pool):
+        """Called when a request is queued for `pool`; the return value
+        reaches the worker as request.context."""
+        return None
+
+    def on_response(self, response, pending):
+        """Called after a worker's response was sent to the client."""
+
+    def on_pending_removed(self, request_id, pending, reason):
+        """Called exactly once per pooled request when it leaves the
+        pending table, with one of the PENDING_* reasons."""
+
+    def on_worker_died(self, pool, worker_id, reason, exitcode, victims):
+        """Called when a worker process ended unexpectedly. `victims` are
+        the (request_id, pending) pairs it held; the default logs each at
+        ERROR and answers it 500 (or closes its stream)."""
+        core = self.__dict__[_ns.STATE]
+        for request_id, pending in victims:
+            core.log.error(
+                "request %s (%s %s) lost: worker %s[%s] died (%s)", request_id,
+                pending.method, pending.client.path, pool.name, worker_id,
+                reason)
+            core._fail_pending(request_id, pending, 500,
+                               {'error': 'Worker died'}, PENDING_WORKER_DIED)
+
+    def on_forward(self, route, data):
+        """Route a worker's forward(route, data) to a pool: the default
+        queues it as a request_id=-1 POST to the pool matching `route`."""
+        core = self.__dict__[_ns.STATE]
+        pool = core._find_pool(route)
+        if pool is None:
+            core.log.warning("forward(%r): no pool serves this route; dropped",
+                             route)
+            return
+        if len(pool._queue) >= core._max_pending:
+            core.log.warning("forward(%r): pool %s has %d requests queued; "
+                             "dropped", route, pool.name, len(pool._queue))
+            return
+        pool.request_queue.put(_msg.Request(
+            request_id=-1, method='POST', path=route, data=data))
+
+    def on_static_served(self, client, file_path, status):
+        """Called for every static 200 and authoritative 404."""
+
+    def on_idle(self):
+        """Called every SELECT_TIMEOUT seconds."""
+
+    def on_log(self, name, level, message):
+        """Write one log record (from any process); override to forward."""
+        core = self.__dict__[_ns.STATE]
+        try:
+            core._log_stream.write(
+                _log.render(core._log_style, name, level, message))
+            core._log_stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    # -- user file descriptors -------------------------------------------------
+
+    def register_reader(self, fd, callback):
+        """Call `callback(fd)` when `fd` (int or object with fileno()) is
+        readable, from the dispatcher loop. May be called before run()."""
+        self.__dict__[_ns.STATE]._fd_callbacks().register(
+            fd, EVENT_READ, callback)
+
+    def register_writer(self, fd, callback):
+        """Call `callback(fd)` when `fd` is writable (register only while
+        there is something to write)."""
+        self.__dict__[_ns.STATE]._fd_callbacks().register(
+            fd, EVENT_WRITE, callback)
+
+    def unregister_reader(self, fd):
+        core = self.__dict__[_ns.STATE]
+        if core._user_fds is not None:
+            core._user_fds.unregister(fd, EVENT_READ)
+
+    def unregister_writer(self, fd):
+        core = self.__dict__[_ns.STATE]
+        if core._user_fds is not None:
+            core._user_fds.unregister(fd, EVENT_WRITE)
+
+    def __repr__(self):
+        core = self.__dict__[_ns.STATE]
+        return (f"<{type(self).__name__} {core._address}:{core.port()} "
+                f"pools={[pool.name for pool in core._pools]}>")
+
+
+_routing.set_class_routes(Dispatcher, [])

@@ -341,14 +341,14 @@ class Request:
                     "respond() on request %s that was already answered",
                     self.request_id)
             return False
-        return worker._send_response(self, data, status, headers, cookies)
+        return worker.send_response(self, data, status, headers, cookies)
 
     def response_stream(self, content_type=None, headers=None, cookies=None):
         """Start a streamed response (default text/event-stream, no caching)."""
         worker = self._sender('response_stream')
         if self._state != self._OPEN:
             return False
-        return worker._start_stream(
+        return worker.start_stream(
             self, content_type or CONTENT_TYPE_EVENT_STREAM, headers, cookies)
 
     def response_ndjson(self, headers=None, cookies=None):
@@ -359,7 +359,7 @@ class Request:
         """Send one Server-Sent Event; dict/list data goes as JSON."""
         if self._state != self._STREAMING:
             return False
-        return self._worker._stream_data(
+        return self._worker.stream_data(
             self, format_event(data, event, event_id, retry))
 
     def send_chunk(self, data):
@@ -370,20 +370,20 @@ class Request:
             data = data.encode('utf-8')
         elif not isinstance(data, bytes):
             data = bytes(data)
-        return self._worker._stream_data(self, data)
+        return self._worker.stream_data(self, data)
 
     def send_ndjson(self, obj):
         """Send one JSON value as a line of an NDJSON stream."""
         if self._state != self._STREAMING:
             return False
-        return self._worker._stream_data(
+        return self._worker.stream_data(
             self, _json.dumps(obj).encode('utf-8') + b'\n')
 
     def response_stream_end(self):
         """End the stream and close the connection."""
         if self._state != self._STREAMING:
             return False
-        return self._worker._end_stream(self)
+        return self._worker.end_stream(self)
 
 
 def _rebuild_request(*args):

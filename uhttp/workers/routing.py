@@ -5,6 +5,7 @@ workers and sync handlers use `RouteTable` to pick a handler.
 """
 
 import re as _re
+import weakref as _weakref
 
 METHODS = frozenset((
     'GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE',
@@ -268,12 +269,13 @@ def sync(pattern, *methods):
 
 
 def declared_routes(cls, kind='api'):
-    """The routes declared on `cls` and its bases: [(attr name, pattern, methods)].
+    """The routes declared on `cls` and its bases:
+    [(attr name, member, pattern, methods)], where `member` is the class
+    attribute itself (a function, staticmethod, ...).
 
     A name overridden in a subclass takes the subclass's declaration (or
     none), as Python's attribute lookup does.
     """
-    attr = _API_ROUTES if kind == 'api' else _SYNC_ROUTES
     result = []
     seen = set()
     for klass in cls.__mro__:
@@ -281,23 +283,53 @@ def declared_routes(cls, kind='api'):
             if name in seen:
                 continue
             seen.add(name)
-            if isinstance(value, (staticmethod, classmethod)):
-                value = value.__func__
-            for pattern, methods in getattr(value, attr, ()):
-                result.append((name, pattern, methods))
+            for pattern, methods in route_marks(value, kind):
+                result.append((name, value, pattern, methods))
     return result
+
+
+def route_marks(value, kind='api'):
+    """The (pattern, methods) pairs a class member was marked with by
+    @api (kind 'api') or @sync (kind 'sync')."""
+    attr = _API_ROUTES if kind == 'api' else _SYNC_ROUTES
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    return getattr(value, attr, ())
+
+
+def bind(member, instance):
+    """The callable for a route member as seen from `instance`, taken from
+    the class, so that no instance attribute can shadow a handler."""
+    get = getattr(type(member), '__get__', None)
+    if get is None:
+        return member
+    return get(member, instance, type(instance))
 
 
 def compile_routes(owner, routes, prefix=''):
     """Compile declared routes, raising ValueError that names the owner."""
     compiled = []
-    for name, pattern, methods in routes:
+    for name, member, pattern, methods in routes:
         if prefix.endswith('/') and pattern.startswith('/'):
             text = prefix + pattern[1:]
         else:
             text = prefix + pattern
         try:
-            compiled.append((name, Pattern(text), methods))
+            compiled.append((name, member, Pattern(text), methods))
         except PatternError as err:
             raise PatternError(f"{owner}.{name}: {err}") from None
     return compiled
+
+
+# compiled routes of each Worker, ApiHandler and Dispatcher class, kept
+# here rather than on the class, out of the user's namespace
+_COMPILED = _weakref.WeakKeyDictionary()
+
+
+def set_class_routes(cls, routes):
+    _COMPILED[cls] = routes
+
+
+def class_routes(cls):
+    """The compiled routes of `cls` ([] for a class that declares none)."""
+    return _COMPILED.get(cls, [])

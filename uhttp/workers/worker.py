@@ -18,6 +18,7 @@ from . import channel as _channel
 from . import fds as _fds
 from . import log as _log
 from . import messages as _msg
+from . import namespace as _ns
 from . import routing as _routing
 
 # exit codes of a worker process (sysexits-style, away from small codes a
@@ -55,6 +56,24 @@ class _StopWorker(BaseException):
     """Raised inside the worker to leave the loop (orphaned, SIGTERM)."""
 
 
+class _Info:
+    """A read-only view of the worker's own state (`worker_id`, ...).
+
+    It is a non-data descriptor: a subclass's own member of the same name
+    replaces it, and assigning to it on an instance stores the user's
+    value, so these conveniences never take a name away from the user.
+    """
+
+    def __init__(self, field, doc):
+        self.field = field
+        self.__doc__ = doc
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return getattr(instance.__dict__[_ns.STATE], self.field)
+
+
 class ApiHandler:
     """Groups @api routes under a common prefix, `PATTERN`.
 
@@ -69,6 +88,7 @@ class ApiHandler:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        _ns.check_subclass(cls, _ns.API_HANDLER, 'api')
         if not isinstance(cls.PATTERN, str):
             raise TypeError(
                 f"{cls.__name__}.PATTERN must be a str, "
@@ -76,11 +96,8 @@ class ApiHandler:
         if cls.PATTERN and not cls.PATTERN.startswith('/'):
             raise ValueError(
                 f"{cls.__name__}.PATTERN {cls.PATTERN!r} must start with '/'")
-        cls._compiled_routes = _routing.compile_routes(
-            cls.__name__, _routing.declared_routes(cls), cls.PATTERN)
-
-
-ApiHandler._compiled_routes = []
+        _routing.set_class_routes(cls, _routing.compile_routes(
+            cls.__name__, _routing.declared_routes(cls), cls.PATTERN))
 
 
 class Worker:
@@ -89,13 +106,22 @@ class Worker:
     Define handlers with @api on the class or on ApiHandler classes listed
     in HANDLERS. Override setup(), teardown(), on_config(), on_idle(),
     on_disconnect(), do_check() and on_request_error() as needed.
+
+    The library keeps its state in one attribute, `_uhttp`; every other
+    name is free for the subclass (`worker_id`, `pool_name` and `pid` are
+    read-only conveniences that a member of the subclass may replace).
     """
 
     HANDLERS = []
     LOG_NAME = '{cls}[{worker_id}]'
 
+    worker_id = _Info('worker_id', "This worker's slot in its pool (0..N-1).")
+    pool_name = _Info('pool_name', "The name of this worker's pool.")
+    pid = _Info('pid', "This worker's process id.")
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        _ns.check_subclass(cls, _ns.WORKER, 'api')
         handlers = cls.HANDLERS
         if not isinstance(handlers, (list, tuple)):
             raise TypeError(
@@ -106,40 +132,17 @@ class Worker:
                 raise TypeError(
                     f"{cls.__name__}.HANDLERS: {handler!r} is not an "
                     "ApiHandler subclass")
-        cls._compiled_routes = _routing.compile_routes(
-            cls.__name__, _routing.declared_routes(cls))
+        _routing.set_class_routes(cls, _routing.compile_routes(
+            cls.__name__, _routing.declared_routes(cls)))
 
     def __init__(self, worker_id=0, pool_name=None, **kwargs):
-        self.worker_id = worker_id
-        self.pool_name = pool_name or type(self).__name__
+        state = _WorkerState(self, worker_id, pool_name or type(self).__name__,
+                             _runtime)
+        self.__dict__[_ns.STATE] = state
         self.kwargs = kwargs
-        self.pid = _os.getpid()
         self._accepting = True
-        self._rt = _runtime
-        level = self._rt.log_level if self._rt else _log.LOG_WARNING
-        self.log = _log.Logger(
-            self._format_log_name(), self._log_sink, level)
-
-    # -- naming and logging ----------------------------------------------
-
-    def _format_log_name(self):
-        values = {'cls': type(self).__name__, 'worker_id': self.worker_id,
-                  'pool_name': self.pool_name, 'pid': self.pid}
-        try:
-            return str(self.LOG_NAME).format(**values)
-        except (KeyError, IndexError, ValueError, AttributeError) as err:
-            self._log_sink(
-                Worker.LOG_NAME.format(**values), _log.LOG_WARNING,
-                f"invalid LOG_NAME {self.LOG_NAME!r} ({err!r}); "
-                "using the default")
-            return Worker.LOG_NAME.format(**values)
-
-    def _log_sink(self, name, level, text):
-        runtime = self._rt
-        if runtime is None:
-            _sys.stderr.write(_log.render(_log.STYLE_PLAIN, name, level, text))
-            return
-        runtime.send((_msg.W_LOG, name, level, text))
+        level = _runtime.log_level if _runtime else _log.LOG_WARNING
+        self.log = _log.Logger(state.format_log_name(), state.log_sink, level)
 
     # -- hooks to override -------------------------------------------------
 
@@ -178,64 +181,121 @@ class Worker:
     def keep_alive(self):
         """Tell the dispatcher this worker is alive and its requests are
         still being worked on: resets stuck detection and request timeouts."""
-        if self._rt is not None:
-            self._rt.slot.keep_alive(_monotonic())
+        runtime = _state(self).runtime
+        if runtime is not None:
+            runtime.slot.keep_alive(_monotonic())
 
     def pause(self):
         """Take no new requests (they go to the pool's other workers)."""
         if self._accepting:
             self._accepting = False
-            if self._rt is not None:
-                self._rt.send((_msg.W_PAUSE,))
+            runtime = _state(self).runtime
+            if runtime is not None:
+                runtime.send((_msg.W_PAUSE,))
 
     def resume(self):
         """Take new requests again after pause()."""
         if not self._accepting:
             self._accepting = True
-            if self._rt is not None:
-                self._rt.send((_msg.W_RESUME,))
+            runtime = _state(self).runtime
+            if runtime is not None:
+                runtime.send((_msg.W_RESUME,))
 
     def forward(self, route, data):
         """Hand `data` to the pool serving `route` as a request_id=-1 request
         (fire and forget)."""
         if not isinstance(route, str):
             raise TypeError(f"forward() route must be a str, not {route!r}")
-        if self._rt is None:
+        runtime = _state(self).runtime
+        if runtime is None:
             raise RuntimeError("forward() works only inside a running worker")
-        self._rt.send((_msg.W_FORWARD, route, data))
+        runtime.send((_msg.W_FORWARD, route, data))
 
     def register_reader(self, fd, callback):
         """Call `callback(fd)` whenever `fd` (int or object with fileno())
         is readable."""
-        self._register(fd, _selectors.EVENT_READ, callback)
+        _state(self).register(fd, _selectors.EVENT_READ, callback)
 
     def register_writer(self, fd, callback):
         """Call `callback(fd)` whenever `fd` is writable (register only while
         there is something to write)."""
-        self._register(fd, _selectors.EVENT_WRITE, callback)
+        _state(self).register(fd, _selectors.EVENT_WRITE, callback)
 
     def unregister_reader(self, fd):
-        self._unregister(fd, _selectors.EVENT_READ)
+        _state(self).unregister(fd, _selectors.EVENT_READ)
 
     def unregister_writer(self, fd):
-        self._unregister(fd, _selectors.EVENT_WRITE)
+        _state(self).unregister(fd, _selectors.EVENT_WRITE)
 
-    def _register(self, fd, event, callback):
-        runtime = self._rt
+    def __repr__(self):
+        state = _state(self)
+        return (f"<{type(self).__name__} worker_id={state.worker_id} "
+                f"pid={state.pid}>")
+
+
+def _state(worker):
+    """The library's state of `worker` (read from the instance dict, so no
+    class member of the user's can stand in for it)."""
+    return worker.__dict__[_ns.STATE]
+
+
+class _WorkerState:
+    """What the library keeps for one Worker instance: its identity, its
+    process runtime, and the answering paths Request uses."""
+
+    __slots__ = ('worker', 'worker_id', 'pool_name', 'pid', 'runtime')
+
+    def __init__(self, worker, worker_id, pool_name, runtime):
+        self.worker = worker
+        self.worker_id = worker_id
+        self.pool_name = pool_name
+        self.pid = _os.getpid()
+        self.runtime = runtime
+
+    @property
+    def log(self):
+        return self.worker.log
+
+    # -- naming and logging ----------------------------------------------
+
+    def format_log_name(self):
+        values = {'cls': type(self.worker).__name__,
+                  'worker_id': self.worker_id, 'pool_name': self.pool_name,
+                  'pid': self.pid}
+        template = type(self.worker).LOG_NAME
+        try:
+            return str(template).format(**values)
+        except (KeyError, IndexError, ValueError, AttributeError) as err:
+            self.log_sink(
+                Worker.LOG_NAME.format(**values), _log.LOG_WARNING,
+                f"invalid LOG_NAME {template!r} ({err!r}); using the default")
+            return Worker.LOG_NAME.format(**values)
+
+    def log_sink(self, name, level, text):
+        runtime = self.runtime
+        if runtime is None:
+            _sys.stderr.write(_log.render(_log.STYLE_PLAIN, name, level, text))
+            return
+        runtime.send((_msg.W_LOG, name, level, text))
+
+    # -- user file descriptors ---------------------------------------------
+
+    def register(self, fd, event, callback):
+        runtime = self.runtime
         if runtime is None:
             raise RuntimeError("register_*() works only inside a running worker")
         if runtime.fds is None:
-            runtime.fds = _fds.FdCallbacks(runtime.selector, self.log)
+            runtime.fds = _fds.FdCallbacks(runtime.selector, self.worker.log)
         runtime.fds.register(fd, event, callback)
 
-    def _unregister(self, fd, event):
-        if self._rt is not None and self._rt.fds is not None:
-            self._rt.fds.unregister(fd, event)
+    def unregister(self, fd, event):
+        if self.runtime is not None and self.runtime.fds is not None:
+            self.runtime.fds.unregister(fd, event)
 
     # -- answering (used by Request) -----------------------------------------
 
-    def _send_response(self, request, data, status, headers, cookies):
-        runtime = self._rt
+    def send_response(self, request, data, status, headers, cookies):
+        runtime = self.runtime
         try:
             message = _response_message(
                 request.request_id, data, status, headers, cookies)
@@ -249,15 +309,15 @@ class Worker:
         runtime.send(message)
         return True
 
-    def _start_stream(self, request, content_type, headers, cookies):
-        runtime = self._rt
+    def start_stream(self, request, content_type, headers, cookies):
+        runtime = self.runtime
         try:
             headers = _msg.check_headers(headers) or []
             cookies = _msg.check_cookies(cookies)
         except _msg.ResponseError as err:
             self.log.error("stream for %s %s cannot start: %s",
                            request.method, request.path, err)
-            self._send_response(request, None, 500, None, None)
+            self.send_response(request, None, 500, None, None)
             return False
         names = {name.lower() for name, _ in headers}
         if 'content-type' not in names:
@@ -272,24 +332,21 @@ class Worker:
                       headers, cookies))
         return True
 
-    def _stream_data(self, request, data):
-        self._rt.send((_msg.W_STREAM_DATA, request.request_id, data))
+    def stream_data(self, request, data):
+        self.runtime.send((_msg.W_STREAM_DATA, request.request_id, data))
         return True
 
-    def _end_stream(self, request):
+    def end_stream(self, request):
         request._state = request._CLOSED
-        self._rt.open_requests.pop(request.request_id, None)
-        self._rt.send((_msg.W_STREAM_END, request.request_id))
+        self.runtime.open_requests.pop(request.request_id, None)
+        self.runtime.send((_msg.W_STREAM_END, request.request_id))
         return True
-
-    def __repr__(self):
-        return f"<{type(self).__name__} worker_id={self.worker_id} pid={self.pid}>"
 
 
 def _out_of_memory(worker, request, handler):
     """A MemoryError leaves the process in an unknown state: answer 500,
     then end the worker so the dispatcher starts a fresh one."""
-    runtime = worker._rt
+    runtime = _state(worker).runtime
     try:
         worker.log.error("%s ran out of memory on %s %s; the worker restarts",
                          _handler_name(handler), request.method, request.path)
@@ -437,13 +494,15 @@ def _serve(worker, runtime):
 
 
 def _build_table(worker):
+    """The worker's route table; handlers are bound from their classes, so
+    no instance attribute can shadow one."""
     table = _routing.RouteTable()
-    for name, pattern, methods in type(worker)._compiled_routes:
-        table.add(pattern, methods, getattr(worker, name))
+    for _, member, pattern, methods in _routing.class_routes(type(worker)):
+        table.add(pattern, methods, _routing.bind(member, worker))
     for handler_class in type(worker).HANDLERS:
         handler = handler_class(worker)
-        for name, pattern, methods in handler_class._compiled_routes:
-            table.add(pattern, methods, getattr(handler, name))
+        for _, member, pattern, methods in _routing.class_routes(handler_class):
+            table.add(pattern, methods, _routing.bind(member, handler))
     return table
 
 
@@ -500,7 +559,7 @@ def _handle_request(worker, runtime, table, message):
     request = _msg.Request(
         request_id, method, path, query=query, headers=headers,
         remote_address=remote_address, context=context)
-    request._worker = worker
+    request._worker = _state(worker)
     if parsed:
         request.data = body
         reply = None
