@@ -1,0 +1,207 @@
+"""The pending table: requests handed to pools and not finished yet.
+
+Pure bookkeeping, no I/O. A pending request moves through explicit states:
+
+    QUEUED ──► SENT ──► HELD (the worker deferred it) ──► DONE
+      ▲          │  └──► STREAMING ─────────────────────►  ▲
+      └──────────┘ (handed back unstarted)      finish() ──┘
+
+`PendingTable.finish(pending, reason)` is the one place a request ends:
+it leaves the table, its deadline and the stream count, exactly once, and
+the table's `on_end(pending, reason)` callback does the rest (the user's
+on_pending_removed hook, telling the worker). Deadlines are kept per pool
+in arrival order, which is deadline order (one timeout per pool), so the
+next one is found without a scan.
+"""
+
+import collections as _collections
+import time as _time
+
+PENDING_COMPLETED = 'completed'
+PENDING_TIMEOUT = 'timeout'
+PENDING_DISCONNECTED = 'disconnected'
+PENDING_STREAM_CLOSED = 'stream_closed'
+PENDING_SHUTDOWN = 'shutdown'
+PENDING_WORKER_DIED = 'worker_died'
+
+QUEUED = 'queued'
+SENT = 'sent'
+HELD = 'held'
+STREAMING = 'streaming'
+DONE = 'done'
+
+_monotonic = _time.monotonic
+
+
+class _PendingRequest:
+    """A request that was handed to a pool and not finished yet.
+
+    `client` is the connection, `pool` the pool; `worker_id` the index of
+    the worker holding it (None while queued); `state` one of the states
+    above.
+    """
+
+    __slots__ = ('request_id', 'client', 'pool', 'worker', 'state',
+                 'deadline', 'accepted', 'context', 'method')
+
+    def __init__(self, request_id, client, pool, now):
+        self.request_id = request_id
+        self.client = client
+        self.pool = pool
+        self.worker = None
+        self.state = QUEUED
+        self.accepted = now
+        self.deadline = now + pool.timeout
+        self.context = None
+        self.method = client.method
+
+    @property
+    def done(self):
+        return self.state == DONE
+
+    @property
+    def streaming(self):
+        return self.state == STREAMING
+
+    @property
+    def worker_id(self):
+        return None if self.worker is None else self.worker.index
+
+    @property
+    def timestamp(self):
+        """Wall-clock time (time.time()) the request was accepted."""
+        return _time.time() - (_monotonic() - self.accepted)
+
+    def __repr__(self):
+        return (f"<_PendingRequest {self.request_id} {self.method} "
+                f"pool={self.pool.name} worker={self.worker_id} "
+                f"{self.state}>")
+
+
+class PendingTable:
+    """Every pending request by id, the open-stream count, the deadlines."""
+
+    def __init__(self, on_end=None):
+        self.requests = {}       # request_id -> _PendingRequest
+        self.streams = 0
+        self._last_id = 0
+        self._deadlines = {}     # pool -> OrderedDict(request_id -> pending)
+        self._on_end = on_end
+
+    def __len__(self):
+        return len(self.requests)
+
+    def __contains__(self, request_id):
+        return request_id in self.requests
+
+    def get(self, request_id):
+        return self.requests.get(request_id)
+
+    @property
+    def waiting(self):
+        """Requests waiting for an answer (open streams do not count)."""
+        return len(self.requests) - self.streams
+
+    # -- transitions -------------------------------------------------------
+
+    def open(self, client, pool, now):
+        """A new request for `pool`: QUEUED, with its deadline."""
+        self._last_id += 1
+        pending = _PendingRequest(self._last_id, client, pool, now)
+        self.requests[pending.request_id] = pending
+        self._pool_deadlines(pool)[pending.request_id] = pending
+        return pending
+
+    def sent(self, pending, worker):
+        """Given to `worker` (from the queue)."""
+        if pending.state == QUEUED:
+            pending.state = SENT
+            pending.worker = worker
+
+    def returned(self, pending):
+        """Handed back by a worker that never started it: queued again."""
+        if pending.state == SENT:
+            pending.state = QUEUED
+            pending.worker = None
+
+    def held(self, pending):
+        """The worker deferred it: it answers later."""
+        if pending.state == SENT:
+            pending.state = HELD
+
+    def stream_started(self, pending):
+        """The worker started a stream: no deadline from now on."""
+        if pending.state != SENT and pending.state != HELD:
+            return False
+        pending.state = STREAMING
+        self.streams += 1
+        self._drop_deadline(pending)
+        return True
+
+    def finish(self, pending, reason):
+        """End `pending` with `reason` (a PENDING_* value); False when it
+        had ended already. The only place a request leaves the table."""
+        if pending.state == DONE:
+            return False
+        if pending.state == STREAMING:
+            self.streams -= 1
+        pending.state = DONE
+        self.requests.pop(pending.request_id, None)
+        self._drop_deadline(pending)
+        if self._on_end is not None:
+            self._on_end(pending, reason)
+        return True
+
+    # -- deadlines ---------------------------------------------------------
+
+    def _pool_deadlines(self, pool):
+        deadlines = self._deadlines.get(pool)
+        if deadlines is None:
+            deadlines = self._deadlines[pool] = _collections.OrderedDict()
+        return deadlines
+
+    def _drop_deadline(self, pending):
+        deadlines = self._deadlines.get(pending.pool)
+        if deadlines:
+            deadlines.pop(pending.request_id, None)
+
+    def next_deadline(self):
+        """The earliest deadline of any pool, or None."""
+        first = None
+        for deadlines in self._deadlines.values():
+            if deadlines:
+                when = next(iter(deadlines.values())).deadline
+                if first is None or when < first:
+                    first = when
+        return first
+
+    def pop_due(self, pool, now):
+        """The next request of `pool` whose deadline has passed (taken off
+        the deadline list), or None."""
+        deadlines = self._deadlines.get(pool)
+        while deadlines:
+            pending = next(iter(deadlines.values()))
+            if pending.deadline > now:
+                return None
+            deadlines.popitem(last=False)
+            if pending.state != DONE:
+                return pending
+        return None
+
+    def extend(self, pending, deadline):
+        """Give `pending` (taken by pop_due) a later deadline: back in
+        order, walking from the end (an extension is rarely far back)."""
+        pending.deadline = deadline
+        deadlines = self._pool_deadlines(pending.pool)
+        deadlines[pending.request_id] = pending
+        later = []
+        for other_id in reversed(deadlines):
+            if other_id == pending.request_id:
+                continue
+            if deadlines[other_id].deadline <= deadline:
+                break
+            later.append(other_id)
+            if len(later) > 64:
+                break
+        for other_id in reversed(later):
+            deadlines.move_to_end(other_id)
