@@ -104,7 +104,7 @@ def test_shutdown_timeout(value, exc):
 
 
 def test_shutdown_timeout_zero_allowed():
-    assert workers.Dispatcher(shutdown_timeout=0)._uhttp._shutdown_timeout == 0
+    assert workers.Dispatcher(shutdown_timeout=0)._uhttp.settings.shutdown_timeout == 0
 
 
 @pytest.mark.parametrize('value,exc', [
@@ -121,7 +121,7 @@ def test_ssl_context_type(value):
 
 def test_ssl_context_accepted():
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    assert workers.Dispatcher(ssl_context=context)._uhttp._ssl_context is context
+    assert workers.Dispatcher(ssl_context=context)._uhttp.settings.ssl_context is context
 
 
 @pytest.mark.parametrize('value', [['/s/', '.'], '/s/', 5])
@@ -170,10 +170,10 @@ def test_static_routes_accepted(tmp_path):
         '/static/img/': {'path': str(tmp_path / 'img'),
                          'headers': {'Cache-Control': 'max-age=60'},
                          'authoritative': True}})
-    prefixes = [mount.prefix for mount in dispatcher._uhttp._static]
+    prefixes = [mount.prefix for mount in dispatcher._uhttp.settings.static]
     # the longer prefix is tried first
     assert prefixes == ['/static/img/', '/static/']
-    assert dispatcher._uhttp._static[0].authoritative is True
+    assert dispatcher._uhttp.settings.static[0].authoritative is True
 
 
 @pytest.mark.parametrize('name', ['prot', 'max_connections', 'backlog',
@@ -203,9 +203,9 @@ def test_http_options_accepted():
     dispatcher = workers.Dispatcher(
         listen=128, max_content_length=1024, keep_alive_timeout=2.5,
         trusted_proxies=['127.0.0.1'])
-    assert dispatcher._uhttp._http_options['listen'] == 128
-    assert dispatcher._uhttp._http_options['max_content_length'] == 1024
-    assert dispatcher._uhttp._http_options['keep_alive_timeout'] == 2.5
+    assert dispatcher._uhttp.settings.http_options['listen'] == 128
+    assert dispatcher._uhttp.settings.http_options['max_content_length'] == 1024
+    assert dispatcher._uhttp.settings.http_options['keep_alive_timeout'] == 2.5
 
 
 @pytest.mark.parametrize('value,exc', [('INFO', TypeError), (-1, ValueError)])
@@ -220,12 +220,12 @@ class TestDefaults:
         dispatcher = workers.Dispatcher()
         assert dispatcher.port == 8080
         assert dispatcher.address == '0.0.0.0'
-        assert dispatcher._uhttp._max_pending == 1000
-        assert dispatcher._uhttp._shutdown_timeout == 10
-        assert dispatcher._uhttp._ssl_context is None
+        assert dispatcher._uhttp.settings.max_pending == 1000
+        assert dispatcher._uhttp.settings.shutdown_timeout == 10
+        assert dispatcher._uhttp.settings.ssl_context is None
         assert dispatcher._pools == []
         assert dispatcher._pending == {}
-        assert dispatcher._uhttp._static == []
+        assert dispatcher._uhttp.settings.static == []
         assert workers.Dispatcher.SELECT_TIMEOUT == 1
         assert dispatcher.SELECT_TIMEOUT == 1
 
@@ -235,7 +235,7 @@ class TestDefaults:
         assert dispatcher.pending_count == 0
 
     def test_http_defaults_sized_for_a_server(self):
-        options = workers.Dispatcher(max_pending=50)._uhttp._http_options
+        options = workers.Dispatcher(max_pending=50)._uhttp.settings.http_options
         assert options['listen'] >= 1024
         assert options['keep_alive_max_requests'] > 100
         assert options['max_waiting_clients'] >= 50
@@ -245,8 +245,8 @@ class TestDefaults:
                                         max_pending=5, shutdown_timeout=2.5)
         assert dispatcher.port == 9000
         assert dispatcher.address == '127.0.0.1'
-        assert dispatcher._uhttp._max_pending == 5
-        assert dispatcher._uhttp._shutdown_timeout == 2.5
+        assert dispatcher._uhttp.settings.max_pending == 5
+        assert dispatcher._uhttp.settings.shutdown_timeout == 2.5
 
     def test_pools_attribute_is_the_list(self):
         pools = [pool(AWorker, ['/a/**']), pool(BWorker)]
@@ -304,7 +304,7 @@ class TestFindPool:
 
 def sync_lookup(dispatcher, method, path):
     """(handler name, params) from the dispatcher's sync table."""
-    target, params = dispatcher._uhttp._sync_table.lookup(method, path)
+    target, params = dispatcher._uhttp.intake.sync.lookup(method, path)
     return (None if target is None else target[0]), params
 
 
@@ -326,7 +326,7 @@ class TestSyncRoutes:
             None, ['GET', 'HEAD'])
 
     def test_no_sync_routes(self):
-        assert workers.Dispatcher()._uhttp._sync_table is None
+        assert workers.Dispatcher()._uhttp.intake.sync is None
 
     def test_unknown_converter_raises_at_class_definition(self):
         with pytest.raises(ValueError) as info:

@@ -18,11 +18,23 @@ class Client:
     method = 'GET'
 
 
+class LoggedTable(p.PendingTable):
+    """A table that records the calls of finish() that ended a request."""
+
+    def __init__(self, ended):
+        super().__init__()
+        self.ended = ended
+
+    def finish(self, pending, reason):
+        done = super().finish(pending, reason)
+        if done:
+            self.ended.append((pending.request_id, reason))
+        return done
+
+
 def table_with_log():
     ended = []
-    table = p.PendingTable(on_end=lambda pending, reason: ended.append(
-        (pending.request_id, reason)))
-    return table, ended
+    return LoggedTable(ended), ended
 
 
 def test_open_assigns_increasing_ids_and_deadlines():
@@ -48,7 +60,7 @@ def test_finish_ends_exactly_once_and_calls_back():
 def test_stream_counts_and_loses_its_deadline():
     table, _ = table_with_log()
     pending = table.open(Client(), Pool(), 0.0)
-    table.sent(pending, worker=object())
+    p.sent(pending, worker=object())
     assert table.stream_started(pending) is True
     assert table.stream_started(pending) is False
     assert table.streams == 1 and table.waiting == 0
@@ -61,9 +73,9 @@ def test_no_transition_revives_a_finished_request():
     table, _ = table_with_log()
     pending = table.open(Client(), Pool(), 0.0)
     table.finish(pending, p.PENDING_DISCONNECTED)
-    table.sent(pending, object())
-    table.returned(pending)
-    table.held(pending)
+    p.sent(pending, object())
+    p.returned(pending)
+    p.held(pending)
     assert table.stream_started(pending) is False
     assert pending.state == p.DONE and table.streams == 0
 
@@ -77,11 +89,11 @@ def test_every_sequence_keeps_the_counts_right(steps):
     pending = table.open(Client(), Pool(), 0.0)
     for step in steps:
         if step == 'sent':
-            table.sent(pending, object())
+            p.sent(pending, object())
         elif step == 'returned':
-            table.returned(pending)
+            p.returned(pending)
         elif step == 'held':
-            table.held(pending)
+            p.held(pending)
         elif step == 'stream':
             table.stream_started(pending)
         else:

@@ -351,7 +351,7 @@ class TestStatus:
 def test_send_config_before_start_is_kept():
     pool = WorkerPool(EchoWorker)
     pool.send_config({'rate_limit': 100})
-    assert pool._config == [{'rate_limit': 100}]
+    assert pool.configs == [{'rate_limit': 100}]
 
 
 def test_send_config_unpicklable():

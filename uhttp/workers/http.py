@@ -412,6 +412,22 @@ class Connection(_server.HttpConnection):
         """The raw request body, or None."""
         return self._data
 
+    raw_body = body
+
+    @property
+    def is_open(self):
+        """True until the connection is closed."""
+        return self._socket is not None
+
+    @property
+    def response_started(self):
+        """True once this request's response (or stream) has begun."""
+        return self._response_started
+
+    @property
+    def max_send_buffer_size(self):
+        return self._max_send_buffer_size
+
     @property
     def data(self):
         """The body as uhttp-server presents it: parsed JSON or form, else
@@ -769,6 +785,11 @@ class Server(_server.HttpServer):
         if connection is self._resume:
             self._resume = None
         self._waiting_connections.pop(connection, None)
+
+    @property
+    def has_scheduled(self):
+        """True when connections with pipelined requests wait for a turn."""
+        return bool(self._scheduled)
 
     def schedule(self, connection):
         self._scheduled.append(connection)

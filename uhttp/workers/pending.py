@@ -6,10 +6,10 @@ Pure bookkeeping, no I/O. A pending request moves through explicit states:
       ▲          │  └──► STREAMING ─────────────────────►  ▲
       └──────────┘ (handed back unstarted)      finish() ──┘
 
-`PendingTable.finish(pending, reason)` is the one place a request ends:
-it leaves the table, its deadline and the stream count, exactly once, and
-the table's `on_end(pending, reason)` callback does the rest (the user's
-on_pending_removed hook, telling the worker). Deadlines are kept per pool
+`PendingTable.finish(pending, reason)` is where a request ends: it leaves
+the table, its deadline and the stream count, exactly once, and finish()
+says whether this call ended it, so the caller (the dispatcher's one
+`end()`) runs the hooks and tells the worker exactly once. Deadlines are kept per pool
 in arrival order, which is deadline order (one timeout per pool), so the
 next one is found without a scan.
 """
@@ -42,7 +42,7 @@ class _PendingRequest:
     """
 
     __slots__ = ('request_id', 'client', 'pool', 'worker', 'state',
-                 'deadline', 'accepted', 'context', 'method')
+                 'deadline', 'accepted', 'context', 'method', 'reason')
 
     def __init__(self, request_id, client, pool, now):
         self.request_id = request_id
@@ -54,6 +54,7 @@ class _PendingRequest:
         self.deadline = now + pool.timeout
         self.context = None
         self.method = client.method
+        self.reason = None       # the PENDING_* reason it ended with
 
     @property
     def done(self):
@@ -78,15 +79,39 @@ class _PendingRequest:
                 f"{self.state}>")
 
 
+PendingRequest = _PendingRequest
+
+
+# -- transitions that touch the request only ----------------------------------
+
+def sent(pending, worker):
+    """Given to `worker` (from the queue)."""
+    if pending.state == QUEUED:
+        pending.state = SENT
+        pending.worker = worker
+
+
+def returned(pending):
+    """Handed back by a worker that never started it: queued again."""
+    if pending.state == SENT:
+        pending.state = QUEUED
+        pending.worker = None
+
+
+def held(pending):
+    """The worker deferred it: it answers later."""
+    if pending.state == SENT:
+        pending.state = HELD
+
+
 class PendingTable:
     """Every pending request by id, the open-stream count, the deadlines."""
 
-    def __init__(self, on_end=None):
+    def __init__(self):
         self.requests = {}       # request_id -> _PendingRequest
         self.streams = 0
         self._last_id = 0
         self._deadlines = {}     # pool -> OrderedDict(request_id -> pending)
-        self._on_end = on_end
 
     def __len__(self):
         return len(self.requests)
@@ -112,23 +137,6 @@ class PendingTable:
         self._pool_deadlines(pool)[pending.request_id] = pending
         return pending
 
-    def sent(self, pending, worker):
-        """Given to `worker` (from the queue)."""
-        if pending.state == QUEUED:
-            pending.state = SENT
-            pending.worker = worker
-
-    def returned(self, pending):
-        """Handed back by a worker that never started it: queued again."""
-        if pending.state == SENT:
-            pending.state = QUEUED
-            pending.worker = None
-
-    def held(self, pending):
-        """The worker deferred it: it answers later."""
-        if pending.state == SENT:
-            pending.state = HELD
-
     def stream_started(self, pending):
         """The worker started a stream: no deadline from now on."""
         if pending.state != SENT and pending.state != HELD:
@@ -139,17 +147,17 @@ class PendingTable:
         return True
 
     def finish(self, pending, reason):
-        """End `pending` with `reason` (a PENDING_* value); False when it
-        had ended already. The only place a request leaves the table."""
+        """End `pending` with `reason` (a PENDING_* value, kept on it);
+        False when it had ended already. The only place a request leaves
+        the table."""
         if pending.state == DONE:
             return False
         if pending.state == STREAMING:
             self.streams -= 1
         pending.state = DONE
+        pending.reason = reason
         self.requests.pop(pending.request_id, None)
         self._drop_deadline(pending)
-        if self._on_end is not None:
-            self._on_end(pending, reason)
         return True
 
     # -- deadlines ---------------------------------------------------------

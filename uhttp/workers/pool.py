@@ -17,25 +17,13 @@ from . import heartbeat as _heartbeat
 from . import log as _log
 from . import messages as _msg
 from . import routing as _routing
+from .policy import (  # noqa: F401  (re-exported)
+    BACKOFF_CAP, BACKOFF_FIRST, STABLE_AFTER, RestartPolicy, SlotRecord)
+from .scheduler import MAX_WINDOW, START_WINDOW, WINDOW_BUDGET  # noqa: F401
+from .scheduler import PoolScheduler
 from .worker import EXIT_REASONS, Worker
 
 _monotonic = _time.monotonic
-
-# How many requests a worker may hold that it has not answered or deferred
-# yet (its window). A window above 1 lets a worker take several requests in
-# one read and saves a dispatcher round trip per request, which is most of
-# the cost of tiny handlers; for slow handlers it only makes requests wait
-# behind each other. So each pool's window adapts to its handlers: it holds
-# about WINDOW_BUDGET seconds of work, between 1 and MAX_WINDOW requests.
-MAX_WINDOW = 8
-START_WINDOW = 2
-WINDOW_BUDGET = 0.0005
-
-BACKOFF_FIRST = 0.5
-BACKOFF_CAP = 30.0
-# a worker that got ready and lived this long resets its slot's failure
-# streak: its next death restarts at once
-STABLE_AFTER = 1.0
 
 _RESERVED_KWARGS = ('worker_id', 'pool_name')
 
@@ -58,56 +46,12 @@ def _number(value, name, allow_none=False, minimum=0.0, strict=False,
     return value
 
 
-class RestartPolicy:
-    """Counts restarts in a sliding window and spaces out failing slots.
-
-    Pure logic: `record(now)` notes a restart and tells whether the pool
-    reached `max_restarts` within `window` seconds; `delay(streak)` is the
-    wait before restarting a slot that failed `streak` times in a row.
-    """
-
-    def __init__(self, max_restarts, window, first=BACKOFF_FIRST,
-                 cap=BACKOFF_CAP):
-        self.max_restarts = max_restarts
-        self.window = window
-        self.first = first
-        self.cap = cap
-        self._times = _collections.deque()
-
-    def _trim(self, now):
-        times = self._times
-        while times and now - times[0] > self.window:
-            times.popleft()
-
-    def record(self, now):
-        """Count a restart; True when the limit is reached."""
-        self._trim(now)
-        self._times.append(now)
-        return len(self._times) >= self.max_restarts
-
-    def count(self, now):
-        self._trim(now)
-        return len(self._times)
-
-    def reset(self):
-        self._times.clear()
-
-    def delay(self, streak):
-        """Seconds to wait before the next start of a slot that failed
-        `streak` times in a row (0 for the first failure)."""
-        if streak <= 1:
-            return 0.0
-        exponent = min(streak - 2, 64)  # the cap is reached long before
-        return min(self.cap, self.first * (2 ** exponent))
-
-
 class RequestQueue:
     """The pool's request queue. It lives in the dispatcher; `put()` takes
     a `Request` (request_id=-1) and hands it to the next free worker."""
 
-    def __init__(self, pool):
-        self._pool = pool
-        self._items = _collections.deque()
+    def __init__(self, scheduler):
+        self._scheduler = scheduler
 
     def put(self, request, block=True, timeout=None):
         """Queue a Request for this pool (fire and forget: request_id=-1)."""
@@ -121,18 +65,18 @@ class RequestQueue:
                 "request_queue.put() takes requests with request_id=-1 (their "
                 "answers are not sent anywhere); HTTP requests get their ids "
                 "from the dispatcher")
-        self._pool._enqueue(request)
+        self._scheduler.enqueue(request)
 
     put_nowait = put
 
     def qsize(self):
-        return len(self._items)
+        return len(self._scheduler)
 
     def empty(self):
-        return not self._items
+        return not len(self._scheduler)
 
     def __len__(self):
-        return len(self._items)
+        return len(self._scheduler)
 
 
 class WorkerHandle:
@@ -145,20 +89,25 @@ class WorkerHandle:
         self.pid = None
         self._alive = False
         self.ready = False
-        self.was_ready = False
         self.accepting = True
         self.started_at = None
         self.to_fd = None        # dispatcher writes requests here
         self.from_fd = None      # dispatcher reads responses here
+        self.recall_fd = None    # a byte here: give back what you have not started
         self.out = None
         self.reader = None
+        self.writing = False     # to_fd is registered for EVENT_WRITE
+        self.on_event = None     # the relay's worker_event(handle, fileobj, mask)
         self.seq = 0
         self.inflight = _collections.deque()  # (seq, request_id, item) sent
         self.held = {}           # request_id -> item: deferred or streaming
-        self.waiting = None      # the pool list it waits in for work, if any
+        self.waiting = None      # the scheduler list it waits in, if any
+        self.stalled = False     # recalled: no new requests until it releases one
+        self.recalled = False    # a recall was sent, its W_RETURNED not read yet
+        self.stall_check = False  # a stall check is scheduled
+        self.recalls = 0         # recalls sent to this slot's workers
         self.work_seen = (0.0, 0)  # slot (busy, count) at the last window update
-        self.restarts = 0
-        self.streak = 0
+        self.record = SlotRecord()
         self.parked = False
         self.kill_reason = None
         self.stopping = False
@@ -177,8 +126,51 @@ class WorkerHandle:
             self._alive = value
             self.pool._alive += 1 if value else -1
 
+    @property
+    def restarts(self):
+        return self.record.restarts
+
+    @property
+    def fds(self):
+        return (self.from_fd, self.to_fd, self.recall_fd)
+
+    def started(self, pid, to_fd, from_fd, recall_fd, now):
+        """A new process runs in this slot."""
+        self.pid = pid
+        self.alive = True
+        self.ready = False
+        self.accepting = True
+        self.stopping = False
+        self.started_at = now
+        self.to_fd = to_fd
+        self.from_fd = from_fd
+        self.recall_fd = recall_fd
+        self.out = _channel.OutBuffer(to_fd)
+        self.reader = _channel.FrameReader(from_fd)
+        self.writing = False
+        self.seq = 0
+        self.stalled = False
+        self.recalled = False
+        self.stall_check = False
+        self.work_seen = (0.0, 0)
+        self.kill_reason = None
+        self.exitcode = None
+
+    def exited(self, exitcode):
+        """Its process was reaped."""
+        self.alive = False
+        self.ready = False
+        self.exitcode = exitcode
+
+    def closed(self):
+        """Its pipes were closed."""
+        self.from_fd = self.to_fd = self.recall_fd = None
+        self.writing = False
+        if self.out is not None:
+            self.out.closed = True
+
     def handle_event(self, fileobj, mask):
-        self.pool._dispatcher._worker_event(self, fileobj, mask)
+        self.on_event(self, fileobj, mask)
 
     @property
     def name(self):
@@ -202,7 +194,10 @@ class WorkerHandle:
             'last_seen': last_seen,
             'current_request': current,
             'held': len(self.held),
-            'restarts': self.restarts,
+            'queued': self.pool.scheduler.unstarted(self),
+            'stalled': self.stalled,
+            'recalls': self.recalls,
+            'restarts': self.record.restarts,
             'restart_in': None if self.restart_at is None else round(
                 max(0.0, self.restart_at - now), 3),
         }
@@ -264,19 +259,18 @@ class WorkerPool:
         self.worker_class = worker_class
         self.kwargs = kwargs
         self.name = worker_class.__name__
-        self.request_queue = RequestQueue(self)
-        self._queue = self.request_queue._items
-        self._idle = _collections.deque()      # handles holding nothing
-        self._partial = _collections.deque()   # handles with room left
-        self.window = START_WINDOW
-        self._policy = RestartPolicy(self.max_restarts, self.restart_window)
-        self._slots = None
-        self._handles = []
+        # the running state: the dispatcher's core sets and reads these
+        self.scheduler = PoolScheduler()
+        self.request_queue = RequestQueue(self.scheduler)
+        self.policy = RestartPolicy(
+            self.max_restarts, self.restart_window,
+            permanent_exitcode=permanent_failure_exitcode)
+        self.handles = []        # WorkerHandle per slot, once started
+        self.slots = None        # their heartbeat SlotTable
+        self.core = None         # the dispatcher's core, once it has one
+        self.degraded = False
+        self.configs = []        # the latest send_config(), for new workers
         self._alive = 0          # handles whose process is alive
-        self._dispatcher = None
-        self._degraded = False
-        self._config = []
-        self._timeouts = _collections.OrderedDict()  # request_id -> pending
 
     def __repr__(self):
         return (f"<WorkerPool {self.name} workers={self.num_workers} "
@@ -297,11 +291,12 @@ class WorkerPool:
 
     @property
     def is_degraded(self):
-        return self._degraded
+        return self.degraded
 
     @property
-    def degraded(self):
-        return self._degraded
+    def window(self):
+        """How many requests a worker may hold (see scheduler.py)."""
+        return self.scheduler.window
 
     @property
     def alive_count(self):
@@ -309,24 +304,26 @@ class WorkerPool:
 
     @property
     def parked_count(self):
-        return sum(1 for handle in self._handles if handle.parked)
+        return sum(1 for handle in self.handles if handle.parked)
 
     @property
     def queue_size(self):
-        return len(self._queue)
+        """Requests not started yet: in the pool queue and those waiting in
+        a worker's window."""
+        return self.scheduler.queue_size
 
     def status(self):
         """A dict for monitoring: name, degraded, queue size, workers."""
         now = _monotonic()
         return {
             'name': self.name,
-            'degraded': self._degraded,
-            'queue_size': len(self._queue),
+            'degraded': self.degraded,
+            'queue_size': self.queue_size,
             'alive_count': self.alive_count,
             'parked_count': self.parked_count,
-            'restarts_in_window': self._policy.count(now),
+            'restarts_in_window': self.policy.count(now),
             'window': self.window,
-            'workers': [handle.status(now) for handle in self._handles],
+            'workers': [handle.status(now) for handle in self.handles],
         }
 
     # -- configuration updates ------------------------------------------------
@@ -338,113 +335,10 @@ class WorkerPool:
             frame = _channel.pack((_msg.M_CONFIG, config))
         except Exception as err:
             raise TypeError(f"send_config(): config cannot be sent: {err!r}") from err
-        self._config = [config]
-        for handle in self._handles:
-            if handle.alive and handle.out is not None:
-                handle.out.add(frame)
-                if self._dispatcher is not None:
-                    self._dispatcher._dirty.add(handle)
-
-    # -- queue ----------------------------------------------------------------
-
-    def _enqueue(self, item):
-        self._queue.append(item)
-        if self._idle or self._partial:
-            self._dispatch()
-        elif self._dispatcher is not None:
-            self._dispatcher._check_queue(self)
-
-    def _dispatch(self):
-        """Hand queued requests to workers with room in their window, idle
-        workers first: a request waits behind a busy worker only when no
-        worker is idle."""
-        queue = self._queue
-        idle = self._idle
-        partial = self._partial
-        send = self._dispatcher._send_request
-        window = self.window
-        while queue and (idle or partial):
-            item = queue.popleft()
-            if getattr(item, 'done', False):
-                continue
-            handle = idle[0] if idle else partial[0]
-            if not send(handle, item):
-                continue
-            if handle.waiting is idle:
-                idle.popleft()
-            else:
-                partial.popleft()
-            if len(handle.inflight) < window:
-                partial.append(handle)
-                handle.waiting = partial
-            else:
-                handle.waiting = None
-
-    def _eligible(self, handle):
-        return (handle.ready and handle.accepting and handle.alive
-                and not handle.stopping and len(handle.inflight) < self.window)
-
-    def _place(self, handle):
-        """Put `handle` in the list matching its load (or in none)."""
-        want = None
-        if self._eligible(handle):
-            want = self._partial if handle.inflight else self._idle
-        if handle.waiting is want:
-            return
-        self._withdraw(handle)
-        if want is not None:
-            handle.waiting = want
-            want.append(handle)
-
-    def _released(self, handle):
-        """`handle` finished taking a request (its window has room)."""
-        if handle.waiting is not self._idle:
-            self._place(handle)
-        if self._queue:
-            self._dispatch()
-
-    def _withdraw(self, handle):
-        """Stop handing requests to `handle` (paused, dying, stopping)."""
-        if handle.waiting is not None:
-            try:
-                handle.waiting.remove(handle)
-            except ValueError:
-                pass
-            handle.waiting = None
-
-    def _offer(self, handle):
-        """Make `handle` eligible again (ready, resumed)."""
-        self._place(handle)
-        if self._queue:
-            self._dispatch()
-
-    def _update_window(self):
-        """Size the window from the time the workers spent per request
-        since the last update (read from their heartbeat slots)."""
-        busy = 0.0
-        count = 0
-        for handle in self._handles:
-            if not handle.alive:
-                continue
-            now_busy, now_count = handle.slot.load()
-            seen_busy, seen_count = handle.work_seen
-            if now_count >= seen_count:
-                busy += now_busy - seen_busy
-                count += now_count - seen_count
-            handle.work_seen = (now_busy, now_count)
-        if count < 4:
-            return  # too little to judge: keep the window
-        per_request = busy / count
-        if per_request <= 0:
-            window = MAX_WINDOW
-        else:
-            window = max(1, min(MAX_WINDOW, int(WINDOW_BUDGET / per_request)))
-        if window != self.window:
-            self.window = window
-            for handle in self._handles:
-                self._place(handle)
-            if self._queue:
-                self._dispatch()
+        self.configs = [config]
+        if self.core is not None:
+            for handle in self.handles:
+                self.core.tell_worker(handle, frame)
 
 
 def describe_exit(status):

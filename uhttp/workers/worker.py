@@ -510,7 +510,7 @@ def _handle_message(worker, runtime, table, message):
     kind = message[0]
     if kind == _msg.M_REQUEST:
         if not worker._accepting:
-            runtime.send((_msg.W_BOUNCE, message[2]))
+            runtime.send((_msg.W_BOUNCE, message[2], message[1]))
             return
         _handle_request(worker, runtime, table, message)
     elif kind == _msg.M_DISCONNECT:

@@ -1,0 +1,167 @@
+"""The Dispatcher's settings: checked once, at construction.
+
+Pure logic: `DispatcherSettings(...)` takes the Dispatcher keyword
+arguments, raises TypeError or ValueError naming the offending one, and
+holds the results (pools in order, the fallback pool, static mounts
+longest prefix first, the options for the HTTP layer).
+"""
+
+from . import http as _http
+from . import log as _log
+from . import static as _static
+from .pool import WorkerPool
+
+# defaults the dispatcher gives the HTTP layer (uhttp-server's own are for
+# microcontrollers: backlog 8, 32 connections, 512 KiB bodies, 100 requests
+# per keep-alive connection)
+HTTP_DEFAULTS = {
+    'listen': 4096,
+    'max_headers_length': 16 * 1024,
+    'max_content_length': 16 * 1024 * 1024,
+    'max_send_buffer_size': 256 * 1024,
+    'keep_alive_timeout': 30,
+    'keep_alive_max_requests': 1 << 62,
+    'request_timeout': 30,
+    'send_timeout': 60,
+}
+CONNECTIONS_PER_PENDING = 10
+
+_POSITIVE_INTS = ('listen', 'max_waiting_clients', 'max_headers_length',
+                  'max_content_length', 'max_send_buffer_size',
+                  'keep_alive_max_requests', 'file_chunk_size',
+                  'max_ws_message_length')
+_POSITIVE_TIMES = ('keep_alive_timeout', 'request_timeout', 'send_timeout')
+
+
+def positive(value, name, allow_zero=False):
+    """`value` when it is a number > 0 (or >= 0), else TypeError/ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Dispatcher {name} must be a number, not {value!r}")
+    if value != value or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(
+            f"Dispatcher {name} must be {'>= 0' if allow_zero else '> 0'}, "
+            f"got {value}")
+    return value
+
+
+class DispatcherSettings:
+    """Every Dispatcher keyword argument, checked."""
+
+    def __init__(self, port=8080, address='0.0.0.0', pools=None,
+                 static_routes=None, shutdown_timeout=10, max_pending=1000,
+                 ssl_context=None, log_level=_log.LOG_INFO, **http_options):
+        self.port = check_port(port)
+        if not isinstance(address, str):
+            raise TypeError(f"Dispatcher address must be a str, not {address!r}")
+        self.address = address
+        self.pools, self.fallback = check_pools(pools)
+        self.routed_pools = [pool for pool in self.pools if not pool.is_fallback]
+        self.shutdown_timeout = positive(
+            shutdown_timeout, 'shutdown_timeout', allow_zero=True)
+        self.max_pending = check_max_pending(max_pending)
+        if ssl_context is not None and not hasattr(ssl_context, 'wrap_socket'):
+            raise TypeError(
+                f"Dispatcher ssl_context must be an ssl.SSLContext, "
+                f"not {ssl_context!r}")
+        self.ssl_context = ssl_context
+        self.log_level = _log.check_level(log_level, 'Dispatcher log_level')
+        self.static = static_mounts(static_routes)
+        self.http_options = http_settings(http_options, self.max_pending)
+
+
+def check_port(port):
+    if isinstance(port, bool) or not isinstance(port, int) or not (
+            0 <= port <= 65535):
+        raise ValueError(f"Dispatcher port must be an int 0..65535, not {port!r}")
+    return port
+
+
+def check_max_pending(max_pending):
+    if isinstance(max_pending, bool) or not isinstance(max_pending, int):
+        raise TypeError(
+            f"Dispatcher max_pending must be an int, not {max_pending!r}")
+    if max_pending < 1:
+        raise ValueError(f"Dispatcher max_pending must be >= 1, got {max_pending}")
+    return max_pending
+
+
+def check_pools(pools):
+    """(list of pools, the fallback pool or None)."""
+    pools = [] if pools is None else pools
+    if not isinstance(pools, (list, tuple)):
+        raise TypeError(
+            f"Dispatcher pools must be a list of WorkerPool, "
+            f"not {type(pools).__name__}")
+    fallback = None
+    for pool in pools:
+        if not isinstance(pool, WorkerPool):
+            raise TypeError(
+                f"Dispatcher pools must hold WorkerPool instances, "
+                f"found {pool!r}")
+        if pool.core is not None:
+            raise ValueError(f"Dispatcher pools: {pool!r} already belongs "
+                             "to a dispatcher")
+        if pools.count(pool) > 1:
+            raise ValueError(f"Dispatcher pools: {pool!r} listed twice")
+        if pool.is_fallback:
+            if fallback is not None:
+                raise ValueError(
+                    "Dispatcher pools: only one pool may have routes=None "
+                    f"(the fallback): {fallback!r} and {pool!r}")
+            fallback = pool
+    return list(pools), fallback
+
+
+def static_mounts(static_routes):
+    """StaticMounts from static_routes, the longest prefix first."""
+    if static_routes is None:
+        return []
+    if not isinstance(static_routes, dict):
+        raise TypeError(
+            "Dispatcher static_routes must be a dict of URL prefix -> "
+            f"directory, not {type(static_routes).__name__}")
+    mounts = []
+    for prefix, value in static_routes.items():
+        if isinstance(value, dict):
+            unknown = set(value) - {'path', 'headers', 'authoritative'}
+            if unknown:
+                raise ValueError(
+                    f"static_routes[{prefix!r}]: unknown keys "
+                    f"{sorted(unknown)} (known: path, headers, authoritative)")
+            if 'path' not in value:
+                raise ValueError(f"static_routes[{prefix!r}] needs a 'path'")
+            mount = _static.StaticMount(
+                prefix, value['path'], value.get('headers'),
+                value.get('authoritative', False))
+        else:
+            mount = _static.StaticMount(prefix, value)
+        mounts.append(mount)
+    # the longest prefix first: '/static/img/' before '/static/'
+    mounts.sort(key=lambda mount: len(mount.prefix), reverse=True)
+    return mounts
+
+
+def http_settings(given, max_pending):
+    """The HTTP layer's options: our defaults, then what the user gave."""
+    for name in given:
+        if name not in _http.HTTP_OPTIONS:
+            raise TypeError(
+                f"Dispatcher() got an unexpected keyword argument {name!r} "
+                f"(HTTP server options: {', '.join(sorted(_http.HTTP_OPTIONS))})")
+    options = dict(HTTP_DEFAULTS)
+    options['max_waiting_clients'] = CONNECTIONS_PER_PENDING * max_pending
+    options.update(given)
+    for name in _POSITIVE_INTS:
+        if name in options:
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Dispatcher {name} must be a positive int, got {value!r}")
+    for name in _POSITIVE_TIMES:
+        positive(options[name], name)
+    proxies = options.get('trusted_proxies')
+    if proxies is not None and (isinstance(proxies, str) or not isinstance(
+            proxies, (list, tuple, set, frozenset))):
+        raise TypeError(
+            "Dispatcher trusted_proxies must be a list of IP addresses")
+    return options

@@ -1,0 +1,514 @@
+"""The dispatcher's machinery, put together.
+
+`Core.run()` is start, serve, shut down. Each turn of the loop (`tick`)
+waits for events (at most until the next timer or request deadline),
+handles them, gives pipelined requests their turn, flushes the workers'
+pipes, runs what is due and lets the HTTP layer close what waits too
+long. The parts: `loop` (selector, timers, signals), `intake` (routing and
+admission), `pending` (the table), each pool's `scheduler`, `relay`
+(worker messages to clients), `supervisor` (worker processes) and the
+shutdown phases.
+
+The user's Dispatcher object (`app`) holds nothing but its hooks, its
+sync handlers, the documented names and this core, under `_uhttp`.
+"""
+
+import os as _os
+import sys as _sys
+import time as _time
+import traceback as _traceback
+
+from . import channel as _channel
+from . import config as _config
+from . import fds as _fds
+from . import hooks as _hooks
+from . import http as _http
+from . import log as _log
+from . import messages as _msg
+from . import replies as _replies
+from .intake import Intake
+from .loop import EVENT_WRITE, Loop, Signals
+from .pending import (
+    PENDING_COMPLETED, PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT,
+    PendingTable)
+from .relay import Relay
+from .shutdown import Shutdown
+from .supervisor import Supervisor
+
+_monotonic = _time.monotonic
+
+QUEUE_WARNING_INTERVAL = 10.0
+# reasons a request can end while its worker still holds it: tell the worker
+_TELL_WORKER = frozenset((PENDING_DISCONNECTED, PENDING_TIMEOUT,
+                          PENDING_SHUTDOWN))
+
+
+class Core:
+    """Everything one Dispatcher does (see the module docstring)."""
+
+    stop_frame = _channel.pack((_msg.M_STOP,))
+
+    def __init__(self, app, base, *args, **kwargs):
+        self.app = app
+        self.base = base
+        self.settings = _config.DispatcherSettings(*args, **kwargs)
+        self.pools = self.settings.pools
+        self.log_level = self.settings.log_level
+        self.log_style = _log.detect_style()
+        self.log_stream = _sys.stderr
+        self.log = _log.Logger(type(app).__name__, self.log_record,
+                               self.log_level)
+        self.hooks = _hooks.Hooks(app, base, self.log)
+        self.pending = PendingTable()
+        self.loop = Loop(self.log)
+        self.signals = None
+        self.user_fds = None
+        self.server = None
+        self.dirty = set()
+        self.running = False
+        self.stopping = False
+        self.stop_requested = None
+        self.hurry = False
+        self.queue_warned = {}
+        self.accept_warned = 0.0
+        self.intake = Intake(self)
+        self.relay = Relay(self)
+        self.supervisor = Supervisor(self)
+        for pool in self.pools:
+            pool.core = self
+
+    # -- information -----------------------------------------------------------
+
+    @staticmethod
+    def now():
+        return _monotonic()
+
+    def port(self):
+        """The port listened on (the real one once running with port=0)."""
+        if self.server is not None and self.server.port:
+            return self.server.port
+        return self.settings.port
+
+    def status(self):
+        server = self.server
+        return {
+            'pools': [pool.status() for pool in self.pools],
+            'pending': len(self.pending),
+            'streams': self.pending.streams,
+            'connections': 0 if server is None else len(server.connections),
+            'queued': sum(pool.queue_size for pool in self.pools),
+        }
+
+    def find_pool(self, path):
+        """The pool for `path`: the first whose routes match, else the
+        fallback pool, else None."""
+        for pool in self.settings.routed_pools:
+            if pool.matches(path):
+                return pool
+        return self.settings.fallback
+
+    def fd_callbacks(self):
+        if self.user_fds is None:
+            self.user_fds = _fds.FdCallbacks(self.loop.ensure_selector(),
+                                             self.log)
+        return self.user_fds
+
+    # -- logging ---------------------------------------------------------------
+
+    def format_log_name(self):
+        template = self.app.LOG_NAME
+        values = {'cls': type(self.app).__name__, 'pid': _os.getpid(),
+                  'worker_id': None, 'pool_name': None}
+        try:
+            return str(template).format(**values)
+        except (KeyError, IndexError, ValueError, AttributeError) as err:
+            name = self.base.LOG_NAME.format(**values)
+            self.log_record(name, _log.LOG_WARNING,
+                            f"invalid LOG_NAME {template!r} ({err!r}); "
+                            "using the default")
+            return name
+
+    def log_record(self, name, level, text):
+        """Every record of every process goes through the app's on_log()."""
+        try:
+            self.app.on_log(name, level, text)
+        except Exception:  # pylint: disable=broad-except
+            try:
+                self.base.on_log(self.app, name, level, text)
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+    # -- running ---------------------------------------------------------------
+
+    def run(self):
+        if self.running:
+            raise RuntimeError("Dispatcher.run() is already running")
+        self.running = True
+        self.stopping = False
+        self.stop_requested = None
+        self.hurry = False
+        try:
+            self.start()
+            self.serve()
+            Shutdown(self).run()
+        finally:
+            self.cleanup()
+            self.running = False
+
+    def stop(self):
+        """Ask a running dispatcher to shut down gracefully (thread-safe)."""
+        self.stop_requested = self.stop_requested or 'stop()'
+        wakeup = self.loop.wakeup
+        if wakeup is not None:
+            wakeup.wake()
+
+    def request_stop(self, name):
+        if self.stopping or self.stop_requested:
+            self.hurry = True  # a second signal cuts the waits short
+        self.stop_requested = self.stop_requested or name
+
+    def on_wake(self, data):
+        if not self.signals.installed or Signals.child_ended(data):
+            self.supervisor.reap()
+
+    def start(self):
+        self.raise_fd_limit()
+        self.loop.open(self.on_wake)
+        self.signals = Signals(self.loop.wakeup, self.request_stop)
+        self.signals.install()
+        self.listen()
+        for pool in self.pools:
+            self.supervisor.start_pool(pool)
+        settings = self.settings
+        self.log.info("listening on %s://%s:%d (%d pools, %d workers)",
+                      'https' if settings.ssl_context else 'http',
+                      settings.address, self.port(), len(self.pools),
+                      sum(pool.num_workers for pool in self.pools))
+        now = _monotonic()
+        self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)
+        for pool in self.pools:
+            self.loop.call_at(now + pool.heartbeat_interval,
+                              self.supervisor.check_health, pool)
+
+    def listen(self):
+        settings = self.settings
+        try:
+            self.server = _http.Server(
+                self, settings.address, settings.port, settings.ssl_context,
+                self.loop.selector, **settings.http_options)
+        except OSError as err:
+            self.log.critical("cannot listen on %s:%s: %s", settings.address,
+                              settings.port, err)
+            raise
+        _os.set_inheritable(self.server.socket.fileno(), False)
+
+    def raise_fd_limit(self):
+        connections = self.settings.http_options['max_waiting_clients']
+        want = connections + 256 + 4 * sum(pool.num_workers
+                                            for pool in self.pools)
+        try:
+            import resource  # pylint: disable=import-outside-toplevel
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if soft != resource.RLIM_INFINITY and soft < want:
+                target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+                if target > soft:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                    soft = target
+            if soft != resource.RLIM_INFINITY and soft < want:
+                self.log.warning(
+                    "open file limit is %d, below the %d connections allowed; "
+                    "raise it (ulimit -n) or lower max_pending", soft,
+                    connections)
+        except (ImportError, ValueError, OSError):
+            pass
+
+    def idle_tick(self, now):
+        self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)
+        self.hooks.call('on_idle')
+
+    # -- the loop ----------------------------------------------------------------
+
+    def serve(self):
+        tick = self.tick
+        while not self.stop_requested:
+            tick(self.app.SELECT_TIMEOUT)
+
+    def tick(self, longest):
+        """One turn of the loop: wait for events (at most `longest` seconds,
+        less when a timer or a request deadline is due), handle them, then
+        flush worker pipes and run what is due."""
+        self.handle_events(self.loop.select(self.wait_time(longest)))
+        if self.server.has_scheduled:
+            self.serve_pipelined()
+        try:
+            self.housekeeping()
+        except Exception as err:  # pylint: disable=broad-except
+            self.log.critical("dispatcher loop error (serving goes on): %r\n%s",
+                              err, _traceback.format_exc().rstrip())
+
+    def wait_time(self, longest):
+        if self.dirty or self.server.has_scheduled:
+            return 0
+        now = _monotonic()
+        timeout = longest
+        for due in (self.loop.timers.next_due(), self.pending.next_deadline()):
+            if due is not None and due - now < timeout:
+                timeout = due - now
+        return max(timeout, 0)
+
+    def handle_events(self, events):
+        on_request = self.intake.on_request
+        for key, mask in events:
+            try:
+                ready = key.data.handle_event(key.fileobj, mask)
+                if ready is not None:
+                    on_request(ready)
+            except Exception as err:  # pylint: disable=broad-except
+                self.event_failed(key.data, err)
+
+    def serve_pipelined(self):
+        """Requests that were waiting in a connection's buffer get their turn."""
+        for connection in self.server.take_scheduled():
+            ready = connection.process_pipelined()
+            if ready is not None:
+                try:
+                    self.intake.on_request(ready)
+                except Exception as err:  # pylint: disable=broad-except
+                    self.connection_failed(ready, err)
+                    ready.close()
+
+    def housekeeping(self):
+        if self.dirty:
+            self.flush_workers()
+        now = _monotonic()
+        self.loop.timers.run_due(now)
+        self.expire(now)
+        if not self.signals.installed:
+            self.supervisor.reap()
+        self.server.maintenance()
+
+    def event_failed(self, data, err):
+        if isinstance(data, _http.Connection):
+            self.connection_failed(data, err)
+            data.close()
+        else:
+            self.log.error("event handler %r failed: %r\n%s", data, err,
+                           _traceback.format_exc().rstrip())
+
+    def run_until(self, condition, deadline):
+        """Keep serving events (but no new connections) until `condition()`
+        or the deadline; a second SIGTERM/SIGINT cuts it short."""
+        while not condition():
+            left = deadline - _monotonic()
+            if left <= 0 or self.hurry:
+                return
+            self.tick(min(0.05, left))
+
+    # -- to the workers -----------------------------------------------------------
+
+    def send_request(self, handle, seq, item):
+        """Queue `item` on `handle`'s pipe; False when it cannot be sent."""
+        frame = self.request_frame(handle, seq, item)
+        if frame is None:
+            return False
+        handle.out.add_parts(*frame)
+        self.dirty.add(handle)
+        return True
+
+    def request_frame(self, handle, seq, item):
+        if not hasattr(item, 'client'):  # a Request put on the queue
+            message = (_msg.M_REQUEST, seq, item.request_id, item.method,
+                       item.path, item.query, item.headers, item.data, True,
+                       item.remote_address, item.context)
+            try:
+                return _channel.pack_parts(message)
+            except Exception as err:  # pylint: disable=broad-except
+                self.log.error("request to %s %s cannot be sent (data does not "
+                               "pickle: %r); dropped", item.method, item.path,
+                               err)
+                return None
+        client = item.client
+        if not client.is_open:
+            return None
+        try:
+            remote = client.client_ip
+        except Exception:  # pylint: disable=broad-except
+            remote = None
+        message = (_msg.M_REQUEST, seq, item.request_id, client.method,
+                   client.path, client.query, client.headers, client.raw_body,
+                   False, remote, item.context)
+        try:
+            return _channel.pack_parts(message)
+        except Exception as err:  # pylint: disable=broad-except
+            if item.context is None:
+                self.log.error("request %s cannot be sent to %s: %r",
+                               item.request_id, handle.name, err)
+                self.fail(item, 500, None, PENDING_COMPLETED)
+                return None
+            self.log.error("on_request_accepted() returned a context that "
+                           "cannot be sent to a worker (%r); request %s "
+                           "goes with context=None", err, item.request_id)
+            item.context = None
+            return _channel.pack_parts(message[:-1] + (None,))
+
+    def tell_worker(self, handle, frame):
+        if handle.alive and handle.out is not None:
+            handle.out.add(frame)
+            self.dirty.add(handle)
+
+    def mark_dirty(self, handle):
+        self.dirty.add(handle)
+
+    def flush_workers(self):
+        dirty = self.dirty
+        self.dirty = set()
+        for handle in dirty:
+            out = handle.out
+            if out is None:
+                continue
+            try:
+                done = out.flush()
+            except OSError:
+                out.clear()
+                continue  # the worker is gone; reaping handles it
+            self.want_writable(handle, not done)
+
+    def want_writable(self, handle, want):
+        if want == handle.writing:
+            return
+        handle.writing = want
+        if want:
+            try:
+                self.loop.register(handle.to_fd, EVENT_WRITE, handle)
+            except (KeyError, ValueError, OSError):
+                pass
+        else:
+            self.loop.unregister(handle.to_fd)
+
+    # -- the one place a pooled request ends ------------------------------------
+
+    def end(self, pending, reason, response=None, tell_worker=None):
+        """End `pending` with `reason`, exactly once: out of the table, the
+        worker told when it still holds it, the user's hooks called."""
+        if not self.pending.finish(pending, reason):
+            return False
+        handle = pending.worker
+        if handle is not None:
+            held = handle.held.pop(pending.request_id, None) is not None
+            if tell_worker or (tell_worker is None and reason in _TELL_WORKER
+                               and (held or reason != PENDING_TIMEOUT)):
+                self.tell_worker(handle, _channel.pack(
+                    (_msg.M_DISCONNECT, pending.request_id)))
+        if response is not None:
+            self.hooks.call('on_response', response, pending)
+        if self.hooks.overridden('on_pending_removed'):
+            self.hooks.call('on_pending_removed', pending.request_id, pending,
+                            reason)
+        return True
+
+    def fail(self, pending, status, data, reason, headers=None):
+        """End `pending` with an error status (or close its stream)."""
+        if pending.done:
+            return
+        client = pending.client
+        hold = self.hooks.overridden('on_pending_removed')
+        if hold:
+            client.hold()
+        _replies.end_for(pending, status, data, headers)
+        self.end(pending, reason)
+        if hold:
+            client.release()
+
+    def expire(self, now):
+        """504 for requests past their pool's timeout (keep_alive() moves a
+        deadline on)."""
+        table = self.pending
+        for pool in self.pools:
+            while True:
+                pending = table.pop_due(pool, now)
+                if pending is None:
+                    break
+                if self.kept_alive(pending, now):
+                    continue
+                self.log.warning(
+                    "request %s (%s %s) timed out after %ss in pool %s",
+                    pending.request_id, pending.method, pending.client.path,
+                    pool.timeout, pool.name)
+                self.fail(pending, 504, {'error': 'Gateway Timeout'},
+                          PENDING_TIMEOUT)
+
+    def kept_alive(self, pending, now):
+        """True (and a new deadline) when its worker called keep_alive()
+        since the deadline was set."""
+        handle = pending.worker
+        if handle is None or not handle.alive:
+            return False
+        timeout = pending.pool.timeout
+        keepalive = handle.slot.read()[1]
+        if keepalive > pending.deadline - timeout and keepalive + timeout > now:
+            self.pending.extend(pending, keepalive + timeout)
+            return True
+        return False
+
+    def check_queue(self, pool):
+        """Warn (at most every QUEUE_WARNING_INTERVAL s) about a long queue."""
+        size = len(pool.scheduler)
+        if pool.queue_warning and size > pool.queue_warning:
+            now = _monotonic()
+            last = self.queue_warned.get(pool)
+            if last is None or now - last >= QUEUE_WARNING_INTERVAL:
+                self.queue_warned[pool] = now
+                self.log.warning(
+                    "pool %s: %d requests queued (queue_warning=%d)",
+                    pool.name, size, pool.queue_warning)
+
+    # -- callbacks from the HTTP layer ------------------------------------------
+
+    def connection_failed(self, connection, err):
+        self.log.error("connection from %s failed: %r\n%s",
+                       _peer(connection), err,
+                       ''.join(_traceback.format_exception(
+                           type(err), err, err.__traceback__)).rstrip())
+
+    def client_gone(self, pending):
+        """The client of a pooled request closed (or was closed): it ends
+        as disconnected, an open stream included."""
+        self.end(pending, PENDING_DISCONNECTED)
+
+    def client_stalled(self, connection, limit):
+        self.log.warning(
+            "dropping %s: it read nothing for %ss with %d bytes waiting",
+            _peer(connection), limit, connection.send_buffer_size)
+
+    def accept_exhausted(self, err):
+        """accept() failed for lack of file descriptors: pause accepting
+        briefly instead of spinning on the listening socket."""
+        now = _monotonic()
+        if now - self.accept_warned > 10:
+            self.accept_warned = now
+            self.log.error("cannot accept connections: %s; pausing accept "
+                           "for 0.5 s", err)
+        self.server.pause_accepting()
+        self.loop.call_at(now + 0.5, lambda _now: self.server.resume_accepting())
+
+    # -- after run() ------------------------------------------------------------------
+
+    def cleanup(self):
+        if self.signals is not None:
+            self.signals.restore()
+        self.supervisor.cleanup()
+        if self.server is not None:
+            try:
+                self.server.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
+        self.loop.close()
+        self.user_fds = None
+        self.dirty = set()
+
+
+def _peer(connection):
+    try:
+        return connection.socket_address
+    except Exception:  # pylint: disable=broad-except
+        return '?'

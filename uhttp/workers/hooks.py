@@ -1,0 +1,39 @@
+"""The user's Dispatcher hooks, called so that none can break the loop.
+
+`Hooks.call(name, *args)` runs the hook and logs an exception (with its
+traceback) instead of raising it; `Hooks.overridden(name)` tells whether
+the user's class replaced a hook, so the dispatcher can skip the work a
+default hook does not need.
+"""
+
+import traceback as _traceback
+
+
+class Hooks:
+    """Guarded calls of one Dispatcher object's hooks."""
+
+    def __init__(self, app, base, log):
+        self.app = app
+        self._log = log
+        cls = type(app)
+        self._overridden = {
+            name for name in ('do_check', 'do_check_sync',
+                              'on_request_accepted', 'on_response',
+                              'on_pending_removed', 'on_static_served')
+            if getattr(cls, name) is not getattr(base, name)}
+
+    def overridden(self, name):
+        return name in self._overridden
+
+    def call(self, name, *args, default=None):
+        """app.name(*args); on an exception, log it and return `default`."""
+        try:
+            return getattr(self.app, name)(*args)
+        except Exception as err:  # pylint: disable=broad-except
+            self.failed(name, err)
+            return default
+
+    def failed(self, name, err):
+        self._log.error("%s() failed: %r\n%s", name, err, ''.join(
+            _traceback.format_exception(type(err), err,
+                                        err.__traceback__)).rstrip())

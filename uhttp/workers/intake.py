@@ -1,0 +1,170 @@
+"""Intake: what happens to a complete request in the dispatcher.
+
+In order: a static file; a sync handler; a pool (after do_check), if it
+admits the request; 405 when the path exists under other methods only;
+404. Admission refuses with 503 when the pool is degraded, has no live
+worker, or `max_pending` requests already wait for answers.
+"""
+
+import traceback as _traceback
+
+import uhttp.server as _server
+
+from . import messages as _msg
+from . import replies as _replies
+from . import routing as _routing
+from . import static as _static
+
+
+def sync_table(cls):
+    """The RouteTable of a Dispatcher class's @sync routes, or None.
+    Targets are (name, member): handlers are bound from the class."""
+    table = _routing.RouteTable()
+    for name, member, pattern, methods in _routing.class_routes(cls):
+        table.add(pattern, methods, (name, member))
+    return table if len(table) else None
+
+
+class Intake:
+    """Routes and admits requests for one dispatcher (`core`)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.app = core.app
+        self.log = core.log
+        self.hooks = core.hooks
+        self.static = core.settings.static
+        self.sync = sync_table(type(core.app))
+        self.max_pending = core.settings.max_pending
+
+    # -- routing -------------------------------------------------------------
+
+    def on_request(self, client):
+        if self.core.stopping:
+            _replies.refuse_while_stopping(client)
+            return
+        if self.static and (client.method == 'GET' or client.method == 'HEAD'):
+            if self.serve_static(client):
+                return
+        allowed = None
+        if self.sync is not None:
+            route, params = self.sync.lookup(client.method, client.path)
+            if route is not None:
+                self.run_sync(client, route, params)
+                return
+            allowed = params
+        pool = self.core.find_pool(client.path)
+        if pool is None:
+            if allowed:
+                client.respond({'error': 'Method Not Allowed'}, status=405,
+                               headers={'allow': ', '.join(allowed)})
+            else:
+                client.respond({'error': 'Not Found'}, status=404)
+            return
+        if self.hooks.overridden('do_check') and not self.check(
+                client, 'do_check'):
+            return
+        self.admit(client, pool)
+
+    def check(self, client, name):
+        """Run a do_check hook; False when it refused (answered) the request."""
+        before = client.responses
+        try:
+            getattr(self.app, name)(client)
+        except _msg.RejectRequest as reject:
+            if not client.answered_since(before):
+                try:
+                    client.respond(reject.data, status=reject.status)
+                except Exception as err:  # pylint: disable=broad-except
+                    self.log.error("%s(): RejectRequest data cannot be sent: %r",
+                                   name, err)
+                    _replies.answer_error(client, 500, before=before)
+            return False
+        except Exception as err:  # pylint: disable=broad-except
+            self.log.error("%s() failed for %s %s: %r\n%s", name,
+                           client.method, client.path, err,
+                           _traceback.format_exc().rstrip())
+            _replies.answer_error(client, 500, before=before)
+            return False
+        return not client.answered_since(before)  # it may answer without raising
+
+    # -- static files ----------------------------------------------------------
+
+    def serve_static(self, client):
+        """True when a static mount answered the request."""
+        for mount in self.static:
+            rest = mount.relative(client.path)
+            if rest is not None:
+                return self.serve_file(client, mount, rest)
+        return False
+
+    def serve_file(self, client, mount, rest):
+        real = mount.resolve(rest)
+        if real is None:
+            if not mount.authoritative:
+                return False
+            client.respond({'error': 'Not Found'}, status=404)
+            self.static_served(client, None, 404)
+            return True
+        try:
+            _static.serve(client, mount, real)
+        except Exception as err:  # pylint: disable=broad-except
+            self.log.error("static file %s failed: %r", real, err)
+            _replies.answer_error(client, 500)
+            return True
+        self.static_served(client, real, 200)
+        return True
+
+    def static_served(self, client, path, status):
+        if self.hooks.overridden('on_static_served'):
+            self.hooks.call('on_static_served', client, path, status)
+
+    # -- sync handlers -----------------------------------------------------------
+
+    def run_sync(self, client, route, params):
+        name, member = route
+        if self.hooks.overridden('do_check_sync') and not self.check(
+                client, 'do_check_sync'):
+            return
+        before = client.responses
+        try:
+            _routing.bind(member, self.app)(client, params)
+        except _server.HttpErrorWithResponse as err:
+            _replies.answer_error(client, err.status, str(err), before=before)
+            return
+        except Exception as err:  # pylint: disable=broad-except
+            self.log.error("sync handler %s for %s %s failed: %r\n%s", name,
+                           client.method, client.path, err,
+                           _traceback.format_exc().rstrip())
+            _replies.answer_error(client, 500, before=before)
+            return
+        if not client.answered_since(before):
+            self.log.error("sync handler %s returned without answering %s %s",
+                           name, client.method, client.path)
+            _replies.answer_error(client, 500)
+
+    # -- admission -------------------------------------------------------------
+
+    def refusal(self, pool):
+        """(text, headers) of the 503 `pool` answers now, or None."""
+        if pool.degraded:
+            return 'Service Unavailable', None
+        if not pool.alive_count:
+            if pool.parked_count == pool.num_workers:
+                return 'No workers available', None
+            return 'No workers available', {'retry-after': '1'}
+        if self.core.pending.waiting >= self.max_pending:
+            return 'Too many pending requests', {'retry-after': '1'}
+        return None
+
+    def admit(self, client, pool):
+        refused = self.refusal(pool)
+        if refused is not None:
+            _replies.answer_error(client, 503, *refused)
+            return
+        pending = self.core.pending.open(client, pool, self.core.now())
+        if self.hooks.overridden('on_request_accepted'):
+            pending.context = self.hooks.call(
+                'on_request_accepted', pending.request_id, client, pool)
+        client.pending = pending
+        pool.scheduler.enqueue(pending)

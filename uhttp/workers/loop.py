@@ -1,0 +1,183 @@
+"""The dispatcher's event loop machinery: one selector, a timer heap, the
+wake-up pipe that signals (and stop() from another thread) write to, and
+the signal handlers.
+
+A signal handler does nothing but note the signal; the work happens in the
+loop when the wake-up pipe is read, so no handler runs in the middle of
+the dispatcher's bookkeeping.
+"""
+
+import heapq as _heapq
+import os as _os
+import selectors as _selectors
+import signal as _signal
+import threading as _threading
+import traceback as _traceback
+
+EVENT_READ = _selectors.EVENT_READ
+EVENT_WRITE = _selectors.EVENT_WRITE
+STOP_SIGNALS = (_signal.SIGTERM, _signal.SIGINT)
+
+
+class Wakeup:
+    """The self-pipe; its handle_event() hands what it read to `on_wake`."""
+
+    def __init__(self, on_wake):
+        self._on_wake = on_wake
+        self.read_fd, self.write_fd = _os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            _os.set_blocking(fd, False)
+            _os.set_inheritable(fd, False)
+
+    def handle_event(self, fileobj, mask):
+        try:
+            data = _os.read(self.read_fd, 512)
+        except (BlockingIOError, InterruptedError):
+            return None
+        self._on_wake(data)
+        return None
+
+    def wake(self):
+        try:
+            _os.write(self.write_fd, b'\0')
+        except OSError:
+            pass
+
+    def close(self):
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                _os.close(fd)
+            except OSError:
+                pass
+
+
+class Timers:
+    """A heap of (when, func, args); func(now, *args) runs once when due."""
+
+    def __init__(self, log):
+        self._log = log
+        self._heap = []
+        self._seq = 0
+
+    def call_at(self, when, func, *args):
+        self._seq += 1
+        _heapq.heappush(self._heap, (when, self._seq, func, args))
+
+    def next_due(self):
+        """When the next timer is due, or None."""
+        return self._heap[0][0] if self._heap else None
+
+    def run_due(self, now):
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, func, args = _heapq.heappop(heap)
+            try:
+                func(now, *args)
+            except Exception as err:  # pylint: disable=broad-except
+                self._log.error("timer %s failed: %r\n%s",
+                                getattr(func, '__name__', func), err,
+                                _traceback.format_exc().rstrip())
+
+    def clear(self):
+        self._heap = []
+
+
+class Signals:
+    """SIGTERM/SIGINT (stop) and SIGCHLD (a worker ended) for the loop.
+
+    Installed only in the main thread; elsewhere `installed` stays False
+    and the loop polls for ended workers instead.
+    """
+
+    def __init__(self, wakeup, on_stop):
+        self._wakeup = wakeup
+        self._on_stop = on_stop
+        self._saved = {}
+        self._saved_wakeup = -1
+        self.installed = False
+
+    def install(self):
+        if _threading.current_thread() is not _threading.main_thread():
+            return
+        try:
+            self._saved_wakeup = _signal.set_wakeup_fd(self._wakeup.write_fd)
+        except ValueError:
+            return
+        for sig in STOP_SIGNALS + (_signal.SIGCHLD,):
+            self._saved[sig] = _signal.signal(sig, self._handler)
+        self.installed = True
+
+    def restore(self):
+        if not self.installed:
+            return
+        for sig, handler in self._saved.items():
+            try:
+                _signal.signal(sig, handler)
+            except (ValueError, TypeError):
+                pass
+        try:
+            _signal.set_wakeup_fd(self._saved_wakeup)
+        except ValueError:
+            pass
+        self._saved = {}
+        self.installed = False
+
+    def _handler(self, signum, frame):
+        if signum in STOP_SIGNALS:
+            self._on_stop(_signal.Signals(signum).name)
+
+    @staticmethod
+    def child_ended(data):
+        """True when the bytes read from the wake-up pipe include SIGCHLD."""
+        return _signal.SIGCHLD in data
+
+
+class Loop:
+    """The selector, the timers and the wake-up pipe of one dispatcher."""
+
+    def __init__(self, log):
+        self.log = log
+        self.selector = None
+        self.timers = Timers(log)
+        self.wakeup = None
+
+    def ensure_selector(self):
+        if self.selector is None:
+            self.selector = _selectors.DefaultSelector()
+        return self.selector
+
+    def open(self, on_wake):
+        self.ensure_selector()
+        self.wakeup = Wakeup(on_wake)
+        self.selector.register(self.wakeup.read_fd, EVENT_READ, self.wakeup)
+
+    def call_at(self, when, func, *args):
+        self.timers.call_at(when, func, *args)
+
+    def select(self, timeout):
+        try:
+            return self.selector.select(timeout)
+        except InterruptedError:
+            return ()
+
+    def register(self, fd, events, data):
+        self.selector.register(fd, events, data)
+
+    def unregister(self, fd):
+        """Forget `fd`; a descriptor the selector does not hold is fine."""
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def close(self):
+        if self.wakeup is not None:
+            self.wakeup.close()
+            self.wakeup = None
+        if self.selector is not None:
+            try:
+                self.selector.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
+            self.selector = None
+        self.timers.clear()

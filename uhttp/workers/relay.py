@@ -1,0 +1,190 @@
+"""The relay: what the workers say, turned into what the clients get.
+
+A worker's pipe carries answers, stream chunks, logs and flow-control
+messages. `Relay.worker_event()` reads them; each message kind has one
+method, found in a table by kind.
+"""
+
+from . import channel as _channel
+from . import messages as _msg
+from . import pending as _pending
+from . import replies as _replies
+from .pending import PENDING_COMPLETED, PENDING_STREAM_CLOSED
+
+
+class Relay:
+    """Worker messages -> client writes, for one dispatcher (`core`)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.log = core.log
+        self.hooks = core.hooks
+        self.table = core.pending
+        self.by_kind = {
+            _msg.W_RESPONSE: self.response,
+            _msg.W_STREAM_DATA: self.stream_data,
+            _msg.W_DEFERRED: self.deferred,
+            _msg.W_STREAM_START: self.stream_start,
+            _msg.W_STREAM_END: self.stream_end,
+            _msg.W_LOG: self.worker_log,
+            _msg.W_READY: self.ready,
+            _msg.W_BOUNCE: self.bounce,
+            _msg.W_RETURNED: self.returned,
+            _msg.W_PAUSE: self.pause,
+            _msg.W_RESUME: self.resume,
+            _msg.W_FORWARD: self.forward,
+        }
+
+    # -- reading a worker's pipe ---------------------------------------------
+
+    def worker_event(self, handle, fileobj, mask):
+        if fileobj == handle.to_fd:
+            self.core.mark_dirty(handle)  # its request pipe has room again
+            return
+        try:
+            messages = handle.reader.read()
+        except _channel.ChannelError as err:
+            self.log.error("%s sent a corrupt message (%s); killing it",
+                           handle.name, err)
+            self.core.supervisor.kill(handle, 'corrupt message')
+            return
+        if messages:
+            self.relay(handle, messages)
+        if handle.reader.eof:
+            self.core.supervisor.pipe_closed(handle)
+
+    def relay(self, handle, messages):
+        by_kind = self.by_kind
+        for message in messages:
+            method = by_kind.get(message[0])
+            if method is None:
+                self.log.error("%s sent an unknown message kind %r",
+                               handle.name, message[0])
+                continue
+            method(handle, message)
+
+    # -- answers ----------------------------------------------------------------
+
+    def response(self, handle, message):
+        _, request_id, status, headers, body, kind, cookies = message
+        handle.pool.scheduler.release(handle, request_id)
+        handle.held.pop(request_id, None)
+        pending = self.table.get(request_id)
+        if pending is None:
+            return  # fire-and-forget (-1), or it ended meanwhile
+        client = pending.client
+        hold = self.hooks.overridden('on_response') or self.hooks.overridden(
+            'on_pending_removed')
+        if hold:
+            client.hold()
+        status = self.send(pending, status, headers, body, cookies)
+        response = None
+        if self.hooks.overridden('on_response'):
+            response = _msg.Response._from_wire(
+                request_id, status, headers, body, kind, cookies)
+        self.core.end(pending, PENDING_COMPLETED, response)
+        if hold:
+            client.release()
+
+    def send(self, pending, status, headers, body, cookies):
+        """Write a worker's answer; the status the client got."""
+        client = pending.client
+        if not client.is_open or client.pending is not pending:
+            return status
+        try:
+            client.send_response(status, headers, body, cookies,
+                                 head=pending.method == 'HEAD',
+                                 close=self.core.stopping)
+        except ValueError as err:
+            self.log.error("response to request %s refused: %s",
+                           pending.request_id, err)
+            client.pending = None
+            _replies.answer_error(client, 500)
+            return 500
+        except Exception as err:  # pylint: disable=broad-except
+            self.core.connection_failed(client, err)
+            client.pending = None
+            client.close()
+        return status
+
+    def deferred(self, handle, message):
+        request_id = message[1]
+        item = handle.pool.scheduler.release(handle, request_id)
+        pending = self.table.get(request_id)
+        if item is not None and pending is not None:
+            handle.held[request_id] = item
+            _pending.held(pending)
+
+    # -- streams ---------------------------------------------------------------
+
+    def stream_start(self, handle, message):
+        _, request_id, status, headers, cookies = message
+        item = handle.pool.scheduler.release(handle, request_id)
+        pending = self.table.get(request_id)
+        if pending is None:
+            return
+        handle.held[request_id] = item if item is not None else pending
+        client = pending.client
+        if pending.streaming or not client.is_open or client.response_started:
+            return
+        self.table.stream_started(pending)
+        try:
+            client.start_stream(status, headers, cookies)
+        except Exception as err:  # pylint: disable=broad-except
+            self.log.error("stream for request %s cannot start: %r",
+                           request_id, err)
+            client.pending = None
+            _replies.answer_error(client, 500)
+            self.core.end(pending, PENDING_COMPLETED, tell_worker=True)
+
+    def stream_data(self, handle, message):
+        pending = self.table.get(message[1])
+        if pending is None or not pending.streaming:
+            return
+        client = pending.client
+        if not client.is_open:
+            return
+        if not client.send_chunk(message[2]):
+            if not client.is_open or pending.done:
+                self.log.warning(
+                    "stream %s dropped: the client does not read fast enough "
+                    "(send buffer limit %d bytes)", pending.request_id,
+                    client.max_send_buffer_size)
+
+    def stream_end(self, handle, message):
+        request_id = message[1]
+        handle.held.pop(request_id, None)
+        pending = self.table.get(request_id)
+        if pending is None:
+            return
+        client = pending.client
+        if client.pending is pending:
+            client.end_stream()
+        self.core.end(pending, PENDING_STREAM_CLOSED)
+
+    # -- the worker's own state -------------------------------------------------
+
+    def worker_log(self, handle, message):
+        self.core.log_record(message[1], message[2], message[3])
+
+    def ready(self, handle, message):
+        self.core.supervisor.worker_ready(handle)
+
+    def bounce(self, handle, message):
+        """Taken while paused: another worker gets it."""
+        handle.pool.scheduler.bounced(handle, message[2])
+
+    def returned(self, handle, message):
+        """Recalled requests the worker never started."""
+        handle.pool.scheduler.returned(handle, message[1])
+
+    def pause(self, handle, message):
+        handle.accepting = False
+        handle.pool.scheduler.withdraw(handle)
+
+    def resume(self, handle, message):
+        handle.accepting = True
+        handle.pool.scheduler.offer(handle)
+
+    def forward(self, handle, message):
+        self.hooks.call('on_forward', message[1], message[2])

@@ -1,0 +1,50 @@
+"""Answers the dispatcher gives a client itself: errors for requests it
+refuses or fails, and the end of a stream it cuts short. Never raises: a
+client that cannot be answered is closed, so nothing is left hanging.
+"""
+
+import uhttp.server as _server
+
+SHUTTING_DOWN = {'error': 'Server shutting down'}
+
+
+def error_body(status, text=None):
+    return {'error': text or _server.STATUS_CODES.get(status, 'Error')}
+
+
+def answer_error(client, status, text=None, headers=None, before=None):
+    """Answer `status` unless the request was answered already (since
+    `client.responses` was `before`, when given)."""
+    count = client.responses
+    if client.answered_since(count if before is None else before):
+        return
+    try:
+        client.respond(error_body(status, text), status=status,
+                       headers=headers)
+    except Exception:  # pylint: disable=broad-except
+        client.close()
+        return
+    if not client.answered_since(count):
+        client.close()  # could not answer: never leave it hanging
+
+
+def end_for(pending, status, data=None, headers=None):
+    """The client side of failing `pending`: its stream is closed, or it
+    gets `status` with `data` (default {'error': <reason phrase>})."""
+    client = pending.client
+    if client.pending is not pending:
+        return
+    client.pending = None
+    if pending.streaming:
+        client.end_stream()
+    elif client.is_open and not client.response_started:
+        try:
+            client.respond(data if data is not None else error_body(status),
+                           status=status, headers=headers)
+        except Exception:  # pylint: disable=broad-except
+            client.close()
+
+
+def refuse_while_stopping(client):
+    client.respond(SHUTTING_DOWN, status=503,
+                   headers={'connection': 'close', 'retry-after': '1'})

@@ -1,0 +1,72 @@
+"""Graceful shutdown, as named phases.
+
+1. stop accepting connections;
+2. let the requests in flight finish, up to `shutdown_timeout`;
+3. answer the rest 503 (and close open streams);
+4. ask every worker to stop, through its pipe;
+5. wait for them, kill those still alive at the deadline;
+6. give answers already written a moment to reach slow clients.
+
+A second SIGTERM/SIGINT cuts every wait short.
+"""
+
+import time as _time
+
+from . import replies as _replies
+from .pending import PENDING_SHUTDOWN
+
+SHUTDOWN_WORKER_GRACE = 1.0
+FLUSH_GRACE = 2.0
+KILL_WAIT = 5.0
+
+_monotonic = _time.monotonic
+
+
+class Shutdown:
+    """The shutdown of one dispatcher (`core`)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.log = core.log
+        self.supervisor = core.supervisor
+
+    def run(self):
+        core = self.core
+        core.stopping = True
+        self.log.info("shutting down (%s): %d pending request(s)",
+                      core.stop_requested or 'stop', len(core.pending))
+        core.server.stop_listening()
+        deadline = _monotonic() + core.settings.shutdown_timeout
+        self.drain(deadline)
+        self.refuse_the_rest()
+        self.supervisor.stop_all()
+        self.wait_for_workers(deadline)
+        core.run_until(self.clients_flushed, _monotonic() + FLUSH_GRACE)
+        self.log.info("stopped")
+
+    def drain(self, deadline):
+        """Serve until no request waits for an answer (streams aside)."""
+        table = self.core.pending
+        self.core.run_until(lambda: table.waiting <= 0, deadline)
+
+    def refuse_the_rest(self):
+        core = self.core
+        for pending in list(core.pending.requests.values()):
+            core.fail(pending, 503, _replies.SHUTTING_DOWN, PENDING_SHUTDOWN)
+        for pool in core.pools:
+            for item in pool.scheduler.drain():
+                if hasattr(item, 'client'):
+                    core.fail(item, 503, _replies.SHUTTING_DOWN,
+                              PENDING_SHUTDOWN)
+
+    def wait_for_workers(self, deadline):
+        run_until = self.core.run_until
+        gone = self.supervisor.all_gone
+        run_until(gone, max(deadline, _monotonic() + SHUTDOWN_WORKER_GRACE))
+        self.supervisor.kill_remaining('shutdown')
+        run_until(gone, _monotonic() + KILL_WAIT)
+        self.supervisor.wait_all()
+
+    def clients_flushed(self):
+        return not any(connection.has_data_to_send
+                       for connection in self.core.server.connections)
