@@ -390,7 +390,7 @@ class TestResponse:
         assert response.body == b''
 
     def test_from_wire_decodes_lazily(self):
-        response = Response._from_wire(
+        response = msg.response_from_wire(
             5, 200, [('content-type', 'application/json')], b'{"a": [1]}',
             msg.BODY_JSON, None)
         assert response._kind == msg.BODY_JSON   # not decoded yet
@@ -404,17 +404,17 @@ class TestResponse:
     @pytest.mark.parametrize('data', ['text ✓', b'\x00bin', None, [1, 2]])
     def test_from_wire_kinds(self, data):
         body, kind, _ = encode_body(data)
-        response = Response._from_wire(1, 200, None, body, kind, None)
+        response = msg.response_from_wire(1, 200, None, body, kind, None)
         assert response.data == data
         assert response.headers == {}
 
     def test_from_wire_bad_json_falls_back_to_bytes(self):
-        response = Response._from_wire(1, 200, None, b'{oops', msg.BODY_JSON,
+        response = msg.response_from_wire(1, 200, None, b'{oops', msg.BODY_JSON,
                                        None)
         assert response.data == b'{oops'
 
     def test_data_setter(self):
-        response = Response._from_wire(1, 200, None, b'{"a": 1}',
+        response = msg.response_from_wire(1, 200, None, b'{"a": 1}',
                                        msg.BODY_JSON, None)
         response.data = {'b': 2}
         assert response.data == {'b': 2}

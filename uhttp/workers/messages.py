@@ -209,13 +209,6 @@ class Response:
         self._body = None
         self._kind = None
 
-    @classmethod
-    def _from_wire(cls, request_id, status, headers, body, kind, cookies):
-        response = cls(request_id, None, status,
-                       dict(headers) if headers else {}, cookies)
-        response._body = body
-        response._kind = kind
-        return response
 
     @property
     def data(self):
@@ -385,6 +378,16 @@ class Request:
         if self._state != self._STREAMING:
             return False
         return self._worker.end_stream(self)
+
+
+def response_from_wire(request_id, status, headers, body, kind, cookies):
+    """The Response a worker's W_RESPONSE describes; its data is decoded
+    from `body` only when asked for."""
+    response = Response(request_id, None, status,
+                        dict(headers) if headers else {}, cookies)
+    response._body = body
+    response._kind = kind
+    return response
 
 
 def _rebuild_request(*args):

@@ -80,7 +80,7 @@ class Relay:
         status = self.send(pending, status, headers, body, cookies)
         response = None
         if self.hooks.overridden('on_response'):
-            response = _msg.Response._from_wire(
+            response = _msg.response_from_wire(
                 request_id, status, headers, body, kind, cookies)
         self.core.end(pending, PENDING_COMPLETED, response)
         if hold:
