@@ -26,6 +26,7 @@ from . import http as _http
 from . import log as _log
 from . import messages as _msg
 from . import replies as _replies
+from . import systemd as _systemd
 from .intake import Intake
 from .loop import EVENT_WRITE, Loop, Signals
 from .pending import (
@@ -71,6 +72,8 @@ class Core:
         self.hurry = False
         self.queue_warned = {}
         self.accept_warned = 0.0
+        self.notifier = _systemd.Notifier()
+        self.announced_ready = False
         self.intake = Intake(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
@@ -189,6 +192,32 @@ class Core:
         for pool in self.pools:
             self.loop.call_at(now + pool.heartbeat_interval,
                               self.supervisor.check_health, pool)
+        interval = _systemd.watchdog_interval()
+        if interval is not None:
+            self.loop.call_at(now, self.watchdog_tick, interval)
+        self.workers_changed()
+
+    # -- systemd -----------------------------------------------------------------
+
+    def workers_changed(self):
+        """A worker got ready (or the dispatcher started): once every pool's
+        workers are ready the first time, tell systemd (READY=1)."""
+        if self.announced_ready or self.stopping:
+            return
+        if all(handle.ready for pool in self.pools for handle in pool.handles):
+            self.announced_ready = True
+            self.notifier.ready(self.summary())
+
+    def summary(self):
+        """One line for STATUS=: pools, workers ready/total, in flight."""
+        handles = [handle for pool in self.pools for handle in pool.handles]
+        ready = sum(1 for handle in handles if handle.ready)
+        return (f"{len(self.pools)} pools, {ready}/{len(handles)} workers "
+                f"ready, {len(self.pending)} requests in flight")
+
+    def watchdog_tick(self, now, interval):
+        self.loop.call_at(now + interval, self.watchdog_tick, interval)
+        self.notifier.watchdog()
 
     def listen(self):
         settings = self.settings
@@ -224,6 +253,8 @@ class Core:
 
     def idle_tick(self, now):
         self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)
+        if self.notifier.enabled and self.announced_ready:
+            self.notifier.status(self.summary())
         self.hooks.call('on_idle')
 
     # -- the loop ----------------------------------------------------------------
@@ -503,6 +534,7 @@ class Core:
             except Exception:  # pylint: disable=broad-except
                 pass
         self.loop.close()
+        self.notifier.close()
         self.user_fds = None
         self.dirty = set()
 

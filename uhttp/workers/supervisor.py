@@ -82,6 +82,7 @@ class Supervisor:
         self.log.debug("%s ready (pid %s)", handle.name, handle.pid)
         if not handle.stopping:
             handle.pool.scheduler.offer(handle)
+        self.core.workers_changed()
 
     def recall(self, handle):
         """Ask `handle`'s worker for the requests it has not started."""

@@ -1,0 +1,93 @@
+"""systemd notifications over a real Unix datagram socket standing in for
+systemd's NOTIFY_SOCKET: READY=1 once every worker is ready, STATUS= lines,
+WATCHDOG=1 at half the interval, STOPPING=1 on shutdown."""
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+
+class NotifySocket:
+    """A datagram socket bound where systemd would listen."""
+
+    def __init__(self, tmp_path, abstract=False):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract:
+            name = f'uw-notify-{os.getpid()}-{time.monotonic_ns()}'
+            self.sock.bind('\0' + name)
+            self.env = '@' + name
+        else:
+            path = str(tmp_path / 'notify.sock')
+            self.sock.bind(path)
+            self.env = path
+        self.sock.settimeout(0.2)
+        self.messages = []
+
+    def wait_for(self, line, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if line in message.split('\n'):
+                    return message
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+        raise AssertionError(f"no {line!r} among {self.messages!r}")
+
+    def collect(self, seconds):
+        """Read every datagram that arrives within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+    def count(self, line):
+        return sum(message.split('\n').count(line) for message in self.messages)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize('abstract', [False, True], ids=['path', 'abstract'])
+def test_ready_status_watchdog_stopping(app_server, tmp_path, abstract):
+    notify = NotifySocket(tmp_path, abstract)
+    try:
+        server = app_server('smoke', env={'NOTIFY_SOCKET': notify.env,
+                                          'WATCHDOG_USEC': '400000'})
+        ready = notify.wait_for('READY=1')
+        # READY=1 only once every worker is ready
+        workers = [w for pool in server.status()['pools']
+                   for w in pool['workers']]
+        assert all(w['ready'] for w in workers)
+        assert 'STATUS=1 pools, 2/2 workers ready' in ready
+        assert server.get('/api/hello').status == 200
+        # the watchdog pings come from the loop, at half of WATCHDOG_USEC
+        before = notify.count('WATCHDOG=1')
+        notify.collect(1.0)
+        assert notify.count('WATCHDOG=1') - before >= 3   # every 0.2 s
+        notify.wait_for('STATUS=1 pools, 2/2 workers ready, 0 requests in flight')
+        server.send_signal(signal.SIGTERM)
+        notify.wait_for('STOPPING=1')
+        assert server.proc.wait(timeout=20) == 0
+    finally:
+        notify.close()
+
+
+def test_watchdog_for_another_pid_is_not_ours(app_server, tmp_path):
+    notify = NotifySocket(tmp_path)
+    try:
+        app_server('smoke', env={'NOTIFY_SOCKET': notify.env,
+                                 'WATCHDOG_USEC': '200000',
+                                 'WATCHDOG_PID': '1'})
+        notify.wait_for('READY=1')
+        notify.collect(1.2)
+        notify.wait_for('STATUS=1 pools, 2/2 workers ready, 0 requests in flight')
+        assert notify.count('WATCHDOG=1') == 0
+    finally:
+        notify.close()
