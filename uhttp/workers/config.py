@@ -49,12 +49,18 @@ class DispatcherSettings:
 
     def __init__(self, port=8080, address='0.0.0.0', pools=None,
                  static_routes=None, shutdown_timeout=10, max_pending=1000,
-                 ssl_context=None, log_level=_log.LOG_INFO, **http_options):
+                 ssl_context=None, log_level=_log.LOG_INFO, owner=None,
+                 **http_options):
+        self.given = dict(
+            port=port, address=address, pools=pools,
+            static_routes=static_routes, shutdown_timeout=shutdown_timeout,
+            max_pending=max_pending, ssl_context=ssl_context,
+            log_level=log_level, **http_options)
         self.port = check_port(port)
         if not isinstance(address, str):
             raise TypeError(f"Dispatcher address must be a str, not {address!r}")
         self.address = address
-        self.pools, self.fallback = check_pools(pools)
+        self.pools, self.fallback = check_pools(pools, owner)
         self.routed_pools = [pool for pool in self.pools if not pool.is_fallback]
         self.shutdown_timeout = positive(
             shutdown_timeout, 'shutdown_timeout', allow_zero=True)
@@ -85,8 +91,9 @@ def check_max_pending(max_pending):
     return max_pending
 
 
-def check_pools(pools):
-    """(list of pools, the fallback pool or None)."""
+def check_pools(pools, owner=None):
+    """(list of pools, the fallback pool or None); `owner` is the core the
+    pools may already belong to (a configuration applied again)."""
     pools = [] if pools is None else pools
     if not isinstance(pools, (list, tuple)):
         raise TypeError(
@@ -98,7 +105,7 @@ def check_pools(pools):
             raise TypeError(
                 f"Dispatcher pools must hold WorkerPool instances, "
                 f"found {pool!r}")
-        if pool.core is not None:
+        if pool.core is not None and pool.core is not owner:
             raise ValueError(f"Dispatcher pools: {pool!r} already belongs "
                              "to a dispatcher")
         if pools.count(pool) > 1:

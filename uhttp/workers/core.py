@@ -80,6 +80,22 @@ class Core:
         for pool in self.pools:
             pool.core = self
 
+    def configure(self, **overrides):
+        """Apply Dispatcher keyword arguments again, over those it was built
+        with (the command line and its config file do this); checked as at
+        construction, all or nothing. Only before run()."""
+        if self.running:
+            raise RuntimeError("configure() works only before run()")
+        given = dict(self.settings.given)
+        given.update(overrides)
+        settings = _config.DispatcherSettings(owner=self, **given)
+        self.settings = settings
+        self.pools[:] = settings.pools
+        for pool in self.pools:
+            pool.core = self
+        self.log_level = self.log.level = settings.log_level
+        self.intake = Intake(self)
+
     # -- information -----------------------------------------------------------
 
     @staticmethod

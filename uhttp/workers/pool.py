@@ -220,38 +220,6 @@ class WorkerPool:
             raise TypeError(
                 f"WorkerPool worker_class must be a Worker subclass, "
                 f"not {worker_class!r}")
-        self.num_workers = _number(num_workers, 'num_workers', minimum=1,
-                                   integer=True)
-        self.routes = None
-        self._router = None
-        if routes is not None:
-            self._router = _routing.PrefixRoutes(routes, 'WorkerPool routes')
-            self.routes = list(routes)
-        self.timeout = _number(timeout, 'timeout', strict=True)
-        self.stuck_timeout = _number(stuck_timeout, 'stuck_timeout', strict=True)
-        self.heartbeat_interval = _number(
-            heartbeat_interval, 'heartbeat_interval', strict=True)
-        self.log_level = _log.check_level(log_level, 'WorkerPool log_level')
-        self.max_restarts = _number(max_restarts, 'max_restarts', minimum=1,
-                                    integer=True)
-        self.restart_window = _number(restart_window, 'restart_window',
-                                      strict=True)
-        self.queue_warning = _number(queue_warning, 'queue_warning',
-                                     integer=True)
-        self.worker_memory_limit_mb = _number(
-            worker_memory_limit_mb, 'worker_memory_limit_mb', allow_none=True,
-            strict=True)
-        self.recovery_interval = _number(
-            recovery_interval, 'recovery_interval', allow_none=True,
-            strict=True)
-        if permanent_failure_exitcode is not None:
-            _number(permanent_failure_exitcode, 'permanent_failure_exitcode',
-                    minimum=1, integer=True)
-            if permanent_failure_exitcode > 255:
-                raise ValueError(
-                    "WorkerPool permanent_failure_exitcode must be 1..255, "
-                    f"got {permanent_failure_exitcode}")
-        self.permanent_failure_exitcode = permanent_failure_exitcode
         for name in _RESERVED_KWARGS:
             if name in kwargs:
                 raise TypeError(
@@ -259,18 +227,53 @@ class WorkerPool:
         self.worker_class = worker_class
         self.kwargs = kwargs
         self.name = worker_class.__name__
+        self.routes = None
+        self._router = None
+        if routes is not None:
+            self._router = _routing.PrefixRoutes(routes, 'WorkerPool routes')
+            self.routes = list(routes)
+        self.configure(
+            num_workers=num_workers, timeout=timeout,
+            stuck_timeout=stuck_timeout, heartbeat_interval=heartbeat_interval,
+            log_level=log_level, max_restarts=max_restarts,
+            restart_window=restart_window, queue_warning=queue_warning,
+            worker_memory_limit_mb=worker_memory_limit_mb,
+            recovery_interval=recovery_interval,
+            permanent_failure_exitcode=permanent_failure_exitcode)
         # the running state: the dispatcher's core sets and reads these
         self.scheduler = PoolScheduler()
         self.request_queue = RequestQueue(self.scheduler)
         self.policy = RestartPolicy(
             self.max_restarts, self.restart_window,
-            permanent_exitcode=permanent_failure_exitcode)
+            permanent_exitcode=self.permanent_failure_exitcode)
         self.handles = []        # WorkerHandle per slot, once started
         self.slots = None        # their heartbeat SlotTable
         self.core = None         # the dispatcher's core, once it has one
         self.degraded = False
         self.configs = []        # the latest send_config(), for new workers
         self._alive = 0          # handles whose process is alive
+
+    def configure(self, **settings):
+        """Check and set pool settings (the constructor's keywords but
+        worker_class, routes and the workers' kwargs); all or nothing."""
+        checked = {}
+        for name, value in settings.items():
+            check = SETTINGS.get(name)
+            if check is None:
+                raise TypeError(f"WorkerPool has no setting {name!r} "
+                                f"(settings: {', '.join(sorted(SETTINGS))})")
+            checked[name] = check(value)
+        for name, value in checked.items():
+            setattr(self, name, value)
+        policy = getattr(self, 'policy', None)
+        if policy is not None:
+            policy.max_restarts = self.max_restarts
+            policy.window = self.restart_window
+            policy.permanent_exitcode = self.permanent_failure_exitcode
+
+    def settings(self):
+        """The current value of every setting configure() takes."""
+        return {name: getattr(self, name) for name in SETTINGS}
 
     def __repr__(self):
         return (f"<WorkerPool {self.name} workers={self.num_workers} "
@@ -339,6 +342,37 @@ class WorkerPool:
         if self.core is not None:
             for handle in self.handles:
                 self.core.tell_worker(handle, frame)
+
+
+def _exit_code(value):
+    if value is None:
+        return None
+    _number(value, 'permanent_failure_exitcode', minimum=1, integer=True)
+    if value > 255:
+        raise ValueError(
+            f"WorkerPool permanent_failure_exitcode must be 1..255, got {value}")
+    return value
+
+
+# setting -> its check (returns the value, raises TypeError/ValueError
+# naming the setting)
+SETTINGS = {
+    'num_workers': lambda v: _number(v, 'num_workers', minimum=1, integer=True),
+    'timeout': lambda v: _number(v, 'timeout', strict=True),
+    'stuck_timeout': lambda v: _number(v, 'stuck_timeout', strict=True),
+    'heartbeat_interval': lambda v: _number(v, 'heartbeat_interval',
+                                            strict=True),
+    'log_level': lambda v: _log.check_level(v, 'WorkerPool log_level'),
+    'max_restarts': lambda v: _number(v, 'max_restarts', minimum=1,
+                                      integer=True),
+    'restart_window': lambda v: _number(v, 'restart_window', strict=True),
+    'queue_warning': lambda v: _number(v, 'queue_warning', integer=True),
+    'worker_memory_limit_mb': lambda v: _number(
+        v, 'worker_memory_limit_mb', allow_none=True, strict=True),
+    'recovery_interval': lambda v: _number(v, 'recovery_interval',
+                                           allow_none=True, strict=True),
+    'permanent_failure_exitcode': _exit_code,
+}
 
 
 def describe_exit(status):

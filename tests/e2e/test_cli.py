@@ -1,0 +1,279 @@
+"""The command line, as a user runs it: `python -m uhttp.workers
+module:attribute` from the project's directory, with flags and a TOML
+config file; exit codes, --check-config, --print-config, --pid-file."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+from harness import ROOT, exchange
+
+APP = textwrap.dedent('''
+    import os
+    import uhttp.workers as _workers
+
+
+    class ItemWorker(_workers.Worker):
+        def setup(self):
+            self.items = {}
+
+        @_workers.api('/api/pid', 'GET')
+        def pid(self, request):
+            return {'pid': os.getpid(), 'kwargs': self.kwargs}
+
+
+    class App(_workers.Dispatcher):
+        def __init__(self, **kwargs):
+            super().__init__(pools=[_workers.WorkerPool(
+                ItemWorker, num_workers=1, routes=['/api/**'])], **kwargs)
+
+        @_workers.sync('/status')
+        def status(self, client, path_params):
+            client.respond(_workers.Dispatcher.status(self))
+
+
+    dispatcher = App(port=9)
+
+    def make():
+        return App(port=9, max_pending=77)
+
+    not_a_dispatcher = 42
+''')
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / 'myapp.py').write_text(APP)
+    (tmp_path / 'broken.py').write_text('import nothing_by_this_name\n')
+    return tmp_path
+
+
+def env():
+    environ = dict(os.environ)
+    inherited = [os.path.abspath(entry) for entry in
+                 environ.get('PYTHONPATH', '').split(os.pathsep) if entry]
+    environ['PYTHONPATH'] = os.pathsep.join([ROOT] + inherited)
+    environ['PYTHONUNBUFFERED'] = '1'
+    environ.pop('JOURNAL_STREAM', None)
+    return environ
+
+
+def run(project, *args, timeout=30):
+    return subprocess.run(
+        [sys.executable, '-m', 'uhttp.workers', *args], cwd=project, env=env(),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=timeout)
+
+
+class Running:
+    """A dispatcher started from the command line, killed by pid."""
+
+    def __init__(self, project, *args):
+        self.log_path = project / 'out.log'
+        self.log_file = open(self.log_path, 'wb')
+        self.proc = subprocess.Popen(
+            [sys.executable, '-m', 'uhttp.workers', *args], cwd=project,
+            env=env(), stdin=subprocess.DEVNULL, stdout=self.log_file,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            found = re.search(r'listening on http://[^:]+:(\d+)', self.log())
+            if found:
+                self.port = int(found.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.close()
+        raise AssertionError(f"did not start:\n{self.log()}")
+
+    def log(self):
+        return self.log_path.read_text(errors='replace')
+
+    def get(self, path):
+        raw = exchange(self.port, f'GET {path} HTTP/1.1\r\nHost: x\r\n'
+                       'Connection: close\r\n\r\n'.encode())
+        head, _, body = raw.partition(b'\r\n\r\n')
+        return int(head.split()[1]), json.loads(body)
+
+    def close(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(timeout=10)
+        self.log_file.close()
+
+
+def wait_ready(server, count):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, body = server.get('/status')
+        workers = body['pools'][0]['workers']
+        if len(workers) == count and all(w['ready'] for w in workers):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"workers not ready: {body}")
+
+
+def test_runs_a_subclass_with_flags_and_stops_cleanly(project):
+    pid_file = project / 'app.pid'
+    server = Running(project, 'myapp:App', '--host', '127.0.0.1', '--port',
+                     '0', '--workers', 'ItemWorker=3', '--pid-file',
+                     str(pid_file))
+    try:
+        wait_ready(server, 3)
+        assert pid_file.read_text().strip() == str(server.proc.pid)
+        status, body = server.get('/api/pid')
+        assert status == 200
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=20) == 0
+        assert not pid_file.exists()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize('target', ['myapp:dispatcher', 'myapp:make'])
+def test_instance_and_factory_take_command_line_settings(project, target):
+    config = project / 'app.toml'
+    config.write_text(textwrap.dedent('''
+        [dispatcher]
+        host = "127.0.0.1"
+        port = 1
+        max_pending = 55
+
+        [pools.ItemWorker]
+        num_workers = 2
+        [pools.ItemWorker.kwargs]
+        db = "reader"
+    '''))
+    # the command line's port wins over the file's, which wins over the app's
+    server = Running(project, target, '--config', str(config), '--port', '0')
+    try:
+        body = wait_ready(server, 2)
+        assert body['pools'][0]['name'] == 'ItemWorker'
+        status, reply = server.get('/api/pid')
+        assert reply['kwargs'] == {'db': 'reader'}
+    finally:
+        server.close()
+
+
+def test_print_config_shows_the_effective_settings(project):
+    config = project / 'app.toml'
+    config.write_text('[dispatcher]\nmax_pending = 55\nlog_level = "warning"\n'
+                      '[pools.ItemWorker]\ntimeout = 12.5\n')
+    result = run(project, 'myapp:App', '--config', str(config), '--port',
+                 '8181', '--workers', 'ItemWorker=4', '--print-config')
+    assert result.returncode == 0, result.stderr
+    printed = tomllib.loads(result.stdout)
+    assert printed['dispatcher']['port'] == 8181
+    assert printed['dispatcher']['max_pending'] == 55
+    assert printed['dispatcher']['log_level'] == 30
+    assert printed['pools']['ItemWorker']['num_workers'] == 4
+    assert printed['pools']['ItemWorker']['timeout'] == 12.5
+
+
+def test_check_config_good(project):
+    config = project / 'app.toml'
+    config.write_text('[dispatcher]\nport = 8080\n')
+    result = run(project, 'myapp:App', '--config', str(config),
+                 '--check-config')
+    assert result.returncode == 0, result.stderr
+    assert 'configuration OK' in result.stderr
+
+
+def test_check_config_lists_every_mistake(project):
+    config = project / 'app.toml'
+    config.write_text(textwrap.dedent('''
+        [dispatcher]
+        port = "eighty"
+        prot = 1
+        max_pending = 0
+
+        [pools.ItemWorker]
+        num_workers = 0
+        colour = "blue"
+
+        [pools.Nobody]
+        timeout = 3
+
+        [extra]
+        x = 1
+    '''))
+    result = run(project, 'myapp:App', '--config', str(config),
+                 '--check-config')
+    assert result.returncode == 1
+    text = result.stderr
+    for needle in ('[dispatcher] port', '[dispatcher] prot',
+                   '[dispatcher] max_pending', '[pools.ItemWorker] num_workers',
+                   '[pools.ItemWorker] colour', '[extra]'):
+        assert needle in text, (needle, text)
+
+
+def test_unknown_pool_is_a_configuration_error(project):
+    result = run(project, 'myapp:App', '--workers', 'Nobody=2',
+                 '--check-config')
+    assert result.returncode == 1
+    assert "no pool named 'Nobody'" in result.stderr
+
+
+def test_bad_toml_is_a_configuration_error(project):
+    config = project / 'app.toml'
+    config.write_text('[dispatcher\nport = 1\n')
+    result = run(project, 'myapp:App', '--config', str(config))
+    assert result.returncode == 1
+    assert 'not valid TOML' in result.stderr
+
+
+@pytest.mark.parametrize('target,needle', [
+    ('nomodule:App', "cannot import module 'nomodule'"),
+    ('broken:App', 'nothing_by_this_name'),
+    ('myapp:Missing', "has no attribute 'Missing'"),
+    ('myapp:not_a_dispatcher', 'not a Dispatcher'),
+    ('myapp', 'module:attribute'),
+])
+def test_target_problems_exit_3(project, target, needle):
+    result = run(project, target, '--check-config')
+    assert result.returncode == 3, result.stderr
+    assert needle in result.stderr
+
+
+@pytest.mark.parametrize('args', [[], ['myapp:App', '--port', 'x'],
+                                  ['myapp:App', '--bogus']])
+def test_usage_errors_exit_2(project, args):
+    result = run(project, *args)
+    assert result.returncode == 2
+    assert 'usage' in result.stderr
+
+
+def test_version(project):
+    result = run(project, '--version')
+    assert result.returncode == 0
+    assert re.match(r'uhttp-workers \d+\.\d+', result.stdout)
+
+
+def test_port_in_use_is_reported(project):
+    import socket
+    blocker = socket.socket()
+    blocker.bind(('127.0.0.1', 0))
+    blocker.listen()
+    try:
+        port = blocker.getsockname()[1]
+        result = run(project, 'myapp:App', '--host', '127.0.0.1', '--port',
+                     str(port))
+        assert result.returncode == 1
+        assert 'cannot listen' in result.stderr
+    finally:
+        blocker.close()

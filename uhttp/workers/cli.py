@@ -1,0 +1,255 @@
+"""The command line: `uhttp-workers TARGET` (or `python -m uhttp.workers`).
+
+TARGET is `module:attribute`, imported with the working directory on the
+path: a Dispatcher subclass (built with the settings of the command line
+and the config file as keyword arguments), a Dispatcher instance, or a
+callable returning one. For all three, the command line's settings win
+over the config file's, which win over what the app declared.
+
+Exit codes: 0 after a clean shutdown (or a good --check-config), 1 for a
+bad configuration, 2 for a usage error, 3 when TARGET cannot be imported
+or is not a dispatcher.
+"""
+
+import argparse as _argparse
+import importlib as _importlib
+import os as _os
+import sys as _sys
+
+from . import configfile as _configfile
+from .dispatcher import Dispatcher
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_USAGE = 2
+EXIT_TARGET = 3
+
+
+class TargetError(Exception):
+    """TARGET cannot be imported or is not a dispatcher (exit code 3)."""
+
+
+class ConfigError(Exception):
+    """The configuration has problems (exit code 1); `problems` lists them."""
+
+    def __init__(self, problems):
+        super().__init__('; '.join(problems))
+        self.problems = list(problems)
+
+
+def parser():
+    from . import __version__  # pylint: disable=import-outside-toplevel
+    parse = _argparse.ArgumentParser(
+        prog='uhttp-workers',
+        description='Run a uhttp-workers dispatcher: TARGET is module:attribute '
+                    '(a Dispatcher subclass, instance, or a callable returning one).')
+    parse.add_argument('target', metavar='TARGET')
+    parse.add_argument('--host', help='listen address')
+    parse.add_argument('--port', type=int, help='listen port (0: a free one)')
+    parse.add_argument('--workers', action='append', default=[],
+                       metavar='POOL=N', help='worker processes of a pool '
+                       '(by pool or worker class name); repeatable')
+    parse.add_argument('--config', metavar='FILE',
+                       help='TOML file: [dispatcher] and [pools.NAME] tables')
+    parse.add_argument('--log-level', help='debug, info, warning, error, '
+                       'critical, or a number')
+    parse.add_argument('--access-log', action='store_true',
+                       help='log one line per finished request')
+    parse.add_argument('--pid-file', metavar='FILE',
+                       help='write the dispatcher\'s pid here while it runs')
+    parse.add_argument('--check-config', action='store_true',
+                       help='load and check everything, print each problem, '
+                            'exit 0 or 1; binds no port')
+    parse.add_argument('--print-config', action='store_true',
+                       help='print the effective configuration as TOML')
+    parse.add_argument('--version', action='version',
+                       version=f'uhttp-workers {__version__}')
+    return parse
+
+
+def load_target(spec):
+    """The object TARGET names (TargetError when there is none)."""
+    module_name, sep, attribute = spec.partition(':')
+    if not sep or not module_name or not attribute:
+        raise TargetError(f"TARGET must be module:attribute, not {spec!r}")
+    if _os.getcwd() not in _sys.path and '' not in _sys.path:
+        _sys.path.insert(0, _os.getcwd())
+    try:
+        module = _importlib.import_module(module_name)
+    except Exception as err:  # pylint: disable=broad-except
+        raise TargetError(f"cannot import module {module_name!r}: "
+                          f"{type(err).__name__}: {err}") from err
+    value = module
+    for part in attribute.split('.'):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute "
+                              f"{attribute!r}") from None
+    return value
+
+
+def command_line_overrides(args):
+    """Overrides from the flags, with their problems."""
+    overrides = _configfile.Overrides()
+    problems = []
+    if args.host is not None:
+        overrides.dispatcher['address'] = args.host
+    if args.port is not None:
+        overrides.dispatcher['port'] = args.port
+    if args.access_log:
+        overrides.dispatcher['access_log'] = True
+    if args.log_level is not None:
+        try:
+            value = args.log_level
+            overrides.dispatcher['log_level'] = _configfile.level(
+                int(value) if value.isdigit() else value, '--log-level')
+        except (TypeError, ValueError) as err:
+            problems.append(str(err))
+    for item in args.workers:
+        name, sep, count = item.partition('=')
+        if not sep or not name or not count.strip().isdigit():
+            problems.append(f"--workers {item!r}: expected POOL=N")
+            continue
+        overrides.pools.setdefault(name.strip(), {})['num_workers'] = int(count)
+    return overrides, problems
+
+
+def build(target, overrides):
+    """The Dispatcher TARGET names, with `overrides` applied."""
+    if isinstance(target, type):
+        if not issubclass(target, Dispatcher):
+            raise TargetError(f"{target!r} is not a Dispatcher subclass")
+        dispatcher = _construct(target, overrides.dispatcher)
+    elif isinstance(target, Dispatcher):
+        dispatcher = target
+    elif callable(target):
+        try:
+            dispatcher = target()
+        except Exception as err:  # pylint: disable=broad-except
+            raise ConfigError([f"TARGET factory failed: {type(err).__name__}: "
+                               f"{err}"]) from err
+        if not isinstance(dispatcher, Dispatcher):
+            raise TargetError(f"TARGET returned {dispatcher!r}, not a Dispatcher")
+    else:
+        raise TargetError(f"{target!r} is not a Dispatcher, a Dispatcher "
+                          "subclass or a callable returning one")
+    apply(dispatcher, overrides)
+    return dispatcher
+
+
+def _construct(cls, kwargs):
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        if kwargs and 'unexpected keyword argument' in str(err):
+            try:
+                return cls()  # settings are applied afterwards
+            except (TypeError, ValueError) as again:
+                raise ConfigError([f"{cls.__name__}(): {again}"]) from again
+        raise ConfigError([f"{cls.__name__}(): {err}"]) from err
+    except ValueError as err:
+        raise ConfigError([f"{cls.__name__}(): {err}"]) from err
+
+
+def apply(dispatcher, overrides):
+    """Apply Dispatcher and pool overrides; ConfigError lists the problems."""
+    core = dispatcher._uhttp
+    problems = []
+    if overrides.dispatcher:
+        try:
+            core.configure(**overrides.dispatcher)
+        except (TypeError, ValueError) as err:
+            problems.append(str(err))
+    pools = {pool.name: pool for pool in core.pools}
+    for name in set(overrides.pools) | set(overrides.pool_kwargs):
+        pool = pools.get(name)
+        if pool is None:
+            problems.append(f"no pool named {name!r} (pools: "
+                            f"{', '.join(pools) or 'none'})")
+            continue
+        try:
+            pool.configure(**overrides.pools.get(name, {}))
+        except (TypeError, ValueError) as err:
+            problems.append(f"pool {name}: {err}")
+        pool.kwargs.update(overrides.pool_kwargs.get(name, {}))
+    if problems:
+        raise ConfigError(problems)
+
+
+def effective_config(dispatcher):
+    core = dispatcher._uhttp
+    settings = core.settings
+    values = {'address': settings.address, 'port': settings.port,
+              'max_pending': settings.max_pending,
+              'shutdown_timeout': settings.shutdown_timeout,
+              'log_level': settings.log_level}
+    values.update(settings.http_options)
+    if settings.static:
+        values['static_routes'] = {mount.prefix: mount.root
+                                   for mount in settings.static}
+    pools = {pool.name: (pool.settings(), dict(pool.kwargs))
+             for pool in core.pools}
+    return _configfile.dump(values, pools)
+
+
+def prepare(args):
+    """(dispatcher) from parsed args; raises TargetError or ConfigError."""
+    overrides = _configfile.Overrides()
+    problems = []
+    if args.config:
+        loaded, problems = _configfile.load(args.config)
+        overrides.update(loaded)
+    flags, flag_problems = command_line_overrides(args)
+    problems.extend(flag_problems)
+    overrides.update(flags)
+    target = load_target(args.target)
+    if problems:
+        raise ConfigError(problems)
+    return build(target, overrides)
+
+
+def main(argv=None):
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_OK if exit_.code in (0, None) else EXIT_USAGE
+    try:
+        dispatcher = prepare(args)
+    except TargetError as err:
+        print(f"uhttp-workers: {err}", file=_sys.stderr)
+        return EXIT_TARGET
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"uhttp-workers: configuration: {problem}", file=_sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print("uhttp-workers: configuration OK", file=_sys.stderr)
+        return EXIT_OK
+    if args.print_config:
+        _sys.stdout.write(effective_config(dispatcher))
+        return EXIT_OK
+    return serve(dispatcher, args.pid_file)
+
+
+def serve(dispatcher, pid_file):
+    if pid_file:
+        try:
+            with open(pid_file, 'w', encoding='ascii') as file:
+                file.write(f'{_os.getpid()}\n')
+        except OSError as err:
+            print(f"uhttp-workers: cannot write --pid-file {pid_file}: {err}",
+                  file=_sys.stderr)
+            return EXIT_CONFIG
+    try:
+        dispatcher.run()
+    except OSError as err:
+        print(f"uhttp-workers: {err}", file=_sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        if pid_file:
+            try:
+                _os.unlink(pid_file)
+            except OSError:
+                pass
+    return EXIT_OK

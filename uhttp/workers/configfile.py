@@ -1,0 +1,203 @@
+"""The command line's configuration file (TOML) and the effective
+configuration printed back as TOML.
+
+    [dispatcher]
+    address = "127.0.0.1"       # or host
+    port = 8080
+    max_pending = 1000
+    log_level = "info"          # or a number
+    keep_alive_timeout = 30     # any HTTP option of the Dispatcher
+    static_routes = { "/static/" = "./static" }
+
+    [pools.ItemWorker]          # a pool, by name (its worker class's name)
+    num_workers = 4
+    timeout = 30
+    [pools.ItemWorker.kwargs]   # more keyword arguments for its workers
+    db_login = "reader"
+
+Loading never raises for a mistake in the file: every problem is returned,
+naming its table and key, so `--check-config` can list them all.
+"""
+
+import math as _math
+import re as _re
+
+from . import config as _config
+from . import http as _http
+from . import log as _log
+from .pool import SETTINGS as POOL_SETTINGS
+
+try:
+    import tomllib as _toml
+except ImportError:  # Python 3.10
+    import tomli as _toml
+
+LEVELS = {'debug': _log.LOG_DEBUG, 'info': _log.LOG_INFO,
+          'warning': _log.LOG_WARNING, 'error': _log.LOG_ERROR,
+          'critical': _log.LOG_CRITICAL}
+DISPATCHER_KEYS = frozenset((
+    'port', 'address', 'host', 'static_routes', 'shutdown_timeout',
+    'max_pending', 'log_level')) | _http.HTTP_OPTIONS
+
+
+class Overrides:
+    """What a configuration file (or the command line) sets: Dispatcher
+    keyword arguments, and settings and worker kwargs per pool name."""
+
+    def __init__(self):
+        self.dispatcher = {}
+        self.pools = {}        # pool name -> {setting: value}
+        self.pool_kwargs = {}  # pool name -> {kwarg: value}
+
+    def update(self, other):
+        self.dispatcher.update(other.dispatcher)
+        for name, values in other.pools.items():
+            self.pools.setdefault(name, {}).update(values)
+        for name, values in other.pool_kwargs.items():
+            self.pool_kwargs.setdefault(name, {}).update(values)
+
+
+def level(value, where):
+    """A log level from a name ('info') or a number."""
+    if isinstance(value, str):
+        found = LEVELS.get(value.strip().lower())
+        if found is None:
+            raise ValueError(f"{where}: unknown log level {value!r} "
+                             f"(known: {', '.join(LEVELS)})")
+        return found
+    return _log.check_level(value, where)
+
+
+def load(path):
+    """(Overrides, problems) from the TOML file at `path`."""
+    overrides = Overrides()
+    try:
+        with open(path, 'rb') as file:
+            data = _toml.load(file)
+    except OSError as err:
+        return overrides, [f"{path}: cannot read: {err.strerror or err}"]
+    except _toml.TOMLDecodeError as err:
+        return overrides, [f"{path}: not valid TOML: {err}"]
+    problems = []
+    for key in data:
+        if key not in ('dispatcher', 'pools'):
+            problems.append(f"{path}: unknown table [{key}] "
+                            "(known: [dispatcher], [pools.NAME])")
+    table = data.get('dispatcher', {})
+    if not isinstance(table, dict):
+        problems.append(f"{path}: 'dispatcher' must be a table")
+    else:
+        for key, value in table.items():
+            where = f"{path}: [dispatcher] {key}"
+            checked = _checked(where, check_dispatcher_key, key, value,
+                               problems)
+            if checked is not None:
+                overrides.dispatcher[checked[0]] = checked[1]
+    pools = data.get('pools', {})
+    if not isinstance(pools, dict):
+        problems.append(f"{path}: 'pools' must hold [pools.NAME] tables")
+        pools = {}
+    for name, table in pools.items():
+        _load_pool(path, name, table, overrides, problems)
+    return overrides, problems
+
+
+def _load_pool(path, name, table, overrides, problems):
+    if not isinstance(table, dict):
+        problems.append(f"{path}: pools.{name} must be a table")
+        return
+    for key, value in table.items():
+        where = f"{path}: [pools.{name}] {key}"
+        if key == 'kwargs':
+            if isinstance(value, dict):
+                overrides.pool_kwargs.setdefault(name, {}).update(value)
+            else:
+                problems.append(f"{where}: must be a table of keyword arguments")
+            continue
+        checked = _checked(where, check_pool_key, key, value, problems)
+        if checked is not None:
+            overrides.pools.setdefault(name, {})[key] = checked[1]
+
+
+def _checked(where, check, key, value, problems):
+    try:
+        return check(key, value, where)
+    except (TypeError, ValueError) as err:
+        problems.append(f"{where}: {err}")
+        return None
+
+
+def check_dispatcher_key(key, value, where):
+    """(Dispatcher keyword, checked value) for one [dispatcher] key."""
+    if key not in DISPATCHER_KEYS:
+        raise ValueError(f"unknown key (known: {', '.join(sorted(DISPATCHER_KEYS))})")
+    if key == 'host':
+        key = 'address'
+    if key == 'log_level':
+        value = level(value, 'log_level')
+    _config.DispatcherSettings(**{key: value})  # the checks of the Dispatcher
+    return key, value
+
+
+def check_pool_key(key, value, where):
+    """(setting, checked value) for one [pools.NAME] key."""
+    check = POOL_SETTINGS.get(key)
+    if check is None:
+        raise ValueError(f"unknown key (known: {', '.join(sorted(POOL_SETTINGS))}, "
+                         "and a kwargs table)")
+    if key == 'log_level':
+        value = level(value, 'log_level')
+    return key, check(value)
+
+
+# -- printing the effective configuration ---------------------------------------
+
+_BARE_KEY = _re.compile(r'[A-Za-z0-9_-]+\Z')
+
+
+def toml_key(key):
+    return key if _BARE_KEY.match(key) else toml_value(key)
+
+
+def toml_value(value):
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if _math.isinf(value):
+            return 'inf' if value > 0 else '-inf'
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace('\\', '\\\\').replace('"', '\\"')
+        escaped = escaped.replace('\n', '\\n').replace('\t', '\\t')
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return '[' + ', '.join(toml_value(item) for item in value) + ']'
+    if isinstance(value, dict):
+        return '{ ' + ', '.join(f'{toml_key(str(k))} = {toml_value(v)}'
+                                for k, v in value.items()) + ' }'
+    return toml_value(str(value))
+
+
+def dump(dispatcher, pools):
+    """TOML text: a [dispatcher] table and a [pools.NAME] table each;
+    unset values (None) are shown as comments."""
+    lines = ['[dispatcher]']
+    lines.extend(_lines(dispatcher))
+    for name, (settings, kwargs) in pools.items():
+        lines.append('')
+        lines.append(f'[pools.{toml_key(name)}]')
+        lines.extend(_lines(settings))
+        if kwargs:
+            lines.append(f'[pools.{toml_key(name)}.kwargs]')
+            lines.extend(_lines(kwargs))
+    return '\n'.join(lines) + '\n'
+
+
+def _lines(values):
+    for key, value in values.items():
+        if value is None:
+            yield f'# {toml_key(key)} is not set'
+        else:
+            yield f'{toml_key(key)} = {toml_value(value)}'
