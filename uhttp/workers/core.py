@@ -55,6 +55,7 @@ class Core:
         self.settings = _config.DispatcherSettings(*args, **kwargs)
         self.pools = self.settings.pools
         self.log_level = self.settings.log_level
+        self.log_taps = []
         self.log_style = _log.detect_style()
         self.log_stream = _sys.stderr
         self.log = _log.Logger(type(app).__name__, self.log_record,
@@ -148,7 +149,13 @@ class Core:
             return name
 
     def log_record(self, name, level, text):
-        """Every record of every process goes through the app's on_log()."""
+        """Every record of every process goes through the app's on_log()
+        (and to the taps: callables the test client listens with)."""
+        for tap in self.log_taps:
+            try:
+                tap(name, level, text)
+            except Exception:  # pylint: disable=broad-except
+                pass
         try:
             self.app.on_log(name, level, text)
         except Exception:  # pylint: disable=broad-except

@@ -1,0 +1,142 @@
+"""uhttp.workers.testing as a user's test suite uses it: TestServer runs the
+real dispatcher and workers, its client speaks HTTP and SSE, logs from every
+process are captured, start-up failures raise TestServerError, and no
+process outlives the server. The pytest fixture comes from the plugin."""
+
+import os
+import time
+
+import pytest
+
+import uhttp.workers as _workers
+from uhttp.workers.testing import TestServer, TestServerError
+
+from harness import pid_alive
+
+
+class ItemWorker(_workers.Worker):
+    def setup(self):
+        self.items = {}
+
+    @_workers.api('/api/items', 'GET')
+    def list_items(self, request):
+        return {'items': list(self.items.values())}
+
+    @_workers.api('/api/item/{id:int}', 'PUT')
+    def put_item(self, request):
+        self.items[request.path_params['id']] = request.data
+        return request.data, 201, {'X-Stored': 'yes'}
+
+    @_workers.api('/api/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid()}
+
+    @_workers.api('/api/fail', 'GET')
+    def fail(self, request):
+        raise RuntimeError('deliberate failure')
+
+    @_workers.api('/api/ticks', 'GET')
+    def ticks(self, request):
+        request.response_stream()
+        for number in range(3):
+            request.send_event(data={'n': number}, event='tick',
+                               event_id=str(number))
+        request.send_event(data='two\nlines')
+        request.response_stream_end()
+        return _workers.DEFERRED
+
+
+class App(_workers.Dispatcher):
+    @_workers.sync('/health', 'GET')
+    def health(self, client, path_params):
+        client.respond({'status': 'ok'})
+
+
+def pools(workers=2):
+    return [_workers.WorkerPool(ItemWorker, num_workers=workers,
+                                routes=['/api/**'])]
+
+
+def test_requests_json_headers_and_status():
+    with TestServer(App, pools=pools()) as server:
+        assert server.url == f'http://127.0.0.1:{server.port}'
+        assert server.get('/health').json() == {'status': 'ok'}
+        reply = server.put('/api/item/3', json={'name': 'lamp'})
+        assert reply.status == 201
+        assert reply.headers['x-stored'] == 'yes'
+        assert reply.headers['X-STORED'] == 'yes'
+        assert 'content-type' in reply.headers
+        assert server.get('/nowhere').status == 404
+        assert server.request('POST', '/health').status == 405
+        assert server.delete('/api/items').status == 405
+        server.assert_no_errors()
+
+
+def test_sse_events_are_parsed():
+    with TestServer(App, pools=pools(1)) as server:
+        events = list(server.sse('/api/ticks'))
+        assert [(e.event, e.data, e.id) for e in events[:3]] == [
+            ('tick', '{"n": 0}', '0'), ('tick', '{"n": 1}', '1'),
+            ('tick', '{"n": 2}', '2')]
+        assert events[3].data == 'two\nlines'
+        assert events[3].event == 'message'
+
+
+def test_status_and_logs_from_every_process():
+    with TestServer(App, pools=pools(2)) as server:
+        status = server.status()
+        workers = status['pools'][0]['workers']
+        assert len(workers) == 2 and all(w['ready'] for w in workers)
+        assert server.get('/api/fail').status == 500
+        deadline = time.monotonic() + 5
+        while not any('deliberate failure' in r.message for r in server.logs):
+            assert time.monotonic() < deadline, server.logs
+            time.sleep(0.02)
+        record = next(r for r in server.logs if 'deliberate failure' in r.message)
+        assert record.name == 'ItemWorker[0]' or record.name == 'ItemWorker[1]'
+        assert record.level == _workers.LOG_ERROR
+        with pytest.raises(AssertionError, match='deliberate failure'):
+            server.assert_no_errors()
+
+
+def test_no_process_outlives_the_server():
+    with TestServer(App, pools=pools(2)) as server:
+        dispatcher = server.pid
+        pids = [w['pid'] for w in server.status()['pools'][0]['workers']]
+        assert all(pid_alive(pid) for pid in pids + [dispatcher])
+    deadline = time.monotonic() + 5
+    while any(pid_alive(pid) for pid in pids + [dispatcher]):
+        assert time.monotonic() < deadline, 'a process outlived TestServer'
+        time.sleep(0.02)
+
+
+def test_bad_configuration_raises_with_the_traceback():
+    with pytest.raises(TestServerError) as info:
+        TestServer(App, pools=pools(), max_pending=0).start()
+    assert 'max_pending' in str(info.value)
+    assert 'Traceback' in info.value.traceback
+
+
+class NeverReady(_workers.Worker):
+    def setup(self):
+        raise RuntimeError('database unreachable')
+
+
+def test_workers_that_never_get_ready_time_out_with_the_log():
+    with pytest.raises(TestServerError) as info:
+        TestServer(App, pools=[_workers.WorkerPool(NeverReady)],
+                   startup_timeout=1.5).start()
+    assert 'database unreachable' in info.value.log
+
+
+def test_the_fixture_starts_and_stops(uhttp_workers_server):
+    server = uhttp_workers_server(App, pools=pools(1))
+    assert server.get('/api/items').json() == {'items': []}
+    assert server.pid is not None
+
+
+def test_pools_can_be_reused_after_a_server_stopped():
+    shared = pools(1)
+    for _ in range(2):
+        with TestServer(App, pools=shared) as server:
+            assert server.get('/api/items').status == 200
