@@ -49,13 +49,15 @@ class DispatcherSettings:
 
     def __init__(self, port=8080, address='0.0.0.0', pools=None,
                  static_routes=None, shutdown_timeout=10, max_pending=1000,
-                 ssl_context=None, log_level=_log.LOG_INFO, owner=None,
+                 ssl_context=None, log_level=_log.LOG_INFO, use_logging=False,
+                 log_format=None, access_log=False, owner=None,
                  **http_options):
         self.given = dict(
             port=port, address=address, pools=pools,
             static_routes=static_routes, shutdown_timeout=shutdown_timeout,
             max_pending=max_pending, ssl_context=ssl_context,
-            log_level=log_level, **http_options)
+            log_level=log_level, use_logging=use_logging,
+            log_format=log_format, access_log=access_log, **http_options)
         self.port = check_port(port)
         if not isinstance(address, str):
             raise TypeError(f"Dispatcher address must be a str, not {address!r}")
@@ -71,8 +73,27 @@ class DispatcherSettings:
                 f"not {ssl_context!r}")
         self.ssl_context = ssl_context
         self.log_level = _log.check_level(log_level, 'Dispatcher log_level')
+        self.use_logging = check_flag(use_logging, 'use_logging')
+        self.log_style = _log.check_format(log_format)
+        self.access_log = check_access_log(access_log)
         self.static = static_mounts(static_routes)
         self.http_options = http_settings(http_options, self.max_pending)
+
+
+def check_flag(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"Dispatcher {name} must be True or False, not {value!r}")
+    return value
+
+
+def check_access_log(value):
+    """access_log: False, True (the default format) or a format string."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value:
+        return value
+    raise TypeError("Dispatcher access_log must be True, False or a format "
+                    f"string, not {value!r}")
 
 
 def check_port(port):

@@ -37,7 +37,8 @@ LEVELS = {'debug': _log.LOG_DEBUG, 'info': _log.LOG_INFO,
           'critical': _log.LOG_CRITICAL}
 DISPATCHER_KEYS = frozenset((
     'port', 'address', 'host', 'static_routes', 'shutdown_timeout',
-    'max_pending', 'log_level')) | _http.HTTP_OPTIONS
+    'max_pending', 'log_level', 'use_logging', 'log_format',
+    'access_log')) | _http.HTTP_OPTIONS
 
 
 class Overrides:

@@ -13,6 +13,7 @@ The user's Dispatcher object (`app`) holds nothing but its hooks, its
 sync handlers, the documented names and this core, under `_uhttp`.
 """
 
+import logging as _logging
 import os as _os
 import sys as _sys
 import time as _time
@@ -56,7 +57,8 @@ class Core:
         self.pools = self.settings.pools
         self.log_level = self.settings.log_level
         self.log_taps = []
-        self.log_style = _log.detect_style()
+        self.log_style = self.settings.log_style or _log.detect_style()
+        self.record_source = None   # who sent the record on_log() now has
         self.log_stream = _sys.stderr
         self.log = _log.Logger(type(app).__name__, self.log_record,
                                self.log_level)
@@ -95,6 +97,7 @@ class Core:
         for pool in self.pools:
             pool.core = self
         self.log_level = self.log.level = settings.log_level
+        self.log_style = settings.log_style or self.log_style
         self.intake = Intake(self)
 
     # -- information -----------------------------------------------------------
@@ -148,14 +151,16 @@ class Core:
                             "using the default")
             return name
 
-    def log_record(self, name, level, text):
+    def log_record(self, name, level, text, source=None):
         """Every record of every process goes through the app's on_log()
-        (and to the taps: callables the test client listens with)."""
+        (and to the taps: callables the test client listens with).
+        `source` is the worker handle a worker's record came from."""
         for tap in self.log_taps:
             try:
                 tap(name, level, text)
             except Exception:  # pylint: disable=broad-except
                 pass
+        self.record_source = source
         try:
             self.app.on_log(name, level, text)
         except Exception:  # pylint: disable=broad-except
@@ -163,6 +168,29 @@ class Core:
                 self.base.on_log(self.app, name, level, text)
             except Exception:  # pylint: disable=broad-except
                 pass
+        self.record_source = None
+
+    def source_fields(self):
+        """pool, worker_id and pid of the record being logged."""
+        handle = self.record_source
+        if handle is None:
+            return {'pool': None, 'worker_id': None, 'pid': _os.getpid()}
+        return {'pool': handle.pool.name, 'worker_id': handle.index,
+                'pid': handle.pid}
+
+    def write_record(self, name, level, text):
+        """The default on_log(): the standard library's logging when
+        use_logging is on, else a line on the log stream."""
+        if self.settings.use_logging:
+            _logging.getLogger(f'uhttp.workers.{name}').log(
+                level, '%s', text, extra=self.source_fields())
+            return
+        try:
+            self.log_stream.write(_log.render(
+                self.log_style, name, level, text, source=self.source_fields()))
+            self.log_stream.flush()
+        except (OSError, ValueError):
+            pass
 
     # -- running ---------------------------------------------------------------
 

@@ -161,13 +161,7 @@ class Dispatcher:
 
     def on_log(self, name, level, message):
         """Write one log record (from any process); override to forward."""
-        core = self.__dict__[_ns.STATE]
-        try:
-            core.log_stream.write(
-                _log.render(core.log_style, name, level, message))
-            core.log_stream.flush()
-        except (OSError, ValueError):
-            pass
+        self.__dict__[_ns.STATE].write_record(name, level, message)
 
     # -- user file descriptors -------------------------------------------------
 

@@ -5,6 +5,7 @@ a sink that carries it to the dispatcher; the dispatcher prints everything
 through one place, `Dispatcher.on_log()`.
 """
 
+import json as _json
 import os as _os
 import sys as _sys
 import time as _time
@@ -38,6 +39,11 @@ _ANSI_RESET = '\033[0m'
 STYLE_PLAIN = 'plain'
 STYLE_TTY = 'tty'
 STYLE_SYSTEMD = 'systemd'
+STYLE_JSON = 'json'
+# Dispatcher(log_format=...) -> style; None detects it
+FORMATS = {'json': STYLE_JSON, 'plain': STYLE_PLAIN, 'terminal': STYLE_TTY,
+           'systemd': STYLE_SYSTEMD}
+_TRACEBACK = '\nTraceback (most recent call last):'
 
 
 def level_name(level):
@@ -181,8 +187,46 @@ def detect_style(stream=None, environ=None):
     return STYLE_PLAIN
 
 
-def render(style, name, level, message, now=None):
+def check_format(log_format):
+    """The style for Dispatcher(log_format=...): None (detect) or a name."""
+    if log_format is None:
+        return None
+    style = FORMATS.get(log_format) if isinstance(log_format, str) else None
+    if style is None:
+        raise ValueError(f"Dispatcher log_format must be None or one of "
+                         f"{', '.join(sorted(FORMATS))}, not {log_format!r}")
+    return style
+
+
+def split_traceback(message):
+    """(message, traceback or None): a traceback our records carry after
+    the message text is split off for structured output."""
+    index = message.find(_TRACEBACK)
+    if index < 0:
+        return message, None
+    return message[:index], message[index + 1:]
+
+
+def render_json(name, level, message, now=None, source=None):
+    """One JSON object per line: time, level, name, pid, message,
+    traceback (and pool, worker_id for a worker's record)."""
+    now = _time.time() if now is None else now
+    stamp = _time.strftime('%Y-%m-%dT%H:%M:%S', _time.gmtime(now))
+    text, traceback = split_traceback(message)
+    record = {'time': f'{stamp}.{int(now % 1 * 1000):03d}Z',
+              'level': level_name(level), 'name': name,
+              'pid': (source or {}).get('pid', _os.getpid()),
+              'message': text, 'traceback': traceback}
+    if source and source.get('pool') is not None:
+        record['pool'] = source['pool']
+        record['worker_id'] = source.get('worker_id')
+    return _json.dumps(record, ensure_ascii=False) + '\n'
+
+
+def render(style, name, level, message, now=None, source=None):
     """Render one log record as text (with trailing newline)."""
+    if style == STYLE_JSON:
+        return render_json(name, level, message, now, source)
     if style == STYLE_SYSTEMD:
         prefix = f'<{_SYSLOG_PRIORITY.get(level, _syslog_nearest(level))}>'
         return ''.join(

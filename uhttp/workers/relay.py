@@ -165,7 +165,7 @@ class Relay:
     # -- the worker's own state -------------------------------------------------
 
     def worker_log(self, handle, message):
-        self.core.log_record(message[1], message[2], message[3])
+        self.core.log_record(message[1], message[2], message[3], handle)
 
     def ready(self, handle, message):
         self.core.supervisor.worker_ready(handle)
