@@ -147,8 +147,9 @@ class DemoDispatcher(_workers.Dispatcher):
                         'pending': len(self._pending)})
 
 
-def main():
-    dispatcher = DemoDispatcher(
+def make():
+    """The demo's dispatcher: `uhttp-workers demo:make` runs it too."""
+    return DemoDispatcher(
         port=PORT,
         address=os.environ.get('ADDRESS', '127.0.0.1'),
         static_routes={'/': os.path.join(HERE, 'static')},
@@ -162,6 +163,10 @@ def main():
                                 limit=5_000_000),
         ],
     )
+
+
+def main():
+    dispatcher = make()
     print(f"demo: http://127.0.0.1:{PORT}/  (API key for writes: {API_KEY})",
           file=sys.stderr)
     dispatcher.run()
