@@ -34,6 +34,7 @@ from .pending import (
     PENDING_COMPLETED, PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT,
     PendingTable)
 from .relay import Relay
+from .retirement import Retirements
 from .shutdown import Shutdown
 from .supervisor import Supervisor
 
@@ -80,6 +81,9 @@ class Core:
         self.intake = Intake(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
+        self.retirements = Retirements(self)
+        self.actions = []        # signals and reload() waiting for the loop
+        self.reload_source = None  # re-reads the configuration on reload
         for pool in self.pools:
             pool.core = self
 
@@ -221,6 +225,45 @@ class Core:
             self.hurry = True  # a second signal cuts the waits short
         self.stop_requested = self.stop_requested or name
 
+    def request_action(self, action):
+        """Queue 'reload', 'more', 'fewer' or 'upgrade' for the loop (from a
+        signal handler or another thread)."""
+        self.actions.append(action)
+        if self.loop.wakeup is not None:
+            self.loop.wakeup.wake()
+
+    def run_actions(self):
+        while self.actions:
+            action = self.actions.pop(0)
+            if self.stopping:
+                continue
+            if action == 'reload':
+                self.reload()
+            elif action in ('more', 'fewer'):
+                step = 1 if action == 'more' else -1
+                for pool in self.pools:
+                    pool.resize(max(1, pool.num_workers + step))
+            elif action == 'upgrade':
+                self.upgrade()
+
+    def reload(self):
+        """Rolling reload: the configuration source read again (when the
+        command line gave one), then every worker replaced."""
+        if self.reload_source is not None:
+            try:
+                self.reload_source(self)
+            except Exception as err:  # pylint: disable=broad-except
+                self.log.error("reload refused, the running configuration "
+                               "stays: %s", err)
+                return
+        self.log.info("reloading: replacing every worker")
+        self.notifier.reloading()
+        self.retirements.reload()
+
+    def upgrade(self):
+        self.log.error("hot upgrade (SIGUSR2) is not available in this "
+                       "version; the running dispatcher goes on")
+
     def on_wake(self, data):
         if not self.signals.installed or Signals.child_ended(data):
             self.supervisor.reap()
@@ -228,7 +271,8 @@ class Core:
     def start(self):
         self.raise_fd_limit()
         self.loop.open(self.on_wake)
-        self.signals = Signals(self.loop.wakeup, self.request_stop)
+        self.signals = Signals(self.loop.wakeup, self.request_stop,
+                               self.request_action)
         self.signals.install()
         self.listen()
         for pool in self.pools:
@@ -360,6 +404,8 @@ class Core:
                     ready.close()
 
     def housekeeping(self):
+        if self.actions:
+            self.run_actions()
         if self.dirty:
             self.flush_workers()
         now = _monotonic()

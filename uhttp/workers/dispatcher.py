@@ -87,6 +87,13 @@ class Dispatcher:
         `Dispatcher.status(self)` still reaches it.)"""
         return self.__dict__[_ns.STATE].status()
 
+    def reload(self):
+        """Rolling reload (as SIGHUP does): every worker of every pool is
+        replaced, reload_batch slots at a time, without failing a request.
+        Thread-safe. (A member of a subclass named `reload` replaces this
+        method there; `Dispatcher.reload(self)` still reaches it.)"""
+        self.__dict__[_ns.STATE].request_action('reload')
+
     def _find_pool(self, path):
         """The pool for `path`: the first whose routes match, else the
         fallback pool, else None."""

@@ -17,6 +17,10 @@ import traceback as _traceback
 EVENT_READ = _selectors.EVENT_READ
 EVENT_WRITE = _selectors.EVENT_WRITE
 STOP_SIGNALS = (_signal.SIGTERM, _signal.SIGINT)
+# SIGHUP: rolling reload; SIGTTIN / SIGTTOU: one worker more / fewer per
+# pool; SIGUSR2: hot upgrade
+ACTION_SIGNALS = {_signal.SIGHUP: 'reload', _signal.SIGTTIN: 'more',
+                  _signal.SIGTTOU: 'fewer', _signal.SIGUSR2: 'upgrade'}
 
 
 class Wakeup:
@@ -83,15 +87,17 @@ class Timers:
 
 
 class Signals:
-    """SIGTERM/SIGINT (stop) and SIGCHLD (a worker ended) for the loop.
+    """SIGTERM/SIGINT (stop), SIGCHLD (a worker ended) and the action
+    signals (reload, resize, upgrade) for the loop.
 
     Installed only in the main thread; elsewhere `installed` stays False
     and the loop polls for ended workers instead.
     """
 
-    def __init__(self, wakeup, on_stop):
+    def __init__(self, wakeup, on_stop, on_action=None):
         self._wakeup = wakeup
         self._on_stop = on_stop
+        self._on_action = on_action
         self._saved = {}
         self._saved_wakeup = -1
         self.installed = False
@@ -103,7 +109,10 @@ class Signals:
             self._saved_wakeup = _signal.set_wakeup_fd(self._wakeup.write_fd)
         except ValueError:
             return
-        for sig in STOP_SIGNALS + (_signal.SIGCHLD,):
+        signals = STOP_SIGNALS + (_signal.SIGCHLD,)
+        if self._on_action is not None:
+            signals += tuple(ACTION_SIGNALS)
+        for sig in signals:
             self._saved[sig] = _signal.signal(sig, self._handler)
         self.installed = True
 
@@ -125,6 +134,8 @@ class Signals:
     def _handler(self, signum, frame):
         if signum in STOP_SIGNALS:
             self._on_stop(_signal.Signals(signum).name)
+        elif signum in ACTION_SIGNALS and self._on_action is not None:
+            self._on_action(ACTION_SIGNALS[signum])
 
     @staticmethod
     def child_ended(data):

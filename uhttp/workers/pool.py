@@ -27,6 +27,12 @@ _monotonic = _time.monotonic
 
 _RESERVED_KWARGS = ('worker_id', 'pool_name')
 
+# a handle's role: the slot's worker; the new process that will take over a
+# slot once it is ready; the old process, finishing what it holds
+ACTIVE = 'active'
+REPLACEMENT = 'replacement'
+RETIRING = 'retiring'
+
 
 def _number(value, name, allow_none=False, minimum=0.0, strict=False,
             integer=False):
@@ -82,10 +88,22 @@ class RequestQueue:
 class WorkerHandle:
     """The dispatcher's view of one worker slot (and its current process)."""
 
-    def __init__(self, pool, index, slot):
+    def __init__(self, pool, index, slot=None):
         self.pool = pool
         self.index = index
+        self.slots = None
+        if slot is None:  # a shared-memory slot of its own
+            self.slots = _heartbeat.SlotTable(1)
+            slot = self.slots.slot(0)
         self.slot = slot
+        self.role = ACTIVE       # ACTIVE, REPLACEMENT (starting) or RETIRING
+        self.replaces = None     # for a replacement: the handle it replaces
+        self.replaced_by = None  # for a handle being replaced: its replacement
+        self.retire_reason = None
+        self.retire_deadline = None
+        self.stop_deadline = None
+        self.taken = 0           # requests it took to the end (answered, ...)
+        self.recycle_at = None   # max_requests (+ jitter) for this process
         self.pid = None
         self._alive = False
         self.ready = False
@@ -155,12 +173,24 @@ class WorkerHandle:
         self.work_seen = (0.0, 0)
         self.kill_reason = None
         self.exitcode = None
+        self.taken = 0
+        self.stop_deadline = None
 
     def exited(self, exitcode):
         """Its process was reaped."""
         self.alive = False
         self.ready = False
         self.exitcode = exitcode
+
+    @property
+    def retiring(self):
+        return self.role == RETIRING
+
+    def release_slot(self):
+        """Free its shared-memory slot (the handle is not used again)."""
+        if self.slots is not None:
+            self.slots.close()
+            self.slots = None
 
     def closed(self):
         """Its pipes were closed."""
@@ -195,6 +225,8 @@ class WorkerHandle:
             'current_request': current,
             'held': len(self.held),
             'queued': self.pool.scheduler.unstarted(self),
+            'retiring': self.retire_reason if self.role == RETIRING else None,
+            'replacement': self.role == REPLACEMENT,
             'stalled': self.stalled,
             'recalls': self.recalls,
             'restarts': self.record.restarts,
@@ -215,7 +247,9 @@ class WorkerPool:
                  log_level=_log.LOG_WARNING, max_restarts=10,
                  restart_window=300, queue_warning=100,
                  worker_memory_limit_mb=None, recovery_interval=None,
-                 permanent_failure_exitcode=None, **kwargs):
+                 permanent_failure_exitcode=None, reload_batch=1,
+                 retire_timeout=30, max_requests=None, max_requests_jitter=0,
+                 max_worker_rss_mb=None, **kwargs):
         if not (isinstance(worker_class, type) and issubclass(worker_class, Worker)):
             raise TypeError(
                 f"WorkerPool worker_class must be a Worker subclass, "
@@ -239,15 +273,18 @@ class WorkerPool:
             restart_window=restart_window, queue_warning=queue_warning,
             worker_memory_limit_mb=worker_memory_limit_mb,
             recovery_interval=recovery_interval,
-            permanent_failure_exitcode=permanent_failure_exitcode)
+            permanent_failure_exitcode=permanent_failure_exitcode,
+            reload_batch=reload_batch, retire_timeout=retire_timeout,
+            max_requests=max_requests, max_requests_jitter=max_requests_jitter,
+            max_worker_rss_mb=max_worker_rss_mb)
         # the running state: the dispatcher's core sets and reads these
         self.scheduler = PoolScheduler()
         self.request_queue = RequestQueue(self.scheduler)
         self.policy = RestartPolicy(
             self.max_restarts, self.restart_window,
             permanent_exitcode=self.permanent_failure_exitcode)
-        self.handles = []        # WorkerHandle per slot, once started
-        self.slots = None        # their heartbeat SlotTable
+        self.handles = []        # WorkerHandles, once started (see role)
+        self.retired = {}        # reason -> workers retired for it
         self.core = None         # the dispatcher's core, once it has one
         self.degraded = False
         self.configs = []        # the latest send_config(), for new workers
@@ -305,6 +342,23 @@ class WorkerPool:
     def alive_count(self):
         return self._alive
 
+    def active(self, index):
+        """The handle serving slot `index` (its replacement once ready)."""
+        for handle in self.handles:
+            if handle.index == index and handle.role == ACTIVE:
+                return handle
+        return None
+
+    def resize(self, num_workers):
+        """Run `num_workers` workers: more start at once, fewer are retired
+        gracefully (the highest slots first). From the dispatcher's loop (a
+        sync handler, on_idle) while it runs, or before run()."""
+        num_workers = SETTINGS['num_workers'](num_workers)
+        if self.core is None or not self.core.running:
+            self.num_workers = num_workers
+            return
+        self.core.retirements.resize(self, num_workers)
+
     @property
     def parked_count(self):
         return sum(1 for handle in self.handles if handle.parked)
@@ -326,6 +380,7 @@ class WorkerPool:
             'parked_count': self.parked_count,
             'restarts_in_window': self.policy.count(now),
             'window': self.window,
+            'retired': dict(self.retired),
             'workers': [handle.status(now) for handle in self.handles],
         }
 
@@ -372,6 +427,15 @@ SETTINGS = {
     'recovery_interval': lambda v: _number(v, 'recovery_interval',
                                            allow_none=True, strict=True),
     'permanent_failure_exitcode': _exit_code,
+    'reload_batch': lambda v: _number(v, 'reload_batch', minimum=1,
+                                      integer=True),
+    'retire_timeout': lambda v: _number(v, 'retire_timeout', strict=True),
+    'max_requests': lambda v: _number(v, 'max_requests', allow_none=True,
+                                      minimum=1, integer=True),
+    'max_requests_jitter': lambda v: _number(v, 'max_requests_jitter',
+                                             integer=True),
+    'max_worker_rss_mb': lambda v: _number(v, 'max_worker_rss_mb',
+                                           allow_none=True, strict=True),
 }
 
 

@@ -52,14 +52,17 @@ class PoolScheduler:
         self.call_at = None
         self.recall = None
         self.on_backlog = None    # called when requests queue up
+        self.on_taken = None      # called when a worker finished taking one
         self.clock = _time.monotonic
 
-    def attach(self, handles, send, call_at, recall, on_backlog):
+    def attach(self, handles, send, call_at, recall, on_backlog,
+               on_taken=None):
         self.handles = handles
         self.send = send
         self.call_at = call_at
         self.recall = recall
         self.on_backlog = on_backlog
+        self.on_taken = on_taken
 
     def __len__(self):
         return len(self.queue)
@@ -132,6 +135,7 @@ class PoolScheduler:
     def eligible(self, handle):
         return (handle.ready and handle.accepting and handle.alive
                 and not handle.stopping and not handle.stalled
+                and handle.role != 'retiring'
                 and len(handle.inflight) < self.window)
 
     def place(self, handle):
@@ -181,8 +185,11 @@ class PoolScheduler:
             else:
                 return None
         handle.stalled = False  # it has moved on: it may take more
+        handle.taken += 1
         if give_credit and not handle.stopping:
             self.released(handle)
+        if self.on_taken is not None:
+            self.on_taken(handle)
         return entry[2]
 
     def released(self, handle):

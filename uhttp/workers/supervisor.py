@@ -12,7 +12,6 @@ import signal as _signal
 import time as _time
 
 from . import channel as _channel
-from . import heartbeat as _heartbeat
 from . import policy as _policy
 from . import spawn as _spawn
 from .loop import EVENT_READ
@@ -34,13 +33,12 @@ class Supervisor:
     # -- starting ------------------------------------------------------------
 
     def start_pool(self, pool):
-        pool.slots = _heartbeat.SlotTable(pool.num_workers)
-        pool.handles[:] = [WorkerHandle(pool, index, pool.slots.slot(index))
+        pool.handles[:] = [WorkerHandle(pool, index)
                            for index in range(pool.num_workers)]
         core = self.core
         pool.scheduler.attach(
             pool.handles, core.send_request, self.loop.call_at, self.recall,
-            lambda: core.check_queue(pool))
+            lambda: core.check_queue(pool), core.retirements.taken)
         for handle in pool.handles:
             self.spawn(handle)
 
@@ -60,6 +58,7 @@ class Supervisor:
         pipes.keep_parent_ends()
         handle.started(pid, pipes.to_write, pipes.from_read,
                        pipes.recall_write, _monotonic())
+        handle.recycle_at = self.core.retirements.recycle_limit(pool)
         handle.on_event = self.core.relay.worker_event
         self.by_pid[pid] = handle
         self.loop.register(handle.from_fd, EVENT_READ, handle)
@@ -80,7 +79,9 @@ class Supervisor:
     def worker_ready(self, handle):
         handle.ready = True
         self.log.debug("%s ready (pid %s)", handle.name, handle.pid)
-        if not handle.stopping:
+        if handle.replaces is not None:
+            self.core.retirements.replacement_ready(handle)
+        if not handle.stopping and not handle.retiring:
             handle.pool.scheduler.offer(handle)
         self.core.workers_changed()
 
@@ -104,7 +105,7 @@ class Supervisor:
 
     def reap(self):
         for pool in self.core.pools:
-            for handle in pool.handles:
+            for handle in list(pool.handles):
                 if handle.alive:
                     self.reap_one(handle)
 
@@ -142,7 +143,9 @@ class Supervisor:
             for _, pending in victims:
                 self.core.fail(pending, 500, {'error': 'Worker died'},
                                PENDING_WORKER_DIED)
-        if not expected:
+        if handle.retiring or handle.replaced_by is not None:
+            self.core.retirements.exited(handle, expected)
+        elif not expected:
             self.after_death(handle, exitcode, was_ready, served, now)
 
     def read_last_words(self, handle):
@@ -250,11 +253,13 @@ class Supervisor:
         self.loop.call_at(now + pool.heartbeat_interval, self.check_health,
                           pool)
         pool.scheduler.update_window()
-        for handle in pool.handles:
+        for handle in list(pool.handles):
             if not handle.alive or self.reap_one(handle):
                 continue
             if handle.kill_reason is None and self.is_stuck(handle, now):
                 self.kill(handle, 'stuck')
+            elif pool.max_worker_rss_mb is not None:
+                self.core.retirements.check_memory(handle)
         if len(pool.scheduler):
             self.core.check_queue(pool)
 
@@ -325,6 +330,4 @@ class Supervisor:
                         pass
                     handle.alive = False
                 self.close_fds(handle)
-            if pool.slots is not None:
-                pool.slots.close()
-                pool.slots = None
+                handle.release_slot()

@@ -1,0 +1,184 @@
+"""Zero-downtime operations under load: rolling reload (SIGHUP and
+reload()), recycling by max_requests and by memory, resizing (resize() and
+SIGTTIN/SIGTTOU). Every request gets its answer, no connection is reset,
+retirements are logged at INFO and not counted as restarts."""
+
+import http.client
+import signal
+import threading
+import time
+
+from supervision_util import Call, pool_status
+
+
+class Load:
+    """`clients` keep-alive connections asking `path` until stopped."""
+
+    def __init__(self, server, path='/api/pid', clients=8):
+        self.server = server
+        self.path = path
+        self.stop_event = threading.Event()
+        self.statuses = []
+        self.errors = []
+        self.pids = set()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True)
+                        for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def run(self):
+        connection = http.client.HTTPConnection('127.0.0.1', self.server.port,
+                                                timeout=20)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    connection.request('GET', self.path)
+                    reply = connection.getresponse()
+                    body = reply.read()
+                except Exception as err:  # pylint: disable=broad-except
+                    with self.lock:
+                        self.errors.append(repr(err))
+                    connection.close()
+                    connection = http.client.HTTPConnection(
+                        '127.0.0.1', self.server.port, timeout=20)
+                    continue
+                with self.lock:
+                    self.statuses.append(reply.status)
+                    if reply.status == 200 and b'"pid"' in body:
+                        self.pids.add(int(body.split(b'"pid": ')[1].split(
+                            b',')[0].split(b'}')[0]))
+        finally:
+            connection.close()
+
+    def finish(self):
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in self.threads)
+        return self
+
+
+def worker_pids(server):
+    return {w['pid'] for w in pool_status(server)['workers']}
+
+
+def settled(server, count):
+    status = pool_status(server)
+    workers = status['workers']
+    return (len(workers) == count and all(
+        w['ready'] and w['retiring'] is None and not w['replacement']
+        for w in workers))
+
+
+def start(app_server, **env):
+    server = app_server('retire_app', env={f'RETIRE_{k.upper()}': str(v)
+                                            for k, v in env.items()})
+    count = int(env.get('workers', 2))
+    server.wait_until(lambda: settled(server, count), timeout=15,
+                      what='workers ready')
+    return server
+
+
+def assert_clean(load):
+    assert load.errors == [], load.errors[:5]
+    assert load.statuses and set(load.statuses) == {200}, set(load.statuses)
+
+
+def test_rolling_reload_under_load_loses_nothing(app_server):
+    server = start(app_server, workers=4)
+    before = worker_pids(server)
+    load = Load(server)
+    time.sleep(0.5)
+    server.send_signal(signal.SIGHUP)
+    server.wait_until(lambda: pool_status(server)['retired'].get('reload') == 4
+                      and settled(server, 4), timeout=30, what='reload done')
+    time.sleep(0.3)
+    assert_clean(load.finish())
+    after = worker_pids(server)
+    assert not before & after, (before, after)
+    status = pool_status(server)
+    assert status['restarts_in_window'] == 0
+    assert all(w['restarts'] == 0 for w in status['workers'])
+    log = server.log()
+    assert 'replacing ItemWorker[0]' in log and 'retired (reload)' in log
+    assert 'reload finished' in log
+
+
+def test_reload_lets_deferred_and_slow_requests_finish(app_server):
+    server = start(app_server, workers=2)
+    slow = Call(server, '/api/slow/1.0')
+    later = Call(server, '/api/later/1.2')
+    time.sleep(0.2)
+    assert server.post('/_reload').status == 200
+    assert slow.result().status == 200
+    assert later.result().status == 200
+    assert later.result().json['deferred'] is True
+    server.wait_until(lambda: pool_status(server)['retired'].get('reload') == 2,
+                      timeout=20, what='both retired')
+
+
+def test_open_stream_survives_its_worker_retiring(app_server):
+    server = start(app_server, workers=1)
+    sock = server.connection(timeout=20)
+    sock.request('GET', '/api/stream/8')
+    reply = sock.getresponse()
+    assert reply.status == 200
+    first = reply.readline()
+    while not first.startswith(b'data:'):
+        first = reply.readline()
+    assert server.post('/_reload').status == 200
+    # the new worker is there, the old one keeps streaming until it is done
+    body = reply.read()
+    assert body.count(b'data:') >= 6
+    assert b'"left": 1' in body
+    server.wait_until(lambda: pool_status(server)['retired'].get('reload') == 1,
+                      timeout=20, what='retired after its stream ended')
+    sock.close()
+
+
+def test_max_requests_recycles_without_failing(app_server):
+    server = start(app_server, workers=2, max_requests=100, jitter=20)
+    load = Load(server)
+    server.wait_until(
+        lambda: pool_status(server)['retired'].get('max_requests', 0) >= 4,
+        timeout=30, what='recycled workers')
+    assert_clean(load.finish())
+    assert len(load.pids) >= 4
+    assert pool_status(server)['restarts_in_window'] == 0
+
+
+def test_memory_recycling_keeps_the_request(app_server):
+    server = start(app_server, workers=1, rss_mb=80)
+    first = server.get('/api/pid').json['pid']
+    replies = [server.get('/api/leak/30') for _ in range(4)]
+    assert all(reply.status == 200 for reply in replies)
+    server.wait_until(
+        lambda: pool_status(server)['retired'].get('memory', 0) >= 1,
+        timeout=20, what='retired for memory')
+    server.wait_until(lambda: settled(server, 1), timeout=15, what='settled')
+    assert server.get('/api/pid').json['pid'] != first
+    assert 'above max_worker_rss_mb' in server.log()
+
+
+def test_resize_up_and_down(app_server):
+    server = start(app_server, workers=1)
+    load = Load(server)
+    assert server.post('/_resize/3').status == 200
+    server.wait_until(lambda: settled(server, 3), timeout=15, what='3 workers')
+    assert server.post('/_resize/1').status == 200
+    server.wait_until(lambda: settled(server, 1), timeout=15, what='1 worker')
+    assert_clean(load.finish())
+    assert pool_status(server)['retired'].get('resize') == 2
+    assert [w['id'] for w in pool_status(server)['workers']] == [0]
+
+
+def test_ttin_ttou_signals(app_server):
+    server = start(app_server, workers=2)
+    server.send_signal(signal.SIGTTIN)
+    server.wait_until(lambda: settled(server, 3), timeout=15, what='one more')
+    for count in (2, 1, 1):     # signals do not queue: one at a time
+        server.send_signal(signal.SIGTTOU)
+        time.sleep(0.3)
+        server.wait_until(lambda: settled(server, count), timeout=15,
+                          what=f'{count} workers (never below one)')
