@@ -277,3 +277,38 @@ def test_port_in_use_is_reported(project):
         assert 'cannot listen' in result.stderr
     finally:
         blocker.close()
+
+
+def test_sighup_rereads_the_config_file(project):
+    config = project / 'app.toml'
+    config.write_text('[pools.ItemWorker]\nnum_workers = 1\n')
+    server = Running(project, 'myapp:App', '--config', str(config), '--host',
+                     '127.0.0.1', '--port', '0')
+    try:
+        first = wait_ready(server, 1)['pools'][0]['workers'][0]['pid']
+        config.write_text('[pools.ItemWorker]\nnum_workers = 2\n'
+                          '[pools.ItemWorker.kwargs]\nregion = "north"\n')
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while True:
+            status, body = server.get('/status')
+            workers = body['pools'][0]['workers']
+            if (len(workers) == 2 and all(w['ready'] and not w['retiring']
+                                          for w in workers)
+                    and first not in {w['pid'] for w in workers}):
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.05)
+        assert server.get('/api/pid')[1]['kwargs'] == {'region': 'north'}
+        # a file with mistakes is refused; the running configuration stays
+        config.write_text('[pools.ItemWorker]\nnum_workers = 0\n')
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while 'reload refused' not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        assert 'num_workers' in server.log().split('reload refused')[1]
+        status, body = server.get('/status')
+        assert len(body['pools'][0]['workers']) == 2
+    finally:
+        server.close()

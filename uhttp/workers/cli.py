@@ -229,7 +229,40 @@ def main(argv=None):
     if args.print_config:
         _sys.stdout.write(effective_config(dispatcher))
         return EXIT_OK
+    if args.config:
+        dispatcher._uhttp.reload_source = lambda core: reread(args, core)
     return serve(dispatcher, args.pid_file)
+
+
+def reread(args, core):
+    """On a reload: the config file read again; pool settings (sizes,
+    timeouts, log levels) and the dispatcher's log level applied. A file
+    with problems raises ConfigError and changes nothing; a changed
+    dispatcher setting other than log_level waits for the next start."""
+    loaded, problems = _configfile.load(args.config)
+    flags, _ = command_line_overrides(args)
+    loaded.update(flags)          # the command line still wins
+    pools = {pool.name: pool for pool in core.pools}
+    for name in set(loaded.pools) | set(loaded.pool_kwargs):
+        if name not in pools:
+            problems.append(f"no pool named {name!r}")
+    if problems:
+        raise ConfigError(problems)
+    given = core.settings.given
+    for key, value in loaded.dispatcher.items():
+        if key != 'log_level' and given.get(key) != value:
+            core.log.warning("reload: [dispatcher] %s changed; it takes "
+                             "effect at the next start", key)
+    if 'log_level' in loaded.dispatcher:
+        core.log.level = core.log_level = loaded.dispatcher['log_level']
+    for name, values in loaded.pools.items():
+        values = dict(values)
+        size = values.pop('num_workers', None)
+        pools[name].configure(**values)
+        if size is not None and size != pools[name].num_workers:
+            pools[name].resize(size)
+    for name, kwargs in loaded.pool_kwargs.items():
+        pools[name].kwargs.update(kwargs)
 
 
 def serve(dispatcher, pid_file):
