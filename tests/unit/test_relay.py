@@ -101,7 +101,7 @@ def setup():
     from_read, from_write = os.pipe()
     handle.started(os.getpid(), write_fd, from_read, None, 0.0)
     handle.ready = True
-    pool.scheduler.attach(pool.handles, core.send_request, core.loop.call_at,
+    pool.scheduler.attach(pool.handles, core.delivery.send_request, core.loop.call_at,
                           lambda h: True, lambda: None)
     pool.scheduler.offer(handle)
     yield app, core, pool, handle, read_fd
@@ -167,7 +167,7 @@ def test_client_leaving_a_stream_tells_the_worker(setup):
     core.relay.relay(handle, [(msg.W_STREAM_START, rid, 200, [], None)])
     core.client_gone(pending)
     assert app.seen == [('removed', rid, PENDING_DISCONNECTED)]
-    core.flush_workers()
+    core.delivery.flush_workers()
     frames = channel.FrameReader(read_fd).read()
     assert frames[-1] == (msg.M_DISCONNECT, rid)
 

@@ -17,7 +17,7 @@ import os as _os
 import sys as _sys
 
 from . import configfile as _configfile
-from .dispatcher import Dispatcher
+from .dispatcher import Dispatcher, core_of
 
 EXIT_OK = 0
 EXIT_CONFIG = 1
@@ -154,7 +154,7 @@ def _construct(cls, kwargs):
 
 def apply(dispatcher, overrides):
     """Apply Dispatcher and pool overrides; ConfigError lists the problems."""
-    core = dispatcher._uhttp
+    core = core_of(dispatcher)
     problems = []
     if overrides.dispatcher:
         try:
@@ -178,7 +178,7 @@ def apply(dispatcher, overrides):
 
 
 def effective_config(dispatcher):
-    core = dispatcher._uhttp
+    core = core_of(dispatcher)
     settings = core.settings
     values = {'address': settings.address, 'port': settings.port,
               'max_pending': settings.max_pending,
@@ -230,7 +230,7 @@ def main(argv=None):
         _sys.stdout.write(effective_config(dispatcher))
         return EXIT_OK
     if args.config:
-        dispatcher._uhttp.reload_source = lambda core: reread(args, core)
+        core_of(dispatcher).control.reload_source = lambda core: reread(args, core)
     return serve(dispatcher, args.pid_file)
 
 

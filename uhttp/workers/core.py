@@ -27,12 +27,13 @@ from . import http as _http
 from . import log as _log
 from . import messages as _msg
 from . import replies as _replies
-from . import systemd as _systemd
 from .intake import Intake
 from .loop import EVENT_WRITE, Loop, Signals
 from .pending import (
     PENDING_COMPLETED, PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT,
     PendingTable)
+from .control import Control
+from .delivery import Delivery
 from .relay import Relay
 from .retirement import Retirements
 from .shutdown import Shutdown
@@ -69,21 +70,18 @@ class Core:
         self.signals = None
         self.user_fds = None
         self.server = None
-        self.dirty = set()
         self.running = False
         self.stopping = False
         self.stop_requested = None
         self.hurry = False
         self.queue_warned = {}
         self.accept_warned = 0.0
-        self.notifier = _systemd.Notifier()
-        self.announced_ready = False
         self.intake = Intake(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
         self.retirements = Retirements(self)
-        self.actions = []        # signals and reload() waiting for the loop
-        self.reload_source = None  # re-reads the configuration on reload
+        self.delivery = Delivery(self)
+        self.control = Control(self)
         for pool in self.pools:
             pool.core = self
 
@@ -225,45 +223,6 @@ class Core:
             self.hurry = True  # a second signal cuts the waits short
         self.stop_requested = self.stop_requested or name
 
-    def request_action(self, action):
-        """Queue 'reload', 'more', 'fewer' or 'upgrade' for the loop (from a
-        signal handler or another thread)."""
-        self.actions.append(action)
-        if self.loop.wakeup is not None:
-            self.loop.wakeup.wake()
-
-    def run_actions(self):
-        while self.actions:
-            action = self.actions.pop(0)
-            if self.stopping:
-                continue
-            if action == 'reload':
-                self.reload()
-            elif action in ('more', 'fewer'):
-                step = 1 if action == 'more' else -1
-                for pool in self.pools:
-                    pool.resize(max(1, pool.num_workers + step))
-            elif action == 'upgrade':
-                self.upgrade()
-
-    def reload(self):
-        """Rolling reload: the configuration source read again (when the
-        command line gave one), then every worker replaced."""
-        if self.reload_source is not None:
-            try:
-                self.reload_source(self)
-            except Exception as err:  # pylint: disable=broad-except
-                self.log.error("reload refused, the running configuration "
-                               "stays: %s", err)
-                return
-        self.log.info("reloading: replacing every worker")
-        self.notifier.reloading()
-        self.retirements.reload()
-
-    def upgrade(self):
-        self.log.error("hot upgrade (SIGUSR2) is not available in this "
-                       "version; the running dispatcher goes on")
-
     def on_wake(self, data):
         if not self.signals.installed or Signals.child_ended(data):
             self.supervisor.reap()
@@ -272,7 +231,7 @@ class Core:
         self.raise_fd_limit()
         self.loop.open(self.on_wake)
         self.signals = Signals(self.loop.wakeup, self.request_stop,
-                               self.request_action)
+                               self.control.request_action)
         self.signals.install()
         self.listen()
         for pool in self.pools:
@@ -287,32 +246,7 @@ class Core:
         for pool in self.pools:
             self.loop.call_at(now + pool.heartbeat_interval,
                               self.supervisor.check_health, pool)
-        interval = _systemd.watchdog_interval()
-        if interval is not None:
-            self.loop.call_at(now, self.watchdog_tick, interval)
-        self.workers_changed()
-
-    # -- systemd -----------------------------------------------------------------
-
-    def workers_changed(self):
-        """A worker got ready (or the dispatcher started): once every pool's
-        workers are ready the first time, tell systemd (READY=1)."""
-        if self.announced_ready or self.stopping:
-            return
-        if all(handle.ready for pool in self.pools for handle in pool.handles):
-            self.announced_ready = True
-            self.notifier.ready(self.summary())
-
-    def summary(self):
-        """One line for STATUS=: pools, workers ready/total, in flight."""
-        handles = [handle for pool in self.pools for handle in pool.handles]
-        ready = sum(1 for handle in handles if handle.ready)
-        return (f"{len(self.pools)} pools, {ready}/{len(handles)} workers "
-                f"ready, {len(self.pending)} requests in flight")
-
-    def watchdog_tick(self, now, interval):
-        self.loop.call_at(now + interval, self.watchdog_tick, interval)
-        self.notifier.watchdog()
+        self.control.start(now)
 
     def listen(self):
         settings = self.settings
@@ -348,8 +282,7 @@ class Core:
 
     def idle_tick(self, now):
         self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)
-        if self.notifier.enabled and self.announced_ready:
-            self.notifier.status(self.summary())
+        self.control.idle()
         self.hooks.call('on_idle')
 
     # -- the loop ----------------------------------------------------------------
@@ -373,7 +306,7 @@ class Core:
                               err, _traceback.format_exc().rstrip())
 
     def wait_time(self, longest):
-        if self.dirty or self.server.has_scheduled:
+        if self.delivery.dirty or self.server.has_scheduled:
             return 0
         now = _monotonic()
         timeout = longest
@@ -404,10 +337,10 @@ class Core:
                     ready.close()
 
     def housekeeping(self):
-        if self.actions:
-            self.run_actions()
-        if self.dirty:
-            self.flush_workers()
+        if self.control.pending_actions:
+            self.control.run_actions()
+        if self.delivery.dirty:
+            self.delivery.flush_workers()
         now = _monotonic()
         self.loop.timers.run_due(now)
         self.expire(now)
@@ -432,87 +365,6 @@ class Core:
                 return
             self.tick(min(0.05, left))
 
-    # -- to the workers -----------------------------------------------------------
-
-    def send_request(self, handle, seq, item):
-        """Queue `item` on `handle`'s pipe; False when it cannot be sent."""
-        frame = self.request_frame(handle, seq, item)
-        if frame is None:
-            return False
-        handle.out.add_parts(*frame)
-        self.dirty.add(handle)
-        return True
-
-    def request_frame(self, handle, seq, item):
-        if not hasattr(item, 'client'):  # a Request put on the queue
-            message = (_msg.M_REQUEST, seq, item.request_id, item.method,
-                       item.path, item.query, item.headers, item.data, True,
-                       item.remote_address, item.context)
-            try:
-                return _channel.pack_parts(message)
-            except Exception as err:  # pylint: disable=broad-except
-                self.log.error("request to %s %s cannot be sent (data does not "
-                               "pickle: %r); dropped", item.method, item.path,
-                               err)
-                return None
-        client = item.client
-        if not client.is_open:
-            return None
-        try:
-            remote = client.client_ip
-        except Exception:  # pylint: disable=broad-except
-            remote = None
-        message = (_msg.M_REQUEST, seq, item.request_id, client.method,
-                   client.path, client.query, client.headers, client.raw_body,
-                   False, remote, item.context)
-        try:
-            return _channel.pack_parts(message)
-        except Exception as err:  # pylint: disable=broad-except
-            if item.context is None:
-                self.log.error("request %s cannot be sent to %s: %r",
-                               item.request_id, handle.name, err)
-                self.fail(item, 500, None, PENDING_COMPLETED)
-                return None
-            self.log.error("on_request_accepted() returned a context that "
-                           "cannot be sent to a worker (%r); request %s "
-                           "goes with context=None", err, item.request_id)
-            item.context = None
-            return _channel.pack_parts(message[:-1] + (None,))
-
-    def tell_worker(self, handle, frame):
-        if handle.alive and handle.out is not None:
-            handle.out.add(frame)
-            self.dirty.add(handle)
-
-    def mark_dirty(self, handle):
-        self.dirty.add(handle)
-
-    def flush_workers(self):
-        dirty = self.dirty
-        self.dirty = set()
-        for handle in dirty:
-            out = handle.out
-            if out is None:
-                continue
-            try:
-                done = out.flush()
-            except OSError:
-                out.clear()
-                continue  # the worker is gone; reaping handles it
-            self.want_writable(handle, not done)
-
-    def want_writable(self, handle, want):
-        if want == handle.writing:
-            return
-        handle.writing = want
-        if want:
-            try:
-                self.loop.register(handle.to_fd, EVENT_WRITE, handle)
-            except (KeyError, ValueError, OSError):
-                pass
-        else:
-            self.loop.unregister(handle.to_fd)
-
     # -- the one place a pooled request ends ------------------------------------
 
     def end(self, pending, reason, response=None, tell_worker=None):
@@ -525,7 +377,7 @@ class Core:
             held = handle.held.pop(pending.request_id, None) is not None
             if tell_worker or (tell_worker is None and reason in _TELL_WORKER
                                and (held or reason != PENDING_TIMEOUT)):
-                self.tell_worker(handle, _channel.pack(
+                self.delivery.tell(handle, _channel.pack(
                     (_msg.M_DISCONNECT, pending.request_id)))
         if response is not None:
             self.hooks.call('on_response', response, pending)
@@ -631,9 +483,9 @@ class Core:
             except Exception:  # pylint: disable=broad-except
                 pass
         self.loop.close()
-        self.notifier.close()
+        self.control.notifier.close()
         self.user_fds = None
-        self.dirty = set()
+        self.delivery.dirty = set()
 
 
 def _peer(connection):

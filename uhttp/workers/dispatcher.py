@@ -18,6 +18,12 @@ from .pending import (  # noqa: F401  (public names)
     _PendingRequest)
 
 
+def core_of(dispatcher):
+    """The core of a Dispatcher: how the library's own modules (the command
+    line, the test client) reach what it keeps under `_uhttp`."""
+    return dispatcher.__dict__[_ns.STATE]
+
+
 class _Info:
     """A read-only view of the dispatcher's state (`address`, `pools`,
     ...). A non-data descriptor: a subclass's own member of the same name
@@ -92,7 +98,7 @@ class Dispatcher:
         replaced, reload_batch slots at a time, without failing a request.
         Thread-safe. (A member of a subclass named `reload` replaces this
         method there; `Dispatcher.reload(self)` still reaches it.)"""
-        self.__dict__[_ns.STATE].request_action('reload')
+        self.__dict__[_ns.STATE].control.request_action('reload')
 
     def _find_pool(self, path):
         """The pool for `path`: the first whose routes match, else the

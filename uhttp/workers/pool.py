@@ -396,7 +396,7 @@ class WorkerPool:
         self.configs = [config]
         if self.core is not None:
             for handle in self.handles:
-                self.core.tell_worker(handle, frame)
+                self.core.delivery.tell(handle, frame)
 
 
 def _exit_code(value):

@@ -39,7 +39,7 @@ class Relay:
 
     def worker_event(self, handle, fileobj, mask):
         if fileobj == handle.to_fd:
-            self.core.mark_dirty(handle)  # its request pipe has room again
+            self.core.delivery.mark_dirty(handle)  # its request pipe has room again
             return
         try:
             messages = handle.reader.read()

@@ -115,7 +115,7 @@ class Retirements:
                            PENDING_SHUTDOWN)
         handle.stopping = True
         handle.stop_deadline = now + STOP_GRACE
-        self.core.tell_worker(handle, self.core.stop_frame)
+        self.core.delivery.tell(handle, self.core.stop_frame)
 
     def exited(self, handle, expected):
         """A retiring (or replaced) worker's process ended."""
@@ -195,7 +195,7 @@ class Retirements:
                 return
         self.reloading = False
         self.log.info("reload finished: every worker replaced")
-        self.core.notifier.ready(self.core.summary())
+        self.core.control.notifier.ready(self.core.control.summary())
 
     # -- resizing ---------------------------------------------------------------------------
 

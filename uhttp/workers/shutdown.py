@@ -33,7 +33,7 @@ class Shutdown:
     def run(self):
         core = self.core
         core.stopping = True
-        core.notifier.stopping()
+        core.control.notifier.stopping()
         self.log.info("shutting down (%s): %d pending request(s)",
                       core.stop_requested or 'stop', len(core.pending))
         core.server.stop_listening()

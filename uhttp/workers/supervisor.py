@@ -37,7 +37,7 @@ class Supervisor:
                            for index in range(pool.num_workers)]
         core = self.core
         pool.scheduler.attach(
-            pool.handles, core.send_request, self.loop.call_at, self.recall,
+            pool.handles, core.delivery.send_request, self.loop.call_at, self.recall,
             lambda: core.check_queue(pool), core.retirements.taken)
         for handle in pool.handles:
             self.spawn(handle)
@@ -83,7 +83,7 @@ class Supervisor:
             self.core.retirements.replacement_ready(handle)
         if not handle.stopping and not handle.retiring:
             handle.pool.scheduler.offer(handle)
-        self.core.workers_changed()
+        self.core.control.workers_changed()
 
     def recall(self, handle):
         """Ask `handle`'s worker for the requests it has not started."""
@@ -174,7 +174,7 @@ class Supervisor:
                 self.loop.unregister(fd)
                 _spawn.close_fd(fd)
         handle.closed()
-        self.core.dirty.discard(handle)
+        self.core.delivery.dirty.discard(handle)
 
     # -- what follows a death ---------------------------------------------------
 
@@ -293,7 +293,7 @@ class Supervisor:
             for handle in pool.handles:
                 if handle.alive and handle.out is not None:
                     handle.stopping = True
-                    self.core.tell_worker(handle, self.core.stop_frame)
+                    self.core.delivery.tell(handle, self.core.stop_frame)
 
     def all_gone(self):
         return not any(handle.alive for pool in self.core.pools

@@ -26,7 +26,7 @@ import time as _time
 import traceback as _traceback
 
 from . import log as _log
-from .dispatcher import Dispatcher
+from .dispatcher import Dispatcher, core_of
 from .loop import EVENT_READ
 
 __all__ = ['TestServer', 'TestServerError', 'TestResponse', 'LogRecord',
@@ -410,7 +410,7 @@ class _ChildChannel:
             pass
 
     def attach(self, app):
-        core = app._uhttp
+        core = core_of(app)
         core.log_taps.append(lambda name, level, text: self.send(
             {'kind': 'log', 'name': name, 'level': level, 'message': text}))
         core.loop.call_at(0, lambda now: self.send(

@@ -1,0 +1,93 @@
+"""What operators ask of a running dispatcher, and what it tells them.
+
+Signals (SIGHUP reload, SIGTTIN/SIGTTOU resize) and `Dispatcher.reload()`
+queue an action that the loop runs (never inside a signal handler); the
+systemd notifier hears READY=1 once every worker is ready, STATUS= lines,
+RELOADING=1 around reloads, STOPPING=1, and the watchdog's pings.
+"""
+
+from . import systemd as _systemd
+
+
+class Control:
+    """Actions and notifications of one dispatcher (`core`)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.log = core.log
+        self.notifier = _systemd.Notifier()
+        self.announced_ready = False
+        self.pending_actions = []  # signals and reload() waiting for the loop
+        self.reload_source = None  # re-reads the configuration on reload
+
+    def start(self, now):
+        interval = _systemd.watchdog_interval()
+        if interval is not None:
+            self.core.loop.call_at(now, self.watchdog_tick, interval)
+        self.workers_changed()
+
+    def idle(self):
+        if self.notifier.enabled and self.announced_ready:
+            self.notifier.status(self.summary())
+
+    def request_action(self, action):
+        """Queue 'reload', 'more', 'fewer' or 'upgrade' for the loop (from a
+        signal handler or another thread)."""
+        self.pending_actions.append(action)
+        if self.core.loop.wakeup is not None:
+            self.core.loop.wakeup.wake()
+
+    def run_actions(self):
+        while self.pending_actions:
+            action = self.pending_actions.pop(0)
+            if self.core.stopping:
+                continue
+            if action == 'reload':
+                self.reload()
+            elif action in ('more', 'fewer'):
+                step = 1 if action == 'more' else -1
+                for pool in self.core.pools:
+                    pool.resize(max(1, pool.num_workers + step))
+            elif action == 'upgrade':
+                self.upgrade()
+
+    def reload(self):
+        """Rolling reload: the configuration source read again (when the
+        command line gave one), then every worker replaced."""
+        if self.reload_source is not None:
+            try:
+                self.reload_source(self.core)
+            except Exception as err:  # pylint: disable=broad-except
+                self.log.error("reload refused, the running configuration "
+                               "stays: %s", err)
+                return
+        self.log.info("reloading: replacing every worker")
+        self.notifier.reloading()
+        self.core.retirements.reload()
+
+    def upgrade(self):
+        self.log.error("hot upgrade (SIGUSR2) is not available in this "
+                       "version; the running dispatcher goes on")
+
+    # -- systemd ----------------------------------------------------------------
+
+    def workers_changed(self):
+        """A worker got ready (or the dispatcher started): once every pool's
+        workers are ready the first time, tell systemd (READY=1)."""
+        if self.announced_ready or self.core.stopping:
+            return
+        if all(handle.ready for pool in self.core.pools
+               for handle in pool.handles):
+            self.announced_ready = True
+            self.notifier.ready(self.summary())
+
+    def summary(self):
+        """One line for STATUS=: pools, workers ready/total, in flight."""
+        handles = [handle for pool in self.core.pools for handle in pool.handles]
+        ready = sum(1 for handle in handles if handle.ready)
+        return (f"{len(self.core.pools)} pools, {ready}/{len(handles)} workers "
+                f"ready, {len(self.core.pending)} requests in flight")
+
+    def watchdog_tick(self, now, interval):
+        self.core.loop.call_at(now + interval, self.watchdog_tick, interval)
+        self.notifier.watchdog()

@@ -1,0 +1,100 @@
+"""Delivery: requests and control messages on their way to the workers.
+
+A message for a worker is framed and added to that worker's buffer; the
+loop flushes every buffer that has something (`dirty`) once per turn,
+and asks to be told when a full pipe has room again. The dispatcher never
+waits on a worker.
+"""
+
+from . import channel as _channel
+from . import messages as _msg
+from .loop import EVENT_WRITE
+from .pending import PENDING_COMPLETED
+
+
+class Delivery:
+    """The outgoing side of every worker's pipes (for `core`)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.log = core.log
+        self.dirty = set()
+
+    def send_request(self, handle, seq, item):
+        """Queue `item` on `handle`'s pipe; False when it cannot be sent."""
+        frame = self.request_frame(handle, seq, item)
+        if frame is None:
+            return False
+        handle.out.add_parts(*frame)
+        self.dirty.add(handle)
+        return True
+
+    def request_frame(self, handle, seq, item):
+        if not hasattr(item, 'client'):  # a Request put on the queue
+            message = (_msg.M_REQUEST, seq, item.request_id, item.method,
+                       item.path, item.query, item.headers, item.data, True,
+                       item.remote_address, item.context)
+            try:
+                return _channel.pack_parts(message)
+            except Exception as err:  # pylint: disable=broad-except
+                self.log.error("request to %s %s cannot be sent (data does not "
+                               "pickle: %r); dropped", item.method, item.path,
+                               err)
+                return None
+        client = item.client
+        if not client.is_open:
+            return None
+        try:
+            remote = client.client_ip
+        except Exception:  # pylint: disable=broad-except
+            remote = None
+        message = (_msg.M_REQUEST, seq, item.request_id, client.method,
+                   client.path, client.query, client.headers, client.raw_body,
+                   False, remote, item.context)
+        try:
+            return _channel.pack_parts(message)
+        except Exception as err:  # pylint: disable=broad-except
+            if item.context is None:
+                self.log.error("request %s cannot be sent to %s: %r",
+                               item.request_id, handle.name, err)
+                self.core.fail(item, 500, None, PENDING_COMPLETED)
+                return None
+            self.log.error("on_request_accepted() returned a context that "
+                           "cannot be sent to a worker (%r); request %s "
+                           "goes with context=None", err, item.request_id)
+            item.context = None
+            return _channel.pack_parts(message[:-1] + (None,))
+
+    def tell(self, handle, frame):
+        if handle.alive and handle.out is not None:
+            handle.out.add(frame)
+            self.dirty.add(handle)
+
+    def mark_dirty(self, handle):
+        self.dirty.add(handle)
+
+    def flush_workers(self):
+        dirty = self.dirty
+        self.dirty = set()
+        for handle in dirty:
+            out = handle.out
+            if out is None:
+                continue
+            try:
+                done = out.flush()
+            except OSError:
+                out.clear()
+                continue  # the worker is gone; reaping handles it
+            self.want_writable(handle, not done)
+
+    def want_writable(self, handle, want):
+        if want == handle.writing:
+            return
+        handle.writing = want
+        if want:
+            try:
+                self.core.loop.register(handle.to_fd, EVENT_WRITE, handle)
+            except (KeyError, ValueError, OSError):
+                pass
+        else:
+            self.core.loop.unregister(handle.to_fd)
