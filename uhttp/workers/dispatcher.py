@@ -990,7 +990,7 @@ class Dispatcher:
             elif kind == _msg.W_READY:
                 self._worker_ready(handle)
             elif kind == _msg.W_BOUNCE:
-                item = self._release(handle, message[1], give_credit=False)
+                item = self._take(handle, message[2])
                 if item is not None:
                     if isinstance(item, _PendingRequest):
                         item.worker = None
@@ -1028,6 +1028,16 @@ class Dispatcher:
         if give_credit and not handle.stopping:
             handle.pool._released(handle)
         return entry[2]
+
+    @staticmethod
+    def _take(handle, seq):
+        """Remove the in-flight entry with this seq; its queue item, or None."""
+        inflight = handle.inflight
+        for entry in inflight:
+            if entry[0] == seq:
+                inflight.remove(entry)
+                return entry[2]
+        return None
 
     def _respond(self, pending, message):
         _, request_id, status, headers, body, kind, cookies = message
@@ -1636,13 +1646,15 @@ class Dispatcher:
 class _WorkerSpec:
     """What a forked worker needs to start."""
 
-    def __init__(self, pool, index, in_fd, out_fd, slot, parent_pid):
+    def __init__(self, pool, index, in_fd, out_fd, slot, parent_pid,
+                 recall_fd=None):
         self.worker_class = pool.worker_class
         self.worker_id = index
         self.pool_name = pool.name
         self.kwargs = pool.kwargs
         self.in_fd = in_fd
         self.out_fd = out_fd
+        self.recall_fd = recall_fd
         self.slot = slot
         self.log_level = pool.log_level
         self.heartbeat_interval = pool.heartbeat_interval

@@ -26,8 +26,9 @@ W_STREAM_END = 25   # (W_STREAM_END, request_id)
 W_LOG = 26          # (W_LOG, name, level, text)
 W_PAUSE = 27        # (W_PAUSE,)
 W_RESUME = 28       # (W_RESUME,)
-W_BOUNCE = 29       # (W_BOUNCE, request_id) taken while paused: give to another
+W_BOUNCE = 29       # (W_BOUNCE, request_id, seq) taken while paused: give to another
 W_FORWARD = 30      # (W_FORWARD, route, data)
+W_RETURNED = 31     # (W_RETURNED, [seq, ...]) recalled: these were never started
 
 # body kinds: how the dispatcher can rebuild `Response.data` when asked
 BODY_NONE = 0

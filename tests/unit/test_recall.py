@@ -1,0 +1,283 @@
+"""Recalling requests that wait behind a running handler (no processes).
+
+The worker side: `_Backlog` claims a request as the loop pops it and gives
+back every other request on a recall, under one lock.
+"""
+
+import collections
+import random
+import threading
+import time
+
+import pytest
+
+from uhttp.workers import channel
+from uhttp.workers import messages as msg
+from uhttp.workers.worker import _Backlog
+
+
+def request(seq, request_id=None):
+    return (msg.M_REQUEST, seq, seq if request_id is None else request_id,
+            'GET', '/api/x', None, {}, b'', False, None, None)
+
+
+class FakeReader:
+    """Stands in for the request pipe's FrameReader: each read() hands out
+    the next batch (a list of messages, or an exception to raise)."""
+
+    def __init__(self, batches=()):
+        self.batches = collections.deque(batches)
+        self.eof = False
+
+    def read(self):
+        if not self.batches:
+            return []
+        batch = self.batches.popleft()
+        if isinstance(batch, Exception):
+            raise batch
+        return batch
+
+
+class Recorder:
+    """The claim and send callbacks, recording what happened in order."""
+
+    def __init__(self):
+        self.events = []
+
+    def claim(self, seq, request_id):
+        self.events.append(('claim', seq))
+
+    def send(self, message):
+        self.events.append(('sent', message))
+
+    def backlog(self, reader):
+        return _Backlog(reader, self.claim, self.send)
+
+
+# -- the worker side -------------------------------------------------------------
+
+class TestBacklog:
+    def test_pop_claims_requests_in_order(self):
+        recorder = Recorder()
+        backlog = recorder.backlog(FakeReader([[request(1), request(2)]]))
+        assert backlog.fill() is False
+        assert backlog.pop(True)[1] == 1
+        assert recorder.events == [('claim', 1)]
+        assert backlog.pop(True)[1] == 2
+        assert backlog.pop(True) is None
+        assert recorder.events == [('claim', 1), ('claim', 2)]
+
+    def test_pop_while_paused_claims_nothing(self):
+        recorder = Recorder()
+        backlog = recorder.backlog(FakeReader([[request(1)]]))
+        backlog.fill()
+        assert backlog.pop(False)[1] == 1  # the loop bounces it
+        assert recorder.events == []
+
+    def test_control_messages_are_not_claimed(self):
+        recorder = Recorder()
+        backlog = recorder.backlog(FakeReader([[(msg.M_CONFIG, {'a': 1})]]))
+        backlog.fill()
+        assert backlog.pop(True) == (msg.M_CONFIG, {'a': 1})
+        assert recorder.events == []
+
+    def test_fill_reports_eof(self):
+        reader = FakeReader()
+        backlog = Recorder().backlog(reader)
+        reader.eof = True
+        assert backlog.fill() is True
+
+    def test_give_back_returns_backlog_and_pipe_requests_in_order(self):
+        recorder = Recorder()
+        reader = FakeReader([[request(1), request(2), request(3)],
+                             [request(4), (msg.M_DISCONNECT, 9), request(5)]])
+        backlog = recorder.backlog(reader)
+        backlog.fill()
+        assert backlog.pop(True)[1] == 1          # running
+        assert backlog.give_back() is True        # M_DISCONNECT is left
+        assert recorder.events == [
+            ('claim', 1), ('sent', (msg.W_RETURNED, [2, 3, 4, 5]))]
+        assert len(backlog) == 1
+        assert backlog.pop(True) == (msg.M_DISCONNECT, 9)
+        assert backlog.pop(True) is None
+
+    def test_control_messages_keep_their_order(self):
+        recorder = Recorder()
+        controls = [(msg.M_CONFIG, 1), (msg.M_DISCONNECT, 5), (msg.M_STOP,)]
+        batch = [request(1), controls[0], request(2), controls[1], controls[2],
+                 request(3)]
+        backlog = recorder.backlog(FakeReader([batch]))
+        assert backlog.give_back() is True
+        assert recorder.events == [('sent', (msg.W_RETURNED, [1, 2, 3]))]
+        assert [backlog.pop(True) for _ in range(3)] == controls
+
+    def test_give_back_with_nothing_left_answers_empty(self):
+        recorder = Recorder()
+        backlog = recorder.backlog(FakeReader([[request(1)]]))
+        backlog.fill()
+        backlog.pop(True)
+        assert backlog.give_back() is False      # nothing for the loop
+        assert recorder.events[-1] == ('sent', (msg.W_RETURNED, []))
+
+    def test_give_back_after_a_corrupt_frame_still_answers(self):
+        recorder = Recorder()
+        reader = FakeReader([[request(1), request(2)],
+                             channel.ChannelError('corrupt frame')])
+        backlog = recorder.backlog(reader)
+        backlog.fill()
+        assert backlog.give_back() is True       # the loop must look
+        assert recorder.events == [('sent', (msg.W_RETURNED, [1, 2]))]
+
+    def test_give_back_at_eof_wakes_the_loop(self):
+        reader = FakeReader()
+        backlog = Recorder().backlog(reader)
+        reader.eof = True
+        assert backlog.give_back() is True
+
+    def test_claim_and_give_back_share_one_lock(self):
+        entered = threading.Event()
+        release = threading.Event()
+        events = []
+
+        def slow_claim(seq, request_id):
+            events.append(('claim', seq))
+            entered.set()
+            release.wait(5)
+
+        backlog = _Backlog(FakeReader([[request(1), request(2)]]), slow_claim,
+                           lambda message: events.append(('sent', message)))
+        backlog.fill()
+        loop = threading.Thread(target=backlog.pop, args=(True,))
+        loop.start()
+        assert entered.wait(5)
+        recall = threading.Thread(target=backlog.give_back)
+        recall.start()
+        recall.join(0.1)
+        assert recall.is_alive()  # waits for the claim to finish
+        release.set()
+        loop.join(5)
+        recall.join(5)
+        assert events == [('claim', 1), ('sent', (msg.W_RETURNED, [2]))]
+
+
+class Feed:
+    """A thread-safe stand-in for the pipe: the test's 'dispatcher' puts
+    batches in; each read() takes what is there."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.items = collections.deque()
+        self.eof = False
+
+    def put(self, messages):
+        with self.lock:
+            self.items.extend(messages)
+
+    def read(self):
+        with self.lock:
+            taken = list(self.items)
+            self.items.clear()
+            return taken
+
+
+def split_after_death(sent, events):
+    """What the dispatcher does with a worker that died after `events` (a
+    prefix of what it did): it reads every message the worker wrote, drops
+    what they released, then fails in-flight requests at or below the
+    started seq and requeues the rest. (victims, requeued, claimed)."""
+    inflight = set(sent)
+    claimed = set()
+    started = 0
+    for kind, value in events:
+        if kind == 'claim':
+            claimed.add(value)
+            started = value
+        elif kind == 'bounce':
+            inflight.discard(value)
+        elif kind == 'answer':
+            inflight.discard(value)
+        elif kind == 'sent':
+            assert value[0] == msg.W_RETURNED
+            inflight.difference_update(value[1])
+    victims = {seq for seq in inflight if seq <= started}
+    requeued = inflight - victims
+    return victims, requeued, claimed
+
+
+@pytest.mark.parametrize('run', range(5))
+def test_every_request_is_started_once_or_returned_under_races(run):
+    """A loop thread and a recall thread race over one backlog; at every
+    point of the recorded history, a death would fail only requests that
+    were started and requeue only requests that were not."""
+    rng = random.Random(run)
+    events = []   # appended under the backlog lock, or by the loop thread
+    backlog = _Backlog(None, lambda seq, request_id: events.append(
+        ('claim', seq)), lambda message: events.append(('sent', message)))
+    feed = Feed()
+    backlog.reader = feed
+    total = 3000
+    done = threading.Event()
+
+    def loop():
+        while not done.is_set() or len(feed.items) or len(backlog):
+            backlog.fill()
+            while True:
+                accepting = rng.random() > 0.05
+                message = backlog.pop(accepting)
+                if message is None:
+                    time.sleep(0.0001)  # waiting in select()
+                    break
+                if message[0] != msg.M_REQUEST:
+                    continue
+                if accepting:
+                    if rng.random() < 0.05:
+                        time.sleep(0.0005)  # a slower handler
+                    events.append(('answer', message[1]))
+                else:
+                    events.append(('bounce', message[1]))
+
+    def recall():
+        while not done.is_set():
+            backlog.give_back()
+            time.sleep(0.0002)
+
+    threads = [threading.Thread(target=loop), threading.Thread(target=recall)]
+    for thread in threads:
+        thread.start()
+    sent = []
+    seq = 0
+    while seq < total:
+        batch = []
+        for _ in range(rng.randint(1, 8)):
+            seq += 1
+            batch.append(request(seq))
+            sent.append(seq)
+        if rng.random() < 0.2:
+            batch.insert(rng.randrange(len(batch) + 1), (msg.M_CONFIG, seq))
+        feed.put(batch)
+        time.sleep(0.0001)
+    done.set()
+    for thread in threads:
+        thread.join(20)
+        assert not thread.is_alive()
+    backlog.give_back()
+
+    claims = [value for kind, value in events if kind == 'claim']
+    returned = [seq for kind, value in events if kind == 'sent'
+                for seq in value[1]]
+    bounced = [value for kind, value in events if kind == 'bounce']
+    assert claims == sorted(claims)
+    assert len(claims) == len(set(claims))
+    assert len(returned) == len(set(returned))
+    assert not set(claims) & set(returned)
+    assert not set(claims) & set(bounced)
+    assert not set(returned) & set(bounced)
+    assert sorted(claims + returned + bounced) == sent
+    assert returned, "the recall thread never returned anything"
+
+    # a death after any prefix of the history
+    step = max(1, len(events) // 2000)
+    for cut in list(range(0, len(events) + 1, step)) + [len(events)]:
+        victims, requeued, claimed = split_after_death(sent, events[:cut])
+        assert not requeued & claimed, cut      # would run twice
+        assert victims <= claimed, cut          # failed without running
