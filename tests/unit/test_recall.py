@@ -1,18 +1,25 @@
 """Recalling requests that wait behind a running handler (no processes).
 
 The worker side: `_Backlog` claims a request as the loop pops it and gives
-back every other request on a recall, under one lock.
+back every other request on a recall, under one lock. The dispatcher side:
+a stalled worker's unstarted requests are recalled and go back to the
+front of the pool queue.
 """
 
 import collections
+import os
 import random
 import threading
 import time
 
 import pytest
 
+import uhttp.workers as workers
 from uhttp.workers import channel
+from uhttp.workers import dispatcher as dispatcher_mod
 from uhttp.workers import messages as msg
+from uhttp.workers.heartbeat import SlotTable
+from uhttp.workers.pool import WorkerHandle, WorkerPool
 from uhttp.workers.worker import _Backlog
 
 
@@ -281,3 +288,215 @@ def test_every_request_is_started_once_or_returned_under_races(run):
         victims, requeued, claimed = split_after_death(sent, events[:cut])
         assert not requeued & claimed, cut      # would run twice
         assert victims <= claimed, cut          # failed without running
+
+
+# -- the dispatcher side ---------------------------------------------------------
+
+class EchoWorker(workers.Worker):
+    @workers.api('/api/echo', 'POST')
+    def echo(self, request):
+        return request.data
+
+
+@pytest.fixture
+def rig():
+    """A dispatcher (not running) with one pool of two live-looking handles;
+    their recall pipes are real, their slots shared memory."""
+    pool = WorkerPool(EchoWorker, num_workers=2)
+    pool.window = 8
+    dispatcher = workers.Dispatcher(pools=[pool])
+    slots = SlotTable(2)
+    pool._slots = slots
+    pool._handles = [WorkerHandle(pool, index, slots.slot(index))
+                     for index in range(2)]
+    fds = []
+    for index, handle in enumerate(pool._handles):
+        handle.slot.reset()
+        out_read, out_write = os.pipe()
+        recall_read, recall_write = os.pipe()
+        os.set_blocking(recall_read, False)
+        fds += [out_read, out_write, recall_read, recall_write]
+        handle.pid = 1000 + index
+        handle.alive = True
+        handle.ready = True
+        handle.to_fd = out_write
+        handle.out = channel.OutBuffer(out_write)
+        handle.recall_fd = recall_write
+        handle.recall_read = recall_read
+        pool._place(handle)
+    yield dispatcher, pool, pool._handles
+    for fd in fds:
+        os.close(fd)
+    slots.close()
+
+
+def forwarded(name):
+    return workers.Request(method='POST', path='/api/echo', data={'n': name})
+
+
+def recalled(handle):
+    try:
+        return os.read(handle.recall_read, 16)
+    except BlockingIOError:
+        return b''
+
+
+def run_due_timers(dispatcher, now):
+    dispatcher._run_timers(now)
+
+
+class TestStallCheck:
+    def test_a_request_behind_another_schedules_one_check(self, rig):
+        dispatcher, pool, (first, second) = rig
+        for name in 'abcd':
+            pool._enqueue(forwarded(name))
+        # idle workers first: a, b; then c, d behind them
+        assert [e[0] for e in first.inflight] == [1, 2]
+        assert [e[0] for e in second.inflight] == [1, 2]
+        assert first.stall_check and second.stall_check
+        checks = [timer for timer in dispatcher._timers
+                  if timer[2] == dispatcher._check_stall]
+        assert len(checks) == 2
+        pool._enqueue(forwarded('e'))
+        checks = [timer for timer in dispatcher._timers
+                  if timer[2] == dispatcher._check_stall]
+        assert len(checks) == 2  # one pending check per handle at most
+
+    def test_no_check_for_a_request_sent_to_an_idle_worker(self, rig):
+        dispatcher, pool, (first, second) = rig
+        pool._enqueue(forwarded('a'))
+        assert not first.stall_check
+        assert dispatcher._timers == []
+
+    def test_stalled_worker_is_recalled_and_its_requests_requeued(self, rig):
+        dispatcher, pool, (first, second) = rig
+        for name in 'abc':
+            pool._enqueue(forwarded(name))
+        # first holds a (started, running long) and c (waiting behind it)
+        first.slot.start(0.0, 1, -1)
+        second.slot.start(0.0, 1, -1)
+        dispatcher._handle_messages(second, [(msg.W_RESPONSE, -1, 200, None,
+                                              b'', msg.BODY_NONE, None)])
+        assert not second.inflight
+        due = dispatcher._timers[0][0]
+        # scheduled when a was not started yet: the start counts as progress
+        run_due_timers(dispatcher, due)
+        assert recalled(first) == b''
+        due = dispatcher._timers[0][0]
+        run_due_timers(dispatcher, due)
+        assert recalled(first) == b'\0'
+        assert first.stalled and first.recalled and first.recalls == 1
+        assert first.waiting is None
+        # no second recall while the first is unanswered
+        run_due_timers(dispatcher, dispatcher._timers[0][0])
+        assert recalled(first) == b''
+
+        item_c = first.inflight[-1][2]
+        dispatcher._handle_messages(first, [(msg.W_RETURNED, [2])])
+        assert not first.recalled
+        assert [e[0] for e in first.inflight] == [1]
+        # c went to the free worker, not back to the stalled one
+        assert second.inflight[-1][2] is item_c
+        assert first.stalled and first.waiting is None
+        # answering a releases first: it takes work again
+        dispatcher._handle_messages(first, [(msg.W_RESPONSE, -1, 200, None,
+                                             b'', msg.BODY_NONE, None)])
+        assert not first.stalled
+        assert first.waiting is pool._idle
+
+    def test_a_worker_that_gave_back_everything_takes_work_again(self, rig):
+        # slow to start (descheduled), not busy: it ran nothing it holds, so
+        # no release would ever end the stall
+        dispatcher, pool, (first, second) = rig
+        second.accepting = False
+        pool._withdraw(second)
+        for name in 'ab':
+            pool._enqueue(forwarded(name))
+        second.accepting = True
+        pool._offer(second)
+        run_due_timers(dispatcher, dispatcher._timers[0][0])
+        assert recalled(first) == b'\0' and first.stalled
+        dispatcher._handle_messages(first, [(msg.W_RETURNED, [1, 2])])
+        assert not first.inflight
+        assert not first.stalled
+        assert first.waiting is not None  # eligible again
+        assert len(second.inflight) == 2
+
+    def test_no_recall_while_the_worker_makes_progress(self, rig):
+        dispatcher, pool, (first, second) = rig
+        for name in 'abc':
+            pool._enqueue(forwarded(name))
+        dispatcher._handle_messages(second, [(msg.W_RESPONSE, -1, 200, None,
+                                              b'', msg.BODY_NONE, None)])
+        for seq in (1, 2):
+            first.slot.start(0.0, seq, -1)
+            run_due_timers(dispatcher, dispatcher._timers[0][0])
+            assert recalled(first) == b''
+        # it started everything it holds: no further checks
+        assert not first.stall_check
+        assert dispatcher._timers == []
+
+    def test_no_recall_when_no_other_worker_could_take_work(self, rig):
+        dispatcher, pool, (first, second) = rig
+        pool.window = 2
+        for name in 'abcd':
+            pool._enqueue(forwarded(name))  # both windows full
+        for handle in (first, second):
+            handle.slot.start(0.0, 1, -1)
+        for _ in range(3):
+            run_due_timers(dispatcher, dispatcher._timers[0][0])
+        assert recalled(first) == b'' and recalled(second) == b''
+        assert first.stall_check  # it keeps checking
+
+    def test_returned_requests_go_to_the_front_in_their_order(self, rig):
+        dispatcher, pool, (first, second) = rig
+        second.accepting = False
+        pool._withdraw(second)
+        items = [forwarded(name) for name in 'abcd']
+        for item in items:
+            pool._enqueue(item)
+        assert [e[2] for e in first.inflight] == items
+        pool._queue.append(forwarded('later'))
+        first.slot.start(0.0, 1, -1)
+        dispatcher._recall(first)
+        dispatcher._handle_messages(first, [(msg.W_RETURNED, [2, 3, 4])])
+        assert list(pool._queue)[:3] == items[1:]
+        assert pool._queue[3].data == {'n': 'later'}
+        assert pool.status()['queue_size'] == 4
+
+    def test_returned_seqs_it_no_longer_holds_are_ignored(self, rig):
+        dispatcher, pool, (first, second) = rig
+        pool._enqueue(forwarded('a'))
+        dispatcher._handle_messages(first, [(msg.W_RETURNED, [7, 8])])
+        assert len(first.inflight) == 1 and not pool._queue
+
+    def test_bounce_is_matched_by_seq(self, rig):
+        dispatcher, pool, (first, second) = rig
+        second.accepting = False
+        pool._withdraw(second)
+        items = [forwarded(name) for name in 'ab']
+        for item in items:
+            pool._enqueue(item)
+        first.slot.start(0.0, 1, -1)
+        first.accepting = False
+        pool._withdraw(first)
+        # both have request_id -1: the bounce names the second by its seq
+        dispatcher._handle_messages(first, [(msg.W_BOUNCE, -1, 2)])
+        assert [e[2] for e in first.inflight] == items[:1]
+        assert list(pool._queue) == items[1:]
+
+    def test_check_for_a_replaced_process_does_nothing(self, rig):
+        dispatcher, pool, (first, second) = rig
+        for name in 'abc':
+            pool._enqueue(forwarded(name))
+        first.pid = 4242  # the slot runs another process now
+        first.stall_check = False
+        for _ in range(3):
+            if dispatcher._timers:
+                run_due_timers(dispatcher, dispatcher._timers[0][0])
+        assert recalled(first) == b''
+        assert not first.stall_check
+
+
+def test_stall_after_is_a_few_milliseconds():
+    assert 0.0005 <= dispatcher_mod.STALL_AFTER <= 0.01

@@ -58,6 +58,11 @@ HTTP_DEFAULTS = {
     'send_timeout': 60,
 }
 CONNECTIONS_PER_PENDING = 10
+# A request sent to a worker that holds another waits behind it. When that
+# worker has started nothing new for this long while another worker of the
+# pool could take work, the dispatcher recalls the requests it has not
+# started (they go back to the pool queue).
+STALL_AFTER = 0.0025
 QUEUE_WARNING_INTERVAL = 10.0
 SHUTDOWN_WORKER_GRACE = 1.0
 FLUSH_GRACE = 2.0
@@ -911,7 +916,10 @@ class Dispatcher:
                                err)
                 return False
         handle.out.add_parts(*frame)
-        handle.inflight.append((seq, request_id, item))
+        inflight = handle.inflight
+        inflight.append((seq, request_id, item))
+        if len(inflight) > 1 and not handle.stall_check:
+            self._watch_stall(handle)  # it waits behind another request
         self._dirty.add(handle)
         return True
 
@@ -989,8 +997,11 @@ class Dispatcher:
                 self._worker_log(message[1], message[2], message[3])
             elif kind == _msg.W_READY:
                 self._worker_ready(handle)
+            elif kind == _msg.W_RETURNED:
+                self._returned(handle, message[1])
             elif kind == _msg.W_BOUNCE:
                 item = self._take(handle, message[2])
+                handle.stalled = False
                 if item is not None:
                     if isinstance(item, _PendingRequest):
                         item.worker = None
@@ -1025,6 +1036,7 @@ class Dispatcher:
                     break
             else:
                 return None
+        handle.stalled = False  # it has moved on: it may take more
         if give_credit and not handle.stopping:
             handle.pool._released(handle)
         return entry[2]
@@ -1038,6 +1050,80 @@ class Dispatcher:
                 inflight.remove(entry)
                 return entry[2]
         return None
+
+    # -- taking back requests that wait behind a running handler -----------------
+
+    def _watch_stall(self, handle):
+        """`handle` holds a request that waits behind another: check in
+        STALL_AFTER seconds whether the worker has moved on."""
+        handle.stall_check = True
+        self._call_at(_monotonic() + STALL_AFTER, self._check_stall, handle,
+                      handle.pid, handle.slot.started())
+
+    def _check_stall(self, now, handle, pid, seen):
+        """Recall what `handle` has not started if it started nothing since
+        the check was set (`seen` was its started seq then) and another
+        worker of the pool could take work now; check again while it holds
+        requests it has not started."""
+        if handle.pid != pid or not handle.alive:
+            return  # a later process of the slot has checks of its own
+        handle.stall_check = False
+        inflight = handle.inflight
+        if not inflight or handle.recall_fd is None or handle.stopping:
+            return
+        started = handle.slot.started()
+        if inflight[-1][0] <= started:
+            return  # it has started everything it holds
+        if (started == seen and not handle.recalled
+                and handle.kill_reason is None and _others_free(handle)):
+            self._recall(handle)
+        handle.stall_check = True
+        self._call_at(now + STALL_AFTER, self._check_stall, handle, pid,
+                      started)
+
+    def _recall(self, handle):
+        """Ask the worker to give back what it has not started (W_RETURNED);
+        it takes no new requests until it releases one."""
+        try:
+            _os.write(handle.recall_fd, b'\0')
+        except BlockingIOError:
+            pass  # a recall is pending already
+        except OSError:
+            return  # it has gone: reaping requeues what it held
+        handle.recalled = True
+        handle.stalled = True
+        handle.recalls += 1
+        handle.pool._withdraw(handle)
+
+    def _returned(self, handle, seqs):
+        """The worker gave back requests it never started: they go back to
+        the front of the pool queue, in their order, for any worker."""
+        handle.recalled = False
+        if not seqs:
+            return
+        wanted = set(seqs)
+        inflight = handle.inflight
+        items = [entry[2] for entry in inflight if entry[0] in wanted]
+        if not items:
+            return
+        kept = [entry for entry in inflight if entry[0] not in wanted]
+        inflight.clear()
+        inflight.extend(kept)
+        pool = handle.pool
+        queue = pool._queue
+        for item in reversed(items):
+            if isinstance(item, _PendingRequest):
+                if item.done:
+                    continue
+                item.worker = None
+            queue.appendleft(item)
+        pool._dispatch()  # to the other workers first
+        if not inflight:
+            # it runs nothing it took from the pool (it was slow to start,
+            # not busy): no release would end the stall, so end it here
+            handle.stalled = False
+        if not handle.stopping:
+            pool._released(handle)  # re-placed unless stalled
 
     def _respond(self, pending, message):
         _, request_id, status, headers, body, kind, cookies = message
@@ -1235,14 +1321,16 @@ class Dispatcher:
         pool = handle.pool
         to_read, to_write = _channel.make_pipe()
         from_read, from_write = _channel.make_pipe()
+        recall_read, recall_write = _os.pipe()  # one byte: give back
         handle.slot.reset()
         spec = _WorkerSpec(pool, handle.index, to_read, from_write, handle.slot,
-                           _os.getpid())
+                           _os.getpid(), recall_read)
         _flush_std()
         try:
             pid = _os.fork()
         except OSError as err:
-            for fd in (to_read, to_write, from_read, from_write):
+            for fd in (to_read, to_write, from_read, from_write, recall_read,
+                       recall_write):
                 _os.close(fd)
             self.log.error("cannot start %s: fork failed: %s", handle.name, err)
             self._schedule_restart(handle, _monotonic(), 1.0)
@@ -1251,13 +1339,16 @@ class Dispatcher:
             try:
                 _close_fd(to_write)  # else the worker never sees EOF
                 _close_fd(from_read)
-                self._in_child(keep=(to_read, from_write))
+                _close_fd(recall_write)
+                self._in_child(keep=(to_read, from_write, recall_read))
             finally:
                 _worker.child_main(spec)
         _os.close(to_read)
         _os.close(from_write)
+        _os.close(recall_read)
         _os.set_blocking(to_write, False)
         _os.set_blocking(from_read, False)
+        _os.set_blocking(recall_write, False)
         handle.pid = pid
         handle.alive = True
         handle.ready = False
@@ -1266,9 +1357,13 @@ class Dispatcher:
         handle.started_at = _monotonic()
         handle.to_fd = to_write
         handle.from_fd = from_read
+        handle.recall_fd = recall_write
         handle.out = _channel.OutBuffer(to_write)
         handle.reader = _channel.FrameReader(from_read)
         handle.seq = 0
+        handle.stalled = False
+        handle.recalled = False
+        handle.stall_check = False
         handle.work_seen = (0.0, 0)
         handle.kill_reason = None
         handle.exitcode = None
@@ -1292,7 +1387,7 @@ class Dispatcher:
             _detach_close(server._socket)
         for pool in self._pools:
             for other in pool._handles:
-                for fd in (other.to_fd, other.from_fd):
+                for fd in (other.to_fd, other.from_fd, other.recall_fd):
                     if fd is not None and fd not in keep:
                         _close_fd(fd)
         if self._wakeup is not None:
@@ -1411,7 +1506,7 @@ class Dispatcher:
         return victims, requeue
 
     def _close_handle_fds(self, handle):
-        for fd in (handle.from_fd, handle.to_fd):
+        for fd in (handle.from_fd, handle.to_fd, handle.recall_fd):
             if fd is None:
                 continue
             try:
@@ -1419,7 +1514,7 @@ class Dispatcher:
             except (KeyError, ValueError, OSError):
                 pass
             _close_fd(fd)
-        handle.from_fd = handle.to_fd = None
+        handle.from_fd = handle.to_fd = handle.recall_fd = None
         handle._writing = False
         if handle.out is not None:
             handle.out.closed = True
@@ -1661,6 +1756,16 @@ class _WorkerSpec:
         self.memory_limit_mb = pool.worker_memory_limit_mb
         self.configs = list(pool._config)
         self.parent_pid = parent_pid
+
+
+def _others_free(handle):
+    """True when another worker of `handle`'s pool could take work now."""
+    pool = handle.pool
+    for waiting in (pool._idle, pool._partial):
+        for other in waiting:
+            if other is not handle:
+                return True
+    return False
 
 
 def _pool_handle(pool, index):

@@ -64,6 +64,10 @@ class Slot:
             self._map, self._offset)
         return heartbeat, keepalive, started, request_id
 
+    def started(self):
+        """The sequence number of the last request the worker started."""
+        return _Q.unpack_from(self._map, self._offset + _STARTED)[0]
+
     def load(self):
         """(busy seconds, requests run) since the worker started."""
         _, busy, count = _BEAT.unpack_from(self._map, self._offset)

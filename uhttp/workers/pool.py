@@ -27,6 +27,8 @@ _monotonic = _time.monotonic
 # the cost of tiny handlers; for slow handlers it only makes requests wait
 # behind each other. So each pool's window adapts to its handlers: it holds
 # about WINDOW_BUDGET seconds of work, between 1 and MAX_WINDOW requests.
+# A slow request among fast ones still holds up those sent behind it: the
+# dispatcher recalls them (see dispatcher.STALL_AFTER).
 MAX_WINDOW = 8
 START_WINDOW = 2
 WINDOW_BUDGET = 0.0005
@@ -150,12 +152,17 @@ class WorkerHandle:
         self.started_at = None
         self.to_fd = None        # dispatcher writes requests here
         self.from_fd = None      # dispatcher reads responses here
+        self.recall_fd = None    # a byte here: give back what you have not started
         self.out = None
         self.reader = None
         self.seq = 0
         self.inflight = _collections.deque()  # (seq, request_id, item) sent
         self.held = {}           # request_id -> item: deferred or streaming
         self.waiting = None      # the pool list it waits in for work, if any
+        self.stalled = False     # recalled: no new requests until it releases one
+        self.recalled = False    # a recall was sent, its W_RETURNED not read yet
+        self.stall_check = False  # a stall check is scheduled
+        self.recalls = 0         # recalls sent to this slot's workers
         self.work_seen = (0.0, 0)  # slot (busy, count) at the last window update
         self.restarts = 0
         self.streak = 0
@@ -382,7 +389,8 @@ class WorkerPool:
 
     def _eligible(self, handle):
         return (handle.ready and handle.accepting and handle.alive
-                and not handle.stopping and len(handle.inflight) < self.window)
+                and not handle.stopping and not handle.stalled
+                and len(handle.inflight) < self.window)
 
     def _place(self, handle):
         """Put `handle` in the list matching its load (or in none)."""
