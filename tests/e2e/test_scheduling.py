@@ -7,10 +7,11 @@ to a worker that is free. These tests run real dispatchers and workers.
 """
 import http.client
 import os
+import signal
 import threading
 import time
 
-from supervision_util import start
+from supervision_util import start, workers
 
 SLOW = 0.5
 
@@ -127,3 +128,60 @@ def test_fast_requests_do_not_wait_behind_a_slow_handler(app_server, tmp_path):
     status = server.status()
     assert status['pending'] == 0
     assert status['pools'][0]['queue_size'] == 0
+
+
+def test_recalled_requests_run_once_even_when_a_worker_is_killed(
+        app_server, tmp_path):
+    # a window of 8 whatever the handlers' times: fast requests keep
+    # landing behind the slow ones, and are recalled
+    server = start(app_server, 'sched_mixed',
+                   env={'SCHED_RUN_DIR': str(tmp_path), 'SCHED_WINDOW': '8'})
+    stop = threading.Event()
+    clients = [Client(server, '/api/fast', stop, f'f{index}')
+               for index in range(6)]
+    clients.append(Client(server, '/api/slow/0.1', stop, 'slow'))
+    killed = []
+    try:
+        for _ in range(3):
+            time.sleep(1.2)
+            # a worker busy with a slow request, with more waiting behind it
+            # or just recalled, at a moment the test does not choose
+            victim = max(workers(server), key=lambda w: (
+                w['current_request'] is not None, w['queued'], w['stalled']))
+            os.kill(victim['pid'], signal.SIGKILL)
+            killed.append(victim['pid'])
+        time.sleep(1.2)
+    finally:
+        stop.set()
+        results = [result for client in clients for result in client.finish()]
+
+    for client in clients:
+        assert not client.errors, client.errors[:5]
+    replies = {}
+    for status, token, body, _ in results:
+        assert token not in replies, f"{token} answered twice"
+        replies[token] = (status, body)
+    runs = read_runs(tmp_path)
+    twice = {token: count for token, count in runs.items() if count > 1}
+    assert not twice, f"requests run more than once: {twice}"
+    lost = []
+    for token, (status, body) in replies.items():
+        if status == 200:
+            assert token.encode() in body, (token, body)
+            assert runs.get(token) == 1, token
+        else:
+            # started by a killed worker: 500, run at most once
+            assert status == 500 and b'Worker died' in body, (token, body)
+            lost.append(token)
+    assert set(runs) <= set(replies), set(runs) - set(replies)
+    status = server.status()
+    pool = status['pools'][0]
+    recalls = sum(w['recalls'] for w in pool['workers'])
+    print(f"{len(replies)} requests, {len(lost)} lost to {len(killed)} kills, "
+          f"{recalls} recalls, window {pool['window']}")
+    assert len(lost) <= len(killed), lost  # the request each one ran
+    assert recalls >= 20, pool
+    assert sum(w['restarts'] for w in pool['workers']) == len(killed), pool
+    server.wait_until(lambda: server.status()['pending'] == 0, timeout=10,
+                      what='no pending requests')
+    assert server.status()['pools'][0]['queue_size'] == 0

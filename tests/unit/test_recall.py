@@ -2,8 +2,9 @@
 
 The worker side: `_Backlog` claims a request as the loop pops it and gives
 back every other request on a recall, under one lock. The dispatcher side:
-a stalled worker's unstarted requests are recalled and go back to the
-front of the pool queue.
+a stalled worker's unstarted requests are recalled, go back to the front
+of the pool queue, and the pool's queue_size counts every request not
+started wherever it waits.
 """
 
 import collections
@@ -387,6 +388,7 @@ class TestStallCheck:
         assert recalled(first) == b'\0'
         assert first.stalled and first.recalled and first.recalls == 1
         assert first.waiting is None
+        assert pool.status()['workers'][0]['queued'] == 1
         # no second recall while the first is unanswered
         run_due_timers(dispatcher, dispatcher._timers[0][0])
         assert recalled(first) == b''
@@ -496,6 +498,40 @@ class TestStallCheck:
                 run_due_timers(dispatcher, dispatcher._timers[0][0])
         assert recalled(first) == b''
         assert not first.stall_check
+
+
+class TestQueueSize:
+    def test_counts_queue_and_unstarted_requests_in_windows(self, rig):
+        dispatcher, pool, (first, second) = rig
+        pool.window = 3
+        for name in 'abcdefgh':
+            pool._enqueue(forwarded(name))
+        # 3 each in the windows, 2 in the queue; nothing started yet
+        status = pool.status()
+        assert [w['queued'] for w in status['workers']] == [3, 3]
+        assert status['queue_size'] == 8
+        assert pool.queue_size == 8
+        first.slot.start(0.0, 2, -1)     # first runs its second request
+        second.slot.start(0.0, 1, -1)
+        status = pool.status()
+        assert [w['queued'] for w in status['workers']] == [1, 2]
+        assert status['queue_size'] == 2 + 1 + 2
+
+    def test_released_requests_are_not_counted(self, rig):
+        dispatcher, pool, (first, second) = rig
+        for name in 'abc':
+            pool._enqueue(forwarded(name))
+        first.slot.start(0.0, 2, -1)
+        dispatcher._handle_messages(first, [(msg.W_RESPONSE, -1, 200, None,
+                                             b'', msg.BODY_NONE, None)] * 2)
+        assert pool.status()['workers'][0]['queued'] == 0
+
+    def test_a_dead_worker_counts_nothing(self, rig):
+        dispatcher, pool, (first, second) = rig
+        for name in 'abc':
+            pool._enqueue(forwarded(name))
+        first.alive = False
+        assert pool.status()['workers'][0]['queued'] == 0
 
 
 def test_stall_after_is_a_few_milliseconds():

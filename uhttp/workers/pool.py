@@ -191,6 +191,20 @@ class WorkerHandle:
     def name(self):
         return f"{self.pool.name}[{self.index}]"
 
+    def unstarted(self):
+        """How many requests it holds that it has not started yet (they
+        wait in its window)."""
+        inflight = self.inflight
+        if not inflight or not self.alive:
+            return 0
+        started = self.slot.started()
+        count = 0
+        for entry in reversed(inflight):  # in seq order
+            if entry[0] <= started:
+                break
+            count += 1
+        return count
+
     def status(self, now):
         if self.alive:
             heartbeat, _, _, request_id = self.slot.read()
@@ -209,6 +223,9 @@ class WorkerHandle:
             'last_seen': last_seen,
             'current_request': current,
             'held': len(self.held),
+            'queued': self.unstarted(),
+            'stalled': self.stalled,
+            'recalls': self.recalls,
             'restarts': self.restarts,
             'restart_in': None if self.restart_at is None else round(
                 max(0.0, self.restart_at - now), 3),
@@ -320,7 +337,10 @@ class WorkerPool:
 
     @property
     def queue_size(self):
-        return len(self._queue)
+        """Requests not started yet: in the pool queue and those waiting in
+        a worker's window."""
+        return len(self._queue) + sum(
+            handle.unstarted() for handle in self._handles)
 
     def status(self):
         """A dict for monitoring: name, degraded, queue size, workers."""
@@ -328,7 +348,7 @@ class WorkerPool:
         return {
             'name': self.name,
             'degraded': self._degraded,
-            'queue_size': len(self._queue),
+            'queue_size': self.queue_size,
             'alive_count': self.alive_count,
             'parked_count': self.parked_count,
             'restarts_in_window': self._policy.count(now),
