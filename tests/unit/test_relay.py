@@ -177,9 +177,14 @@ def test_returned_requests_go_back_to_the_queue(setup):
     client, pending = accept(core, pool)
     seq = handle.inflight[0][0]
     handle.stalled = True
-    core.relay.relay(handle, [(msg.W_RETURNED, [seq])])
+    # paused meanwhile: it stays in the queue
+    core.relay.relay(handle, [(msg.W_PAUSE,), (msg.W_RETURNED, [seq])])
     assert list(pool.scheduler.queue) == [pending]
     assert pending.worker is None and not handle.inflight
+    assert pending.state == 'queued'
+    # resumed: it is sent again, with a new seq
+    core.relay.relay(handle, [(msg.W_RESUME,)])
+    assert handle.inflight[0][0] == seq + 1 and pending.worker is handle
 
 
 def test_unknown_kind_is_logged_and_the_rest_relayed(setup):

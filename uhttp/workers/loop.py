@@ -67,6 +67,10 @@ class Timers:
         self._seq += 1
         _heapq.heappush(self._heap, (when, self._seq, func, args))
 
+    def entries(self):
+        """The timers waiting, soonest first: [(when, func, args)]."""
+        return [(when, func, args) for when, _, func, args in sorted(self._heap)]
+
     def next_due(self):
         """When the next timer is due, or None."""
         return self._heap[0][0] if self._heap else None

@@ -229,10 +229,11 @@ class PoolScheduler:
         handle.inflight.clear()
         handle.inflight.extend(kept)
         self.requeue_front(items)
-        if handle.stopping:
-            self.dispatch()
-        else:
-            self.released(handle)  # re-placed (unless stalled), dispatched
+        self.dispatch()  # to the other workers first
+        if not handle.inflight:
+            handle.stalled = False  # nothing left running: it may take more
+        if not handle.stopping:
+            self.released(handle)  # re-placed unless stalled
 
     # -- requests waiting behind a running handler ----------------------------
 
@@ -259,13 +260,18 @@ class PoolScheduler:
             return  # it has started everything it holds
         if (started == seen and not handle.recalled
                 and handle.kill_reason is None and self.others_free(handle)):
-            if self.recall(handle):
-                handle.recalled = True
-                handle.stalled = True
-                handle.recalls += 1
-                self.withdraw(handle)
+            self.recall_now(handle)
         handle.stall_check = True
         self.call_at(now + STALL_AFTER, self.check_stall, handle, pid, started)
+
+    def recall_now(self, handle):
+        """Ask the worker for what it has not started (W_RETURNED answers);
+        it takes no new requests until it releases one."""
+        if self.recall(handle):
+            handle.recalled = True
+            handle.stalled = True
+            handle.recalls += 1
+            self.withdraw(handle)
 
     def others_free(self, handle):
         """True when another worker could take work now."""

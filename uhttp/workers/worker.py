@@ -6,11 +6,13 @@ responses, stream data and log records to its own pipe back to the
 dispatcher. Its loop also serves the user's file descriptors and on_idle().
 """
 
+import collections as _collections
 import json as _json
 import os as _os
 import selectors as _selectors
 import signal as _signal
 import sys as _sys
+import threading as _threading
 import time as _time
 import traceback as _traceback
 
@@ -413,16 +415,102 @@ def _split_result(result):
     return result, 200, None
 
 
+class _Backlog:
+    """The messages read from the request pipe and not handled yet, shared
+    by the worker loop and its recall thread.
+
+    One lock covers the pipe's FrameReader, the backlog and the claim of a
+    request (writing its seq to the heartbeat slot as the started seq). The
+    loop pops messages one at a time and claims a request as it pops it, if
+    it is going to run it. On a recall, the recall thread reads what the
+    pipe holds, takes every request left in the backlog (none of them was
+    claimed) and, still holding the lock, sends W_RETURNED naming their
+    seqs. So each request is claimed by the loop or returned, never both.
+
+    Why a worker's death cannot make a request run twice: before it splits
+    a dead worker's in-flight requests, the dispatcher reads every message
+    the worker wrote; then it fails those whose seq is at most the slot's
+    started seq (they were started) and requeues the others. Requests are
+    claimed in seq order, and one popped but not claimed (bounced while
+    paused) is announced by the loop before it pops the next, so every
+    in-flight request at or below the started seq was started. A returned
+    request was never claimed. If its W_RETURNED reached the pipe whole,
+    the dispatcher drops it from the in-flight list before the split; if the
+    worker died before or while writing it, the lock was held from the
+    moment the requests were taken, so nothing after them was claimed: the
+    started seq is still below every returned seq, and the split requeues
+    them (it never fails them or lets a second copy run).
+    """
+
+    def __init__(self, reader, claim, send):
+        self.lock = _threading.Lock()
+        self.reader = reader
+        self._messages = _collections.deque()
+        self._claim = claim    # claim(seq, request_id): mark it started
+        self._send = send      # send(message) to the dispatcher
+
+    def __len__(self):
+        return len(self._messages)
+
+    def fill(self):
+        """Read every complete message the pipe holds now into the backlog
+        (ChannelError on a corrupt frame); True once the pipe is at EOF."""
+        with self.lock:
+            self._messages.extend(self.reader.read())
+            return self.reader.eof
+
+    def pop(self, accepting):
+        """The next message, or None. A request is claimed as it is popped
+        when `accepting` (it is going to run); else the caller bounces it."""
+        with self.lock:
+            if not self._messages:
+                return None
+            message = self._messages.popleft()
+            if accepting and message[0] == _msg.M_REQUEST:
+                self._claim(message[1], message[2])
+            return message
+
+    def give_back(self):
+        """Return every request not started yet: read what the pipe holds,
+        take the requests out of the backlog and send W_RETURNED with their
+        seqs, all under the lock. Control messages stay, in order. True when
+        the loop has something to look at (control messages, EOF, a corrupt
+        frame)."""
+        with self.lock:
+            look = False
+            try:
+                self._messages.extend(self.reader.read())
+            except _channel.ChannelError:
+                look = True  # the loop reads it again, reports it and stops
+            seqs = []
+            kept = _collections.deque()
+            for message in self._messages:
+                if message[0] == _msg.M_REQUEST:
+                    seqs.append(message[1])
+                else:
+                    kept.append(message)
+            self._messages = kept
+            self._send((_msg.W_RETURNED, seqs))
+            return look or self.reader.eof or bool(kept)
+
+
 class _Runtime:
     """Everything a worker process needs to talk to its dispatcher."""
 
-    def __init__(self, in_fd, out_fd, slot, log_level, heartbeat_interval):
+    def __init__(self, in_fd, out_fd, slot, log_level, heartbeat_interval,
+                 recall_fd=None):
         self.in_fd = in_fd
         self.out_fd = out_fd
+        self.recall_fd = recall_fd
         self.slot = slot
         self.log_level = log_level
         self.heartbeat_interval = heartbeat_interval
         self.reader = _channel.FrameReader(in_fd)
+        # pipe writes above PIPE_BUF are not atomic between threads
+        self.send_lock = _threading.Lock()
+        self.backlog = _Backlog(self.reader, self._claim, self.send)
+        self.claim_lock = self.backlog.lock
+        self._wake_fd = None
         self.selector = _selectors.DefaultSelector()
         self.fds = None  # FdCallbacks, made once the worker's log exists
         self.open_requests = {}  # request_id -> Request (deferred or streaming)
@@ -441,11 +529,48 @@ class _Runtime:
                 _msg.W_LOG, 'worker', _log.LOG_ERROR,
                 f"message {message[0]} could not be sent: {err!r}"))
         try:
-            _channel.write_parts(self.out_fd, header, payload)
+            with self.send_lock:
+                _channel.write_parts(self.out_fd, header, payload)
         except (BrokenPipeError, ConnectionResetError, OSError):
             # the dispatcher has gone: nobody is left to answer
             self.running = False
             raise _StopWorker() from None
+
+    def _claim(self, seq, request_id):
+        self.slot.start(_monotonic(), seq, request_id)
+
+    def start_recall(self):
+        """Start the recall thread; returns the fd it wakes the loop through
+        (None without a recall pipe)."""
+        if self.recall_fd is None:
+            return None
+        wake_read, self._wake_fd = _os.pipe()
+        _os.set_blocking(wake_read, False)
+        _os.set_blocking(self._wake_fd, False)
+        _threading.Thread(target=self._recall_loop, name='recall',
+                          daemon=True).start()
+        return wake_read
+
+    def _recall_loop(self):
+        """Wait in os.read() (no GIL held) for the dispatcher's recall byte;
+        give back what the loop has not started. Ends with the pipe."""
+        try:
+            while _os.read(self.recall_fd, 256):
+                if self.backlog.give_back():
+                    try:
+                        _os.write(self._wake_fd, b'\0')
+                    except BlockingIOError:
+                        pass  # a wake-up is pending already
+        except (OSError, _StopWorker):
+            return  # the dispatcher has gone, or this process is ending
+        except BaseException:  # pylint: disable=broad-except
+            try:
+                _sys.stderr.write(_traceback.format_exc())
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+
+_WAKE = 'wake'  # selector data of the recall thread's wake-up pipe
 
 
 def _serve(worker, runtime):
@@ -453,10 +578,15 @@ def _serve(worker, runtime):
     table = _build_table(worker)
     slot = runtime.slot
     selector = runtime.selector
+    # non-blocking: the recall thread may empty the pipe after select()
+    _os.set_blocking(runtime.in_fd, False)
     selector.register(runtime.in_fd, _selectors.EVENT_READ, None)
+    wake_fd = runtime.start_recall()
+    if wake_fd is not None:
+        selector.register(wake_fd, _selectors.EVENT_READ, _WAKE)
     interval = runtime.heartbeat_interval
     next_idle = _monotonic() + interval
-    reader = runtime.reader
+    backlog = runtime.backlog
     log = worker.log
     while runtime.running:
         now = _monotonic()
@@ -468,20 +598,27 @@ def _serve(worker, runtime):
         now = _monotonic()
         slot.beat(now)
         for key, mask in events:
-            if key.data is None:
+            data = key.data
+            if data is None or data is _WAKE:
+                if data is _WAKE:
+                    _drain(wake_fd)
                 try:
-                    messages = reader.read()
+                    eof = backlog.fill()
                 except _channel.ChannelError as err:
                     log.critical("corrupt message from dispatcher: %s", err)
                     raise _StopWorker() from None
-                for message in messages:
+                while True:
+                    # claimed (if it runs) as it leaves the backlog
+                    message = backlog.pop(worker._accepting)
+                    if message is None:
+                        break
                     _handle_message(worker, runtime, table, message)
                     if not runtime.running:
                         return
-                if reader.eof:
+                if eof:
                     raise _StopWorker()  # dispatcher gone
             else:
-                key.data.handle_event(key.fileobj, mask)
+                data.handle_event(key.fileobj, mask)
         if now >= next_idle:
             next_idle = now + interval
             try:
@@ -491,6 +628,14 @@ def _serve(worker, runtime):
                           _traceback.format_exc().rstrip())
             if _os.getppid() != runtime.parent_pid:
                 raise _StopWorker()
+
+
+def _drain(fd):
+    try:
+        while _os.read(fd, 256):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
 
 
 def _build_table(worker):
@@ -552,10 +697,10 @@ def _parse_body(request, body, content_type):
 
 
 def _handle_request(worker, runtime, table, message):
+    """Run one request the loop has claimed (see _Backlog)."""
     (_, seq, request_id, method, path, query, headers, body, parsed,
      remote_address, context) = message
     started = _monotonic()
-    runtime.slot.start(started, seq, request_id)
     request = _msg.Request(
         request_id, method, path, query=query, headers=headers,
         remote_address=remote_address, context=context)
@@ -677,6 +822,10 @@ def child_main(spec):
     code = EXIT_LOOP_FAILED
     try:
         _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        # the dispatcher's signals (reload, resize, upgrade) are not ours
+        for sig in (_signal.SIGHUP, _signal.SIGTTIN, _signal.SIGTTOU,
+                    _signal.SIGUSR2):
+            _signal.signal(sig, _signal.SIG_IGN)
         _signal.signal(_signal.SIGTERM, _on_sigterm)
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
@@ -684,7 +833,8 @@ def child_main(spec):
         if _os.getppid() != spec.parent_pid:
             _os._exit(EXIT_OK)
         runtime = _Runtime(spec.in_fd, spec.out_fd, spec.slot,
-                           spec.log_level, spec.heartbeat_interval)
+                           spec.log_level, spec.heartbeat_interval,
+                           spec.recall_fd)
         runtime.parent_pid = spec.parent_pid
         _runtime = runtime
         code = _run_worker(spec, runtime)
