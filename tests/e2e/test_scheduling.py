@@ -121,7 +121,10 @@ def test_fast_requests_do_not_wait_behind_a_slow_handler(app_server, tmp_path):
     # for every slow call (too few to move the p99 of thousands of calls,
     # hence the count)
     assert p99 < 0.1, f"fast p99 {p99 * 1e3:.1f} ms (max {worst * 1e3:.1f} ms)"
-    assert not late, (
+    # a call or two may be late for reasons of the machine (the clients are
+    # threads of one Python process on two cores); pipelined behind the slow
+    # handler, several per slow call would be
+    assert len(late) <= 2, (
         f"{len(late)} fast calls waited over {SLOW / 2 * 1e3:.0f} ms "
         f"(max {worst * 1e3:.1f} ms)")
 

@@ -7,7 +7,7 @@ import pytest
 import uhttp.workers as workers
 from uhttp.workers import namespace
 from uhttp.workers.routing import bind, class_routes
-from uhttp.workers.worker import _build_table
+from uhttp.workers.workerloop import build_table as _build_table
 
 BASES = [
     (workers.Worker, namespace.WORKER, 'api'),

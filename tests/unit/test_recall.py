@@ -21,7 +21,7 @@ from uhttp.workers import scheduler as scheduler_mod
 from uhttp.workers.dispatcher import core_of
 from uhttp.workers import messages as msg
 from uhttp.workers.pool import WorkerHandle, WorkerPool
-from uhttp.workers.worker import _Backlog
+from uhttp.workers.backlog import Backlog as _Backlog
 
 
 def request(seq, request_id=None):

@@ -7,8 +7,10 @@ import pytest
 import uhttp.workers as workers
 from uhttp.workers import messages as msg
 from uhttp.workers.routing import class_routes
-from uhttp.workers.worker import (
-    _build_table, _parse_body, _response_message, _split_result)
+from uhttp.workers.messages import response_message as _response_message
+from uhttp.workers.messages import split_result as _split_result
+from uhttp.workers.workerloop import _parse_body
+from uhttp.workers.workerloop import build_table as _build_table
 
 
 def pattern_texts(cls):

@@ -28,10 +28,9 @@ from . import log as _log
 from . import messages as _msg
 from . import replies as _replies
 from .intake import Intake
-from .loop import EVENT_WRITE, Loop, Signals
+from .loop import Loop, Signals
 from .pending import (
-    PENDING_COMPLETED, PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT,
-    PendingTable)
+    PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT, PendingTable)
 from .control import Control
 from .delivery import Delivery
 from .relay import Relay

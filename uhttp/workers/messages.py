@@ -410,3 +410,95 @@ def parse_cookies(raw):
                 value = value[1:-1]
             cookies[name] = value
     return cookies
+
+
+# -- a handler's answer as a W_RESPONSE message ------------------------------------
+
+def response_message(request_id, data, status, headers=None, cookies=None):
+    """Build the W_RESPONSE message for a handler's answer (may raise
+    ResponseError)."""
+    if isinstance(data, Response):
+        response = data
+        response.request_id = request_id  # filled in for the handler
+        data = response.data
+        status = response.status
+        headers = response.headers
+        cookies = response.cookies
+    check_status(status)
+    headers = check_headers(headers)
+    cookies = check_cookies(cookies)
+    body, kind, content_type = encode_body(data)
+    if content_type is not None:
+        if headers is None:
+            headers = [('content-type', content_type)]
+        elif not any(name.lower() == 'content-type' for name, _ in headers):
+            headers.append(('content-type', content_type))
+    return (W_RESPONSE, request_id, status, headers, body, kind, cookies)
+
+
+def error_message(request_id, status, text=None):
+    text = text or {400: 'Bad Request', 404: 'Not Found',
+                    500: 'Internal Server Error'}.get(status, 'Error')
+    body = _json.dumps({'error': text}).encode()
+    return (W_RESPONSE, request_id, status,
+            [('content-type', CONTENT_TYPE_JSON)], body, BODY_JSON,
+            None)
+
+
+def split_result(result):
+    """(data, status, headers) from a handler's return value."""
+    if type(result) is tuple and 2 <= len(result) <= 3 and isinstance(
+            result[1], int) and not isinstance(result[1], bool):
+        if len(result) == 2:
+            return result[0], result[1], None
+        return result
+    return result, 200, None
+
+
+# -- a Request's answering state (kept out of the handler's view) --------------
+
+def attach(request, sender):
+    """Let `request` answer through `sender` (the worker's state)."""
+    request._worker = sender
+
+
+def is_unanswered(request):
+    """True until the request is answered, streamed or closed."""
+    return request._state == Request._OPEN
+
+
+def is_answered(request):
+    return request._state == Request._ANSWERED
+
+
+def mark_answered(request):
+    request._state = Request._ANSWERED
+    request._released = True
+
+
+def mark_streaming(request):
+    request._state = Request._STREAMING
+    request._released = True
+
+
+def mark_closed(request):
+    request._state = Request._CLOSED
+
+
+def is_released(request):
+    """True once the worker told the dispatcher how the handler ended."""
+    return request._released
+
+
+def mark_released(request):
+    request._released = True
+
+
+def set_handler(request, handler):
+    """Remember which handler failed, for the error log."""
+    request._handler = handler
+
+
+def handler_of(request):
+    return request._handler
+

@@ -21,7 +21,8 @@ from .policy import (  # noqa: F401  (re-exported)
     BACKOFF_CAP, BACKOFF_FIRST, STABLE_AFTER, RestartPolicy, SlotRecord)
 from .scheduler import MAX_WINDOW, START_WINDOW, WINDOW_BUDGET  # noqa: F401
 from .scheduler import PoolScheduler
-from .worker import EXIT_REASONS, Worker
+from .worker import Worker
+from .workerloop import EXIT_REASONS
 
 _monotonic = _time.monotonic
 

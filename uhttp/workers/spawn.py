@@ -12,7 +12,7 @@ import stat as _stat
 import sys as _sys
 
 from . import channel as _channel
-from . import worker as _worker
+from . import workerloop as _workerloop
 
 
 class WorkerSpec:
@@ -75,7 +75,7 @@ def fork_worker(spec, pipes, drop_inherited):
                 close_fd(fd)
             drop_inherited(set(pipes.child_ends))
         finally:
-            _worker.child_main(spec)
+            _workerloop.child_main(spec)
     return pid
 
 

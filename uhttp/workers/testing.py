@@ -27,7 +27,6 @@ import traceback as _traceback
 
 from . import log as _log
 from .dispatcher import Dispatcher, core_of
-from .loop import EVENT_READ
 
 __all__ = ['TestServer', 'TestServerError', 'TestResponse', 'LogRecord',
            'SSEEvent']

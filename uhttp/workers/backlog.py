@@ -1,0 +1,90 @@
+"""The worker's backlog: messages read from its request pipe and not handled
+yet, shared by the worker loop and its recall thread under one lock, so
+that every request is either started by this worker or given back to the
+dispatcher, never both.
+"""
+
+import collections as _collections
+import threading as _threading
+
+from . import channel as _channel
+from . import messages as _msg
+
+
+class Backlog:
+    """The messages read from the request pipe and not handled yet, shared
+    by the worker loop and its recall thread.
+
+    One lock covers the pipe's FrameReader, the backlog and the claim of a
+    request (writing its seq to the heartbeat slot as the started seq). The
+    loop pops messages one at a time and claims a request as it pops it, if
+    it is going to run it. On a recall, the recall thread reads what the
+    pipe holds, takes every request left in the backlog (none of them was
+    claimed) and, still holding the lock, sends W_RETURNED naming their
+    seqs. So each request is claimed by the loop or returned, never both.
+
+    Why a worker's death cannot make a request run twice: before it splits
+    a dead worker's in-flight requests, the dispatcher reads every message
+    the worker wrote; then it fails those whose seq is at most the slot's
+    started seq (they were started) and requeues the others. Requests are
+    claimed in seq order, and one popped but not claimed (bounced while
+    paused) is announced by the loop before it pops the next, so every
+    in-flight request at or below the started seq was started. A returned
+    request was never claimed. If its W_RETURNED reached the pipe whole,
+    the dispatcher drops it from the in-flight list before the split; if the
+    worker died before or while writing it, the lock was held from the
+    moment the requests were taken, so nothing after them was claimed: the
+    started seq is still below every returned seq, and the split requeues
+    them (it never fails them or lets a second copy run).
+    """
+
+    def __init__(self, reader, claim, send):
+        self.lock = _threading.Lock()
+        self.reader = reader
+        self._messages = _collections.deque()
+        self._claim = claim    # claim(seq, request_id): mark it started
+        self._send = send      # send(message) to the dispatcher
+
+    def __len__(self):
+        return len(self._messages)
+
+    def fill(self):
+        """Read every complete message the pipe holds now into the backlog
+        (ChannelError on a corrupt frame); True once the pipe is at EOF."""
+        with self.lock:
+            self._messages.extend(self.reader.read())
+            return self.reader.eof
+
+    def pop(self, accepting):
+        """The next message, or None. A request is claimed as it is popped
+        when `accepting` (it is going to run); else the caller bounces it."""
+        with self.lock:
+            if not self._messages:
+                return None
+            message = self._messages.popleft()
+            if accepting and message[0] == _msg.M_REQUEST:
+                self._claim(message[1], message[2])
+            return message
+
+    def give_back(self):
+        """Return every request not started yet: read what the pipe holds,
+        take the requests out of the backlog and send W_RETURNED with their
+        seqs, all under the lock. Control messages stay, in order. True when
+        the loop has something to look at (control messages, EOF, a corrupt
+        frame)."""
+        with self.lock:
+            look = False
+            try:
+                self._messages.extend(self.reader.read())
+            except _channel.ChannelError:
+                look = True  # the loop reads it again, reports it and stops
+            seqs = []
+            kept = _collections.deque()
+            for message in self._messages:
+                if message[0] == _msg.M_REQUEST:
+                    seqs.append(message[1])
+                else:
+                    kept.append(message)
+            self._messages = kept
+            self._send((_msg.W_RETURNED, seqs))
+            return look or self.reader.eof or bool(kept)

@@ -1,0 +1,516 @@
+"""The worker process: its runtime, its event loop, and how a request runs.
+
+The loop reads request and control messages from the worker's own pipe
+(through the backlog, see backlog.py), runs the matching handler, and
+writes responses, stream data and log records to its own pipe back to the
+dispatcher. It also serves the user's file descriptors and on_idle().
+"""
+
+import json as _json
+import os as _os
+import selectors as _selectors
+import signal as _signal
+import sys as _sys
+import threading as _threading
+import time as _time
+import traceback as _traceback
+
+from . import backlog as _backlog
+from . import channel as _channel
+from . import log as _log
+from . import messages as _msg
+from . import routing as _routing
+from . import worker as _worker
+
+# exit codes of a worker process (sysexits-style, away from small codes a
+# user may pick for permanent_failure_exitcode or sys.exit())
+EXIT_OK = 0
+EXIT_SETUP_FAILED = 70
+EXIT_LOOP_FAILED = 71
+EXIT_OUT_OF_MEMORY = 72
+EXIT_REASONS = {
+    EXIT_SETUP_FAILED: 'setup() failed',
+    EXIT_LOOP_FAILED: 'worker loop failed',
+    EXIT_OUT_OF_MEMORY: 'out of memory',
+}
+
+
+def _exit_status(code):
+    """The process exit status sys.exit(code) asks for."""
+    if code is None:
+        return 0
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code & 0xFF
+    try:
+        _sys.stderr.write(f'{code}\n')
+    except Exception:  # pylint: disable=broad-except
+        pass
+    return 1
+
+_monotonic = _time.monotonic
+# the runtime of this process, once it is a worker (for the signal handler)
+_process_runtime = [None]
+
+
+class StopWorker(BaseException):
+    """Raised inside the worker to leave the loop (orphaned, SIGTERM)."""
+
+
+def _out_of_memory(worker, request, handler):
+    """A MemoryError leaves the process in an unknown state: answer 500,
+    then end the worker so the dispatcher starts a fresh one."""
+    runtime = _worker.state_of(worker).runtime
+    try:
+        worker.log.error("%s ran out of memory on %s %s; the worker restarts",
+                         _worker.handler_name(handler), request.method, request.path)
+    except MemoryError:
+        pass
+    if runtime is not None:
+        _msg.mark_answered(request)
+        runtime.send(_msg.error_message(request.request_id, 500))
+        runtime.exit_code = EXIT_OUT_OF_MEMORY
+    raise StopWorker()
+
+
+class _Runtime:
+    """Everything a worker process needs to talk to its dispatcher."""
+
+    def __init__(self, in_fd, out_fd, slot, log_level, heartbeat_interval,
+                 recall_fd=None):
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self.recall_fd = recall_fd
+        self.slot = slot
+        self.log_level = log_level
+        self.heartbeat_interval = heartbeat_interval
+        self.reader = _channel.FrameReader(in_fd)
+        # pipe writes above PIPE_BUF are not atomic between threads
+        self.send_lock = _threading.Lock()
+        self.backlog = _backlog.Backlog(self.reader, self._claim, self.send)
+        self.claim_lock = self.backlog.lock
+        self._wake_fd = None
+        self.selector = _selectors.DefaultSelector()
+        self.fds = None  # FdCallbacks, made once the worker's log exists
+        self.open_requests = {}  # request_id -> Request (deferred or streaming)
+        self.running = True
+        self.stopping = False
+        self.busy = 0.0          # seconds spent running requests
+        self.count = 0           # requests run
+        self.exit_code = EXIT_OK
+
+    def send(self, message):
+        try:
+            header, payload = _channel.pack_parts(message)
+        except Exception as err:  # pylint: disable=broad-except
+            # only user values (forward data) can fail to pickle
+            header, payload = _channel.pack_parts((
+                _msg.W_LOG, 'worker', _log.LOG_ERROR,
+                f"message {message[0]} could not be sent: {err!r}"))
+        try:
+            with self.send_lock:
+                _channel.write_parts(self.out_fd, header, payload)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            # the dispatcher has gone: nobody is left to answer
+            self.running = False
+            raise StopWorker() from None
+
+    def _claim(self, seq, request_id):
+        self.slot.start(_monotonic(), seq, request_id)
+
+    def start_recall(self):
+        """Start the recall thread; returns the fd it wakes the loop through
+        (None without a recall pipe)."""
+        if self.recall_fd is None:
+            return None
+        wake_read, self._wake_fd = _os.pipe()
+        _os.set_blocking(wake_read, False)
+        _os.set_blocking(self._wake_fd, False)
+        _threading.Thread(target=self._recall_loop, name='recall',
+                          daemon=True).start()
+        return wake_read
+
+    def _recall_loop(self):
+        """Wait in os.read() (no GIL held) for the dispatcher's recall byte;
+        give back what the loop has not started. Ends with the pipe."""
+        try:
+            while _os.read(self.recall_fd, 256):
+                if self.backlog.give_back():
+                    try:
+                        _os.write(self._wake_fd, b'\0')
+                    except BlockingIOError:
+                        pass  # a wake-up is pending already
+        except (OSError, StopWorker):
+            return  # the dispatcher has gone, or this process is ending
+        except BaseException:  # pylint: disable=broad-except
+            try:
+                _sys.stderr.write(_traceback.format_exc())
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+
+_WAKE = 'wake'  # selector data of the recall thread's wake-up pipe
+
+
+def _serve(worker, runtime):
+    """The worker loop: requests, control messages, user fds, on_idle()."""
+    table = build_table(worker)
+    slot = runtime.slot
+    selector = runtime.selector
+    # non-blocking: the recall thread may empty the pipe after select()
+    _os.set_blocking(runtime.in_fd, False)
+    selector.register(runtime.in_fd, _selectors.EVENT_READ, None)
+    wake_fd = runtime.start_recall()
+    if wake_fd is not None:
+        selector.register(wake_fd, _selectors.EVENT_READ, _WAKE)
+    interval = runtime.heartbeat_interval
+    next_idle = _monotonic() + interval
+    backlog = runtime.backlog
+    log = worker.log
+    while runtime.running:
+        now = _monotonic()
+        timeout = next_idle - now
+        if timeout < 0:
+            timeout = 0
+        slot.beat(now, runtime.busy, runtime.count)
+        events = selector.select(timeout)
+        now = _monotonic()
+        slot.beat(now)
+        for key, mask in events:
+            data = key.data
+            if data is None or data is _WAKE:
+                if data is _WAKE:
+                    _drain(wake_fd)
+                try:
+                    eof = backlog.fill()
+                except _channel.ChannelError as err:
+                    log.critical("corrupt message from dispatcher: %s", err)
+                    raise StopWorker() from None
+                while True:
+                    # claimed (if it runs) as it leaves the backlog
+                    message = backlog.pop(worker._accepting)
+                    if message is None:
+                        break
+                    _handle_message(worker, runtime, table, message)
+                    if not runtime.running:
+                        return
+                if eof:
+                    raise StopWorker()  # dispatcher gone
+            else:
+                data.handle_event(key.fileobj, mask)
+        if now >= next_idle:
+            next_idle = now + interval
+            try:
+                worker.on_idle()
+            except Exception as err:  # pylint: disable=broad-except
+                log.error("on_idle() failed: %r\n%s", err,
+                          _traceback.format_exc().rstrip())
+            if _os.getppid() != runtime.parent_pid:
+                raise StopWorker()
+
+
+def _drain(fd):
+    try:
+        while _os.read(fd, 256):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def build_table(worker):
+    """The worker's route table; handlers are bound from their classes, so
+    no instance attribute can shadow one."""
+    table = _routing.RouteTable()
+    for _, member, pattern, methods in _routing.class_routes(type(worker)):
+        table.add(pattern, methods, _routing.bind(member, worker))
+    for handler_class in type(worker).HANDLERS:
+        handler = handler_class(worker)
+        for _, member, pattern, methods in _routing.class_routes(handler_class):
+            table.add(pattern, methods, _routing.bind(member, handler))
+    return table
+
+
+def _handle_message(worker, runtime, table, message):
+    kind = message[0]
+    if kind == _msg.M_REQUEST:
+        if not worker._accepting:
+            runtime.send((_msg.W_BOUNCE, message[2], message[1]))
+            return
+        _handle_request(worker, runtime, table, message)
+    elif kind == _msg.M_DISCONNECT:
+        request = runtime.open_requests.pop(message[1], None)
+        if request is not None:
+            _msg.mark_closed(request)
+            try:
+                worker.on_disconnect(message[1])
+            except Exception as err:  # pylint: disable=broad-except
+                worker.log.error("on_disconnect(%s) failed: %r\n%s",
+                                 message[1], err,
+                                 _traceback.format_exc().rstrip())
+    elif kind == _msg.M_CONFIG:
+        try:
+            worker.on_config(message[1])
+        except Exception as err:  # pylint: disable=broad-except
+            worker.log.error("on_config() failed: %r\n%s", err,
+                             _traceback.format_exc().rstrip())
+    elif kind == _msg.M_STOP:
+        runtime.running = False
+
+
+def _parse_body(request, body, content_type):
+    """request.data from the raw body; a 400 message on malformed JSON."""
+    if not body:
+        request.data = None
+        return None
+    media = content_type.partition(';')[0].strip().lower()
+    if media == 'application/json' or (
+            media.startswith('application/') and media.endswith('+json')):
+        try:
+            request.data = _json.loads(body)
+        except (ValueError, RecursionError) as err:
+            return _msg.error_message(
+                request.request_id, 400, f"Invalid JSON body: {err}")
+    else:
+        request.data = body
+    return None
+
+
+def _handle_request(worker, runtime, table, message):
+    """Run one request the loop has claimed (see _Backlog)."""
+    (_, seq, request_id, method, path, query, headers, body, parsed,
+     remote_address, context) = message
+    started = _monotonic()
+    request = _msg.Request(
+        request_id, method, path, query=query, headers=headers,
+        remote_address=remote_address, context=context)
+    _msg.attach(request, _worker.state_of(worker))
+    if parsed:
+        request.data = body
+        reply = None
+    else:
+        reply = _parse_body(request, body, headers.get('content-type', ''))
+    if reply is None:
+        reply = _run_handler(worker, table, request)
+    if reply is not None:
+        runtime.send(reply)
+    elif not _msg.is_released(request):
+        _msg.mark_released(request)
+        if _msg.is_unanswered(request) and request_id != -1:
+            runtime.open_requests[request_id] = request
+        runtime.send((_msg.W_DEFERRED, request_id))
+    runtime.slot.idle()
+    runtime.busy += _monotonic() - started
+    runtime.count += 1
+
+
+def _run_handler(worker, table, request):
+    """Run do_check and the handler; return a W_RESPONSE message or None
+    when the request was answered, streamed or deferred."""
+    handler = None
+    try:
+        try:
+            result = worker.do_check(request)
+            if result is None:
+                handler, params = table.lookup(request.method, request.path)
+                if handler is None:
+                    if params is None:
+                        return _msg.error_message(request.request_id, 404)
+                    allow = ', '.join(params)
+                    return (_msg.W_RESPONSE, request.request_id, 405,
+                            [('content-type', _msg.CONTENT_TYPE_JSON),
+                             ('allow', allow)],
+                            b'{"error": "Method Not Allowed"}', _msg.BODY_JSON,
+                            None)
+                request.path_params = params
+                result = handler(request)
+            elif not (type(result) is tuple or isinstance(result, _msg.Response)):
+                raise _msg.ResponseError(
+                    f"do_check() must return None or (data, status), "
+                    f"not {result!r}")
+        except _msg.RejectRequest as reject:
+            result = (reject.data, reject.status)
+        except StopWorker:
+            raise
+        except MemoryError:
+            _out_of_memory(worker, request, handler)
+        except Exception as err:  # pylint: disable=broad-except
+            _msg.set_handler(request, handler)
+            result = worker.on_request_error(request, err)
+        if result is _msg.DEFERRED or not _msg.is_unanswered(request):
+            if result is not _msg.DEFERRED and result is not None and (
+                    _msg.is_answered(request)):
+                worker.log.warning(
+                    "%s returned a value for request %s that it already "
+                    "answered; the value is dropped", _worker.handler_name(handler),
+                    request.request_id)
+            return None
+        data, status, headers = _msg.split_result(result)
+        message = _msg.response_message(request.request_id, data, status, headers)
+        _msg.mark_answered(request)
+        return message
+    except StopWorker:
+        raise
+    except _msg.ResponseError as err:
+        worker.log.error("%s for %s %s returned a result that cannot be sent: %s",
+                         _worker.handler_name(handler), request.method, request.path,
+                         err)
+    except Exception as err:  # pylint: disable=broad-except
+        worker.log.error(
+            "%s for %s %s: answering failed: %r\n%s", _worker.handler_name(handler),
+            request.method, request.path, err, _traceback.format_exc().rstrip())
+    _msg.mark_answered(request)
+    return _msg.error_message(request.request_id, 500)
+
+
+# -- process entry ------------------------------------------------------------
+
+def _set_parent_death_signal(sig):
+    """Linux: have the kernel send `sig` to this process when its parent dies."""
+    if not _sys.platform.startswith('linux'):
+        return
+    try:
+        import ctypes  # pylint: disable=import-outside-toplevel
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM stops a worker only once its dispatcher is gone.
+
+    The kernel sends it when the dispatcher dies (parent-death signal). While
+    the dispatcher lives it drives the stop itself, so a SIGTERM sent to the
+    whole process group (systemd, kill of a session) does not cut requests
+    short; the dispatcher's graceful shutdown ends the worker.
+    """
+    runtime = _process_runtime[0]
+    if runtime is not None and runtime.stopping:
+        return  # already on the way out (teardown runs once, uncut)
+    if runtime is None or _os.getppid() != runtime.parent_pid:
+        if runtime is not None:
+            runtime.stopping = True
+        raise StopWorker()
+
+
+def child_main(spec):
+    """Run one worker process; never returns (os._exit)."""
+    code = EXIT_LOOP_FAILED
+    try:
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        # the dispatcher's signals (reload, resize, upgrade) are not ours
+        for sig in (_signal.SIGHUP, _signal.SIGTTIN, _signal.SIGTTOU,
+                    _signal.SIGUSR2):
+            _signal.signal(sig, _signal.SIG_IGN)
+        _signal.signal(_signal.SIGTERM, _on_sigterm)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
+        _set_parent_death_signal(_signal.SIGTERM)
+        if _os.getppid() != spec.parent_pid:
+            _os._exit(EXIT_OK)
+        runtime = _Runtime(spec.in_fd, spec.out_fd, spec.slot,
+                           spec.log_level, spec.heartbeat_interval,
+                           spec.recall_fd)
+        runtime.parent_pid = spec.parent_pid
+        _worker.set_runtime(runtime)
+        _process_runtime[0] = runtime
+        code = _run_worker(spec, runtime)
+    except StopWorker:
+        code = EXIT_OK
+    except BaseException:  # pylint: disable=broad-except
+        try:
+            _sys.stderr.write(_traceback.format_exc())
+        except Exception:  # pylint: disable=broad-except
+            pass
+    finally:
+        try:
+            _sys.stdout.flush()
+            _sys.stderr.flush()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        _os._exit(code)
+
+
+def _address_space():
+    """Bytes of address space this process maps now (Linux), or None."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as status:
+            for line in status:
+                if line.startswith('VmSize:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _limit_memory(spec, runtime, name):
+    """worker_memory_limit_mb: cap the address space (RLIMIT_AS)."""
+    try:
+        import resource  # pylint: disable=import-outside-toplevel
+        limit = int(spec.memory_limit_mb * 1024 * 1024)
+        used = _address_space()
+        if used and used >= limit:
+            runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
+                          f"worker_memory_limit_mb={spec.memory_limit_mb} is "
+                          f"below the {used // (1024 * 1024)} MB the process "
+                          "already maps; every allocation will fail"))
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError) as err:
+        runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
+                      f"worker_memory_limit_mb not applied: {err!r}"))
+
+
+def _run_worker(spec, runtime):
+    name = f"{spec.worker_class.__name__}[{spec.worker_id}]"
+    if spec.memory_limit_mb:
+        _limit_memory(spec, runtime, name)
+    try:
+        worker = spec.worker_class(
+            worker_id=spec.worker_id, pool_name=spec.pool_name, **spec.kwargs)
+        name = worker.log.name
+        worker.setup()
+    except StopWorker:
+        raise
+    except SystemExit as err:
+        code = _exit_status(err.code)
+        runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
+                      f"setup() called sys.exit({err.code!r}): exiting with "
+                      f"code {code}"))
+        return code
+    except BaseException as err:  # pylint: disable=broad-except
+        runtime.send((_msg.W_LOG, name, _log.LOG_CRITICAL,
+                      f"setup() failed: {err!r}\n"
+                      + ''.join(_traceback.format_exc()).rstrip()))
+        return EXIT_SETUP_FAILED
+    for config in spec.configs:
+        _handle_message(worker, runtime, None, (_msg.M_CONFIG, config))
+    runtime.send((_msg.W_READY,))
+    code = EXIT_OK
+    try:
+        _serve(worker, runtime)
+    except StopWorker:
+        code = runtime.exit_code
+    except SystemExit as err:  # sys.exit() in a handler or hook
+        code = _exit_status(err.code)
+    except MemoryError:
+        code = EXIT_OUT_OF_MEMORY
+    except Exception as err:  # pylint: disable=broad-except
+        code = EXIT_LOOP_FAILED
+        try:
+            runtime.send((_msg.W_LOG, worker.log.name, _log.LOG_CRITICAL,
+                          f"worker loop failed: {err!r}\n"
+                          + _traceback.format_exc().rstrip()))
+        except StopWorker:
+            pass
+    runtime.running = False
+    runtime.stopping = True
+    try:
+        worker.teardown()
+    except StopWorker:
+        pass
+    except Exception as err:  # pylint: disable=broad-except
+        try:
+            worker.log.error("teardown() failed: %r\n%s", err,
+                             _traceback.format_exc().rstrip())
+        except StopWorker:
+            pass
+    return code
