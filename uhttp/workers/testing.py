@@ -8,6 +8,9 @@ handlers called in the test's own process (`WorkerClient`).
             assert server.get('/api/items').json() == {'items': []}
             server.assert_no_errors()
 
+`WorkerClient(ItemWorker).get('/api/item/1')` calls the handlers in the
+test's own process instead (see workerclient.py).
+
 `TestServer` forks the dispatcher (which forks its workers) into a process
 group of its own, on 127.0.0.1 and a free port; it returns from `start()`
 once every worker is ready, and `stop()` shuts it down gracefully, then
@@ -27,9 +30,10 @@ import traceback as _traceback
 
 from . import log as _log
 from .dispatcher import Dispatcher, core_of
+from .workerclient import WorkerClient, WorkerResponse  # noqa: F401
 
 __all__ = ['TestServer', 'TestServerError', 'TestResponse', 'LogRecord',
-           'SSEEvent']
+           'SSEEvent', 'WorkerClient', 'WorkerResponse']
 
 LogRecord = _collections.namedtuple('LogRecord', 'name level message')
 

@@ -190,7 +190,7 @@ def _serve(worker, runtime):
                     message = backlog.pop(worker._accepting)
                     if message is None:
                         break
-                    _handle_message(worker, runtime, table, message)
+                    handle_message(worker, runtime, table, message)
                     if not runtime.running:
                         return
                 if eof:
@@ -229,13 +229,13 @@ def build_table(worker):
     return table
 
 
-def _handle_message(worker, runtime, table, message):
+def handle_message(worker, runtime, table, message):
     kind = message[0]
     if kind == _msg.M_REQUEST:
         if not worker._accepting:
             runtime.send((_msg.W_BOUNCE, message[2], message[1]))
             return
-        _handle_request(worker, runtime, table, message)
+        handle_request(worker, runtime, table, message)
     elif kind == _msg.M_DISCONNECT:
         request = runtime.open_requests.pop(message[1], None)
         if request is not None:
@@ -274,7 +274,7 @@ def _parse_body(request, body, content_type):
     return None
 
 
-def _handle_request(worker, runtime, table, message):
+def handle_request(worker, runtime, table, message):
     """Run one request the loop has claimed (see _Backlog)."""
     (_, seq, request_id, method, path, query, headers, body, parsed,
      remote_address, context) = message
@@ -482,7 +482,7 @@ def _run_worker(spec, runtime):
                       + ''.join(_traceback.format_exc()).rstrip()))
         return EXIT_SETUP_FAILED
     for config in spec.configs:
-        _handle_message(worker, runtime, None, (_msg.M_CONFIG, config))
+        handle_message(worker, runtime, None, (_msg.M_CONFIG, config))
     runtime.send((_msg.W_READY,))
     code = EXIT_OK
     try:

@@ -1,0 +1,163 @@
+"""WorkerClient: a worker's handlers in the test's own process, through
+the same path as in a worker process (no dispatcher, no fork)."""
+
+import pytest
+
+import uhttp.workers as _workers
+from uhttp.workers.testing import WorkerClient
+
+
+class ItemHandler(_workers.ApiHandler):
+    PATTERN = '/api/item'
+
+    @_workers.api('/{id:int}', 'GET')
+    def get_item(self, request):
+        item = self.worker.items.get(request.path_params['id'])
+        if item is None:
+            return {'error': 'Not found'}, 404
+        return item
+
+    @_workers.api('/{id:int}', 'PUT')
+    def put_item(self, request):
+        self.worker.items[request.path_params['id']] = request.data
+        return request.data, 201, {'X-Stored': 'yes'}
+
+
+class ItemWorker(_workers.Worker):
+    HANDLERS = [ItemHandler]
+
+    def setup(self):
+        self.items = {1: {'id': 1}}
+        self.setups = getattr(self, 'setups', 0) + 1
+        self.waiting = []
+        self.rate = None
+        self.streams = {}
+
+    def do_check(self, request):
+        if request.headers.get('x-key') == 'bad':
+            raise _workers.RejectRequest({'error': 'no'}, 401)
+        return None
+
+    def on_config(self, config):
+        self.rate = config['rate']
+
+    @_workers.api('/api/pid', 'GET')
+    def pid(self, request):
+        self.log.info('pid asked, query %s', request.query)
+        return {'query': request.query, 'rate': self.rate,
+                'kwargs': self.kwargs, 'remote': request.remote_address}
+
+    @_workers.api('/api/text', 'GET')
+    def text(self, request):
+        return '<p>hi</p>'
+
+    @_workers.api('/api/boom', 'GET')
+    def boom(self, request):
+        raise KeyError('gone')
+
+    @_workers.api('/api/later', 'GET')
+    def later(self, request):
+        self.waiting.append(request)
+        return _workers.DEFERRED
+
+    @_workers.api('/api/events', 'GET')
+    def events(self, request):
+        request.response_stream()
+        self.streams[request.request_id] = request
+        request.send_event(data={'n': 1}, event='tick')
+        return _workers.DEFERRED
+
+    @_workers.api('/api/forward', 'POST')
+    def send_on(self, request):
+        self.forward('/internal/save', request.data)
+        return None
+
+    def on_idle(self):
+        for request in self.waiting:
+            request.respond({'done': True}, status=202)
+        self.waiting = []
+        for request in self.streams.values():
+            request.send_event(data='two\nlines')
+            request.response_stream_end()
+        self.streams = {}
+
+    def on_disconnect(self, request_id):
+        self.streams.pop(request_id, None)
+
+
+def test_routes_and_return_forms():
+    client = WorkerClient(ItemWorker, region='north')
+    reply = client.get('/api/item/1')
+    assert reply.status == 200 and reply.data == {'id': 1}
+    assert client.get('/api/item/9').status == 404
+    reply = client.put('/api/item/2', json={'id': 2})
+    assert reply.status == 201 and reply.headers['x-stored'] == 'yes'
+    assert client.get('/api/item/2').json() == {'id': 2}
+    assert client.get('/nowhere').status == 404
+    reply = client.delete('/api/item/1')
+    assert reply.status == 405 and 'GET' in reply.headers['allow']
+    reply = client.get('/api/text')
+    assert reply.data == '<p>hi</p>'
+    assert reply.headers['content-type'].startswith('text/html')
+    assert client.worker.setups == 1   # setup() once
+
+
+def test_query_kwargs_config_and_logs():
+    client = WorkerClient(ItemWorker, configs=[{'rate': 5}], region='north')
+    reply = client.get('/api/pid?page=2&tag=a&tag=b')
+    assert reply.data == {'query': {'page': '2', 'tag': ['a', 'b']},
+                          'rate': 5, 'kwargs': {'region': 'north'},
+                          'remote': '127.0.0.1'}
+    client.config({'rate': 9})
+    assert client.get('/api/pid').data['rate'] == 9
+    assert any('pid asked' in record.message for record in client.logs)
+
+
+def test_rejections_and_errors():
+    client = WorkerClient(ItemWorker)
+    reply = client.get('/api/item/1', headers={'X-Key': 'bad'})
+    assert reply.status == 401 and reply.data == {'error': 'no'}
+    reply = client.get('/api/boom')
+    assert reply.status == 500
+    assert any("KeyError" in record.message and record.level == 40
+               for record in client.logs)
+    reply = client.put('/api/item/3', data=b'{not json',
+                       headers={'Content-Type': 'application/json'})
+    assert reply.status == 400
+
+
+def test_deferred_answer_comes_later():
+    client = WorkerClient(ItemWorker)
+    reply = client.get('/api/later')
+    assert reply.deferred and not reply.answered
+    client.idle()
+    assert reply.status == 202 and reply.data == {'done': True}
+
+
+def test_streams_and_disconnects():
+    client = WorkerClient(ItemWorker)
+    reply = client.get('/api/events')
+    assert reply.streaming and reply.status == 200
+    assert reply.headers['content-type'] == 'text/event-stream'
+    assert reply.events == [{'event': 'tick', 'data': '{"n": 1}'}]
+    client.idle()
+    assert reply.ended
+    assert reply.events[1] == {'data': 'two\nlines'}
+    other = client.get('/api/events')
+    client.disconnect(other)
+    assert other.request_id not in client.worker.streams
+
+
+def test_forward_is_recorded():
+    client = WorkerClient(ItemWorker)
+    assert client.post('/api/forward', json={'x': 1}).status == 200
+    assert client.forwarded == [('/internal/save', {'x': 1})]
+
+
+def test_setup_errors_reach_the_test():
+    class Broken(_workers.Worker):
+        def setup(self):
+            raise RuntimeError('no database')
+
+    with pytest.raises(RuntimeError, match='no database'):
+        WorkerClient(Broken)

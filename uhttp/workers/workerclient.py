@@ -1,0 +1,257 @@
+"""WorkerClient: a worker's handlers called in the test's own process.
+
+    client = WorkerClient(ItemWorker, db_login='test')
+    reply = client.get('/api/item/1')
+    assert reply.status == 200 and reply.data == {'id': 1}
+
+No dispatcher and no process: the worker is built once (setup() runs),
+and each request goes through the same path as in a worker process —
+do_check(), routing (404/405), the handler, its return forms, DEFERRED and
+request.respond(), streams, RejectRequest and on_request_error() — so a
+business-logic test runs in microseconds. Its logs are kept in `logs`.
+"""
+
+import collections as _collections
+import json as _json
+import selectors as _selectors
+
+import uhttp.server as _server
+
+from . import log as _log
+from . import messages as _msg
+from . import worker as _worker
+from . import workerloop as _workerloop
+
+LogRecord = _collections.namedtuple('LogRecord', 'name level message')
+
+
+class _Slot:
+    """Stands in for the heartbeat slot: remembers the last keep_alive()."""
+
+    def __init__(self):
+        self.keepalive = None
+
+    def start(self, now, seq, request_id):
+        pass
+
+    def idle(self):
+        pass
+
+    def beat(self, now, busy=None, count=None):
+        pass
+
+    def keep_alive(self, now):
+        self.keepalive = now
+
+
+class _LocalRuntime:
+    """What a worker's answering paths need, in the test's process."""
+
+    def __init__(self, client, log_level):
+        self.client = client
+        self.slot = _Slot()
+        self.log_level = log_level
+        self.selector = _selectors.DefaultSelector()
+        self.fds = None
+        self.open_requests = {}
+        self.running = True
+        self.stopping = False
+        self.busy = 0.0
+        self.count = 0
+        self.exit_code = 0
+
+    def send(self, message):
+        self.client._received(message)
+
+
+class WorkerResponse:
+    """What a handler answered: status, headers, data; or that it deferred,
+    or the stream it started (chunks, events, ended)."""
+
+    def __init__(self, request_id):
+        self.request_id = request_id
+        self.status = None
+        self.headers = {}
+        self.cookies = None
+        self.content = b''
+        self.data = None
+        self.deferred = False
+        self.streaming = False
+        self.chunks = []
+        self.ended = False
+
+    @property
+    def answered(self):
+        return self.status is not None
+
+    @property
+    def text(self):
+        return self.content.decode('utf-8', 'replace')
+
+    def json(self):
+        return _json.loads(self.content)
+
+    @property
+    def events(self):
+        """The Server-Sent Events sent so far, as dicts of their fields."""
+        events = []
+        for block in b''.join(self.chunks).decode('utf-8').split('\n\n'):
+            fields = {}
+            for line in block.split('\n'):
+                name, sep, value = line.partition(':')
+                if not sep or not name:
+                    continue
+                value = value[1:] if value.startswith(' ') else value
+                if name == 'data' and 'data' in fields:
+                    fields['data'] += '\n' + value
+                else:
+                    fields[name] = value
+            if fields:
+                events.append(fields)
+        return events
+
+    def __repr__(self):
+        state = ('deferred' if self.deferred and not self.answered
+                 else 'stream' if self.streaming else self.status)
+        return f"<WorkerResponse {self.request_id} {state} {self.content[:80]!r}>"
+
+
+class WorkerClient:
+    """A worker of `worker_class` in this process, and a client for it."""
+
+    def __init__(self, worker_class, *, worker_id=0, pool_name=None,
+                 configs=(), log_level=_log.LOG_DEBUG,
+                 **kwargs):
+        self.logs = []
+        self.forwarded = []
+        self.paused = False
+        self.responses = {}
+        self._last_id = 0
+        self.runtime = _LocalRuntime(self, log_level)
+        _worker.set_runtime(self.runtime)
+        try:
+            self.worker = worker_class(worker_id=worker_id, pool_name=pool_name,
+                                       **kwargs)
+        finally:
+            _worker.set_runtime(None)
+        self.worker.setup()
+        self.table = _workerloop.build_table(self.worker)
+        for config in configs:
+            self.config(config)
+
+    # -- requests ----------------------------------------------------------------
+
+    def request(self, method, path, *, json=None, data=None, headers=None,
+                context=None, remote_address='127.0.0.1'):
+        """Run one request through the worker; its WorkerResponse."""
+        headers = {name.lower(): str(value)
+                   for name, value in (headers or {}).items()}
+        body = data
+        if json is not None:
+            body = _json.dumps(json).encode()
+            headers.setdefault('content-type', 'application/json')
+        elif isinstance(data, str):
+            body = data.encode()
+        path, mark, raw_query = path.partition('?')
+        query = _server.parse_query(raw_query.encode()) if mark else None
+        self._last_id += 1
+        request_id = self._last_id
+        response = self.responses[request_id] = WorkerResponse(request_id)
+        message = (_msg.M_REQUEST, request_id, request_id, method.upper(),
+                   path, query, headers, body or None, False, remote_address,
+                   context)
+        _workerloop.handle_message(self.worker, self.runtime, self.table,
+                                   message)
+        return response
+
+    def get(self, path, **kwargs):
+        return self.request('GET', path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.request('POST', path, **kwargs)
+
+    def put(self, path, **kwargs):
+        return self.request('PUT', path, **kwargs)
+
+    def patch(self, path, **kwargs):
+        return self.request('PATCH', path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request('DELETE', path, **kwargs)
+
+    # -- the rest of a worker's life -----------------------------------------------
+
+    def config(self, config):
+        """Deliver a send_config() to on_config()."""
+        _workerloop.handle_message(self.worker, self.runtime, self.table,
+                                   (_msg.M_CONFIG, config))
+
+    def idle(self, times=1):
+        """Run on_idle() (deferred answers and streams often come from it)."""
+        for _ in range(times):
+            self.worker.on_idle()
+
+    def disconnect(self, response):
+        """The client of a deferred or streaming request went away."""
+        _workerloop.handle_message(self.worker, self.runtime, self.table,
+                                   (_msg.M_DISCONNECT, response.request_id))
+
+    def poll(self, timeout=0.0):
+        """Serve the worker's own file descriptors once (register_reader)."""
+        fds = self.runtime.fds
+        if fds is None:
+            return 0
+        events = self.runtime.selector.select(timeout)
+        for key, mask in events:
+            key.data.handle_event(key.fileobj, mask)
+        return len(events)
+
+    def close(self):
+        """Run teardown()."""
+        self.worker.teardown()
+        self.runtime.selector.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- what the worker sent ------------------------------------------------------
+
+    def _received(self, message):
+        kind = message[0]
+        if kind == _msg.W_LOG:
+            self.logs.append(LogRecord(message[1], message[2], message[3]))
+        elif kind == _msg.W_FORWARD:
+            self.forwarded.append((message[1], message[2]))
+        elif kind in (_msg.W_PAUSE, _msg.W_RESUME):
+            self.paused = kind == _msg.W_PAUSE
+        else:
+            response = self.responses.get(message[1]) if len(message) > 1 else None
+            if response is not None:
+                self._answer(response, kind, message)
+
+    @staticmethod
+    def _answer(response, kind, message):
+        if kind == _msg.W_RESPONSE:
+            _, _, status, headers, body, body_kind, cookies = message
+            response.status = status
+            response.headers = {name.lower(): value
+                                for name, value in headers or ()}
+            response.cookies = cookies
+            response.content = body or b''
+            response.data = _msg.decode_body(body, body_kind)
+        elif kind == _msg.W_DEFERRED:
+            response.deferred = True
+        elif kind == _msg.W_STREAM_START:
+            response.streaming = True
+            response.status = message[2]
+            response.headers = {name.lower(): value
+                                for name, value in message[3] or ()}
+            response.cookies = message[4]
+        elif kind == _msg.W_STREAM_DATA:
+            response.chunks.append(message[2])
+        elif kind == _msg.W_STREAM_END:
+            response.ended = True
+
