@@ -14,9 +14,10 @@
 
 
 from .connection import (
-    EVENT_READ, EVENT_WRITE, HTTP_OPTIONS, ChunkedBody, Connection,
-    status_line)
+    EVENT_READ, EVENT_WRITE, HTTP_OPTIONS, Connection, status_line)
+from .parse import ChunkedBody, ProtocolError, RequestHead
 from .server import ACCEPT_BATCH, Server
 
 __all__ = ['ACCEPT_BATCH', 'EVENT_READ', 'EVENT_WRITE', 'HTTP_OPTIONS',
-           'ChunkedBody', 'Connection', 'Server', 'status_line']
+           'ChunkedBody', 'Connection', 'ProtocolError', 'RequestHead',
+           'Server', 'status_line']

@@ -1,12 +1,13 @@
 """The connection glue: uhttp-server's HttpConnection as the dispatcher uses it."""
 
 import errno as _errno
-import re as _re
+import json as _json
 import selectors as _selectors
 import time as _time
-from urllib.parse import unquote_to_bytes as _unquote_to_bytes
 
 import uhttp.server as _server
+
+from . import parse as _parse
 
 EVENT_READ = _selectors.EVENT_READ
 EVENT_WRITE = _selectors.EVENT_WRITE
@@ -21,8 +22,6 @@ HTTP_OPTIONS = frozenset((
     'request_timeout', 'trusted_proxies', 'send_timeout'))
 
 _GATHER_MIN = 16 * 1024  # bodies above this go out without being joined
-_METHODS = frozenset(_server.METHODS)
-_PROTOCOLS = frozenset(_server.PROTOCOLS)
 try:
     import ssl as _ssl
     _SSLWant = (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
@@ -40,161 +39,6 @@ def status_line(status):
 
 def _bad_value(text):
     return '\r' in text or '\n' in text
-
-
-_REQUEST_LINE = _re.compile(rb'[A-Z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\Z')
-_HEADER_LINE = _re.compile(
-    rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\Z")
-# a whole well-formed head: optional blank lines, the request line, header
-# lines (token ':' visible text), the empty line; CRLF or LF endings
-_HEAD_BLOCK = _re.compile(
-    rb"(?:\r?\n)*[A-Z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?\n"
-    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*"
-    rb"\r?\n\Z")
-_BAD_PERCENT = _re.compile(r'%(?![0-9A-Fa-f]{2})')
-# chunk size, optional chunk extensions of visible characters
-_CHUNK_SIZE = _re.compile(rb'([0-9A-Fa-f]+)[ \t]*(?:;[\t\x20-\x7e]*)?\Z')
-
-
-def _block_end(buffer, start):
-    """Index just past the first empty line at or after `start`, or -1."""
-    lf = buffer.find(b'\n\n', start)
-    crlf = buffer.find(b'\n\r\n', start)
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf + 3
-    if lf >= 0:
-        return lf + 2
-    return -1
-
-
-def _refuse_head(block):
-    """Raise the 400 that says what is wrong with a header block that did
-    not match _HEAD_BLOCK: a header name must be a token directly followed
-    by ':', a value holds no control characters but tab (NUL and bare CR
-    included), and the whole head is ASCII."""
-    lines = block.split(b'\n')
-    for index, line in enumerate(lines):
-        if line.endswith(b'\r'):
-            lines[index] = line[:-1]
-    while lines and not lines[0]:
-        del lines[0]
-    if not lines or not _REQUEST_LINE.match(lines[0]):
-        first = lines[0] if lines else b''
-        raise _server.HttpErrorWithResponse(
-            400, "Malformed request line: "
-                 f"{first[:200].decode('utf-8', 'replace')!r}")
-    for line in lines[1:]:
-        if line and not _HEADER_LINE.match(line):
-            raise _server.HttpErrorWithResponse(
-                400, "Malformed header line: "
-                     f"{line[:200].decode('utf-8', 'replace')!r}")
-        try:
-            line.decode('ascii')
-        except UnicodeDecodeError:
-            raise _server.HttpErrorWithResponse(
-                400, "Invalid non-ASCII characters in header: "
-                     f"{line[:200].decode('utf-8', 'replace')}") from None
-    raise _server.HttpErrorWithResponse(400, "Malformed request head")
-
-
-def _origin_path(target, method):
-    """The path of a request target that is not origin-form: absolute-form
-    ('http://host/path', as sent to proxies) gives its path; '*' is kept for
-    OPTIONS; anything else is a 400."""
-    lower = target[:8].lower()
-    if lower.startswith('http://') or lower.startswith('https://'):
-        rest = target.split('//', 1)[1]
-        slash = rest.find('/')
-        return rest[slash:] if slash >= 0 else '/'
-    if target == '*' and method == 'OPTIONS':
-        return target
-    raise _server.HttpErrorWithResponse(
-        400, f"Invalid request target: {target[:200]!r}")
-
-
-def _unquote_path(path):
-    """Percent-decode a URL path strictly: %XX only, UTF-8 only."""
-    if _BAD_PERCENT.search(path):
-        raise _server.HttpErrorWithResponse(400, "Invalid URL path encoding")
-    try:
-        return _unquote_to_bytes(path).decode('utf-8')
-    except UnicodeDecodeError as err:
-        raise _server.HttpErrorWithResponse(
-            400, "Invalid URL path encoding") from err
-
-
-class ChunkedBody:
-    """Decoder of a chunked request body (RFC 9112 section 7.1).
-
-    `feed(buffer)` consumes what it can and returns how many bytes it used;
-    `done` tells when the last chunk and the trailers are in. Malformed
-    framing is a 400, a body above `limit` bytes a 413.
-    """
-
-    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-    MAX_LINE = 4096
-
-    def __init__(self, limit):
-        self._limit = limit
-        self._parts = []
-        self._size = 0
-        self._left = 0
-        self._state = self._SIZE
-        self.done = False
-
-    def body(self):
-        return b''.join(self._parts)
-
-    def feed(self, buffer):
-        pos = 0
-        end = len(buffer)
-        while pos < end and not self.done:
-            if self._state == self._DATA:
-                take = min(self._left, end - pos)
-                self._parts.append(bytes(buffer[pos:pos + take]))
-                pos += take
-                self._left -= take
-                if not self._left:
-                    self._state = self._DATA_END
-                continue
-            newline = buffer.find(b'\n', pos)
-            if newline < 0:
-                if end - pos > self.MAX_LINE:
-                    raise _server.HttpErrorWithResponse(
-                        400, "Chunked body: line too long")
-                break
-            line = bytes(buffer[pos:newline])
-            pos = newline + 1
-            if line.endswith(b'\r'):
-                line = line[:-1]
-            if self._state == self._SIZE:
-                self._start_chunk(line)
-            elif self._state == self._DATA_END:
-                if line:
-                    raise _server.HttpErrorWithResponse(
-                        400, "Chunked body: data longer than its chunk size")
-                self._state = self._SIZE
-            elif not line:  # the empty line after the trailers
-                self.done = True
-            elif not _HEADER_LINE.match(line):
-                raise _server.HttpErrorWithResponse(
-                    400, "Chunked body: malformed trailer")
-        return pos
-
-    def _start_chunk(self, line):
-        found = _CHUNK_SIZE.match(line)
-        if found is None or len(found.group(1)) > 16:
-            raise _server.HttpErrorWithResponse(
-                400, f"Chunked body: bad chunk size line {line[:40]!r}")
-        size = int(found.group(1), 16)
-        if size == 0:
-            self._state = self._TRAILER
-            return
-        self._size += size
-        if self._size > self._limit:
-            raise _server.HttpErrorWithResponse(413)
-        self._left = size
-        self._state = self._DATA
 
 
 class Connection(_server.HttpConnection):
@@ -220,9 +64,9 @@ class Connection(_server.HttpConnection):
     # -- request side ----------------------------------------------------------
 
     def _read_headers(self):
-        """Read until the header block is complete, then parse it strictly.
+        """Read until the head is complete, then parse it (parse.py).
 
-        The block ends at the first empty line, whether lines end in CRLF
+        The head ends at the first empty line, whether lines end in CRLF
         or LF (uhttp-server looks for one form first, so a pipelined
         request in the other form was swallowed). Lines are split on LF
         only: a bare CR is no line break (it smuggled headers in).
@@ -231,104 +75,50 @@ class Connection(_server.HttpConnection):
             self._request_start = _time.time()
         self._recv_to_buffer(self._max_headers_length)
         buffer = self._buffer
-        start = self._headers_scanned - 3
-        if start < 0:
-            start = 0
-        end = _block_end(buffer, start)
-        if end < 0:
-            self._headers_scanned = len(buffer)
-            if len(buffer) >= self._max_headers_length:
-                raise _server.HttpErrorWithResponse(
-                    431, f"Headers too large: {len(buffer)} bytes "
-                         f"(max {self._max_headers_length})")
-            return
-        block = bytes(buffer[:end])
-        del buffer[:end]
-        self._headers_scanned = 0
-        # a HEAD request refused before it was parsed still gets no body
-        self._head = block.lstrip(b'\r\n').startswith(b'HEAD ')
-        if _HEAD_BLOCK.match(block) is not None:
-            try:
-                lines = block.decode('ascii').replace('\r\n', '\n').split('\n')
-            except UnicodeDecodeError:
-                lines = None
-            if lines is not None:
-                while not lines[0]:
-                    del lines[0]  # empty lines before a request line
-                self._process_headers(lines)
+        try:
+            end = _parse.head_end(
+                buffer, self._headers_scanned, self._max_headers_length)
+            if end < 0:
+                self._headers_scanned = len(buffer)
                 return
-        _refuse_head(block)
+            block = bytes(buffer[:end])
+            del buffer[:end]
+            self._headers_scanned = 0
+            # a HEAD request refused before it was parsed still gets no body
+            self._head = _parse.asks_head(block)
+            head = _parse.parse_head(block, _server.parse_query)
+        except _parse.ProtocolError as err:
+            raise _server.HttpErrorWithResponse(err.status, err.message) from None
+        self._start_request(head)
 
-    def _process_headers(self, lines):
-        """Parse a header block (str lines) that matched _HEAD_BLOCK.
-
-        Same results as uhttp-server's parser (attributes, errors, 100
-        Continue, body limit), without its per-line function calls: this
-        runs once per request in the dispatcher. Unlike uhttp-server, '+'
-        in the path stays '+' (it means a space only in a query).
-        """
-        method, url, protocol = lines[0].split(' ')
-        self._method = method
-        self._url = url
-        self._protocol = protocol
-        if method not in _METHODS:
-            raise _server.HttpErrorWithResponse(501)
-        if protocol not in _PROTOCOLS:
-            raise _server.HttpErrorWithResponse(505)
-        path, mark, query = url.partition('?')
-        if path[0] != '/':
-            path = _origin_path(path, method)
-        if '%' in path:
-            path = _unquote_path(path)
-        self._path = path
-        self._query = _server.parse_query(query.encode('ascii')) if mark else None
-        headers = {}
-        repeated = None
-        for line in lines[1:]:
-            if not line:
-                break
-            name, _, value = line.partition(':')
-            key = name.lower()
-            value = value.strip()
-            if key in headers:
-                if key == 'content-length' or key == 'host':
-                    raise _server.HttpErrorWithResponse(
-                        400, f"Duplicate {key} header")
-                if repeated is None:
-                    repeated = {}
-                repeated.setdefault(key, [headers[key]]).append(value)
-                value = headers[key] + ('; ' if key == 'cookie' else ', ') + value
-            headers[key] = value
-        self._headers = headers
-        self._headers_repeated = repeated
-        if protocol == 'HTTP/1.1' and 'host' not in headers:
-            raise _server.HttpErrorWithResponse(
-                400, "Host header is required for HTTP/1.1")
-        if 'transfer-encoding' in headers:
-            if protocol == 'HTTP/1.0':
-                raise _server.HttpErrorWithResponse(
-                    400, "Transfer-Encoding in an HTTP/1.0 request")
-            if 'content-length' in headers:
-                # both framings at once is how requests are smuggled
-                raise _server.HttpErrorWithResponse(
-                    400, "Both Transfer-Encoding and Content-Length")
-            if headers['transfer-encoding'].strip().lower() != 'chunked':
-                raise _server.HttpErrorWithResponse(
-                    501, "Transfer-Encoding other than chunked")
-            if headers.get('expect', '').lower() == '100-continue':
-                self._expect_continue = True
-                self._send_100_continue()
-            self._chunks = ChunkedBody(self._max_content_length)
+    def _start_request(self, head):
+        """Take a parsed head as this connection's request: the fields
+        uhttp-server's properties read, then the body's framing (100
+        Continue when asked, the body limit, what is already buffered)."""
+        self._method = head.method
+        self._url = head.target
+        self._protocol = head.protocol
+        self._path = head.path
+        self._query = head.query
+        self._headers = head.headers
+        self._headers_repeated = head.repeated
+        framing = head.framing
+        if framing == _parse.NO_BODY:
+            self._content_length = False
+            return
+        if head.expect_continue:
+            self._expect_continue = True
+            self._send_100_continue()
+        if framing == _parse.CHUNKED:
+            self._content_length = False
+            self._chunks = _parse.ChunkedBody(self._max_content_length)
             self._read_chunks()
-        elif 'content-length' in headers:
-            length = self.content_length
-            if length:
-                if headers.get('expect', '').lower() == '100-continue':
-                    self._expect_continue = True
-                    self._send_100_continue()
-                if length > self._max_content_length:
-                    raise _server.HttpErrorWithResponse(413)
-                self._process_data()
+            return
+        length = self._content_length = head.content_length
+        if length:
+            if length > self._max_content_length:
+                raise _server.HttpErrorWithResponse(413)
+            self._process_data()
 
     def process_request(self):
         """uhttp-server's process_request(), plus chunked request bodies."""
@@ -354,7 +144,10 @@ class Connection(_server.HttpConnection):
         """Feed buffered bytes to the chunked decoder; once the last chunk
         and trailers are in, the body is loaded (the rest of the buffer is
         the next, pipelined request)."""
-        used = self._chunks.feed(self._buffer)
+        try:
+            used = self._chunks.feed(self._buffer)
+        except _parse.ProtocolError as err:
+            raise _server.HttpErrorWithResponse(err.status, err.message) from None
         if used:
             del self._buffer[:used]
         if self._chunks.done:
@@ -408,7 +201,7 @@ class Connection(_server.HttpConnection):
                 media = self.content_type.partition(';')[0].strip().lower()
                 if media == _server.CONTENT_TYPE_JSON:
                     try:
-                        self._value = _server._json.loads(raw)
+                        self._value = _json.loads(raw)
                     except (ValueError, RecursionError) as err:
                         raise _server.HttpErrorWithResponse(
                             400, "Invalid JSON body") from err
