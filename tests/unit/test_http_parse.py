@@ -370,7 +370,7 @@ def test_asterisk_for_other_methods(method):
 
 
 @pytest.mark.parametrize('target', [b'a/b', b'example.com/x', b'ftp://h/x',
-                                    b'https:/x', b'http:x', b'**'])
+                                    b'https:/x', b'http:x', b'**', b'?x', b'?'])
 def test_other_target_forms(target):
     assert refused(b'GET ' + target + b' HTTP/1.1', HOST) == (
         400, f"Invalid request target: {target.split(b'?')[0].decode()!r}")

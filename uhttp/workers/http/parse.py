@@ -133,7 +133,7 @@ def parse_head(block, parse_query=None):
     if protocol not in PROTOCOLS:
         raise ProtocolError(505)
     path, mark, query = target.partition('?')
-    if path[0] != '/':
+    if not path or path[0] != '/':
         path = origin_path(path, method)
     if '%' in path:
         path = unquote_path(path)
