@@ -1,21 +1,21 @@
-"""The HTTP layer: uhttp-server 3.x, configured and hardened for a dispatcher.
+"""The HTTP layer: our protocol code, and thin glue over uhttp-server 3.2.
 
-`Server` and `Connection` subclass uhttp-server's classes to:
-- keep request bodies raw, so JSON is parsed by the worker, not here,
-  and leave pipelined bytes for the next request instead of refusing them;
-- never hand a connection back as a new request while its request is
-  still with a worker, and notice the client leaving meanwhile;
-- shield the loop: an exception while handling one connection answers 400
-  or closes that connection, never the server;
-- keep connections in a dict (O(1) removal), accept in batches, evict
-  idle keep-alive connections before refusing new ones, and drop clients
-  that stop reading a response.
+- `parse`: request heads, targets and chunked bodies, parsed without I/O;
+- `serialize`: response heads and the keep-alive rule, without I/O;
+- `connection`: `Connection`, uhttp-server's HttpConnection driving them: raw
+  request bodies (JSON is parsed by the worker), pipelined requests kept
+  for later, a request never parsed again while a worker has it, a client
+  leaving meanwhile noticed, responses written in one send when they can;
+- `server`: `Server`, uhttp-server's HttpServer with a server's policies:
+  connections in a dict (O(1) removal), accepts in batches, idle
+  keep-alive connections evicted before new ones are refused, clients
+  that stop reading dropped, and an exception while handling one
+  connection answered with 400 or a close, never raised into the loop.
 """
 
-
-from .connection import (
-    EVENT_READ, EVENT_WRITE, HTTP_OPTIONS, Connection, status_line)
+from .connection import EVENT_READ, EVENT_WRITE, HTTP_OPTIONS, Connection
 from .parse import ChunkedBody, ProtocolError, RequestHead
+from .serialize import status_line
 from .server import ACCEPT_BATCH, Server
 
 __all__ = ['ACCEPT_BATCH', 'EVENT_READ', 'EVENT_WRITE', 'HTTP_OPTIONS',

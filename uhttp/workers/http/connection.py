@@ -8,11 +8,11 @@ import time as _time
 import uhttp.server as _server
 
 from . import parse as _parse
+from . import serialize as _serialize
 
 EVENT_READ = _selectors.EVENT_READ
 EVENT_WRITE = _selectors.EVENT_WRITE
 _WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
-_STATUS_LINES = {}
 
 # HttpServer / HttpConnection options a Dispatcher passes through
 HTTP_OPTIONS = frozenset((
@@ -27,18 +27,6 @@ try:
     _SSLWant = (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
 except ImportError:  # pragma: no cover - Python without ssl
     _SSLWant = ()
-
-
-def status_line(status):
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        reason = _server.STATUS_CODES.get(status, '')
-        line = _STATUS_LINES[status] = f'HTTP/1.1 {status} {reason}\r\n'
-    return line
-
-
-def _bad_value(text):
-    return '\r' in text or '\n' in text
 
 
 class Connection(_server.HttpConnection):
@@ -324,7 +312,7 @@ class Connection(_server.HttpConnection):
             return
         self.pending = None
         headers = {} if headers is None else dict(headers)
-        no_body = status < 200 or status in (204, 304)
+        no_body = _serialize.bodiless(status)
         if data is not None and not no_body:
             data = _server.encode_response_data(headers, data)
         elif not no_body and _server.CONTENT_LENGTH not in headers:
@@ -346,47 +334,18 @@ class Connection(_server.HttpConnection):
             return False
         if self._response_started:
             raise _server.HttpError("Response already sent for this request")
-        parts = [status_line(status)]
-        keep = not close
-        if headers:
-            for name, value in headers:
-                value = str(value)
-                if _bad_value(name) or _bad_value(value):
-                    raise ValueError(f"header {name!r} contains CR or LF")
-                lower = name.lower()
-                if lower == 'content-length':
-                    continue
-                if lower == 'connection':
-                    keep = keep and value.lower() == 'keep-alive'
-                    continue
-                parts.append(f'{name}: {value}\r\n')
-        if cookies:
-            for name, value in cookies.items():
-                value = '; Max-Age=0' if value is None else str(value)
-                if _bad_value(name) or _bad_value(value):
-                    raise ValueError(f"cookie {name!r} contains CR or LF")
-                parts.append(f'set-cookie: {name}={value}\r\n')
-        no_body = status < 200 or status in (204, 304)
-        if not no_body:
-            parts.append(f'content-length: {len(body)}\r\n')
-        if keep:
-            asked = self._headers.get('connection', '').lower() if (
-                self._headers) else ''
-            if self._protocol == 'HTTP/1.1':
-                keep = asked != 'close'
-            else:
-                keep = asked == 'keep-alive'
-            if keep and self._requests_count >= self._keep_alive_max_requests:
-                keep = False
-        parts.append('connection: keep-alive\r\n\r\n' if keep
-                     else 'connection: close\r\n\r\n')
+        asked = self._headers.get('connection', '') if self._headers else ''
+        keep = _serialize.keep_alive(
+            self._protocol, asked, self._requests_count,
+            self._keep_alive_max_requests, close)
+        data, keep = _serialize.response_head(
+            status, headers, cookies, len(body), keep)
         self._response_started = True
         self.responses += 1
         self._is_streaming = False
         self._response_keep_alive = keep
         self.pending = None
-        data = ''.join(parts).encode('utf-8')
-        if body and not (head or no_body):
+        if body and not head and not _serialize.bodiless(status):
             if len(body) > _GATHER_MIN and self._server._ssl_context is None:
                 self._write_gather(data, body)
                 return True
@@ -453,33 +412,13 @@ class Connection(_server.HttpConnection):
             return False
         if self._response_started:
             raise _server.HttpError("Response already sent for this request")
-        parts = [status_line(status)]
-        names = set()
-        for name, value in headers or ():
-            value = str(value)
-            if _bad_value(name) or _bad_value(value):
-                raise ValueError(f"header {name!r} contains CR or LF")
-            lower = name.lower()
-            if lower in ('content-length', 'connection', 'transfer-encoding'):
-                continue
-            names.add(lower)
-            parts.append(f'{name}: {value}\r\n')
-        if 'content-type' not in names:
-            parts.append('content-type: text/event-stream\r\n')
-        if 'cache-control' not in names:
-            parts.append('cache-control: no-cache\r\n')
-        for name, value in (cookies or {}).items():
-            value = '; Max-Age=0' if value is None else str(value)
-            if _bad_value(name) or _bad_value(value):
-                raise ValueError(f"cookie {name!r} contains CR or LF")
-            parts.append(f'set-cookie: {name}={value}\r\n')
-        parts.append('connection: close\r\n\r\n')
+        data = _serialize.stream_head(status, headers, cookies)
         self._response_started = True
         self.responses += 1
         self._is_streaming = True
         self._response_keep_alive = False
         try:
-            self._send(''.join(parts).encode('utf-8'))
+            self._send(data)
         except OSError:
             self.close()
             return False
