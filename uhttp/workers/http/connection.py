@@ -32,8 +32,9 @@ except ImportError:  # pragma: no cover - Python without ssl
 class Connection(_server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
-    `pending` is the request's _PendingRequest while a worker owns it.
-    `body` is the raw request body (bytes) or None.
+    The request reads through uhttp-server's properties (method, path,
+    query, headers, data, ...) and `body`, the raw bytes; `pending` is the
+    request's _PendingRequest while a worker owns it.
     """
 
     def __init__(self, server, sock, addr, **kwargs):
@@ -166,7 +167,7 @@ class Connection(_server.HttpConnection):
     def client_ip(self):
         """remote_address, computed once per connection when no proxy is
         trusted (then it is the socket peer's address)."""
-        if self._server._trusted_proxies:
+        if self._server.trusts_proxies:
             return self.remote_address
         ip = self._ip
         if ip is None:
@@ -175,8 +176,44 @@ class Connection(_server.HttpConnection):
 
     @property
     def body(self):
-        """The raw request body, or None."""
+        """The raw request body (bytes), or None: what `data` is parsed
+        from, and what a worker is sent."""
         return self._data
+
+    # -- state, for the dispatcher and the server ------------------------------
+
+    @property
+    def is_open(self):
+        """False once the connection is closed."""
+        return self._socket is not None
+
+    @property
+    def response_started(self):
+        """True from the first byte of this request's response (or of a
+        refusal) until the connection resets for its next request."""
+        return self._response_started
+
+    @property
+    def is_idle(self):
+        """True between requests: no request line parsed, nothing
+        received for the next one."""
+        return self._method is None and not self._buffer
+
+    def request_overdue(self, now):
+        """True when the request still arriving began more than
+        request_timeout seconds before `now` (time.time())."""
+        started = self._request_start
+        return bool(started) and now - started > self._request_timeout
+
+    @property
+    def max_send_buffer_size(self):
+        """How many bytes may wait unsent before a stream is cut."""
+        return self._max_send_buffer_size
+
+    def register(self):
+        """Start watching the socket for requests; False when the selector
+        refused it (then close the connection)."""
+        return self._register()
 
     @property
     def data(self):
@@ -346,7 +383,7 @@ class Connection(_server.HttpConnection):
         self._response_keep_alive = keep
         self.pending = None
         if body and not head and not _serialize.bodiless(status):
-            if len(body) > _GATHER_MIN and self._server._ssl_context is None:
+            if len(body) > _GATHER_MIN and not self._server.is_secure:
                 self._write_gather(data, body)
                 return True
             data += body

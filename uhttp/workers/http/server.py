@@ -33,7 +33,19 @@ class Server(_server.HttpServer):
 
     @property
     def connections(self):
+        """The open connections (a dict used as an ordered set)."""
         return self._waiting_connections
+
+    @property
+    def has_scheduled(self):
+        """True when connections wait, via schedule(), to parse a request
+        already in their buffer."""
+        return bool(self._scheduled)
+
+    @property
+    def trusts_proxies(self):
+        """True when X-Forwarded-For is read from trusted proxies."""
+        return bool(self._trusted_proxies)
 
     def remove_connection(self, connection):
         if connection is self._resume:
@@ -54,7 +66,7 @@ class Server(_server.HttpServer):
         nothing was sent yet, else close; log it; keep serving."""
         self._owner.connection_failed(connection, err)
         try:
-            if connection._socket is not None and not connection._response_started:
+            if connection.is_open and not connection.response_started:
                 connection.respond(
                     data=b'Bad Request', status=400,
                     headers={'connection': 'close',
@@ -123,14 +135,13 @@ class Server(_server.HttpServer):
                 self._refuse(connection)
                 continue
             self._waiting_connections[connection] = None
-            if not connection._register():
+            if not connection.register():
                 connection.close()
 
     def _evict_idle(self):
         """Close the oldest keep-alive connection that waits for nothing."""
         for connection in self._waiting_connections:
-            if (connection._method is None and not connection._buffer
-                    and not connection._response_started
+            if (connection.is_idle and not connection.response_started
                     and connection.pending is None):
                 connection.close()
                 return True
@@ -164,25 +175,23 @@ class Server(_server.HttpServer):
         mono = _monotonic()
         send_limit = self._send_timeout
         for connection in list(self._waiting_connections):
-            if connection._socket is None:
+            if not connection.is_open:
                 self.remove_connection(connection)
                 continue
-            if connection._response_started or connection._ws_mode:
+            if connection.response_started or connection.is_websocket:
                 if connection.stalled(mono, send_limit):
                     self._owner.client_stalled(connection, send_limit)
                     connection.close()
                 continue
             if connection.pending is not None:
                 continue
-            if connection._method is None and not connection._buffer:
+            if connection.is_idle:
                 if connection.is_timed_out:
                     connection.close()
                 continue
             if connection.is_loaded:
                 continue
-            started = connection._request_start
-            if connection.is_timed_out or (
-                    started and now - started > connection._request_timeout):
+            if connection.is_timed_out or connection.request_overdue(now):
                 connection.respond(
                     'Request Timeout', status=408,
                     headers={'connection': 'close'})
