@@ -158,6 +158,21 @@ def test_a_refused_head_request_gets_no_body(pair):
     assert data.startswith(b'HTTP/1.1 400 ') and data.endswith(b'\r\n\r\n<EOF>')
 
 
+def test_a_head_request_with_a_bad_query_gets_no_body(pair):
+    connection, peer = pair
+    feed(connection, peer, b'HEAD /?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n')
+    data = received(peer)
+    assert data.startswith(b'HTTP/1.1 400 ') and data.endswith(b'\r\n\r\n<EOF>')
+    assert b'content-length: 46\r\n' in data  # '400 Bad Request: Invalid query ...'
+
+
+def test_a_get_with_a_bad_query_gets_the_message(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET /?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n')
+    assert received(peer).endswith(
+        b'\r\n\r\n400 Bad Request: Invalid query string encoding<EOF>')
+
+
 def test_headers_too_large_is_431(server):
     ours, peer = socket.socketpair()
     ours.setblocking(False)

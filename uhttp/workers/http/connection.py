@@ -64,6 +64,7 @@ class Connection(_server.HttpConnection):
             self._request_start = _time.time()
         self._recv_to_buffer(self._max_headers_length)
         buffer = self._buffer
+        block = None
         try:
             end = _parse.head_end(
                 buffer, self._headers_scanned, self._max_headers_length)
@@ -73,11 +74,15 @@ class Connection(_server.HttpConnection):
             block = bytes(buffer[:end])
             del buffer[:end]
             self._headers_scanned = 0
-            # a HEAD request refused before it was parsed still gets no body
-            self._head = _parse.asks_head(block)
             head = _parse.parse_head(block, _server.parse_query)
         except _parse.ProtocolError as err:
+            # a HEAD request refused before it was parsed still gets no body
+            self._head = block is not None and _parse.asks_head(block)
             raise _server.HttpErrorWithResponse(err.status, err.message) from None
+        except _server.HttpErrorWithResponse:  # a bad query (parse_query)
+            self._head = _parse.asks_head(block)
+            raise
+        self._head = head.method == 'HEAD'
         self._start_request(head)
 
     def _start_request(self, head):

@@ -126,7 +126,16 @@ def parse_head(block, parse_query=None):
     RequestHead.query; it runs before the header fields are read, so a
     bad query is what a request with several faults is refused for.
     """
-    lines = _head_lines(block)
+    lines = None
+    if _HEAD_BLOCK.match(block) is not None:
+        try:
+            lines = block.decode('ascii').replace('\r\n', '\n').split('\n')
+        except UnicodeDecodeError:
+            pass  # obs-text in a value: refuse_head() names the line
+    if lines is None:
+        refuse_head(block)
+    while not lines[0]:
+        del lines[0]  # empty lines before a request line
     method, target, protocol = lines[0].split(' ')
     if method not in METHODS:
         raise ProtocolError(501)
@@ -145,22 +154,6 @@ def parse_head(block, parse_query=None):
     framing, length, expect = body_framing(protocol, headers)
     return RequestHead(method, target, protocol, path, raw_query, parsed,
                        headers, repeated, framing, length, expect)
-
-
-def _head_lines(block):
-    """The lines of a head block as str, from the request line on (blank
-    lines before it dropped, the empty line at its end kept); a block
-    that is not a well-formed ASCII head is refused."""
-    if _HEAD_BLOCK.match(block) is not None:
-        try:
-            lines = block.decode('ascii').replace('\r\n', '\n').split('\n')
-        except UnicodeDecodeError:
-            lines = None
-        if lines is not None:
-            while not lines[0]:
-                del lines[0]  # empty lines before a request line
-            return lines
-    return refuse_head(block)
 
 
 def refuse_head(block):
