@@ -29,6 +29,12 @@ except ImportError:  # pragma: no cover - Python without ssl
     _SSLWant = ()
 
 
+def _refusal(err):
+    """uhttp-server's error for a ProtocolError: process_request() answers
+    it with its status and text, then closes."""
+    return _server.HttpErrorWithResponse(err.status, err.message)
+
+
 class Connection(_server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
@@ -78,7 +84,7 @@ class Connection(_server.HttpConnection):
         except _parse.ProtocolError as err:
             # a HEAD request refused before it was parsed still gets no body
             self._head = block is not None and _parse.asks_head(block)
-            raise _server.HttpErrorWithResponse(err.status, err.message) from None
+            raise _refusal(err) from None
         except _server.HttpErrorWithResponse:  # a bad query (parse_query)
             self._head = _parse.asks_head(block)
             raise
@@ -141,7 +147,7 @@ class Connection(_server.HttpConnection):
         try:
             used = self._chunks.feed(self._buffer)
         except _parse.ProtocolError as err:
-            raise _server.HttpErrorWithResponse(err.status, err.message) from None
+            raise _refusal(err) from None
         if used:
             del self._buffer[:used]
         if self._chunks.done:
@@ -185,6 +191,27 @@ class Connection(_server.HttpConnection):
         from, and what a worker is sent."""
         return self._data
 
+    @property
+    def data(self):
+        """The body as uhttp-server presents it: parsed JSON or form, else
+        bytes; None when empty. Parsed on first use."""
+        if not self._parsed:
+            self._parsed = True
+            raw = self._data
+            if raw:
+                media = self.content_type.partition(';')[0].strip().lower()
+                if media == _server.CONTENT_TYPE_JSON:
+                    try:
+                        self._value = _json.loads(raw)
+                    except (ValueError, RecursionError) as err:
+                        raise _server.HttpErrorWithResponse(
+                            400, "Invalid JSON body") from err
+                elif media == _server.CONTENT_TYPE_XFORMDATA:
+                    self._value = _server.parse_query(raw)
+                else:
+                    self._value = raw
+        return self._value
+
     # -- state, for the dispatcher and the server ------------------------------
 
     @property
@@ -220,26 +247,7 @@ class Connection(_server.HttpConnection):
         refused it (then close the connection)."""
         return self._register()
 
-    @property
-    def data(self):
-        """The body as uhttp-server presents it: parsed JSON or form, else
-        bytes; None when empty. Parsed on first use."""
-        if not self._parsed:
-            self._parsed = True
-            raw = self._data
-            if raw:
-                media = self.content_type.partition(';')[0].strip().lower()
-                if media == _server.CONTENT_TYPE_JSON:
-                    try:
-                        self._value = _json.loads(raw)
-                    except (ValueError, RecursionError) as err:
-                        raise _server.HttpErrorWithResponse(
-                            400, "Invalid JSON body") from err
-                elif media == _server.CONTENT_TYPE_XFORMDATA:
-                    self._value = _server.parse_query(raw)
-                else:
-                    self._value = raw
-        return self._value
+    # -- events ----------------------------------------------------------------
 
     def reset(self):
         super().reset()
