@@ -1,4 +1,9 @@
-"""The connection glue: uhttp-server's HttpConnection as the dispatcher uses it."""
+"""The connection glue: uhttp-server's HttpConnection as the dispatcher uses it.
+
+Request heads and chunked bodies are parsed by parse.py, response heads built
+by serialize.py; this class feeds them bytes from the socket and keeps
+uhttp-server's state (and so its `client` API) in step.
+"""
 
 import errno as _errno
 import json as _json

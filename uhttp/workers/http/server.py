@@ -1,4 +1,11 @@
-"""The server glue: uhttp-server's HttpServer with the dispatcher's policies."""
+"""The server glue: uhttp-server's HttpServer with a server's policies.
+
+Connections live in a dict (O(1) removal) and are accepted up to
+ACCEPT_BATCH per readable event; past max_waiting_clients the oldest idle
+keep-alive connection is evicted, else the newcomer is refused with 503.
+maintenance() closes what waits too long; an exception escaping one
+connection ends in broken() (a 400 or a close), never in the loop.
+"""
 
 import errno as _errno
 import socket as _socket
@@ -13,7 +20,8 @@ _monotonic = _time.monotonic
 
 
 class Server(_server.HttpServer):
-    """uhttp-server's HttpServer with the dispatcher's policies (see module)."""
+    """uhttp-server's HttpServer reporting to `owner` (the Dispatcher):
+    connection_failed(), client_gone(), client_stalled(), accept_exhausted()."""
 
     def __init__(self, owner, address, port, ssl_context, selector, **kwargs):
         self._owner = owner
