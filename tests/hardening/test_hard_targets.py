@@ -46,10 +46,17 @@ def test_absolute_form_without_path_is_the_root(server):
 
 
 @pytest.mark.parametrize('target', ['api/path/x', '*', 'example.com/x',
-                                    'ftp://example.com/api/path/x'])
+                                    'ftp://example.com/api/path/x', '?x', '?'])
 def test_other_target_forms_are_refused(server, target):
     reply = one(server, 'GET', target)
     assert reply.status == 400, reply
+    assert reply.body.startswith(b'400 Bad Request: Invalid request target'), reply
+
+
+def test_a_query_without_a_path_is_refused_without_an_error_log(server):
+    reply = one(server, 'GET', '?x=1')
+    assert reply.status == 400, reply
+    assert 'IndexError' not in server.log()
 
 
 def test_asterisk_form_is_accepted_for_options(server):

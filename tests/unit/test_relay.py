@@ -19,7 +19,7 @@ class Client:
     path = '/api/x'
     query = None
     headers = {}
-    raw_body = None
+    body = None
     client_ip = '127.0.0.1'
 
     def __init__(self):

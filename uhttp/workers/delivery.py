@@ -49,7 +49,7 @@ class Delivery:
         except Exception:  # pylint: disable=broad-except
             remote = None
         message = (_msg.M_REQUEST, seq, item.request_id, client.method,
-                   client.path, client.query, client.headers, client.raw_body,
+                   client.path, client.query, client.headers, client.body,
                    False, remote, item.context)
         try:
             return _channel.pack_parts(message)

@@ -1,0 +1,305 @@
+"""The connection and server glue over a socket pair: parse and serialize
+driven through uhttp-server's classes, and the state accessors."""
+
+import selectors
+import socket
+
+import pytest
+
+from uhttp.workers import http as _http
+
+
+class Owner:
+    """What a Server reports to (the Dispatcher, in the library)."""
+
+    def __init__(self):
+        self.failed = []
+        self.gone = []
+
+    def connection_failed(self, connection, err):
+        self.failed.append(err)
+
+    def client_gone(self, pending):
+        self.gone.append(pending)
+
+    def client_stalled(self, connection, limit):
+        pass
+
+    def accept_exhausted(self, err):
+        pass
+
+
+@pytest.fixture
+def server():
+    selector = selectors.DefaultSelector()
+    owner = Owner()
+    server = _http.Server(owner, '127.0.0.1', 0, None, selector,
+                          max_content_length=64, keep_alive_max_requests=3)
+    server.owner = owner
+    yield server
+    server.close()
+    selector.close()
+
+
+@pytest.fixture
+def pair(server):
+    """(connection, peer socket): a Connection as the server accepts one."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.settimeout(2)
+    connection = _http.Connection(server, ours, ('127.0.0.1', 4321),
+                                  **server._kwargs)
+    server.connections[connection] = None
+    assert connection.register()
+    yield connection, peer
+    connection.close()
+    peer.close()
+
+
+def feed(connection, peer, data):
+    """Send `data` as the client; the connection's answer to the event."""
+    peer.sendall(data)
+    return connection.handle_event(connection.socket, _http.EVENT_READ)
+
+
+def received(peer):
+    peer.setblocking(False)
+    data = b''
+    try:
+        while True:
+            chunk = peer.recv(65536)
+            if not chunk:
+                return data + b'<EOF>'
+            data += chunk
+    except BlockingIOError:
+        return data
+    finally:
+        peer.settimeout(2)
+
+
+def test_a_request_through_the_glue(pair):
+    connection, peer = pair
+    assert connection.is_open and connection.is_idle
+    assert not connection.response_started
+    ready = feed(connection, peer, b'POST /a%20b?x=1&x=2 HTTP/1.1\r\n'
+                 b'Host: h\r\nContent-Type: application/json\r\n'
+                 b'Content-Length: 7\r\n\r\n{"a":1}')
+    assert ready is connection
+    assert (connection.method, connection.path, connection.query) == (
+        'POST', '/a b', {'x': ['1', '2']})
+    assert connection.headers['content-type'] == 'application/json'
+    assert connection.body == b'{"a":1}'
+    assert connection.data == {'a': 1}
+    assert connection.content_length == 7
+    assert not connection.is_idle
+    assert connection.send_response(200, [('X-A', 'b')], b'done')
+    assert received(peer) == (b'HTTP/1.1 200 OK\r\nX-A: b\r\n'
+                              b'content-length: 4\r\nconnection: keep-alive'
+                              b'\r\n\r\ndone')
+    assert connection.is_open and connection.is_idle  # reset for the next
+
+
+def test_the_privates_the_accessors_stand_for(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    assert connection.method == connection._method
+    assert connection.path == connection._path
+    assert connection.query == connection._query
+    assert connection.headers is connection._headers
+    assert connection.body is connection._data
+    assert connection.max_send_buffer_size == connection._max_send_buffer_size
+    connection.hold()
+    connection.send_response(204, [], b'')
+    assert connection.response_started is connection._response_started is True
+    connection.release()
+    connection.close()
+    assert connection.is_open is False and connection.socket is None
+
+
+def test_head_gets_the_length_without_the_body(pair):
+    connection, peer = pair
+    feed(connection, peer, b'HEAD / HTTP/1.1\r\nHost: h\r\n\r\n')
+    connection.send_response(200, [], b'hello', head=True)
+    assert received(peer) == (b'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n'
+                              b'connection: keep-alive\r\n\r\n')
+
+
+@pytest.mark.parametrize('status', [204, 304])
+def test_bodiless_statuses_send_no_body(pair, status):
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    connection.send_response(status, [], b'ignored')
+    assert received(peer).endswith(b'connection: keep-alive\r\n\r\n')
+
+
+def test_respond_to_head_has_length_but_no_body(pair):
+    connection, peer = pair
+    feed(connection, peer, b'HEAD / HTTP/1.1\r\nHost: h\r\n\r\n')
+    connection.respond({'a': 1})
+    data = received(peer)
+    assert b'content-length: 8\r\n' in data and data.endswith(b'\r\n\r\n')
+
+
+def test_a_refusal_is_answered_with_its_message_and_closes(pair):
+    connection, peer = pair
+    assert feed(connection, peer, b'GET /%zz HTTP/1.1\r\nHost: h\r\n\r\n') \
+        is None
+    data = received(peer)
+    assert data.startswith(b'HTTP/1.1 400 Bad Request\r\n')
+    assert data.endswith(b'\r\n\r\n400 Bad Request: Invalid URL path encoding'
+                         b'<EOF>')
+    assert not connection.is_open
+
+
+def test_a_refused_head_request_gets_no_body(pair):
+    connection, peer = pair
+    feed(connection, peer, b'HEAD /%zz HTTP/1.1\r\nHost: h\r\n\r\n')
+    data = received(peer)
+    assert data.startswith(b'HTTP/1.1 400 ') and data.endswith(b'\r\n\r\n<EOF>')
+
+
+def test_a_head_request_with_a_bad_query_gets_no_body(pair):
+    connection, peer = pair
+    feed(connection, peer, b'HEAD /?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n')
+    data = received(peer)
+    assert data.startswith(b'HTTP/1.1 400 ') and data.endswith(b'\r\n\r\n<EOF>')
+    assert b'content-length: 46\r\n' in data  # '400 Bad Request: Invalid query ...'
+
+
+def test_a_get_with_a_bad_query_gets_the_message(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET /?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n')
+    assert received(peer).endswith(
+        b'\r\n\r\n400 Bad Request: Invalid query string encoding<EOF>')
+
+
+def test_headers_too_large_is_431(server):
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    connection = _http.Connection(server, ours, ('127.0.0.1', 1),
+                                  max_headers_length=64)
+    connection.register()
+    feed(connection, peer, b'GET / HTTP/1.1\r\nX: ' + b'a' * 45)  # 64 bytes
+    data = received(peer)
+    assert data.startswith(b'HTTP/1.1 431 ')
+    assert b'Headers too large: 64 bytes (max 64)' in data
+    peer.close()
+
+
+def test_a_body_over_the_limit_is_413_after_100_continue(pair):
+    connection, peer = pair
+    feed(connection, peer, b'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 65'
+         b'\r\nExpect: 100-continue\r\n\r\n')
+    data = received(peer)
+    assert data.startswith(b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 ')
+
+
+def test_a_chunked_body_in_pieces(pair):
+    connection, peer = pair
+    assert feed(connection, peer, b'POST / HTTP/1.1\r\nHost: h\r\n'
+                b'Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n') is None
+    assert not connection.is_loaded
+    ready = feed(connection, peer, b'2\r\nde\r\n0\r\n\r\n')
+    assert ready is connection and connection.body == b'abcde'
+
+
+def test_a_chunked_body_over_the_limit_is_413(pair):
+    connection, peer = pair
+    feed(connection, peer, b'POST / HTTP/1.1\r\nHost: h\r\n'
+         b'Transfer-Encoding: chunked\r\n\r\n41\r\n')
+    assert received(peer).startswith(b'HTTP/1.1 413 Payload Too Large\r\n')
+
+
+def test_pipelined_requests_wait_their_turn(server, pair):
+    connection, peer = pair
+    ready = feed(connection, peer, b'GET /1 HTTP/1.1\r\nHost: h\r\n\r\n'
+                 b'GET /2 HTTP/1.1\nHost: h\n\n')
+    assert ready.path == '/1'
+    assert not server.has_scheduled
+    connection.send_response(200, [], b'one')
+    assert server.has_scheduled
+    (scheduled,) = server.take_scheduled()
+    assert not server.has_scheduled
+    assert scheduled.process_pipelined() is connection
+    assert connection.path == '/2'
+
+
+def test_keep_alive_ends_at_the_request_limit(pair):
+    connection, peer = pair
+    for count in range(1, 4):
+        feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+        connection.send_response(200, [], b'')
+        last = received(peer)
+        assert connection.is_open is (count < 3)
+    assert b'connection: close\r\n\r\n<EOF>' in last
+
+
+def test_a_closing_server_closes_after_the_response(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    connection.send_response(200, [], b'x', close=True)
+    assert received(peer).endswith(b'connection: close\r\n\r\nx<EOF>')
+
+
+def test_cr_lf_in_a_header_sends_nothing(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    with pytest.raises(ValueError, match="header 'X' contains CR or LF"):
+        connection.send_response(200, [('X', 'a\r\nb')], b'')
+    assert not connection.response_started and received(peer) == b''
+
+
+def test_a_large_body_goes_out_whole(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    body = bytes(range(256)) * 400
+    connection.send_response(200, [], body)
+    data = b''
+    while len(data) < len(body):
+        connection.try_send()
+        data += received(peer)
+    assert data.endswith(body)
+
+
+def test_a_stream(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    assert connection.start_stream(200, [], None)
+    assert connection.response_started
+    connection.send_chunk(b'data: 1\n\n')
+    connection.end_stream()
+    assert received(peer) == (b'HTTP/1.1 200 OK\r\n'
+                              b'content-type: text/event-stream\r\n'
+                              b'cache-control: no-cache\r\n'
+                              b'connection: close\r\n\r\ndata: 1\n\n<EOF>')
+
+
+def test_an_exception_while_handling_is_a_400_and_a_log(server, pair):
+    connection, peer = pair
+
+    def explode():
+        connection.socket.recv(100)
+        raise RuntimeError("boom")
+
+    connection.process_request = explode
+    assert feed(connection, peer, b'GET / HTTP/1.1\r\n\r\n') is None
+    assert [str(err) for err in server.owner.failed] == ['boom']
+    assert received(peer).endswith(b'\r\n\r\nBad Request<EOF>')
+
+
+def test_idle_and_overdue(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\n')
+    assert not connection.is_idle
+    started = connection._request_start
+    assert not connection.request_overdue(started)
+    assert connection.request_overdue(started + 3600)
+
+
+def test_server_accessors(server):
+    assert server.socket is server._socket and server.port
+    assert server.connections == {}
+    assert server.has_scheduled is False
+    assert server.trusts_proxies is False
+    server.stop_listening()
+    assert server.socket is None and server.port is None

@@ -1,0 +1,127 @@
+"""HTTP/1.1 response heads and the keep-alive rule, without I/O: values in,
+bytes out.
+
+- `response_head()`: the head of a complete response (Content-Length and
+  Connection set here, CR/LF in a header or cookie refused);
+- `stream_head()`: the head of a streamed response, which ends when the
+  connection closes;
+- `keep_alive()`: whether a connection stays open after a response.
+"""
+
+from uhttp.server import STATUS_CODES as _REASONS
+
+_STATUS_LINES = {}
+_KEEP = 'connection: keep-alive\r\n\r\n'
+_CLOSE = 'connection: close\r\n\r\n'
+# response headers that a stream head sets itself
+_STREAM_OWN = frozenset(('content-length', 'connection', 'transfer-encoding'))
+
+
+def status_line(status):
+    """'HTTP/1.1 <status> <reason>\\r\\n' (uhttp-server's reason phrases; an
+    unknown status has an empty one)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        reason = _REASONS.get(status, '')
+        line = _STATUS_LINES[status] = f'HTTP/1.1 {status} {reason}\r\n'
+    return line
+
+
+def bodiless(status):
+    """True for a status whose response has no body and no Content-Length
+    (1xx, 204 No Content, 304 Not Modified)."""
+    return status < 200 or status in (204, 304)
+
+
+def keep_alive(protocol, asked, served, max_requests, closing=False,
+               answer=None):
+    """Whether the connection stays open after this response.
+
+    `asked` is the request's Connection header ('' when absent): HTTP/1.1
+    stays open unless it says 'close', HTTP/1.0 only when it says
+    'keep-alive'. A connection that has `served` `max_requests` requests
+    closes, so does every one while the server is `closing`. `answer`, the
+    response's own Connection header (None when absent), can only close it:
+    anything but 'keep-alive' does.
+    """
+    if closing:
+        return False
+    if answer is not None and answer.lower() != 'keep-alive':
+        return False
+    asked = asked.lower()
+    if protocol == 'HTTP/1.1':
+        keep = asked != 'close'
+    else:
+        keep = asked == 'keep-alive'
+    return keep and served < max_requests
+
+
+def response_head(status, headers, cookies, length, keep):
+    """The head of a complete response with a body of `length` bytes, and
+    whether the connection stays open: (bytes, keep).
+
+    `headers` is a list of (name, value), sent in order; their
+    Content-Length and Connection are replaced by this function's (a
+    Connection other than 'keep-alive' turns `keep` off). `cookies` maps a
+    name to a Set-Cookie value (None deletes the cookie). Bodiless
+    statuses get no Content-Length. Raises ValueError, naming it, for a
+    header or cookie that holds CR or LF.
+    """
+    parts = [status_line(status)]
+    if headers:
+        for name, value in headers:
+            value = str(value)
+            if _bad_value(name) or _bad_value(value):
+                raise ValueError(f"header {name!r} contains CR or LF")
+            lower = name.lower()
+            if lower == 'content-length':
+                continue
+            if lower == 'connection':
+                keep = keep and value.lower() == 'keep-alive'
+                continue
+            parts.append(f'{name}: {value}\r\n')
+    if cookies:
+        _cookie_lines(parts, cookies)
+    if not bodiless(status):
+        parts.append(f'content-length: {length}\r\n')
+    parts.append(_KEEP if keep else _CLOSE)
+    return ''.join(parts).encode('utf-8'), keep
+
+
+def stream_head(status, headers, cookies):
+    """The head of a streamed response: no Content-Length, the stream ends
+    when the connection closes. Content-Type defaults to
+    text/event-stream and Cache-Control to no-cache (names matched
+    without regard to case); the caller's Content-Length, Connection and
+    Transfer-Encoding are dropped. Raises ValueError for CR/LF."""
+    parts = [status_line(status)]
+    names = set()
+    for name, value in headers or ():
+        value = str(value)
+        if _bad_value(name) or _bad_value(value):
+            raise ValueError(f"header {name!r} contains CR or LF")
+        lower = name.lower()
+        if lower in _STREAM_OWN:
+            continue
+        names.add(lower)
+        parts.append(f'{name}: {value}\r\n')
+    if 'content-type' not in names:
+        parts.append('content-type: text/event-stream\r\n')
+    if 'cache-control' not in names:
+        parts.append('cache-control: no-cache\r\n')
+    if cookies:
+        _cookie_lines(parts, cookies)
+    parts.append(_CLOSE)
+    return ''.join(parts).encode('utf-8')
+
+
+def _cookie_lines(parts, cookies):
+    for name, value in cookies.items():
+        value = '; Max-Age=0' if value is None else str(value)
+        if _bad_value(name) or _bad_value(value):
+            raise ValueError(f"cookie {name!r} contains CR or LF")
+        parts.append(f'set-cookie: {name}={value}\r\n')
+
+
+def _bad_value(text):
+    return '\r' in text or '\n' in text

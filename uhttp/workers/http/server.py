@@ -1,0 +1,207 @@
+"""The server glue: uhttp-server's HttpServer with a server's policies.
+
+Connections live in a dict (O(1) removal) and are accepted up to
+ACCEPT_BATCH per readable event; past max_waiting_clients the oldest idle
+keep-alive connection is evicted, else the newcomer is refused with 503.
+maintenance() closes what waits too long; an exception escaping one
+connection ends in broken() (a 400 or a close), never in the loop.
+"""
+
+import errno as _errno
+import socket as _socket
+import time as _time
+
+import uhttp.server as _server
+
+from .connection import EVENT_READ, Connection
+
+ACCEPT_BATCH = 64  # connections accepted per readable event
+_monotonic = _time.monotonic
+
+
+class Server(_server.HttpServer):
+    """uhttp-server's HttpServer reporting to `owner` (the Dispatcher):
+    connection_failed(), client_gone(), client_stalled(), accept_exhausted()."""
+
+    def __init__(self, owner, address, port, ssl_context, selector, **kwargs):
+        self._owner = owner
+        self._send_timeout = kwargs.pop('send_timeout', 60)
+        self._scheduled = []
+        super().__init__(address=address, port=port, ssl_context=ssl_context,
+                         selector=selector, **kwargs)
+        self._maintenance_interval = min(
+            self._maintenance_interval, self._send_timeout / 2)
+        self._waiting_connections = {}
+        self._socket.setblocking(False)
+        self._accepting = True
+
+    @property
+    def port(self):
+        return self._socket.getsockname()[1] if self._socket else None
+
+    @property
+    def connections(self):
+        """The open connections (a dict used as an ordered set)."""
+        return self._waiting_connections
+
+    @property
+    def has_scheduled(self):
+        """True when connections wait, via schedule(), to parse a request
+        already in their buffer."""
+        return bool(self._scheduled)
+
+    @property
+    def trusts_proxies(self):
+        """True when X-Forwarded-For is read from trusted proxies."""
+        return bool(self._trusted_proxies)
+
+    def remove_connection(self, connection):
+        if connection is self._resume:
+            self._resume = None
+        self._waiting_connections.pop(connection, None)
+
+    def schedule(self, connection):
+        self._scheduled.append(connection)
+
+    def take_scheduled(self):
+        scheduled = self._scheduled
+        if scheduled:
+            self._scheduled = []
+        return scheduled
+
+    def broken(self, connection, err):
+        """An exception escaped while handling `connection`: answer 400 if
+        nothing was sent yet, else close; log it; keep serving."""
+        self._owner.connection_failed(connection, err)
+        try:
+            if connection.is_open and not connection.response_started:
+                connection.respond(
+                    data=b'Bad Request', status=400,
+                    headers={'connection': 'close',
+                             'content-type': 'text/plain; charset=UTF-8'})
+            else:
+                connection.close()
+        except Exception:  # pylint: disable=broad-except
+            connection.close()
+
+    def client_gone(self, pending):
+        self._owner.client_gone(pending)
+
+    def stop_listening(self):
+        """Close the listening socket; existing connections stay."""
+        if self._socket is not None:
+            try:
+                self._selector.unregister(self._socket)
+            except (KeyError, ValueError, OSError):
+                pass
+            try:
+                self._socket.close()
+            except OSError:
+                pass
+            self._socket = None
+
+    def pause_accepting(self):
+        if self._accepting and self._socket is not None:
+            self._accepting = False
+            try:
+                self._selector.unregister(self._socket)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def resume_accepting(self):
+        if not self._accepting and self._socket is not None:
+            self._accepting = True
+            self._selector.register(self._socket, EVENT_READ, self)
+
+    def _accept(self):
+        listener = self._socket
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno in (_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS,
+                                 _errno.ENOMEM):
+                    self._owner.accept_exhausted(err)
+                return
+            try:
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+            sock.setblocking(False)
+            if self._ssl_context:
+                try:
+                    sock = self._ssl_context.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False)
+                except (OSError, ValueError):
+                    sock.close()
+                    continue
+            connection = Connection(self, sock, addr, **self._kwargs)
+            if len(self._waiting_connections) >= self._max_clients and (
+                    not self._evict_idle()):
+                self._refuse(connection)
+                continue
+            self._waiting_connections[connection] = None
+            if not connection.register():
+                connection.close()
+
+    def _evict_idle(self):
+        """Close the oldest keep-alive connection that waits for nothing."""
+        for connection in self._waiting_connections:
+            if (connection.is_idle and not connection.response_started
+                    and connection.pending is None):
+                connection.close()
+                return True
+        return False
+
+    def _refuse(self, connection):
+        try:
+            connection.respond(
+                data={'error': 'Too many connections'}, status=503,
+                headers={'connection': 'close', 'retry-after': '1'})
+        except Exception:  # pylint: disable=broad-except
+            pass
+        connection.close()
+
+    def maintenance(self):
+        """Close what waits too long; at most every half shortest timeout.
+
+        - an idle keep-alive connection past keep_alive_timeout is closed
+          silently (an unasked-for 408 could be read as the answer to the
+          client's next request);
+        - a request still arriving past request_timeout (or idle past
+          keep_alive_timeout) gets 408 and is closed;
+        - a request with a worker is left alone: the pool's timeout rules;
+        - a response or stream the client does not read for send_timeout
+          is dropped.
+        """
+        now = _time.time()
+        if now - self._last_maintenance < self._maintenance_interval:
+            return
+        self._last_maintenance = now
+        mono = _monotonic()
+        send_limit = self._send_timeout
+        for connection in list(self._waiting_connections):
+            if not connection.is_open:
+                self.remove_connection(connection)
+                continue
+            if connection.response_started or connection.is_websocket:
+                if connection.stalled(mono, send_limit):
+                    self._owner.client_stalled(connection, send_limit)
+                    connection.close()
+                continue
+            if connection.pending is not None:
+                continue
+            if connection.is_idle:
+                if connection.is_timed_out:
+                    connection.close()
+                continue
+            if connection.is_loaded:
+                continue
+            if connection.is_timed_out or connection.request_overdue(now):
+                connection.respond(
+                    'Request Timeout', status=408,
+                    headers={'connection': 'close'})
+                if connection.has_data_to_send:
+                    connection.close()
