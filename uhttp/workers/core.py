@@ -27,6 +27,7 @@ from . import http as _http
 from . import log as _log
 from . import messages as _msg
 from . import replies as _replies
+from . import systemd as _systemd
 from .intake import Intake
 from .loop import Loop, Signals
 from .pending import (
@@ -236,9 +237,10 @@ class Core:
         for pool in self.pools:
             self.supervisor.start_pool(pool)
         settings = self.settings
+        address = self.server.socket.getsockname()[0]
         self.log.info("listening on %s://%s:%d (%d pools, %d workers)",
                       'https' if settings.ssl_context else 'http',
-                      settings.address, self.port(), len(self.pools),
+                      address, self.port(), len(self.pools),
                       sum(pool.num_workers for pool in self.pools))
         now = _monotonic()
         self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)
@@ -248,11 +250,24 @@ class Core:
         self.control.start(now)
 
     def listen(self):
+        """Bind the port, or take the socket systemd (or the dispatcher this
+        one upgrades) passed on as fd 3 (LISTEN_FDS)."""
         settings = self.settings
+        inherited = None
+        fds = _systemd.listen_fds()
+        if fds:
+            _systemd.forget_listen_fds()
+            inherited = _systemd.inherited_socket(fds[0])
+            if len(fds) > 1:
+                self.log.warning("socket activation passed %d sockets; "
+                                 "serving the first only", len(fds))
+            for extra in fds[1:]:
+                _os.close(extra)
         try:
             self.server = _http.Server(
                 self, settings.address, settings.port, settings.ssl_context,
-                self.loop.selector, **settings.http_options)
+                self.loop.selector, listening=inherited,
+                **settings.http_options)
         except OSError as err:
             self.log.critical("cannot listen on %s:%s: %s", settings.address,
                               settings.port, err)

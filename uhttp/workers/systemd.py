@@ -124,7 +124,9 @@ def forget_listen_fds(environ=None):
 
 
 def inherited_socket(fd):
-    """The listening socket object for an inherited fd (TCP)."""
+    """The listening socket object for an inherited fd (TCP), non-blocking
+    and not inherited further."""
     sock = _socket.socket(fileno=fd)
     _os.set_inheritable(fd, False)
+    sock.setblocking(False)
     return sock

@@ -23,17 +23,30 @@ class Server(_server.HttpServer):
     """uhttp-server's HttpServer reporting to `owner` (the Dispatcher):
     connection_failed(), client_gone(), client_stalled(), accept_exhausted()."""
 
-    def __init__(self, owner, address, port, ssl_context, selector, **kwargs):
+    def __init__(self, owner, address, port, ssl_context, selector,
+                 listening=None, **kwargs):
         self._owner = owner
         self._send_timeout = kwargs.pop('send_timeout', 60)
         self._scheduled = []
+        if listening is not None:
+            address, port = '127.0.0.1', 0  # a stand-in, replaced below
         super().__init__(address=address, port=port, ssl_context=ssl_context,
                          selector=selector, **kwargs)
+        if listening is not None:
+            self._adopt(listening)
         self._maintenance_interval = min(
             self._maintenance_interval, self._send_timeout / 2)
         self._waiting_connections = {}
         self._socket.setblocking(False)
         self._accepting = True
+
+    def _adopt(self, listening):
+        """Serve on `listening`, a socket already bound and listening (from
+        systemd's socket activation, or a dispatcher handing over)."""
+        self._selector.unregister(self._socket)
+        self._socket.close()
+        self._socket = listening
+        self._selector.register(listening, EVENT_READ, self)
 
     @property
     def port(self):

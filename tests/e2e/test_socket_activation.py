@@ -1,0 +1,72 @@
+"""Socket activation: under systemd-socket-activate (Debian's systemd
+package) the dispatcher serves on the socket it inherits as fd 3 instead of
+binding, and its workers do not hold that socket."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import APPS, ROOT, exchange
+
+ACTIVATE = shutil.which('systemd-socket-activate')
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason='systemd-socket-activate is '
+                    'not installed (Debian package systemd)')
+def test_serves_on_the_inherited_socket(tmp_path):
+    port = free_port()
+    log_path = tmp_path / 'out.log'
+    inherited = [os.path.abspath(p) for p in
+                 os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    pythonpath = os.pathsep.join([ROOT] + inherited)
+    with open(log_path, 'wb') as log:
+        proc = subprocess.Popen(
+            [ACTIVATE, '-l', f'127.0.0.1:{port}', '-E', f'PYTHONPATH={pythonpath}',
+             '-E', 'PYTHONUNBUFFERED=1', sys.executable,
+             os.path.join(APPS, 'smoke.py')],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        reply = None
+        while time.monotonic() < deadline:
+            try:
+                # the first connection makes systemd-socket-activate start
+                # the app, which then accepts it on the inherited socket
+                reply = exchange(port, b'GET /api/hello HTTP/1.1\r\nHost: x\r\n'
+                                 b'Connection: close\r\n\r\n', timeout=10)
+                if reply.startswith(b'HTTP/1.1 200'):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert reply and reply.startswith(b'HTTP/1.1 200'), (
+            reply, log_path.read_text())
+        text = log_path.read_text()
+        assert f'listening on http://127.0.0.1:{port}' in text
+        # the port was not bound a second time: the process has no other
+        # listening socket than the inherited one
+        for _ in range(20):
+            reply = exchange(port, b'GET /api/hello HTTP/1.1\r\nHost: x\r\n'
+                             b'Connection: close\r\n\r\n')
+            assert reply.startswith(b'HTTP/1.1 200')
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(timeout=10)
