@@ -1,12 +1,14 @@
 """What operators ask of a running dispatcher, and what it tells them.
 
-Signals (SIGHUP reload, SIGTTIN/SIGTTOU resize) and `Dispatcher.reload()`
+Signals (SIGHUP reload, SIGTTIN/SIGTTOU resize, SIGUSR2 hot upgrade) and
+`Dispatcher.reload()`
 queue an action that the loop runs (never inside a signal handler); the
 systemd notifier hears READY=1 once every worker is ready, STATUS= lines,
 RELOADING=1 around reloads, STOPPING=1, and the watchdog's pings.
 """
 
 from . import systemd as _systemd
+from . import upgrade as _upgrade
 
 
 class Control:
@@ -19,6 +21,7 @@ class Control:
         self.announced_ready = False
         self.pending_actions = []  # signals and reload() waiting for the loop
         self.reload_source = None  # re-reads the configuration on reload
+        self.upgrader = _upgrade.Upgrade(core)
 
     def start(self, now):
         interval = _systemd.watchdog_interval()
@@ -66,8 +69,8 @@ class Control:
         self.core.retirements.reload()
 
     def upgrade(self):
-        self.log.error("hot upgrade (SIGUSR2) is not available in this "
-                       "version; the running dispatcher goes on")
+        """Hot upgrade: a new copy of this command line takes over."""
+        self.upgrader.start()
 
     # -- systemd ----------------------------------------------------------------
 
@@ -80,6 +83,8 @@ class Control:
                for handle in pool.handles):
             self.announced_ready = True
             self.notifier.ready(self.summary())
+            # a copy started by a hot upgrade tells the old dispatcher
+            _upgrade.announce_ready()
 
     def summary(self):
         """One line for STATUS=: pools, workers ready/total, in flight."""

@@ -72,6 +72,7 @@ class Core:
         self.server = None
         self.running = False
         self.stopping = False
+        self.handing_over = False  # a hot upgrade: answer, then close
         self.stop_requested = None
         self.hurry = False
         self.queue_warned = {}
@@ -200,7 +201,7 @@ class Core:
         if self.running:
             raise RuntimeError("Dispatcher.run() is already running")
         self.running = True
-        self.stopping = False
+        self.stopping = self.handing_over = False
         self.stop_requested = None
         self.hurry = False
         try:

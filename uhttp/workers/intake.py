@@ -40,7 +40,7 @@ class Intake:
     # -- routing -------------------------------------------------------------
 
     def on_request(self, client):
-        if self.core.stopping:
+        if self.core.stopping and not self.core.handing_over:
             _replies.refuse_while_stopping(client)
             return
         if self.static and (client.method == 'GET' or client.method == 'HEAD'):

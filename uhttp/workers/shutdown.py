@@ -39,6 +39,8 @@ class Shutdown:
         core.server.stop_listening()
         deadline = _monotonic() + core.settings.shutdown_timeout
         self.drain(deadline)
+        if core.handing_over:
+            self.finish_connections(deadline)
         self.refuse_the_rest()
         self.supervisor.stop_all()
         self.wait_for_workers(deadline)
@@ -49,6 +51,19 @@ class Shutdown:
         """Serve until no request waits for an answer (streams aside)."""
         table = self.core.pending
         self.core.run_until(lambda: table.waiting <= 0, deadline)
+
+    def finish_connections(self, deadline):
+        """A hot upgrade: requests still arriving on open connections are
+        served (each answer closes its connection), until none is busy."""
+        server = self.core.server
+        table = self.core.pending
+
+        def settled():
+            return table.waiting <= 0 and not any(
+                not connection.is_idle or connection.has_data_to_send
+                for connection in server.connections)
+
+        self.core.run_until(settled, min(deadline, _monotonic() + 2.0))
 
     def refuse_the_rest(self):
         core = self.core

@@ -414,6 +414,7 @@ class _ChildChannel:
 
     def attach(self, app):
         core = core_of(app)
+        core.control.upgrader.argv = None   # no command line to start again
         core.log_taps.append(lambda name, level, text: self.send(
             {'kind': 'log', 'name': name, 'level': level, 'message': text}))
         core.loop.call_at(0, lambda now: self.send(

@@ -367,6 +367,8 @@ class Connection(_server.HttpConnection):
             return
         self.pending = None
         headers = {} if headers is None else dict(headers)
+        if self._server.closing:
+            headers['connection'] = 'close'  # the server is handing over
         no_body = _serialize.bodiless(status)
         if data is not None and not no_body:
             data = _server.encode_response_data(headers, data)

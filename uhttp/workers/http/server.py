@@ -28,6 +28,9 @@ class Server(_server.HttpServer):
         self._owner = owner
         self._send_timeout = kwargs.pop('send_timeout', 60)
         self._scheduled = []
+        # True while the dispatcher hands over to another (hot upgrade):
+        # every answer says Connection: close
+        self.closing = False
         if listening is not None:
             address, port = '127.0.0.1', 0  # a stand-in, replaced below
         super().__init__(address=address, port=port, ssl_context=ssl_context,
