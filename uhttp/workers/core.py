@@ -32,6 +32,7 @@ from .intake import Intake
 from .loop import Loop, Signals
 from .pending import (
     PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT, PendingTable)
+from .backpressure import Backpressure
 from .control import Control
 from .delivery import Delivery
 from .relay import Relay
@@ -42,6 +43,7 @@ from .supervisor import Supervisor
 _monotonic = _time.monotonic
 
 QUEUE_WARNING_INTERVAL = 10.0
+CLIENT_BATCH = 64   # client events between two services of the workers' pipes
 # reasons a request can end while its worker still holds it: tell the worker
 _TELL_WORKER = frozenset((PENDING_DISCONNECTED, PENDING_TIMEOUT,
                           PENDING_SHUTDOWN))
@@ -78,6 +80,7 @@ class Core:
         self.queue_warned = {}
         self.accept_warned = 0.0
         self.intake = Intake(self)
+        self.backpressure = Backpressure(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
         self.retirements = Retirements(self)
@@ -102,6 +105,7 @@ class Core:
         self.log_level = self.log.level = settings.log_level
         self.log_style = settings.log_style or self.log_style
         self.intake = Intake(self)
+        self.backpressure = Backpressure(self)
 
     # -- information -----------------------------------------------------------
 
@@ -267,7 +271,7 @@ class Core:
         try:
             self.server = _http.Server(
                 self, settings.address, settings.port, settings.ssl_context,
-                self.loop.selector, listening=inherited,
+                self.loop.clients.selector, listening=inherited,
                 **settings.http_options)
         except OSError as err:
             self.log.critical("cannot listen on %s:%s: %s", settings.address,
@@ -331,14 +335,46 @@ class Core:
         return max(timeout, 0)
 
     def handle_events(self, events):
-        on_request = self.intake.on_request
-        for key, mask in events:
-            try:
-                ready = key.data.handle_event(key.fileobj, mask)
-                if ready is not None:
-                    on_request(ready)
-            except Exception as err:  # pylint: disable=broad-except
-                self.event_failed(key.data, err)
+        """The loop's own events: the two sides, the wake-up pipe, the
+        user's descriptors. The workers' pipes are served first."""
+        loop = self.loop
+        for key, mask in sorted(events, key=lambda event: event[0].data
+                                is not loop.workers):
+            data = key.data
+            if data is loop.workers:
+                self.serve_workers()
+            elif data is loop.clients:
+                self.serve_clients()
+            else:
+                self.handle(key, mask)
+
+    def handle(self, key, mask):
+        try:
+            ready = key.data.handle_event(key.fileobj, mask)
+            if ready is not None:
+                self.intake.on_request(ready)
+        except Exception as err:  # pylint: disable=broad-except
+            self.event_failed(key.data, err)
+
+    def serve_workers(self):
+        """Everything the workers sent, and room in their pipes."""
+        for key, mask in self.loop.workers.poll():
+            self.handle(key, mask)
+
+    def serve_clients(self):
+        """The ready clients, CLIENT_BATCH at a time, with the workers'
+        pipes flushed and read between batches; stop while they are full."""
+        events = self.loop.clients.poll()
+        backpressure = self.backpressure
+        for start in range(0, len(events), CLIENT_BATCH):
+            if start:
+                if self.delivery.dirty:
+                    self.delivery.flush_workers()
+                self.serve_workers()
+            for key, mask in events[start:start + CLIENT_BATCH]:
+                if backpressure.full():
+                    return  # the rest stay ready in the kernel
+                self.handle(key, mask)
 
     def serve_pipelined(self):
         """Requests that were waiting in a connection's buffer get their turn."""
@@ -359,6 +395,7 @@ class Core:
         now = _monotonic()
         self.loop.timers.run_due(now)
         self.expire(now)
+        self.backpressure.check(now)
         if not self.signals.installed:
             self.supervisor.reap()
         self.server.maintenance()

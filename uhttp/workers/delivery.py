@@ -93,8 +93,8 @@ class Delivery:
         handle.writing = want
         if want:
             try:
-                self.core.loop.register(handle.to_fd, EVENT_WRITE, handle)
+                self.core.loop.workers.register(handle.to_fd, EVENT_WRITE, handle)
             except (KeyError, ValueError, OSError):
                 pass
         else:
-            self.core.loop.unregister(handle.to_fd)
+            self.core.loop.workers.unregister(handle.to_fd)

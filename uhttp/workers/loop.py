@@ -147,14 +147,62 @@ class Signals:
         return _signal.SIGCHLD in data
 
 
+class Side:
+    """A selector of its own (the clients, or the workers' pipes), itself
+    registered in the loop's selector: the loop sees one event when any of
+    its descriptors is ready, and the side is polled when the loop chooses.
+    Pausing a side (unregistering it) leaves its events waiting in the
+    kernel: that is how the clients are held back when the workers are
+    full."""
+
+    def __init__(self, name):
+        self.name = name
+        self.selector = _selectors.DefaultSelector()
+        self.paused = False
+
+    def fileno(self):
+        return self.selector.fileno()
+
+    def poll(self):
+        """The events ready now, without waiting."""
+        try:
+            return self.selector.select(0)
+        except InterruptedError:
+            return ()
+
+    def register(self, fd, events, data):
+        self.selector.register(fd, events, data)
+
+    def unregister(self, fd):
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def close(self):
+        try:
+            self.selector.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
 class Loop:
-    """The selector, the timers and the wake-up pipe of one dispatcher."""
+    """The selector, the timers and the wake-up pipe of one dispatcher.
+
+    Its selector holds the wake-up pipe, the user's descriptors and two
+    sides: `clients` (the listening socket and every connection) and
+    `workers` (every worker's pipes), so the loop can serve the workers'
+    pipes between batches of client events, and hold the clients back
+    while the workers are full.
+    """
 
     def __init__(self, log):
         self.log = log
         self.selector = None
         self.timers = Timers(log)
         self.wakeup = None
+        self.clients = None
+        self.workers = None
 
     def ensure_selector(self):
         if self.selector is None:
@@ -165,6 +213,20 @@ class Loop:
         self.ensure_selector()
         self.wakeup = Wakeup(on_wake)
         self.selector.register(self.wakeup.read_fd, EVENT_READ, self.wakeup)
+        self.clients = Side('clients')
+        self.workers = Side('workers')
+        self.selector.register(self.clients, EVENT_READ, self.clients)
+        self.selector.register(self.workers, EVENT_READ, self.workers)
+
+    def pause(self, side):
+        if not side.paused:
+            side.paused = True
+            self.unregister(side)
+
+    def resume(self, side):
+        if side.paused:
+            side.paused = False
+            self.selector.register(side, EVENT_READ, side)
 
     def call_at(self, when, func, *args):
         self.timers.call_at(when, func, *args)
@@ -185,10 +247,20 @@ class Loop:
         except (KeyError, ValueError, OSError):
             pass
 
+    def selectors(self):
+        """Every selector the loop owns (for a forked worker to close)."""
+        return [side.selector for side in (self.clients, self.workers)
+                if side is not None] + (
+                    [self.selector] if self.selector is not None else [])
+
     def close(self):
         if self.wakeup is not None:
             self.wakeup.close()
             self.wakeup = None
+        for side in (self.clients, self.workers):
+            if side is not None:
+                side.close()
+        self.clients = self.workers = None
         if self.selector is not None:
             try:
                 self.selector.close()

@@ -18,6 +18,8 @@ from .pending import PENDING_SHUTDOWN
 SHUTDOWN_WORKER_GRACE = 1.0
 FLUSH_GRACE = 2.0
 KILL_WAIT = 5.0
+HANDOVER_WAIT = 3.0   # a hot upgrade: open connections get this long at most
+IDLE_GRACE = 0.3      # ... and requests on idle ones this long to arrive
 
 _monotonic = _time.monotonic
 
@@ -63,7 +65,12 @@ class Shutdown:
                 not connection.is_idle or connection.has_data_to_send
                 for connection in server.connections)
 
-        self.core.run_until(settled, min(deadline, _monotonic() + 2.0))
+        limit = min(deadline, _monotonic() + HANDOVER_WAIT)
+        self.core.run_until(settled, limit)
+        # a connection accepted just before the socket was handed over may
+        # not have sent its request yet: serve a moment more, then settle
+        self.core.run_until(lambda: False, min(limit, _monotonic() + IDLE_GRACE))
+        self.core.run_until(settled, limit)
 
     def refuse_the_rest(self):
         core = self.core

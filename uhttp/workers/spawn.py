@@ -79,7 +79,8 @@ def fork_worker(spec, pipes, drop_inherited):
     return pid
 
 
-def drop_in_child(keep, connections, listener, other_fds, wakeup_fds, selector):
+def drop_in_child(keep, connections, listener, other_fds, wakeup_fds,
+                  selectors):
     """In a freshly forked worker: close everything that belongs to the
     dispatcher (sockets above all), keep only the fds in `keep`."""
     try:
@@ -92,7 +93,7 @@ def drop_in_child(keep, connections, listener, other_fds, wakeup_fds, selector):
     for fd in list(other_fds) + list(wakeup_fds):
         if fd is not None and fd not in keep:
             close_fd(fd)
-    if selector is not None:
+    for selector in selectors:
         try:
             selector.close()
         except Exception:  # pylint: disable=broad-except

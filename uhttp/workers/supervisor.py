@@ -61,7 +61,7 @@ class Supervisor:
         handle.recycle_at = self.core.retirements.recycle_limit(pool)
         handle.on_event = self.core.relay.worker_event
         self.by_pid[pid] = handle
-        self.loop.register(handle.from_fd, EVENT_READ, handle)
+        self.loop.workers.register(handle.from_fd, EVENT_READ, handle)
         self.log.debug("started %s (pid %d)", handle.name, pid)
 
     def drop_in_child(self, keep):
@@ -74,7 +74,7 @@ class Supervisor:
             keep, server.connections if server is not None else (),
             server.socket if server is not None else None, fds,
             (wakeup.read_fd, wakeup.write_fd) if wakeup is not None else (),
-            core.loop.selector)
+            core.loop.selectors())
 
     def worker_ready(self, handle):
         handle.ready = True
@@ -99,7 +99,7 @@ class Supervisor:
 
     def pipe_closed(self, handle):
         """EOF from a worker's pipe: it is exiting; reap it now if it has."""
-        self.loop.unregister(handle.from_fd)
+        self.loop.workers.unregister(handle.from_fd)
         handle.reader.eof = True
         self.reap_one(handle)
 
@@ -171,7 +171,8 @@ class Supervisor:
     def close_fds(self, handle):
         for fd in handle.fds:
             if fd is not None:
-                self.loop.unregister(fd)
+                if self.loop.workers is not None:
+                    self.loop.workers.unregister(fd)
                 _spawn.close_fd(fd)
         handle.closed()
         self.core.delivery.dirty.discard(handle)
