@@ -1,0 +1,89 @@
+"""Backpressure under overload (app tests/apps/hard_flood.py): past
+max_pending the dispatcher holds clients back in TCP instead of answering
+503 at full speed, so fast requests are served, not shed; when the workers
+make no room (slow handlers) the excess gets 503 with Retry-After within a
+second, and sync routes keep answering."""
+
+import http.client
+import threading
+import time
+
+from hard_util import probe
+
+
+def hammer(port, paths, results, index):
+    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=30)
+    try:
+        for path in paths:
+            connection.request('GET', path)
+            reply = connection.getresponse()
+            results.append((index, path, reply.status, reply.read(),
+                            reply.getheader('retry-after')))
+            if reply.getheader('connection', '').lower() == 'close':
+                connection.close()
+    except Exception as err:  # pylint: disable=broad-except
+        results.append((index, None, repr(err), b'', None))
+    finally:
+        connection.close()
+
+
+def test_fast_requests_over_max_pending_are_held_back_not_shed(app_server):
+    server = app_server('hard_flood', env={'HARD_MAX_PENDING': '20'})
+    results = []
+    threads = [threading.Thread(
+        target=hammer, args=(server.port, [f'/api/n/{index * 100 + k}'
+                                           for k in range(15)], results, index))
+        for index in range(150)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    errors = [r for r in results if r[1] is None]
+    assert not errors, errors[:3]
+    assert len(results) == 150 * 15
+    statuses = [status for _, _, status, _, _ in results]
+    # 150 clients against a limit of 20: held back in TCP, they are served
+    assert statuses.count(200) >= 0.95 * len(statuses), (
+        statuses.count(200), statuses.count(503))
+    for _, path, status, body, _ in results:
+        if status == 200:
+            assert body == ('{"n": %s}' % path.rsplit('/', 1)[1]).encode()
+    status = server.get('/_status').json
+    assert status['pending'] == 0
+    probe(server)
+
+
+def test_slow_workers_shed_promptly_and_sync_routes_answer(app_server):
+    server = app_server('hard_flood', env={'HARD_MAX_PENDING': '4'})
+    slow = [threading.Thread(target=hammer, args=(
+        server.port, ['/api/slow?s=3'], [], index)) for index in range(4)]
+    for thread in slow:
+        thread.start()
+    server.wait_until(lambda: server.status()['pending'] == 4, timeout=10,
+                      what='4 slow requests pending')
+    timings = []
+
+    def extra(index):
+        started = time.monotonic()
+        found = []
+        hammer(server.port, [f'/api/n/{index}'], found, index)
+        timings.append((found[0], time.monotonic() - started))
+
+    extras = [threading.Thread(target=extra, args=(i,)) for i in range(30)]
+    for thread in extras:
+        thread.start()
+    started = time.monotonic()
+    reply = server.get('/probe', timeout=10)
+    probe_took = time.monotonic() - started
+    for thread in extras:
+        thread.join(30)
+    assert reply.status == 200
+    assert probe_took < 2.0, f"sync route answered after {probe_took:.2f}s"
+    assert len(timings) == 30
+    for (_, _, status, _, retry_after), took in timings:
+        assert status == 503, status
+        assert retry_after == '1'
+        assert took < 1.5, f"503 after {took:.2f}s"
+    for thread in slow:
+        thread.join(30)
