@@ -270,6 +270,11 @@ class _WorkerState:
 
     def send_response(self, request, data, status, headers, cookies):
         runtime = self.runtime
+        if request.request_id == -1 and _msg.is_released(request):
+            # a fire-and-forget request answered after DEFERRED: nobody
+            # waits for it, and its in-flight entry was released already
+            _msg.mark_answered(request)
+            return True
         try:
             message = _msg.response_message(
                 request.request_id, data, status, headers, cookies)
