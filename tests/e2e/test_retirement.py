@@ -3,60 +3,21 @@ reload()), recycling by max_requests and by memory, resizing (resize() and
 SIGTTIN/SIGTTOU). Every request gets its answer, no connection is reset,
 retirements are logged at INFO and not counted as restarts."""
 
-import http.client
+import re
 import signal
-import threading
 import time
 
+from load_util import Load
 from supervision_util import Call, pool_status
 
 
-class Load:
-    """`clients` keep-alive connections asking `path` until stopped."""
+def pid_of(body):
+    found = re.search(rb'"pid": (\d+)', body)
+    return int(found.group(1)) if found else None
 
-    def __init__(self, server, path='/api/pid', clients=8):
-        self.server = server
-        self.path = path
-        self.stop_event = threading.Event()
-        self.statuses = []
-        self.errors = []
-        self.pids = set()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True)
-                        for _ in range(clients)]
-        for thread in self.threads:
-            thread.start()
 
-    def run(self):
-        connection = http.client.HTTPConnection('127.0.0.1', self.server.port,
-                                                timeout=20)
-        try:
-            while not self.stop_event.is_set():
-                try:
-                    connection.request('GET', self.path)
-                    reply = connection.getresponse()
-                    body = reply.read()
-                except Exception as err:  # pylint: disable=broad-except
-                    with self.lock:
-                        self.errors.append(repr(err))
-                    connection.close()
-                    connection = http.client.HTTPConnection(
-                        '127.0.0.1', self.server.port, timeout=20)
-                    continue
-                with self.lock:
-                    self.statuses.append(reply.status)
-                    if reply.status == 200 and b'"pid"' in body:
-                        self.pids.add(int(body.split(b'"pid": ')[1].split(
-                            b',')[0].split(b'}')[0]))
-        finally:
-            connection.close()
-
-    def finish(self):
-        self.stop_event.set()
-        for thread in self.threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in self.threads)
-        return self
+def load_on(server, path='/api/pid', clients=8):
+    return Load(server.port, path, clients, note=pid_of)
 
 
 def worker_pids(server):
@@ -88,7 +49,7 @@ def assert_clean(load):
 def test_rolling_reload_under_load_loses_nothing(app_server):
     server = start(app_server, workers=4)
     before = worker_pids(server)
-    load = Load(server)
+    load = load_on(server)
     time.sleep(0.5)
     server.send_signal(signal.SIGHUP)
     server.wait_until(lambda: pool_status(server)['retired'].get('reload') == 4
@@ -139,12 +100,12 @@ def test_open_stream_survives_its_worker_retiring(app_server):
 
 def test_max_requests_recycles_without_failing(app_server):
     server = start(app_server, workers=2, max_requests=100, jitter=20)
-    load = Load(server)
+    load = load_on(server)
     server.wait_until(
         lambda: pool_status(server)['retired'].get('max_requests', 0) >= 4,
         timeout=30, what='recycled workers')
     assert_clean(load.finish())
-    assert len(load.pids) >= 4
+    assert len(load.notes) >= 4
     assert pool_status(server)['restarts_in_window'] == 0
 
 
@@ -163,7 +124,7 @@ def test_memory_recycling_keeps_the_request(app_server):
 
 def test_resize_up_and_down(app_server):
     server = start(app_server, workers=1)
-    load = Load(server)
+    load = load_on(server)
     assert server.post('/_resize/3').status == 200
     server.wait_until(lambda: settled(server, 3), timeout=15, what='3 workers')
     assert server.post('/_resize/1').status == 200

@@ -2,14 +2,13 @@
 takes over the listening socket; under load no request fails and no
 connection is refused; a copy that cannot start leaves the old serving."""
 
-import http.client
 import os
 import re
 import signal
 import textwrap
-import threading
 import time
 
+from load_util import Load
 from test_cli import Running
 
 APP = textwrap.dedent('''
@@ -31,48 +30,9 @@ APP = textwrap.dedent('''
 ''')
 
 
-class Load:
-    def __init__(self, port, clients=6):
-        self.port = port
-        self.stop = threading.Event()
-        self.versions = {}
-        self.errors = []
-        self.statuses = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True)
-                        for _ in range(clients)]
-        for thread in self.threads:
-            thread.start()
-
-    def run(self):
-        connection = http.client.HTTPConnection('127.0.0.1', self.port,
-                                                timeout=20)
-        while not self.stop.is_set():
-            try:
-                connection.request('GET', '/api/version')
-                reply = connection.getresponse()
-                body = reply.read()
-                if reply.getheader('connection', '').lower() == 'close':
-                    connection.close()   # the server said so: a new one next
-            except Exception as err:  # pylint: disable=broad-except
-                with self.lock:
-                    self.errors.append(repr(err))
-                connection.close()
-                continue
-            with self.lock:
-                self.statuses.append(reply.status)
-                version = re.search(rb'"version": "(\w+)"', body)
-                if version:
-                    key = version.group(1).decode()
-                    self.versions[key] = self.versions.get(key, 0) + 1
-        connection.close()
-
-    def finish(self):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in self.threads)
-        return self
+def version_of(body):
+    found = re.search(rb'"version": "(\w+)"', body)
+    return found.group(1).decode() if found else None
 
 
 def write_app(project, version):
@@ -101,7 +61,7 @@ def test_hot_upgrades_under_load_lose_nothing(tmp_path):
     server = Running(tmp_path, 'verapp:App', '--host', '127.0.0.1', '--port', '0')
     try:
         assert current_version(server) == 'v1'
-        load = Load(server.port)
+        load = Load(server.port, '/api/version', clients=6, note=version_of)
         time.sleep(0.3)
         pid = server.proc.pid
         for number, version in enumerate(['v2', 'v3', 'v4'], start=1):
@@ -117,7 +77,7 @@ def test_hot_upgrades_under_load_lose_nothing(tmp_path):
         load.finish()
         assert load.errors == [], load.errors[:5]
         assert set(load.statuses) == {200}, set(load.statuses)
-        assert set(load.versions) >= {'v1', 'v4'}, load.versions
+        assert set(load.notes) >= {'v1', 'v4'}, load.notes
         # a copy that cannot start (a syntax error) leaves the old serving
         (tmp_path / 'verapp.py').write_text('this is not python\n')
         os.kill(pid, signal.SIGUSR2)

@@ -174,16 +174,21 @@ class Side:
         self.selector.register(fd, events, data)
 
     def unregister(self, fd):
-        try:
-            self.selector.unregister(fd)
-        except (KeyError, ValueError, OSError):
-            pass
+        forget(self.selector, fd)
 
     def close(self):
         try:
             self.selector.close()
         except Exception:  # pylint: disable=broad-except
             pass
+
+
+def forget(selector, fd):
+    """Unregister `fd`; a descriptor the selector does not hold is fine."""
+    try:
+        selector.unregister(fd)
+    except (KeyError, ValueError, OSError):
+        pass
 
 
 class Loop:
@@ -241,11 +246,7 @@ class Loop:
         self.selector.register(fd, events, data)
 
     def unregister(self, fd):
-        """Forget `fd`; a descriptor the selector does not hold is fine."""
-        try:
-            self.selector.unregister(fd)
-        except (KeyError, ValueError, OSError):
-            pass
+        forget(self.selector, fd)
 
     def selectors(self):
         """Every selector the loop owns (for a forked worker to close)."""

@@ -30,7 +30,7 @@ import traceback as _traceback
 
 from . import log as _log
 from .dispatcher import Dispatcher, core_of
-from .workerclient import WorkerClient, WorkerResponse  # noqa: F401
+from .workerclient import Verbs, WorkerClient, WorkerResponse, request_body
 
 __all__ = ['TestServer', 'TestServerError', 'TestResponse', 'LogRecord',
            'SSEEvent', 'WorkerClient', 'WorkerResponse']
@@ -99,7 +99,7 @@ class TestResponse:
 SSEEvent = _collections.namedtuple('SSEEvent', 'event data id')
 
 
-class TestServer:
+class TestServer(Verbs):
     """The real dispatcher and workers of an app, for a test."""
 
     __test__ = False
@@ -283,13 +283,8 @@ class TestServer:
     def request(self, method, path, *, json=None, data=None, headers=None,
                 timeout=10.0):
         """One request on a fresh connection; a TestResponse."""
-        headers = dict(headers or {})
-        body = data
-        if json is not None:
-            body = _json.dumps(json).encode()
-            headers.setdefault('Content-Type', 'application/json')
-        elif isinstance(data, str):
-            body = data.encode()
+        headers = {name.lower(): value for name, value in (headers or {}).items()}
+        body = request_body(json, data, headers)
         connection = _http_client.HTTPConnection('127.0.0.1', self.port,
                                                  timeout=timeout)
         try:
@@ -301,20 +296,6 @@ class TestServer:
         finally:
             connection.close()
 
-    def get(self, path, **kwargs):
-        return self.request('GET', path, **kwargs)
-
-    def post(self, path, **kwargs):
-        return self.request('POST', path, **kwargs)
-
-    def put(self, path, **kwargs):
-        return self.request('PUT', path, **kwargs)
-
-    def patch(self, path, **kwargs):
-        return self.request('PATCH', path, **kwargs)
-
-    def delete(self, path, **kwargs):
-        return self.request('DELETE', path, **kwargs)
 
     def sse(self, path, *, headers=None, timeout=10.0):
         """Iterate the Server-Sent Events of `path` (closing the stream

@@ -64,6 +64,35 @@ class _LocalRuntime:
         self.client._received(message)
 
 
+class Verbs:
+    """get/post/put/patch/delete(path, **kwargs) for a client's request()."""
+
+    def get(self, path, **kwargs):
+        return self.request('GET', path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.request('POST', path, **kwargs)
+
+    def put(self, path, **kwargs):
+        return self.request('PUT', path, **kwargs)
+
+    def patch(self, path, **kwargs):
+        return self.request('PATCH', path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request('DELETE', path, **kwargs)
+
+
+def request_body(json, data, headers):
+    """The body bytes of a test request (`json` encoded, with its type)."""
+    if json is not None:
+        headers.setdefault('content-type', 'application/json')
+        return _json.dumps(json).encode()
+    if isinstance(data, str):
+        return data.encode()
+    return data
+
+
 class WorkerResponse:
     """What a handler answered: status, headers, data; or that it deferred,
     or the stream it started (chunks, events, ended)."""
@@ -116,7 +145,7 @@ class WorkerResponse:
         return f"<WorkerResponse {self.request_id} {state} {self.content[:80]!r}>"
 
 
-class WorkerClient:
+class WorkerClient(Verbs):
     """A worker of `worker_class` in this process, and a client for it."""
 
     def __init__(self, worker_class, *, worker_id=0, pool_name=None,
@@ -146,12 +175,7 @@ class WorkerClient:
         """Run one request through the worker; its WorkerResponse."""
         headers = {name.lower(): str(value)
                    for name, value in (headers or {}).items()}
-        body = data
-        if json is not None:
-            body = _json.dumps(json).encode()
-            headers.setdefault('content-type', 'application/json')
-        elif isinstance(data, str):
-            body = data.encode()
+        body = request_body(json, data, headers)
         path, mark, raw_query = path.partition('?')
         query = _server.parse_query(raw_query.encode()) if mark else None
         self._last_id += 1
@@ -164,20 +188,6 @@ class WorkerClient:
                                    message)
         return response
 
-    def get(self, path, **kwargs):
-        return self.request('GET', path, **kwargs)
-
-    def post(self, path, **kwargs):
-        return self.request('POST', path, **kwargs)
-
-    def put(self, path, **kwargs):
-        return self.request('PUT', path, **kwargs)
-
-    def patch(self, path, **kwargs):
-        return self.request('PATCH', path, **kwargs)
-
-    def delete(self, path, **kwargs):
-        return self.request('DELETE', path, **kwargs)
 
     # -- the rest of a worker's life -----------------------------------------------
 
