@@ -7,8 +7,10 @@ loop when the wake-up pipe is read, so no handler runs in the middle of
 the dispatcher's bookkeeping.
 """
 
+import collections.abc as _abc
 import heapq as _heapq
 import os as _os
+import select as _select
 import selectors as _selectors
 import signal as _signal
 import threading as _threading
@@ -17,6 +19,8 @@ import traceback as _traceback
 EVENT_READ = _selectors.EVENT_READ
 EVENT_WRITE = _selectors.EVENT_WRITE
 STOP_SIGNALS = (_signal.SIGTERM, _signal.SIGINT)
+# client events one turn of the loop takes from the kernel at most
+CLIENT_EVENTS = 256
 # SIGHUP: rolling reload; SIGTTIN / SIGTTOU: one worker more / fewer per
 # pool; SIGUSR2: hot upgrade
 ACTION_SIGNALS = {_signal.SIGHUP: 'reload', _signal.SIGTTIN: 'more',
@@ -147,6 +151,120 @@ class Signals:
         return _signal.SIGCHLD in data
 
 
+class _Keys(_abc.Mapping):
+    """A selector's keys by file object (what get_map() returns)."""
+
+    def __init__(self, selector):
+        self._selector = selector
+
+    def __len__(self):
+        return len(self._selector.keys)
+
+    def __getitem__(self, fileobj):
+        key = self._selector.keys.get(_selectors_fd(fileobj))
+        if key is None:
+            raise KeyError(fileobj)
+        return key
+
+    def __iter__(self):
+        return iter(self._selector.keys)
+
+
+def _selectors_fd(fileobj):
+    return fileobj if isinstance(fileobj, int) else fileobj.fileno()
+
+
+class BoundedSelector(_selectors.BaseSelector):
+    """An epoll selector whose select() returns at most `limit` events.
+
+    With thousands of ready connections, the standard selector builds a
+    list of all of them on every call, though a turn of the loop serves
+    only a batch; epoll keeps the rest ready (level-triggered) and hands
+    them out in turn, so a bounded call costs what it serves.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.keys = {}            # fd -> SelectorKey
+        self._epoll = _select.epoll()
+
+    @staticmethod
+    def _events(events):
+        mask = 0
+        if events & EVENT_READ:
+            mask |= _select.EPOLLIN
+        if events & EVENT_WRITE:
+            mask |= _select.EPOLLOUT
+        return mask
+
+    def register(self, fileobj, events, data=None):
+        fd = _selectors_fd(fileobj)
+        if fd in self.keys:
+            raise KeyError(f"{fileobj!r} (fd {fd}) is already registered")
+        key = _selectors.SelectorKey(fileobj, fd, events, data)
+        self._epoll.register(fd, self._events(events))
+        self.keys[fd] = key
+        return key
+
+    def unregister(self, fileobj):
+        fd = _selectors_fd(fileobj)
+        key = self.keys.pop(fd)
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # closed already: the kernel forgot it
+        return key
+
+    def modify(self, fileobj, events, data=None):
+        fd = _selectors_fd(fileobj)
+        key = self.keys.get(fd)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        if events != key.events:
+            self._epoll.modify(fd, self._events(events))
+        key = key._replace(events=events, data=data)
+        self.keys[fd] = key
+        return key
+
+    def select(self, timeout=None):
+        timeout = -1 if timeout is None else max(timeout, 0)
+        try:
+            ready = self._epoll.poll(timeout, min(self.limit,
+                                                  max(1, len(self.keys))))
+        except InterruptedError:
+            return []
+        result = []
+        keys = self.keys
+        for fd, flags in ready:
+            key = keys.get(fd)
+            if key is None:
+                continue
+            events = 0
+            if flags & ~_select.EPOLLOUT:
+                events |= EVENT_READ
+            if flags & ~_select.EPOLLIN:
+                events |= EVENT_WRITE
+            result.append((key, events & key.events))
+        return result
+
+    def get_map(self):
+        return _Keys(self)
+
+    def fileno(self):
+        return self._epoll.fileno()
+
+    def close(self):
+        self._epoll.close()
+        self.keys.clear()
+
+
+def bounded_selector(limit):
+    """A BoundedSelector where epoll exists, else the platform's default."""
+    if hasattr(_select, 'epoll'):
+        return BoundedSelector(limit)
+    return _selectors.DefaultSelector()
+
+
 class Side:
     """A selector of its own (the clients, or the workers' pipes), itself
     registered in the loop's selector: the loop sees one event when any of
@@ -155,9 +273,10 @@ class Side:
     kernel: that is how the clients are held back when the workers are
     full."""
 
-    def __init__(self, name):
+    def __init__(self, name, limit=None):
         self.name = name
-        self.selector = _selectors.DefaultSelector()
+        self.selector = (_selectors.DefaultSelector() if limit is None
+                         else bounded_selector(limit))
         self.paused = False
 
     def fileno(self):
@@ -218,7 +337,7 @@ class Loop:
         self.ensure_selector()
         self.wakeup = Wakeup(on_wake)
         self.selector.register(self.wakeup.read_fd, EVENT_READ, self.wakeup)
-        self.clients = Side('clients')
+        self.clients = Side('clients', CLIENT_EVENTS)
         self.workers = Side('workers')
         self.selector.register(self.clients, EVENT_READ, self.clients)
         self.selector.register(self.workers, EVENT_READ, self.workers)
