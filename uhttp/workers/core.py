@@ -26,6 +26,7 @@ from . import hooks as _hooks
 from . import http as _http
 from . import log as _log
 from . import messages as _msg
+from . import observe as _observe
 from . import replies as _replies
 from .intake import Intake
 from .loop import Loop, Signals
@@ -83,6 +84,7 @@ class Core:
         self.control = Control(self)
         for pool in self.pools:
             pool.core = self
+        self.observe = _observe.create(self)
 
     def configure(self, **overrides):
         """Apply Dispatcher keyword arguments again, over those it was built
@@ -99,6 +101,9 @@ class Core:
             pool.core = self
         self.log_level = self.log.level = settings.log_level
         self.log_style = settings.log_style or self.log_style
+        if self.observe is not None:
+            self.log_taps.remove(self.observe.tap)
+        self.observe = _observe.create(self)
         self.intake = Intake(self)
 
     # -- information -----------------------------------------------------------
@@ -246,6 +251,8 @@ class Core:
             self.loop.call_at(now + pool.heartbeat_interval,
                               self.supervisor.check_health, pool)
         self.control.start(now)
+        if self.observe is not None:
+            self.observe.start(now)
 
     def listen(self):
         settings = self.settings
@@ -371,6 +378,8 @@ class Core:
         worker told when it still holds it, the user's hooks called."""
         if not self.pending.finish(pending, reason):
             return False
+        if self.observe is not None:
+            self.observe.pooled(pending)
         handle = pending.worker
         if handle is not None:
             held = handle.held.pop(pending.request_id, None) is not None
@@ -390,6 +399,8 @@ class Core:
         if pending.done:
             return
         client = pending.client
+        if pending.status is None:
+            pending.status = status
         hold = self.hooks.overridden('on_pending_removed')
         if hold:
             client.hold()
@@ -413,6 +424,8 @@ class Core:
                     "request %s (%s %s) timed out after %ss in pool %s",
                     pending.request_id, pending.method, pending.client.path,
                     pool.timeout, pool.name)
+                if self.observe is not None:
+                    self.observe.timed_out(pool)
                 self.fail(pending, 504, {'error': 'Gateway Timeout'},
                           PENDING_TIMEOUT)
 

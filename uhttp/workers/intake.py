@@ -11,6 +11,7 @@ import traceback as _traceback
 import uhttp.server as _server
 
 from . import messages as _msg
+from . import observe as _observe
 from . import replies as _replies
 from . import routing as _routing
 from . import static as _static
@@ -21,7 +22,7 @@ def sync_table(cls):
     Targets are (name, member): handlers are bound from the class."""
     table = _routing.RouteTable()
     for name, member, pattern, methods in _routing.class_routes(cls):
-        table.add(pattern, methods, (name, member))
+        table.add(pattern, methods, (name, member, pattern.text))
     return table if len(table) else None
 
 
@@ -40,6 +41,10 @@ class Intake:
     # -- routing -------------------------------------------------------------
 
     def on_request(self, client):
+        observe = self.core.observe
+        if observe is not None:
+            self.observed(observe, client)
+            return
         if self.core.stopping:
             _replies.refuse_while_stopping(client)
             return
@@ -55,16 +60,81 @@ class Intake:
             allowed = params
         pool = self.core.find_pool(client.path)
         if pool is None:
-            if allowed:
-                client.respond({'error': 'Method Not Allowed'}, status=405,
-                               headers={'allow': ', '.join(allowed)})
-            else:
-                client.respond({'error': 'Not Found'}, status=404)
+            self.not_found(client, allowed)
             return
         if self.hooks.overridden('do_check') and not self.check(
                 client, 'do_check'):
             return
         self.admit(client, pool)
+
+    def not_found(self, client, allowed):
+        """405 when the path is served under other methods, else 404;
+        the status."""
+        if allowed:
+            client.respond({'error': 'Method Not Allowed'}, status=405,
+                           headers={'allow': ', '.join(allowed)})
+            return 405
+        client.respond({'error': 'Not Found'}, status=404)
+        return 404
+
+    def observed(self, observe, client):
+        """on_request() with every answer counted (metrics, access log)."""
+        began = self.core.now()
+        if self.core.stopping:
+            _replies.refuse_while_stopping(client)
+            observe.served(client, began, 503)
+            return
+        handler = observe.endpoint(client)
+        if handler is not None:
+            observe.serve(self, client, handler, began)
+            return
+        path = client.path
+        method = client.method
+        if self.static and (method == 'GET' or method == 'HEAD'):
+            for mount in self.static:
+                if mount.relative(path) is not None:
+                    with _observe.probe_status(client) as probe:
+                        answered = self.serve_static(client)
+                    if answered:
+                        observe.served(client, began, probe.status or 200,
+                                       mount.prefix, method=method, path=path)
+                        return
+                    break
+        allowed = None
+        if self.sync is not None:
+            route, params = self.sync.lookup(method, path)
+            if route is not None:
+                with _observe.probe_status(client) as probe:
+                    self.run_sync(client, route, params)
+                observe.served(client, began, probe.status or 500, route[2],
+                               method=method, path=path)
+                return
+            allowed = params
+        pool = self.core.find_pool(path)
+        if pool is None:
+            observe.served(client, began, self.not_found(client, allowed),
+                           method=method, path=path)
+            return
+        if self.hooks.overridden('do_check'):
+            with _observe.probe_status(client) as probe:
+                admitted = self.check(client, 'do_check')
+            if not admitted:
+                observe.refused(client, began, pool, _observe.CHECK,
+                                probe.status or 500)
+                return
+        refused = self.refusal(pool)
+        if refused is not None:
+            observe.refused(client, began, pool, self.refusal_reason(pool),
+                            503)
+        self.admit(client, pool)
+
+    def refusal_reason(self, pool):
+        """The rejected_total reason of refusal(pool)."""
+        if pool.degraded:
+            return _observe.DEGRADED
+        if not pool.alive_count:
+            return _observe.NO_WORKER
+        return _observe.MAX_PENDING
 
     def check(self, client, name):
         """Run a do_check hook; False when it refused (answered) the request."""
@@ -122,7 +192,7 @@ class Intake:
     # -- sync handlers -----------------------------------------------------------
 
     def run_sync(self, client, route, params):
-        name, member = route
+        name, member = route[:2]
         if self.hooks.overridden('do_check_sync') and not self.check(
                 client, 'do_check_sync'):
             return
@@ -163,6 +233,7 @@ class Intake:
             _replies.answer_error(client, 503, *refused)
             return
         pending = self.core.pending.open(client, pool, self.core.now())
+        pending.path = client.path
         if self.hooks.overridden('on_request_accepted'):
             pending.context = self.hooks.call(
                 'on_request_accepted', pending.request_id, client, pool)

@@ -1,0 +1,612 @@
+"""What the dispatcher sees of every request, kept for operators: the
+counts behind /metrics, the access log, the dashboard's history and the
+last warnings.
+
+`Observer` exists only when one of Dispatcher(metrics_path=...,
+dashboard_path=..., access_log=...) is on; the places that already know
+how a request ended call it (Core.end() for pooled requests, the intake
+for static files, sync handlers, 404/405 and refusals, the supervisor for
+restarts, Core.expire() for timeouts). It keeps plain dicts and ints: the
+Prometheus families are built from them only when /metrics is scraped
+(exposition.py), so no metrics object is touched per request.
+"""
+
+import collections as _collections
+import json as _json
+import os as _os
+import time as _time
+import traceback as _traceback
+
+from . import heartbeat as _heartbeat
+from . import log as _log
+from . import metrics as _metrics
+from . import replies as _replies
+from .pool import ACTIVE, RETIRING
+
+_monotonic = _time.monotonic
+
+# request duration and queue wait buckets (seconds)
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+HISTORY = 300         # seconds of per-second samples the dashboard plots
+SAMPLE_CAP = 20000    # durations kept per pool per second for percentiles
+LOG_RING = 50         # warnings and errors the dashboard shows
+TICK = 1.0
+DISCONNECTED = 499    # the status counted when the client left unanswered
+
+DEFAULT_ACCESS_FORMAT = ('{remote} - - [{time}] "{method} {path}" {status} '
+                         '{bytes} {duration_ms}ms {pool}[{slot}]')
+ACCESS_FIELDS = ('remote', 'time', 'method', 'path', 'status', 'bytes',
+                 'duration', 'duration_ms', 'pool', 'slot', 'route',
+                 'request_id')
+ACCESS_NAME = 'access'
+
+# rejected_total reasons
+MAX_PENDING = 'max_pending'
+DEGRADED = 'degraded'
+NO_WORKER = 'no_worker'
+CHECK = 'check'
+
+WORKER_STATES = ('ready', 'busy', 'paused', 'starting', 'backoff', 'parked')
+
+try:
+    _TICKS = _os.sysconf('SC_CLK_TCK')
+    _PAGE = _os.sysconf('SC_PAGE_SIZE')
+except (AttributeError, ValueError, OSError):  # pragma: no cover
+    _TICKS, _PAGE = 100, 4096
+
+
+def check_path(value, name):
+    """A Dispatcher metrics_path/dashboard_path: None or '/...'."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith('/') or (
+            '?' in value or '#' in value or ' ' in value):
+        raise ValueError(f"Dispatcher {name} must be None or a path such as "
+                         f"'/metrics', not {value!r}")
+    return value
+
+
+def check_access_format(value):
+    """The access log format of Dispatcher(access_log=...), or None."""
+    if value is False:
+        return None
+    if value is True:
+        return DEFAULT_ACCESS_FORMAT
+    sample = {name: '-' for name in ACCESS_FIELDS}
+    try:
+        value.format(**sample)
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        raise ValueError(
+            f"Dispatcher access_log format {value!r} does not format "
+            f"({err!r}); fields: {', '.join(ACCESS_FIELDS)}") from None
+    return value
+
+
+def proc_times(pid):
+    """(cpu seconds, rss bytes) of process `pid` from /proc, or None."""
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as stat:
+            fields = stat.read().rsplit(b')', 1)[1].split()
+        # after the ')': state is field 3, utime 14, stime 15, rss 24
+        cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+        rss = int(fields[21]) * _PAGE
+        return cpu, rss
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class AccessLog:
+    """Formats one access log line per finished request."""
+
+    def __init__(self, template):
+        self.template = template
+        self._second = None
+        self._stamp = ''
+
+    def stamp(self, when):
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = _time.strftime('%d/%b/%Y:%H:%M:%S %z',
+                                         _time.localtime(second))
+        return self._stamp
+
+    def line(self, remote, method, path, status, size, duration, pool, slot,
+             route, request_id, when=None):
+        return self.template.format(
+            remote=remote or '-', time=self.stamp(
+                _time.time() if when is None else when),
+            method=method or '-', path=path or '-', status=status,
+            bytes='-' if size is None else size,
+            duration=f'{duration:.6f}', duration_ms=f'{duration * 1000:.3f}',
+            pool=pool or '-', slot='-' if slot is None else slot,
+            route=route or '-', request_id='-' if request_id is None
+            else request_id)
+
+
+def histogram_cell():
+    return [0] * (len(BUCKETS) + 1) + [0.0]
+
+
+def percentile(ordered, fraction):
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, max(0, int(round(fraction * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+class Observer:
+    """The dispatcher's counts, access log, history and log ring."""
+
+    def __init__(self, core, metrics_path, dashboard_path, access_format):
+        self.core = core
+        self.metrics_path = metrics_path
+        self.dashboard_path = dashboard_path
+        self.access = AccessLog(access_format) if access_format else None
+        self.started = _time.time()
+        self.requests = {}      # (pool, route, method, status) -> count
+        self.durations = {}     # (pool, route) -> histogram cell
+        self.queue_waits = {}   # pool -> histogram cell
+        self.timeouts = {}      # pool -> count
+        self.rejected = {}      # (pool, reason) -> count
+        self.restarts = {}      # (pool, reason) -> count
+        self.user = {pool: _metrics.PoolTotals(pool.metrics)
+                     for pool in core.pools}
+        self.cpu_base = {}      # (pool, slot) -> cpu seconds of ended processes
+        self.cpu_seen = {}      # pid -> [pool, slot, cpu seconds, rss, when]
+        self.cpu_rate = {}      # pid -> cpu percent over the last tick
+        self.log_ring = _collections.deque(maxlen=LOG_RING)
+        self.samples = {}       # pool name -> durations of this second
+        self.counted = {}       # pool name -> requests this second
+        self.history = {}       # pool name -> deque of [t, rps, p50, p99]
+        self.viewers = []       # dashboard event streams
+        self.endpoints = {}
+        self.collector = None
+        if metrics_path:
+            from . import exposition  # pylint: disable=import-outside-toplevel
+            self.collector = exposition.Exposition(self)
+            self.endpoints[metrics_path] = self.serve_metrics
+        if dashboard_path:
+            base = dashboard_path.rstrip('/') or ''
+            self.endpoints[dashboard_path] = self.serve_dashboard
+            self.endpoints[base + '/events'] = self.serve_events
+            self.endpoints[base + '/data'] = self.serve_data
+            self.events_path = base + '/events'
+        declared = {}
+        for pool in core.pools:
+            for declaration in pool.metrics:
+                other = declared.setdefault(declaration.name, declaration)
+                if not other.same_as(declaration):
+                    raise ValueError(
+                        f"metric {declaration.name!r} is declared differently "
+                        f"on two pools ({other!r} and {declaration!r})")
+        core.log_taps.append(self.tap)
+
+    # -- life ------------------------------------------------------------------------
+
+    def start(self, now):
+        self.last_tick = now
+        self.core.loop.call_at(now + TICK, self.tick)
+
+    def tap(self, name, level, text):
+        if level >= _log.LOG_WARNING:
+            self.log_ring.append((_time.time(), level, name, text[:2000]))
+
+    # -- requests ----------------------------------------------------------------------
+
+    def pooled(self, pending):
+        """A pooled request ended (from Core.end())."""
+        now = _monotonic()
+        pool = pending.pool.name
+        handle = pending.worker
+        route = ''
+        index = pending.route
+        if index is not None and index >= 0 and handle is not None:
+            routes = handle.routes
+            if index < len(routes):
+                route = routes[index]
+        status = pending.status
+        if status is None:
+            status = DISCONNECTED
+        head = pending.head_at
+        duration = (now if head is None else head) - pending.accepted
+        self.count(pool, route, pending.method, status, duration)
+        started = pending.started
+        if started is not None:
+            cell = self.queue_waits.get(pool)
+            if cell is None:
+                cell = self.queue_waits[pool] = histogram_cell()
+            wait = started - pending.accepted
+            if wait < 0:
+                wait = 0.0
+            cell[_metrics.bucket_index(BUCKETS, wait)] += 1
+            cell[-1] += wait
+        if self.access is not None:
+            self.access_line(pending.client, pending.method, pending.path,
+                             status, pending.size, duration, pool,
+                             None if handle is None else handle.index, route,
+                             pending.request_id)
+
+    def count(self, pool, route, method, status, duration):
+        key = (pool, route, method, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        cell = self.durations.get((pool, route))
+        if cell is None:
+            cell = self.durations[(pool, route)] = histogram_cell()
+        cell[_metrics.bucket_index(BUCKETS, duration)] += 1
+        cell[-1] += duration
+        samples = self.samples.get(pool)
+        if samples is None:
+            samples = self.samples[pool] = []
+            self.counted[pool] = 0
+        self.counted[pool] += 1
+        if len(samples) < SAMPLE_CAP:
+            samples.append(duration)
+
+    def served(self, client, began, status, route='', pool='', size=None,
+               method=None, path=None):
+        """A request the dispatcher answered itself (static, sync, 404,
+        405, refusals); `began` is when the intake got it."""
+        duration = _monotonic() - began
+        method = method or client.method
+        self.count(pool, route, method, status, duration)
+        if self.access is not None:
+            self.access_line(client, method, path or client.path, status,
+                             size, duration, pool, None, route, None)
+
+    def refused(self, client, began, pool, reason, status):
+        """Admission refused a request for `pool` (503, or do_check)."""
+        key = (pool.name, reason)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        self.served(client, began, status, '', pool.name)
+
+    def timed_out(self, pool):
+        self.timeouts[pool.name] = self.timeouts.get(pool.name, 0) + 1
+
+    def access_line(self, client, method, path, status, size, duration, pool,
+                    slot, route, request_id):
+        try:
+            remote = client.client_ip
+        except Exception:  # pylint: disable=broad-except
+            remote = None
+        try:
+            text = self.access.line(remote, method, path, status, size,
+                                    duration, pool, slot, route, request_id)
+        except Exception as err:  # pylint: disable=broad-except
+            text = f"access log format failed: {err!r}"
+        self.core.log_record(ACCESS_NAME, _log.LOG_INFO, text)
+
+    # -- workers -----------------------------------------------------------------------
+
+    def routes(self, handle, patterns):
+        handle.routes = tuple(patterns)
+
+    def worker_metrics(self, handle, deltas):
+        totals = self.user.get(handle.pool)
+        if totals is not None:
+            totals.add(handle, deltas)
+
+    def restarted(self, handle, reason):
+        key = (handle.pool.name, reason)
+        self.restarts[key] = self.restarts.get(key, 0) + 1
+
+    def worker_gone(self, handle):
+        """A worker process ended: its CPU time stays with its slot, its
+        gauges go."""
+        seen = self.cpu_seen.pop(handle.pid, None)
+        self.cpu_rate.pop(handle.pid, None)
+        if seen is not None:
+            key = (seen[0], seen[1])
+            self.cpu_base[key] = self.cpu_base.get(key, 0.0) + seen[2]
+        totals = self.user.get(handle.pool)
+        if totals is not None:
+            totals.forget(handle)
+
+    def sample_workers(self, now):
+        """Read every live worker's CPU and RSS from /proc."""
+        for pool in self.core.pools:
+            for handle in pool.handles:
+                if not handle.alive or handle.pid is None:
+                    continue
+                found = proc_times(handle.pid)
+                if found is None:
+                    continue
+                cpu, rss = found
+                seen = self.cpu_seen.get(handle.pid)
+                if seen is not None and now > seen[4]:
+                    self.cpu_rate[handle.pid] = max(
+                        0.0, (cpu - seen[2]) / (now - seen[4]) * 100)
+                self.cpu_seen[handle.pid] = [pool.name, handle.index, cpu,
+                                             rss, now]
+
+    def slot_cpu(self, pool, index):
+        total = self.cpu_base.get((pool.name, index), 0.0)
+        for handle in pool.handles:
+            if handle.index == index and handle.alive:
+                seen = self.cpu_seen.get(handle.pid)
+                if seen is not None:
+                    total += seen[2]
+        return total
+
+    @staticmethod
+    def worker_state(handle):
+        if handle.parked:
+            return 'parked'
+        if not handle.alive:
+            return 'backoff' if handle.restart_at is not None else 'starting'
+        if not handle.ready:
+            return 'starting'
+        if not handle.accepting:
+            return 'paused'
+        if handle.slot.read()[3] != _heartbeat.NO_REQUEST:
+            return 'busy'
+        return 'ready'
+
+    @staticmethod
+    def slot_owner(pool, index):
+        """The handle whose values show for slot `index`: the active one."""
+        fallback = None
+        for handle in pool.handles:
+            if handle.index == index:
+                if handle.role == ACTIVE:
+                    return handle
+                fallback = fallback or handle
+        return fallback
+
+    def pool_counts(self):
+        """{pool name: [in flight, streams]} from the pending table."""
+        counts = {pool.name: [0, 0] for pool in self.core.pools}
+        for pending in list(self.core.pending.requests.values()):
+            entry = counts.get(pending.pool.name)
+            if entry is not None:
+                if pending.streaming:
+                    entry[1] += 1
+                else:
+                    entry[0] += 1
+        return counts
+
+    # -- the dispatcher's own endpoints ------------------------------------------------
+
+    def endpoint(self, client):
+        """The handler for one of our paths, or None."""
+        return self.endpoints.get(client.path)
+
+    def serve(self, intake, client, handler, began):
+        if client.method not in ('GET', 'HEAD'):
+            client.respond({'error': 'Method Not Allowed'}, status=405,
+                           headers={'allow': 'GET, HEAD'})
+            self.served(client, began, 405, client.path)
+            return
+        path = client.path
+        if intake.hooks.overridden('do_check_sync') and not intake.check(
+                client, 'do_check_sync'):
+            self.served(client, began, 403, path, path=path)
+            return
+        try:
+            status, size = handler(client)
+        except Exception as err:  # pylint: disable=broad-except
+            self.core.log.error("%s failed: %r\n%s", path, err,
+                                _traceback.format_exc().rstrip())
+            _replies.answer_error(client, 500)
+            status, size = 500, None
+        self.served(client, began, status, path, size=size, method='GET',
+                    path=path)
+
+    def serve_metrics(self, client):
+        body, content_type = self.collector.render(
+            client.headers.get('accept', ''))
+        client.respond(body, status=200, headers={
+            'content-type': content_type, 'cache-control': 'no-cache'})
+        return 200, len(body)
+
+    def serve_dashboard(self, client):
+        from . import dashboard  # pylint: disable=import-outside-toplevel
+        body = dashboard.page(self.events_path)
+        client.respond(body, status=200, headers={
+            'content-type': 'text/html; charset=UTF-8',
+            'cache-control': 'no-cache'})
+        return 200, len(body)
+
+    def serve_data(self, client):
+        body = _json.dumps(self.snapshot()).encode()
+        client.respond(body, status=200, headers={
+            'content-type': 'application/json', 'cache-control': 'no-cache'})
+        return 200, len(body)
+
+    def serve_events(self, client):
+        if not client.start_stream(200, [('content-type', 'text/event-stream'),
+                                         ('cache-control', 'no-cache')]):
+            return 200, None
+        self.viewers.append(client)
+        self.push(client, self.snapshot_text())
+        return 200, None
+
+    @staticmethod
+    def push(client, text):
+        return client.send_chunk(b'event: status\ndata: ' + text + b'\n\n')
+
+    # -- the tick: history, samples, the dashboard's events -------------------------
+
+    def tick(self, now):
+        self.core.loop.call_at(now + TICK, self.tick)
+        try:
+            self.sample_workers(now)
+            stamp = round(_time.time(), 3)
+            for pool in [p.name for p in self.core.pools] + [
+                    name for name in self.samples if name not in
+                    {p.name for p in self.core.pools}]:
+                samples = self.samples.pop(pool, None) or []
+                count = self.counted.pop(pool, 0)
+                samples.sort()
+                ring = self.history.get(pool)
+                if ring is None:
+                    ring = self.history[pool] = _collections.deque(
+                        maxlen=HISTORY)
+                elapsed = max(now - self.last_tick, 1e-6)
+                ring.append([stamp, round(count / elapsed, 2),
+                             _ms(percentile(samples, 0.5)),
+                             _ms(percentile(samples, 0.99))])
+            self.last_tick = now
+            if self.viewers:
+                text = self.snapshot_text()
+                for client in list(self.viewers):
+                    if not client.is_open or not self.push(client, text):
+                        self.viewers.remove(client)
+                        if client.is_open:
+                            client.close()
+        except Exception as err:  # pylint: disable=broad-except
+            self.core.log.error("metrics tick failed: %r\n%s", err,
+                                _traceback.format_exc().rstrip())
+
+    def snapshot_text(self):
+        return _json.dumps(self.snapshot(), separators=(',', ':')).encode()
+
+    def snapshot(self):
+        """The dashboard's view: pools, workers, history, last warnings."""
+        core = self.core
+        now = _monotonic()
+        counts = self.pool_counts()
+        pools = []
+        for pool in core.pools:
+            workers = []
+            for handle in sorted(pool.handles, key=lambda h: (h.index, h.role)):
+                current = None
+                if handle.alive:
+                    request_id = handle.slot.read()[3]
+                    pending = core.pending.get(request_id) if (
+                        request_id != _heartbeat.NO_REQUEST) else None
+                    if pending is not None:
+                        current = {'id': request_id, 'method': pending.method,
+                                   'path': pending.path,
+                                   'age': round(now - pending.accepted, 3)}
+                    elif request_id != _heartbeat.NO_REQUEST:
+                        current = {'id': request_id, 'method': None,
+                                   'path': None, 'age': None}
+                seen = self.cpu_seen.get(handle.pid) if handle.alive else None
+                workers.append({
+                    'slot': handle.index, 'pid': handle.pid,
+                    'state': self.worker_state(handle),
+                    'role': handle.role,
+                    'retiring': handle.retire_reason
+                    if handle.role == RETIRING else None,
+                    'request': current,
+                    'rss': None if seen is None else seen[3],
+                    'cpu': None if seen is None else round(
+                        self.cpu_rate.get(handle.pid, 0.0), 1),
+                    'restarts': handle.record.restarts,
+                    'held': len(handle.held),
+                })
+            in_flight, streams = counts.get(pool.name, (0, 0))
+            pools.append({
+                'name': pool.name, 'degraded': pool.degraded,
+                'queue': pool.queue_size, 'in_flight': in_flight,
+                'streams': streams, 'parked': pool.parked_count,
+                'workers': workers,
+                'restarts': sum(value for (name, _), value
+                                in self.restarts.items() if name == pool.name),
+                'timeouts': self.timeouts.get(pool.name, 0),
+                'rejected': sum(value for (name, _), value
+                                in self.rejected.items() if name == pool.name),
+                'requests': sum(value for key, value in self.requests.items()
+                                if key[0] == pool.name),
+                'history': list(self.history.get(pool.name, ())),
+            })
+        server = core.server
+        return {
+            'time': round(_time.time(), 3),
+            'uptime': round(_time.time() - self.started, 1),
+            'pid': _os.getpid(),
+            'connections': 0 if server is None else len(server.connections),
+            'pending': len(core.pending),
+            'requests': sum(self.requests.values()),
+            'dispatcher': list(self.history.get('', ())),
+            'pools': pools,
+            'log': [{'time': round(when, 3), 'level': _log.level_name(level),
+                     'name': name, 'message': text}
+                    for when, level, name, text in self.log_ring],
+        }
+
+
+def _ms(value):
+    return None if value is None else round(value * 1000, 3)
+
+
+def create(core):
+    """The Observer for `core`'s settings, or None when all is off."""
+    settings = core.settings
+    if not (settings.metrics_path or settings.dashboard_path
+            or settings.access_format):
+        return None
+    return Observer(core, settings.metrics_path, settings.dashboard_path,
+                    settings.access_format)
+
+
+# -- the status of answers made by user code in the dispatcher ------------------------
+
+_PROBES = {}
+
+
+def _probe_class(cls):
+    """A subclass of the connection class `cls` that notes the status of
+    the answer it starts (respond(), respond_file(), streams), so a sync
+    handler's or do_check()'s answer is counted with its real status."""
+    probe = _PROBES.get(cls)
+    if probe is not None:
+        return probe
+
+    class StatusProbe(cls):
+        def respond(self, data=None, status=200, *args, **kwargs):
+            self._uhttp_status = status
+            return super().respond(data, status, *args, **kwargs)
+
+        def respond_file(self, *args, **kwargs):
+            self._uhttp_status = 200
+            return super().respond_file(*args, **kwargs)
+
+        def response_stream(self, *args, **kwargs):
+            self._uhttp_status = 200
+            return super().response_stream(*args, **kwargs)
+
+        def start_stream(self, status, *args, **kwargs):
+            self._uhttp_status = status
+            return super().start_stream(status, *args, **kwargs)
+
+        def send_response(self, status, *args, **kwargs):
+            self._uhttp_status = status
+            return super().send_response(status, *args, **kwargs)
+
+    StatusProbe.__name__ = StatusProbe.__qualname__ = cls.__name__
+    _PROBES[cls] = probe = StatusProbe
+    return probe
+
+
+class probe_status:  # pylint: disable=invalid-name
+    """`with probe_status(client) as probe:` run user code that may answer
+    `client`; `probe.status` is the status it answered with (None when
+    it did not, or when the connection cannot be probed)."""
+
+    __slots__ = ('client', 'cls', 'status')
+
+    def __init__(self, client):
+        self.client = client
+        self.cls = None
+        self.status = None
+
+    def __enter__(self):
+        client = self.client
+        cls = type(client)
+        try:
+            client.__class__ = _probe_class(cls)
+            self.cls = cls
+        except TypeError:
+            self.cls = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.cls is not None:
+            client = self.client
+            self.status = client.__dict__.pop('_uhttp_status', None)
+            client.__class__ = self.cls
+        return False
