@@ -80,16 +80,16 @@ class Intake:
     def observed(self, observe, client):
         """on_request() with every answer counted (metrics, access log)."""
         began = self.core.now()
+        path = client.path
+        method = client.method
         if self.core.stopping:
             _replies.refuse_while_stopping(client)
-            observe.served(client, began, 503)
+            observe.served(client, began, 503, method=method, path=path)
             return
         handler = observe.endpoint(client)
         if handler is not None:
             observe.serve(self, client, handler, began)
             return
-        path = client.path
-        method = client.method
         if self.static and (method == 'GET' or method == 'HEAD'):
             for mount in self.static:
                 if mount.relative(path) is not None:
@@ -120,12 +120,12 @@ class Intake:
                 admitted = self.check(client, 'do_check')
             if not admitted:
                 observe.refused(client, began, pool, _observe.CHECK,
-                                probe.status or 500)
+                                probe.status or 500, method, path)
                 return
         refused = self.refusal(pool)
         if refused is not None:
             observe.refused(client, began, pool, self.refusal_reason(pool),
-                            503)
+                            503, method, path)
         self.admit(client, pool)
 
     def refusal_reason(self, pool):

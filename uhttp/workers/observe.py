@@ -256,11 +256,13 @@ class Observer:
             self.access_line(client, method, path or client.path, status,
                              size, duration, pool, None, route, None)
 
-    def refused(self, client, began, pool, reason, status):
+    def refused(self, client, began, pool, reason, status, method=None,
+                path=None):
         """Admission refused a request for `pool` (503, or do_check)."""
         key = (pool.name, reason)
         self.rejected[key] = self.rejected.get(key, 0) + 1
-        self.served(client, began, status, '', pool.name)
+        self.served(client, began, status, '', pool.name, method=method,
+                    path=path)
 
     def timed_out(self, pool):
         self.timeouts[pool.name] = self.timeouts.get(pool.name, 0) + 1
@@ -374,16 +376,21 @@ class Observer:
         return self.endpoints.get(client.path)
 
     def serve(self, intake, client, handler, began):
-        if client.method not in ('GET', 'HEAD'):
+        """Answer one of our paths (GET or HEAD; gated by do_check_sync)."""
+        path = client.path
+        method = client.method
+        if method not in ('GET', 'HEAD'):
             client.respond({'error': 'Method Not Allowed'}, status=405,
                            headers={'allow': 'GET, HEAD'})
-            self.served(client, began, 405, client.path)
+            self.served(client, began, 405, path, method=method, path=path)
             return
-        path = client.path
-        if intake.hooks.overridden('do_check_sync') and not intake.check(
-                client, 'do_check_sync'):
-            self.served(client, began, 403, path, path=path)
-            return
+        if intake.hooks.overridden('do_check_sync'):
+            with probe_status(client) as probe:
+                allowed = intake.check(client, 'do_check_sync')
+            if not allowed:
+                self.served(client, began, probe.status or 500, path,
+                            method=method, path=path)
+                return
         try:
             status, size = handler(client)
         except Exception as err:  # pylint: disable=broad-except
@@ -391,7 +398,7 @@ class Observer:
                                 _traceback.format_exc().rstrip())
             _replies.answer_error(client, 500)
             status, size = 500, None
-        self.served(client, began, status, path, size=size, method='GET',
+        self.served(client, began, status, path, size=size, method=method,
                     path=path)
 
     def serve_metrics(self, client):
