@@ -17,10 +17,12 @@ counter keeps its total when the worker that counted dies; gauges are
 kept per worker slot. Pure logic: no processes, no pipes.
 """
 
+import bisect as _bisect
 import math as _math
 import re as _re
 import threading as _threading
 
+_bisect_left = _bisect.bisect_left
 FLUSH_INTERVAL = 0.2
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0)
@@ -155,15 +157,9 @@ def label_key(declaration, labels, what):
 
 
 def bucket_index(bounds, value):
-    """Index of the bucket `value` falls in (len(bounds) for +Inf)."""
-    low, high = 0, len(bounds)
-    while low < high:
-        middle = (low + high) // 2
-        if value <= bounds[middle]:
-            high = middle
-        else:
-            low = middle + 1
-    return low
+    """Index of the bucket `value` falls in (len(bounds) for +Inf): the
+    first bound >= value, as Prometheus' `le` counts."""
+    return _bisect_left(bounds, value)
 
 
 # -- in the worker ------------------------------------------------------------------

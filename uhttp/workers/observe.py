@@ -11,6 +11,7 @@ Prometheus families are built from them only when /metrics is scraped
 (exposition.py), so no metrics object is touched per request.
 """
 
+import bisect as _bisect
 import collections as _collections
 import json as _json
 import os as _os
@@ -24,6 +25,7 @@ from . import replies as _replies
 from .pool import ACTIVE, RETIRING
 
 _monotonic = _time.monotonic
+_bisect_left = _bisect.bisect_left
 
 # request duration and queue wait buckets (seconds)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -158,7 +160,7 @@ class Observer:
         self.cpu_rate = {}      # pid -> cpu percent over the last tick
         self.log_ring = _collections.deque(maxlen=LOG_RING)
         self.samples = {}       # pool name -> durations of this second
-        self.counted = {}       # pool name -> requests this second
+        self.counted = {}       # pool name -> requests this second beyond the samples
         self.history = {}       # pool name -> deque of [t, rps, p50, p99]
         self.viewers = []       # dashboard event streams
         self.endpoints = {}
@@ -196,7 +198,8 @@ class Observer:
     # -- requests ----------------------------------------------------------------------
 
     def pooled(self, pending):
-        """A pooled request ended (from Core.end())."""
+        """A pooled request ended (from Core.end()). Runs once per request:
+        kept to a few dict operations."""
         now = _monotonic()
         pool = pending.pool.name
         handle = pending.worker
@@ -210,17 +213,18 @@ class Observer:
         if status is None:
             status = DISCONNECTED
         head = pending.head_at
-        duration = (now if head is None else head) - pending.accepted
+        accepted = pending.accepted
+        duration = (now if head is None else head) - accepted
         self.count(pool, route, pending.method, status, duration)
         started = pending.started
         if started is not None:
+            wait = started - accepted
+            if wait < 0:
+                wait = 0.0
             cell = self.queue_waits.get(pool)
             if cell is None:
                 cell = self.queue_waits[pool] = histogram_cell()
-            wait = started - pending.accepted
-            if wait < 0:
-                wait = 0.0
-            cell[_metrics.bucket_index(BUCKETS, wait)] += 1
+            cell[_bisect_left(BUCKETS, wait)] += 1
             cell[-1] += wait
         if self.access is not None:
             self.access_line(pending.client, pending.method, pending.path,
@@ -229,21 +233,21 @@ class Observer:
                              pending.request_id)
 
     def count(self, pool, route, method, status, duration):
-        key = (pool, route, method, status)
         requests = self.requests
+        key = (pool, route, method, status)
         requests[key] = requests.get(key, 0) + 1
         cell = self.durations.get((pool, route))
         if cell is None:
             cell = self.durations[(pool, route)] = histogram_cell()
-        cell[_metrics.bucket_index(BUCKETS, duration)] += 1
+        cell[_bisect_left(BUCKETS, duration)] += 1
         cell[-1] += duration
         samples = self.samples.get(pool)
         if samples is None:
             samples = self.samples[pool] = []
-            self.counted[pool] = 0
-        self.counted[pool] += 1
         if len(samples) < SAMPLE_CAP:
             samples.append(duration)
+        else:
+            self.counted[pool] = self.counted.get(pool, 0) + 1
 
     def served(self, client, began, status, route='', pool='', size=None,
                method=None, path=None):
@@ -445,7 +449,7 @@ class Observer:
                     name for name in self.samples if name not in
                     {p.name for p in self.core.pools}]:
                 samples = self.samples.pop(pool, None) or []
-                count = self.counted.pop(pool, 0)
+                count = len(samples) + self.counted.pop(pool, 0)
                 samples.sort()
                 ring = self.history.get(pool)
                 if ring is None:
