@@ -130,10 +130,14 @@ class WorkerClient:
         self.responses = {}
         self._last_id = 0
         self.runtime = _LocalRuntime(self, log_level)
-        if metrics:  # the pool's declarations: self.metrics works as in a pool
+        # the pool's declarations: self.metrics works as in a pool, and
+        # what the handlers counted adds up in metric_totals (counters,
+        # histograms, gauges: see metrics.PoolTotals) after each request
+        declared = _metrics.check_declarations(metrics)
+        self.metric_totals = _metrics.PoolTotals(declared)
+        if declared:
             self.runtime.metrics = _metrics.WorkerMetrics(
-                _metrics.check_declarations(metrics),
-                pool_name or worker_class.__name__)
+                declared, pool_name or worker_class.__name__)
         _worker.set_runtime(self.runtime)
         try:
             self.worker = worker_class(worker_id=worker_id, pool_name=pool_name,
@@ -168,6 +172,8 @@ class WorkerClient:
                    context)
         _workerloop.handle_message(self.worker, self.runtime, self.table,
                                    message)
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.flush(self.runtime.send, 0.0)
         return response
 
     def get(self, path, **kwargs):
@@ -231,8 +237,10 @@ class WorkerClient:
             self.logs.append(LogRecord(message[1], message[2], message[3]))
         elif kind == _msg.W_FORWARD:
             self.forwarded.append((message[1], message[2]))
-        elif kind in (_msg.W_METRICS, _msg.W_ROUTES):
-            pass  # the worker's metrics stay readable as worker.metrics
+        elif kind == _msg.W_METRICS:
+            self.metric_totals.add(self.worker, message[1])
+        elif kind == _msg.W_ROUTES:
+            pass
         elif kind in (_msg.W_PAUSE, _msg.W_RESUME):
             self.paused = kind == _msg.W_PAUSE
         else:
