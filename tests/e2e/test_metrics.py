@@ -302,3 +302,18 @@ def test_endpoints_are_gated_by_do_check_sync():
         assert server.get('/_dashboard/events').status == 403
         assert server.get('/metrics', headers={'x-key': 'k'}).status == 200
         assert server.post('/metrics', headers={'x-key': 'k'}).status == 405
+
+
+def test_a_stuck_worker_counts_as_stuck():
+    pool = jobs_pool(num_workers=1, stuck_timeout=0.5, heartbeat_interval=0.1,
+                     timeout=10)
+    with TestServer(App, [pool], metrics_path='/metrics') as server:
+        assert server.get('/api/slow?s=3', timeout=10).status == 500
+        _, families = wait_for(
+            lambda: (lambda r: r if value(r[1], P + 'worker_restarts_total',
+                                          pool='Jobs', reason='stuck') == 1
+                     else None)(scrape(server)), what='the stuck restart')
+        assert value(families, P + 'worker_restarts_total', pool='Jobs',
+                     reason='died') == 0
+        assert value(families, P + 'requests_total', pool='Jobs', route='',
+                     method='GET', status='500') == 1

@@ -243,3 +243,14 @@ def test_access_records_go_through_use_logging_as_uhttp_workers_access():
     assert record.levelno == logging.INFO
     assert record.getMessage().startswith('10.1.2.3 - - [')
     assert '"GET /x" 200 - ' in record.getMessage()
+
+
+def test_refusal_reasons():
+    app, pool = dispatcher(metrics_path='/metrics')
+    intake = core_of(app).intake
+    pool._alive = 2
+    assert intake.refusal_reason(pool) == ob.MAX_PENDING
+    pool._alive = 0
+    assert intake.refusal_reason(pool) == ob.NO_WORKER
+    pool.degraded = True
+    assert intake.refusal_reason(pool) == ob.DEGRADED
