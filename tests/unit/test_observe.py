@@ -246,11 +246,10 @@ def test_access_records_go_through_use_logging_as_uhttp_workers_access():
 
 
 def test_refusal_reasons():
-    app, pool = dispatcher(metrics_path='/metrics')
-    intake = core_of(app).intake
+    _, pool = dispatcher(metrics_path='/metrics')
     pool._alive = 2
-    assert intake.refusal_reason(pool) == ob.MAX_PENDING
+    assert ob.refusal_reason(pool) == ob.MAX_PENDING
     pool._alive = 0
-    assert intake.refusal_reason(pool) == ob.NO_WORKER
+    assert ob.refusal_reason(pool) == ob.NO_WORKER
     pool.degraded = True
-    assert intake.refusal_reason(pool) == ob.DEGRADED
+    assert ob.refusal_reason(pool) == ob.DEGRADED

@@ -11,7 +11,6 @@ import traceback as _traceback
 import uhttp.server as _server
 
 from . import messages as _msg
-from . import observe as _observe
 from . import replies as _replies
 from . import routing as _routing
 from . import static as _static
@@ -19,7 +18,8 @@ from . import static as _static
 
 def sync_table(cls):
     """The RouteTable of a Dispatcher class's @sync routes, or None.
-    Targets are (name, member): handlers are bound from the class."""
+    Targets are (name, member, pattern text): handlers are bound from the
+    class."""
     table = _routing.RouteTable()
     for name, member, pattern, methods in _routing.class_routes(cls):
         table.add(pattern, methods, (name, member, pattern.text))
@@ -43,7 +43,7 @@ class Intake:
     def on_request(self, client):
         observe = self.core.observe
         if observe is not None:
-            self.observed(observe, client)
+            observe.on_request(self, client)  # the same, with every answer counted
             return
         if self.core.stopping:
             _replies.refuse_while_stopping(client)
@@ -76,65 +76,6 @@ class Intake:
             return 405
         client.respond({'error': 'Not Found'}, status=404)
         return 404
-
-    def observed(self, observe, client):
-        """on_request() with every answer counted (metrics, access log)."""
-        began = self.core.now()
-        path = client.path
-        method = client.method
-        if self.core.stopping:
-            _replies.refuse_while_stopping(client)
-            observe.served(client, began, 503, method=method, path=path)
-            return
-        handler = observe.endpoint(client)
-        if handler is not None:
-            observe.serve(self, client, handler, began)
-            return
-        if self.static and (method == 'GET' or method == 'HEAD'):
-            for mount in self.static:
-                if mount.relative(path) is not None:
-                    with _observe.probe_status(client) as probe:
-                        answered = self.serve_static(client)
-                    if answered:
-                        observe.served(client, began, probe.status or 200,
-                                       mount.prefix, method=method, path=path)
-                        return
-                    break
-        allowed = None
-        if self.sync is not None:
-            route, params = self.sync.lookup(method, path)
-            if route is not None:
-                with _observe.probe_status(client) as probe:
-                    self.run_sync(client, route, params)
-                observe.served(client, began, probe.status or 500, route[2],
-                               method=method, path=path)
-                return
-            allowed = params
-        pool = self.core.find_pool(path)
-        if pool is None:
-            observe.served(client, began, self.not_found(client, allowed),
-                           method=method, path=path)
-            return
-        if self.hooks.overridden('do_check'):
-            with _observe.probe_status(client) as probe:
-                admitted = self.check(client, 'do_check')
-            if not admitted:
-                observe.refused(client, began, pool, _observe.CHECK,
-                                probe.status or 500, method, path)
-                return
-        refused = self.refusal(pool)
-        if refused is not None:
-            observe.refused(client, began, pool, self.refusal_reason(pool),
-                            503, method, path)
-        self.admit(client, pool)
-
-    def refusal_reason(self, pool):
-        """The rejected_total reason of refusal(pool)."""
-        if pool.degraded:
-            return _observe.DEGRADED
-        if not pool.alive_count:
-            return _observe.NO_WORKER
-        return _observe.MAX_PENDING
 
     def check(self, client, name):
         """Run a do_check hook; False when it refused (answered) the request."""
