@@ -383,7 +383,7 @@ class Observer:
             _replies.refuse_while_stopping(client)
             self.served(client, began, 503, method=method, path=path)
             return
-        handler = self.endpoint(client)
+        handler = self.endpoints.get(path)
         if handler is not None:
             self.serve(intake, client, handler, began)
             return
@@ -419,11 +419,11 @@ class Observer:
                 self.refused(client, began, pool, CHECK,
                                 probe.status or 500, method, path)
                 return
-        refused = intake.refusal(pool)
-        if refused is not None:
-            self.refused(client, began, pool, refusal_reason(pool),
-                            503, method, path)
         intake.admit(client, pool)
+        if client.pending is None and intake.refusal(pool) is not None:
+            # admission refused it (and answered 503)
+            self.refused(client, began, pool, refusal_reason(pool), 503,
+                         method, path)
 
     # -- the dispatcher's own endpoints ------------------------------------------------
 
