@@ -8,6 +8,8 @@
 - pools: NotesWorker (1 process: the notes and their live feed) and
   ComputeWorker (2 processes: prime counting, which burns CPU)
 - Server-Sent Events: /api/notes/events streams every change
+- operations: Prometheus metrics at /metrics (with the workers' own
+  metrics: notes held, primes computed), a live dashboard at /_dashboard
 """
 
 import hashlib
@@ -51,6 +53,7 @@ class NotesHandler(_workers.ApiHandler):
         note = self.worker.notes.pop(request.path_params['id'], None)
         if note is None:
             return {'error': 'no such note'}, 404
+        self.worker.metrics['demo_notes'].set(len(self.worker.notes))
         self.worker.publish('deleted', {'id': note['id']})
         return {'deleted': note['id']}
 
@@ -79,6 +82,7 @@ class NotesWorker(_workers.Worker):
     def add(self, text):
         note = {'id': self.next_id, 'text': text, 'created': time.time()}
         self.notes[note['id']] = note
+        self.metrics['demo_notes'].set(len(self.notes))
         self.next_id += 1
         self.publish('created', note)
         self.log.info("note {id} created", id=note['id'])
@@ -116,14 +120,18 @@ class ComputeWorker(_workers.Worker):
         for i in range(2, int(n ** 0.5) + 1):
             if sieve[i]:
                 sieve[i * i::i] = bytes(len(range(i * i, n + 1, i)))
+        seconds = time.perf_counter() - started
+        self.metrics['demo_computations_total'].inc(kind='primes')
+        self.metrics['demo_compute_seconds'].observe(seconds)
         return {'n': n, 'primes': sum(sieve), 'worker': self.worker_id,
-                'ms': round((time.perf_counter() - started) * 1000, 2)}
+                'ms': round(seconds * 1000, 2)}
 
     @_workers.api('/api/compute/sha256', 'POST')
     def sha256(self, request):
         body = request.data
         if isinstance(body, (dict, list)):
             body = repr(body).encode()
+        self.metrics['demo_computations_total'].inc(kind='sha256')
         return {'sha256': hashlib.sha256(body or b'').hexdigest(),
                 'worker': self.worker_id}
 
@@ -153,22 +161,33 @@ def make():
         port=PORT,
         address=os.environ.get('ADDRESS', '127.0.0.1'),
         static_routes={'/': os.path.join(HERE, 'static')},
+        metrics_path='/metrics',
+        dashboard_path='/_dashboard',
         pools=[
             _workers.WorkerPool(NotesWorker, num_workers=1,
                                 routes=['/api/notes/**'],
                                 log_level=_workers.LOG_INFO,
-                                heartbeat_interval=5),
+                                heartbeat_interval=5, metrics=[
+                                    _workers.Gauge('demo_notes',
+                                                   'Notes held')]),
             _workers.WorkerPool(ComputeWorker, num_workers=2,
                                 routes=['/api/compute/**'], timeout=10,
-                                limit=5_000_000),
+                                limit=5_000_000, metrics=[
+                                    _workers.Counter(
+                                        'demo_computations_total',
+                                        'Computations done', labels=['kind']),
+                                    _workers.Histogram(
+                                        'demo_compute_seconds',
+                                        'Time spent counting primes',
+                                        buckets=(0.001, 0.01, 0.1, 1))]),
         ],
     )
 
 
 def main():
     dispatcher = make()
-    print(f"demo: http://127.0.0.1:{PORT}/  (API key for writes: {API_KEY})",
-          file=sys.stderr)
+    print(f"demo: http://127.0.0.1:{PORT}/  (API key for writes: {API_KEY}; "
+          f"dashboard at /_dashboard, metrics at /metrics)", file=sys.stderr)
     dispatcher.run()
 
 

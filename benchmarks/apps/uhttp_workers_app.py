@@ -70,13 +70,21 @@ def main():
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--max-pending', type=int, default=1000)
     parser.add_argument('--max-waiting-clients', type=int, default=None)
+    parser.add_argument('--metrics', action='store_true',
+                        help='serve /metrics (and count every request)')
+    parser.add_argument('--access-log', action='store_true',
+                        help='one access log line per request')
     args = parser.parse_args()
     http_options = {}
+    if args.metrics:
+        http_options['metrics_path'] = '/metrics'
+    if args.access_log:
+        http_options['access_log'] = True
     if args.max_waiting_clients:
         http_options['max_waiting_clients'] = args.max_waiting_clients
     dispatcher = _workers.Dispatcher(
         port=args.port, address=args.host, max_pending=args.max_pending,
-        log_level=_workers.LOG_WARNING,
+        log_level=_workers.LOG_INFO if args.access_log else _workers.LOG_WARNING,
         pools=[
             _workers.WorkerPool(SseWorker, num_workers=1, routes=['/sse/**']),
             _workers.WorkerPool(

@@ -106,3 +106,13 @@ def test_demo(example):
     stream = conn.getresponse()
     assert stream.readline() == b'event: hello\n'
     conn.close()
+    assert b'/_dashboard/events' in server.get('/_dashboard').body
+    deadline = time.monotonic() + 10
+    while True:  # the workers' metrics arrive batched
+        metrics = server.get('/metrics').body.decode()
+        if 'demo_computations_total{kind="primes",pool="ComputeWorker"} 1.0' in metrics:
+            break
+        assert time.monotonic() < deadline, metrics[-2000:]
+        time.sleep(0.2)
+    assert 'uhttp_workers_requests_total{' in metrics
+    assert 'demo_notes{pool="NotesWorker",slot="0"} 2.0' in metrics

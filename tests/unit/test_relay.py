@@ -165,7 +165,7 @@ def test_client_leaving_a_stream_tells_the_worker(setup):
     client, pending = accept(core, pool)
     rid = pending.request_id
     core.relay.relay(handle, [(msg.W_STREAM_START, rid, 200, [], None)])
-    core.client_gone(pending)
+    core.front.client_gone(pending)
     assert app.seen == [('removed', rid, PENDING_DISCONNECTED)]
     core.delivery.flush_workers()
     frames = channel.FrameReader(read_fd).read()
@@ -208,3 +208,127 @@ def test_pause_and_resume(setup):
     assert pending.worker is None and len(pool.scheduler) == 1
     core.relay.relay(handle, [(msg.W_RESUME,)])
     assert pending.worker is handle
+
+
+# -- what the relay keeps for metrics and the access log ---------------------------------
+# (route index, start time, status, size), with metrics on; and the
+# worker side of `self.metrics` (WorkerClient)
+
+from uhttp.workers.testing import WorkerClient  # noqa: E402
+
+
+@pytest.fixture
+def observed():
+    import os
+    from uhttp.workers.heartbeat import SlotTable
+    from uhttp.workers.pool import WorkerHandle
+    pool = workers.WorkerPool(Worker, num_workers=1)
+    app = Recorder(port=0, pools=[pool], metrics_path='/metrics')
+    core = app._uhttp
+    pool.slots = SlotTable(1)
+    handle = WorkerHandle(pool, 0, pool.slots.slot(0))
+    pool.handles.append(handle)
+    read_fd, write_fd = os.pipe()
+    from_read, from_write = os.pipe()
+    handle.started(os.getpid(), write_fd, from_read, None, 0.0)
+    handle.ready = True
+    pool.scheduler.attach(pool.handles, core.delivery.send_request,
+                          core.loop.call_at, lambda h: True, lambda: None)
+    pool.scheduler.offer(handle)
+    yield core, pool, handle
+    for fd in (read_fd, write_fd, from_read, from_write):
+        os.close(fd)
+    pool.slots.close()
+
+
+def admit(core, pool):
+    client = Client()
+    core.intake.admit(client, pool)
+    return client, client.pending
+
+
+def test_the_route_and_start_of_an_answer_are_counted(observed):
+    core, pool, handle = observed
+    core.relay.relay(handle, [(msg.W_ROUTES, ('/api/a', '/api/x/{n:int}'))])
+    assert handle.routes == ('/api/a', '/api/x/{n:int}')
+    _, pending = admit(core, pool)
+    started = pending.accepted + 0.25
+    core.relay.relay(handle, [answer(pending.request_id, 201) + (1, started)])
+    observer = core.observe
+    assert observer.requests == {('Worker', '/api/x/{n:int}', 'GET', 201): 1}
+    assert pending.status == 201 and pending.size == len(b'{"ok": true}')
+    wait = observer.queue_waits['Worker']
+    assert sum(wait[:-1]) == 1 and abs(wait[-1] - 0.25) < 1e-9
+
+
+def test_an_answer_without_route_fields_counts_as_no_route(observed):
+    core, pool, handle = observed
+    _, pending = admit(core, pool)
+    core.relay.relay(handle, [answer(pending.request_id)])
+    assert core.observe.requests == {('Worker', '', 'GET', 200): 1}
+    assert 'Worker' not in core.observe.queue_waits
+
+
+def test_deferred_carries_the_route_for_the_later_answer(observed):
+    core, pool, handle = observed
+    core.relay.relay(handle, [(msg.W_ROUTES, ('/api/x',))])
+    _, pending = admit(core, pool)
+    core.relay.relay(handle, [(msg.W_DEFERRED, pending.request_id, 0,
+                               pending.accepted)])
+    core.relay.relay(handle, [answer(pending.request_id) + (-1, None)])
+    assert core.observe.requests == {('Worker', '/api/x', 'GET', 200): 1}
+
+
+def test_a_client_that_left_counts_as_499(observed):
+    core, pool, handle = observed
+    client, pending = admit(core, pool)
+    core.front.client_gone(pending)
+    assert core.observe.requests == {('Worker', '', 'GET', 499): 1}
+
+
+def test_user_metrics_from_a_worker_add_up(observed):
+    core, pool, handle = observed
+    pool.metrics = (workers.Counter('n_total', 'n'),)
+    from uhttp.workers.metrics import PoolTotals
+    core.observe.user[pool] = PoolTotals(pool.metrics)
+    for _ in range(2):
+        core.relay.relay(handle, [(msg.W_METRICS, {'c': {'n_total': {(): 3}}})])
+    assert core.observe.user[pool].counters['n_total'] == {(): 6}
+
+
+# -- the worker's self.metrics -----------------------------------------------------------
+
+class Counting(workers.Worker):
+    @workers.api('/count/{n:int}', 'GET')
+    def count(self, request):
+        self.metrics['hits_total'].inc(request.path_params['n'], kind='a')
+        return {'ok': True}
+
+    @workers.api('/bad', 'GET')
+    def bad(self, request):
+        self.metrics['missing'].inc()
+
+
+def test_worker_client_with_metrics():
+    client = WorkerClient(Counting, metrics=[
+        workers.Counter('hits_total', 'Hits', labels=['kind'])])
+    assert client.get('/count/3').status == 200
+    assert client.get('/count/2').status == 200
+    assert client.metric_totals.counters == {'hits_total': {('a',): 5}}
+    reply = client.get('/bad')
+    assert reply.status == 500
+    assert any("no metric 'missing'" in record.message
+               for record in client.logs)
+
+
+def test_a_member_named_metrics_is_the_users():
+    class Own(workers.Worker):
+        def metrics(self):
+            return 'mine'
+
+    class Assigns(workers.Worker):
+        def setup(self):
+            self.metrics = {'mine': 1}
+
+    assert WorkerClient(Own).worker.metrics() == 'mine'
+    assert WorkerClient(Assigns).worker.metrics == {'mine': 1}

@@ -11,6 +11,7 @@ from .dispatcher import (
 from .log import (
     LOG_CRITICAL, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARNING, Logger)
 from .messages import DEFERRED, RejectRequest, Request, Response
+from .metrics import Counter, Gauge, Histogram, MetricError, UnknownMetric
 from .pool import WorkerPool
 from .routing import api, sync
 from .worker import ApiHandler, Worker
@@ -18,9 +19,9 @@ from .worker import ApiHandler, Worker
 __version__ = '1.2.0'
 
 __all__ = [
-    'ApiHandler', 'DEFERRED', 'Dispatcher', 'LOG_CRITICAL', 'LOG_DEBUG',
+    'ApiHandler', 'Counter', 'DEFERRED', 'Dispatcher', 'Gauge', 'Histogram', 'LOG_CRITICAL', 'LOG_DEBUG',
     'LOG_ERROR', 'LOG_INFO', 'LOG_WARNING', 'Logger', 'PENDING_COMPLETED',
     'PENDING_DISCONNECTED', 'PENDING_SHUTDOWN', 'PENDING_STREAM_CLOSED',
-    'PENDING_TIMEOUT', 'PENDING_WORKER_DIED', 'RejectRequest', 'Request',
-    'Response', 'Worker', 'WorkerPool', 'api', 'sync',
+    'MetricError', 'PENDING_TIMEOUT', 'PENDING_WORKER_DIED', 'RejectRequest',
+    'Request', 'Response', 'UnknownMetric', 'Worker', 'WorkerPool', 'api', 'sync',
 ]

@@ -8,6 +8,7 @@ longest prefix first, the options for the HTTP layer).
 
 from . import http as _http
 from . import log as _log
+from . import observe as _observe
 from . import static as _static
 from .pool import WorkerPool
 
@@ -50,14 +51,16 @@ class DispatcherSettings:
     def __init__(self, port=8080, address='0.0.0.0', pools=None,
                  static_routes=None, shutdown_timeout=10, max_pending=1000,
                  ssl_context=None, log_level=_log.LOG_INFO, use_logging=False,
-                 log_format=None, access_log=False, owner=None,
-                 **http_options):
+                 log_format=None, access_log=False, metrics_path=None,
+                 dashboard_path=None, owner=None, **http_options):
         self.given = dict(
             port=port, address=address, pools=pools,
             static_routes=static_routes, shutdown_timeout=shutdown_timeout,
             max_pending=max_pending, ssl_context=ssl_context,
             log_level=log_level, use_logging=use_logging,
-            log_format=log_format, access_log=access_log, **http_options)
+            log_format=log_format, access_log=access_log,
+            metrics_path=metrics_path, dashboard_path=dashboard_path,
+            **http_options)
         self.port = check_port(port)
         if not isinstance(address, str):
             raise TypeError(f"Dispatcher address must be a str, not {address!r}")
@@ -76,6 +79,13 @@ class DispatcherSettings:
         self.use_logging = check_flag(use_logging, 'use_logging')
         self.log_style = _log.check_format(log_format)
         self.access_log = check_access_log(access_log)
+        self.access_format = _observe.check_access_format(self.access_log)
+        self.metrics_path = _observe.check_path(metrics_path, 'metrics_path')
+        self.dashboard_path = _observe.check_path(dashboard_path,
+                                                  'dashboard_path')
+        if self.metrics_path and self.metrics_path == self.dashboard_path:
+            raise ValueError("Dispatcher metrics_path and dashboard_path "
+                             f"are the same path {self.metrics_path!r}")
         self.static = static_mounts(static_routes)
         self.http_options = http_settings(http_options, self.max_pending)
 

@@ -26,8 +26,8 @@ from . import hooks as _hooks
 from . import http as _http
 from . import log as _log
 from . import messages as _msg
+from . import observe as _observe
 from . import replies as _replies
-from . import systemd as _systemd
 from .intake import Intake
 from .loop import Loop, Signals
 from .pending import (
@@ -35,6 +35,7 @@ from .pending import (
 from .backpressure import Backpressure
 from .control import Control
 from .delivery import Delivery
+from .front import Front
 from .relay import Relay
 from .retirement import Retirements
 from .shutdown import Shutdown
@@ -78,9 +79,9 @@ class Core:
         self.stop_requested = None
         self.hurry = False
         self.queue_warned = {}
-        self.accept_warned = 0.0
         self.intake = Intake(self)
         self.backpressure = Backpressure(self)
+        self.front = Front(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
         self.retirements = Retirements(self)
@@ -88,6 +89,7 @@ class Core:
         self.control = Control(self)
         for pool in self.pools:
             pool.core = self
+        self.observe = _observe.create(self)
 
     def configure(self, **overrides):
         """Apply Dispatcher keyword arguments again, over those it was built
@@ -104,6 +106,9 @@ class Core:
             pool.core = self
         self.log_level = self.log.level = settings.log_level
         self.log_style = settings.log_style or self.log_style
+        if self.observe is not None:
+            self.log_taps.remove(self.observe.tap)
+        self.observe = _observe.create(self)
         self.intake = Intake(self)
         self.backpressure = Backpressure(self)
 
@@ -233,12 +238,12 @@ class Core:
             self.supervisor.reap()
 
     def start(self):
-        self.raise_fd_limit()
+        self.front.raise_fd_limit()
         self.loop.open(self.on_wake)
         self.signals = Signals(self.loop.wakeup, self.request_stop,
                                self.control.request_action)
         self.signals.install()
-        self.listen()
+        self.front.listen()
         for pool in self.pools:
             self.supervisor.start_pool(pool)
         settings = self.settings
@@ -253,51 +258,8 @@ class Core:
             self.loop.call_at(now + pool.heartbeat_interval,
                               self.supervisor.check_health, pool)
         self.control.start(now)
-
-    def listen(self):
-        """Bind the port, or take the socket systemd (or the dispatcher this
-        one upgrades) passed on as fd 3 (LISTEN_FDS)."""
-        settings = self.settings
-        inherited = None
-        fds = _systemd.listen_fds()
-        if fds:
-            _systemd.forget_listen_fds()
-            inherited = _systemd.inherited_socket(fds[0])
-            if len(fds) > 1:
-                self.log.warning("socket activation passed %d sockets; "
-                                 "serving the first only", len(fds))
-            for extra in fds[1:]:
-                _os.close(extra)
-        try:
-            self.server = _http.Server(
-                self, settings.address, settings.port, settings.ssl_context,
-                self.loop.clients.selector, listening=inherited,
-                **settings.http_options)
-        except OSError as err:
-            self.log.critical("cannot listen on %s:%s: %s", settings.address,
-                              settings.port, err)
-            raise
-        _os.set_inheritable(self.server.socket.fileno(), False)
-
-    def raise_fd_limit(self):
-        connections = self.settings.http_options['max_waiting_clients']
-        want = connections + 256 + 4 * sum(pool.num_workers
-                                            for pool in self.pools)
-        try:
-            import resource  # pylint: disable=import-outside-toplevel
-            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            if soft != resource.RLIM_INFINITY and soft < want:
-                target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-                if target > soft:
-                    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-                    soft = target
-            if soft != resource.RLIM_INFINITY and soft < want:
-                self.log.warning(
-                    "open file limit is %d, below the %d connections allowed; "
-                    "raise it (ulimit -n) or lower max_pending", soft,
-                    connections)
-        except (ImportError, ValueError, OSError):
-            pass
+        if self.observe is not None:
+            self.observe.start(now)
 
     def idle_tick(self, now):
         self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)
@@ -384,7 +346,7 @@ class Core:
                 try:
                     self.intake.on_request(ready)
                 except Exception as err:  # pylint: disable=broad-except
-                    self.connection_failed(ready, err)
+                    self.front.connection_failed(ready, err)
                     ready.close()
 
     def housekeeping(self):
@@ -402,7 +364,7 @@ class Core:
 
     def event_failed(self, data, err):
         if isinstance(data, _http.Connection):
-            self.connection_failed(data, err)
+            self.front.connection_failed(data, err)
             data.close()
         else:
             self.log.error("event handler %r failed: %r\n%s", data, err,
@@ -424,6 +386,8 @@ class Core:
         worker told when it still holds it, the user's hooks called."""
         if not self.pending.finish(pending, reason):
             return False
+        if self.observe is not None:
+            self.observe.pooled(pending)
         handle = pending.worker
         if handle is not None:
             held = handle.held.pop(pending.request_id, None) is not None
@@ -443,6 +407,8 @@ class Core:
         if pending.done:
             return
         client = pending.client
+        if pending.status is None:
+            pending.status = status
         hold = self.hooks.overridden('on_pending_removed')
         if hold:
             client.hold()
@@ -466,6 +432,8 @@ class Core:
                     "request %s (%s %s) timed out after %ss in pool %s",
                     pending.request_id, pending.method, pending.client.path,
                     pool.timeout, pool.name)
+                if self.observe is not None:
+                    self.observe.timed_out(pool)
                 self.fail(pending, 504, {'error': 'Gateway Timeout'},
                           PENDING_TIMEOUT)
 
@@ -494,35 +462,6 @@ class Core:
                     "pool %s: %d requests queued (queue_warning=%d)",
                     pool.name, size, pool.queue_warning)
 
-    # -- callbacks from the HTTP layer ------------------------------------------
-
-    def connection_failed(self, connection, err):
-        self.log.error("connection from %s failed: %r\n%s",
-                       _peer(connection), err,
-                       ''.join(_traceback.format_exception(
-                           type(err), err, err.__traceback__)).rstrip())
-
-    def client_gone(self, pending):
-        """The client of a pooled request closed (or was closed): it ends
-        as disconnected, an open stream included."""
-        self.end(pending, PENDING_DISCONNECTED)
-
-    def client_stalled(self, connection, limit):
-        self.log.warning(
-            "dropping %s: it read nothing for %ss with %d bytes waiting",
-            _peer(connection), limit, connection.send_buffer_size)
-
-    def accept_exhausted(self, err):
-        """accept() failed for lack of file descriptors: pause accepting
-        briefly instead of spinning on the listening socket."""
-        now = _monotonic()
-        if now - self.accept_warned > 10:
-            self.accept_warned = now
-            self.log.error("cannot accept connections: %s; pausing accept "
-                           "for 0.5 s", err)
-        self.server.pause_accepting()
-        self.loop.call_at(now + 0.5, lambda _now: self.server.resume_accepting())
-
     # -- after run() ------------------------------------------------------------------
 
     def cleanup(self):
@@ -538,10 +477,3 @@ class Core:
         self.control.notifier.close()
         self.user_fds = None
         self.delivery.dirty = set()
-
-
-def _peer(connection):
-    try:
-        return connection.socket_address
-    except Exception:  # pylint: disable=broad-except
-        return '?'

@@ -18,10 +18,11 @@ from . import static as _static
 
 def sync_table(cls):
     """The RouteTable of a Dispatcher class's @sync routes, or None.
-    Targets are (name, member): handlers are bound from the class."""
+    Targets are (name, member, pattern text): handlers are bound from the
+    class."""
     table = _routing.RouteTable()
     for name, member, pattern, methods in _routing.class_routes(cls):
-        table.add(pattern, methods, (name, member))
+        table.add(pattern, methods, (name, member, pattern.text))
     return table if len(table) else None
 
 
@@ -40,6 +41,10 @@ class Intake:
     # -- routing -------------------------------------------------------------
 
     def on_request(self, client):
+        observe = self.core.observe
+        if observe is not None:
+            observe.on_request(self, client)  # the same, with every answer counted
+            return
         if self.core.stopping and not self.core.handing_over:
             _replies.refuse_while_stopping(client)
             return
@@ -55,16 +60,22 @@ class Intake:
             allowed = params
         pool = self.core.find_pool(client.path)
         if pool is None:
-            if allowed:
-                client.respond({'error': 'Method Not Allowed'}, status=405,
-                               headers={'allow': ', '.join(allowed)})
-            else:
-                client.respond({'error': 'Not Found'}, status=404)
+            self.not_found(client, allowed)
             return
         if self.hooks.overridden('do_check') and not self.check(
                 client, 'do_check'):
             return
         self.admit(client, pool)
+
+    def not_found(self, client, allowed):
+        """405 when the path is served under other methods, else 404;
+        the status."""
+        if allowed:
+            client.respond({'error': 'Method Not Allowed'}, status=405,
+                           headers={'allow': ', '.join(allowed)})
+            return 405
+        client.respond({'error': 'Not Found'}, status=404)
+        return 404
 
     def check(self, client, name):
         """Run a do_check hook; False when it refused (answered) the request."""
@@ -122,7 +133,7 @@ class Intake:
     # -- sync handlers -----------------------------------------------------------
 
     def run_sync(self, client, route, params):
-        name, member = route
+        name, member = route[:2]
         if self.hooks.overridden('do_check_sync') and not self.check(
                 client, 'do_check_sync'):
             return
@@ -163,6 +174,7 @@ class Intake:
             _replies.answer_error(client, 503, *refused)
             return
         pending = self.core.pending.open(client, pool, self.core.now())
+        pending.path = client.path
         if self.hooks.overridden('on_request_accepted'):
             pending.context = self.hooks.call(
                 'on_request_accepted', pending.request_id, client, pool)

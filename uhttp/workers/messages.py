@@ -18,9 +18,12 @@ M_DISCONNECT = 4    # (M_DISCONNECT, request_id)
 
 # worker -> dispatcher
 W_READY = 20        # (W_READY,) setup() finished
-W_RESPONSE = 21     # (W_RESPONSE, request_id, status, headers, body, kind, cookies)
-W_DEFERRED = 22     # (W_DEFERRED, request_id) handler returned, answer comes later
-W_STREAM_START = 23  # (W_STREAM_START, request_id, status, headers, cookies)
+W_RESPONSE = 21     # (W_RESPONSE, request_id, status, headers, body, kind, cookies
+#                      [, route, started])
+W_DEFERRED = 22     # (W_DEFERRED, request_id[, route, started]) handler returned,
+#                      answer comes later
+W_STREAM_START = 23  # (W_STREAM_START, request_id, status, headers, cookies
+#                       [, route, started])
 W_STREAM_DATA = 24  # (W_STREAM_DATA, request_id, bytes)
 W_STREAM_END = 25   # (W_STREAM_END, request_id)
 W_LOG = 26          # (W_LOG, name, level, text)
@@ -29,6 +32,13 @@ W_RESUME = 28       # (W_RESUME,)
 W_BOUNCE = 29       # (W_BOUNCE, request_id, seq) taken while paused: give to another
 W_FORWARD = 30      # (W_FORWARD, route, data)
 W_RETURNED = 31     # (W_RETURNED, [seq, ...]) recalled: these were never started
+W_ROUTES = 32       # (W_ROUTES, (pattern text, ...)) once, as the worker's loop starts
+W_METRICS = 33      # (W_METRICS, deltas) user metrics since the last one (metrics.py)
+# The optional `route, started` of an answer: the index in the worker's
+# W_ROUTES of the @api pattern that matched (-1: none did) and the
+# time.monotonic() at which the worker started the request. A worker may
+# leave them out (the dispatcher then counts the route as '').
+NO_ROUTE = -1
 
 # body kinds: how the dispatcher can rebuild `Response.data` when asked
 BODY_NONE = 0
@@ -249,7 +259,7 @@ class Request:
     __slots__ = (
         'request_id', 'method', 'path', 'path_params', 'query', 'data',
         'headers', 'remote_address', 'context', '_content_type', '_cookies',
-        '_worker', '_state', '_released', '_handler')
+        '_worker', '_state', '_released', '_handler', '_route', '_started')
 
     # _state values
     _OPEN = 0
@@ -275,6 +285,8 @@ class Request:
         self._state = self._OPEN
         self._released = False
         self._handler = None
+        self._route = NO_ROUTE
+        self._started = None
 
     def __repr__(self):
         return (f"Request(request_id={self.request_id!r}, "
@@ -501,4 +513,17 @@ def set_handler(request, handler):
 
 def handler_of(request):
     return request._handler
+
+
+def set_route(request, route, started=None):
+    """Remember the matched route's index (and, given, when the request
+    started) for the dispatcher's metrics."""
+    request._route = NO_ROUTE if route is None else route
+    if started is not None:
+        request._started = started
+
+
+def route_info(request):
+    """The (route, started) an answer to `request` carries."""
+    return request._route, request._started
 

@@ -42,7 +42,8 @@ class _PendingRequest:
     """
 
     __slots__ = ('request_id', 'client', 'pool', 'worker', 'state',
-                 'deadline', 'accepted', 'context', 'method', 'reason')
+                 'deadline', 'accepted', 'context', 'method', 'reason',
+                 'path', 'route', 'started', 'status', 'size', 'head_at')
 
     def __init__(self, request_id, client, pool, now):
         self.request_id = request_id
@@ -55,6 +56,15 @@ class _PendingRequest:
         self.context = None
         self.method = client.method
         self.reason = None       # the PENDING_* reason it ended with
+        # for metrics and the access log: the path asked for, the route
+        # index the worker matched and when it started the request, the
+        # status and body size the client got, when a stream's head went
+        self.path = None
+        self.route = None
+        self.started = None
+        self.status = None
+        self.size = None
+        self.head_at = None
 
     @property
     def done(self):

@@ -16,6 +16,7 @@ from . import channel as _channel
 from . import heartbeat as _heartbeat
 from . import log as _log
 from . import messages as _msg
+from . import metrics as _metrics
 from . import routing as _routing
 from .policy import (  # noqa: F401  (re-exported)
     BACKOFF_CAP, BACKOFF_FIRST, STABLE_AFTER, RestartPolicy, SlotRecord)
@@ -132,6 +133,7 @@ class WorkerHandle:
         self.stopping = False
         self.restart_at = None
         self.exitcode = None
+        self.routes = ()         # its worker's route patterns (W_ROUTES)
 
     @property
     def alive(self):
@@ -250,7 +252,7 @@ class WorkerPool:
                  worker_memory_limit_mb=None, recovery_interval=None,
                  permanent_failure_exitcode=None, reload_batch=1,
                  retire_timeout=30, max_requests=None, max_requests_jitter=0,
-                 max_worker_rss_mb=None, **kwargs):
+                 max_worker_rss_mb=None, metrics=None, **kwargs):
         if not (isinstance(worker_class, type) and issubclass(worker_class, Worker)):
             raise TypeError(
                 f"WorkerPool worker_class must be a Worker subclass, "
@@ -261,6 +263,7 @@ class WorkerPool:
                     f"WorkerPool keyword {name!r} is reserved (set by the pool)")
         self.worker_class = worker_class
         self.kwargs = kwargs
+        self.metrics = _metrics.check_declarations(metrics)
         self.name = worker_class.__name__
         self.routes = None
         self._router = None

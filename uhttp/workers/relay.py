@@ -33,6 +33,8 @@ class Relay:
             _msg.W_PAUSE: self.pause,
             _msg.W_RESUME: self.resume,
             _msg.W_FORWARD: self.forward,
+            _msg.W_ROUTES: self.routes,
+            _msg.W_METRICS: self.metrics,
         }
 
     # -- reading a worker's pipe ---------------------------------------------
@@ -66,18 +68,22 @@ class Relay:
     # -- answers ----------------------------------------------------------------
 
     def response(self, handle, message):
-        _, request_id, status, headers, body, kind, cookies = message
+        request_id, status, headers, body, kind, cookies = message[1:7]
         handle.pool.scheduler.release(handle, request_id)
         handle.held.pop(request_id, None)
         pending = self.table.get(request_id)
         if pending is None:
             return  # fire-and-forget (-1), or it ended meanwhile
+        if len(message) > 8 and pending.route is None:
+            pending.route, pending.started = message[7], message[8]
         client = pending.client
         hold = self.hooks.overridden('on_response') or self.hooks.overridden(
             'on_pending_removed')
         if hold:
             client.hold()
         status = self.send(pending, status, headers, body, cookies)
+        pending.status = status
+        pending.size = 0 if pending.method == 'HEAD' else len(body)
         response = None
         if self.hooks.overridden('on_response'):
             response = _msg.response_from_wire(
@@ -102,7 +108,7 @@ class Relay:
             _replies.answer_error(client, 500)
             return 500
         except Exception as err:  # pylint: disable=broad-except
-            self.core.connection_failed(client, err)
+            self.core.front.connection_failed(client, err)
             client.pending = None
             client.close()
         return status
@@ -114,20 +120,26 @@ class Relay:
         if item is not None and pending is not None:
             handle.held[request_id] = item
             _pending.held(pending)
+            if len(message) > 3:
+                pending.route, pending.started = message[2], message[3]
 
     # -- streams ---------------------------------------------------------------
 
     def stream_start(self, handle, message):
-        _, request_id, status, headers, cookies = message
+        request_id, status, headers, cookies = message[1:5]
         item = handle.pool.scheduler.release(handle, request_id)
         pending = self.table.get(request_id)
         if pending is None:
             return
+        if len(message) > 6 and pending.route is None:
+            pending.route, pending.started = message[5], message[6]
         handle.held[request_id] = item if item is not None else pending
         client = pending.client
         if pending.streaming or not client.is_open or client.response_started:
             return
         self.table.stream_started(pending)
+        pending.status = status
+        pending.head_at = self.core.now()
         try:
             client.start_stream(status, headers, cookies)
         except Exception as err:  # pylint: disable=broad-except
@@ -135,6 +147,7 @@ class Relay:
                            request_id, err)
             client.pending = None
             _replies.answer_error(client, 500)
+            pending.status = 500
             self.core.end(pending, PENDING_COMPLETED, tell_worker=True)
 
     def stream_data(self, handle, message):
@@ -188,3 +201,10 @@ class Relay:
 
     def forward(self, handle, message):
         self.hooks.call('on_forward', message[1], message[2])
+
+    def routes(self, handle, message):
+        handle.routes = tuple(message[1])
+
+    def metrics(self, handle, message):
+        if self.core.observe is not None:
+            self.core.observe.worker_metrics(handle, message[1])

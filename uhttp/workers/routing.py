@@ -128,6 +128,8 @@ class RouteTable:
         self._static = {}    # path -> {method or None: target}
         self._dynamic = []   # [(Pattern, {method or None: target})]
         self._dynamic_index = {}
+        self.patterns = []   # pattern texts, in the order first added
+        self._position = {}  # pattern text -> its index in `patterns`
 
     def __len__(self):
         return (sum(len(v) for v in self._static.values())
@@ -137,6 +139,9 @@ class RouteTable:
         """Add a route; `pattern` is a str or Pattern, methods a tuple."""
         if not isinstance(pattern, Pattern):
             pattern = Pattern(pattern)
+        if pattern.text not in self._position:
+            self._position[pattern.text] = len(self.patterns)
+            self.patterns.append(pattern.text)
         if pattern.is_static:
             by_method = self._static.setdefault(pattern.text, {})
         else:
@@ -179,6 +184,24 @@ class RouteTable:
                 allowed.add('HEAD')
             return None, sorted(allowed)
         return None, None
+
+    def find(self, method, path):
+        """lookup() plus which pattern matched: (target, params, index),
+        `index` being the pattern's position in `patterns` (None when no
+        target was found)."""
+        by_method = self._static.get(path)
+        if by_method is not None:
+            target = self._pick(by_method, method)
+            if target is not None:
+                return target, {}, self._position[path]
+        for pattern, by_method in self._dynamic:
+            params = pattern.match(path)
+            if params is None:
+                continue
+            target = self._pick(by_method, method)
+            if target is not None:
+                return target, params, self._position[pattern.text]
+        return (None,) + self.lookup(method, path)[1:] + (None,)
 
 
 class PrefixRoutes:

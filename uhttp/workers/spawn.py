@@ -32,6 +32,7 @@ class WorkerSpec:
         self.heartbeat_interval = pool.heartbeat_interval
         self.memory_limit_mb = pool.worker_memory_limit_mb
         self.configs = list(pool.configs)
+        self.metrics = pool.metrics
         self.parent_pid = parent_pid
 
 

@@ -128,6 +128,8 @@ class Supervisor:
         was_ready = handle.ready
         served = handle.slot.read()[2] > 0  # it started at least one request
         handle.exited(exitcode)
+        if self.core.observe is not None:
+            self.core.observe.worker_gone(handle)
         pool = handle.pool
         pool.scheduler.withdraw(handle)
         victims, requeue = pool.scheduler.split_inflight(handle)
@@ -193,6 +195,8 @@ class Supervisor:
             return
         if decision.degrade:
             self.degrade(pool, now)
+        if self.core.observe is not None:
+            self.core.observe.restarted(handle, restart_reason(handle))
         self.schedule_restart(handle, now, decision.delay)
         self.after_capacity_change(pool)
 
@@ -332,3 +336,12 @@ class Supervisor:
                     handle.alive = False
                 self.close_fds(handle)
                 handle.release_slot()
+
+
+def restart_reason(handle):
+    """Why `handle`'s worker is restarted, as a metrics label: 'died',
+    'stuck', or the reason it was killed for."""
+    why = handle.kill_reason
+    if why is None:
+        return 'died'
+    return str(why).replace(' ', '_')

@@ -14,6 +14,7 @@ import traceback as _traceback
 from . import fds as _fds
 from . import log as _log
 from . import messages as _msg
+from . import metrics as _metrics
 from . import namespace as _ns
 from . import routing as _routing
 
@@ -46,6 +47,22 @@ class _Info:
         if instance is None:
             return self
         return getattr(instance.__dict__[_ns.STATE], self.field)
+
+
+class _MetricsView:
+    """`self.metrics`: the pool's declared metrics by name (a non-data
+    descriptor like _Info: a member of the subclass named `metrics` wins)."""
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        state = instance.__dict__[_ns.STATE]
+        found = getattr(state.runtime, 'metrics', None)
+        if found is None:
+            found = _metrics.WorkerMetrics((), state.pool_name)
+            if state.runtime is not None:
+                state.runtime.metrics = found
+        return found
 
 
 class ApiHandler:
@@ -92,6 +109,7 @@ class Worker:
     worker_id = _Info('worker_id', "This worker's slot in its pool (0..N-1).")
     pool_name = _Info('pool_name', "The name of this worker's pool.")
     pid = _Info('pid', "This worker's process id.")
+    metrics = _MetricsView()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -284,7 +302,7 @@ class _WorkerState:
             message = _msg.error_message(request.request_id, 500)
         _msg.mark_answered(request)
         runtime.open_requests.pop(request.request_id, None)
-        runtime.send(message)
+        runtime.send(message + _msg.route_info(request))
         return True
 
     def start_stream(self, request, content_type, headers, cookies):
@@ -306,7 +324,7 @@ class _WorkerState:
         if request.request_id != -1:
             runtime.open_requests[request.request_id] = request
         runtime.send((_msg.W_STREAM_START, request.request_id, 200,
-                      headers, cookies))
+                      headers, cookies) + _msg.route_info(request))
         return True
 
     def stream_data(self, request, data):

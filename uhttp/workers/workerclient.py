@@ -19,6 +19,7 @@ import uhttp.server as _server
 
 from . import log as _log
 from . import messages as _msg
+from . import metrics as _metrics
 from . import worker as _worker
 from . import workerloop as _workerloop
 
@@ -59,6 +60,7 @@ class _LocalRuntime:
         self.busy = 0.0
         self.count = 0
         self.exit_code = 0
+        self.metrics = None
 
     def send(self, message):
         self.client._received(message)
@@ -149,7 +151,7 @@ class WorkerClient(Verbs):
     """A worker of `worker_class` in this process, and a client for it."""
 
     def __init__(self, worker_class, *, worker_id=0, pool_name=None,
-                 configs=(), log_level=_log.LOG_DEBUG,
+                 configs=(), log_level=_log.LOG_DEBUG, metrics=None,
                  **kwargs):
         self.logs = []
         self.forwarded = []
@@ -157,6 +159,14 @@ class WorkerClient(Verbs):
         self.responses = {}
         self._last_id = 0
         self.runtime = _LocalRuntime(self, log_level)
+        # the pool's declarations: self.metrics works as in a pool, and
+        # what the handlers counted adds up in metric_totals (counters,
+        # histograms, gauges: see metrics.PoolTotals) after each request
+        declared = _metrics.check_declarations(metrics)
+        self.metric_totals = _metrics.PoolTotals(declared)
+        if declared:
+            self.runtime.metrics = _metrics.WorkerMetrics(
+                declared, pool_name or worker_class.__name__)
         _worker.set_runtime(self.runtime)
         try:
             self.worker = worker_class(worker_id=worker_id, pool_name=pool_name,
@@ -186,6 +196,8 @@ class WorkerClient(Verbs):
                    context)
         _workerloop.handle_message(self.worker, self.runtime, self.table,
                                    message)
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.flush(self.runtime.send, 0.0)
         return response
 
 
@@ -235,6 +247,10 @@ class WorkerClient(Verbs):
             self.logs.append(LogRecord(message[1], message[2], message[3]))
         elif kind == _msg.W_FORWARD:
             self.forwarded.append((message[1], message[2]))
+        elif kind == _msg.W_METRICS:
+            self.metric_totals.add(self.worker, message[1])
+        elif kind == _msg.W_ROUTES:
+            pass
         elif kind in (_msg.W_PAUSE, _msg.W_RESUME):
             self.paused = kind == _msg.W_PAUSE
         else:
@@ -245,7 +261,7 @@ class WorkerClient(Verbs):
     @staticmethod
     def _answer(response, kind, message):
         if kind == _msg.W_RESPONSE:
-            _, _, status, headers, body, body_kind, cookies = message
+            _, _, status, headers, body, body_kind, cookies = message[:7]
             response.status = status
             response.headers = {name.lower(): value
                                 for name, value in headers or ()}

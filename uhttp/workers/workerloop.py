@@ -19,6 +19,7 @@ from . import backlog as _backlog
 from . import channel as _channel
 from . import log as _log
 from . import messages as _msg
+from . import metrics as _metrics
 from . import routing as _routing
 from . import worker as _worker
 
@@ -97,6 +98,7 @@ class _Runtime:
         self.busy = 0.0          # seconds spent running requests
         self.count = 0           # requests run
         self.exit_code = EXIT_OK
+        self.metrics = None      # the pool's user metrics (metrics.WorkerMetrics)
 
     def send(self, message):
         try:
@@ -154,6 +156,7 @@ _WAKE = 'wake'  # selector data of the recall thread's wake-up pipe
 def _serve(worker, runtime):
     """The worker loop: requests, control messages, user fds, on_idle()."""
     table = build_table(worker)
+    runtime.send((_msg.W_ROUTES, tuple(table.patterns)))
     slot = runtime.slot
     selector = runtime.selector
     # non-blocking: the recall thread may empty the pipe after select()
@@ -199,6 +202,8 @@ def _serve(worker, runtime):
                 data.handle_event(key.fileobj, mask)
         if now >= next_idle:
             next_idle = now + interval
+            if runtime.metrics is not None:
+                runtime.metrics.flush(runtime.send, now)
             try:
                 worker.on_idle()
             except Exception as err:  # pylint: disable=broad-except
@@ -282,6 +287,7 @@ def handle_request(worker, runtime, table, message):
     request = _msg.Request(
         request_id, method, path, query=query, headers=headers,
         remote_address=remote_address, context=context)
+    _msg.set_route(request, None, started)
     _msg.attach(request, _worker.state_of(worker))
     if parsed:
         request.data = body
@@ -291,15 +297,18 @@ def handle_request(worker, runtime, table, message):
     if reply is None:
         reply = _run_handler(worker, table, request)
     if reply is not None:
-        runtime.send(reply)
+        runtime.send(reply + _msg.route_info(request))
     elif not _msg.is_released(request):
         _msg.mark_released(request)
         if _msg.is_unanswered(request) and request_id != -1:
             runtime.open_requests[request_id] = request
-        runtime.send((_msg.W_DEFERRED, request_id))
+        runtime.send((_msg.W_DEFERRED, request_id) + _msg.route_info(request))
     runtime.slot.idle()
-    runtime.busy += _monotonic() - started
+    now = _monotonic()
+    runtime.busy += now - started
     runtime.count += 1
+    if runtime.metrics is not None and runtime.metrics.dirty:
+        runtime.metrics.flush_due(runtime.send, now)
 
 
 def _run_handler(worker, table, request):
@@ -310,7 +319,9 @@ def _run_handler(worker, table, request):
         try:
             result = worker.do_check(request)
             if result is None:
-                handler, params = table.lookup(request.method, request.path)
+                handler, params, route = table.find(request.method,
+                                                    request.path)
+                _msg.set_route(request, route)
                 if handler is None:
                     if params is None:
                         return _msg.error_message(request.request_id, 404)
@@ -411,6 +422,9 @@ def child_main(spec):
                            spec.log_level, spec.heartbeat_interval,
                            spec.recall_fd)
         runtime.parent_pid = spec.parent_pid
+        if spec.metrics:
+            runtime.metrics = _metrics.WorkerMetrics(spec.metrics,
+                                                     spec.pool_name)
         _worker.set_runtime(runtime)
         _process_runtime[0] = runtime
         code = _run_worker(spec, runtime)
@@ -511,6 +525,11 @@ def _run_worker(spec, runtime):
         try:
             worker.log.error("teardown() failed: %r\n%s", err,
                              _traceback.format_exc().rstrip())
+        except StopWorker:
+            pass
+    if runtime.metrics is not None:
+        try:
+            runtime.metrics.flush(runtime.send, _monotonic())
         except StopWorker:
             pass
     return code

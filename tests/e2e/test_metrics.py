@@ -1,0 +1,321 @@
+"""/metrics scraped with prometheus_client's own parser from a real
+dispatcher and real workers: counts against the requests sent, under
+load, through a worker's death, timeouts and refusals; the access log;
+the dashboard's data and events."""
+
+import concurrent.futures as _futures
+import json
+import os
+import signal
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import uhttp.workers as workers
+from uhttp.workers.testing import TestServer
+
+P = 'uhttp_workers_'
+
+
+class Jobs(workers.Worker):
+    @workers.api('/api/item/{id:int}', 'GET')
+    def item(self, request):
+        self.metrics['jobs_total'].inc(kind='item')
+        self.metrics['job_seconds'].observe(0.2)
+        self.metrics['cache_items'].set(request.path_params['id'])
+        return {'id': request.path_params['id']}
+
+    @workers.api('/api/slow', 'GET')
+    def slow(self, request):
+        time.sleep(float(request.query.get('s', '2')) if request.query else 2)
+        return {'slow': True}
+
+    @workers.api('/api/pid', 'GET')
+    def get_pid(self, request):
+        return {'pid': os.getpid()}
+
+    @workers.api('/api/events', 'GET')
+    def events(self, request):
+        request.response_stream()
+        request.send_event(data={'n': 1})
+        request.response_stream_end()
+        return workers.DEFERRED
+
+
+class App(workers.Dispatcher):
+    @workers.sync('/health')
+    def health(self, client, path_params):
+        client.respond({'ok': True})
+
+    def do_check(self, client):
+        if client.headers.get('x-deny'):
+            client.respond({'error': 'unauthorized'}, status=401)
+            raise workers.RejectRequest()
+
+
+def jobs_pool(**kwargs):
+    kwargs.setdefault('num_workers', 2)
+    return workers.WorkerPool(Jobs, routes=['/api/**'], metrics=[
+        workers.Counter('jobs_total', 'Jobs done', labels=['kind']),
+        workers.Histogram('job_seconds', 'Job time', buckets=(0.1, 1.0)),
+        workers.Gauge('cache_items', 'Items cached')], **kwargs)
+
+
+def scrape(server, accept=None):
+    headers = {'Accept': accept} if accept else None
+    reply = server.get('/metrics', headers=headers)
+    assert reply.status == 200, reply
+    return reply, list(text_string_to_metric_families(reply.text))
+
+
+def value(families, name, **labels):
+    """The sample `name` with exactly these labels (0 when absent)."""
+    for family in families:
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0
+
+
+def total(families, name, **labels):
+    """Sum of the samples `name` whose labels include these."""
+    found = 0
+    for family in families:
+        for sample in family.samples:
+            if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()):
+                found += sample.value
+    return found
+
+
+def wait_for(check, timeout=10.0, what='the condition'):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def server():
+    with TestServer(App, [jobs_pool()], metrics_path='/metrics',
+                    dashboard_path='/_dashboard', access_log=True) as running:
+        yield running
+
+
+def test_counts_match_the_requests_sent_under_load(server):
+    sent = 400
+
+    def one(index):
+        return server.get(f'/api/item/{index % 50}').status
+
+    with _futures.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(one, index) for index in range(sent)]
+        # scrapes during the load parse too
+        for _ in range(5):
+            scrape(server)
+        statuses = [future.result(timeout=30) for future in futures]
+    assert statuses == [200] * sent
+    assert server.get('/api/none').status == 404
+    assert server.get('/nothing').status == 404
+    assert server.get('/health').status == 200
+    assert server.get('/api/item/1', headers={'x-deny': '1'}).status == 401
+    _, families = scrape(server)
+    route = '/api/item/{id:int}'
+    assert value(families, P + 'requests_total', pool='Jobs', route=route,
+                 method='GET', status='200') == sent
+    assert value(families, P + 'request_duration_seconds_count', pool='Jobs',
+                 route=route) == sent
+    assert value(families, P + 'request_duration_seconds_bucket', pool='Jobs',
+                 route=route, le='+Inf') == sent
+    assert value(families, P + 'requests_total', pool='Jobs', route='',
+                 method='GET', status='404') == 1
+    assert value(families, P + 'requests_total', pool='', route='',
+                 method='GET', status='404') == 1
+    assert value(families, P + 'requests_total', pool='', route='/health',
+                 method='GET', status='200') == 1
+    assert value(families, P + 'requests_total', pool='Jobs', route='',
+                 method='GET', status='401') == 1
+    assert value(families, P + 'rejected_total', pool='Jobs',
+                 reason='check') == 1
+    assert value(families, P + 'queue_wait_seconds_count', pool='Jobs') == sent + 1
+    assert value(families, P + 'workers', pool='Jobs', state='ready') + value(
+        families, P + 'workers', pool='Jobs', state='busy') == 2
+    assert value(families, P + 'queue_depth', pool='Jobs') == 0
+    assert value(families, P + 'requests_in_flight', pool='Jobs') == 0
+    assert value(families, P + 'connections_open') >= 1
+    assert value(families, P + 'worker_rss_bytes', pool='Jobs', slot='0') > 0
+    assert value(families, 'process_resident_memory_bytes') > 0
+    # user metrics arrive batched: wait for the last deltas
+    wait_for(lambda: value(scrape(server)[1], 'jobs_total', pool='Jobs',
+                           kind='item') == sent, what='jobs_total == sent')
+    _, families = scrape(server)
+    assert value(families, 'job_seconds_count', pool='Jobs') == sent
+    assert value(families, 'job_seconds_bucket', pool='Jobs', le='1.0') == sent
+    assert value(families, 'job_seconds_bucket', pool='Jobs', le='0.1') == 0
+    assert 0 <= total(families, 'cache_items', pool='Jobs') <= 98
+    # every request that reached the dispatcher's intake is counted once:
+    # ours, and the scrapes before the last one
+    counted = total(families, P + 'requests_total')
+    scrapes = value(families, P + 'requests_total', pool='', route='/metrics',
+                    method='GET', status='200')
+    assert counted == sent + 4 + scrapes
+    server.assert_no_errors()
+
+
+def test_openmetrics_when_the_scraper_asks(server):
+    reply, families = scrape(server, 'application/openmetrics-text; '
+                                     'version=1.0.0')
+    assert reply.headers['content-type'].startswith(
+        'application/openmetrics-text')
+    assert reply.text.rstrip().endswith('# EOF')
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics)
+    names = {family.name for family in openmetrics(reply.text)}
+    assert P + 'requests' in names and 'jobs' in names
+
+
+def test_a_killed_worker_counts_as_died_and_user_counters_keep_their_total(
+        server):
+    for index in range(20):
+        assert server.get(f'/api/item/{index}').status == 200
+    wait_for(lambda: value(scrape(server)[1], 'jobs_total', pool='Jobs',
+                           kind='item') == 20, what='the deltas')
+    victim = server.status()['pools'][0]['workers'][0]['pid']
+    os.kill(victim, signal.SIGKILL)
+
+    def restarted():
+        worker = server.status()['pools'][0]['workers'][0]
+        return worker['ready'] and worker['pid'] != victim
+    wait_for(restarted, what='the restart')
+    _, families = scrape(server)
+    assert value(families, P + 'worker_restarts_total', pool='Jobs',
+                 reason='died') == 1
+    assert value(families, 'jobs_total', pool='Jobs', kind='item') == 20
+    for index in range(10):
+        assert server.get(f'/api/item/{index}').status == 200
+    wait_for(lambda: value(scrape(server)[1], 'jobs_total', pool='Jobs',
+                           kind='item') == 30, what='the total to go on')
+    # the slot's CPU counter did not go back with the new process
+    assert value(scrape(server)[1], P + 'worker_cpu_seconds_total',
+                 pool='Jobs', slot='0') >= 0
+
+
+def test_timeouts_and_max_pending_refusals():
+    # the refusal comes once the full pool made no room for half a second
+    # (backpressure), before the slow request's 1.5 s timeout frees it
+    pool = jobs_pool(num_workers=1, timeout=1.5)
+    with TestServer(App, [pool], metrics_path='/metrics', max_pending=1,
+                    ) as server:
+        with _futures.ThreadPoolExecutor(2) as threads:
+            slow = threads.submit(server.get, '/api/slow?s=3')
+            time.sleep(0.2)
+            refused = server.get('/api/item/1')
+            assert slow.result(timeout=10).status == 504
+        assert refused.status == 503
+        _, families = scrape(server)
+        assert value(families, P + 'timeouts_total', pool='Jobs') == 1
+        assert value(families, P + 'requests_total', pool='Jobs', route='',
+                     method='GET', status='504') == 1
+        assert value(families, P + 'rejected_total', pool='Jobs',
+                     reason='max_pending') == 1
+        assert value(families, P + 'requests_total', pool='Jobs', route='',
+                     method='GET', status='503') == 1
+
+
+def test_streams_count_with_their_route(server):
+    events = list(server.sse('/api/events'))
+    assert [json.loads(event.data) for event in events] == [{'n': 1}]
+    _, families = wait_for(
+        lambda: (lambda r: r if value(r[1], P + 'requests_total', pool='Jobs',
+                                      route='/api/events', method='GET',
+                                      status='200') == 1 else None)(
+            scrape(server)), what='the stream to be counted')
+    assert value(families, P + 'streams_open', pool='Jobs') == 0
+
+
+def test_access_log_one_line_per_request(server):
+    assert server.get('/api/item/7').status == 200
+    assert server.get('/health').status == 200
+    assert server.get('/nothing').status == 404
+    assert server.get('/api/item/7', headers={'x-deny': '1'}).status == 401
+    lines = wait_for(lambda: (lambda found: found if len(found) >= 4 else None)(
+        [record.message for record in list(server.logs)
+         if record.name == 'access']), what='four access lines')
+    assert len(lines) == 4
+    assert lines[0].startswith('127.0.0.1 - - [')
+    assert '"GET /api/item/7" 200 9 ' in lines[0]
+    assert lines[0].endswith(('Jobs[0]', 'Jobs[1]'))
+    assert '"GET /health" 200' in lines[1] and lines[1].endswith('-[-]')
+    assert '"GET /nothing" 404' in lines[2]
+    assert '"GET /api/item/7" 401' in lines[3]
+
+
+def test_access_log_format():
+    with TestServer(App, [jobs_pool(num_workers=1)],
+                    access_log='{method} {path} {status} {route} {pool} '
+                               '{slot}') as server:
+        assert server.get('/api/item/2').status == 200
+        lines = wait_for(lambda: [record.message for record in
+                                  list(server.logs)
+                                  if record.name == 'access'] or None)
+        assert lines == ['GET /api/item/2 200 /api/item/{id:int} Jobs 0']
+
+
+def test_dashboard_page_data_and_events(server):
+    page = server.get('/_dashboard')
+    assert page.status == 200
+    assert page.headers['content-type'].startswith('text/html')
+    assert b'/_dashboard/events' in page.content
+    # no external asset: nothing to load from elsewhere (the SVG namespace
+    # is a name, not a fetch)
+    text = page.text.replace('http://www.w3.org/2000/svg', '')
+    assert 'http://' not in text and 'https://' not in text
+    assert '<link' not in text and 'src=' not in text and '@import' not in text
+    assert server.get('/api/item/1').status == 200
+    data = server.get('/_dashboard/data').json()
+    assert [pool['name'] for pool in data['pools']] == ['Jobs']
+    assert [worker['slot'] for worker in data['pools'][0]['workers']] == [0, 1]
+    stream = server.sse('/_dashboard/events', timeout=5)
+    first = next(stream)
+    assert first.event == 'status'
+    assert json.loads(first.data)['pools'][0]['name'] == 'Jobs'
+    second = next(stream)  # about a second later, from the loop's timer
+    assert json.loads(second.data)['time'] > json.loads(first.data)['time']
+    stream.close()
+
+
+def test_endpoints_are_gated_by_do_check_sync():
+    class Guarded(App):
+        def do_check_sync(self, client):
+            if client.headers.get('x-key') != 'k':
+                client.respond({'error': 'no'}, status=403)
+                raise workers.RejectRequest()
+
+    with TestServer(Guarded, [jobs_pool(num_workers=1)],
+                    metrics_path='/metrics',
+                    dashboard_path='/_dashboard') as server:
+        assert server.get('/metrics').status == 403
+        assert server.get('/_dashboard').status == 403
+        assert server.get('/_dashboard/events').status == 403
+        assert server.get('/metrics', headers={'x-key': 'k'}).status == 200
+        assert server.post('/metrics', headers={'x-key': 'k'}).status == 405
+
+
+def test_a_stuck_worker_counts_as_stuck():
+    pool = jobs_pool(num_workers=1, stuck_timeout=0.5, heartbeat_interval=0.1,
+                     timeout=10)
+    with TestServer(App, [pool], metrics_path='/metrics') as server:
+        assert server.get('/api/slow?s=3', timeout=10).status == 500
+        _, families = wait_for(
+            lambda: (lambda r: r if value(r[1], P + 'worker_restarts_total',
+                                          pool='Jobs', reason='stuck') == 1
+                     else None)(scrape(server)), what='the stuck restart')
+        assert value(families, P + 'worker_restarts_total', pool='Jobs',
+                     reason='died') == 0
+        assert value(families, P + 'requests_total', pool='Jobs', route='',
+                     method='GET', status='500') == 1

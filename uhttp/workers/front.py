@@ -1,0 +1,106 @@
+"""The dispatcher's HTTP front: the listening socket (bound, or inherited
+from systemd or from the dispatcher a hot upgrade replaces), the open-file
+limit it needs, and the callbacks the HTTP layer makes.
+"""
+
+import os as _os
+import time as _time
+import traceback as _traceback
+
+from . import http as _http
+from . import systemd as _systemd
+from .pending import PENDING_DISCONNECTED
+
+_monotonic = _time.monotonic
+
+
+class Front:
+    """The listening side of one dispatcher (`core`); the HTTP server's owner."""
+
+    def __init__(self, core):
+        self.core = core
+        self.log = core.log
+        self.accept_warned = 0.0
+
+    def listen(self):
+        """Bind the port, or take the socket systemd (or the dispatcher this
+        one upgrades) passed on as fd 3 (LISTEN_FDS)."""
+        core = self.core
+        settings = core.settings
+        inherited = None
+        fds = _systemd.listen_fds()
+        if fds:
+            _systemd.forget_listen_fds()
+            inherited = _systemd.inherited_socket(fds[0])
+            if len(fds) > 1:
+                self.log.warning("socket activation passed %d sockets; "
+                                 "serving the first only", len(fds))
+            for extra in fds[1:]:
+                _os.close(extra)
+        try:
+            core.server = _http.Server(
+                self, settings.address, settings.port, settings.ssl_context,
+                core.loop.clients.selector, listening=inherited,
+                **settings.http_options)
+        except OSError as err:
+            self.log.critical("cannot listen on %s:%s: %s", settings.address,
+                              settings.port, err)
+            raise
+        _os.set_inheritable(core.server.socket.fileno(), False)
+
+    def raise_fd_limit(self):
+        connections = self.core.settings.http_options['max_waiting_clients']
+        want = connections + 256 + 4 * sum(pool.num_workers
+                                            for pool in self.core.pools)
+        try:
+            import resource  # pylint: disable=import-outside-toplevel
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if soft != resource.RLIM_INFINITY and soft < want:
+                target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+                if target > soft:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                    soft = target
+            if soft != resource.RLIM_INFINITY and soft < want:
+                self.log.warning(
+                    "open file limit is %d, below the %d connections allowed; "
+                    "raise it (ulimit -n) or lower max_pending", soft,
+                    connections)
+        except (ImportError, ValueError, OSError):
+            pass
+
+    # -- callbacks from the HTTP layer ------------------------------------------
+
+    def connection_failed(self, connection, err):
+        self.log.error("connection from %s failed: %r\n%s",
+                       _peer(connection), err,
+                       ''.join(_traceback.format_exception(
+                           type(err), err, err.__traceback__)).rstrip())
+
+    def client_gone(self, pending):
+        """The client of a pooled request closed (or was closed): it ends
+        as disconnected, an open stream included."""
+        self.core.end(pending, PENDING_DISCONNECTED)
+
+    def client_stalled(self, connection, limit):
+        self.log.warning(
+            "dropping %s: it read nothing for %ss with %d bytes waiting",
+            _peer(connection), limit, connection.send_buffer_size)
+
+    def accept_exhausted(self, err):
+        """accept() failed for lack of file descriptors: pause accepting
+        briefly instead of spinning on the listening socket."""
+        now = _monotonic()
+        if now - self.accept_warned > 10:
+            self.accept_warned = now
+            self.log.error("cannot accept connections: %s; pausing accept "
+                           "for 0.5 s", err)
+        self.core.server.pause_accepting()
+        self.core.loop.call_at(
+            now + 0.5, lambda _now: self.core.server.resume_accepting())
+
+
+def _peer(connection):
+    try:
+        return connection.socket_address
+    except Exception:  # pylint: disable=broad-except
+        return '?'

@@ -1,0 +1,411 @@
+"""User metrics: declared on a pool, counted in its workers, exported by
+the dispatcher.
+
+    WorkerPool(JobWorker, metrics=[
+        Counter('jobs_total', 'Jobs done', labels=['kind']),
+        Histogram('job_seconds', 'Job time', buckets=(0.1, 1, 10)),
+        Gauge('cache_items', 'Items cached')])
+
+    # in the worker
+    self.metrics['jobs_total'].inc(kind='x')
+
+A worker adds to local deltas (`WorkerMetrics`) and sends them in one
+W_METRICS message at most every FLUSH_INTERVAL seconds after a request
+and once per heartbeat interval, never one message per call. The
+dispatcher adds the deltas into totals kept per pool (`PoolTotals`), so a
+counter keeps its total when the worker that counted dies; gauges are
+kept per worker slot. Pure logic: no processes, no pipes.
+"""
+
+import bisect as _bisect
+import math as _math
+import re as _re
+import threading as _threading
+
+_bisect_left = _bisect.bisect_left
+FLUSH_INTERVAL = 0.2
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0)
+COUNTER = 'counter'
+GAUGE = 'gauge'
+HISTOGRAM = 'histogram'
+
+_NAME = _re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*\Z')
+_LABEL = _re.compile(r'[a-zA-Z_][a-zA-Z0-9_]*\Z')
+# labels the dispatcher adds, or that the exposition format reserves
+RESERVED_LABELS = frozenset(('pool', 'slot', 'le', 'quantile'))
+
+
+class MetricError(ValueError):
+    """A metric used against its declaration (name, labels, value)."""
+
+
+class UnknownMetric(MetricError, KeyError):
+    """A metric name that the pool did not declare."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+class _Declaration:
+    kind = None
+
+    def __init__(self, name, documentation, labels=()):
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"metric name {name!r} is not a valid Prometheus "
+                             "name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
+        if name.startswith('uhttp_workers_') or name.startswith('process_'):
+            raise ValueError(f"metric name {name!r}: the prefixes "
+                             "'uhttp_workers_' and 'process_' are the "
+                             "dispatcher's own")
+        if not isinstance(documentation, str) or not documentation:
+            raise TypeError(f"metric {name!r}: documentation must be a "
+                            "non-empty str")
+        if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
+            raise TypeError(f"metric {name!r}: labels must be a list of str, "
+                            f"not {labels!r}")
+        for label in labels:
+            if not isinstance(label, str) or not _LABEL.match(label) or (
+                    label.startswith('__')):
+                raise ValueError(f"metric {name!r}: bad label name {label!r}")
+            if label in RESERVED_LABELS:
+                raise ValueError(f"metric {name!r}: the label {label!r} is "
+                                 "reserved (added by the dispatcher or the "
+                                 "exposition format)")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"metric {name!r}: a label appears twice in "
+                             f"{list(labels)}")
+        self.name = name
+        self.documentation = documentation
+        self.labels = tuple(labels)
+
+    def same_as(self, other):
+        return (type(self) is type(other) and self.labels == other.labels
+                and getattr(self, 'buckets', None) == getattr(
+                    other, 'buckets', None))
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.name!r}, "
+                f"labels={list(self.labels)})")
+
+
+class Counter(_Declaration):
+    """A count that only goes up: `.inc(amount=1, **labels)`."""
+
+    kind = COUNTER
+
+
+class Gauge(_Declaration):
+    """A value that goes up and down, exported per worker slot:
+    `.set(value, **labels)`, `.inc()`, `.dec()`."""
+
+    kind = GAUGE
+
+
+class Histogram(_Declaration):
+    """Observations counted in buckets: `.observe(value, **labels)`."""
+
+    kind = HISTOGRAM
+
+    def __init__(self, name, documentation, labels=(),
+                 buckets=DEFAULT_BUCKETS):
+        super().__init__(name, documentation, labels)
+        try:
+            bounds = [float(bound) for bound in buckets]
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"histogram {name!r}: buckets must be numbers, "
+                            f"not {buckets!r}") from err
+        if bounds and bounds[-1] == _math.inf:
+            bounds.pop()
+        if not bounds or any(b != b for b in bounds) or any(
+                a >= b for a, b in zip(bounds, bounds[1:])):
+            raise ValueError(f"histogram {name!r}: buckets must be a "
+                             f"non-empty increasing sequence, not {buckets!r}")
+        self.buckets = tuple(bounds)
+
+
+def check_declarations(declarations, where='WorkerPool metrics'):
+    """The declarations as a tuple, refusing duplicates and non-metrics."""
+    if declarations is None:
+        return ()
+    if isinstance(declarations, _Declaration) or not isinstance(
+            declarations, (list, tuple)):
+        raise TypeError(f"{where} must be a list of Counter, Gauge and "
+                        f"Histogram, not {declarations!r}")
+    seen = {}
+    for declaration in declarations:
+        if not isinstance(declaration, _Declaration):
+            raise TypeError(f"{where}: {declaration!r} is not a Counter, "
+                            "Gauge or Histogram")
+        if declaration.name in seen:
+            raise ValueError(f"{where}: {declaration.name!r} declared twice")
+        seen[declaration.name] = declaration
+    return tuple(declarations)
+
+
+def label_key(declaration, labels, what):
+    """The label values of a call, in declared order (str), or MetricError."""
+    names = declaration.labels
+    if len(labels) != len(names) or (names and not all(
+            name in labels for name in names)):
+        raise MetricError(
+            f"metric {declaration.name!r} has labels {list(names)}; "
+            f"{what}() got {sorted(labels)}")
+    if not names:
+        return ()
+    return tuple(str(labels[name]) for name in names)
+
+
+def bucket_index(bounds, value):
+    """Index of the bucket `value` falls in (len(bounds) for +Inf): the
+    first bound >= value, as Prometheus' `le` counts."""
+    return _bisect_left(bounds, value)
+
+
+# -- in the worker ------------------------------------------------------------------
+
+class _Recorder:
+    __slots__ = ('declaration', 'owner')
+
+    def __init__(self, declaration, owner):
+        self.declaration = declaration
+        self.owner = owner
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.declaration.name!r}>"
+
+
+class CounterRecorder(_Recorder):
+    __slots__ = ()
+
+    def inc(self, amount=1, /, **labels):
+        """Add `amount` (>= 0) to the counter with these label values."""
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or (
+                not amount >= 0):
+            raise MetricError(f"counter {self.declaration.name!r}: inc() takes "
+                              f"an amount >= 0, not {amount!r}")
+        key = label_key(self.declaration, labels, 'inc')
+        owner = self.owner
+        with owner.lock:
+            values = owner.counters[self.declaration.name]
+            values[key] = values.get(key, 0) + amount
+            owner.dirty = True
+
+
+class GaugeRecorder(_Recorder):
+    __slots__ = ()
+
+    def set(self, value, /, **labels):
+        """Set the gauge (of this worker's slot) to `value`."""
+        self._store(value, labels, 'set', False)
+
+    def inc(self, amount=1, /, **labels):
+        self._store(amount, labels, 'inc', True)
+
+    def dec(self, amount=1, /, **labels):
+        self._store(-amount if _number(amount) else amount, labels, 'dec',
+                    True)
+
+    def _store(self, value, labels, what, relative):
+        if not _number(value):
+            raise MetricError(f"gauge {self.declaration.name!r}: {what}() "
+                              f"takes a number, not {value!r}")
+        key = label_key(self.declaration, labels, what)
+        owner = self.owner
+        with owner.lock:
+            values = owner.gauges[self.declaration.name]
+            if relative:
+                value = values.get(key, 0) + value
+            values[key] = value
+            owner.changed.setdefault(self.declaration.name, set()).add(key)
+            owner.dirty = True
+
+
+class HistogramRecorder(_Recorder):
+    __slots__ = ()
+
+    def observe(self, value, /, **labels):
+        """Count one observation of `value`."""
+        if not _number(value):
+            raise MetricError(f"histogram {self.declaration.name!r}: "
+                              f"observe() takes a number, not {value!r}")
+        declaration = self.declaration
+        key = label_key(declaration, labels, 'observe')
+        bounds = declaration.buckets
+        owner = self.owner
+        with owner.lock:
+            values = owner.histograms[declaration.name]
+            cell = values.get(key)
+            if cell is None:
+                cell = values[key] = [0] * (len(bounds) + 1) + [0.0]
+            cell[bucket_index(bounds, value)] += 1
+            cell[-1] += value
+            owner.dirty = True
+
+
+def _number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and (
+        value == value)
+
+
+_RECORDERS = {COUNTER: CounterRecorder, GAUGE: GaugeRecorder,
+              HISTOGRAM: HistogramRecorder}
+
+
+class WorkerMetrics:
+    """A worker's `self.metrics`: the pool's metrics by name, and the
+    deltas not sent to the dispatcher yet."""
+
+    def __init__(self, declarations, pool_name='pool'):
+        self.pool_name = pool_name
+        self.lock = _threading.Lock()
+        self.recorders = {}
+        self.counters = {}
+        self.gauges = {}
+        self.histograms = {}
+        self.changed = {}
+        self.dirty = False
+        self.last_flush = 0.0
+        for declaration in declarations:
+            self.recorders[declaration.name] = _RECORDERS[declaration.kind](
+                declaration, self)
+            {COUNTER: self.counters, GAUGE: self.gauges,
+             HISTOGRAM: self.histograms}[declaration.kind][
+                 declaration.name] = {}
+
+    def __getitem__(self, name):
+        recorder = self.recorders.get(name)
+        if recorder is None:
+            declared = ', '.join(sorted(self.recorders)) or 'none'
+            raise UnknownMetric(
+                f"no metric {name!r} is declared on pool {self.pool_name} "
+                f"(declared: {declared}); add it to WorkerPool(metrics=[...])")
+        return recorder
+
+    def __contains__(self, name):
+        return name in self.recorders
+
+    def __iter__(self):
+        return iter(self.recorders)
+
+    def __len__(self):
+        return len(self.recorders)
+
+    def take(self):
+        """The deltas since the last take() (and start new ones):
+        {'c': {name: {labels: amount}}, 'g': {name: {labels: value}},
+        'h': {name: {labels: [bucket counts..., sum]}}}."""
+        with self.lock:
+            deltas = {}
+            counters = {name: values for name, values in self.counters.items()
+                        if values}
+            if counters:
+                deltas['c'] = counters
+                for name in counters:
+                    self.counters[name] = {}
+            histograms = {name: values for name, values
+                          in self.histograms.items() if values}
+            if histograms:
+                deltas['h'] = histograms
+                for name in histograms:
+                    self.histograms[name] = {}
+            if self.changed:
+                deltas['g'] = {name: {key: self.gauges[name][key]
+                                      for key in keys}
+                               for name, keys in self.changed.items()}
+                self.changed = {}
+            self.dirty = False
+        return deltas
+
+    def flush(self, send, now):
+        """Send the deltas (one W_METRICS message) when there are any."""
+        self.last_flush = now
+        if not self.dirty:
+            return
+        from .messages import W_METRICS  # pylint: disable=import-outside-toplevel
+        deltas = self.take()
+        if deltas:
+            send((W_METRICS, deltas))
+
+    def flush_due(self, send, now):
+        """flush() when FLUSH_INTERVAL has passed since the last one."""
+        if now - self.last_flush >= FLUSH_INTERVAL:
+            self.flush(send, now)
+
+
+# -- in the dispatcher ----------------------------------------------------------------
+
+class PoolTotals:
+    """A pool's user metrics as the dispatcher keeps them: counter and
+    histogram totals over every worker that ever ran, gauges per worker
+    (exported with its slot)."""
+
+    def __init__(self, declarations):
+        self.declarations = {d.name: d for d in declarations}
+        self.counters = {d.name: {} for d in declarations if d.kind == COUNTER}
+        self.histograms = {d.name: {} for d in declarations
+                           if d.kind == HISTOGRAM}
+        self.gauges = {}   # worker handle -> {name: {labels: value}}
+
+    def add(self, source, deltas):
+        """Add one W_METRICS message's deltas from worker `source`."""
+        for name, values in deltas.get('c', {}).items():
+            totals = self.counters.get(name)
+            if totals is None:
+                continue
+            for key, amount in values.items():
+                totals[key] = totals.get(key, 0) + amount
+        for name, values in deltas.get('h', {}).items():
+            totals = self.histograms.get(name)
+            if totals is None:
+                continue
+            for key, cell in values.items():
+                mine = totals.get(key)
+                if mine is None:
+                    totals[key] = list(cell)
+                elif len(mine) == len(cell):
+                    for index, count in enumerate(cell):
+                        mine[index] += count
+        gauges = deltas.get('g')
+        if gauges:
+            mine = self.gauges.setdefault(source, {})
+            for name, values in gauges.items():
+                if name in self.declarations:
+                    mine.setdefault(name, {}).update(values)
+
+    def forget(self, source):
+        """A worker ended: its gauges go (a new one starts from nothing)."""
+        self.gauges.pop(source, None)
+
+    def gauge_values(self, name, slot_of):
+        """[(slot, labels, value)] of gauge `name`; `slot_of(source)` is the
+        slot a worker's values show under, or None to leave them out."""
+        result = []
+        for source, names in self.gauges.items():
+            values = names.get(name)
+            if not values:
+                continue
+            slot = slot_of(source)
+            if slot is None:
+                continue
+            for key, value in values.items():
+                result.append((slot, key, value))
+        return result
+
+
+def cumulative(bounds, cell):
+    """[(le, cumulative count)] with '+Inf' last, and the sum, of a
+    histogram cell [bucket counts..., sum]."""
+    buckets = []
+    total = 0
+    for bound, count in zip(bounds, cell):
+        total += count
+        buckets.append((_float_text(bound), total))
+    total += cell[len(bounds)]
+    buckets.append(('+Inf', total))
+    return buckets, cell[-1]
+
+
+def _float_text(value):
+    text = repr(float(value))
+    return text

@@ -1,0 +1,441 @@
+"""What the dispatcher sees of every request, kept for operators: the
+counts behind /metrics, the access log, the dashboard's history and the
+last warnings.
+
+`Observer` exists only when one of Dispatcher(metrics_path=...,
+dashboard_path=..., access_log=...) is on; the places that already know
+how a request ended call it (Core.end() for pooled requests, the intake
+for static files, sync handlers, 404/405 and refusals, the supervisor for
+restarts, Core.expire() for timeouts). It keeps plain dicts and ints: the
+Prometheus families are built from them only when /metrics is scraped
+(exposition.py), so no metrics object is touched per request.
+"""
+
+import bisect as _bisect
+import collections as _collections
+import os as _os
+import time as _time
+
+from . import heartbeat as _heartbeat
+from . import log as _log
+from . import metrics as _metrics
+from . import feed as _feed
+from . import replies as _replies
+from .probe import probe_status
+from .feed import TICK
+from .pool import ACTIVE
+
+_monotonic = _time.monotonic
+_bisect_left = _bisect.bisect_left
+
+# request duration and queue wait buckets (seconds)
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SAMPLE_CAP = 20000    # durations kept per pool per second for percentiles
+LOG_RING = 50         # warnings and errors the dashboard shows
+DISCONNECTED = 499    # the status counted when the client left unanswered
+
+DEFAULT_ACCESS_FORMAT = ('{remote} - - [{time}] "{method} {path}" {status} '
+                         '{bytes} {duration_ms}ms {pool}[{slot}]')
+ACCESS_FIELDS = ('remote', 'time', 'method', 'path', 'status', 'bytes',
+                 'duration', 'duration_ms', 'pool', 'slot', 'route',
+                 'request_id')
+ACCESS_NAME = 'access'
+
+# rejected_total reasons
+MAX_PENDING = 'max_pending'
+DEGRADED = 'degraded'
+NO_WORKER = 'no_worker'
+CHECK = 'check'
+
+WORKER_STATES = ('ready', 'busy', 'paused', 'starting', 'backoff', 'parked')
+
+try:
+    _TICKS = _os.sysconf('SC_CLK_TCK')
+    _PAGE = _os.sysconf('SC_PAGE_SIZE')
+except (AttributeError, ValueError, OSError):  # pragma: no cover
+    _TICKS, _PAGE = 100, 4096
+
+
+def check_path(value, name):
+    """A Dispatcher metrics_path/dashboard_path: None or '/...'."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith('/') or (
+            '?' in value or '#' in value or ' ' in value):
+        raise ValueError(f"Dispatcher {name} must be None or a path such as "
+                         f"'/metrics', not {value!r}")
+    return value
+
+
+def check_access_format(value):
+    """The access log format of Dispatcher(access_log=...), or None."""
+    if value is False:
+        return None
+    if value is True:
+        return DEFAULT_ACCESS_FORMAT
+    sample = {name: '-' for name in ACCESS_FIELDS}
+    try:
+        value.format(**sample)
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        raise ValueError(
+            f"Dispatcher access_log format {value!r} does not format "
+            f"({err!r}); fields: {', '.join(ACCESS_FIELDS)}") from None
+    return value
+
+
+def proc_times(pid):
+    """(cpu seconds, rss bytes) of process `pid` from /proc, or None."""
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as stat:
+            fields = stat.read().rsplit(b')', 1)[1].split()
+        # after the ')': state is field 3, utime 14, stime 15, rss 24
+        cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+        rss = int(fields[21]) * _PAGE
+        return cpu, rss
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class AccessLog:
+    """Formats one access log line per finished request."""
+
+    def __init__(self, template):
+        self.template = template
+        self._second = None
+        self._stamp = ''
+
+    def stamp(self, when):
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = _time.strftime('%d/%b/%Y:%H:%M:%S %z',
+                                         _time.localtime(second))
+        return self._stamp
+
+    def line(self, remote, method, path, status, size, duration, pool, slot,
+             route, request_id, when=None):
+        return self.template.format(
+            remote=remote or '-', time=self.stamp(
+                _time.time() if when is None else when),
+            method=method or '-', path=path or '-', status=status,
+            bytes='-' if size is None else size,
+            duration=f'{duration:.6f}', duration_ms=f'{duration * 1000:.3f}',
+            pool=pool or '-', slot='-' if slot is None else slot,
+            route=route or '-', request_id='-' if request_id is None
+            else request_id)
+
+
+def histogram_cell():
+    return [0] * (len(BUCKETS) + 1) + [0.0]
+
+
+
+
+class Observer(_feed.DashboardFeed):
+    """The dispatcher's counts, access log, history and log ring."""
+
+    def __init__(self, core, metrics_path, dashboard_path, access_format):
+        self.core = core
+        self.metrics_path = metrics_path
+        self.dashboard_path = dashboard_path
+        self.access = AccessLog(access_format) if access_format else None
+        self.started = _time.time()
+        self.requests = {}      # (pool, route, method, status) -> count
+        self.durations = {}     # (pool, route) -> histogram cell
+        self.queue_waits = {}   # pool -> histogram cell
+        self.timeouts = {}      # pool -> count
+        self.rejected = {}      # (pool, reason) -> count
+        self.restarts = {}      # (pool, reason) -> count
+        self.user = {pool: _metrics.PoolTotals(pool.metrics)
+                     for pool in core.pools}
+        self.cpu_base = {}      # (pool, slot) -> cpu seconds of ended processes
+        self.cpu_seen = {}      # pid -> [pool, slot, cpu seconds, rss, when]
+        self.cpu_rate = {}      # pid -> cpu percent over the last tick
+        self.log_ring = _collections.deque(maxlen=LOG_RING)
+        self.samples = {}       # pool name -> durations of this second
+        self.counted = {}       # pool name -> requests this second beyond the samples
+        self.history = {}       # pool name -> deque of [t, rps, p50, p99]
+        self.viewers = []       # dashboard event streams
+        self.endpoints = {}
+        self.collector = None
+        if metrics_path:
+            from . import exposition  # pylint: disable=import-outside-toplevel
+            self.collector = exposition.Exposition(self)
+            self.endpoints[metrics_path] = self.serve_metrics
+        if dashboard_path:
+            base = dashboard_path.rstrip('/') or ''
+            self.endpoints[dashboard_path] = self.serve_dashboard
+            self.endpoints[base + '/events'] = self.serve_events
+            self.endpoints[base + '/data'] = self.serve_data
+            self.events_path = base + '/events'
+        declared = {}
+        for pool in core.pools:
+            for declaration in pool.metrics:
+                other = declared.setdefault(declaration.name, declaration)
+                if not other.same_as(declaration):
+                    raise ValueError(
+                        f"metric {declaration.name!r} is declared differently "
+                        f"on two pools ({other!r} and {declaration!r})")
+        core.log_taps.append(self.tap)
+
+    # -- life ------------------------------------------------------------------------
+
+    def start(self, now):
+        self.last_tick = now
+        self.core.loop.call_at(now + TICK, self.tick)
+
+    def tap(self, name, level, text):
+        if level >= _log.LOG_WARNING:
+            self.log_ring.append((_time.time(), level, name, text[:2000]))
+
+    # -- requests ----------------------------------------------------------------------
+
+    def pooled(self, pending):
+        """A pooled request ended (from Core.end()). Runs once per request:
+        kept to a few dict operations."""
+        now = _monotonic()
+        pool = pending.pool.name
+        handle = pending.worker
+        route = ''
+        index = pending.route
+        if index is not None and index >= 0 and handle is not None:
+            routes = handle.routes
+            if index < len(routes):
+                route = routes[index]
+        status = pending.status
+        if status is None:
+            status = DISCONNECTED
+        head = pending.head_at
+        accepted = pending.accepted
+        duration = (now if head is None else head) - accepted
+        self.count(pool, route, pending.method, status, duration)
+        started = pending.started
+        if started is not None:
+            wait = started - accepted
+            if wait < 0:
+                wait = 0.0
+            cell = self.queue_waits.get(pool)
+            if cell is None:
+                cell = self.queue_waits[pool] = histogram_cell()
+            cell[_bisect_left(BUCKETS, wait)] += 1
+            cell[-1] += wait
+        if self.access is not None:
+            self.access_line(pending.client, pending.method, pending.path,
+                             status, pending.size, duration, pool,
+                             None if handle is None else handle.index, route,
+                             pending.request_id)
+
+    def count(self, pool, route, method, status, duration):
+        requests = self.requests
+        key = (pool, route, method, status)
+        requests[key] = requests.get(key, 0) + 1
+        cell = self.durations.get((pool, route))
+        if cell is None:
+            cell = self.durations[(pool, route)] = histogram_cell()
+        cell[_bisect_left(BUCKETS, duration)] += 1
+        cell[-1] += duration
+        samples = self.samples.get(pool)
+        if samples is None:
+            samples = self.samples[pool] = []
+        if len(samples) < SAMPLE_CAP:
+            samples.append(duration)
+        else:
+            self.counted[pool] = self.counted.get(pool, 0) + 1
+
+    def served(self, client, began, status, route='', pool='', size=None,
+               method=None, path=None):
+        """A request the dispatcher answered itself (static, sync, 404,
+        405, refusals); `began` is when the intake got it."""
+        duration = _monotonic() - began
+        method = method or client.method
+        self.count(pool, route, method, status, duration)
+        if self.access is not None:
+            self.access_line(client, method, path or client.path, status,
+                             size, duration, pool, None, route, None)
+
+    def refused(self, client, began, pool, reason, status, method=None,
+                path=None):
+        """Admission refused a request for `pool` (503, or do_check)."""
+        key = (pool.name, reason)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        self.served(client, began, status, '', pool.name, method=method,
+                    path=path)
+
+    def timed_out(self, pool):
+        self.timeouts[pool.name] = self.timeouts.get(pool.name, 0) + 1
+
+    def access_line(self, client, method, path, status, size, duration, pool,
+                    slot, route, request_id):
+        try:
+            remote = client.client_ip
+        except Exception:  # pylint: disable=broad-except
+            remote = None
+        try:
+            text = self.access.line(remote, method, path, status, size,
+                                    duration, pool, slot, route, request_id)
+        except Exception as err:  # pylint: disable=broad-except
+            text = f"access log format failed: {err!r}"
+        self.core.log_record(ACCESS_NAME, _log.LOG_INFO, text)
+
+    # -- workers -----------------------------------------------------------------------
+
+    def routes(self, handle, patterns):
+        handle.routes = tuple(patterns)
+
+    def worker_metrics(self, handle, deltas):
+        totals = self.user.get(handle.pool)
+        if totals is not None:
+            totals.add(handle, deltas)
+
+    def restarted(self, handle, reason):
+        key = (handle.pool.name, reason)
+        self.restarts[key] = self.restarts.get(key, 0) + 1
+
+    def worker_gone(self, handle):
+        """A worker process ended: its CPU time stays with its slot, its
+        gauges go."""
+        seen = self.cpu_seen.pop(handle.pid, None)
+        self.cpu_rate.pop(handle.pid, None)
+        if seen is not None:
+            key = (seen[0], seen[1])
+            self.cpu_base[key] = self.cpu_base.get(key, 0.0) + seen[2]
+        totals = self.user.get(handle.pool)
+        if totals is not None:
+            totals.forget(handle)
+
+    def sample_workers(self, now):
+        """Read every live worker's CPU and RSS from /proc."""
+        for pool in self.core.pools:
+            for handle in pool.handles:
+                if not handle.alive or handle.pid is None:
+                    continue
+                found = proc_times(handle.pid)
+                if found is None:
+                    continue
+                cpu, rss = found
+                seen = self.cpu_seen.get(handle.pid)
+                if seen is not None and now > seen[4]:
+                    self.cpu_rate[handle.pid] = max(
+                        0.0, (cpu - seen[2]) / (now - seen[4]) * 100)
+                self.cpu_seen[handle.pid] = [pool.name, handle.index, cpu,
+                                             rss, now]
+
+    def slot_cpu(self, pool, index):
+        total = self.cpu_base.get((pool.name, index), 0.0)
+        for handle in pool.handles:
+            if handle.index == index and handle.alive:
+                seen = self.cpu_seen.get(handle.pid)
+                if seen is not None:
+                    total += seen[2]
+        return total
+
+    @staticmethod
+    def worker_state(handle):
+        if handle.parked:
+            return 'parked'
+        if not handle.alive:
+            return 'backoff' if handle.restart_at is not None else 'starting'
+        if not handle.ready:
+            return 'starting'
+        if not handle.accepting:
+            return 'paused'
+        if handle.slot.read()[3] != _heartbeat.NO_REQUEST:
+            return 'busy'
+        return 'ready'
+
+    @staticmethod
+    def slot_owner(pool, index):
+        """The handle whose values show for slot `index`: the active one."""
+        fallback = None
+        for handle in pool.handles:
+            if handle.index == index:
+                if handle.role == ACTIVE:
+                    return handle
+                fallback = fallback or handle
+        return fallback
+
+    def pool_counts(self):
+        """{pool name: [in flight, streams]} from the pending table."""
+        counts = {pool.name: [0, 0] for pool in self.core.pools}
+        for pending in list(self.core.pending.requests.values()):
+            entry = counts.get(pending.pool.name)
+            if entry is not None:
+                if pending.streaming:
+                    entry[1] += 1
+                else:
+                    entry[0] += 1
+        return counts
+
+    def on_request(self, intake, client):
+        """Intake.on_request() with every answer counted: the same
+        routing, through the intake's own steps."""
+        began = intake.core.now()
+        path = client.path
+        method = client.method
+        if intake.core.stopping and not intake.core.handing_over:
+            _replies.refuse_while_stopping(client)
+            self.served(client, began, 503, method=method, path=path)
+            return
+        handler = self.endpoints.get(path)
+        if handler is not None:
+            self.serve(intake, client, handler, began)
+            return
+        if intake.static and (method == 'GET' or method == 'HEAD'):
+            for mount in intake.static:
+                if mount.relative(path) is not None:
+                    with probe_status(client) as probe:
+                        answered = intake.serve_static(client)
+                    if answered:
+                        self.served(client, began, probe.status or 200,
+                                       mount.prefix, method=method, path=path)
+                        return
+                    break
+        allowed = None
+        if intake.sync is not None:
+            route, params = intake.sync.lookup(method, path)
+            if route is not None:
+                with probe_status(client) as probe:
+                    intake.run_sync(client, route, params)
+                self.served(client, began, probe.status or 500, route[2],
+                               method=method, path=path)
+                return
+            allowed = params
+        pool = intake.core.find_pool(path)
+        if pool is None:
+            self.served(client, began, intake.not_found(client, allowed),
+                           method=method, path=path)
+            return
+        if intake.hooks.overridden('do_check'):
+            with probe_status(client) as probe:
+                admitted = intake.check(client, 'do_check')
+            if not admitted:
+                self.refused(client, began, pool, CHECK,
+                                probe.status or 500, method, path)
+                return
+        intake.admit(client, pool)
+        if client.pending is None and intake.refusal(pool) is not None:
+            # admission refused it (and answered 503)
+            self.refused(client, began, pool, refusal_reason(pool), 503,
+                         method, path)
+
+
+
+
+def refusal_reason(pool):
+    """The rejected_total reason of a pool refusing a request now."""
+    if pool.degraded:
+        return DEGRADED
+    if not pool.alive_count:
+        return NO_WORKER
+    return MAX_PENDING
+
+
+def create(core):
+    """The Observer for `core`'s settings, or None when all is off."""
+    settings = core.settings
+    if not (settings.metrics_path or settings.dashboard_path
+            or settings.access_format):
+        return None
+    return Observer(core, settings.metrics_path, settings.dashboard_path,
+                    settings.access_format)
