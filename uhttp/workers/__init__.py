@@ -12,7 +12,8 @@ from .log import (
     LOG_CRITICAL, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARNING, Logger)
 from .messages import DEFERRED, RejectRequest, Request, Response
 from .pool import WorkerPool
-from .routing import api, sync
+from .routing import api, sync, websocket
+from .wsworker import WebSocket
 from .worker import ApiHandler, Worker
 
 __version__ = '1.2.0'
@@ -22,5 +23,6 @@ __all__ = [
     'LOG_ERROR', 'LOG_INFO', 'LOG_WARNING', 'Logger', 'PENDING_COMPLETED',
     'PENDING_DISCONNECTED', 'PENDING_SHUTDOWN', 'PENDING_STREAM_CLOSED',
     'PENDING_TIMEOUT', 'PENDING_WORKER_DIED', 'RejectRequest', 'Request',
-    'Response', 'Worker', 'WorkerPool', 'api', 'sync',
+    'Response', 'WebSocket', 'Worker', 'WorkerPool', 'api', 'sync',
+    'websocket',
 ]

@@ -50,14 +50,18 @@ class DispatcherSettings:
     def __init__(self, port=8080, address='0.0.0.0', pools=None,
                  static_routes=None, shutdown_timeout=10, max_pending=1000,
                  ssl_context=None, log_level=_log.LOG_INFO, use_logging=False,
-                 log_format=None, access_log=False, owner=None,
-                 **http_options):
+                 log_format=None, access_log=False, ws_ping_interval=20,
+                 ws_max_message_size=1 << 20, ws_origins=None, ws_deflate=True,
+                 owner=None, **http_options):
         self.given = dict(
             port=port, address=address, pools=pools,
             static_routes=static_routes, shutdown_timeout=shutdown_timeout,
             max_pending=max_pending, ssl_context=ssl_context,
             log_level=log_level, use_logging=use_logging,
-            log_format=log_format, access_log=access_log, **http_options)
+            log_format=log_format, access_log=access_log,
+            ws_ping_interval=ws_ping_interval,
+            ws_max_message_size=ws_max_message_size, ws_origins=ws_origins,
+            ws_deflate=ws_deflate, **http_options)
         self.port = check_port(port)
         if not isinstance(address, str):
             raise TypeError(f"Dispatcher address must be a str, not {address!r}")
@@ -78,6 +82,16 @@ class DispatcherSettings:
         self.access_log = check_access_log(access_log)
         self.static = static_mounts(static_routes)
         self.http_options = http_settings(http_options, self.max_pending)
+        self.ws_ping_interval = positive(
+            ws_ping_interval, 'ws_ping_interval', allow_zero=True)
+        self.ws_max_message_size = positive(
+            ws_max_message_size, 'ws_max_message_size')
+        if ws_origins is not None:
+            if isinstance(ws_origins, str):
+                ws_origins = (ws_origins,)
+            ws_origins = frozenset(ws_origins)
+        self.ws_origins = ws_origins
+        self.ws_deflate = check_flag(ws_deflate, 'ws_deflate')
 
 
 def check_flag(value, name):

@@ -39,6 +39,7 @@ from .relay import Relay
 from .retirement import Retirements
 from .shutdown import Shutdown
 from .supervisor import Supervisor
+from .websocket import WsHub
 
 _monotonic = _time.monotonic
 
@@ -81,6 +82,7 @@ class Core:
         self.accept_warned = 0.0
         self.intake = Intake(self)
         self.backpressure = Backpressure(self)
+        self.ws = WsHub(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
         self.retirements = Retirements(self)
@@ -124,7 +126,8 @@ class Core:
         return {
             'pools': [pool.status() for pool in self.pools],
             'pending': len(self.pending),
-            'streams': self.pending.streams,
+            'streams': self.pending.streams - self.ws.count,
+            'websockets': self.ws.count,
             'connections': 0 if server is None else len(server.connections),
             'queued': sum(pool.queue_size for pool in self.pools),
         }

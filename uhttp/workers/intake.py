@@ -14,6 +14,7 @@ from . import messages as _msg
 from . import replies as _replies
 from . import routing as _routing
 from . import static as _static
+from . import websocket as _websocket
 
 
 def sync_table(cls):
@@ -63,6 +64,8 @@ class Intake:
             return
         if self.hooks.overridden('do_check') and not self.check(
                 client, 'do_check'):
+            return
+        if _websocket.is_upgrade(client) and self.core.ws.refuse(client):
             return
         self.admit(client, pool)
 

@@ -15,6 +15,9 @@ M_REQUEST = 1       # (M_REQUEST, seq, request_id, method, path, query, headers,
 M_CONFIG = 2        # (M_CONFIG, config)
 M_STOP = 3          # (M_STOP,)
 M_DISCONNECT = 4    # (M_DISCONNECT, request_id)
+M_WS_MESSAGE = 5    # (M_WS_MESSAGE, request_id, str | bytes) a whole message
+M_WS_CLOSED = 6     # (M_WS_CLOSED, request_id, code, reason) the WebSocket
+#                      ended (sent once per accepted one): call on_ws_close()
 
 # worker -> dispatcher
 W_READY = 20        # (W_READY,) setup() finished
@@ -29,6 +32,9 @@ W_RESUME = 28       # (W_RESUME,)
 W_BOUNCE = 29       # (W_BOUNCE, request_id, seq) taken while paused: give to another
 W_FORWARD = 30      # (W_FORWARD, route, data)
 W_RETURNED = 31     # (W_RETURNED, [seq, ...]) recalled: these were never started
+W_WS_ACCEPT = 32    # (W_WS_ACCEPT, request_id, subprotocol, headers) answer 101
+W_WS_SEND = 33      # (W_WS_SEND, request_id, str | bytes) a text or binary message
+W_WS_CLOSE = 34     # (W_WS_CLOSE, request_id, code, reason) start the close handshake
 
 # body kinds: how the dispatcher can rebuild `Response.data` when asked
 BODY_NONE = 0
@@ -460,6 +466,11 @@ def split_result(result):
 def attach(request, sender):
     """Let `request` answer through `sender` (the worker's state)."""
     request._worker = sender
+
+
+def sender_of(request):
+    """The worker state `request` answers through, or None."""
+    return request._worker
 
 
 def is_unanswered(request):

@@ -33,6 +33,9 @@ class Relay:
             _msg.W_PAUSE: self.pause,
             _msg.W_RESUME: self.resume,
             _msg.W_FORWARD: self.forward,
+            _msg.W_WS_ACCEPT: self.ws_accept,
+            _msg.W_WS_SEND: self.ws_send,
+            _msg.W_WS_CLOSE: self.ws_close,
         }
 
     # -- reading a worker's pipe ---------------------------------------------
@@ -188,3 +191,14 @@ class Relay:
 
     def forward(self, handle, message):
         self.hooks.call('on_forward', message[1], message[2])
+
+    # -- WebSockets (websocket.py) ---------------------------------------------
+
+    def ws_accept(self, handle, message):
+        self.core.ws.accept(handle, message)
+
+    def ws_send(self, handle, message):
+        self.core.ws.send(handle, message)
+
+    def ws_close(self, handle, message):
+        self.core.ws.close(handle, message)
