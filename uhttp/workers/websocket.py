@@ -171,8 +171,12 @@ class WsSession:
 
     def on_close(self, event):
         code, reason = event.code, event.reason or ''
-        if self.proto.state == _State.REMOTE_CLOSING:
-            # the peer closed (or broke the protocol: wsproto made the code)
+        state = self.proto.state
+        if state == _State.OPEN:
+            # the peer broke the protocol (bad UTF-8 1007, unmasked frame
+            # 1002, ...): wsproto made the code, we close with it
+            self.abort(code, reason)
+        elif state == _State.REMOTE_CLOSING:  # the peer closed
             if code in (1005, ABNORMAL):
                 answer = _events.CloseConnection(NORMAL)
             else:
