@@ -39,7 +39,7 @@ from .relay import Relay
 from .retirement import Retirements
 from .shutdown import Shutdown
 from .supervisor import Supervisor
-from .websocket import WsHub
+from .wssession import WsHub
 
 _monotonic = _time.monotonic
 

@@ -14,7 +14,7 @@ from . import messages as _msg
 from . import replies as _replies
 from . import routing as _routing
 from . import static as _static
-from . import websocket as _websocket
+from . import wssession as _wssession
 
 
 def sync_table(cls):
@@ -65,7 +65,7 @@ class Intake:
         if self.hooks.overridden('do_check') and not self.check(
                 client, 'do_check'):
             return
-        if _websocket.is_upgrade(client) and self.core.ws.refuse(client):
+        if _wssession.is_upgrade(client) and self.core.ws.refuse(client):
             return
         self.admit(client, pool)
 

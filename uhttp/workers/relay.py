@@ -192,7 +192,7 @@ class Relay:
     def forward(self, handle, message):
         self.hooks.call('on_forward', message[1], message[2])
 
-    # -- WebSockets (websocket.py) ---------------------------------------------
+    # -- WebSockets (wssession.py) ---------------------------------------------
 
     def ws_accept(self, handle, message):
         self.core.ws.accept(handle, message)
