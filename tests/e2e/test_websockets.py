@@ -392,8 +392,9 @@ def test_worker_crash_closes_its_websockets_1011(tmp_path):
     server, log = start(tmp_path)
     try:
         async def talk():
-            sockets = [await connect(url(server, f'/ws/echo/{n}'))
-                       for n in range(6)]
+            # at once, so that both workers take some
+            sockets = list(await asyncio.gather(
+                *(connect(url(server, f'/ws/echo/{n}')) for n in range(6))))
             pids = []
             for ws in sockets:
                 await ws.recv()
