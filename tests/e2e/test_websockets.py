@@ -5,6 +5,7 @@ call is a line in a file, counted against the connections."""
 import asyncio
 import base64
 import os
+import signal
 import socket
 import struct
 import threading
@@ -439,5 +440,37 @@ def test_shutdown_closes_1001_after_the_drain(tmp_path):
                 return info.value.rcvd.code
         assert run(talk()) == 1001
         assert [code for _, code, _ in closes(log)] == [1001]
+    finally:
+        server.stop()
+
+
+def test_a_retired_worker_closes_its_websockets_1011(tmp_path):
+    log = str(tmp_path / 'closes.txt')
+    pool = _workers.WorkerPool(WsWorker, num_workers=1, routes=['/ws/**'],
+                               close_log=log, retire_timeout=1,
+                               heartbeat_interval=0.25)
+    server = TestServer(WsDispatcher, [pool], port=0, address='127.0.0.1')
+    server.start()
+    try:
+        async def talk():
+            async with connect(url(server, '/ws/echo/old')) as ws:
+                await ws.recv()
+                await ws.send('pid')
+                old = int(await ws.recv())
+                os.kill(server.pid, signal.SIGHUP)  # a rolling reload
+                with pytest.raises(ConnectionClosed) as info:
+                    while True:
+                        await ws.recv()
+                code = info.value.rcvd.code
+            async with connect(url(server, '/ws/echo/new')) as ws:
+                await ws.recv()
+                await ws.send('pid')
+                new = int(await ws.recv())
+            return code, old, new
+        code, old, new = run(talk())
+        assert code == 1011 and old != new
+        # the retiring worker was alive, so it was told (then the new one's)
+        got = wait_for(lambda: len(closes(log)) >= 2 and closes(log))
+        assert [c for _, c, _ in got] == [1011, 1000]
     finally:
         server.stop()
