@@ -266,3 +266,32 @@ def test_websocket_argument_checks():
     with pytest.raises(ValueError):
         ws.accept(subprotocol='c')
     assert ws.send('not open') is False and ws.close() is False
+
+
+def test_settings_are_checked():
+    from uhttp.workers.config import DispatcherSettings
+    settings = DispatcherSettings(ws_origins='http://a')
+    assert settings.ws_origins == frozenset(['http://a'])
+    assert settings.ws_ping_interval == 20
+    assert settings.ws_max_message_size == 1 << 20
+    with pytest.raises(ValueError):
+        DispatcherSettings(ws_ping_interval=-1)
+    with pytest.raises(ValueError):
+        DispatcherSettings(ws_max_message_size=0)
+    with pytest.raises(TypeError):
+        DispatcherSettings(ws_deflate='yes')
+
+
+def test_config_file_takes_the_ws_settings(tmp_path):
+    from uhttp.workers import configfile
+    path = tmp_path / 'app.toml'
+    path.write_text('[dispatcher]\nws_ping_interval = 5\n'
+                    'ws_max_message_size = 4096\nws_origins = ["http://a"]\n'
+                    'ws_deflate = false\n')
+    overrides, problems = configfile.load(str(path))
+    assert problems == []
+    assert overrides.dispatcher == {
+        'ws_ping_interval': 5, 'ws_max_message_size': 4096,
+        'ws_origins': ['http://a'], 'ws_deflate': False}
+    path.write_text('[dispatcher]\nws_ping_interval = -1\n')
+    assert configfile.load(str(path))[1]
