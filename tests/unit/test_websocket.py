@@ -162,6 +162,14 @@ def test_bytes_split_anywhere_make_the_same_messages():
                         (_msg.M_WS_MESSAGE, 7, b'z' * 300)]
 
 
+def test_the_size_limit_counts_utf8_bytes():
+    ws, hub, connection, peer = session(max_message_size=10)
+    ws.data_received(peer.send(events.TextMessage('ééééé')))  # 10 bytes
+    assert hub.told == [(_msg.M_WS_MESSAGE, 7, 'ééééé')]
+    ws.data_received(peer.send(events.TextMessage('éééééé')))  # 12 bytes
+    assert hub.told[-1] == (_msg.M_WS_CLOSED, 7, 1009, 'message too big')
+
+
 def test_ping_is_answered_and_pong_clears_the_wait():
     ws, _, connection, peer = session()
     ws.data_received(peer.send(events.Ping(b'p1')))

@@ -155,7 +155,11 @@ class WsSession:
             self.on_close(event)
 
     def on_fragment(self, event):
-        self.size += len(event.data)
+        data = event.data
+        if isinstance(data, str) and not data.isascii():
+            self.size += len(data.encode('utf-8'))  # the limit is in bytes
+        else:
+            self.size += len(data)
         if self.size > self.hub.max_message_size:
             self.abort(TOO_BIG, 'message too big')
             return
