@@ -162,6 +162,17 @@ def test_text_binary_subprotocol_and_headers(served):
     run(talk())
 
 
+def test_an_api_handler_method_serves_websockets(served):
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/greet/ada')) as ws:
+            assert await ws.recv() == 'hi ada'
+            await ws.send('and on_ws_message is the worker\'s')
+            assert await ws.recv() == 'and on_ws_message is the worker\'s'
+    run(talk())
+
+
 def test_permessage_deflate_is_agreed_and_works(served):
     server, _ = served
 

@@ -9,7 +9,19 @@ import os
 import uhttp.workers as _workers
 
 
+class Greeter(_workers.ApiHandler):
+    PATTERN = '/ws/greet'
+
+    @_workers.websocket('/{name}')
+    def greet(self, ws):
+        ws.accept()
+        self.worker.sockets[ws.request_id] = ws
+        ws.send(f"hi {ws.path_params['name']}")
+
+
 class WsWorker(_workers.Worker):
+    HANDLERS = [Greeter]
+
     def setup(self):
         self.close_log = self.kwargs['close_log']
         self.sockets = {}
