@@ -131,11 +131,16 @@ def test_chat(example):
 
     async def talk():
         url = f'ws://127.0.0.1:{server.port}/ws/chat/room1'
-        # at once, so that both workers take some (an idle one is served first)
-        clients = list(await asyncio.gather(*(connect(url) for _ in range(6))))
-        workers = set()
-        for ws in clients:
-            workers.add(json.loads(await ws.recv())['system'].split()[-1])
+        # an idle worker is served first, so which one takes a connection
+        # depends on timing: open them six at a time until both have some
+        clients, workers = [], set()
+        for _ in range(20):
+            batch = await asyncio.gather(*(connect(url) for _ in range(6)))
+            for ws in batch:
+                workers.add(json.loads(await ws.recv())['system'].split()[-1])
+            clients += batch
+            if len(workers) == 2:
+                break
         other = await connect(f'ws://127.0.0.1:{server.port}/ws/chat/room2')
         await other.recv()
         await clients[0].send('hello all')

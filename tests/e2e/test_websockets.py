@@ -404,14 +404,20 @@ def test_worker_crash_closes_its_websockets_1011(tmp_path):
     server, log = start(tmp_path)
     try:
         async def talk():
-            # at once, so that both workers take some
-            sockets = list(await asyncio.gather(
-                *(connect(url(server, f'/ws/echo/{n}')) for n in range(6))))
-            pids = []
-            for ws in sockets:
-                await ws.recv()
-                await ws.send('pid')
-                pids.append(int(await ws.recv()))
+            # an idle worker is served first, so which one takes a
+            # connection depends on timing: open them six at a time until
+            # both workers have some
+            sockets, pids = [], []
+            for _ in range(20):
+                batch = await asyncio.gather(
+                    *(connect(url(server, '/ws/echo/n')) for _ in range(6)))
+                for ws in batch:
+                    await ws.recv()
+                    await ws.send('pid')
+                    pids.append(int(await ws.recv()))
+                sockets += batch
+                if len(set(pids)) == 2:
+                    break
             victim = pids[0]
             assert len(set(pids)) == 2, pids
             await sockets[0].send('crash')

@@ -303,3 +303,40 @@ def test_config_file_takes_the_ws_settings(tmp_path):
         'ws_origins': ['http://a'], 'ws_deflate': False}
     path.write_text('[dispatcher]\nws_ping_interval = -1\n')
     assert configfile.load(str(path))[1]
+
+
+# -- permessage-deflate, bounded -----------------------------------------------------
+
+def deflate_pair(limit):
+    """A session and a wsproto client that agreed on permessage-deflate."""
+    from wsproto.extensions import PerMessageDeflate
+    offer = PerMessageDeflate()
+    headers = client(sec_websocket_extensions='permessage-deflate; '
+                     + offer.offer()).headers
+    head, agreed = _ws.switching_head(headers, None, None, True, limit)
+    value = [line for line in head.decode().split('\r\n')
+             if line.startswith('Sec-WebSocket-Extensions: ')][0]
+    offer.finalize(value.split(': ', 1)[1])
+    ws, hub, connection, _ = session(max_message_size=limit)
+    ws.proto = WsConnection(ConnectionType.SERVER, agreed)
+    return ws, hub, agreed[0], WsConnection(ConnectionType.CLIENT, [offer])
+
+
+def test_compressed_messages_are_inflated():
+    ws, hub, _, peer = deflate_pair(100_000)
+    ws.data_received(peer.send(events.TextMessage('a' * 50_000)))
+    ws.data_received(peer.send(events.BytesMessage(b'b' * 1000,
+                                                   message_finished=False)))
+    ws.data_received(peer.send(events.Ping(b'between')))
+    ws.data_received(peer.send(events.BytesMessage(b'c' * 1000)))
+    assert hub.told == [(_msg.M_WS_MESSAGE, 7, 'a' * 50_000),
+                        (_msg.M_WS_MESSAGE, 7, b'b' * 1000 + b'c' * 1000)]
+
+
+def test_a_deflate_bomb_stops_at_the_limit():
+    ws, hub, extension, peer = deflate_pair(65536)
+    data = peer.send(events.BytesMessage(b'\0' * 20_000_000))
+    assert len(data) < 100_000  # 20 MB of zeros compress to little
+    ws.data_received(data)
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 1009, hub.told[0][3])]
+    assert extension.inflated <= 65536 + 1  # never inflated further

@@ -24,13 +24,13 @@ from wsproto.connection import Connection as _WsConnection
 from wsproto.connection import ConnectionState as _State
 from wsproto.connection import ConnectionType as _Type
 from wsproto import events as _events
-from wsproto.extensions import PerMessageDeflate as _Deflate
 from wsproto.handshake import server_extensions_handshake as _extensions
 from wsproto.utilities import ProtocolError as _ProtocolError
 
 from . import channel as _channel
 from . import messages as _msg
 from .pending import PENDING_STREAM_CLOSED
+from .wsdeflate import BoundedDeflate
 
 _GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 CLOSE_TIMEOUT = 5.0       # a close frame's answer waits this long at most
@@ -90,8 +90,10 @@ def offered_subprotocols(headers):
             if part.strip()]
 
 
-def switching_head(request_headers, subprotocol, extra, extensions):
-    """The 101 answer's head (bytes), and the extensions agreed on."""
+def switching_head(request_headers, subprotocol, extra, extensions,
+                   max_message_size=1 << 20):
+    """The 101 answer's head (bytes), and the extensions agreed on
+    (permessage-deflate when `extensions` and the client offers it)."""
     lines = ['HTTP/1.1 101 Switching Protocols', 'Upgrade: websocket',
              'Connection: Upgrade',
              'Sec-WebSocket-Accept: ' + accept_token(
@@ -101,7 +103,7 @@ def switching_head(request_headers, subprotocol, extra, extensions):
     agreed = []
     offers = request_headers.get('sec-websocket-extensions')
     if offers and extensions:
-        deflate = _Deflate()
+        deflate = BoundedDeflate(max_message_size)
         value = _extensions(
             [part for part in offers.split(',') if part.strip()], [deflate])
         if value is not None:
@@ -315,7 +317,7 @@ class WsHub:
         handle.held[request_id] = item if item is not None else pending
         self.core.pending.stream_started(pending)
         head, agreed = switching_head(client.headers, subprotocol, headers,
-                                      self.deflate)
+                                      self.deflate, self.max_message_size)
         session = WsSession(self, pending, handle, agreed)
         self.sessions[request_id] = session
         self.arm(self.core.now())
