@@ -10,9 +10,12 @@
 - Server-Sent Events: /api/notes/events streams every change
 - operations: Prometheus metrics at /metrics (with the workers' own
   metrics: notes held, primes computed), a live dashboard at /_dashboard
+- WebSocket: /api/notes/ws pushes every change too, and echoes what the
+  page sends (the dispatcher speaks the protocol, the worker gets messages)
 """
 
 import hashlib
+import json
 import os
 import sys
 import time
@@ -66,6 +69,14 @@ class NotesHandler(_workers.ApiHandler):
         self.worker.subscribers[request.request_id] = request
         return _workers.DEFERRED
 
+    @_workers.websocket('/ws')
+    def socket(self, ws):
+        """Live feed and echo over a WebSocket."""
+        ws.accept()
+        ws.send(json.dumps({'event': 'hello', 'notes': len(self.worker.notes),
+                            'pid': os.getpid()}))
+        self.worker.sockets[ws.request_id] = ws
+
 
 class NotesWorker(_workers.Worker):
     """Holds the notes in memory; one process, so every subscriber sees
@@ -77,6 +88,7 @@ class NotesWorker(_workers.Worker):
         self.notes = {}
         self.next_id = 1
         self.subscribers = {}
+        self.sockets = {}        # request_id -> WebSocket
         self.add('Welcome! This note lives in a worker process.')
 
     def add(self, text):
@@ -91,6 +103,17 @@ class NotesWorker(_workers.Worker):
     def publish(self, event, data):
         for request in list(self.subscribers.values()):
             request.send_event(data=data, event=event)
+        for ws in list(self.sockets.values()):
+            ws.send(json.dumps({'event': event, 'data': data}))
+
+    def on_ws_message(self, ws, message):
+        if isinstance(message, bytes):
+            message = message.decode('utf-8', 'replace')
+        ws.send(json.dumps({'event': 'echo', 'text': message[:1000],
+                            'pid': os.getpid()}))
+
+    def on_ws_close(self, ws, code, reason):
+        self.sockets.pop(ws.request_id, None)
 
     def on_idle(self):
         for request in list(self.subscribers.values()):

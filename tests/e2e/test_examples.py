@@ -116,3 +116,50 @@ def test_demo(example):
         time.sleep(0.2)
     assert 'uhttp_workers_requests_total{' in metrics
     assert 'demo_notes{pool="NotesWorker",slot="0"} 2.0' in metrics
+    import asyncio
+    from websockets.asyncio.client import connect
+
+    async def panel():
+        async with connect(f'ws://127.0.0.1:{server.port}/api/notes/ws') as ws:
+            assert json.loads(await ws.recv())['event'] == 'hello'
+            await ws.send('ping?')
+            assert json.loads(await ws.recv())['text'] == 'ping?'
+            server.post('/api/notes', json_body={'text': 'live'},
+                        headers={'X-API-Key': 'demo-key'})
+            pushed = json.loads(await ws.recv())
+            assert pushed['event'] == 'created'
+            assert pushed['data']['text'] == 'live'
+    asyncio.run(asyncio.wait_for(panel(), 20))
+
+
+def test_chat(example):
+    """A message said on one worker reaches the room's clients on both."""
+    import asyncio
+    from websockets.asyncio.client import connect
+    server = example('chat')
+    assert b'WebSocket' in server.get('/').body
+
+    async def talk():
+        url = f'ws://127.0.0.1:{server.port}/ws/chat/room1'
+        # an idle worker is served first, so which one takes a connection
+        # depends on timing: open them six at a time until both have some
+        clients, workers = [], set()
+        for _ in range(20):
+            batch = await asyncio.gather(*(connect(url) for _ in range(6)))
+            for ws in batch:
+                workers.add(json.loads(await ws.recv())['system'].split()[-1])
+            clients += batch
+            if len(workers) == 2:
+                break
+        other = await connect(f'ws://127.0.0.1:{server.port}/ws/chat/room2')
+        await other.recv()
+        await clients[0].send('hello all')
+        got = [json.loads(await ws.recv()) for ws in clients]
+        assert {m['text'] for m in got} == {'hello all'}
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(other.recv(), 0.5)  # another room
+        for ws in clients + [other]:
+            await ws.close()
+        return workers
+    workers = asyncio.run(asyncio.wait_for(talk(), 20))
+    assert len(workers) == 2  # both workers had members of the room

@@ -1,8 +1,8 @@
 """The installed uhttp-server has every name uhttp-workers relies on.
 
 uhttp-workers is pinned to the uhttp-server series it is tested with
-(pyproject.toml). Its HTTP glue (uhttp/workers/http/connection.py and
-server.py) subclasses uhttp-server's HttpConnection and HttpServer and uses
+(pyproject.toml). Its HTTP glue (uhttp/workers/http/connection.py,
+takeover.py and server.py) subclasses uhttp-server's HttpConnection and HttpServer and uses
 some of their private names; they are listed here, and nowhere else in the
 library may use them. When a test here fails, the message names what the
 installed uhttp-server lacks, and its version.
@@ -61,6 +61,12 @@ CONNECTION_PRIVATE = (
     '_read_headers', '_process_data', '_prepare_response',
     '_build_response_header', '_finalize_sent_response')
 
+# HttpConnection's private names that http/takeover.py (the WebSocket
+# hand-over, a mixin of Connection) uses
+TAKEOVER_PRIVATE = (
+    '_socket', '_buffer', '_read_paused', '_is_streaming',
+    '_response_started', '_response_keep_alive', '_send', '_update_interest')
+
 SERVER_PUBLIC = (
     'socket', 'selector', 'is_secure', 'close', 'handle_event',
     'remove_connection', 'maintenance')
@@ -73,7 +79,8 @@ SERVER_PRIVATE = (
     '_accept')  # overridden: HttpServer.handle_event() calls it
 
 GLUE = {'connection.py': (_server.HttpConnection, CONNECTION_PRIVATE),
-        'server.py': (_server.HttpServer, SERVER_PRIVATE)}
+        'server.py': (_server.HttpServer, SERVER_PRIVATE),
+        'takeover.py': (_server.HttpConnection, TAKEOVER_PRIVATE)}
 
 
 def installed():
@@ -186,7 +193,8 @@ def private_uses(path):
 
 def test_glue_uses_listed_privates_of_its_own_base_class_only(connection,
                                                               server):
-    instances = {'connection.py': connection, 'server.py': server}
+    instances = {'connection.py': connection, 'server.py': server,
+                 'takeover.py': connection}
     for name, (_, listed) in GLUE.items():
         uses, defined = private_uses(os.path.join(HTTP, name))
         base = instances[name]

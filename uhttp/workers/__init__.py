@@ -13,7 +13,8 @@ from .log import (
 from .messages import DEFERRED, RejectRequest, Request, Response
 from .metrics import Counter, Gauge, Histogram, MetricError, UnknownMetric
 from .pool import WorkerPool
-from .routing import api, sync
+from .routing import api, sync, websocket
+from .wsworker import WebSocket
 from .worker import ApiHandler, Worker
 
 __version__ = '1.2.0'
@@ -23,5 +24,6 @@ __all__ = [
     'LOG_ERROR', 'LOG_INFO', 'LOG_WARNING', 'Logger', 'PENDING_COMPLETED',
     'PENDING_DISCONNECTED', 'PENDING_SHUTDOWN', 'PENDING_STREAM_CLOSED',
     'MetricError', 'PENDING_TIMEOUT', 'PENDING_WORKER_DIED', 'RejectRequest',
-    'Request', 'Response', 'UnknownMetric', 'Worker', 'WorkerPool', 'api', 'sync',
+    'Request', 'Response', 'UnknownMetric', 'WebSocket', 'Worker', 'WorkerPool',
+    'api', 'sync', 'websocket',
 ]

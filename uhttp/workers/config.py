@@ -52,7 +52,9 @@ class DispatcherSettings:
                  static_routes=None, shutdown_timeout=10, max_pending=1000,
                  ssl_context=None, log_level=_log.LOG_INFO, use_logging=False,
                  log_format=None, access_log=False, metrics_path=None,
-                 dashboard_path=None, owner=None, **http_options):
+                 dashboard_path=None, ws_ping_interval=20,
+                 ws_max_message_size=1 << 20, ws_origins=None, ws_deflate=True,
+                 owner=None, **http_options):
         self.given = dict(
             port=port, address=address, pools=pools,
             static_routes=static_routes, shutdown_timeout=shutdown_timeout,
@@ -60,7 +62,9 @@ class DispatcherSettings:
             log_level=log_level, use_logging=use_logging,
             log_format=log_format, access_log=access_log,
             metrics_path=metrics_path, dashboard_path=dashboard_path,
-            **http_options)
+            ws_ping_interval=ws_ping_interval,
+            ws_max_message_size=ws_max_message_size, ws_origins=ws_origins,
+            ws_deflate=ws_deflate, **http_options)
         self.port = check_port(port)
         if not isinstance(address, str):
             raise TypeError(f"Dispatcher address must be a str, not {address!r}")
@@ -88,6 +92,16 @@ class DispatcherSettings:
                              f"are the same path {self.metrics_path!r}")
         self.static = static_mounts(static_routes)
         self.http_options = http_settings(http_options, self.max_pending)
+        self.ws_ping_interval = positive(
+            ws_ping_interval, 'ws_ping_interval', allow_zero=True)
+        self.ws_max_message_size = positive(
+            ws_max_message_size, 'ws_max_message_size')
+        if ws_origins is not None:
+            if isinstance(ws_origins, str):
+                ws_origins = (ws_origins,)
+            ws_origins = frozenset(ws_origins)
+        self.ws_origins = ws_origins
+        self.ws_deflate = check_flag(ws_deflate, 'ws_deflate')
 
 
 def check_flag(value, name):

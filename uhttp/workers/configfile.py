@@ -38,7 +38,8 @@ LEVELS = {'debug': _log.LOG_DEBUG, 'info': _log.LOG_INFO,
 DISPATCHER_KEYS = frozenset((
     'port', 'address', 'host', 'static_routes', 'shutdown_timeout',
     'max_pending', 'log_level', 'use_logging', 'log_format',
-    'access_log', 'metrics_path', 'dashboard_path')) | _http.HTTP_OPTIONS
+    'access_log', 'metrics_path', 'dashboard_path', 'ws_ping_interval',
+    'ws_max_message_size', 'ws_origins', 'ws_deflate')) | _http.HTTP_OPTIONS
 
 
 class Overrides:

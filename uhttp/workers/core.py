@@ -40,6 +40,7 @@ from .relay import Relay
 from .retirement import Retirements
 from .shutdown import Shutdown
 from .supervisor import Supervisor
+from .wssession import WsHub
 
 _monotonic = _time.monotonic
 
@@ -82,6 +83,7 @@ class Core:
         self.intake = Intake(self)
         self.backpressure = Backpressure(self)
         self.front = Front(self)
+        self.ws = WsHub(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
         self.retirements = Retirements(self)
@@ -129,7 +131,8 @@ class Core:
         return {
             'pools': [pool.status() for pool in self.pools],
             'pending': len(self.pending),
-            'streams': self.pending.streams,
+            'streams': self.pending.streams - self.ws.count,
+            'websockets': self.ws.count,
             'connections': 0 if server is None else len(server.connections),
             'queued': sum(pool.queue_size for pool in self.pools),
         }

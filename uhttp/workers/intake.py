@@ -14,6 +14,7 @@ from . import messages as _msg
 from . import replies as _replies
 from . import routing as _routing
 from . import static as _static
+from . import wssession as _wssession
 
 
 def sync_table(cls):
@@ -64,6 +65,8 @@ class Intake:
             return
         if self.hooks.overridden('do_check') and not self.check(
                 client, 'do_check'):
+            return
+        if _wssession.is_upgrade(client) and self.core.ws.refuse(client):
             return
         self.admit(client, pool)
 

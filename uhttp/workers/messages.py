@@ -15,6 +15,9 @@ M_REQUEST = 1       # (M_REQUEST, seq, request_id, method, path, query, headers,
 M_CONFIG = 2        # (M_CONFIG, config)
 M_STOP = 3          # (M_STOP,)
 M_DISCONNECT = 4    # (M_DISCONNECT, request_id)
+M_WS_MESSAGE = 5    # (M_WS_MESSAGE, request_id, str | bytes) a whole message
+M_WS_CLOSED = 6     # (M_WS_CLOSED, request_id, code, reason) the WebSocket
+#                      ended (sent once per accepted one): call on_ws_close()
 
 # worker -> dispatcher
 W_READY = 20        # (W_READY,) setup() finished
@@ -39,6 +42,9 @@ W_METRICS = 33      # (W_METRICS, deltas) user metrics since the last one (metri
 # time.monotonic() at which the worker started the request. A worker may
 # leave them out (the dispatcher then counts the route as '').
 NO_ROUTE = -1
+W_WS_ACCEPT = 34    # (W_WS_ACCEPT, request_id, subprotocol, headers) answer 101
+W_WS_SEND = 35      # (W_WS_SEND, request_id, str | bytes) a text or binary message
+W_WS_CLOSE = 36     # (W_WS_CLOSE, request_id, code, reason) start the close handshake
 
 # body kinds: how the dispatcher can rebuild `Response.data` when asked
 BODY_NONE = 0
@@ -472,6 +478,11 @@ def split_result(result):
 def attach(request, sender):
     """Let `request` answer through `sender` (the worker's state)."""
     request._worker = sender
+
+
+def sender_of(request):
+    """The worker state `request` answers through, or None."""
+    return request._worker
 
 
 def is_unanswered(request):

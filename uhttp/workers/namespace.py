@@ -47,7 +47,7 @@ class Names:
 WORKER = Names(
     'Worker',
     hooks=('setup', 'teardown', 'on_config', 'on_idle', 'on_disconnect',
-           'do_check', 'on_request_error'),
+           'do_check', 'on_request_error', 'on_ws_message', 'on_ws_close'),
     settings=('HANDLERS', 'LOG_NAME'),
     members=('log', 'kwargs', '_accepting', 'keep_alive', 'pause', 'resume',
              'forward', 'register_reader', 'register_writer',

@@ -35,6 +35,9 @@ class Relay:
             _msg.W_FORWARD: self.forward,
             _msg.W_ROUTES: self.routes,
             _msg.W_METRICS: self.metrics,
+            _msg.W_WS_ACCEPT: self.ws_accept,
+            _msg.W_WS_SEND: self.ws_send,
+            _msg.W_WS_CLOSE: self.ws_close,
         }
 
     # -- reading a worker's pipe ---------------------------------------------
@@ -208,3 +211,14 @@ class Relay:
     def metrics(self, handle, message):
         if self.core.observe is not None:
             self.core.observe.worker_metrics(handle, message[1])
+
+    # -- WebSockets (wssession.py) ---------------------------------------------
+
+    def ws_accept(self, handle, message):
+        self.core.ws.accept(handle, message)
+
+    def ws_send(self, handle, message):
+        self.core.ws.send(handle, message)
+
+    def ws_close(self, handle, message):
+        self.core.ws.close(handle, message)

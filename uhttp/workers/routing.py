@@ -286,6 +286,29 @@ def api(pattern, *methods):
     return _declare(_API_ROUTES, 'api', pattern, methods)
 
 
+_WEBSOCKET = '_uhttp_websocket'
+
+
+def websocket(pattern):
+    """Mark a Worker or ApiHandler method as the WebSocket handler of
+    `pattern` (same patterns and converters as @api). It is called with a
+    WebSocket (see wsworker.py) and accepts or rejects it."""
+    mark = _declare(_API_ROUTES, 'websocket', pattern, ('GET',))
+
+    def decorator(func):
+        func = mark(func)
+        setattr(func, _WEBSOCKET, True)
+        return func
+    return decorator
+
+
+def is_websocket(member):
+    """True for a member marked with @websocket."""
+    if isinstance(member, (staticmethod, classmethod)):
+        member = member.__func__
+    return getattr(member, _WEBSOCKET, False)
+
+
 def sync(pattern, *methods):
     """Mark a Dispatcher method as a sync handler, run in the dispatcher."""
     return _declare(_SYNC_ROUTES, 'sync', pattern, methods)

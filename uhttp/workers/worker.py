@@ -154,6 +154,14 @@ class Worker:
         """Called when a deferred or streaming request can no longer be
         answered: its client went away, or it timed out."""
 
+    def on_ws_message(self, ws, message):
+        """A whole message (str for text, bytes for binary) arrived on a
+        WebSocket this worker accepted."""
+
+    def on_ws_close(self, ws, code, reason):
+        """A WebSocket this worker accepted ended (once per connection,
+        whichever side closed it or vanished)."""
+
     def do_check(self, request):
         """Validate a request before routing: return (data, status) to
         refuse it, None to go on; or raise RejectRequest."""

@@ -22,6 +22,7 @@ from . import messages as _msg
 from . import metrics as _metrics
 from . import routing as _routing
 from . import worker as _worker
+from . import wsworker as _wsworker
 
 # exit codes of a worker process (sysexits-style, away from small codes a
 # user may pick for permanent_failure_exitcode or sys.exit())
@@ -93,6 +94,7 @@ class _Runtime:
         self.selector = _selectors.DefaultSelector()
         self.fds = None  # FdCallbacks, made once the worker's log exists
         self.open_requests = {}  # request_id -> Request (deferred or streaming)
+        self.websockets = {}     # request_id -> WebSocket (accepted, open)
         self.running = True
         self.stopping = False
         self.busy = 0.0          # seconds spent running requests
@@ -226,11 +228,13 @@ def build_table(worker):
     no instance attribute can shadow one."""
     table = _routing.RouteTable()
     for _, member, pattern, methods in _routing.class_routes(type(worker)):
-        table.add(pattern, methods, _routing.bind(member, worker))
+        table.add(pattern, methods, _wsworker.target(
+            member, _routing.bind(member, worker), worker))
     for handler_class in type(worker).HANDLERS:
         handler = handler_class(worker)
         for _, member, pattern, methods in _routing.class_routes(handler_class):
-            table.add(pattern, methods, _routing.bind(member, handler))
+            table.add(pattern, methods, _wsworker.target(
+                member, _routing.bind(member, handler), worker))
     return table
 
 
@@ -251,6 +255,8 @@ def handle_message(worker, runtime, table, message):
                 worker.log.error("on_disconnect(%s) failed: %r\n%s",
                                  message[1], err,
                                  _traceback.format_exc().rstrip())
+    elif kind == _msg.M_WS_MESSAGE or kind == _msg.M_WS_CLOSED:
+        _wsworker.handle_message(worker, runtime, message)
     elif kind == _msg.M_CONFIG:
         try:
             worker.on_config(message[1])

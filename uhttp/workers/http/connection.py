@@ -14,6 +14,7 @@ import uhttp.server as _server
 
 from . import parse as _parse
 from . import serialize as _serialize
+from .takeover import TakeOver
 
 EVENT_READ = _selectors.EVENT_READ
 EVENT_WRITE = _selectors.EVENT_WRITE
@@ -40,7 +41,7 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(_server.HttpConnection):
+class Connection(TakeOver, _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,
@@ -59,6 +60,7 @@ class Connection(_server.HttpConnection):
         self._parsed = False
         self._value = None
         self._stall = None
+        self._taken = None       # the WebSocket session reading the socket
         super().__init__(server, sock, addr, **kwargs)
 
     # -- request side ----------------------------------------------------------
@@ -270,6 +272,12 @@ class Connection(_server.HttpConnection):
 
     def handle_event(self, fileobj, mask):
         try:
+            if self._taken is not None:
+                if mask & EVENT_WRITE:
+                    self.try_send()
+                if mask & EVENT_READ and self._socket is not None:
+                    self.read_raw()
+                return None
             if not self._response_started and (
                     self.pending is not None
                     or (self._method is not None and self.is_loaded)):
@@ -483,6 +491,10 @@ class Connection(_server.HttpConnection):
 
     def end_stream(self):
         """Finish a streamed response: close once buffered bytes are out."""
+        handler = self._taken
+        if handler is not None:
+            self._taken = None
+            handler.ended()  # its last words (a close frame) go out first
         self.pending = None
         self._is_streaming = False
         self._response_keep_alive = False
@@ -507,6 +519,10 @@ class Connection(_server.HttpConnection):
         return now - self._stall[1] > limit
 
     def close(self):
+        handler = getattr(self, '_taken', None)
+        if handler is not None:
+            self._taken = None
+            handler.connection_lost()
         pending = getattr(self, 'pending', None)
         super().close()
         if pending is not None:

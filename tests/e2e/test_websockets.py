@@ -1,0 +1,493 @@
+"""WebSockets end to end: real dispatcher and worker processes, the
+`websockets` client library, and raw sockets where a client must misbehave
+(invalid UTF-8, never answering pings, never reading). Every on_ws_close()
+call is a line in a file, counted against the connections."""
+import asyncio
+import base64
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+import uhttp.workers as _workers
+from uhttp.workers.testing import TestServer
+from ws_app import WsDispatcher, WsWorker
+
+WAIT = 20  # seconds any one exchange may take
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, WAIT))
+
+
+def closes(path):
+    """[(request_id, code, reason)] of every on_ws_close() so far."""
+    try:
+        with open(path, encoding='utf-8') as log:
+            lines = log.read().splitlines()
+    except FileNotFoundError:
+        return []
+    result = []
+    for line in lines:
+        rid, code, reason = (line.split(' ', 2) + [''])[:3]
+        result.append((int(rid), int(code), reason))
+    return result
+
+
+def wait_for(predicate, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    return predicate()
+
+
+def start(tmp_path, **kwargs):
+    log = str(tmp_path / 'closes.txt')
+    pool = _workers.WorkerPool(WsWorker, num_workers=2, timeout=2,
+                               routes=['/ws/**', '/api/**'], close_log=log,
+                               heartbeat_interval=0.25)
+    server = TestServer(WsDispatcher, [pool], port=0, address='127.0.0.1',
+                        **kwargs)
+    server.start()
+    return server, log
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+    server, log = start(tmp_path_factory.mktemp('ws'),
+                        ws_max_message_size=64 * 1024)
+    yield server, log
+    server.stop()
+
+
+def url(server, path):
+    return f'ws://127.0.0.1:{server.port}{path}'
+
+
+# -- raw frames, for clients the library will not play --------------------------
+
+def handshake(port, path='/ws/echo/raw', extra=''):
+    sock = socket.create_connection(('127.0.0.1', port), timeout=WAIT)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f'GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n'
+                  f'Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n'
+                  f'Sec-WebSocket-Version: 13\r\n{extra}\r\n').encode())
+    head = b''
+    while b'\r\n\r\n' not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head.decode('latin-1')
+
+
+def frame(opcode, payload, fin=True):
+    mask = os.urandom(4)
+    first = (0x80 if fin else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        head = struct.pack('!BB', first, 0x80 | size)
+    elif size < 65536:
+        head = struct.pack('!BBH', first, 0x80 | 126, size)
+    else:
+        head = struct.pack('!BBQ', first, 0x80 | 127, size)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_frame(sock):
+    """(opcode, payload) of the next server frame, or None at EOF."""
+    def exact(count):
+        data = b''
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+    head = exact(2)
+    if head is None:
+        return None
+    size = head[1] & 0x7F
+    if size == 126:
+        size = struct.unpack('!H', exact(2))[0]
+    elif size == 127:
+        size = struct.unpack('!Q', exact(8))[0]
+    return head[0] & 0x0F, exact(size)
+
+
+def close_code(payload):
+    return struct.unpack('!H', payload[:2])[0] if len(payload) >= 2 else None
+
+
+def read_until_close(sock):
+    """The close frame's code, skipping other frames; None at EOF first."""
+    while True:
+        got = read_frame(sock)
+        if got is None:
+            return None
+        if got[0] == 8:
+            return close_code(got[1])
+
+
+# -- messages ----------------------------------------------------------------------
+
+def test_text_binary_subprotocol_and_headers(served):
+    server, log = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/lobby'),
+                           subprotocols=['other', 'chat']) as ws:
+            hello = await ws.recv()
+            assert hello.startswith('hello lobby ')
+            assert ws.subprotocol == 'chat'
+            assert ws.response.headers['x-room'] == 'lobby'
+            await ws.send('héllo')
+            assert await ws.recv() == 'héllo'
+            await ws.send(b'\x00\xffbin')
+            assert await ws.recv() == b'\x00\xffbin'
+            await ws.send(['frag', 'mented ', 'text'])
+            assert await ws.recv() == 'fragmented text'
+            await ws.send([b'a' * 1000, b'b' * 1000])
+            assert await ws.recv() == b'a' * 1000 + b'b' * 1000
+            assert await ws.ping() is not None  # the dispatcher answers pings
+    run(talk())
+
+
+def test_an_api_handler_method_serves_websockets(served):
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/greet/ada')) as ws:
+            assert await ws.recv() == 'hi ada'
+            await ws.send('and on_ws_message is the worker\'s')
+            assert await ws.recv() == 'and on_ws_message is the worker\'s'
+    run(talk())
+
+
+def test_permessage_deflate_is_agreed_and_works(served):
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/z'),
+                           compression='deflate') as ws:
+            await ws.recv()
+            assert 'permessage-deflate' in ws.response.headers[
+                'sec-websocket-extensions']
+            text = 'compress me ' * 4000  # 48 KB, under the 64 KiB limit
+            await ws.send(text)
+            assert await ws.recv() == text
+    run(talk())
+
+
+def test_oversized_message_closes_1009(served):
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/big'), compression=None,
+                           max_size=None) as ws:
+            await ws.recv()
+            await ws.send(b'x' * (64 * 1024 + 1))
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            return info.value.rcvd.code
+    assert run(talk()) == 1009
+
+
+def test_oversized_fragmented_message_closes_1009(served):
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/big'), compression=None) as ws:
+            await ws.recv()
+            await ws.send([b'y' * 40000, b'y' * 40000])
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            return info.value.rcvd.code
+    assert run(talk()) == 1009
+
+
+def test_invalid_utf8_closes_1007(served):
+    server, _ = served
+    sock, head = handshake(server.port)
+    try:
+        assert head.startswith('HTTP/1.1 101')
+        assert read_frame(sock)[0] == 1  # hello
+        sock.sendall(frame(1, b'ok \xff\xfe bad'))
+        assert read_until_close(sock) == 1007
+    finally:
+        sock.close()
+
+
+def test_unmasked_client_frame_closes_1002(served):
+    server, _ = served
+    sock, head = handshake(server.port)
+    try:
+        assert head.startswith('HTTP/1.1 101')
+        sock.sendall(b'\x81\x02hi')  # a client frame must be masked
+        assert read_until_close(sock) == 1002
+    finally:
+        sock.close()
+
+
+# -- the handshake -------------------------------------------------------------------
+
+def raw_get(port, path, headers):
+    with socket.create_connection(('127.0.0.1', port), timeout=WAIT) as sock:
+        lines = ''.join(f'{name}: {value}\r\n' for name, value in headers)
+        sock.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n{lines}\r\n'.encode())
+        data = b''
+        while b'\r\n\r\n' not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode('latin-1')
+
+
+GOOD = [('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+        ('Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='),
+        ('Sec-WebSocket-Version', '13')]
+
+
+def test_the_accept_token_is_the_rfc_one(served):
+    server, _ = served
+    answer = raw_get(server.port, '/ws/echo/rfc', GOOD)
+    assert answer.startswith('HTTP/1.1 101')
+    assert 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=' in answer
+
+
+@pytest.mark.parametrize('change,status', [
+    ({'Sec-WebSocket-Version': '8'}, 426),
+    ({'Sec-WebSocket-Key': 'c2hvcnQ='}, 400),
+    ({'Sec-WebSocket-Key': None}, 400),
+    ({'Connection': 'keep-alive'}, 400),
+])
+def test_bad_handshakes_are_refused(served, change, status):
+    server, _ = served
+    headers = [(name, change.get(name, value)) for name, value in GOOD
+               if change.get(name, value) is not None]
+    answer = raw_get(server.port, '/ws/echo/bad', headers)
+    assert answer.startswith(f'HTTP/1.1 {status}'), answer
+    if status == 426:
+        assert 'sec-websocket-version: 13' in answer.lower()
+
+
+def test_plain_get_on_a_websocket_route_is_426(served):
+    server, _ = served
+    assert server.get('/ws/echo/plain').status == 426
+
+
+def test_rejections(served):
+    server, _ = served
+
+    async def status_of(path, **kwargs):
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url(server, path), **kwargs):
+                pass
+        return info.value.response.status_code
+    assert run(status_of('/ws/echo/x?refuse=401')) == 401
+    assert run(status_of('/ws/silent')) == 403
+    assert run(status_of('/ws/echo/x',
+                         additional_headers={'X-Deny': '1'})) == 401
+    assert run(status_of('/ws/nowhere')) == 404
+
+
+# -- closing, and on_ws_close counted ------------------------------------------
+
+def test_every_close_is_told_once(served):
+    server, log = served
+    before = len(closes(log))
+    ids = []
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/a')) as ws:
+            await ws.recv()
+        async with connect(url(server, '/ws/echo/b')) as ws:
+            await ws.recv()
+            await ws.close(4001, 'client says bye')
+        async with connect(url(server, '/ws/echo/c')) as ws:
+            await ws.recv()
+            await ws.send('close')
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 4000
+            assert info.value.rcvd.reason == 'asked'
+    run(talk())
+    sock, head = handshake(server.port)  # vanishes without a close frame
+    assert head.startswith('HTTP/1.1 101')
+    read_frame(sock)
+    sock.close()
+    got = wait_for(lambda: len(closes(log)) >= before + 4 and closes(log))
+    new = got[before:]
+    assert len(new) == 4
+    assert len({rid for rid, _, _ in new}) == 4
+    codes = sorted(code for _, code, _ in new)
+    assert codes == [1000, 1006, 4000, 4001]
+    assert (4001, 'client says bye') in [(c, r) for _, c, r in new]
+    time.sleep(0.3)
+    assert len(closes(log)) == before + 4  # never twice
+
+
+def test_status_counts_websockets(served):
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/s')) as one, \
+                connect(url(server, '/ws/echo/s')) as two:
+            await one.recv()
+            await two.recv()
+            status = server.get('/_status').json()
+            assert status['websockets'] == 2
+            assert status['pending'] == 2
+            # exempt from the request timeout (2 s) like streams
+            await asyncio.sleep(2.6)
+            await one.send('still')
+            assert await one.recv() == 'still'
+    run(talk())
+    assert wait_for(lambda: server.get('/_status').json()['websockets'] == 0)
+
+
+def test_slow_reader_is_closed_1008(served):
+    server, log = served
+    sock, head = handshake(server.port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    assert head.startswith('HTTP/1.1 101')
+    before = len(closes(log))
+    try:
+        read_frame(sock)
+        sock.sendall(frame(1, b'flood'))  # 25 MiB back, never read
+        got = wait_for(lambda: [c for c in closes(log)[before:]
+                                if c[1] == 1008])
+        assert got and got[0][2] == 'slow reader'
+    finally:
+        sock.close()
+
+
+def test_ping_timeout(tmp_path):
+    server, log = start(tmp_path, ws_ping_interval=0.3)
+    try:
+        sock, head = handshake(server.port)  # never answers a ping
+        assert head.startswith('HTTP/1.1 101')
+        opcodes = []
+        while True:
+            got = read_frame(sock)
+            if got is None:
+                break
+            opcodes.append(got[0])
+            if got[0] == 8:
+                assert close_code(got[1]) == 1011
+                break
+        assert 9 in opcodes and opcodes[-1] == 8
+        assert wait_for(lambda: [c for c in closes(log) if c[1] == 1011])
+
+        async def answers():  # a client that answers pings stays
+            async with connect(url(server, '/ws/echo/p')) as ws:
+                await ws.recv()
+                await asyncio.sleep(1.5)
+                await ws.send('alive')
+                assert await ws.recv() == 'alive'
+        run(answers())
+    finally:
+        server.stop()
+
+
+def test_worker_crash_closes_its_websockets_1011(tmp_path):
+    server, log = start(tmp_path)
+    try:
+        async def talk():
+            # an idle worker is served first, so which one takes a
+            # connection depends on timing: open them six at a time until
+            # both workers have some
+            sockets, pids = [], []
+            for _ in range(20):
+                batch = await asyncio.gather(
+                    *(connect(url(server, '/ws/echo/n')) for _ in range(6)))
+                for ws in batch:
+                    await ws.recv()
+                    await ws.send('pid')
+                    pids.append(int(await ws.recv()))
+                sockets += batch
+                if len(set(pids)) == 2:
+                    break
+            victim = pids[0]
+            assert len(set(pids)) == 2, pids
+            await sockets[0].send('crash')
+            for ws, pid in zip(sockets, pids):
+                if pid == victim:
+                    with pytest.raises(ConnectionClosed) as info:
+                        await ws.recv()
+                    assert info.value.rcvd.code == 1011
+                else:
+                    await ws.send('survivor')
+                    assert await ws.recv() == 'survivor'
+            for ws in sockets:
+                await ws.close()
+            return pids.count(victim), len(pids) - pids.count(victim)
+        lost, kept = run(talk())
+        # the dead worker tells nothing; the live one tells each close once
+        assert wait_for(lambda: len(closes(log)) >= kept)
+        time.sleep(0.3)
+        assert len(closes(log)) == kept
+        assert wait_for(lambda: server.get('/_status').json()['websockets'] == 0)
+    finally:
+        server.stop()
+
+
+def test_shutdown_closes_1001_after_the_drain(tmp_path):
+    server, log = start(tmp_path)
+    try:
+        async def talk():
+            async with connect(url(server, '/ws/echo/bye')) as ws:
+                await ws.recv()
+                stopper = threading.Thread(target=server.stop)
+                stopper.start()
+                with pytest.raises(ConnectionClosed) as info:
+                    await ws.recv()
+                await asyncio.get_running_loop().run_in_executor(
+                    None, stopper.join, WAIT)
+                return info.value.rcvd.code
+        assert run(talk()) == 1001
+        assert [code for _, code, _ in closes(log)] == [1001]
+    finally:
+        server.stop()
+
+
+def test_a_retired_worker_closes_its_websockets_1011(tmp_path):
+    log = str(tmp_path / 'closes.txt')
+    pool = _workers.WorkerPool(WsWorker, num_workers=1, routes=['/ws/**'],
+                               close_log=log, retire_timeout=1,
+                               heartbeat_interval=0.25)
+    server = TestServer(WsDispatcher, [pool], port=0, address='127.0.0.1')
+    server.start()
+    try:
+        async def talk():
+            async with connect(url(server, '/ws/echo/old')) as ws:
+                await ws.recv()
+                await ws.send('pid')
+                old = int(await ws.recv())
+                os.kill(server.pid, signal.SIGHUP)  # a rolling reload
+                with pytest.raises(ConnectionClosed) as info:
+                    while True:
+                        await ws.recv()
+                code = info.value.rcvd.code
+            async with connect(url(server, '/ws/echo/new')) as ws:
+                await ws.recv()
+                await ws.send('pid')
+                new = int(await ws.recv())
+            return code, old, new
+        code, old, new = run(talk())
+        assert code == 1011 and old != new
+        # the retiring worker was alive, so it was told (then the new one's)
+        got = wait_for(lambda: len(closes(log)) >= 2 and closes(log))
+        assert [c for _, c, _ in got] == [1011, 1000]
+    finally:
+        server.stop()

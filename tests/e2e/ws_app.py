@@ -1,0 +1,77 @@
+"""WebSockets served by two workers: echo, rejections, crashes, counts.
+
+Every on_ws_close() appends one line (request id, code, reason) to the
+file named by the pool's `close_log` keyword, so a test can count them
+across processes, dead ones included.
+"""
+import os
+
+import uhttp.workers as _workers
+
+
+class Greeter(_workers.ApiHandler):
+    PATTERN = '/ws/greet'
+
+    @_workers.websocket('/{name}')
+    def greet(self, ws):
+        ws.accept()
+        self.worker.sockets[ws.request_id] = ws
+        ws.send(f"hi {ws.path_params['name']}")
+
+
+class WsWorker(_workers.Worker):
+    HANDLERS = [Greeter]
+
+    def setup(self):
+        self.close_log = self.kwargs['close_log']
+        self.sockets = {}
+
+    @_workers.websocket('/ws/echo/{room}')
+    def echo(self, ws):
+        if ws.query and ws.query.get('refuse'):
+            ws.reject({'error': 'refused'}, status=int(ws.query['refuse']))
+            return
+        chosen = 'chat' if 'chat' in ws.subprotocols else None
+        ws.accept(subprotocol=chosen, headers={'X-Room': ws.path_params['room']})
+        self.sockets[ws.request_id] = ws
+        ws.send(f"hello {ws.path_params['room']} {self.worker_id}")
+
+    @_workers.websocket('/ws/silent')
+    def silent(self, ws):
+        pass  # no decision: 403
+
+    @_workers.api('/api/broadcast', 'POST')
+    def broadcast(self, request):
+        for ws in list(self.sockets.values()):
+            ws.send(request.data['text'])
+        return {'sent': len(self.sockets)}
+
+    def on_ws_message(self, ws, message):
+        if message == 'close':
+            ws.close(4000, 'asked')
+        elif message == 'crash':
+            os._exit(3)
+        elif message == 'pid':
+            ws.send(str(os.getpid()))
+        elif message == 'flood':
+            chunk = 'x' * 65536
+            for _ in range(400):
+                if not ws.send(chunk):
+                    break
+        else:
+            ws.send(message)
+
+    def on_ws_close(self, ws, code, reason):
+        self.sockets.pop(ws.request_id, None)
+        with open(self.close_log, 'a', encoding='utf-8') as log:
+            log.write(f"{ws.request_id} {code} {reason}\n")
+
+
+class WsDispatcher(_workers.Dispatcher):
+    def do_check(self, request):
+        if request.headers.get('x-deny'):
+            raise _workers.RejectRequest({'error': 'denied'}, status=401)
+
+    @_workers.sync('/_status', 'GET')
+    def status_route(self, request, params):
+        request.respond(self.status())

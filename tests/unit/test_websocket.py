@@ -1,0 +1,342 @@
+"""The dispatcher's WebSocket parts without processes or sockets: the
+handshake checks, the 101 head, and a session fed bytes made by wsproto's
+client side, with a fake connection and hub recording what they get."""
+import base64
+import types
+
+import pytest
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionType
+from wsproto import events
+
+from uhttp.workers import messages as _msg
+from uhttp.workers import routing as _routing
+from uhttp.workers import wssession as _ws
+from uhttp.workers import wsworker as _wsworker
+
+KEY = 'dGhlIHNhbXBsZSBub25jZQ=='
+
+
+def client(method='GET', protocol='HTTP/1.1', **headers):
+    base = {'upgrade': 'websocket', 'connection': 'Upgrade',
+            'sec-websocket-key': KEY, 'sec-websocket-version': '13'}
+    for name, value in headers.items():
+        name = name.replace('_', '-')
+        if value is None:
+            base.pop(name, None)
+        else:
+            base[name] = value
+    return types.SimpleNamespace(method=method, protocol=protocol,
+                                 headers=base)
+
+
+def test_accept_token_is_rfc_6455_s_example():
+    assert _ws.accept_token(KEY) == 's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
+
+
+def test_is_upgrade():
+    assert _ws.is_upgrade(client())
+    assert _ws.is_upgrade(client(upgrade='WebSocket'))
+    assert not _ws.is_upgrade(client(upgrade=None))
+    assert not _ws.is_upgrade(client(upgrade='h2c'))
+
+
+@pytest.mark.parametrize('changes,status', [
+    ({}, None),
+    ({'connection': 'keep-alive, Upgrade'}, None),
+    ({'method': 'POST'}, 400),
+    ({'protocol': 'HTTP/1.0'}, 400),
+    ({'connection': 'keep-alive'}, 400),
+    ({'sec_websocket_version': '8'}, 426),
+    ({'sec_websocket_version': None}, 426),
+    ({'sec_websocket_key': None}, 400),
+    ({'sec_websocket_key': 'not base64!'}, 400),
+    ({'sec_websocket_key': base64.b64encode(b'x' * 15).decode()}, 400),
+])
+def test_handshake_checks(changes, status):
+    error = _ws.handshake_error(client(**changes))
+    assert (error and error[0]) == status
+
+
+def test_origin_check():
+    allowed = frozenset(['http://good'])
+    assert _ws.handshake_error(client(origin='http://good'), allowed) is None
+    assert _ws.handshake_error(client(origin='http://evil'), allowed)[0] == 403
+    assert _ws.handshake_error(client(), allowed)[0] == 403
+    assert _ws.handshake_error(client(origin='http://evil')) is None
+
+
+def test_switching_head_with_subprotocol_headers_and_deflate():
+    headers = client(sec_websocket_extensions='permessage-deflate; '
+                     'client_max_window_bits').headers
+    head, agreed = _ws.switching_head(headers, 'chat', [('X-A', '1')], True)
+    text = head.decode()
+    assert text.startswith('HTTP/1.1 101 Switching Protocols\r\n')
+    assert 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n' in text
+    assert 'Sec-WebSocket-Protocol: chat\r\n' in text
+    assert 'Sec-WebSocket-Extensions: permessage-deflate' in text
+    assert 'X-A: 1\r\n' in text and text.endswith('\r\n\r\n')
+    assert len(agreed) == 1
+    head, agreed = _ws.switching_head(headers, None, None, False)
+    assert b'Extensions' not in head and b'Sec-WebSocket-Protocol' not in head
+    assert agreed == []
+
+
+# -- a session, fed by wsproto's client side --------------------------------------
+
+class FakeConnection:
+    def __init__(self, room=1 << 30):
+        self.sent = b''
+        self.room = room
+        self.is_open = True
+        self.pending = None
+        self.max_send_buffer_size = room
+        self.ended = self.closed = False
+
+    def send_raw(self, data):
+        if len(self.sent) + len(data) > self.room:
+            return False
+        self.sent += data
+        return True
+
+    def release_take_over(self):
+        pass
+
+    def end_stream(self):
+        self.ended = True
+
+    def close(self):
+        self.closed = True
+
+
+class FakeHub:
+    def __init__(self, max_message_size=1000):
+        self.told = []
+        self.ended = []
+        self.sessions = {}
+        self.max_message_size = max_message_size
+        self.log = types.SimpleNamespace(warning=lambda *args: None)
+        self.core = types.SimpleNamespace(
+            stopping=False,
+            end=lambda pending, reason, tell_worker=None: self.ended.append(
+                reason))
+
+    def tell(self, handle, message):
+        self.told.append(message)
+
+
+def session(room=1 << 30, max_message_size=1000):
+    hub = FakeHub(max_message_size)
+    connection = FakeConnection(room)
+    pending = types.SimpleNamespace(request_id=7, client=connection)
+    connection.pending = pending
+    handle = types.SimpleNamespace(alive=True)
+    ws = _ws.WsSession(hub, pending, handle)
+    hub.sessions[7] = ws
+    return ws, hub, connection, WsConnection(ConnectionType.CLIENT)
+
+
+def server_events(peer, connection):
+    peer.receive_data(connection.sent)
+    connection.sent = b''
+    return list(peer.events())
+
+
+def test_whole_messages_reach_the_worker_defragmented():
+    ws, hub, _, peer = session()
+    ws.data_received(peer.send(events.TextMessage('hel', message_finished=False)))
+    assert hub.told == []
+    ws.data_received(peer.send(events.TextMessage('lo')))
+    ws.data_received(peer.send(events.BytesMessage(b'\x00\x01')))
+    assert hub.told == [(_msg.M_WS_MESSAGE, 7, 'hello'),
+                        (_msg.M_WS_MESSAGE, 7, b'\x00\x01')]
+
+
+def test_bytes_split_anywhere_make_the_same_messages():
+    ws, hub, _, peer = session()
+    data = peer.send(events.TextMessage('abc' * 50)) + peer.send(
+        events.BytesMessage(b'z' * 300))
+    for i in range(len(data)):
+        ws.data_received(data[i:i + 1])
+    assert hub.told == [(_msg.M_WS_MESSAGE, 7, 'abc' * 50),
+                        (_msg.M_WS_MESSAGE, 7, b'z' * 300)]
+
+
+def test_the_size_limit_counts_utf8_bytes():
+    ws, hub, connection, peer = session(max_message_size=10)
+    ws.data_received(peer.send(events.TextMessage('ééééé')))  # 10 bytes
+    assert hub.told == [(_msg.M_WS_MESSAGE, 7, 'ééééé')]
+    ws.data_received(peer.send(events.TextMessage('éééééé')))  # 12 bytes
+    assert hub.told[-1] == (_msg.M_WS_CLOSED, 7, 1009, 'message too big')
+
+
+def test_ping_is_answered_and_pong_clears_the_wait():
+    ws, _, connection, peer = session()
+    ws.data_received(peer.send(events.Ping(b'p1')))
+    got = server_events(peer, connection)
+    assert isinstance(got[0], events.Pong) and got[0].payload == b'p1'
+    ws.ping(0)
+    assert ws.awaiting_pong
+    got = server_events(peer, connection)
+    assert isinstance(got[0], events.Ping)
+    ws.data_received(peer.send(got[0].response()))
+    assert not ws.awaiting_pong
+
+
+def test_too_big_closes_1009_and_tells_once():
+    ws, hub, connection, peer = session(max_message_size=10)
+    ws.data_received(peer.send(events.BytesMessage(b'x' * 11)))
+    got = server_events(peer, connection)
+    assert isinstance(got[0], events.CloseConnection) and got[0].code == 1009
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 1009, 'message too big')]
+    assert hub.ended == ['stream_closed'] and connection.ended
+    ws.connection_lost()
+    assert len(hub.told) == 1 and 7 not in hub.sessions
+
+
+def test_client_close_is_answered_and_told():
+    ws, hub, connection, peer = session()
+    ws.data_received(peer.send(events.CloseConnection(4001, 'bye')))
+    got = server_events(peer, connection)
+    assert got[0].code == 4001
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 4001, 'bye')]
+
+
+def test_worker_close_waits_for_the_answer():
+    ws, hub, connection, peer = session()
+    ws.close(4000, 'done')
+    got = server_events(peer, connection)
+    assert got[0].code == 4000 and hub.told == []
+    ws.send_message('dropped after close')
+    assert connection.sent == b''
+    ws.data_received(peer.send(got[0].response()))
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 4000, 'done')]
+
+
+def test_lost_connection_is_1006_and_ended_by_the_server_1011():
+    ws, hub, _, _ = session()
+    ws.connection_lost()
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 1006, '')]
+    ws, hub, connection, peer = session()
+    ws.ended()
+    assert server_events(peer, connection)[0].code == 1011
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 1011, '')]
+    assert hub.ended == []  # the caller (core.fail) ends the request
+
+
+def test_slow_reader_is_1008_and_dropped():
+    ws, hub, connection, _ = session(room=100)
+    ws.send_message('x' * 200)
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 1008, 'slow reader')]
+    assert connection.closed
+
+
+def test_a_dead_worker_is_told_nothing():
+    ws, hub, _, _ = session()
+    ws.handle.alive = False
+    ws.connection_lost()
+    assert hub.told == [] and hub.ended == ['stream_closed']
+
+
+def test_invalid_utf8_closes_1007():
+    ws, hub, connection, _ = session()
+    # a masked text frame holding 0xff 0xfe
+    ws.data_received(bytes([0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]))
+    got = server_events(WsConnection(ConnectionType.CLIENT), connection)
+    assert got[0].code == 1007
+    assert hub.told[0][:3] == (_msg.M_WS_CLOSED, 7, 1007)
+
+
+# -- the worker side ----------------------------------------------------------------
+
+def test_websocket_decorator_marks_a_get_route():
+    @_routing.websocket('/ws/{room}')
+    def handler(self, ws):
+        pass
+    assert _routing.is_websocket(handler)
+    assert _routing.route_marks(handler) == (('/ws/{room}', ('GET',)),)
+
+
+def test_handler_decisions():
+    request = _msg.Request(5, 'GET', '/ws', headers={'upgrade': 'websocket'})
+    assert _wsworker.run_handler(lambda ws: None, request)[1] == 403
+    assert _wsworker.run_handler(
+        lambda ws: ws.reject({'e': 1}, 401), request) == ({'e': 1}, 401)
+    plain = _msg.Request(6, 'GET', '/ws')
+    assert _wsworker.run_handler(lambda ws: None, plain)[1] == 426
+
+
+def test_websocket_argument_checks():
+    request = _msg.Request(5, 'GET', '/ws', headers={
+        'upgrade': 'websocket', 'sec-websocket-protocol': 'a, b'})
+    ws = _wsworker.WebSocket(request)
+    assert ws.subprotocols == ['a', 'b']
+    with pytest.raises(ValueError):
+        ws.accept(subprotocol='c')
+    assert ws.send('not open') is False and ws.close() is False
+
+
+def test_settings_are_checked():
+    from uhttp.workers.config import DispatcherSettings
+    settings = DispatcherSettings(ws_origins='http://a')
+    assert settings.ws_origins == frozenset(['http://a'])
+    assert settings.ws_ping_interval == 20
+    assert settings.ws_max_message_size == 1 << 20
+    with pytest.raises(ValueError):
+        DispatcherSettings(ws_ping_interval=-1)
+    with pytest.raises(ValueError):
+        DispatcherSettings(ws_max_message_size=0)
+    with pytest.raises(TypeError):
+        DispatcherSettings(ws_deflate='yes')
+
+
+def test_config_file_takes_the_ws_settings(tmp_path):
+    from uhttp.workers import configfile
+    path = tmp_path / 'app.toml'
+    path.write_text('[dispatcher]\nws_ping_interval = 5\n'
+                    'ws_max_message_size = 4096\nws_origins = ["http://a"]\n'
+                    'ws_deflate = false\n')
+    overrides, problems = configfile.load(str(path))
+    assert problems == []
+    assert overrides.dispatcher == {
+        'ws_ping_interval': 5, 'ws_max_message_size': 4096,
+        'ws_origins': ['http://a'], 'ws_deflate': False}
+    path.write_text('[dispatcher]\nws_ping_interval = -1\n')
+    assert configfile.load(str(path))[1]
+
+
+# -- permessage-deflate, bounded -----------------------------------------------------
+
+def deflate_pair(limit):
+    """A session and a wsproto client that agreed on permessage-deflate."""
+    from wsproto.extensions import PerMessageDeflate
+    offer = PerMessageDeflate()
+    headers = client(sec_websocket_extensions='permessage-deflate; '
+                     + offer.offer()).headers
+    head, agreed = _ws.switching_head(headers, None, None, True, limit)
+    value = [line for line in head.decode().split('\r\n')
+             if line.startswith('Sec-WebSocket-Extensions: ')][0]
+    offer.finalize(value.split(': ', 1)[1])
+    ws, hub, connection, _ = session(max_message_size=limit)
+    ws.proto = WsConnection(ConnectionType.SERVER, agreed)
+    return ws, hub, agreed[0], WsConnection(ConnectionType.CLIENT, [offer])
+
+
+def test_compressed_messages_are_inflated():
+    ws, hub, _, peer = deflate_pair(100_000)
+    ws.data_received(peer.send(events.TextMessage('a' * 50_000)))
+    ws.data_received(peer.send(events.BytesMessage(b'b' * 1000,
+                                                   message_finished=False)))
+    ws.data_received(peer.send(events.Ping(b'between')))
+    ws.data_received(peer.send(events.BytesMessage(b'c' * 1000)))
+    assert hub.told == [(_msg.M_WS_MESSAGE, 7, 'a' * 50_000),
+                        (_msg.M_WS_MESSAGE, 7, b'b' * 1000 + b'c' * 1000)]
+
+
+def test_a_deflate_bomb_stops_at_the_limit():
+    ws, hub, extension, peer = deflate_pair(65536)
+    data = peer.send(events.BytesMessage(b'\0' * 20_000_000))
+    assert len(data) < 100_000  # 20 MB of zeros compress to little
+    ws.data_received(data)
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 1009, hub.told[0][3])]
+    assert extension.inflated <= 65536 + 1  # never inflated further

@@ -1,0 +1,358 @@
+"""WebSockets in the dispatcher: the handshake checks, one session per
+upgraded connection, and the hub that relays whole messages to workers.
+
+The upgrade GET is routed like any pooled request (do_check first); the
+worker's @websocket handler accepts or rejects it. On W_WS_ACCEPT the
+dispatcher answers 101 and the connection is handed to a `WsSession`, which
+feeds wsproto's frame-level state machine (masking, fragmentation, UTF-8,
+close handshake, permessage-deflate) and passes whole messages to the worker
+that accepted it. An accepted session is a stream for the pending table (no
+deadline, no window slot) and held by its worker, so the worker's death
+ends it through the usual path: `Connection.end_stream()` calls
+`WsSession.ended()`, which closes with 1011 (1001 while shutting down).
+
+Every accepted session tells its worker M_WS_CLOSED exactly once (unless
+the worker is dead), so the worker calls on_ws_close() exactly once.
+"""
+
+import base64 as _base64
+import binascii as _binascii
+import hashlib as _hashlib
+import time as _time
+
+from wsproto.connection import Connection as _WsConnection
+from wsproto.connection import ConnectionState as _State
+from wsproto.connection import ConnectionType as _Type
+from wsproto import events as _events
+from wsproto.handshake import server_extensions_handshake as _extensions
+from wsproto.utilities import ProtocolError as _ProtocolError
+
+from . import channel as _channel
+from . import messages as _msg
+from .pending import PENDING_STREAM_CLOSED
+from .wsdeflate import BoundedDeflate
+
+_GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+CLOSE_TIMEOUT = 5.0       # a close frame's answer waits this long at most
+_monotonic = _time.monotonic
+
+# close codes
+NORMAL = 1000
+GOING_AWAY = 1001
+ABNORMAL = 1006
+POLICY = 1008
+TOO_BIG = 1009
+INTERNAL = 1011
+
+
+def _tokens(value):
+    return {part.strip().lower() for part in (value or '').split(',')}
+
+
+def is_upgrade(client):
+    """True when the request asks for a WebSocket upgrade."""
+    headers = client.headers
+    return bool(headers) and 'websocket' in _tokens(headers.get('upgrade'))
+
+
+def handshake_error(client, origins=None):
+    """(status, text, headers) refusing a bad upgrade request, or None
+    (RFC 6455 section 4.2.1; `origins`, when given, the Origin values
+    allowed)."""
+    headers = client.headers
+    if client.method != 'GET' or client.protocol != 'HTTP/1.1':
+        return 400, 'WebSocket upgrade needs GET over HTTP/1.1', None
+    if 'upgrade' not in _tokens(headers.get('connection')):
+        return 400, 'Connection: Upgrade missing', None
+    if headers.get('sec-websocket-version', '').strip() != '13':
+        return (426, 'Unsupported WebSocket version',
+                {'sec-websocket-version': '13', 'upgrade': 'websocket'})
+    try:
+        key = _base64.b64decode(headers.get('sec-websocket-key', ''),
+                                validate=True)
+    except (_binascii.Error, ValueError):
+        key = b''
+    if len(key) != 16:
+        return 400, 'Bad Sec-WebSocket-Key', None
+    if origins is not None and headers.get('origin') not in origins:
+        return 403, 'Origin not allowed', None
+    return None
+
+
+def accept_token(key):
+    digest = _hashlib.sha1(key.strip().encode('ascii') + _GUID).digest()
+    return _base64.b64encode(digest).decode('ascii')
+
+
+def offered_subprotocols(headers):
+    return [part.strip() for part in
+            (headers.get('sec-websocket-protocol') or '').split(',')
+            if part.strip()]
+
+
+def switching_head(request_headers, subprotocol, extra, extensions,
+                   max_message_size=1 << 20):
+    """The 101 answer's head (bytes), and the extensions agreed on
+    (permessage-deflate when `extensions` and the client offers it)."""
+    lines = ['HTTP/1.1 101 Switching Protocols', 'Upgrade: websocket',
+             'Connection: Upgrade',
+             'Sec-WebSocket-Accept: ' + accept_token(
+                 request_headers['sec-websocket-key'])]
+    if subprotocol:
+        lines.append('Sec-WebSocket-Protocol: ' + subprotocol)
+    agreed = []
+    offers = request_headers.get('sec-websocket-extensions')
+    if offers and extensions:
+        deflate = BoundedDeflate(max_message_size)
+        value = _extensions(
+            [part for part in offers.split(',') if part.strip()], [deflate])
+        if value is not None:
+            lines.append('Sec-WebSocket-Extensions: ' + value.decode('ascii'))
+            deflate.finalize(value.decode('ascii'))
+            agreed.append(deflate)
+    for name, value in extra or ():
+        lines.append(f'{name}: {value}')
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'), agreed
+
+
+class WsSession:
+    """One accepted WebSocket: wsproto fed by its connection's bytes."""
+
+    def __init__(self, hub, pending, handle, extensions=()):
+        self.hub = hub
+        self.pending = pending
+        self.request_id = pending.request_id
+        self.connection = pending.client
+        self.handle = handle
+        self.proto = _WsConnection(_Type.SERVER, list(extensions))
+        self.parts = []
+        self.size = 0
+        self.last_seen = _monotonic()
+        self.awaiting_pong = False
+        self.closing_since = None
+        self.close_code = None    # what the worker is told
+        self.finished = False
+
+    # -- bytes in ----------------------------------------------------------
+
+    def data_received(self, data):
+        self.last_seen = _monotonic()
+        try:
+            self.proto.receive_data(data)
+        except _ProtocolError:
+            return
+        for event in self.proto.events():
+            if self.finished:
+                return
+            self.on_event(event)
+
+    def on_event(self, event):
+        if isinstance(event, _events.Message):
+            self.on_fragment(event)
+        elif isinstance(event, _events.Ping):
+            self.write(self.proto.send(event.response()))
+        elif isinstance(event, _events.Pong):
+            self.awaiting_pong = False
+        elif isinstance(event, _events.CloseConnection):
+            self.on_close(event)
+
+    def on_fragment(self, event):
+        data = event.data
+        if isinstance(data, str) and not data.isascii():
+            self.size += len(data.encode('utf-8'))  # the limit is in bytes
+        else:
+            self.size += len(data)
+        if self.size > self.hub.max_message_size:
+            self.abort(TOO_BIG, 'message too big')
+            return
+        self.parts.append(event.data)
+        if not event.message_finished:
+            return
+        parts, self.parts, self.size = self.parts, [], 0
+        if isinstance(event, _events.TextMessage):
+            message = parts[0] if len(parts) == 1 else ''.join(parts)
+        else:
+            message = bytes(parts[0]) if len(parts) == 1 else b''.join(parts)
+        self.hub.tell(self.handle, (_msg.M_WS_MESSAGE, self.request_id, message))
+
+    def on_close(self, event):
+        code, reason = event.code, event.reason or ''
+        state = self.proto.state
+        if state == _State.OPEN:
+            # the peer broke the protocol (bad UTF-8 1007, unmasked frame
+            # 1002, ...): wsproto made the code, we close with it
+            self.abort(code, reason)
+        elif state == _State.REMOTE_CLOSING:  # the peer closed
+            if code in (1005, ABNORMAL):
+                answer = _events.CloseConnection(NORMAL)
+            else:
+                answer = _events.CloseConnection(code, reason)
+            self.write(self.proto.send(answer))
+            self.finish(code, reason)
+        else:  # the answer to our close frame
+            self.finish(self.close_code or code, reason)
+
+    def connection_lost(self):
+        """The socket closed without a close handshake."""
+        self.finish(self.close_code or ABNORMAL, '', drop=False)
+
+    # -- bytes out ---------------------------------------------------------
+
+    def write(self, data):
+        if data and not self.connection.send_raw(data):
+            if self.connection.is_open:
+                self.hub.log.warning(
+                    "websocket %s dropped: the client does not read fast "
+                    "enough (send buffer limit %d bytes)", self.request_id,
+                    self.connection.max_send_buffer_size)
+            self.finish(POLICY, 'slow reader', flush=False)
+            return False
+        return True
+
+    def send_message(self, message):
+        if self.proto.state != _State.OPEN:
+            return
+        self.write(self.proto.send(_events.Message(data=message)))
+
+    def ping(self, now):
+        if self.proto.state == _State.OPEN:
+            self.awaiting_pong = True
+            self.write(self.proto.send(_events.Ping(b'uhttp')))
+
+    def close(self, code=NORMAL, reason=''):
+        """Start the close handshake (the worker is told once it ends)."""
+        if self.finished or self.proto.state != _State.OPEN:
+            return
+        self.close_code = code
+        self.closing_since = _monotonic()
+        self.write(self.proto.send(_events.CloseConnection(code, reason)))
+
+    def abort(self, code, reason):
+        """Send a close frame and end now, without waiting for its answer."""
+        if self.proto.state == _State.OPEN:
+            if not self.write(self.proto.send(
+                    _events.CloseConnection(code, reason))):
+                return
+        self.finish(code, reason)
+
+    def ended(self):
+        """Connection.end_stream() while the session was still open: the
+        server ends it (the worker died or retired, or shutdown)."""
+        code = GOING_AWAY if self.hub.core.stopping else INTERNAL
+        if self.proto.state == _State.OPEN:
+            self.write(self.proto.send(_events.CloseConnection(code)))
+        self.finish(code, '', drop=False, end=False)  # the caller ends it
+
+    def finish(self, code, reason, flush=True, drop=True, end=True):
+        """The session ends: the worker is told (once), the request ends,
+        the socket closes (after what is buffered, when `flush`)."""
+        if self.finished:
+            return
+        self.finished = True
+        self.hub.sessions.pop(self.request_id, None)
+        handle = self.handle
+        if handle.alive:
+            self.hub.tell(handle, (_msg.M_WS_CLOSED, self.request_id, code,
+                                   reason))
+        connection = self.connection
+        if connection.pending is self.pending:
+            connection.pending = None
+        if end:
+            self.hub.core.end(self.pending, PENDING_STREAM_CLOSED,
+                              tell_worker=False)
+        if drop:
+            connection.release_take_over()
+            if flush:
+                connection.end_stream()
+            else:
+                connection.close()
+
+
+class WsHub:
+    """Every WebSocket session of one dispatcher (`core`)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.log = core.log
+        self.sessions = {}       # request_id -> WsSession
+        self.timer = False
+
+    # the settings in force (configure() may replace them before run())
+    ping_interval = property(lambda self: self.core.settings.ws_ping_interval)
+    max_message_size = property(
+        lambda self: self.core.settings.ws_max_message_size)
+    origins = property(lambda self: self.core.settings.ws_origins)
+    deflate = property(lambda self: self.core.settings.ws_deflate)
+
+    @property
+    def count(self):
+        return len(self.sessions)
+
+    def tell(self, handle, message):
+        self.core.delivery.tell(handle, _channel.pack(message))
+
+    def refuse(self, client):
+        """Answer a bad upgrade request; True when it was refused."""
+        error = handshake_error(client, self.origins)
+        if error is None:
+            return False
+        status, text, headers = error
+        client.respond({'error': text}, status=status, headers=headers)
+        return True
+
+    # -- worker messages ---------------------------------------------------
+
+    def accept(self, handle, message):
+        _, request_id, subprotocol, headers = message
+        item = handle.pool.scheduler.release(handle, request_id)
+        pending = self.core.pending.get(request_id)
+        client = None if pending is None else pending.client
+        if (pending is None or client.pending is not pending
+                or not client.is_open or client.response_started):
+            if handle.alive:
+                self.tell(handle, (_msg.M_WS_CLOSED, request_id, ABNORMAL, ''))
+            if pending is not None:
+                self.core.end(pending, PENDING_STREAM_CLOSED, tell_worker=False)
+            return
+        handle.held[request_id] = item if item is not None else pending
+        self.core.pending.stream_started(pending)
+        head, agreed = switching_head(client.headers, subprotocol, headers,
+                                      self.deflate, self.max_message_size)
+        session = WsSession(self, pending, handle, agreed)
+        self.sessions[request_id] = session
+        self.arm(self.core.now())
+        client.take_over(head, session)
+
+    def send(self, handle, message):
+        session = self.sessions.get(message[1])
+        if session is not None and session.handle is handle:
+            session.send_message(message[2])
+
+    def close(self, handle, message):
+        session = self.sessions.get(message[1])
+        if session is not None and session.handle is handle:
+            session.close(message[2], message[3])
+
+    # -- keepalive ---------------------------------------------------------
+
+    def arm(self, now):
+        if not self.timer and self.ping_interval:
+            self.timer = True
+            self.core.loop.call_at(now + self.ping_interval, self.ping_round)
+
+    def ping_round(self, now):
+        """Ping the quiet, close those that did not answer the last ping
+        and those whose close handshake did not end."""
+        self.timer = False
+        quiet = now - self.ping_interval / 2
+        for session in list(self.sessions.values()):
+            if session.closing_since is not None:
+                if now - session.closing_since > CLOSE_TIMEOUT:
+                    session.finish(session.close_code or ABNORMAL, '',
+                                   flush=False)
+            elif session.awaiting_pong:
+                session.abort(INTERNAL, 'keepalive ping timeout')
+            elif session.last_seen < quiet:
+                session.ping(now)
+        if self.sessions:
+            self.arm(now)
