@@ -312,3 +312,18 @@ def test_sighup_rereads_the_config_file(project):
         assert len(body['pools'][0]['workers']) == 2
     finally:
         server.close()
+
+
+def test_access_log_flag(project):
+    server = Running(project, 'myapp:App', '--host', '127.0.0.1', '--port', '0',
+                     '--access-log')
+    try:
+        wait_ready(server, 1)
+        assert server.get('/api/pid')[0] == 200
+        deadline = time.monotonic() + 10
+        while not re.search(r'access: 127\.0\.0\.1 .*"GET /api/pid" 200 ',
+                            server.log()):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+    finally:
+        server.close()

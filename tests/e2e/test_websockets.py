@@ -55,6 +55,7 @@ def start(tmp_path, **kwargs):
     pool = _workers.WorkerPool(WsWorker, num_workers=2, timeout=2,
                                routes=['/ws/**', '/api/**'], close_log=log,
                                heartbeat_interval=0.25)
+    kwargs.setdefault('metrics_path', '/metrics')
     server = TestServer(WsDispatcher, [pool], port=0, address='127.0.0.1',
                         **kwargs)
     server.start()
@@ -348,6 +349,8 @@ def test_status_counts_websockets(served):
             status = server.get('/_status').json()
             assert status['websockets'] == 2
             assert status['pending'] == 2
+            metrics = server.get('/metrics').text
+            assert 'uhttp_workers_websockets_open 2.0' in metrics
             # exempt from the request timeout (2 s) like streams
             await asyncio.sleep(2.6)
             await one.send('still')

@@ -300,18 +300,17 @@ class Core:
         return max(timeout, 0)
 
     def handle_events(self, events):
-        """The loop's own events: the two sides, the wake-up pipe, the
-        user's descriptors. The workers' pipes are served first."""
-        loop = self.loop
-        for key, mask in sorted(events, key=lambda event: event[0].data
-                                is not loop.workers):
-            data = key.data
-            if data is loop.workers:
-                self.serve_workers()
-            elif data is loop.clients:
-                self.serve_clients()
+        """The loop's own events: the workers' pipes, the wake-up pipe, the
+        user's descriptors, then the clients' side."""
+        clients = self.loop.clients
+        serve = False
+        for key, mask in events:
+            if key.data is clients:
+                serve = True
             else:
                 self.handle(key, mask)
+        if serve:
+            self.serve_clients()
 
     def handle(self, key, mask):
         try:
@@ -324,22 +323,33 @@ class Core:
     def serve_workers(self):
         """Everything the workers sent, and room in their pipes."""
         for key, mask in self.loop.workers.poll():
-            self.handle(key, mask)
+            try:
+                key.data.handle_event(key.fileobj, mask)
+            except Exception as err:  # pylint: disable=broad-except
+                self.event_failed(key.data, err)
 
     def serve_clients(self):
         """The ready clients, CLIENT_BATCH at a time, with the workers'
         pipes flushed and read between batches; stop while they are full."""
         events = self.loop.clients.poll()
-        backpressure = self.backpressure
-        for start in range(0, len(events), CLIENT_BATCH):
-            if start:
+        table = self.pending
+        limit = self.backpressure.limit
+        on_request = self.intake.on_request
+        for index, (key, mask) in enumerate(events):
+            if index and not index % CLIENT_BATCH:
                 if self.delivery.dirty:
                     self.delivery.flush_workers()
                 self.serve_workers()
-            for key, mask in events[start:start + CLIENT_BATCH]:
-                if backpressure.full():
-                    return  # the rest stay ready in the kernel
-                self.handle(key, mask)
+            if (len(table.requests) - table.streams >= limit
+                    and self.backpressure.full()):
+                return  # the rest stay ready in the kernel
+            data = key.data
+            try:
+                ready = data.handle_event(key.fileobj, mask)
+                if ready is not None:
+                    on_request(ready)
+            except Exception as err:  # pylint: disable=broad-except
+                self.event_failed(data, err)
 
     def serve_pipelined(self):
         """Requests that were waiting in a connection's buffer get their turn."""

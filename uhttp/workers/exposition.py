@@ -124,6 +124,11 @@ class Collector:
         connections.add_metric([], 0 if server is None else len(
             server.connections))
         yield connections
+        websockets = GaugeMetricFamily(
+            P + 'websockets_open', 'Accepted WebSocket connections')
+        hub = getattr(core, 'ws', None)
+        websockets.add_metric([], 0 if hub is None else hub.count)
+        yield websockets
 
     def workers(self):
         observer = self.observer

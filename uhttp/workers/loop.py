@@ -310,6 +310,36 @@ def forget(selector, fd):
         pass
 
 
+class Direct:
+    """The workers' pipes, registered straight in the loop's selector (no
+    selector of their own: their events come with the loop's, without a
+    second system call); `poll()` serves them between batches of client
+    events by asking the loop's selector and keeping only theirs."""
+
+    def __init__(self, selector):
+        self.selector = selector
+        self.fds = set()
+
+    def register(self, fd, events, data):
+        self.selector.register(fd, events, data)
+        self.fds.add(fd)
+
+    def unregister(self, fd):
+        self.fds.discard(fd)
+        forget(self.selector, fd)
+
+    def poll(self):
+        try:
+            events = self.selector.select(0)
+        except InterruptedError:
+            return ()
+        fds = self.fds
+        return [(key, mask) for key, mask in events if key.fd in fds]
+
+    def close(self):
+        self.fds.clear()   # the loop's selector is closed by the loop
+
+
 class Loop:
     """The selector, the timers and the wake-up pipe of one dispatcher.
 
@@ -338,9 +368,8 @@ class Loop:
         self.wakeup = Wakeup(on_wake)
         self.selector.register(self.wakeup.read_fd, EVENT_READ, self.wakeup)
         self.clients = Side('clients', CLIENT_EVENTS)
-        self.workers = Side('workers')
+        self.workers = Direct(self.selector)
         self.selector.register(self.clients, EVENT_READ, self.clients)
-        self.selector.register(self.workers, EVENT_READ, self.workers)
 
     def pause(self, side):
         if not side.paused:
@@ -369,9 +398,8 @@ class Loop:
 
     def selectors(self):
         """Every selector the loop owns (for a forked worker to close)."""
-        return [side.selector for side in (self.clients, self.workers)
-                if side is not None] + (
-                    [self.selector] if self.selector is not None else [])
+        return ([self.clients.selector] if self.clients is not None else []) + (
+            [self.selector] if self.selector is not None else [])
 
     def close(self):
         if self.wakeup is not None:

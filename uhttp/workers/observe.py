@@ -21,6 +21,7 @@ from . import log as _log
 from . import metrics as _metrics
 from . import feed as _feed
 from . import replies as _replies
+from . import wssession as _wssession
 from .probe import probe_status
 from .feed import TICK
 from .pool import ACTIVE
@@ -412,6 +413,13 @@ class Observer(_feed.DashboardFeed):
             if not admitted:
                 self.refused(client, began, pool, CHECK,
                                 probe.status or 500, method, path)
+                return
+        if _wssession.is_upgrade(client):
+            with probe_status(client) as probe:
+                refused = intake.core.ws.refuse(client)
+            if refused:
+                self.served(client, began, probe.status or 400, method=method,
+                            path=path)
                 return
         intake.admit(client, pool)
         if client.pending is None and intake.refusal(pool) is not None:
