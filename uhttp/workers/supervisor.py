@@ -57,7 +57,8 @@ class Supervisor:
             return
         pipes.keep_parent_ends()
         handle.started(pid, pipes.to_write, pipes.from_read,
-                       pipes.recall_write, _monotonic())
+                       pipes.recall_write, _monotonic(),
+                       file_fd=pipes.file_parent)
         handle.recycle_at = self.core.retirements.recycle_limit(pool)
         handle.on_event = self.core.relay.worker_event
         self.by_pid[pid] = handle
@@ -171,6 +172,7 @@ class Supervisor:
                        f"; {len(victims)} request(s) lost" if victims else '')
 
     def close_fds(self, handle):
+        handle.close_files()
         for fd in handle.fds:
             if fd is not None:
                 if self.loop.workers is not None:
