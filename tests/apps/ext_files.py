@@ -12,6 +12,8 @@ GET /api/directory          a directory (500)
 GET /api/typed              a named .txt file (content type from the name)
 GET /api/exit/{size:int}    answers with a file, then the worker exits
 GET /api/pid                the worker's pid
+
+EXT_FILES_CERT / EXT_FILES_KEY serve HTTPS with that certificate.
 """
 import os
 import tempfile
@@ -95,8 +97,14 @@ class FileWorker(_workers.Worker):
 
 
 if __name__ == '__main__':
+    context = None
+    if os.environ.get('EXT_FILES_CERT'):  # HTTPS: the file goes in reads
+        import ssl
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(os.environ['EXT_FILES_CERT'],
+                                os.environ['EXT_FILES_KEY'])
     _workers.Dispatcher(
-        port=0, address='127.0.0.1',
+        port=0, address='127.0.0.1', ssl_context=context,
         pools=[_workers.WorkerPool(FileWorker, num_workers=2,
                                    routes=['/api/**'])],
     ).run()

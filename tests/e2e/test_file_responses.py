@@ -257,3 +257,69 @@ def test_worker_exiting_after_answering_the_download_completes(app_server,
                       what=f'fd count back to {baseline}')
     reply = server.get(f'/api/file/{size}', timeout=30)
     assert digest(reply.body) == digest(pattern(size))
+
+
+def test_file_over_https(app_server, fixed, tmp_path):
+    trustme = pytest.importorskip('trustme')
+    import ssl  # pylint: disable=import-outside-toplevel
+    ca = trustme.CA()
+    cert = ca.issue_cert('127.0.0.1')
+    cert_path, key_path = tmp_path / 'server.pem', tmp_path / 'server.key'
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert_path), append=True)
+    cert.private_key_pem.write_to_path(str(key_path))
+    server = app_server('ext_files', env={
+        'EXT_FILES_FIXED': str(fixed), 'EXT_FILES_CERT': str(cert_path),
+        'EXT_FILES_KEY': str(key_path)})
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    conn = http.client.HTTPSConnection('127.0.0.1', server.port, timeout=30,
+                                       context=context)
+    try:
+        size = 5 * 1024 * 1024 + 3
+        conn.request('GET', f'/api/file/{size}')
+        response = conn.getresponse()
+        assert response.status == 200
+        assert digest(response.read()) == digest(pattern(size))
+        conn.request('GET', '/api/fixed', headers={'Range': 'bytes=-100'})
+        response = conn.getresponse()
+        assert response.status == 206
+        assert response.read() == pattern(1000)[-100:]
+    finally:
+        conn.close()
+
+
+def open_files(pid):
+    names = []
+    for fd in os.listdir(f'/proc/{pid}/fd'):
+        try:
+            names.append(os.readlink(f'/proc/{pid}/fd/{fd}'))
+        except OSError:
+            pass
+    return [name for name in names if 'uw-file-' in name]
+
+
+def test_worker_forked_during_a_download_does_not_hold_the_file(app_server,
+                                                                fixed):
+    server = app_server('ext_files', env={'EXT_FILES_FIXED': str(fixed)})
+    size = 64 * 1024 * 1024
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=30)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f'GET /api/file/{size} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+        assert sock.recv(4096).startswith(b'HTTP/1.1 200')
+        server.wait_until(lambda: open_files(server.pid), timeout=10,
+                          what='the dispatcher holding the file')
+        workers = set(server.children())
+        os.kill(sorted(workers)[0], 9)
+        server.wait_until(lambda: len(server.children()) == 2 and (
+            set(server.children()) - workers), timeout=30,
+            what='a new worker')
+        fresh = (set(server.children()) - workers).pop()
+        assert open_files(fresh) == []
+        assert open_files(server.pid)  # still sending
+    finally:
+        sock.close()
+    server.wait_until(lambda: not open_files(server.pid), timeout=20,
+                      what='the file closed once the client left')

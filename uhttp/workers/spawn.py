@@ -95,6 +95,9 @@ def drop_in_child(keep, connections, listener, other_fds, wakeup_fds,
     except ValueError:
         pass
     for connection in list(connections):
+        forget = getattr(connection, 'forget_file', None)
+        if forget is not None:
+            forget()  # a file being sent: the child must not hold it
         detach_close(connection.socket)
     detach_close(listener)
     for fd in list(other_fds) + list(wakeup_fds):

@@ -69,7 +69,7 @@ class Supervisor:
         core = self.core
         server = core.server
         fds = [fd for pool in core.pools for other in pool.handles
-               for fd in other.fds]
+               for fd in other.fds + tuple(other.files.values())]
         wakeup = core.loop.wakeup
         _spawn.drop_in_child(
             keep, server.connections if server is not None else (),

@@ -77,6 +77,13 @@ class SendFile:
             self.close()
         return True
 
+    def forget_file(self):
+        """In a forked child: close its copy of the descriptor being sent
+        (the dispatcher's stays open and goes on sending)."""
+        body = self._file_handle
+        if isinstance(body, _FileBody):
+            body.close()
+
     def _refill_from_file(self):
         body = self._file_handle
         if not isinstance(body, _FileBody):
