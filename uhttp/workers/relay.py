@@ -131,8 +131,8 @@ class Relay:
         if fd is None:
             self.log.error("%s answered request %s with a file but its "
                            "descriptor never came", handle.name, request_id)
-            client.pending = None
-            if client.is_open and client.pending is None:
+            if client.is_open and client.pending is pending:
+                client.pending = None
                 _replies.answer_error(client, 500)
             status = 500
         elif not client.is_open or client.pending is not pending:
