@@ -10,7 +10,7 @@ from .dispatcher import (
     PENDING_STREAM_CLOSED, PENDING_TIMEOUT, PENDING_WORKER_DIED)
 from .log import (
     LOG_CRITICAL, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARNING, Logger)
-from .messages import DEFERRED, RejectRequest, Request, Response
+from .messages import DEFERRED, FileResponse, RejectRequest, Request, Response
 from .metrics import Counter, Gauge, Histogram, MetricError, UnknownMetric
 from .pool import WorkerPool
 from .routing import api, sync, websocket
@@ -20,7 +20,7 @@ from .worker import ApiHandler, Worker
 __version__ = '1.2.0'
 
 __all__ = [
-    'ApiHandler', 'Counter', 'DEFERRED', 'Dispatcher', 'Gauge', 'Histogram', 'LOG_CRITICAL', 'LOG_DEBUG',
+    'ApiHandler', 'Counter', 'DEFERRED', 'Dispatcher', 'FileResponse', 'Gauge', 'Histogram', 'LOG_CRITICAL', 'LOG_DEBUG',
     'LOG_ERROR', 'LOG_INFO', 'LOG_WARNING', 'Logger', 'PENDING_COMPLETED',
     'PENDING_DISCONNECTED', 'PENDING_SHUTDOWN', 'PENDING_STREAM_CLOSED',
     'MetricError', 'PENDING_TIMEOUT', 'PENDING_WORKER_DIED', 'RejectRequest',

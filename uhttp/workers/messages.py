@@ -9,6 +9,8 @@ kind.
 
 import json as _json
 
+from .fileresponse import FileResponse
+
 # dispatcher -> worker
 M_REQUEST = 1       # (M_REQUEST, seq, request_id, method, path, query, headers,
 #                      body, parsed, remote_address, context)
@@ -45,6 +47,9 @@ NO_ROUTE = -1
 W_WS_ACCEPT = 34    # (W_WS_ACCEPT, request_id, subprotocol, headers) answer 101
 W_WS_SEND = 35      # (W_WS_SEND, request_id, str | bytes) a text or binary message
 W_WS_CLOSE = 36     # (W_WS_CLOSE, request_id, code, reason) start the close handshake
+W_FILE_RESPONSE = 37  # (W_FILE_RESPONSE, request_id, status, headers, cookies
+#                        [, route, started]) answer with the file whose
+#                        descriptor came first on the descriptor socket (files.py)
 
 # body kinds: how the dispatcher can rebuild `Response.data` when asked
 BODY_NONE = 0
@@ -442,6 +447,9 @@ def response_message(request_id, data, status, headers=None, cookies=None):
         status = response.status
         headers = response.headers
         cookies = response.cookies
+    if isinstance(data, FileResponse):
+        from . import files as _files  # pylint: disable=import-outside-toplevel
+        return _files.file_message(request_id, data, status, headers, cookies)
     check_status(status)
     headers = check_headers(headers)
     cookies = check_cookies(cookies)

@@ -13,6 +13,7 @@ import signal as _signal
 import time as _time
 
 from . import channel as _channel
+from . import files as _files
 from . import heartbeat as _heartbeat
 from . import log as _log
 from . import messages as _msg
@@ -114,6 +115,8 @@ class WorkerHandle:
         self.to_fd = None        # dispatcher writes requests here
         self.from_fd = None      # dispatcher reads responses here
         self.recall_fd = None    # a byte here: give back what you have not started
+        self.file_fd = None      # its descriptor socket (files.py)
+        self.files = {}          # request_id -> fd received, not yet answered with
         self.out = None
         self.reader = None
         self.writing = False     # to_fd is registered for EVENT_WRITE
@@ -153,9 +156,9 @@ class WorkerHandle:
 
     @property
     def fds(self):
-        return (self.from_fd, self.to_fd, self.recall_fd)
+        return (self.from_fd, self.to_fd, self.recall_fd, self.file_fd)
 
-    def started(self, pid, to_fd, from_fd, recall_fd, now):
+    def started(self, pid, to_fd, from_fd, recall_fd, now, file_fd=None):
         """A new process runs in this slot."""
         self.pid = pid
         self.alive = True
@@ -166,6 +169,8 @@ class WorkerHandle:
         self.to_fd = to_fd
         self.from_fd = from_fd
         self.recall_fd = recall_fd
+        self.file_fd = file_fd
+        self.files = {}
         self.out = _channel.OutBuffer(to_fd)
         self.reader = _channel.FrameReader(from_fd)
         self.writing = False
@@ -195,9 +200,27 @@ class WorkerHandle:
             self.slots.close()
             self.slots = None
 
+    def take_file(self, request_id):
+        """The descriptor its worker sent for `request_id`, or None."""
+        fd = self.files.pop(request_id, None)
+        if fd is None and self.file_fd is not None:
+            _files.receive_fds(self.file_fd, self.files)
+            fd = self.files.pop(request_id, None)
+        return fd
+
+    def close_files(self):
+        """Close the descriptors received and never answered with (its
+        socket's queue is freed by the kernel when the socket closes)."""
+        files, self.files = self.files, {}
+        for fd in files.values():
+            try:
+                _os.close(fd)
+            except OSError:
+                pass
+
     def closed(self):
         """Its pipes were closed."""
-        self.from_fd = self.to_fd = self.recall_fd = None
+        self.from_fd = self.to_fd = self.recall_fd = self.file_fd = None
         self.writing = False
         if self.out is not None:
             self.out.closed = True

@@ -5,11 +5,21 @@ messages. `Relay.worker_event()` reads them; each message kind has one
 method, found in a table by kind.
 """
 
+import os as _os
+
 from . import channel as _channel
+from . import files as _files
 from . import messages as _msg
 from . import pending as _pending
 from . import replies as _replies
 from .pending import PENDING_COMPLETED, PENDING_STREAM_CLOSED
+
+
+def _spawn_close(fd):
+    try:
+        _os.close(fd)
+    except OSError:
+        pass
 
 
 class Relay:
@@ -22,6 +32,7 @@ class Relay:
         self.table = core.pending
         self.by_kind = {
             _msg.W_RESPONSE: self.response,
+            _msg.W_FILE_RESPONSE: self.file_response,
             _msg.W_STREAM_DATA: self.stream_data,
             _msg.W_DEFERRED: self.deferred,
             _msg.W_STREAM_START: self.stream_start,
@@ -94,6 +105,76 @@ class Relay:
         self.core.end(pending, PENDING_COMPLETED, response)
         if hold:
             client.release()
+
+    def file_response(self, handle, message):
+        """A worker's file answer: its descriptor came first on the
+        worker's descriptor socket; it is sent with sendfile() and closed
+        once sent, or at once when nobody waits for it."""
+        request_id, status, headers, cookies = message[1:5]
+        fd = handle.take_file(request_id)
+        handle.pool.scheduler.release(handle, request_id)
+        handle.held.pop(request_id, None)
+        pending = self.table.get(request_id)
+        if pending is None:
+            if fd is not None:
+                _spawn_close(fd)
+            return
+        if len(message) > 6 and pending.route is None:
+            pending.route, pending.started = message[5], message[6]
+        client = pending.client
+        hold = self.hooks.overridden('on_response') or self.hooks.overridden(
+            'on_pending_removed')
+        if hold:
+            client.hold()
+        headers = list(headers or ())
+        size = 0
+        if fd is None:
+            self.log.error("%s answered request %s with a file but its "
+                           "descriptor never came", handle.name, request_id)
+            if client.is_open and client.pending is pending:
+                client.pending = None
+                _replies.answer_error(client, 500)
+            status = 500
+        elif not client.is_open or client.pending is not pending:
+            _spawn_close(fd)
+        else:
+            status, size = self.send_file(pending, fd, status, headers,
+                                          cookies)
+        pending.status = status
+        pending.size = size
+        response = None
+        if self.hooks.overridden('on_response'):
+            response = _msg.response_from_wire(
+                request_id, status, headers, b'', _msg.BODY_NONE, cookies)
+        self.core.end(pending, PENDING_COMPLETED, response)
+        if hold:
+            client.release()
+
+    def send_file(self, pending, fd, status, headers, cookies):
+        """Write a file answer; (status the client got, body bytes)."""
+        client = pending.client
+        head = pending.method == 'HEAD'
+        try:
+            offset, length = 0, _os.fstat(fd).st_size
+            if status == 200:
+                status, headers, offset, length = _files.plan(
+                    fd, client.headers, pending.method, headers)
+            client.send_file(status, headers, cookies, fd, offset, length,
+                             head=head, close=self.core.stopping)
+        except ValueError as err:
+            _spawn_close(fd)
+            self.log.error("response to request %s refused: %s",
+                           pending.request_id, err)
+            client.pending = None
+            _replies.answer_error(client, 500)
+            return 500, 0
+        except Exception as err:  # pylint: disable=broad-except
+            _spawn_close(fd)
+            self.core.front.connection_failed(client, err)
+            client.pending = None
+            client.close()
+            return status, 0
+        return status, 0 if head or _files.bodiless(status) else length
 
     def send(self, pending, status, headers, body, cookies):
         """Write a worker's answer; the status the client got."""

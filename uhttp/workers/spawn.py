@@ -12,13 +12,14 @@ import stat as _stat
 import sys as _sys
 
 from . import channel as _channel
+from . import files as _files
 from . import workerloop as _workerloop
 
 
 class WorkerSpec:
     """What a forked worker needs to start."""
 
-    def __init__(self, pool, index, in_fd, out_fd, recall_fd, slot,
+    def __init__(self, pool, index, in_fd, out_fd, recall_fd, file_fd, slot,
                  parent_pid):
         self.worker_class = pool.worker_class
         self.worker_id = index
@@ -27,6 +28,7 @@ class WorkerSpec:
         self.in_fd = in_fd
         self.out_fd = out_fd
         self.recall_fd = recall_fd
+        self.file_fd = file_fd
         self.slot = slot
         self.log_level = pool.log_level
         self.heartbeat_interval = pool.heartbeat_interval
@@ -38,20 +40,24 @@ class WorkerSpec:
 
 class Pipes:
     """A worker's three pipes: requests (to it), answers (from it), and
-    the recall pipe (one byte: give back what you have not started)."""
+    the recall pipe (one byte: give back what you have not started); and
+    its descriptor socket pair (files.py: open files it answers with)."""
 
     def __init__(self):
         self.to_read, self.to_write = _channel.make_pipe()
         self.from_read, self.from_write = _channel.make_pipe()
         self.recall_read, self.recall_write = _os.pipe()
+        self.file_parent, self.file_child = _files.make_socketpair()
 
     @property
     def child_ends(self):
-        return (self.to_read, self.from_write, self.recall_read)
+        return (self.to_read, self.from_write, self.recall_read,
+                self.file_child)
 
     @property
     def parent_ends(self):
-        return (self.to_write, self.from_read, self.recall_write)
+        return (self.to_write, self.from_read, self.recall_write,
+                self.file_parent)
 
     def close_all(self):
         for fd in self.child_ends + self.parent_ends:
@@ -89,6 +95,9 @@ def drop_in_child(keep, connections, listener, other_fds, wakeup_fds,
     except ValueError:
         pass
     for connection in list(connections):
+        forget = getattr(connection, 'forget_file', None)
+        if forget is not None:
+            forget()  # a file being sent: the child must not hold it
         detach_close(connection.socket)
     detach_close(listener)
     for fd in list(other_fds) + list(wakeup_fds):

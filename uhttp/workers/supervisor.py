@@ -57,7 +57,8 @@ class Supervisor:
             return
         pipes.keep_parent_ends()
         handle.started(pid, pipes.to_write, pipes.from_read,
-                       pipes.recall_write, _monotonic())
+                       pipes.recall_write, _monotonic(),
+                       file_fd=pipes.file_parent)
         handle.recycle_at = self.core.retirements.recycle_limit(pool)
         handle.on_event = self.core.relay.worker_event
         self.by_pid[pid] = handle
@@ -68,7 +69,7 @@ class Supervisor:
         core = self.core
         server = core.server
         fds = [fd for pool in core.pools for other in pool.handles
-               for fd in other.fds]
+               for fd in other.fds + tuple(other.files.values())]
         wakeup = core.loop.wakeup
         _spawn.drop_in_child(
             keep, server.connections if server is not None else (),
@@ -171,6 +172,7 @@ class Supervisor:
                        f"; {len(victims)} request(s) lost" if victims else '')
 
     def close_fds(self, handle):
+        handle.close_files()
         for fd in handle.fds:
             if fd is not None:
                 if self.loop.workers is not None:

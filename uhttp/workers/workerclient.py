@@ -18,6 +18,7 @@ import selectors as _selectors
 import uhttp.server as _server
 
 from . import log as _log
+from . import files as _files
 from . import messages as _msg
 from . import metrics as _metrics
 from . import worker as _worker
@@ -63,6 +64,10 @@ class _LocalRuntime:
         self.metrics = None
 
     def send(self, message):
+        if message[0] == _msg.W_FILE_RESPONSE and _files.carries_file(message):
+            for each in _files.worker_messages(message, None):
+                self.client._received(each)
+            return
         self.client._received(message)
 
 

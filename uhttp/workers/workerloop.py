@@ -17,6 +17,7 @@ import traceback as _traceback
 
 from . import backlog as _backlog
 from . import channel as _channel
+from . import files as _files
 from . import log as _log
 from . import messages as _msg
 from . import metrics as _metrics
@@ -78,16 +79,18 @@ class _Runtime:
     """Everything a worker process needs to talk to its dispatcher."""
 
     def __init__(self, in_fd, out_fd, slot, log_level, heartbeat_interval,
-                 recall_fd=None):
+                 recall_fd=None, file_fd=None):
         self.in_fd = in_fd
+        self.file_sock = _files.worker_socket(file_fd)
         self.out_fd = out_fd
         self.recall_fd = recall_fd
         self.slot = slot
         self.log_level = log_level
         self.heartbeat_interval = heartbeat_interval
         self.reader = _channel.FrameReader(in_fd)
-        # pipe writes above PIPE_BUF are not atomic between threads
-        self.send_lock = _threading.Lock()
+        # pipe writes above PIPE_BUF are not atomic between threads (an
+        # RLock: a file answer sends its messages under it)
+        self.send_lock = _threading.RLock()
         self.backlog = _backlog.Backlog(self.reader, self._claim, self.send)
         self.claim_lock = self.backlog.lock
         self._wake_fd = None
@@ -103,6 +106,11 @@ class _Runtime:
         self.metrics = None      # the pool's user metrics (metrics.WorkerMetrics)
 
     def send(self, message):
+        if message[0] == _msg.W_FILE_RESPONSE and _files.carries_file(message):
+            with self.send_lock:  # its descriptor first, then the message
+                for each in _files.worker_messages(message, self.file_sock):
+                    self.send(each)
+            return
         try:
             header, payload = _channel.pack_parts(message)
         except Exception as err:  # pylint: disable=broad-except
@@ -426,7 +434,7 @@ def child_main(spec):
             _os._exit(EXIT_OK)
         runtime = _Runtime(spec.in_fd, spec.out_fd, spec.slot,
                            spec.log_level, spec.heartbeat_interval,
-                           spec.recall_fd)
+                           spec.recall_fd, spec.file_fd)
         runtime.parent_pid = spec.parent_pid
         if spec.metrics:
             runtime.metrics = _metrics.WorkerMetrics(spec.metrics,

@@ -14,6 +14,7 @@ import uhttp.server as _server
 
 from . import parse as _parse
 from . import serialize as _serialize
+from .sendfile import SendFile
 from .takeover import TakeOver
 
 EVENT_READ = _selectors.EVENT_READ
@@ -41,7 +42,7 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(TakeOver, _server.HttpConnection):
+class Connection(TakeOver, SendFile, _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,

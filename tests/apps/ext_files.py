@@ -1,0 +1,110 @@
+"""File responses: handlers that answer with FileResponse.
+
+GET /api/file/{size:int}    writes `size` bytes of a deterministic pattern
+                            to a temp file, answers with it and deletes the
+                            path at once (?download=NAME, ?deferred=1 to
+                            answer through request.respond())
+GET /api/file-object/{size:int}  the same through an open file object
+GET /api/fixed              returns FileResponse of $EXT_FILES_FIXED (a
+                            file that does not change: conditional GET)
+GET /api/missing            a path that does not exist (404)
+GET /api/directory          a directory (500)
+GET /api/typed              a named .txt file (content type from the name)
+GET /api/exit/{size:int}    answers with a file, then the worker exits
+GET /api/pid                the worker's pid
+
+EXT_FILES_CERT / EXT_FILES_KEY serve HTTPS with that certificate.
+"""
+import os
+import tempfile
+import threading
+
+import uhttp.workers as _workers
+
+
+def pattern(size):
+    block = bytes(range(251)) * (65536 // 251 + 1)
+    out = bytearray()
+    while len(out) < size:
+        out += block
+    return bytes(out[:size])
+
+
+def temp_file(size, suffix=''):
+    fd, path = tempfile.mkstemp(prefix='uw-file-', suffix=suffix)
+    with os.fdopen(fd, 'wb') as file:
+        file.write(pattern(size))
+    return path
+
+
+class FileWorker(_workers.Worker):
+    @_workers.api('/api/file/{size:int}')
+    def file(self, request):
+        size = request.path_params['size']
+        path = temp_file(size)
+        query = request.query or {}
+        response = _workers.FileResponse(
+            path, download_name=query.get('download'),
+            headers={'X-Size': str(size)})
+        if query.get('deferred') == '1':
+            def later():
+                request.respond(response)
+                os.unlink(path)
+            threading.Thread(target=later).start()
+            return _workers.DEFERRED
+        request.respond(response)
+        os.unlink(path)  # the dispatcher holds the file already
+        return None
+
+    @_workers.api('/api/fixed')
+    def fixed(self, request):
+        return _workers.FileResponse(os.environ['EXT_FILES_FIXED'])
+
+    @_workers.api('/api/file-object/{size:int}')
+    def file_object(self, request):
+        path = temp_file(request.path_params['size'])
+        handle = open(path, 'rb')
+        os.unlink(path)
+        return _workers.FileResponse(handle, content_type='application/x-test')
+
+    @_workers.api('/api/missing')
+    def missing(self, request):
+        return _workers.FileResponse('/nonexistent/uw-no-such-file')
+
+    @_workers.api('/api/directory')
+    def directory(self, request):
+        return _workers.FileResponse(tempfile.gettempdir())
+
+    @_workers.api('/api/typed')
+    def typed(self, request):
+        fd, path = tempfile.mkstemp(prefix='uw-file-', suffix='.txt')
+        os.write(fd, b'plain text\n')
+        os.close(fd)
+        request.respond(_workers.FileResponse(path))
+        os.unlink(path)
+        return None
+
+    @_workers.api('/api/exit/{size:int}')
+    def exit_after(self, request):
+        path = temp_file(request.path_params['size'])
+        request.respond(_workers.FileResponse(path))
+        os.unlink(path)
+        os._exit(0)
+
+    @_workers.api('/api/pid')
+    def pid_of(self, request):
+        return {'pid': os.getpid()}
+
+
+if __name__ == '__main__':
+    context = None
+    if os.environ.get('EXT_FILES_CERT'):  # HTTPS: the file goes in reads
+        import ssl
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(os.environ['EXT_FILES_CERT'],
+                                os.environ['EXT_FILES_KEY'])
+    _workers.Dispatcher(
+        port=0, address='127.0.0.1', ssl_context=context,
+        pools=[_workers.WorkerPool(FileWorker, num_workers=2,
+                                   routes=['/api/**'])],
+    ).run()

@@ -1,0 +1,294 @@
+"""File responses: a handler answers with an open file, the dispatcher
+sends it with os.sendfile().
+
+The worker opens the file (a path may be deleted as soon as the handler
+returns) and passes its descriptor to the dispatcher over the worker's
+descriptor socket (a Unix SOCK_SEQPACKET pair, SCM_RIGHTS), tagged with
+the request id; then it writes W_FILE_RESPONSE on its normal pipe. The
+descriptor is always in the socket before the message that names it is
+in the pipe, so when the dispatcher reads the message it drains the socket
+(non-blocking) and finds the descriptor by request id, whatever order
+threads of the worker sent several of them in.
+
+`parse_range()` and `content_disposition()` are pure (tested on their own).
+"""
+
+import array as _array
+import email.utils as _email_utils
+import os as _os
+import socket as _socket
+import stat as _stat
+import struct as _struct
+import urllib.parse as _urlparse
+
+from . import log as _log
+from . import messages as _msg
+from . import static as _static
+from .fileresponse import FileResponse
+
+_TAG = _struct.Struct('>q')  # the request id that travels with a descriptor
+_FD_SIZE = _array.array('i').itemsize
+_RECV_FLAGS = _socket.MSG_DONTWAIT | getattr(_socket, 'MSG_CMSG_CLOEXEC', 0)
+
+UNSATISFIABLE = 'unsatisfiable'
+
+
+def file_message(request_id, data, status, headers, cookies):
+    """The W_FILE_RESPONSE for a FileResponse answer, still carrying it
+    (item 5): the worker's runtime opens the file and sends its descriptor
+    before the message (worker_messages). Raises ResponseError."""
+    if status == 200:
+        status = data.status
+    _msg.check_status(status)
+    headers = _msg.check_headers(headers) or []
+    extra = _msg.check_headers(data.headers) or []
+    names = {name.lower() for name, _ in headers}
+    headers += [item for item in extra if item[0].lower() not in names]
+    if data.content_type is not None:
+        _msg.check_headers([('content-type', data.content_type)])
+    # the worker's runtime turns this into a descriptor and a message
+    # without the FileResponse (files.worker_messages)
+    return (_msg.W_FILE_RESPONSE, request_id, status, headers,
+            _msg.check_cookies(cookies), data.__class__(
+                data.path_or_file, data.content_type, data.download_name,
+                None, status))
+
+
+def content_disposition(download_name):
+    """`attachment; filename="..."` for `download_name`, with `filename*`
+    (RFC 6266 / 5987) when the name is not plain ASCII."""
+    name = str(download_name).replace('\r', '').replace('\n', '')
+    name = name.replace('/', '_').replace('\\', '_')
+    fallback = ''.join(
+        char if 0x20 <= ord(char) < 0x7f else '_' for char in name)
+    fallback = fallback.replace('"', '_')
+    value = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        value += "; filename*=UTF-8''" + _urlparse.quote(name, safe='')
+    return value
+
+
+def parse_range(header, size):
+    """The byte range a Range header asks of a `size`-byte file.
+
+    Returns None to send the whole file (no header, not a bytes range,
+    malformed, or several ranges), (first, last) inclusive, or
+    UNSATISFIABLE (416).
+    """
+    if not header:
+        return None
+    unit, sep, spec = header.partition('=')
+    if not sep or unit.strip().lower() != 'bytes':
+        return None
+    spec = spec.strip()
+    if ',' in spec:
+        return None  # several ranges: the whole file is a valid answer
+    first, sep, last = spec.partition('-')
+    first, last = first.strip(), last.strip()
+    if not sep or (first and not first.isdigit()) or (
+            last and not last.isdigit()) or not (first or last):
+        return None
+    if not first:  # a suffix: the last N bytes
+        count = int(last)
+        if count == 0 or size == 0:
+            return UNSATISFIABLE
+        return max(0, size - count), size - 1
+    start = int(first)
+    end = size - 1 if not last else min(int(last), size - 1)
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= size:
+        return UNSATISFIABLE
+    return start, end
+
+
+# -- worker side ---------------------------------------------------------------
+
+def open_file(response):
+    """(fd, name) for a FileResponse, opened for reading and checked to be
+    a regular file. Raises FileNotFoundError, IsADirectoryError or OSError
+    (with a message for the log)."""
+    source = response.path_or_file
+    if isinstance(source, (str, bytes, _os.PathLike)):
+        fd = _os.open(source, _os.O_RDONLY | getattr(_os, 'O_CLOEXEC', 0))
+    else:
+        try:
+            fd = _os.dup(source.fileno())
+        finally:
+            try:
+                source.close()
+            except OSError:
+                pass
+    try:
+        info = _os.fstat(fd)
+        if _stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(f"{response.name()!r} is a directory")
+        if not _stat.S_ISREG(info.st_mode):
+            raise OSError(f"{response.name()!r} is not a regular file")
+    except BaseException:
+        _os.close(fd)
+        raise
+    return fd, response.name()
+
+
+def response_headers(response, name, headers):
+    """`headers` (a list) with Content-Type and Content-Disposition added
+    unless they are there already."""
+    names = {key.lower() for key, _ in headers}
+    if 'content-type' not in names:
+        headers.append(('content-type', response.content_type
+                        or _static.content_type(name or '')))
+    if response.download_name is not None and (
+            'content-disposition' not in names):
+        headers.append(('content-disposition',
+                        content_disposition(response.download_name)))
+    return headers
+
+
+def carries_file(message):
+    """True for a W_FILE_RESPONSE that still holds its FileResponse."""
+    return len(message) > 5 and isinstance(message[5], FileResponse)
+
+
+def worker_socket(fd):
+    """The worker's end of its descriptor socket, or None (no such fd)."""
+    if fd is None:
+        return None
+    return _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, fileno=fd)
+
+
+def send_fd(sock, request_id, fd):
+    """Pass `fd` to the dispatcher, tagged with `request_id` (blocking)."""
+    _socket.send_fds(sock, [_TAG.pack(request_id)], [fd])
+
+
+def worker_messages(message, sock):
+    """What a worker sends for the W_FILE_RESPONSE `message` that still
+    carries its FileResponse (item 5): the descriptor goes on `sock` first,
+    then the message without it. A missing file is a 404, a directory or
+    unreadable file a 500, each with an error log line. Without a socket
+    (a WorkerClient in a test) the file is read into a plain W_RESPONSE."""
+    request_id, status, headers, cookies, response = message[1:6]
+    rest = message[6:]
+    what = response.name() or repr(response.path_or_file)
+    try:
+        fd, name = open_file(response)
+    except FileNotFoundError:
+        return [(_msg.W_LOG, 'worker', _log.LOG_ERROR,
+                 f"FileResponse for request {request_id}: {what!r} does not "
+                 "exist; answering 404"),
+                _msg.error_message(request_id, 404) + rest]
+    except OSError as err:
+        return [(_msg.W_LOG, 'worker', _log.LOG_ERROR,
+                 f"FileResponse for request {request_id}: {what!r} cannot be "
+                 f"sent: {err}; answering 500"),
+                _msg.error_message(request_id, 500) + rest]
+    headers = response_headers(response, name, list(headers or ()))
+    try:
+        if sock is None:
+            with open(fd, 'rb', closefd=False) as handle:
+                body = handle.read()
+            return [(_msg.W_RESPONSE, request_id, status, headers, body,
+                     _msg.BODY_BYTES, cookies) + rest]
+        send_fd(sock, request_id, fd)
+    except OSError as err:  # the dispatcher is going: the pipe will tell
+        return [(_msg.W_LOG, 'worker', _log.LOG_ERROR,
+                 f"FileResponse for request {request_id}: the descriptor "
+                 f"could not be passed: {err}"),
+                _msg.error_message(request_id, 500) + rest]
+    finally:
+        _os.close(fd)
+    return [(_msg.W_FILE_RESPONSE, request_id, status, headers, cookies)
+            + rest]
+
+
+def make_socketpair():
+    """The descriptor socket pair of a worker: (dispatcher end, worker end)
+    as plain close-on-exec fds."""
+    parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    return parent.detach(), child.detach()
+
+
+# -- dispatcher side -------------------------------------------------------------
+
+def receive_fds(sock_fd, into):
+    """Drain the descriptor socket `sock_fd` into `into` (request_id -> fd)
+    without blocking."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET,
+                          fileno=sock_fd)
+    try:
+        while True:
+            try:
+                data, ancdata, _flags, _addr = sock.recvmsg(
+                    _TAG.size, _socket.CMSG_SPACE(4 * _FD_SIZE), _RECV_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            fds = _array.array('i')
+            for level, kind, payload in ancdata:
+                if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                    fds.frombytes(payload[:len(payload) - len(payload) % _FD_SIZE])
+            if not data and not fds:
+                return  # the worker's end has closed
+            for extra in fds[1:]:
+                _close(extra)
+            if not fds:
+                continue
+            if len(data) != _TAG.size:
+                _close(fds[0])
+                continue
+            request_id = _TAG.unpack(data)[0]
+            old = into.pop(request_id, None)
+            if old is not None:
+                _close(old)
+            into[request_id] = fds[0]
+    finally:
+        sock.detach()
+
+
+def _close(fd):
+    try:
+        _os.close(fd)
+    except OSError:
+        pass
+
+
+def plan(fd, request_headers, method, headers):
+    """What to send for a 200 file answer: (status, headers, offset,
+    length) given the request's conditional and Range headers. `headers`
+    (a list) gets ETag, Last-Modified, Accept-Ranges and, for 206/416,
+    Content-Range."""
+    info = _os.fstat(fd)
+    size = info.st_size
+    tag = _static.etag(info)
+    modified = _email_utils.formatdate(info.st_mtime, usegmt=True)
+    names = {key.lower() for key, _ in headers}
+    if 'etag' not in names:
+        headers.append(('etag', tag))
+    if 'last-modified' not in names:
+        headers.append(('last-modified', modified))
+    headers.append(('accept-ranges', 'bytes'))
+    request_headers = request_headers or {}
+    if method in ('GET', 'HEAD') and _static.not_modified(
+            request_headers, tag, info.st_mtime):
+        return 304, headers, 0, 0
+    wanted = request_headers.get('range')
+    if_range = request_headers.get('if-range')
+    if wanted and if_range and if_range.strip() not in (tag, modified):
+        wanted = None
+    found = parse_range(wanted, size) if method in ('GET', 'HEAD') else None
+    if found is None:
+        return 200, headers, 0, size
+    if found == UNSATISFIABLE:
+        headers = [(key, value) for key, value in headers
+                   if key.lower() != 'content-type']
+        headers.append(('content-range', f'bytes */{size}'))
+        return 416, headers, 0, 0
+    first, last = found
+    headers.append(('content-range', f'bytes {first}-{last}/{size}'))
+    return 206, headers, first, last - first + 1
+
+
+def bodiless(status):
+    return status in (204, 304) or 100 <= status < 200

@@ -1,0 +1,124 @@
+"""File bodies sent with os.sendfile(): the part of the connection glue
+that answers with a file descriptor (a worker's FileResponse).
+
+The descriptor sits where uhttp-server keeps its file handle, so its
+has_data_to_send, close() and reset() see it and close it; only filling
+the socket differs (sendfile instead of read-and-buffer; over TLS, pread
+chunks through the send buffer).
+"""
+
+import os as _os
+
+import uhttp.server as _server
+
+from . import serialize as _serialize
+
+
+class _FileBody:
+    """A file descriptor being sent (`offset` up to `end`), where
+    uhttp-server keeps its file handle: has_data_to_send, close() and
+    reset() see it there and close it."""
+
+    __slots__ = ('fd', 'offset', 'end')
+
+    def __init__(self, fd, offset, length):
+        self.fd = fd
+        self.offset = offset
+        self.end = offset + length
+
+    def tell(self):
+        return self.offset
+
+    def close(self):
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                _os.close(fd)
+            except OSError:
+                pass
+
+
+class SendFile:
+    """Mixin of Connection: send_file() and what drives it."""
+
+    def send_file(self, status, headers, cookies, fd, offset, length,
+                  head=False, close=False):
+        """Send a complete response whose body is `length` bytes of the
+        file `fd` from `offset`, with os.sendfile() (read in chunks over
+        TLS). The connection owns `fd` from here on: it is closed once
+        sent, or when the connection closes. Raises ValueError (nothing
+        sent, `fd` still the caller's) for a header containing CR/LF, and
+        HttpError when a response was already started."""
+        if self._socket is None:
+            _FileBody(fd, 0, 0).close()
+            return False
+        if self._response_started:
+            raise _server.HttpError("Response already sent for this request")
+        asked = self._headers.get('connection', '') if self._headers else ''
+        keep = _serialize.keep_alive(
+            self._protocol, asked, self._requests_count,
+            self._keep_alive_max_requests, close)
+        data, keep = _serialize.response_head(
+            status, headers, cookies, length, keep)
+        self._response_started = True
+        self.responses += 1
+        self._is_streaming = False
+        self._response_keep_alive = keep
+        self.pending = None
+        if head or not length or _serialize.bodiless(status):
+            _FileBody(fd, 0, 0).close()
+            self._write(data)
+            return True
+        self._close_file_handle()
+        self._file_handle = _FileBody(fd, offset, length)
+        try:
+            self._send(data)
+        except OSError:
+            self.close()
+        return True
+
+    def forget_file(self):
+        """In a forked child: close its copy of the descriptor being sent
+        (the dispatcher's stays open and goes on sending)."""
+        body = self._file_handle
+        if isinstance(body, _FileBody):
+            body.close()
+
+    def _refill_from_file(self):
+        body = self._file_handle
+        if not isinstance(body, _FileBody):
+            return super()._refill_from_file()
+        if self.send_buffer_size or self._socket is None:
+            return True  # the head (or a chunk read over TLS) goes first
+        left = body.end - body.offset
+        try:
+            if self._server.is_secure:
+                chunk = _os.pread(body.fd, min(left, self._file_chunk_size),
+                                  body.offset)
+                self._send_buffer.extend(chunk)
+                sent = len(chunk)
+            else:
+                sent = _os.sendfile(self._socket.fileno(), body.fd,
+                                    body.offset, left)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            self._close_file_handle()
+            self.close()
+            return False
+        if not sent:  # the file shrank under us: the length cannot be kept
+            self._close_file_handle()
+            self.close()
+            return False
+        body.offset += sent
+        if body.offset >= body.end:
+            self._close_file_handle()
+        return True
+
+    def try_send(self):
+        super().try_send()
+        body = self._file_handle
+        if isinstance(body, _FileBody) and self._socket is not None and (
+                not self.send_buffer_size):
+            super().try_send()  # the head is out: start the file at once
+
