@@ -388,6 +388,14 @@ class Connection(TakeOver, SendFile, _server.HttpConnection):
         super().respond(data=data, status=status, headers=headers,
                         cookies=cookies)
 
+    def keep_alive_after(self, close):
+        """Whether the connection stays open after this request's answer
+        (the request's Connection header, the count, `close` asked)."""
+        asked = self._headers.get('connection', '') if self._headers else ''
+        return _serialize.keep_alive(
+            self._protocol, asked, self._requests_count,
+            self._keep_alive_max_requests, close)
+
     def send_response(self, status, headers, body, cookies=None, head=False,
                       close=False):
         """Send a complete response whose body is already encoded.
@@ -400,10 +408,7 @@ class Connection(TakeOver, SendFile, _server.HttpConnection):
             return False
         if self._response_started:
             raise _server.HttpError("Response already sent for this request")
-        asked = self._headers.get('connection', '') if self._headers else ''
-        keep = _serialize.keep_alive(
-            self._protocol, asked, self._requests_count,
-            self._keep_alive_max_requests, close)
+        keep = self.keep_alive_after(close)
         data, keep = _serialize.response_head(
             status, headers, cookies, len(body), keep)
         self._response_started = True

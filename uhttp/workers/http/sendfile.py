@@ -54,10 +54,7 @@ class SendFile:
             return False
         if self._response_started:
             raise _server.HttpError("Response already sent for this request")
-        asked = self._headers.get('connection', '') if self._headers else ''
-        keep = _serialize.keep_alive(
-            self._protocol, asked, self._requests_count,
-            self._keep_alive_max_requests, close)
+        keep = self.keep_alive_after(close)
         data, keep = _serialize.response_head(
             status, headers, cookies, length, keep)
         self._response_started = True
