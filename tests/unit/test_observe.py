@@ -251,10 +251,13 @@ def test_access_records_go_through_use_logging_as_uhttp_workers_access():
 
 
 def test_refusal_reasons():
-    _, pool = dispatcher(metrics_path='/metrics')
+    app, pool = dispatcher(metrics_path='/metrics', max_pending=1)
+    intake = core_of(app).intake
     pool._alive = 2
-    assert ob.refusal_reason(pool) == ob.MAX_PENDING
+    assert intake.refusal(pool) is None
+    core_of(app).pending.open(type('Client', (), {'method': 'GET'})(), pool, 0.0)
+    assert intake.refusal(pool)[0] == ob.MAX_PENDING
     pool._alive = 0
-    assert ob.refusal_reason(pool) == ob.NO_WORKER
+    assert intake.refusal(pool)[0] == ob.NO_WORKER
     pool.degraded = True
-    assert ob.refusal_reason(pool) == ob.DEGRADED
+    assert intake.refusal(pool)[0] == ob.DEGRADED

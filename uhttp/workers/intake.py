@@ -27,6 +27,12 @@ def sync_table(cls):
     return table if len(table) else None
 
 
+# why admission refuses a request (the metrics' rejected_total reasons)
+DEGRADED = 'degraded'
+NO_WORKER = 'no_worker'
+MAX_PENDING = 'max_pending'
+
+
 class Intake:
     """Routes and admits requests for one dispatcher (`core`)."""
 
@@ -160,22 +166,26 @@ class Intake:
     # -- admission -------------------------------------------------------------
 
     def refusal(self, pool):
-        """(text, headers) of the 503 `pool` answers now, or None."""
+        """(reason, text, headers) of the 503 `pool` answers now, or None;
+        the reason is what the metrics count (rejected_total)."""
         if pool.degraded:
-            return 'Service Unavailable', None
+            return DEGRADED, 'Service Unavailable', None
         if not pool.alive_count:
             if pool.parked_count == pool.num_workers:
-                return 'No workers available', None
-            return 'No workers available', {'retry-after': '1'}
+                return NO_WORKER, 'No workers available', None
+            return NO_WORKER, 'No workers available', {'retry-after': '1'}
         if self.core.pending.waiting >= self.max_pending:
-            return 'Too many pending requests', {'retry-after': '1'}
+            return (MAX_PENDING, 'Too many pending requests',
+                    {'retry-after': '1'})
         return None
 
     def admit(self, client, pool):
+        """Queue the request for `pool`, or answer 503: the refusal's
+        reason then, else None."""
         refused = self.refusal(pool)
         if refused is not None:
-            _replies.answer_error(client, 503, *refused)
-            return
+            _replies.answer_error(client, 503, *refused[1:])
+            return refused[0]
         pending = self.core.pending.open(client, pool, self.core.now())
         pending.path = client.path
         if self.hooks.overridden('on_request_accepted'):
@@ -183,3 +193,4 @@ class Intake:
                 'on_request_accepted', pending.request_id, client, pool)
         client.pending = pending
         pool.scheduler.enqueue(pending)
+        return None

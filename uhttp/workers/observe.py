@@ -20,6 +20,7 @@ from . import heartbeat as _heartbeat
 from . import log as _log
 from . import metrics as _metrics
 from . import feed as _feed
+from . import intake as _intake
 from . import replies as _replies
 from . import wssession as _wssession
 from .probe import probe_status
@@ -44,9 +45,8 @@ ACCESS_FIELDS = ('remote', 'time', 'method', 'path', 'status', 'bytes',
 ACCESS_NAME = 'access'
 
 # rejected_total reasons
-MAX_PENDING = 'max_pending'
-DEGRADED = 'degraded'
-NO_WORKER = 'no_worker'
+MAX_PENDING, DEGRADED, NO_WORKER = (
+    _intake.MAX_PENDING, _intake.DEGRADED, _intake.NO_WORKER)
 CHECK = 'check'
 
 WORKER_STATES = ('ready', 'busy', 'paused', 'starting', 'backoff', 'parked')
@@ -421,22 +421,11 @@ class Observer(_feed.DashboardFeed):
                 self.served(client, began, probe.status or 400, method=method,
                             path=path)
                 return
-        intake.admit(client, pool)
-        if client.pending is None and intake.refusal(pool) is not None:
-            # admission refused it (and answered 503)
-            self.refused(client, began, pool, refusal_reason(pool), 503,
-                         method, path)
+        reason = intake.admit(client, pool)
+        if reason is not None:  # admission refused it (and answered 503)
+            self.refused(client, began, pool, reason, 503, method, path)
 
 
-
-
-def refusal_reason(pool):
-    """The rejected_total reason of a pool refusing a request now."""
-    if pool.degraded:
-        return DEGRADED
-    if not pool.alive_count:
-        return NO_WORKER
-    return MAX_PENDING
 
 
 def create(core):
