@@ -266,17 +266,16 @@ def bounded_selector(limit):
 
 
 class Side:
-    """A selector of its own (the clients, or the workers' pipes), itself
+    """A selector of its own (the clients'), itself
     registered in the loop's selector: the loop sees one event when any of
     its descriptors is ready, and the side is polled when the loop chooses.
     Pausing a side (unregistering it) leaves its events waiting in the
     kernel: that is how the clients are held back when the workers are
     full."""
 
-    def __init__(self, name, limit=None):
+    def __init__(self, name, limit):
         self.name = name
-        self.selector = (_selectors.DefaultSelector() if limit is None
-                         else bounded_selector(limit))
+        self.selector = bounded_selector(limit)
         self.paused = False
 
     def fileno(self):
