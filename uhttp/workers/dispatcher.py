@@ -24,21 +24,6 @@ def core_of(dispatcher):
     return dispatcher.__dict__[_ns.STATE]
 
 
-class _Info:
-    """A read-only view of the dispatcher's state (`address`, `pools`,
-    ...). A non-data descriptor: a subclass's own member of the same name
-    replaces it, and an instance may assign its own value."""
-
-    def __init__(self, read, doc):
-        self.read = read
-        self.__doc__ = doc
-
-    def __get__(self, instance, owner=None):
-        if instance is None:
-            return self
-        return self.read(instance.__dict__[_ns.STATE])
-
-
 class Dispatcher:
     """The HTTP front: static files, sync handlers, auth, pools.
 
@@ -78,12 +63,12 @@ class Dispatcher:
         """The port listened on (the real one once running with port=0)."""
         return self.__dict__[_ns.STATE].port()
 
-    address = _Info(lambda core: core.settings.address, "The listen address.")
-    pools = _Info(lambda core: list(core.pools), "The pools, in order.")
-    pending_count = _Info(lambda core: len(core.pending),
+    address = _ns.Info(lambda core: core.settings.address, "The listen address.")
+    pools = _ns.Info(lambda core: list(core.pools), "The pools, in order.")
+    pending_count = _ns.Info(lambda core: len(core.pending),
                           "Requests handed to pools and not finished.")
-    is_running = _Info(lambda core: core.running, "True inside run().")
-    log_level = _Info(lambda core: core.log_level,
+    is_running = _ns.Info(lambda core: core.running, "True inside run().")
+    log_level = _ns.Info(lambda core: core.log_level,
                       "The dispatcher's own log level.")
 
     def status(self):

@@ -66,6 +66,22 @@ DISPATCHER = Names(
              'unregister_writer'))
 
 
+class Info:
+    """A read-only view of the library's state of an instance: `read(state)`
+    gives the value. A non-data descriptor: a subclass's own member of the
+    same name replaces it, and assigning to it on an instance stores the
+    user's value, so these conveniences never take a name from the user."""
+
+    def __init__(self, read, doc):
+        self.read = read
+        self.__doc__ = doc
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return self.read(instance.__dict__[STATE])
+
+
 def collisions(cls, names, route_kind):
     """Problems of the members `cls` itself defines, as messages.
 

@@ -31,27 +31,9 @@ def set_runtime(runtime):
     _runtime = runtime
 
 
-class _Info:
-    """A read-only view of the worker's own state (`worker_id`, ...).
-
-    It is a non-data descriptor: a subclass's own member of the same name
-    replaces it, and assigning to it on an instance stores the user's
-    value, so these conveniences never take a name away from the user.
-    """
-
-    def __init__(self, field, doc):
-        self.field = field
-        self.__doc__ = doc
-
-    def __get__(self, instance, owner=None):
-        if instance is None:
-            return self
-        return getattr(instance.__dict__[_ns.STATE], self.field)
-
-
 class _MetricsView:
     """`self.metrics`: the pool's declared metrics by name (a non-data
-    descriptor like _Info: a member of the subclass named `metrics` wins)."""
+    descriptor like namespace.Info: a member of the subclass named `metrics` wins)."""
 
     def __get__(self, instance, owner=None):
         if instance is None:
@@ -106,9 +88,11 @@ class Worker:
     HANDLERS = []
     LOG_NAME = '{cls}[{worker_id}]'
 
-    worker_id = _Info('worker_id', "This worker's slot in its pool (0..N-1).")
-    pool_name = _Info('pool_name', "The name of this worker's pool.")
-    pid = _Info('pid', "This worker's process id.")
+    worker_id = _ns.Info(lambda state: state.worker_id,
+                         "This worker's slot in its pool (0..N-1).")
+    pool_name = _ns.Info(lambda state: state.pool_name,
+                         "The name of this worker's pool.")
+    pid = _ns.Info(lambda state: state.pid, "This worker's process id.")
     metrics = _MetricsView()
 
     def __init_subclass__(cls, **kwargs):
