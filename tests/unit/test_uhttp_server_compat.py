@@ -27,7 +27,8 @@ PIN = '>=3.2,<3.3'
 MODULE = (
     'HttpServer', 'HttpConnection', 'ClientError', 'HttpError',
     'HttpErrorWithResponse', 'STATUS_CODES', 'METHODS', 'PROTOCOLS',
-    'CONTENT_LENGTH', 'CONTENT_TYPE_JSON', 'CONTENT_TYPE_XFORMDATA',
+    'HttpDisconnected', 'CONTENT_LENGTH', 'CONTENT_TYPE_JSON',
+    'CONTENT_TYPE_XFORMDATA',
     'parse_query', 'unmap_ipv4', 'encode_response_data')
 
 # HttpConnection's public API: the `client` users get in sync handlers and
@@ -67,6 +68,13 @@ TAKEOVER_PRIVATE = (
     '_socket', '_buffer', '_read_paused', '_is_streaming',
     '_response_started', '_response_keep_alive', '_send', '_update_interest')
 
+# HttpConnection's private names that http/spoolbody.py (request bodies
+# spooled to a file, a mixin of Connection) uses
+SPOOLBODY_PRIVATE = (
+    '_server', '_buffer', '_data', '_data_loaded', '_socket', '_addr',
+    '_content_length', '_rx_bytes_counter', '_last_activity',
+    '_recv_to_buffer')  # overridden: process_request() calls it
+
 SERVER_PUBLIC = (
     'socket', 'selector', 'is_secure', 'close', 'handle_event',
     'remove_connection', 'maintenance')
@@ -80,7 +88,12 @@ SERVER_PRIVATE = (
 
 GLUE = {'connection.py': (_server.HttpConnection, CONNECTION_PRIVATE),
         'server.py': (_server.HttpServer, SERVER_PRIVATE),
-        'takeover.py': (_server.HttpConnection, TAKEOVER_PRIVATE)}
+        'takeover.py': (_server.HttpConnection, TAKEOVER_PRIVATE),
+        'spoolbody.py': (_server.HttpConnection, SPOOLBODY_PRIVATE)}
+# Connection and the mixins it is made of: the private names one of them
+# defines are the others' own too
+MIXINS = {'connection.py': ('takeover.py', 'sendfile.py', 'spoolbody.py'),
+          'spoolbody.py': ('connection.py',)}
 
 
 def installed():
@@ -194,9 +207,11 @@ def private_uses(path):
 def test_glue_uses_listed_privates_of_its_own_base_class_only(connection,
                                                               server):
     instances = {'connection.py': connection, 'server.py': server,
-                 'takeover.py': connection}
+                 'takeover.py': connection, 'spoolbody.py': connection}
     for name, (_, listed) in GLUE.items():
         uses, defined = private_uses(os.path.join(HTTP, name))
+        for mixin in MIXINS.get(name, ()):  # Connection's own parts
+            defined |= private_uses(os.path.join(HTTP, mixin))[1]
         base = instances[name]
         foreign = sorted(f'{on}.{attr}' for attr, on in uses
                          if on not in ('self', 'super()'))

@@ -9,6 +9,7 @@ longest prefix first, the options for the HTTP layer).
 from . import http as _http
 from . import log as _log
 from . import observe as _observe
+from . import spool as _spool
 from . import static as _static
 from .pool import WorkerPool
 
@@ -24,6 +25,8 @@ HTTP_DEFAULTS = {
     'keep_alive_max_requests': 1 << 62,
     'request_timeout': 30,
     'send_timeout': 60,
+    'spool_threshold': _spool.DEFAULT_THRESHOLD,
+    'spool_dir': None,
 }
 CONNECTIONS_PER_PENDING = 10
 
@@ -211,6 +214,8 @@ def http_settings(given, max_pending):
                     f"Dispatcher {name} must be a positive int, got {value!r}")
     for name in _POSITIVE_TIMES:
         positive(options[name], name)
+    _spool.check_threshold(options['spool_threshold'])
+    _spool.check_directory(options['spool_dir'])
     proxies = options.get('trusted_proxies')
     if proxies is not None and (isinstance(proxies, str) or not isinstance(
             proxies, (list, tuple, set, frozenset))):

@@ -6,6 +6,7 @@ and asks to be told when a full pipe has room again. The dispatcher never
 waits on a worker.
 """
 
+from . import bodyview as _bodyview
 from . import channel as _channel
 from . import messages as _msg
 from .loop import EVENT_WRITE
@@ -35,11 +36,10 @@ class Delivery:
                        item.path, item.query, item.headers, item.data, True,
                        item.remote_address, item.context)
             try:
-                return _channel.pack_parts(message)
+                return self.pack(handle, message)
             except Exception as err:  # pylint: disable=broad-except
-                self.log.error("request to %s %s cannot be sent (data does not "
-                               "pickle: %r); dropped", item.method, item.path,
-                               err)
+                self.log.error("request to %s %s cannot be sent (%r); "
+                               "dropped", item.method, item.path, err)
                 return None
         client = item.client
         if not client.is_open:
@@ -52,7 +52,12 @@ class Delivery:
                    client.path, client.query, client.headers, client.body,
                    False, remote, item.context)
         try:
-            return _channel.pack_parts(message)
+            return self.pack(handle, message)
+        except _bodyview.PassError as err:
+            self.log.error("request %s cannot be sent to %s: %s",
+                           item.request_id, handle.name, err)
+            self.core.fail(item, 503, None, PENDING_COMPLETED)
+            return None
         except Exception as err:  # pylint: disable=broad-except
             if item.context is None:
                 self.log.error("request %s cannot be sent to %s: %r",
@@ -63,7 +68,14 @@ class Delivery:
                            "cannot be sent to a worker (%r); request %s "
                            "goes with context=None", err, item.request_id)
             item.context = None
-            return _channel.pack_parts(message[:-1] + (None,))
+            return self.pack(handle, message[:-1] + (None,))
+
+    @staticmethod
+    def pack(handle, message):
+        """The frame of `message`; the descriptors of the spooled bodies
+        in it go over the worker's descriptor socket first (bodyview.py)."""
+        return _bodyview.pack_passing(message, _channel.pack_parts,
+                                      handle.file_fd)
 
     def tell(self, handle, frame):
         if handle.alive and handle.out is not None:

@@ -9,6 +9,7 @@ kind.
 
 import json as _json
 
+from .bodyview import BYTES_LIKE, RequestBody
 from .fileresponse import FileResponse
 
 # dispatcher -> worker
@@ -50,6 +51,7 @@ W_WS_CLOSE = 36     # (W_WS_CLOSE, request_id, code, reason) start the close han
 W_FILE_RESPONSE = 37  # (W_FILE_RESPONSE, request_id, status, headers, cookies
 #                        [, route, started]) answer with the file whose
 #                        descriptor came first on the descriptor socket (files.py)
+W_SHARED_RESPONSE = 38  # W_RESPONSE's, with the body in shared memory (sharedbody.py)
 
 # body kinds: how the dispatcher can rebuild `Response.data` when asked
 BODY_NONE = 0
@@ -163,7 +165,7 @@ def encode_body(data):
     """Turn a handler's data into (body bytes, kind, default content type)."""
     if data is None:
         return b'', BODY_NONE, None
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    if isinstance(data, BYTES_LIKE):
         return bytes(data), BODY_BYTES, CONTENT_TYPE_BYTES
     if isinstance(data, str):
         return data.encode('utf-8'), BODY_TEXT, CONTENT_TYPE_TEXT
@@ -230,7 +232,6 @@ class Response:
         self._body = None
         self._kind = None
 
-
     @property
     def data(self):
         """The data the handler answered with (decoded on first use)."""
@@ -258,11 +259,12 @@ class Response:
         return f"Response(request_id={self.request_id!r}, status={self.status!r})"
 
 
-class Request:
+class Request(RequestBody):
     """A request as a worker sees it.
 
-    Fields: request_id, method, path, path_params, query, data, headers,
-    cookies (parsed on first use), content_type, remote_address, context.
+    Fields: request_id, method, path, path_params, query, data, body_file,
+    headers, cookies (parsed on first use), content_type, remote_address,
+    context.
     Answer later with respond(); stream with response_stream() and
     send_event()/send_chunk(), or response_ndjson() and send_ndjson().
     """

@@ -12,6 +12,7 @@ from . import files as _files
 from . import messages as _msg
 from . import pending as _pending
 from . import replies as _replies
+from . import sharedbody as _sharedbody
 from .pending import PENDING_COMPLETED, PENDING_STREAM_CLOSED
 
 
@@ -33,6 +34,7 @@ class Relay:
         self.by_kind = {
             _msg.W_RESPONSE: self.response,
             _msg.W_FILE_RESPONSE: self.file_response,
+            _msg.W_SHARED_RESPONSE: self.shared_response,
             _msg.W_STREAM_DATA: self.stream_data,
             _msg.W_DEFERRED: self.deferred,
             _msg.W_STREAM_START: self.stream_start,
@@ -149,6 +151,10 @@ class Relay:
         self.core.end(pending, PENDING_COMPLETED, response)
         if hold:
             client.release()
+
+    def shared_response(self, handle, message):
+        """A large answer whose body is in shared memory (sharedbody.py)."""
+        _sharedbody.relay_shared(self, handle, message)
 
     def send_file(self, pending, fd, status, headers, cookies):
         """Write a file answer; (status the client got, body bytes)."""

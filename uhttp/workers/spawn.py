@@ -13,6 +13,7 @@ import sys as _sys
 
 from . import channel as _channel
 from . import files as _files
+from . import sharedbody as _sharedbody
 from . import workerloop as _workerloop
 
 
@@ -36,6 +37,7 @@ class WorkerSpec:
         self.configs = list(pool.configs)
         self.metrics = pool.metrics
         self.parent_pid = parent_pid
+        self.share_above = _sharedbody.threshold_for(pool)
 
 
 class Pipes:

@@ -16,12 +16,15 @@ import time as _time
 import traceback as _traceback
 
 from . import backlog as _backlog
+from . import bodyview as _bodyview
 from . import channel as _channel
 from . import files as _files
 from . import log as _log
+from . import memlimit as _memlimit
 from . import messages as _msg
 from . import metrics as _metrics
 from . import routing as _routing
+from . import sharedbody as _sharedbody
 from . import worker as _worker
 from . import wsworker as _wsworker
 
@@ -82,6 +85,8 @@ class _Runtime:
                  recall_fd=None, file_fd=None):
         self.in_fd = in_fd
         self.file_sock = _files.worker_socket(file_fd)
+        _bodyview.set_inbox(self.file_sock)  # spooled bodies come through it
+        self.share_above = _sharedbody.NEVER  # larger answers: shared memory
         self.out_fd = out_fd
         self.recall_fd = recall_fd
         self.slot = slot
@@ -111,6 +116,9 @@ class _Runtime:
                 for each in _files.worker_messages(message, self.file_sock):
                     self.send(each)
             return
+        if _sharedbody.wanted(message, self.share_above, self.file_sock):
+            # a large body: its descriptor goes first, the message after
+            message = _sharedbody.share(message, self.file_sock)
         try:
             header, payload = _channel.pack_parts(message)
         except Exception as err:  # pylint: disable=broad-except
@@ -284,7 +292,7 @@ def _parse_body(request, body, content_type):
     if media == 'application/json' or (
             media.startswith('application/') and media.endswith('+json')):
         try:
-            request.data = _json.loads(body)
+            request.data = _bodyview.parse_json(body)
         except (ValueError, RecursionError) as err:
             return _msg.error_message(
                 request.request_id, 400, f"Invalid JSON body: {err}")
@@ -303,9 +311,11 @@ def handle_request(worker, runtime, table, message):
         remote_address=remote_address, context=context)
     _msg.set_route(request, None, started)
     _msg.attach(request, _worker.state_of(worker))
-    if parsed:
+    reply = _bodyview.keep_body(request, body)
+    if reply is not None:
+        pass  # the body's descriptor never came: 500
+    elif parsed:
         request.data = body
-        reply = None
     else:
         reply = _parse_body(request, body, headers.get('content-type', ''))
     if reply is None:
@@ -436,6 +446,7 @@ def child_main(spec):
                            spec.log_level, spec.heartbeat_interval,
                            spec.recall_fd, spec.file_fd)
         runtime.parent_pid = spec.parent_pid
+        runtime.share_above = spec.share_above
         if spec.metrics:
             runtime.metrics = _metrics.WorkerMetrics(spec.metrics,
                                                      spec.pool_name)
@@ -458,39 +469,10 @@ def child_main(spec):
         _os._exit(code)
 
 
-def _address_space():
-    """Bytes of address space this process maps now (Linux), or None."""
-    try:
-        with open('/proc/self/status', encoding='ascii') as status:
-            for line in status:
-                if line.startswith('VmSize:'):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _limit_memory(spec, runtime, name):
-    """worker_memory_limit_mb: cap the address space (RLIMIT_AS)."""
-    try:
-        import resource  # pylint: disable=import-outside-toplevel
-        limit = int(spec.memory_limit_mb * 1024 * 1024)
-        used = _address_space()
-        if used and used >= limit:
-            runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
-                          f"worker_memory_limit_mb={spec.memory_limit_mb} is "
-                          f"below the {used // (1024 * 1024)} MB the process "
-                          "already maps; every allocation will fail"))
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ImportError, ValueError, OSError) as err:
-        runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
-                      f"worker_memory_limit_mb not applied: {err!r}"))
-
-
 def _run_worker(spec, runtime):
     name = f"{spec.worker_class.__name__}[{spec.worker_id}]"
     if spec.memory_limit_mb:
-        _limit_memory(spec, runtime, name)
+        _memlimit.limit_memory(spec, runtime.send, name)
     try:
         worker = spec.worker_class(
             worker_id=spec.worker_id, pool_name=spec.pool_name, **spec.kwargs)

@@ -13,8 +13,10 @@ import time as _time
 import uhttp.server as _server
 
 from . import parse as _parse
+from ..bodyview import as_bytes
 from . import serialize as _serialize
 from .sendfile import SendFile
+from .spoolbody import SpoolBody
 from .takeover import TakeOver
 
 EVENT_READ = _selectors.EVENT_READ
@@ -26,7 +28,8 @@ HTTP_OPTIONS = frozenset((
     'listen', 'max_waiting_clients', 'max_headers_length',
     'max_content_length', 'max_ws_message_length', 'file_chunk_size',
     'max_send_buffer_size', 'keep_alive_timeout', 'keep_alive_max_requests',
-    'request_timeout', 'trusted_proxies', 'send_timeout'))
+    'request_timeout', 'trusted_proxies', 'send_timeout', 'spool_threshold',
+    'spool_dir'))
 
 _GATHER_MIN = 16 * 1024  # bodies above this go out without being joined
 try:
@@ -42,7 +45,7 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(TakeOver, SendFile, _server.HttpConnection):
+class Connection(TakeOver, SendFile, SpoolBody, _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,
@@ -158,8 +161,9 @@ class Connection(TakeOver, SendFile, _server.HttpConnection):
             raise _refusal(err) from None
         if used:
             del self._buffer[:used]
+        self._spool_chunks()
         if self._chunks.done:
-            self._data = self._chunks.body() or None
+            self._data = self._chunked_body()
             self._data_loaded = True
             self._chunks = None
 
@@ -171,6 +175,8 @@ class Connection(TakeOver, SendFile, _server.HttpConnection):
 
     def _process_data(self):
         length = self.content_length
+        if self._spool is not None or self._spool_wanted(length):
+            return self._spool_data(length)
         buffer = self._buffer
         if len(buffer) < length:
             return
@@ -210,12 +216,12 @@ class Connection(TakeOver, SendFile, _server.HttpConnection):
                 media = self.content_type.partition(';')[0].strip().lower()
                 if media == _server.CONTENT_TYPE_JSON:
                     try:
-                        self._value = _json.loads(raw)
+                        self._value = _json.loads(as_bytes(raw))
                     except (ValueError, RecursionError) as err:
                         raise _server.HttpErrorWithResponse(
                             400, "Invalid JSON body") from err
                 elif media == _server.CONTENT_TYPE_XFORMDATA:
-                    self._value = _server.parse_query(raw)
+                    self._value = _server.parse_query(as_bytes(raw))
                 else:
                     self._value = raw
         return self._value
@@ -242,7 +248,8 @@ class Connection(TakeOver, SendFile, _server.HttpConnection):
     def request_overdue(self, now):
         """True when the request still arriving began more than
         request_timeout seconds before `now` (time.time())."""
-        started = self._request_start
+        # a body spooling is overdue when stalled (since its last bytes)
+        started = self._spool_progress() or self._request_start
         return bool(started) and now - started > self._request_timeout
 
     @property

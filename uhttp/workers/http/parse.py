@@ -278,6 +278,7 @@ class ChunkedBody:
     def __init__(self, limit):
         self._limit = limit
         self._parts = []
+        self._held = 0
         self._size = 0
         self._left = 0
         self._state = self._SIZE
@@ -286,6 +287,16 @@ class ChunkedBody:
     def body(self):
         return b''.join(self._parts)
 
+    @property
+    def held(self):
+        """Bytes of data decoded and not taken yet."""
+        return self._held
+
+    def take(self):
+        """The data decoded so far (a list of bytes), no longer held."""
+        parts, self._parts, self._held = self._parts, [], 0
+        return parts
+
     def feed(self, buffer):
         pos = 0
         end = len(buffer)
@@ -293,6 +304,7 @@ class ChunkedBody:
             if self._state == self._DATA:
                 take = min(self._left, end - pos)
                 self._parts.append(bytes(buffer[pos:pos + take]))
+                self._held += take
                 pos += take
                 self._left -= take
                 if not self._left:

@@ -13,6 +13,7 @@ import time as _time
 
 import uhttp.server as _server
 
+from .. import spool as _spool
 from .connection import EVENT_READ, Connection
 
 ACCEPT_BATCH = 64  # connections accepted per readable event
@@ -27,6 +28,10 @@ class Server(_server.HttpServer):
                  listening=None, **kwargs):
         self._owner = owner
         self._send_timeout = kwargs.pop('send_timeout', 60)
+        # which request bodies go to a file as they arrive (spool.py)
+        self.spool = _spool.SpoolPolicy(
+            kwargs.pop('spool_threshold', _spool.DEFAULT_THRESHOLD),
+            kwargs.pop('spool_dir', None))
         self._scheduled = []
         # True while the dispatcher hands over to another (hot upgrade):
         # every answer says Connection: close

@@ -1,0 +1,456 @@
+"""Large bodies end to end: uploads above spool_threshold are written to an
+unnamed file in spool_dir as they arrive and handed to the worker as that
+file's descriptor; large answers come back through shared memory.
+
+Hashes are checked end to end, plain and chunked, around the threshold;
+aborted, oversized and stalled uploads leave no file open anywhere; a
+worker killed while it holds a body answers 500 and leaves nothing; the
+spec's forwarding example passes the file on to another pool; the
+dispatcher's memory stays flat during a large upload.
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from harness import AppServer
+
+THRESHOLD = 256 * 1024
+SIZES = [1, 1000, THRESHOLD - 1, THRESHOLD, THRESHOLD + 1, 3 * THRESHOLD + 7,
+         5 * 1024 * 1024]
+
+
+def pattern(size, seed=0):
+    rng = random.Random(seed)
+    return rng.randbytes(size)
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def spool_fds(pid, directory):
+    """The descriptors process `pid` holds on files of `directory`."""
+    found = []
+    try:
+        names = os.listdir(f'/proc/{pid}/fd')
+    except OSError:
+        return found
+    for name in names:
+        try:
+            target = os.readlink(f'/proc/{pid}/fd/{name}')
+        except OSError:
+            continue
+        if target.startswith(directory + '/'):
+            found.append(target)
+    return found
+
+
+def everyone(app):
+    return [app.pid] + app.children()
+
+
+def nothing_left(app, directory):
+    return not os.listdir(directory) and not any(
+        spool_fds(pid, directory) for pid in everyone(app))
+
+
+def start(tmp_path_factory, name, **env):
+    directory = str(tmp_path_factory.mktemp(name))
+    hold = os.path.join(str(tmp_path_factory.mktemp(name + '-hold')), 'pid')
+    settings = {'SPOOL_DIR': directory, 'SPOOL_HOLD_FILE': hold}
+    settings.update({key: str(value) for key, value in env.items()})
+    app = AppServer('ext_spool', env=settings)
+    app.spool_dir = directory
+    app.hold_file = hold
+    app.start()
+    return app
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    app = None
+    try:
+        app = start(tmp_path_factory, 'spool')
+        yield app
+    finally:
+        if app is not None:
+            app.cleanup()
+
+
+@pytest.fixture(scope='module')
+def strict(tmp_path_factory):
+    """Every body spooled (threshold 0), 8 MiB at most, 2 s to stall."""
+    app = None
+    try:
+        app = start(tmp_path_factory, 'strict', SPOOL_THRESHOLD=0,
+                    SPOOL_MAX_CONTENT=8 * 1024 * 1024,
+                    SPOOL_REQUEST_TIMEOUT=2)
+        yield app
+    finally:
+        if app is not None:
+            app.cleanup()
+
+
+def post(app, path, body, content_type='application/octet-stream',
+         timeout=60):
+    reply = app.post(path, body=body, headers={'Content-Type': content_type},
+                     timeout=timeout)
+    return reply
+
+
+def read_reply(sock, timeout=30):
+    """(status, body) of one response on a raw socket (Content-Length)."""
+    sock.settimeout(timeout)
+    data = b''
+    while b'\r\n\r\n' not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b'\r\n\r\n')
+    lines = head.decode('latin-1').split('\r\n')
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(':')
+        if name.strip().lower() == 'content-length':
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), body[:length]
+
+
+def send_chunked(port, path, data, seed=1, limit=None):
+    """POST `data` chunked in random sizes; (status, body) of the answer."""
+    rng = random.Random(seed)
+    sock = socket.create_connection(('127.0.0.1', port), timeout=30)
+    try:
+        sock.sendall(f'POST {path} HTTP/1.1\r\nHost: x\r\n'
+                     'Content-Type: application/octet-stream\r\n'
+                     'Transfer-Encoding: chunked\r\n\r\n'.encode())
+        pos = 0
+        try:
+            while pos < len(data):
+                size = rng.choice((1, 17, 4096, 65536, 300000))
+                piece = data[pos:pos + size]
+                pos += len(piece)
+                sock.sendall(b'%x\r\n' % len(piece) + piece + b'\r\n')
+            sock.sendall(b'0\r\n\r\n')
+        except OSError:
+            pass  # refused midway (413): the answer is waiting
+        return read_reply(sock)
+    finally:
+        sock.close()
+
+
+# -- bodies around the threshold -------------------------------------------------
+
+@pytest.mark.parametrize('size', SIZES)
+def test_body_file_hash_of_plain_bodies(server, size):
+    data = pattern(size, size)
+    reply = post(server, '/api/hash', data)
+    assert reply.status == 200, reply
+    answer = reply.json
+    assert answer['sha256'] == sha(data) and answer['size'] == size
+    assert answer['kind'] == ('SpooledBytes' if size > THRESHOLD else 'bytes')
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_request_data_hash_of_plain_bodies(server, size):
+    data = pattern(size, size + 1)
+    reply = post(server, '/api/hash-data', data)
+    assert reply.status == 200, reply
+    answer = reply.json
+    assert answer['sha256'] == sha(data) and answer['size'] == size
+    assert answer['head'] == data[:4].hex()
+
+
+@pytest.mark.parametrize('size', [0] + SIZES)
+def test_chunked_bodies(server, size):
+    data = pattern(size, size + 2)
+    status, body = send_chunked(server.port, '/api/hash', data)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer['sha256'] == sha(data) and answer['size'] == size
+    if size > THRESHOLD:
+        assert answer['kind'] == 'SpooledBytes'
+
+
+def test_empty_body_gives_an_empty_body_file(server):
+    reply = post(server, '/api/hash', b'')
+    assert reply.status == 200
+    assert reply.json['size'] == 0 and reply.json['kind'] == 'NoneType'
+
+
+def test_spooled_json_body_is_parsed(server):
+    items = [{'n': n, 'text': 'x' * 40} for n in range(8000)]
+    body = json.dumps({'items': items}).encode()
+    assert len(body) > THRESHOLD
+    reply = post(server, '/api/json', body, 'application/json')
+    assert reply.status == 200, reply
+    assert reply.json == {'kind': 'dict', 'count': 8000, 'last': items[-1],
+                          'same': True}
+
+
+def test_spooled_bad_json_is_a_400(server):
+    body = b'{"items": [' + b'1,' * THRESHOLD
+    reply = post(server, '/api/json', body, 'application/json')
+    assert reply.status == 400
+    assert post(server, '/api/hash', b'ok').status == 200
+
+
+def test_keep_alive_connection_carries_spooled_bodies(server):
+    conn = server.connection(timeout=30)
+    try:
+        for size in (THRESHOLD + 1, 10, 2 * THRESHOLD, 3):
+            data = pattern(size, size + 3)
+            conn.request('POST', '/api/hash', body=data,
+                         headers={'Content-Type': 'application/octet-stream'})
+            answer = json.loads(conn.getresponse().read())
+            assert answer['sha256'] == sha(data)
+    finally:
+        conn.close()
+    server.wait_until(lambda: nothing_left(server, server.spool_dir),
+                      what='spool files closed')
+
+
+# -- the file's lifetime -------------------------------------------------------------
+
+def test_upload_aborted_halfway_leaves_nothing(server):
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+    try:
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: 4194304\r\n\r\n')
+        sock.sendall(pattern(2 * 1024 * 1024))
+        server.wait_until(lambda: spool_fds(server.pid, server.spool_dir),
+                          what='the body spooling in spool_dir')
+        assert not os.listdir(server.spool_dir)  # unnamed from the start
+    finally:
+        sock.close()
+    server.wait_until(lambda: nothing_left(server, server.spool_dir),
+                      what='the aborted spool file closed')
+    assert post(server, '/api/hash', b'still serving').status == 200
+
+
+def test_chunked_upload_aborted_halfway_leaves_nothing(server):
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+    try:
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Transfer-Encoding: chunked\r\n\r\n')
+        piece = pattern(100000)
+        for _ in range(10):
+            sock.sendall(b'%x\r\n' % len(piece) + piece + b'\r\n')
+        server.wait_until(lambda: spool_fds(server.pid, server.spool_dir),
+                          what='the chunked body spooling')
+    finally:
+        sock.close()
+    server.wait_until(lambda: nothing_left(server, server.spool_dir),
+                      what='the aborted spool file closed')
+
+
+def test_worker_killed_holding_a_spooled_body(server):
+    if os.path.exists(server.hold_file):
+        os.unlink(server.hold_file)
+    data = pattern(2 * 1024 * 1024)
+    result = {}
+
+    def upload():
+        result['reply'] = post(server, '/api/hold', data, timeout=30)
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    try:
+        pid = server.wait_until(
+            lambda: os.path.exists(server.hold_file) and int(
+                open(server.hold_file).read() or 0), what='the handler')
+        assert spool_fds(pid, server.spool_dir), "the worker got the file"
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        thread.join(30)
+    assert result['reply'].status == 500
+    server.wait_until(lambda: nothing_left(server, server.spool_dir),
+                      what='no spool file left after the kill')
+    assert not os.listdir(server.spool_dir)
+    server.wait_until(lambda: post(server, '/api/hash', b'x').status == 200,
+                      what='the pool serving again')
+
+
+def test_spec_forwarding_passes_the_file(server):
+    image = pattern(1024 * 1024, 42)
+    reply = post(server, '/lpr/read', image)
+    assert reply.status == 200 and reply.json['size'] == len(image)
+    stored = server.wait_until(
+        lambda: (lambda last: last if last.get('sha256') else None)(
+            server.get('/internal/storage/last').json),
+        what='the storage pool storing the image')
+    assert stored == {'kind': 'SpooledBytes', 'size': len(image),
+                      'sha256': sha(image),
+                      'result': {'plate': 'AB-123', 'size': len(image)}}
+    server.wait_until(lambda: nothing_left(server, server.spool_dir),
+                      what='the forwarded file closed everywhere')
+
+
+def test_small_forwarded_body_goes_as_bytes(server):
+    image = pattern(1000, 43)
+    assert post(server, '/lpr/read', image).status == 200
+    stored = server.wait_until(
+        lambda: (lambda last: last if last.get('sha256') == sha(image)
+                 else None)(server.get('/internal/storage/last').json),
+        what='the small image stored')
+    assert stored['kind'] == 'bytes'
+
+
+def test_dispatcher_memory_stays_flat_during_a_large_upload(server):
+    size = 256 * 1024 * 1024
+    block = pattern(1024 * 1024, 7)
+    digest = hashlib.sha256()
+    for _ in range(size // len(block)):
+        digest.update(block)
+
+    def rss():
+        with open(f'/proc/{server.pid}/status') as status:
+            for line in status:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    before = rss()
+    peak = [before]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=60)
+    try:
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: %d\r\n\r\n' % size)
+        for _ in range(size // len(block)):
+            sock.sendall(block)
+        status, body = read_reply(sock, timeout=120)
+    finally:
+        done.set()
+        watcher.join()
+        sock.close()
+    assert status == 200
+    assert json.loads(body)['sha256'] == digest.hexdigest()
+    assert peak[0] - before < 20 * 1024 * 1024, (before, peak[0])
+
+
+# -- limits, stalls, threshold 0 -------------------------------------------------------
+
+def test_threshold_zero_spools_every_body(strict):
+    data = b'0123456789'
+    reply = post(strict, '/api/hash-data', data)
+    assert reply.json == {'sha256': sha(data), 'size': 10,
+                          'kind': 'SpooledBytes', 'head': data[:4].hex()}
+    reply = post(strict, '/api/json', json.dumps({'items': [1, 2]}).encode(),
+                 'application/json')
+    assert reply.json == {'kind': 'dict', 'count': 2, 'last': 2, 'same': True}
+    status, body = send_chunked(strict.port, '/api/hash', b'abc')
+    assert status == 200 and json.loads(body)['kind'] == 'SpooledBytes'
+    assert post(strict, '/api/hash', b'').json['kind'] == 'NoneType'
+
+
+def test_body_over_the_limit_is_a_413(strict):
+    reply = strict.raw(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                       b'Content-Length: %d\r\n\r\n' % (9 * 1024 * 1024))
+    assert reply.startswith(b'HTTP/1.1 413')
+    status, _ = send_chunked(strict.port, '/api/hash',
+                             pattern(9 * 1024 * 1024))
+    assert status == 413
+    strict.wait_until(lambda: nothing_left(strict, strict.spool_dir),
+                      what='the refused body dropped')
+    data = pattern(8 * 1024 * 1024)
+    assert post(strict, '/api/hash', data).json['sha256'] == sha(data)
+
+
+def test_stalled_upload_times_out_and_leaves_nothing(strict):
+    sock = socket.create_connection(('127.0.0.1', strict.port), timeout=15)
+    try:
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: 4194304\r\n\r\n' + pattern(1000000))
+        strict.wait_until(lambda: spool_fds(strict.pid, strict.spool_dir),
+                          what='the body spooling')
+        started = time.monotonic()
+        status, _ = read_reply(sock, timeout=15)
+        assert status == 408
+        assert time.monotonic() - started < 10
+        assert sock.recv(100) == b''  # and closed
+    finally:
+        sock.close()
+    strict.wait_until(lambda: nothing_left(strict, strict.spool_dir),
+                      what='the stalled spool file closed')
+
+
+def test_slow_steady_upload_outlives_request_timeout(strict):
+    data = pattern(3 * 1024 * 1024, 9)
+    sock = socket.create_connection(('127.0.0.1', strict.port), timeout=15)
+    try:
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: %d\r\n\r\n' % len(data))
+        step = len(data) // 10
+        for start_at in range(0, len(data), step):
+            sock.sendall(data[start_at:start_at + step])
+            time.sleep(0.35)  # 3.5 s in all, request_timeout is 2 s
+        status, body = read_reply(sock)
+    finally:
+        sock.close()
+    assert status == 200 and json.loads(body)['sha256'] == sha(data)
+
+
+# -- large answers through shared memory ---------------------------------------------------
+
+@pytest.mark.parametrize('size', [THRESHOLD, THRESHOLD + 1, 3 * 1024 * 1024])
+def test_large_bytes_answer(server, size):
+    reply = server.get(f'/api/big/{size}', timeout=30)
+    assert reply.status == 200
+    expected = pattern_of_app(size)
+    assert reply.headers['content-length'] == str(size)
+    assert reply.headers['content-type'] == 'application/octet-stream'
+    assert sha(reply.body) == sha(expected)
+    seen = server.get('/seen').json
+    assert seen['sha256'] == sha(expected)
+    # above the threshold on_response sees the shared memory itself
+    assert seen['kind'] == ('SpooledBytes' if size > THRESHOLD else 'bytes')
+
+
+def test_large_text_answer_and_head(server):
+    size = 400000
+    reply = server.get(f'/api/big/{size}?text=1', timeout=30)
+    assert reply.status == 200
+    assert reply.body == pattern_of_app(size).hex().encode()
+    assert reply.headers['content-type'].startswith('text/html')
+    assert server.get('/seen').json['kind'] == 'str'
+    head = server.request('HEAD', f'/api/big/{size}')
+    assert head.status == 200 and head.body == b''
+    assert head.headers['content-length'] == str(size)
+
+
+def test_echo_of_a_spooled_body(server):
+    data = pattern(3 * 1024 * 1024, 11)
+    reply = post(server, '/api/echo', data)
+    assert reply.status == 200 and sha(reply.body) == sha(data)
+    server.wait_until(lambda: nothing_left(server, server.spool_dir),
+                      what='the echoed body closed')
+
+
+def pattern_of_app(size):
+    block = bytes(range(251)) * (65536 // 251 + 1)
+    out = bytearray()
+    while len(out) < size:
+        out += block
+    return bytes(out[:size])

@@ -1,0 +1,148 @@
+"""Spooled request bodies: the part of the connection glue that writes a
+large body to its unnamed file as it arrives (the policy and the file are
+spool.py's), so that the dispatcher never holds it whole.
+
+A Content-Length body above the threshold is read straight from the
+socket into one scratch buffer shared by every connection and written to
+the file at once; a chunked body is decoded as usual and its data moves
+to a file once it crosses the threshold. While a body spools, a client
+that sends nothing for request_timeout seconds is timed out (a large body
+may take long; a stalled one may not), and the file goes with the
+request however it ends.
+"""
+
+import errno as _errno
+
+import uhttp.server as _server
+
+from ..bodyview import SpooledBytes
+
+SCRATCH_SIZE = 1 << 20   # bytes read from a socket per recv_into()
+READ_BUDGET = 8 << 20    # bytes spooled per event before others get a turn
+_scratch = memoryview(bytearray(SCRATCH_SIZE))
+_WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
+
+
+def _storage_error(err):
+    return _server.HttpErrorWithResponse(
+        507, f"The request body cannot be stored: {err.strerror or err}")
+
+
+class SpoolBody:
+    """Mixin of Connection: spooling a request body to a file."""
+
+    def __init__(self, *args, **kwargs):
+        self._spool = None   # the Spool of the body arriving, if spooled
+        super().__init__(*args, **kwargs)
+
+    @property
+    def spooling(self):
+        """True while a body is being written to its spool file."""
+        return self._spool is not None
+
+    def _spool_progress(self):
+        """When the body spooling last got bytes (time.time()), or None."""
+        return self._last_activity if self._spool is not None else None
+
+    def _spool_wanted(self, size):
+        policy = getattr(self._server, 'spool', None)
+        return policy is not None and policy.wants(size)
+
+    def _open_spool(self):
+        try:
+            self._spool = self._server.spool.open()
+        except OSError as err:
+            raise _storage_error(err) from None
+
+    def _spool_write(self, data):
+        try:
+            self._spool.write(data)
+        except OSError as err:
+            raise _storage_error(err) from None
+
+    def _spool_data(self, length):
+        """A Content-Length body that is spooled: move what the buffer
+        holds of it to the file; once it is all there, it is loaded."""
+        if self._spool is None:
+            self._open_spool()
+        buffer = self._buffer
+        take = min(len(buffer), length - self._spool.size)
+        if take:
+            with memoryview(buffer) as view:
+                self._spool_write(view[:take])
+            del buffer[:take]
+        if self._spool.size >= length:
+            self._data = self._spool.finish()
+            self._spool = None
+            self._data_loaded = True
+
+    def _recv_to_buffer(self, size):
+        if self._spool is not None and self._chunks is None:
+            self._spool_recv()
+            return
+        if self._chunks is not None:  # bounded reads for a chunked body
+            size = min(size, len(self._buffer) + SCRATCH_SIZE)
+        super()._recv_to_buffer(size)
+
+    def _spool_recv(self):
+        """Read body bytes from the socket straight into the file, up to
+        its length and READ_BUDGET (then the loop comes back: over TLS
+        bytes may wait inside the TLS layer, unseen by the selector)."""
+        spool = self._spool
+        left = self._content_length - spool.size
+        budget = READ_BUDGET
+        sock = self._socket
+        while left > 0 and budget > 0:
+            try:
+                got = sock.recv_into(_scratch, min(left, SCRATCH_SIZE))
+            except OSError as err:
+                if err.errno in _WOULDBLOCK:
+                    return
+                raise _server.HttpDisconnected(f"{err}: {self._addr}") from err
+            if got is None:
+                return
+            if not got:
+                raise _server.HttpDisconnected(
+                    f"Lost connection from client {self._addr}")
+            self._rx_bytes_counter += got
+            self._spool_write(_scratch[:got])
+            left -= got
+            budget -= got
+            self.update_activity()
+        if left > 0:
+            self._server.schedule(self)
+
+    def _spool_chunks(self):
+        """A chunked body: once its data crosses the threshold, it moves
+        to a file, and so does every chunk after."""
+        chunks = self._chunks
+        if self._spool is None:
+            if not self._spool_wanted(chunks.held):
+                return
+            self._open_spool()
+        for part in chunks.take():
+            self._spool_write(part)
+
+    def _chunked_body(self):
+        """The whole chunked body: bytes, its file, or None when empty."""
+        if self._spool is None:
+            return self._chunks.body() or None
+        self._spool_chunks()
+        body = self._spool.finish()
+        self._spool = None
+        return body
+
+    def _drop_spool(self):
+        spool, self._spool = getattr(self, '_spool', None), None
+        if spool is not None:
+            spool.discard()
+
+    def reset(self):
+        self._drop_spool()
+        super().reset()
+
+    def close(self):
+        self._drop_spool()
+        super().close()
+        if isinstance(getattr(self, '_data', None), SpooledBytes):
+            self._data = None  # its file goes when nobody else holds it

@@ -1,0 +1,125 @@
+"""Request bodies spooled to disk: when a body is spooled, and the unnamed
+file it is written to as it arrives.
+
+A body above `spool_threshold` bytes never sits whole in the dispatcher's
+memory: it goes to a temporary file that has no name from the start
+(O_TMPFILE, or a name unlinked at once), mode 0600, in `spool_dir` (the
+system's temporary directory by default). Nothing is ever left in that
+directory: the file's space is freed when the last descriptor on it
+closes, the dispatcher's when the request ends and a worker's when it
+is done with it or dies.
+"""
+
+import errno as _errno
+import os as _os
+import tempfile as _tempfile
+
+from .bodyview import SpooledBytes
+
+DEFAULT_THRESHOLD = 256 * 1024
+_O_TMPFILE = getattr(_os, 'O_TMPFILE', 0)
+_O_CLOEXEC = getattr(_os, 'O_CLOEXEC', 0)
+# errors that say "this file system cannot do O_TMPFILE": use a name
+_NO_TMPFILE = (_errno.EOPNOTSUPP, _errno.EISDIR, _errno.EINVAL)
+
+
+def check_threshold(value):
+    """spool_threshold: an int >= 0 (0 spools every body)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"Dispatcher spool_threshold must be an int, not {value!r}")
+    if value < 0:
+        raise ValueError(
+            f"Dispatcher spool_threshold must be >= 0, got {value}")
+    return value
+
+
+def check_directory(value):
+    """spool_dir: None (the system's temporary directory) or a directory."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, _os.PathLike)):
+        raise TypeError(
+            f"Dispatcher spool_dir must be a directory path, not {value!r}")
+    value = _os.fspath(value)
+    if not _os.path.isdir(value):
+        raise ValueError(f"Dispatcher spool_dir {value!r} is not a directory")
+    return value
+
+
+class SpoolPolicy:
+    """Which bodies are spooled (`wants(size)`), and where."""
+
+    __slots__ = ('threshold', 'directory')
+
+    def __init__(self, threshold=DEFAULT_THRESHOLD, directory=None):
+        self.threshold = check_threshold(threshold)
+        self.directory = check_directory(directory)
+
+    def wants(self, size):
+        """True for a body of `size` bytes (so far): spool it."""
+        return size > self.threshold
+
+    def open(self):
+        """A new, empty Spool (OSError when no file can be made)."""
+        return Spool(open_unnamed(self.directory))
+
+
+def open_unnamed(directory=None):
+    """A descriptor (read-write, close-on-exec) on a new temporary file
+    that has no name in `directory`, mode 0600."""
+    directory = directory or _tempfile.gettempdir()
+    if _O_TMPFILE:
+        try:
+            return _os.open(directory, _O_TMPFILE | _os.O_RDWR | _O_CLOEXEC,
+                            0o600)
+        except OSError as err:
+            if err.errno not in _NO_TMPFILE:
+                raise
+    fd, path = _tempfile.mkstemp(prefix='.uhttp-spool-', dir=directory)
+    try:
+        _os.unlink(path)
+    except OSError:
+        _os.close(fd)
+        raise
+    return fd
+
+
+class Spool:
+    """A body being written to its unnamed file: `write()` what arrives,
+    then `finish()` (the file, as SpooledBytes) or `discard()`."""
+
+    __slots__ = ('fd', 'size')
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.size = 0
+
+    def write(self, data):
+        """Append `data` (bytes-like) to the file; OSError (ENOSPC...)
+        when the disk refuses."""
+        view = memoryview(data)
+        try:
+            while view:
+                written = _os.write(self.fd, view)
+                self.size += written
+                view = view[written:]
+        finally:
+            view.release()
+
+    def finish(self):
+        """The whole body, as a read-only view that owns the file."""
+        fd, self.fd = self.fd, -1
+        return SpooledBytes(fd, self.size)
+
+    def discard(self):
+        """Drop the body (the client left, a limit, a timeout)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                _os.close(fd)
+            except OSError:
+                pass
+
+    def __repr__(self):
+        return f"<Spool fd={self.fd} {self.size} bytes>"
