@@ -257,6 +257,33 @@ def test_chunked_upload_aborted_halfway_leaves_nothing(server):
                       what='the aborted spool file closed')
 
 
+def test_worker_forked_during_an_upload_holds_no_spool_file(server):
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+    try:
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: 4194304\r\n\r\n')
+        sock.sendall(pattern(1024 * 1024))
+        server.wait_until(lambda: spool_fds(server.pid, server.spool_dir),
+                          what='the body spooling')
+        before = set(server.children())
+        victim = post(server, '/api/hash', b'which').json['pid']
+        os.kill(victim, signal.SIGKILL)
+        new = server.wait_until(
+            lambda: set(server.children()) - before - {victim},
+            what='a replacement worker')
+        server.wait_until(lambda: post(server, '/api/hash', b'x').status == 200,
+                          what='the pool serving again')
+        for pid in new:
+            assert not spool_fds(pid, server.spool_dir)
+        sock.sendall(pattern(3 * 1024 * 1024))
+        status, body = read_reply(sock)
+        assert status == 200 and json.loads(body)['size'] == 4194304
+    finally:
+        sock.close()
+    server.wait_until(lambda: nothing_left(server, server.spool_dir),
+                      what='the spool file closed')
+
+
 def test_worker_killed_holding_a_spooled_body(server):
     if os.path.exists(server.hold_file):
         os.unlink(server.hold_file)

@@ -22,6 +22,7 @@ import os as _os
 import socket as _socket
 import struct as _struct
 import threading as _threading
+import weakref as _weakref
 
 _TAG = _struct.Struct('>q')  # the token that travels with a descriptor
 _tokens = _itertools.count(1)
@@ -29,6 +30,7 @@ _local = _threading.local()  # .outbox while pack_passing() pickles
 _inbox = [None]              # the worker's Inbox, once it is a worker
 # what a handler may answer with as bytes (a SpooledBytes is an mmap)
 BYTES_LIKE = (bytes, bytearray, memoryview, _mmap.mmap)
+_views = _weakref.WeakValueDictionary()  # id -> SpooledBytes alive here
 
 
 class SpooledBytes(_mmap.mmap):
@@ -41,6 +43,7 @@ class SpooledBytes(_mmap.mmap):
     def __new__(cls, fd, size):
         self = super().__new__(cls, fd, size, access=_mmap.ACCESS_READ)
         self._fd = fd
+        _views[id(self)] = self
         return self
 
     def __init__(self, fd, size):  # pylint: disable=super-init-not-called
@@ -56,6 +59,15 @@ class SpooledBytes(_mmap.mmap):
 
     def fileno(self):
         return self._fd
+
+    def forget(self):
+        """In a forked child: close this process's copy of the file (the
+        mapping too, unless something still reads it)."""
+        self.__del__()
+        try:
+            self.close()
+        except BufferError:
+            pass
 
     def open(self):
         """A new file object reading the body from its start (its own
@@ -120,6 +132,13 @@ class _Reader(_io.RawIOBase):
 
     def tell(self):
         return self._position
+
+
+def forget_views():
+    """In a freshly forked worker: close every body view the dispatcher
+    held, so that no spool file outlives its request in a child."""
+    for view in list(_views.values()):
+        view.forget()
 
 
 # -- crossing to a worker ------------------------------------------------------

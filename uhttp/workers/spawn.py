@@ -14,6 +14,7 @@ import sys as _sys
 from . import channel as _channel
 from . import files as _files
 from . import sharedbody as _sharedbody
+from . import spool as _spool
 from . import workerloop as _workerloop
 
 
@@ -102,6 +103,7 @@ def drop_in_child(keep, connections, listener, other_fds, wakeup_fds,
             forget()  # a file being sent: the child must not hold it
         detach_close(connection.socket)
     detach_close(listener)
+    _spool.forget_in_child()  # bodies' files: only their requests hold them
     for fd in list(other_fds) + list(wakeup_fds):
         if fd is not None and fd not in keep:
             close_fd(fd)

@@ -13,14 +13,16 @@ is done with it or dies.
 import errno as _errno
 import os as _os
 import tempfile as _tempfile
+import weakref as _weakref
 
-from .bodyview import SpooledBytes
+from .bodyview import SpooledBytes, forget_views
 
 DEFAULT_THRESHOLD = 256 * 1024
 _O_TMPFILE = getattr(_os, 'O_TMPFILE', 0)
 _O_CLOEXEC = getattr(_os, 'O_CLOEXEC', 0)
 # errors that say "this file system cannot do O_TMPFILE": use a name
 _NO_TMPFILE = (_errno.EOPNOTSUPP, _errno.EISDIR, _errno.EINVAL)
+_spools = _weakref.WeakSet()  # the Spools being written in this process
 
 
 def check_threshold(value):
@@ -89,11 +91,12 @@ class Spool:
     """A body being written to its unnamed file: `write()` what arrives,
     then `finish()` (the file, as SpooledBytes) or `discard()`."""
 
-    __slots__ = ('fd', 'size')
+    __slots__ = ('fd', 'size', '__weakref__')
 
     def __init__(self, fd):
         self.fd = fd
         self.size = 0
+        _spools.add(self)
 
     def write(self, data):
         """Append `data` (bytes-like) to the file; OSError (ENOSPC...)
@@ -123,3 +126,11 @@ class Spool:
 
     def __repr__(self):
         return f"<Spool fd={self.fd} {self.size} bytes>"
+
+
+def forget_in_child():
+    """In a freshly forked worker: close its copies of every spool file
+    (being written or whole) the dispatcher holds."""
+    for spool in list(_spools):
+        spool.discard()
+    forget_views()
