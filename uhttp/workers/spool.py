@@ -69,7 +69,8 @@ class SpoolPolicy:
 
 def open_unnamed(directory=None):
     """A descriptor (read-write, close-on-exec) on a new temporary file
-    that has no name in `directory`, mode 0600."""
+    that has no name in `directory`, mode 0600: O_TMPFILE where the file
+    system has it, else a name unlinked at once."""
     directory = directory or _tempfile.gettempdir()
     if _O_TMPFILE:
         try:
@@ -78,6 +79,11 @@ def open_unnamed(directory=None):
         except OSError as err:
             if err.errno not in _NO_TMPFILE:
                 raise
+    return unlinked_file(directory)
+
+
+def unlinked_file(directory):
+    """A new file in `directory` (mode 0600) whose name is gone already."""
     fd, path = _tempfile.mkstemp(prefix='.uhttp-spool-', dir=directory)
     try:
         _os.unlink(path)
