@@ -327,3 +327,27 @@ def test_access_log_flag(project):
             time.sleep(0.05)
     finally:
         server.close()
+
+
+def test_spool_flags_and_config_keys(project, tmp_path):
+    spool_dir = tmp_path / 'spool'
+    spool_dir.mkdir()
+    result = run(project, 'myapp:App', '--print-config', '--spool-dir',
+                 str(spool_dir), '--spool-threshold', '0')
+    assert result.returncode == 0, result.stderr
+    printed = tomllib.loads(result.stdout)['dispatcher']
+    assert printed['spool_dir'] == str(spool_dir)
+    assert printed['spool_threshold'] == 0
+    config = tmp_path / 'spool.toml'
+    config.write_text(f'[dispatcher]\nspool_threshold = 1048576\n'
+                      f'spool_dir = "{spool_dir}"\n')
+    result = run(project, 'myapp:App', '--print-config', '--config',
+                 str(config))
+    assert result.returncode == 0, result.stderr
+    printed = tomllib.loads(result.stdout)['dispatcher']
+    assert printed['spool_threshold'] == 1048576
+    result = run(project, 'myapp:App', '--check-config', '--spool-dir',
+                 str(tmp_path / 'missing'), '--spool-threshold', '-1')
+    assert result.returncode == 1
+    assert '--spool-dir' in result.stderr + result.stdout
+    assert '--spool-threshold' in result.stderr + result.stdout

@@ -55,6 +55,12 @@ def parser():
                        'critical, or a number')
     parse.add_argument('--access-log', action='store_true',
                        help='log one line per finished request')
+    parse.add_argument('--spool-dir', metavar='DIR',
+                       help='where request bodies above the spool threshold '
+                            'are written as they arrive (default: the '
+                            'system\'s temporary directory)')
+    parse.add_argument('--spool-threshold', type=int, metavar='BYTES',
+                       help='bodies above this go to a file (0: every body)')
     parse.add_argument('--pid-file', metavar='FILE',
                        help='write the dispatcher\'s pid here while it runs')
     parse.add_argument('--check-config', action='store_true',
@@ -99,6 +105,14 @@ def command_line_overrides(args):
         overrides.dispatcher['port'] = args.port
     if args.access_log:
         overrides.dispatcher['access_log'] = True
+    for name in ('spool_dir', 'spool_threshold'):
+        value = getattr(args, name)
+        if value is not None:
+            try:
+                overrides.dispatcher[name] = _configfile.check_dispatcher_key(
+                    name, value, '--' + name.replace('_', '-'))[1]
+            except (TypeError, ValueError) as err:
+                problems.append(f"--{name.replace('_', '-')}: {err}")
     if args.log_level is not None:
         try:
             value = args.log_level
