@@ -33,9 +33,9 @@ class ApiWorker(_workers.Worker):
         data = request.data
         if data is None:
             return b''
-        if isinstance(data, (bytes, bytearray)):
-            return bytes(data)
-        return data  # a JSON body comes back as JSON
+        # bytes, or a spooled body (a SpooledBytes: its file goes back
+        # whole), or a JSON body that comes back as JSON
+        return data
 
 
 class SseWorker(_workers.Worker):
@@ -70,6 +70,8 @@ def main():
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--max-pending', type=int, default=1000)
     parser.add_argument('--max-waiting-clients', type=int, default=None)
+    parser.add_argument('--spool-threshold', type=int, default=None,
+                        help='Dispatcher spool_threshold (default 256 KiB)')
     parser.add_argument('--metrics', action='store_true',
                         help='serve /metrics (and count every request)')
     parser.add_argument('--access-log', action='store_true',
@@ -80,6 +82,8 @@ def main():
         http_options['metrics_path'] = '/metrics'
     if args.access_log:
         http_options['access_log'] = True
+    if args.spool_threshold is not None:
+        http_options['spool_threshold'] = args.spool_threshold
     if args.max_waiting_clients:
         http_options['max_waiting_clients'] = args.max_waiting_clients
     dispatcher = _workers.Dispatcher(

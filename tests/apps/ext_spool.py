@@ -13,7 +13,7 @@ GET  /internal/storage/last  what the storage pool stored last
 GET  /seen               what on_response saw of the last /api/big answer
 
 Settings from the environment: SPOOL_DIR, SPOOL_THRESHOLD,
-SPOOL_MAX_CONTENT, SPOOL_REQUEST_TIMEOUT.
+SPOOL_MAX_CONTENT, SPOOL_REQUEST_TIMEOUT; SPOOL_CERT / SPOOL_KEY serve HTTPS.
 """
 import hashlib
 import json
@@ -139,8 +139,13 @@ class SpoolDispatcher(_workers.Dispatcher):
 
 if __name__ == '__main__':
     env = os.environ
+    context = None
+    if env.get('SPOOL_CERT'):
+        import ssl
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(env['SPOOL_CERT'], env['SPOOL_KEY'])
     SpoolDispatcher(
-        port=0, address='127.0.0.1',
+        port=0, address='127.0.0.1', ssl_context=context,
         spool_dir=env.get('SPOOL_DIR') or None,
         spool_threshold=int(env.get('SPOOL_THRESHOLD', 256 * 1024)),
         max_content_length=int(env.get('SPOOL_MAX_CONTENT', 2 << 30)),

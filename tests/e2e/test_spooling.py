@@ -9,6 +9,7 @@ spec's forwarding example passes the file on to another pool; the
 dispatcher's memory stays flat during a large upload.
 """
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -481,3 +482,49 @@ def pattern_of_app(size):
     while len(out) < size:
         out += block
     return bytes(out[:size])
+
+
+# -- over HTTPS (the body is read through TLS, not spliced) ----------------------------------
+
+def test_spooled_bodies_and_large_answers_over_https(tmp_path_factory):
+    trustme = pytest.importorskip('trustme')
+    import ssl  # pylint: disable=import-outside-toplevel
+    ca = trustme.CA()
+    cert = ca.issue_cert('127.0.0.1')
+    keys = tmp_path_factory.mktemp('tls')
+    cert_path, key_path = keys / 'server.pem', keys / 'server.key'
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert_path), append=True)
+    cert.private_key_pem.write_to_path(str(key_path))
+    app = None
+    try:
+        app = start(tmp_path_factory, 'tls', SPOOL_CERT=cert_path,
+                    SPOOL_KEY=key_path)
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        conn = http.client.HTTPSConnection('127.0.0.1', app.port, timeout=30,
+                                           context=context)
+        try:
+            for size in (THRESHOLD + 1, 5 * 1024 * 1024 + 5):
+                data = pattern(size, size)
+                conn.request('POST', '/api/hash', body=data, headers={
+                    'Content-Type': 'application/octet-stream'})
+                answer = json.loads(conn.getresponse().read())
+                assert answer == {'sha256': sha(data), 'size': size,
+                                  'pid': answer['pid'],
+                                  'kind': 'SpooledBytes'}
+            data = pattern(3 * 1024 * 1024, 5)
+            conn.request('POST', '/api/echo', body=iter([data[:100000],
+                                                         data[100000:]]),
+                         headers={'Content-Type': 'application/octet-stream'},
+                         encode_chunked=True)
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == data
+        finally:
+            conn.close()
+        app.wait_until(lambda: nothing_left(app, app.spool_dir),
+                       what='no spool file left')
+    finally:
+        if app is not None:
+            app.cleanup()

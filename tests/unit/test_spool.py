@@ -285,3 +285,27 @@ def test_share_passes_the_body_and_names_it():
     finally:
         sock.close()
         os.close(parent)
+
+
+def test_spool_splices_socket_bytes_into_its_file(tmp_path):
+    pipe = spool.splice_pipe()
+    if pipe is None:
+        pytest.skip("no splice() here")
+    ours, theirs = socket.socketpair()
+    try:
+        part = spool.SpoolPolicy(0, str(tmp_path)).open()
+        ours.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            part.splice_from(ours.fileno(), 100, pipe)
+        theirs.sendall(b'a' * 70000 + b'b' * 10)
+        moved = 0
+        while moved < 70010:
+            moved += part.splice_from(ours.fileno(), 70010 - moved, pipe)
+        assert part.size == 70010
+        assert part.finish() == b'a' * 70000 + b'b' * 10
+        theirs.close()
+        assert spool.SpoolPolicy(0, str(tmp_path)).open().splice_from(
+            ours.fileno(), 10, pipe) == 0  # EOF
+    finally:
+        ours.close()
+        theirs.close()

@@ -232,6 +232,12 @@ def open_body(body):
     return _io.BytesIO(b'')
 
 
+def as_body(data):
+    """A handler's bytes-like answer as the body to send: bytes, or a
+    SpooledBytes as it is (its file goes back whole, uncopied)."""
+    return data if isinstance(data, SpooledBytes) else bytes(data)
+
+
 def as_bytes(body):
     """`body` as something json.loads() and parse_query() take."""
     return body if isinstance(body, (bytes, bytearray, str)) else bytes(body)

@@ -9,7 +9,7 @@ kind.
 
 import json as _json
 
-from .bodyview import BYTES_LIKE, RequestBody
+from .bodyview import BYTES_LIKE, RequestBody, as_body
 from .fileresponse import FileResponse
 
 # dispatcher -> worker
@@ -166,7 +166,7 @@ def encode_body(data):
     if data is None:
         return b'', BODY_NONE, None
     if isinstance(data, BYTES_LIKE):
-        return bytes(data), BODY_BYTES, CONTENT_TYPE_BYTES
+        return as_body(data), BODY_BYTES, CONTENT_TYPE_BYTES
     if isinstance(data, str):
         return data.encode('utf-8'), BODY_TEXT, CONTENT_TYPE_TEXT
     try:

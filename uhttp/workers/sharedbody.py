@@ -64,11 +64,15 @@ def shared_memory(body):
 
 def share(message, sock):
     """In a worker: the W_SHARED_RESPONSE for the W_RESPONSE `message`,
-    its body's descriptor passed on `sock` first; `message` itself when
-    that cannot be done (the pipe carries it then)."""
+    its body's descriptor passed on `sock` first (a SpooledBytes body, a
+    request's own spooled body answered back, passes its own file);
+    `message` itself when that cannot be done (the pipe carries it)."""
     request_id, status, headers, body, kind, cookies = message[1:7]
     try:
-        fd = shared_memory(body)
+        if isinstance(body, SpooledBytes):  # a body's own file goes back
+            fd = _os.dup(body.fileno())
+        else:
+            fd = shared_memory(body)
     except OSError:
         return message
     try:

@@ -15,6 +15,7 @@ import os as _os
 import tempfile as _tempfile
 import weakref as _weakref
 
+from . import channel as _channel
 from .bodyview import SpooledBytes, forget_views
 
 DEFAULT_THRESHOLD = 256 * 1024
@@ -116,6 +117,24 @@ class Spool:
         finally:
             view.release()
 
+    def splice_from(self, fd, count, pipe):
+        """Move up to `count` bytes waiting on the socket `fd` into the
+        file through `pipe` (read end, write end) without copying them
+        through this process; the bytes moved, 0 at EOF. BlockingIOError
+        when nothing waits; OSError when the disk refuses (the pipe is
+        emptied first)."""
+        moved = _os.splice(fd, pipe[1], count, flags=_SPLICE_FLAGS)
+        done = 0
+        try:
+            while done < moved:
+                done += _os.splice(pipe[0], self.fd, moved - done)
+        except OSError:
+            _drain(pipe[0], moved - done)
+            raise
+        finally:
+            self.size += done
+        return moved
+
     def finish(self):
         """The whole body, as a read-only view that owns the file."""
         fd, self.fd = self.fd, -1
@@ -134,9 +153,35 @@ class Spool:
         return f"<Spool fd={self.fd} {self.size} bytes>"
 
 
+_SPLICE_FLAGS = getattr(_os, 'SPLICE_F_MOVE', 0) | getattr(
+    _os, 'SPLICE_F_NONBLOCK', 0)
+
+
+def _drain(fd, count):
+    while count > 0:
+        count -= len(_os.read(fd, min(count, 1 << 16))) or count
+
+
+_pipe = []  # the pipe bodies are spliced through, once made
+
+
+def splice_pipe():
+    """(read end, write end) of this process's splice pipe, or None where
+    splice() is missing."""
+    if not _pipe:
+        _pipe.append(_channel.make_pipe() if hasattr(_os, 'splice') else None)
+    return _pipe[0]
+
+
 def forget_in_child():
     """In a freshly forked worker: close its copies of every spool file
-    (being written or whole) the dispatcher holds."""
+    (being written or whole) the dispatcher holds, and of its pipe."""
     for spool in list(_spools):
         spool.discard()
     forget_views()
+    if _pipe and _pipe[0] is not None:
+        for fd in _pipe.pop():
+            try:
+                _os.close(fd)
+            except OSError:
+                pass

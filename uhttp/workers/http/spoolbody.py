@@ -15,6 +15,7 @@ import errno as _errno
 
 import uhttp.server as _server
 
+from .. import spool as _spool
 from ..bodyview import SpooledBytes
 
 SCRATCH_SIZE = 1 << 20   # bytes read from a socket per recv_into()
@@ -92,9 +93,16 @@ class SpoolBody:
         left = self._content_length - spool.size
         budget = READ_BUDGET
         sock = self._socket
+        pipe = None if self._server.is_secure else _spool.splice_pipe()
         while left > 0 and budget > 0:
             try:
-                got = sock.recv_into(_scratch, min(left, SCRATCH_SIZE))
+                if pipe is not None:  # socket -> pipe -> file, in the kernel
+                    got = self._spool_splice(sock, min(left, SCRATCH_SIZE),
+                                             pipe)
+                else:
+                    got = sock.recv_into(_scratch, min(left, SCRATCH_SIZE))
+                    if got:
+                        self._spool_write(_scratch[:got])
             except OSError as err:
                 if err.errno in _WOULDBLOCK:
                     return
@@ -105,12 +113,21 @@ class SpoolBody:
                 raise _server.HttpDisconnected(
                     f"Lost connection from client {self._addr}")
             self._rx_bytes_counter += got
-            self._spool_write(_scratch[:got])
             left -= got
             budget -= got
             self.update_activity()
         if left > 0:
             self._server.schedule(self)
+
+    def _spool_splice(self, sock, count, pipe):
+        try:
+            return self._spool.splice_from(sock.fileno(), count, pipe)
+        except (BlockingIOError, InterruptedError):
+            raise
+        except OSError as err:
+            if err.errno in (_errno.ECONNRESET, _errno.EPIPE):
+                raise
+            raise _storage_error(err) from None
 
     def _spool_chunks(self):
         """A chunked body: once its data crosses the threshold, it moves
