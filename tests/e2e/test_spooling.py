@@ -224,6 +224,41 @@ def test_keep_alive_connection_carries_spooled_bodies(server):
                       what='spool files closed')
 
 
+def test_pipelined_request_after_a_spooled_body(server):
+    data = pattern(THRESHOLD * 2, 21)
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=30)
+    try:
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: %d\r\n\r\n' % len(data) + data
+                     + b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                       b'Content-Length: 5\r\n\r\nhello')
+        first = read_reply(sock)
+        second = read_reply(sock)
+    finally:
+        sock.close()
+    assert first[0] == 200 and json.loads(first[1])['sha256'] == sha(data)
+    assert second[0] == 200
+    assert json.loads(second[1])['sha256'] == sha(b'hello')
+
+
+def test_expect_100_continue_with_a_spooled_body(server):
+    data = pattern(THRESHOLD * 3, 22)
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=30)
+    try:
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Expect: 100-continue\r\n'
+                     b'Content-Length: %d\r\n\r\n' % len(data))
+        interim = b''
+        while b'\r\n\r\n' not in interim:
+            interim += sock.recv(1)
+        assert interim.startswith(b'HTTP/1.1 100')
+        sock.sendall(data)
+        status, body = read_reply(sock)
+    finally:
+        sock.close()
+    assert status == 200 and json.loads(body)['sha256'] == sha(data)
+
+
 # -- the file's lifetime -------------------------------------------------------------
 
 def test_upload_aborted_halfway_leaves_nothing(server):

@@ -12,8 +12,8 @@ import time as _time
 
 import uhttp.server as _server
 
-from . import parse as _parse
 from ..bodyview import as_bytes
+from . import parse as _parse
 from . import serialize as _serialize
 from .sendfile import SendFile
 from .spoolbody import SpoolBody

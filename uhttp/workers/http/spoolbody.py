@@ -22,6 +22,11 @@ SCRATCH_SIZE = 1 << 20   # bytes read from a socket per recv_into()
 READ_BUDGET = 8 << 20    # bytes spooled per event before others get a turn
 _scratch = memoryview(bytearray(SCRATCH_SIZE))
 _WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
+try:
+    import ssl as _ssl
+    _SSL_WANT = (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+except ImportError:  # pragma: no cover - Python without ssl
+    _SSL_WANT = ()
 
 
 def _storage_error(err):
@@ -104,7 +109,7 @@ class SpoolBody:
                     if got:
                         self._spool_write(_scratch[:got])
             except OSError as err:
-                if err.errno in _WOULDBLOCK:
+                if err.errno in _WOULDBLOCK or isinstance(err, _SSL_WANT):
                     return
                 raise _server.HttpDisconnected(f"{err}: {self._addr}") from err
             if got is None:
@@ -161,5 +166,8 @@ class SpoolBody:
     def close(self):
         self._drop_spool()
         super().close()
+        # its file goes when nobody else holds it
         if isinstance(getattr(self, '_data', None), SpooledBytes):
-            self._data = None  # its file goes when nobody else holds it
+            self._data = None
+        if isinstance(getattr(self, '_value', None), SpooledBytes):
+            self._value = None
