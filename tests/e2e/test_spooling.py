@@ -459,6 +459,23 @@ def test_stalled_upload_times_out_and_leaves_nothing(strict):
                       what='the stalled spool file closed')
 
 
+def test_stalled_chunked_upload_times_out_and_leaves_nothing(strict):
+    sock = socket.create_connection(('127.0.0.1', strict.port), timeout=15)
+    try:
+        piece = pattern(200000)
+        sock.sendall(b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
+                     b'Transfer-Encoding: chunked\r\n\r\n'
+                     + b'%x\r\n' % len(piece) + piece + b'\r\n')
+        strict.wait_until(lambda: spool_fds(strict.pid, strict.spool_dir),
+                          what='the chunked body spooling')
+        status, _ = read_reply(sock, timeout=15)
+        assert status == 408
+    finally:
+        sock.close()
+    strict.wait_until(lambda: nothing_left(strict, strict.spool_dir),
+                      what='the stalled spool file closed')
+
+
 def test_slow_steady_upload_outlives_request_timeout(strict):
     data = pattern(3 * 1024 * 1024, 9)
     sock = socket.create_connection(('127.0.0.1', strict.port), timeout=15)

@@ -309,3 +309,16 @@ def test_spool_splices_socket_bytes_into_its_file(tmp_path):
     finally:
         ours.close()
         theirs.close()
+
+
+def test_view_behaves_like_bytes_where_mmap_does_not(tmp_path):
+    data = b'\x89PNG header' + bytes(range(256)) * 300 + b'trailer'
+    view = view_of(data, tmp_path)
+    assert view.hex() == data.hex() and view.hex(':')[:5] == '89:50'
+    assert view.startswith(b'\x89PNG') and not view.startswith(b'PNG')
+    assert view.startswith((b'x', b'\x89P')) and view.startswith(b'PNG', 1)
+    assert view.endswith(b'trailer') and view.endswith((b'no', b'iler'))
+    assert not view.endswith(b'head') and view.endswith(b'')
+    assert b'header' in view and b'absent' not in view and 0x89 in view
+    assert list(view) == list(data)
+    assert view + b'!' == data + b'!' and b'>' + view == b'>' + data

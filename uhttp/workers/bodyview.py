@@ -80,6 +80,41 @@ class SpooledBytes(_mmap.mmap):
     def tobytes(self):
         return self[:]
 
+    # bytes' behaviour where mmap's differs or is missing (those that copy
+    # copy only what they return or compare)
+    def hex(self, *args):
+        return self[:].hex(*args)
+
+    def startswith(self, prefix, start=0, end=None):
+        start, end, _ = slice(start, end).indices(len(self))
+        prefixes = prefix if isinstance(prefix, tuple) else (prefix,)
+        return any(start + len(item) <= end
+                   and self[start:start + len(item)] == item
+                   for item in prefixes)
+
+    def endswith(self, suffix, start=0, end=None):
+        start, end, _ = slice(start, end).indices(len(self))
+        suffixes = suffix if isinstance(suffix, tuple) else (suffix,)
+        return any(end - len(item) >= start
+                   and self[end - len(item):end] == item
+                   for item in suffixes)
+
+    def __contains__(self, item):
+        if isinstance(item, int):
+            item = bytes((item,))
+        return self.find(item) >= 0
+
+    def __iter__(self):
+        """Its bytes as ints, as iterating over bytes gives them."""
+        for start in range(0, len(self), 1 << 16):
+            yield from self[start:start + (1 << 16)]
+
+    def __add__(self, other):
+        return self[:] + bytes(other)
+
+    def __radd__(self, other):
+        return bytes(other) + self[:]
+
     def __eq__(self, other):
         try:
             with memoryview(self) as mine, memoryview(other) as theirs:
