@@ -52,23 +52,25 @@ class Delivery:
                    client.path, client.query, client.headers, client.body,
                    False, remote, item.context)
         try:
-            return self.pack(handle, message)
-        except _bodyview.PassError as err:
-            self.log.error("request %s cannot be sent to %s: %s",
-                           item.request_id, handle.name, err)
-            self.core.fail(item, 503, None, PENDING_COMPLETED)
-            return None
+            try:
+                return self.pack(handle, message)
+            except _bodyview.PassError:
+                raise
+            except Exception as err:  # pylint: disable=broad-except
+                if item.context is None:
+                    raise
+                self.log.error("on_request_accepted() returned a context "
+                               "that cannot be sent to a worker (%r); "
+                               "request %s goes with context=None", err,
+                               item.request_id)
+                item.context = None
+                return self.pack(handle, message[:-1] + (None,))
         except Exception as err:  # pylint: disable=broad-except
-            if item.context is None:
-                self.log.error("request %s cannot be sent to %s: %r",
-                               item.request_id, handle.name, err)
-                self.core.fail(item, 500, None, PENDING_COMPLETED)
-                return None
-            self.log.error("on_request_accepted() returned a context that "
-                           "cannot be sent to a worker (%r); request %s "
-                           "goes with context=None", err, item.request_id)
-            item.context = None
-            return self.pack(handle, message[:-1] + (None,))
+            self.log.error("request %s cannot be sent to %s: %r",
+                           item.request_id, handle.name, err)
+            status = 503 if isinstance(err, _bodyview.PassError) else 500
+            self.core.fail(item, status, None, PENDING_COMPLETED)
+            return None
 
     @staticmethod
     def pack(handle, message):

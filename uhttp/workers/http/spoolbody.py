@@ -20,7 +20,13 @@ from ..bodyview import SpooledBytes
 
 SCRATCH_SIZE = 1 << 20   # bytes read from a socket per recv_into()
 READ_BUDGET = 8 << 20    # bytes spooled per event before others get a turn
-_scratch = memoryview(bytearray(SCRATCH_SIZE))
+_scratch = []  # the buffer TLS bodies are read into, made on first use
+
+
+def _scratch_buffer():
+    if not _scratch:
+        _scratch.append(memoryview(bytearray(SCRATCH_SIZE)))
+    return _scratch[0]
 _WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
 try:
     import ssl as _ssl
@@ -105,9 +111,10 @@ class SpoolBody:
                     got = self._spool_splice(sock, min(left, SCRATCH_SIZE),
                                              pipe)
                 else:
-                    got = sock.recv_into(_scratch, min(left, SCRATCH_SIZE))
+                    scratch = _scratch_buffer()
+                    got = sock.recv_into(scratch, min(left, SCRATCH_SIZE))
                     if got:
-                        self._spool_write(_scratch[:got])
+                        self._spool_write(scratch[:got])
             except OSError as err:
                 if err.errno in _WOULDBLOCK or isinstance(err, _SSL_WANT):
                     return
