@@ -120,6 +120,12 @@ def test_view_is_bytes_like(tmp_path):
     assert repr(view) == f'<SpooledBytes {len(data)} bytes>'
 
 
+def test_view_is_a_public_name(tmp_path):
+    assert _workers.SpooledBytes is bodyview.SpooledBytes
+    assert 'SpooledBytes' in _workers.__all__
+    assert isinstance(view_of(b'x', tmp_path), _workers.SpooledBytes)
+
+
 def test_view_decodes_text(tmp_path):
     assert view_of('héllo'.encode(), tmp_path).decode() == 'héllo'
 

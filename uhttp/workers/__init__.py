@@ -5,6 +5,7 @@ handlers, authenticates, and hands API requests to pools of worker
 processes; it supervises them, streams their answers and prints their logs.
 """
 
+from .bodyview import SpooledBytes
 from .dispatcher import (
     Dispatcher, PENDING_COMPLETED, PENDING_DISCONNECTED, PENDING_SHUTDOWN,
     PENDING_STREAM_CLOSED, PENDING_TIMEOUT, PENDING_WORKER_DIED)
@@ -24,6 +25,7 @@ __all__ = [
     'LOG_ERROR', 'LOG_INFO', 'LOG_WARNING', 'Logger', 'PENDING_COMPLETED',
     'PENDING_DISCONNECTED', 'PENDING_SHUTDOWN', 'PENDING_STREAM_CLOSED',
     'MetricError', 'PENDING_TIMEOUT', 'PENDING_WORKER_DIED', 'RejectRequest',
-    'Request', 'Response', 'UnknownMetric', 'WebSocket', 'Worker', 'WorkerPool',
+    'Request', 'Response', 'SpooledBytes', 'UnknownMetric', 'WebSocket',
+    'Worker', 'WorkerPool',
     'api', 'sync', 'websocket',
 ]
