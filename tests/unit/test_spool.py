@@ -328,3 +328,20 @@ def test_view_behaves_like_bytes_where_mmap_does_not(tmp_path):
     assert b'header' in view and b'absent' not in view and 0x89 in view
     assert list(view) == list(data)
     assert view + b'!' == data + b'!' and b'>' + view == b'>' + data
+
+
+def test_inbox_closes_descriptors_of_messages_never_sent(tmp_path,
+                                                        channel_pair):
+    parent, _ = channel_pair
+    lost = view_of(b'never sent', tmp_path)
+    sent = view_of(b'sent', tmp_path)
+    before = len(os.listdir('/proc/self/fd'))
+    bodyview.pack_passing((1, lost), channel.pack_parts, parent)  # dropped
+    _, payload = bodyview.pack_passing((2, sent), channel.pack_parts, parent)
+    received = pickle.loads(payload)[1]
+    assert received == b'sent'
+    # the received view holds its descriptor and its mapping's; the dropped
+    # message's descriptor is closed
+    assert len(os.listdir('/proc/self/fd')) == before + 2
+    del received
+    assert len(os.listdir('/proc/self/fd')) == before

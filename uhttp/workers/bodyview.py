@@ -207,7 +207,13 @@ def pack_passing(message, pack, sock_fd):
 
 
 class Inbox:
-    """The descriptors a worker received, by token, until unpickled."""
+    """The descriptors a worker received, by token, until unpickled.
+
+    Tokens grow in the order the dispatcher writes the messages that name
+    them, and the worker reads those in that order: when a token is taken,
+    a smaller one still here belongs to a message that was never sent (its
+    passing failed halfway), and its descriptor is closed.
+    """
 
     def __init__(self, sock_fd):
         self.sock_fd = sock_fd
@@ -221,6 +227,11 @@ class Inbox:
                 from . import files  # pylint: disable=import-outside-toplevel
                 files.receive_fds(self.sock_fd, self.fds)
                 fd = self.fds.pop(token, None)
+            for stale in [each for each in self.fds if each < token]:
+                try:
+                    _os.close(self.fds.pop(stale))
+                except OSError:
+                    pass
             return fd
 
 
