@@ -13,7 +13,9 @@ GET  /internal/storage/last  what the storage pool stored last
 GET  /seen               what on_response saw of the last /api/big answer
 
 Settings from the environment: SPOOL_DIR, SPOOL_THRESHOLD,
-SPOOL_MAX_CONTENT, SPOOL_REQUEST_TIMEOUT; SPOOL_CERT / SPOOL_KEY serve HTTPS.
+SPOOL_MAX_CONTENT, SPOOL_REQUEST_TIMEOUT; SPOOL_CERT / SPOOL_KEY serve HTTPS;
+SPOOL_FSIZE caps the size of every file the processes write (RLIMIT_FSIZE:
+a disk that fills up).
 """
 import hashlib
 import json
@@ -139,6 +141,10 @@ class SpoolDispatcher(_workers.Dispatcher):
 
 if __name__ == '__main__':
     env = os.environ
+    if env.get('SPOOL_FSIZE'):
+        import resource
+        limit = int(env['SPOOL_FSIZE'])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     context = None
     if env.get('SPOOL_CERT'):
         import ssl

@@ -492,6 +492,25 @@ def test_slow_steady_upload_outlives_request_timeout(strict):
     assert status == 200 and json.loads(body)['sha256'] == sha(data)
 
 
+def test_a_disk_that_refuses_the_body_answers_507(tmp_path_factory):
+    app = None
+    try:
+        app = start(tmp_path_factory, 'full', SPOOL_FSIZE=2 * 1024 * 1024)
+        reply = post(app, '/api/hash', pattern(3 * 1024 * 1024))
+        assert reply.status == 507
+        assert b'cannot be stored' in reply.body
+        status, body = send_chunked(app.port, '/api/hash',
+                                    pattern(3 * 1024 * 1024))
+        assert status == 507
+        app.wait_until(lambda: nothing_left(app, app.spool_dir),
+                       what='the refused bodies dropped')
+        data = pattern(1024 * 1024)
+        assert post(app, '/api/hash', data).json['sha256'] == sha(data)
+    finally:
+        if app is not None:
+            app.cleanup()
+
+
 # -- large answers through shared memory ---------------------------------------------------
 
 @pytest.mark.parametrize('size', [THRESHOLD, THRESHOLD + 1, 3 * 1024 * 1024])

@@ -94,6 +94,10 @@ def unlinked_file(directory):
     return fd
 
 
+class StorageError(OSError):
+    """The spool file refused bytes (a full disk, an I/O error)."""
+
+
 class Spool:
     """A body being written to its unnamed file: `write()` what arrives,
     then `finish()` (the file, as SpooledBytes) or `discard()`."""
@@ -106,7 +110,7 @@ class Spool:
         _spools.add(self)
 
     def write(self, data):
-        """Append `data` (bytes-like) to the file; OSError (ENOSPC...)
+        """Append `data` (bytes-like) to the file; StorageError (ENOSPC...)
         when the disk refuses."""
         view = memoryview(data)
         try:
@@ -114,23 +118,25 @@ class Spool:
                 written = _os.write(self.fd, view)
                 self.size += written
                 view = view[written:]
+        except OSError as err:
+            raise StorageError(err.errno, err.strerror) from err
         finally:
             view.release()
 
     def splice_from(self, fd, count, pipe):
         """Move up to `count` bytes waiting on the socket `fd` into the
         file through `pipe` (read end, write end) without copying them
-        through this process; the bytes moved, 0 at EOF. BlockingIOError
-        when nothing waits; OSError when the disk refuses (the pipe is
-        emptied first)."""
+        through this process; the bytes moved, 0 at EOF. The socket's
+        errors as they are (BlockingIOError when nothing waits);
+        StorageError when the disk refuses (the pipe is emptied first)."""
         moved = _os.splice(fd, pipe[1], count, flags=_SPLICE_FLAGS)
         done = 0
         try:
             while done < moved:
                 done += _os.splice(pipe[0], self.fd, moved - done)
-        except OSError:
+        except OSError as err:
             _drain(pipe[0], moved - done)
-            raise
+            raise StorageError(err.errno, err.strerror) from err
         finally:
             self.size += done
         return moved

@@ -69,7 +69,7 @@ class SpoolBody:
     def _spool_write(self, data):
         try:
             self._spool.write(data)
-        except OSError as err:
+        except _spool.StorageError as err:
             raise _storage_error(err) from None
 
     def _spool_data(self, length):
@@ -134,11 +134,7 @@ class SpoolBody:
     def _spool_splice(self, sock, count, pipe):
         try:
             return self._spool.splice_from(sock.fileno(), count, pipe)
-        except (BlockingIOError, InterruptedError):
-            raise
-        except OSError as err:
-            if err.errno in (_errno.ECONNRESET, _errno.EPIPE):
-                raise
+        except _spool.StorageError as err:
             raise _storage_error(err) from None
 
     def _spool_chunks(self):
