@@ -14,6 +14,7 @@ import uhttp.server as _server
 
 from . import parse as _parse
 from . import serialize as _serialize
+from .canned import SendsCanned
 from .sendfile import SendFile
 from .takeover import TakeOver
 
@@ -42,7 +43,7 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(TakeOver, SendFile, _server.HttpConnection):
+class Connection(TakeOver, SendFile, SendsCanned, _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,
