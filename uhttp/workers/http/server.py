@@ -26,6 +26,7 @@ class Server(_server.HttpServer):
     def __init__(self, owner, address, port, ssl_context, selector,
                  listening=None, **kwargs):
         self._owner = owner
+        self._listen_selector = selector  # where the listening socket is watched
         self._send_timeout = kwargs.pop('send_timeout', 60)
         self._scheduled = []
         # True while the dispatcher hands over to another (hot upgrade):
@@ -46,10 +47,21 @@ class Server(_server.HttpServer):
     def _adopt(self, listening):
         """Serve on `listening`, a socket already bound and listening (from
         systemd's socket activation, or a dispatcher handing over)."""
-        self._selector.unregister(self._socket)
+        self._listen_selector.unregister(self._socket)
         self._socket.close()
         self._socket = listening
-        self._selector.register(listening, EVENT_READ, self)
+        self._listen_selector.register(listening, EVENT_READ, self)
+
+    def listen_in(self, selector):
+        """Watch the listening socket in `selector` instead of the one the
+        connections are in: the loop's own, so that new connections are
+        still accepted while the clients' side is paused (their requests
+        wait in their sockets; a full accept queue would make the kernel
+        drop handshakes, and clients would retry after seconds)."""
+        if self._socket is not None and self._accepting:
+            self._listen_selector.unregister(self._socket)
+            selector.register(self._socket, EVENT_READ, self)
+        self._listen_selector = selector
 
     @property
     def port(self):
@@ -103,11 +115,15 @@ class Server(_server.HttpServer):
     def client_gone(self, pending):
         self._owner.client_gone(pending)
 
+    def close(self):
+        self.stop_listening()
+        super().close()
+
     def stop_listening(self):
         """Close the listening socket; existing connections stay."""
         if self._socket is not None:
             try:
-                self._selector.unregister(self._socket)
+                self._listen_selector.unregister(self._socket)
             except (KeyError, ValueError, OSError):
                 pass
             try:
@@ -120,14 +136,14 @@ class Server(_server.HttpServer):
         if self._accepting and self._socket is not None:
             self._accepting = False
             try:
-                self._selector.unregister(self._socket)
+                self._listen_selector.unregister(self._socket)
             except (KeyError, ValueError, OSError):
                 pass
 
     def resume_accepting(self):
         if not self._accepting and self._socket is not None:
             self._accepting = True
-            self._selector.register(self._socket, EVENT_READ, self)
+            self._listen_selector.register(self._socket, EVENT_READ, self)
 
     def _accept(self):
         listener = self._socket
