@@ -16,6 +16,7 @@ import uhttp.server as _server
 from .connection import EVENT_READ, Connection
 
 ACCEPT_BATCH = 64  # connections accepted per readable event
+EVICT_PEEKS = 16   # idle-looking connections looked into for one eviction
 _monotonic = _time.monotonic
 
 
@@ -179,10 +180,19 @@ class Server(_server.HttpServer):
                 connection.close()
 
     def _evict_idle(self):
-        """Close the oldest keep-alive connection that waits for nothing."""
+        """Close the oldest keep-alive connection that waits for nothing:
+        idle, and nothing unread in its socket either (while the clients
+        are held back, a request can wait there, unread). At most
+        EVICT_PEEKS such sockets are looked into."""
+        peeks = EVICT_PEEKS
         for connection in self._waiting_connections:
             if (connection.is_idle and not connection.response_started
                     and connection.pending is None):
+                if _has_unread(connection.socket):
+                    peeks -= 1
+                    if not peeks:
+                        return False
+                    continue
                 connection.close()
                 return True
         return False
@@ -237,3 +247,14 @@ class Server(_server.HttpServer):
                     headers={'connection': 'close'})
                 if connection.has_data_to_send:
                     connection.close()
+
+
+def _has_unread(sock):
+    """True when bytes (a request) wait unread in a plain TCP socket; a
+    TLS socket cannot be peeked at and counts as having none."""
+    try:
+        return bool(sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError):  # reset, closed, or TLS
+        return False
