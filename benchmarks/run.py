@@ -167,6 +167,30 @@ class UhttpWorkers(System):
                 '--max-waiting-clients', str(args.uw_max_waiting_clients)]
 
 
+class UhttpWorkersBase(UhttpWorkers):
+    """The same app from another checkout (--base-tree): an older and a
+    newer tree measured side by side, round by round, in one run."""
+
+    name = 'uhttp-workers@base'
+    title = 'uhttp-workers from --base-tree (the same app and options)'
+
+    def missing(self):
+        tree = os.environ.get('UW_BASE_TREE')
+        if not tree or not os.path.isdir(os.path.join(tree, 'uhttp', 'workers')):
+            return 'no --base-tree given (a checkout of uhttp-workers to compare)'
+        return None
+
+    def command(self, port, variant, args):
+        tree = os.environ.get('UW_BASE_TREE', ROOT)
+        app = os.path.join(tree, 'benchmarks', 'apps', 'uhttp_workers_app.py')
+        argv = UhttpWorkers.command(self, port, variant, args)[2:]
+        # the base tree first on sys.path, so its uhttp.workers is imported
+        boot = ('import runpy, sys; sys.path.insert(0, sys.argv[1]); '
+                'sys.argv = [sys.argv[2]] + sys.argv[3:]; '
+                'runpy.run_path(sys.argv[0], run_name="__main__")')
+        return [sys.executable, '-c', boot, tree, app] + argv
+
+
 class UhttpInline(System):
     name = 'uhttp-inline'
     title = 'uhttp-server alone, inline (1 process)'
@@ -208,7 +232,7 @@ class Uvicorn(System):
                 '--log-level', 'warning', '--no-access-log']
 
 
-SYSTEMS = [UhttpWorkers(), UhttpInline(), Gunicorn(), Uvicorn()]
+SYSTEMS = [UhttpWorkers(), UhttpWorkersBase(), UhttpInline(), Gunicorn(), Uvicorn()]
 
 
 # -- processes ---------------------------------------------------------------
@@ -1094,6 +1118,9 @@ def parse_args(argv=None):
     parser.add_argument('--quiet-wait', type=float, default=None,
                         help='longest such wait in seconds, 0 to never wait '
                              '(default 60; quick 0)')
+    parser.add_argument('--base-tree', metavar='DIR',
+                        help='a checkout of uhttp-workers to measure beside this '
+                             "one, as the system 'uhttp-workers@base'")
     parser.add_argument('--wrk', default=shutil.which('wrk') or '/usr/bin/wrk')
     parser.add_argument('--output-dir', default=RESULTS)
     parser.add_argument('--report', metavar='JSON',
@@ -1123,6 +1150,8 @@ def parse_args(argv=None):
     for name in names:
         if name not in known:
             parser.error(f'unknown system {name!r} (known: {", ".join(known)})')
+    if args.base_tree:
+        os.environ['UW_BASE_TREE'] = os.path.abspath(args.base_tree)
     args.system_list = [system for system in SYSTEMS if not names or system.name in names]
     return args
 

@@ -1,5 +1,6 @@
 """Overload (tests/hardening/test_hard_overload.py): max_pending from
-HARD_MAX_PENDING (default 20000), a fast route and a slow one."""
+HARD_MAX_PENDING (default 20000), max_waiting_clients from HARD_MAX_CLIENTS
+(default 40000), a fast route and a slow one."""
 import os
 import time
 
@@ -29,5 +30,6 @@ class App(StatusDispatcher):
 if __name__ == '__main__':
     App(port=0, address='127.0.0.1',
         max_pending=int(os.environ.get('HARD_MAX_PENDING', '20000')),
+        max_waiting_clients=int(os.environ.get('HARD_MAX_CLIENTS', '40000')),
         pools=[_workers.WorkerPool(FastWorker, num_workers=2, routes=['/api/**'],
                                    queue_warning=0)]).run()

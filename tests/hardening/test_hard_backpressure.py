@@ -8,7 +8,7 @@ import http.client
 import threading
 import time
 
-from hard_util import probe
+from hard_util import exchange, probe, request_bytes, wait_for
 
 
 def hammer(port, paths, results, index):
@@ -87,3 +87,41 @@ def test_slow_workers_shed_promptly_and_sync_routes_answer(app_server):
         assert took < 1.5, f"503 after {took:.2f}s"
     for thread in slow:
         thread.join(30)
+
+
+def test_a_request_waiting_unread_is_never_evicted_as_idle(app_server):
+    """At max_waiting_clients a new connection evicts the oldest idle one;
+    while the clients are held back, a connection whose request waits
+    unread in its socket looks idle, and is passed over: every request
+    sent gets an answer (200 or 503), none a bare close."""
+    server = app_server('hard_flood', env={'HARD_MAX_PENDING': '2',
+                                           'HARD_MAX_CLIENTS': '4'})
+
+    def slow():
+        exchange(server.port, request_bytes(
+            'GET', '/api/slow?s=2', {'Connection': 'close'}), timeout=30)
+
+    threads = [threading.Thread(target=slow)]
+    threads[0].start()
+    wait_for(lambda: server.get('/_status', timeout=20).json['pending'] == 1,
+             10, 0.05, 'a slow request pending')
+    threads.append(threading.Thread(target=slow))
+    threads[1].start()  # max_pending reached: the next request pauses
+    time.sleep(0.2)
+    outcomes = {}
+
+    def ask(index):
+        outcomes[index] = exchange(server.port, request_bytes(
+            'GET', f'/api/n/{index}'), timeout=15, expect=1)
+
+    for index in range(4):  # within the half second before any 503
+        threads.append(threading.Thread(target=ask, args=(index,)))
+        threads[-1].start()
+        time.sleep(0.05)  # in order: the first ones are the oldest
+    for thread in threads:
+        thread.join(40)
+    assert sorted(outcomes) == [0, 1, 2, 3]
+    for index, outcome in sorted(outcomes.items()):
+        assert [final.status in (200, 503) for final in outcome.finals] == [
+            True], (index, outcome)
+    probe(server)

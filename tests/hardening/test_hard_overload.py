@@ -64,6 +64,34 @@ def test_beyond_max_pending_is_503_at_once(app_server):
     probe(server)
 
 
+def test_a_shed_keep_alive_connection_stays_open(app_server):
+    """The 503 past max_pending keeps a keep-alive connection open (a
+    close would only make the client connect again at once); a HEAD gets
+    the same answer without its body."""
+    server = app_server('hard_flood', env={'HARD_MAX_PENDING': '2'})
+    slow = [threading.Thread(target=exchange, args=(server.port, request_bytes(
+        'GET', '/api/slow?s=2', {'Connection': 'close'})),
+        kwargs={'timeout': 30}) for _ in range(2)]
+    for thread in slow:
+        thread.start()
+    wait_for(lambda: _status(server)['pending'] == 2, 10, 0.05, '2 pending')
+    outcome = exchange(server.port, request_bytes('GET', '/api/n/1')
+                       + request_bytes('GET', '/api/n/2'), timeout=10, expect=2)
+    head = exchange(server.port, request_bytes('HEAD', '/api/n/3'),
+                    timeout=10, expect=1, head_request=True)
+    for thread in slow:
+        thread.join(40)
+    assert not outcome.closed and not head.closed, (outcome, head)
+    assert [final.status for final in outcome.finals] == [503, 503], outcome
+    for final in outcome.finals:
+        assert final.header('retry-after') == '1'
+        assert final.header('connection') == 'keep-alive'
+        assert json.loads(final.body) == {'error': 'Too many pending requests'}
+    [answer] = head.finals
+    assert answer.status == 503 and answer.body == b''
+    assert answer.header('content-length') == str(len(final.body))
+
+
 @pytest.fixture(scope='module')
 def flood_server():
     from hard_util import AppServer

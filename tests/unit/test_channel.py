@@ -145,6 +145,23 @@ class TestFrameReader:
         assert got[0][0] == 24 and got[0][2] == payload
         assert reader.buffered == 0
 
+    def test_frame_above_the_first_read_in_one_call(self):
+        """A frame the pipe holds whole comes out of one read(), however
+        much larger than the first, small read it is."""
+        read_fd, write_fd = channel.make_pipe()
+        try:
+            os.set_blocking(read_fd, False)
+            reader = FrameReader(read_fd)
+            payload = os.urandom(channel.FIRST_READ * 3 + 5)
+            frame = pack((24, 1, payload))
+            write_all(write_fd, frame)
+            got = reader.read()
+            assert [(m[0], m[2]) for m in got] == [(24, payload)]
+            assert reader.buffered == 0
+        finally:
+            os.close(read_fd)
+            os.close(write_fd)
+
     def test_eof(self, pipe):
         reader = FrameReader(pipe[0])
         os.write(pipe[1], pack((1, 'last')))

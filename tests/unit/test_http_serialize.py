@@ -290,3 +290,18 @@ def test_a_stream_head_with_cookies_and_another_status():
                            'content-type: text/event-stream',
                            'cache-control: no-cache', 'set-cookie: a=1',
                            'set-cookie: b=; Max-Age=0', 'connection: close']
+
+
+# -- canned answers ------------------------------------------------------------
+
+def test_canned_answer_is_the_response_head_and_body_once_serialized():
+    from uhttp.workers.http.canned import Canned
+    headers = [('retry-after', '1'), ('content-type', 'application/json')]
+    body = b'{"error": "busy"}'
+    canned = Canned(503, headers, body)
+    for keep in (True, False):
+        head, _ = response_head(503, headers, None, len(body), keep)
+        assert canned.bytes(keep) == head + body
+        assert canned.bytes(keep, head=True) == head
+    assert b'connection: keep-alive' in canned.bytes(True)
+    assert b'connection: close' in canned.bytes(False)

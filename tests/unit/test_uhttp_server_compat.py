@@ -81,7 +81,7 @@ SERVER_PUBLIC = (
 
 # HttpServer's private names that http/server.py uses
 SERVER_PRIVATE = (
-    '_socket', '_selector', '_kwargs', '_ssl_context', '_trusted_proxies',
+    '_socket', '_kwargs', '_ssl_context', '_trusted_proxies',
     '_max_clients', '_waiting_connections', '_resume', '_last_maintenance',
     '_maintenance_interval',
     '_accept')  # overridden: HttpServer.handle_event() calls it

@@ -23,6 +23,11 @@ _PROTOCOL = _pickle.HIGHEST_PROTOCOL
 
 MAX_FRAME = 0xFFFFFFFF
 READ_SIZE = 1 << 20
+# the first read of a turn: small enough that its buffer comes from the
+# heap (a 1 MiB read maps and unmaps memory on every call, three system
+# calls and page faults for a frame of a few hundred bytes); a read that
+# fills it goes on with READ_SIZE
+FIRST_READ = 1 << 16
 PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = getattr(_fcntl, 'F_SETPIPE_SZ', 1031)
 
@@ -89,9 +94,10 @@ class FrameReader:
         """
         buffer = self._buffer
         got = 0
+        size = FIRST_READ
         while got < budget:
             try:
-                chunk = _os.read(self.fd, READ_SIZE)
+                chunk = _os.read(self.fd, size)
             except BlockingIOError:
                 break
             except InterruptedError:
@@ -106,8 +112,9 @@ class FrameReader:
                 break
             buffer += chunk
             got += len(chunk)
-            if len(chunk) < READ_SIZE:
+            if len(chunk) < size:
                 break
+            size = READ_SIZE
         return self.messages()
 
     def messages(self):

@@ -47,6 +47,8 @@ class Front:
                               settings.port, err)
             raise
         _os.set_inheritable(core.server.socket.fileno(), False)
+        # accepted even while the clients' side is paused (backpressure)
+        core.server.listen_in(core.loop.selector)
 
     def raise_fd_limit(self):
         connections = self.core.settings.http_options['max_waiting_clients']

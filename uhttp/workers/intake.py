@@ -175,7 +175,7 @@ class Intake:
                 return NO_WORKER, 'No workers available', None
             return NO_WORKER, 'No workers available', {'retry-after': '1'}
         if self.core.pending.waiting >= self.max_pending:
-            return (MAX_PENDING, 'Too many pending requests',
+            return (MAX_PENDING, _replies.TOO_MANY_PENDING,
                     {'retry-after': '1'})
         return None
 
@@ -184,7 +184,10 @@ class Intake:
         reason then, else None."""
         refused = self.refusal(pool)
         if refused is not None:
-            _replies.answer_error(client, 503, *refused[1:])
+            if refused[0] == MAX_PENDING:
+                _replies.shed(client)  # pre-serialized: one send
+            else:
+                _replies.answer_error(client, 503, *refused[1:])
             return refused[0]
         pending = self.core.pending.open(client, pool, self.core.now())
         pending.path = client.path

@@ -21,6 +21,9 @@ EVENT_WRITE = _selectors.EVENT_WRITE
 STOP_SIGNALS = (_signal.SIGTERM, _signal.SIGINT)
 # client events one turn of the loop takes from the kernel at most
 CLIENT_EVENTS = 256
+# the loop's own events in one turn at most (worker pipes, the wake-up pipe,
+# the user's descriptors and the clients' side)
+LOOP_EVENTS = 4096
 # SIGHUP: rolling reload; SIGTTIN / SIGTTOU: one worker more / fewer per
 # pool; SIGUSR2: hot upgrade
 ACTION_SIGNALS = {_signal.SIGHUP: 'reload', _signal.SIGTTIN: 'more',
@@ -215,6 +218,14 @@ class BoundedSelector(_selectors.BaseSelector):
             pass  # closed already: the kernel forgot it
         return key
 
+    def mute(self, fileobj, muted):
+        """Stop (or start again) reporting a registered descriptor's
+        events, keeping it registered: re-adding an epoll descriptor that
+        holds thousands of others costs the kernel a walk over all of
+        them, muting it costs nothing."""
+        key = self.keys[_selectors_fd(fileobj)]
+        self._epoll.modify(key.fd, 0 if muted else self._events(key.events))
+
     def modify(self, fileobj, events, data=None):
         fd = _selectors_fd(fileobj)
         key = self.keys.get(fd)
@@ -266,10 +277,10 @@ def bounded_selector(limit):
 
 
 class Side:
-    """A selector of its own (the clients'), itself
-    registered in the loop's selector: the loop sees one event when any of
-    its descriptors is ready, and the side is polled when the loop chooses.
-    Pausing a side (unregistering it) leaves its events waiting in the
+    """A selector of its own (the clients'), itself registered in the
+    loop's selector: the loop sees one event when any of its descriptors is
+    ready, and the side is polled when the loop chooses. Pausing a side
+    (muting it in the loop's selector) leaves its events waiting in the
     kernel: that is how the clients are held back when the workers are
     full."""
 
@@ -359,7 +370,7 @@ class Loop:
 
     def ensure_selector(self):
         if self.selector is None:
-            self.selector = _selectors.DefaultSelector()
+            self.selector = bounded_selector(LOOP_EVENTS)
         return self.selector
 
     def open(self, on_wake):
@@ -373,12 +384,18 @@ class Loop:
     def pause(self, side):
         if not side.paused:
             side.paused = True
-            self.unregister(side)
+            if isinstance(self.selector, BoundedSelector):
+                self.selector.mute(side, True)
+            else:
+                self.unregister(side)
 
     def resume(self, side):
         if side.paused:
             side.paused = False
-            self.selector.register(side, EVENT_READ, side)
+            if isinstance(self.selector, BoundedSelector):
+                self.selector.mute(side, False)
+            else:
+                self.selector.register(side, EVENT_READ, side)
 
     def call_at(self, when, func, *args):
         self.timers.call_at(when, func, *args)

@@ -3,9 +3,18 @@ refuses or fails, and the end of a stream it cuts short. Never raises: a
 client that cannot be answered is closed, so nothing is left hanging.
 """
 
+import json as _json
+
 import uhttp.server as _server
 
+from .http.canned import Canned
+
 SHUTTING_DOWN = {'error': 'Server shutting down'}
+# the 503 past max_pending, serialized once: shedding costs one send
+TOO_MANY_PENDING = 'Too many pending requests'
+SHED = Canned(503, [('retry-after', '1'),
+                    ('content-type', _server.CONTENT_TYPE_JSON)],
+              _json.dumps({'error': TOO_MANY_PENDING}).encode('utf-8'))
 
 
 def error_body(status, text=None):
@@ -26,6 +35,17 @@ def answer_error(client, status, text=None, headers=None, before=None):
         return
     if not client.answered_since(count):
         client.close()  # could not answer: never leave it hanging
+
+
+def shed(client):
+    """Answer a request that does not fit (max_pending) with SHED; the
+    connection stays open by the usual keep-alive rule."""
+    try:
+        if client.send_canned(SHED):
+            return
+    except Exception:  # pylint: disable=broad-except
+        pass
+    client.close()  # could not answer: never leave it hanging
 
 
 def end_for(pending, status, data=None, headers=None):

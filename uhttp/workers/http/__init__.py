@@ -2,6 +2,8 @@
 
 - `parse`: request heads, targets and chunked bodies, parsed without I/O;
 - `serialize`: response heads and the keep-alive rule, without I/O;
+- `canned`: a complete response serialized once and sent as it is (the
+  503 past max_pending);
 - `connection`: `Connection`, uhttp-server's HttpConnection driving them: raw
   request bodies (JSON is parsed by the worker), pipelined requests kept
   for later, a request never parsed again while a worker has it, a client

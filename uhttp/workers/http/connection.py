@@ -15,6 +15,7 @@ import uhttp.server as _server
 from ..bodyview import as_bytes
 from . import parse as _parse
 from . import serialize as _serialize
+from .canned import SendsCanned
 from .sendfile import SendFile
 from .spoolbody import SpoolBody
 from .takeover import TakeOver
@@ -45,7 +46,8 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(TakeOver, SendFile, SpoolBody, _server.HttpConnection):
+class Connection(TakeOver, SendFile, SendsCanned, SpoolBody,
+                 _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,

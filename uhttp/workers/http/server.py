@@ -17,6 +17,7 @@ from .. import spool as _spool
 from .connection import EVENT_READ, Connection
 
 ACCEPT_BATCH = 64  # connections accepted per readable event
+EVICT_PEEKS = 16   # idle-looking connections looked into for one eviction
 _monotonic = _time.monotonic
 
 
@@ -27,6 +28,7 @@ class Server(_server.HttpServer):
     def __init__(self, owner, address, port, ssl_context, selector,
                  listening=None, **kwargs):
         self._owner = owner
+        self._listen_selector = selector  # where the listening socket is watched
         self._send_timeout = kwargs.pop('send_timeout', 60)
         # which request bodies go to a file as they arrive (spool.py)
         self.spool = _spool.SpoolPolicy(
@@ -51,10 +53,21 @@ class Server(_server.HttpServer):
     def _adopt(self, listening):
         """Serve on `listening`, a socket already bound and listening (from
         systemd's socket activation, or a dispatcher handing over)."""
-        self._selector.unregister(self._socket)
+        self._listen_selector.unregister(self._socket)
         self._socket.close()
         self._socket = listening
-        self._selector.register(listening, EVENT_READ, self)
+        self._listen_selector.register(listening, EVENT_READ, self)
+
+    def listen_in(self, selector):
+        """Watch the listening socket in `selector` instead of the one the
+        connections are in: the loop's own, so that new connections are
+        still accepted while the clients' side is paused (their requests
+        wait in their sockets; a full accept queue would make the kernel
+        drop handshakes, and clients would retry after seconds)."""
+        if self._socket is not None and self._accepting:
+            self._listen_selector.unregister(self._socket)
+            selector.register(self._socket, EVENT_READ, self)
+        self._listen_selector = selector
 
     @property
     def port(self):
@@ -108,11 +121,15 @@ class Server(_server.HttpServer):
     def client_gone(self, pending):
         self._owner.client_gone(pending)
 
+    def close(self):
+        self.stop_listening()
+        super().close()
+
     def stop_listening(self):
         """Close the listening socket; existing connections stay."""
         if self._socket is not None:
             try:
-                self._selector.unregister(self._socket)
+                self._listen_selector.unregister(self._socket)
             except (KeyError, ValueError, OSError):
                 pass
             try:
@@ -125,14 +142,14 @@ class Server(_server.HttpServer):
         if self._accepting and self._socket is not None:
             self._accepting = False
             try:
-                self._selector.unregister(self._socket)
+                self._listen_selector.unregister(self._socket)
             except (KeyError, ValueError, OSError):
                 pass
 
     def resume_accepting(self):
         if not self._accepting and self._socket is not None:
             self._accepting = True
-            self._selector.register(self._socket, EVENT_READ, self)
+            self._listen_selector.register(self._socket, EVENT_READ, self)
 
     def _accept(self):
         listener = self._socket
@@ -168,10 +185,19 @@ class Server(_server.HttpServer):
                 connection.close()
 
     def _evict_idle(self):
-        """Close the oldest keep-alive connection that waits for nothing."""
+        """Close the oldest keep-alive connection that waits for nothing:
+        idle, and nothing unread in its socket either (while the clients
+        are held back, a request can wait there, unread). At most
+        EVICT_PEEKS such sockets are looked into."""
+        peeks = EVICT_PEEKS
         for connection in self._waiting_connections:
             if (connection.is_idle and not connection.response_started
                     and connection.pending is None):
+                if _has_unread(connection.socket):
+                    peeks -= 1
+                    if not peeks:
+                        return False
+                    continue
                 connection.close()
                 return True
         return False
@@ -226,3 +252,14 @@ class Server(_server.HttpServer):
                     headers={'connection': 'close'})
                 if connection.has_data_to_send:
                     connection.close()
+
+
+def _has_unread(sock):
+    """True when bytes (a request) wait unread in a plain TCP socket; a
+    TLS socket cannot be peeked at and counts as having none."""
+    try:
+        return bool(sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError):  # reset, closed, or TLS
+        return False

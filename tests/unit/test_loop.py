@@ -1,0 +1,71 @@
+"""loop.py: the bounded epoll selector and pausing the clients' side."""
+
+import os
+import select
+import socket
+
+import pytest
+
+from uhttp.workers import loop as _loop
+
+pytestmark = pytest.mark.skipif(not hasattr(select, 'epoll'),
+                                reason='epoll only')
+
+
+@pytest.fixture
+def pipe():
+    read_fd, write_fd = os.pipe()
+    yield read_fd, write_fd
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+def test_bounded_select_returns_at_most_the_limit():
+    selector = _loop.BoundedSelector(2)
+    pairs = [socket.socketpair() for _ in range(5)]
+    try:
+        for left, right in pairs:
+            selector.register(left, _loop.EVENT_READ, left)
+            right.send(b'x')
+        assert len(selector.select(0)) == 2
+    finally:
+        selector.close()
+        for left, right in pairs:
+            left.close()
+            right.close()
+
+
+def test_a_muted_descriptor_stays_registered_and_silent(pipe):
+    read_fd, write_fd = pipe
+    selector = _loop.BoundedSelector(16)
+    try:
+        selector.register(read_fd, _loop.EVENT_READ, 'data')
+        os.write(write_fd, b'x')
+        assert [key.data for key, _ in selector.select(0)] == ['data']
+        selector.mute(read_fd, True)
+        assert selector.select(0) == []
+        assert selector.get_map()[read_fd].data == 'data'
+        selector.mute(read_fd, False)
+        assert [(key.data, mask) for key, mask in selector.select(0)] == [
+            ('data', _loop.EVENT_READ)]
+    finally:
+        selector.close()
+
+
+def test_a_paused_side_holds_its_events_until_resumed():
+    loop = _loop.Loop(log=None)
+    loop.open(on_wake=lambda data: None)
+    left, right = socket.socketpair()
+    try:
+        loop.clients.register(left, _loop.EVENT_READ, 'client')
+        right.send(b'GET')
+        assert [key.data for key, _ in loop.select(0)] == [loop.clients]
+        loop.pause(loop.clients)
+        assert loop.select(0) == []
+        loop.resume(loop.clients)
+        assert [key.data for key, _ in loop.select(0)] == [loop.clients]
+        assert [key.data for key, _ in loop.clients.poll()] == ['client']
+    finally:
+        loop.close()
+        left.close()
+        right.close()
