@@ -36,6 +36,7 @@ class WorkerSpec:
         self.configs = list(pool.configs)
         self.metrics = pool.metrics
         self.parent_pid = parent_pid
+        self.transport = None  # remoteworker.WorkerLink: a broker, not pipes
 
 
 class Pipes:
