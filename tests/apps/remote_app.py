@@ -40,9 +40,9 @@ class ItemWorker(_workers.Worker):
     @_workers.api('/api/sleep/{seconds:float}', 'GET')
     def sleep(self, request):
         seconds = request.path_params['seconds']
-        self.log.warning("sleeping %s in %d", seconds, os.getpid())
         time.sleep(seconds)
-        return {'slept': seconds, 'pid': os.getpid()}
+        return {'slept': seconds, 'pid': os.getpid(),
+                'tag': (request.query or {}).get('tag')}
 
     @_workers.api('/api/log', 'GET')
     def log_line(self, request):

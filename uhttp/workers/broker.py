@@ -40,6 +40,8 @@ FORGET_MS = 3_600_000
 STARTED = 1
 TAKEN = 0       # acknowledged elsewhere: another worker started it
 EXPIRED = 2     # older than its timeout: its dispatcher has answered 504
+CANCELLED = 3   # its dispatcher answered it (503) before anyone started it
+CANCEL_TTL = 3600
 
 _PROTOCOL = _pickle.HIGHEST_PROTOCOL
 
@@ -67,6 +69,12 @@ class Keys:
     def reply(self, dispatcher):
         """The answer stream of dispatcher `dispatcher`."""
         return f'{self.prefix}:reply:{dispatcher}'
+
+    @staticmethod
+    def cancelled(reply_stream):
+        """The set of request ids a dispatcher answered before any worker
+        started them (they must never start)."""
+        return reply_stream + ':cancelled'
 
 
 def _text(value):
@@ -216,14 +224,15 @@ def newer(entry_id, than):
 
 # -- server-side scripts ----------------------------------------------------------
 
-# KEYS: requests stream, reply stream. ARGV: group, entry id, worker,
-# request id, timeout ms, reply maxlen. Acknowledge (and delete) the entry;
-# only the caller whose XACK removed it starts it, and tells the request's
-# dispatcher so in the same step.
+# KEYS: requests stream, reply stream, its cancelled set. ARGV: group,
+# entry id, worker, request id, timeout ms, reply maxlen. Acknowledge (and
+# delete) the entry; only the caller whose XACK removed it starts it, and
+# tells the request's dispatcher so in the same step.
 START_SCRIPT = """
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if acked == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('SREM', KEYS[3], ARGV[4]) == 1 then return 3 end
 local timeout = tonumber(ARGV[5])
 if timeout > 0 then
   local t = redis.call('TIME')

@@ -172,6 +172,7 @@ class RemoteScheduler:
         self.queued = _collections.OrderedDict()  # request_id -> item
         self.submit = None        # the link's submit(item), once started
         self.refuse = None        # refuse(item): answer it 503 now
+        self.cancel = None        # cancel(request_ids): they must never start
 
     def __len__(self):
         return len(self.queued)
@@ -224,24 +225,35 @@ class RemoteScheduler:
         return victims
 
     def take(self, request_ids):
-        """The queued items with these ids (they could not be sent)."""
+        """The queued items with these ids (they may not have been sent):
+        cancelled, to be answered by the caller."""
         items = []
         for request_id in request_ids:
             item = self.queued.pop(request_id, None)
             if item is not None and not item.done:
                 items.append(item)
+        self.cancelled(request_ids)
         return items
 
     def drain(self):
+        """Every request not started, taken out (and cancelled: the
+        caller answers them)."""
         items = [item for item in self.queued.values() if not item.done]
+        self.cancelled(list(self.queued))
         self.queued.clear()
         return items
 
     def prune(self):
-        """Forget queued requests that ended while they waited (504)."""
-        for request_id in [key for key, item in self.queued.items()
-                           if item.done]:
+        """Forget (and cancel) queued requests that ended while they
+        waited (504, the client left)."""
+        ended = [key for key, item in self.queued.items() if item.done]
+        for request_id in ended:
             del self.queued[request_id]
+        self.cancelled(ended)
+
+    def cancelled(self, request_ids):
+        if request_ids and self.cancel is not None:
+            self.cancel(request_ids)
 
     # the local scheduler's verbs that mean nothing here
     def unstarted(self, handle):

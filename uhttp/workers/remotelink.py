@@ -20,6 +20,7 @@ _monotonic = _time.monotonic
 RETRY_DELAY = 0.5      # between two attempts to reach a broker that is down
 BATCH = 512            # entries written in one round trip at most
 READ_COUNT = 1000      # entries read in one round trip at most
+IDLE_CHECK = 0.5       # a connection idle this long is pinged before use
 
 
 def connect(url, timeout=5.0):
@@ -54,6 +55,7 @@ class DispatcherLink:
         self._inbox = _collections.deque()
         self._closed = False
         self._threads = []
+        self._last_write = 0.0
         self.errors = broker_errors()
 
     # -- from the loop -----------------------------------------------------------
@@ -73,6 +75,12 @@ class DispatcherLink:
         """A frame for one worker (its control stream)."""
         self._put(('control', self.keys.control_of(worker),
                    _broker.encode_control(frame)))
+
+    def cancel(self, request_ids):
+        """These requests were answered here before any worker started
+        them: they must never start (kept until the broker takes them)."""
+        if request_ids:
+            self._put(('cancel', [str(rid) for rid in request_ids]))
 
     def broadcast(self, frame):
         """A frame for every worker (send_config()); kept for those that
@@ -113,19 +121,39 @@ class DispatcherLink:
             with self._lock:
                 while not self._outbox and not self._closed:
                     self._lock.wait(1.0)
-                if self._closed:
-                    return
+                if not self._outbox:
+                    return  # closed, and everything went out
                 batch = [self._outbox.popleft()
                          for _ in range(min(BATCH, len(self._outbox)))]
             try:
-                if client is None:
-                    client = connect(self.url)
-                self._write(client, batch)
+                client = self._write_batch(client, batch)
             except self.errors as err:
                 client = None
                 lost = [item[1] for item in batch if item[0] == 'request']
+                with self._lock:  # cancellations wait for the broker
+                    self._outbox.extendleft(
+                        item for item in reversed(batch) if item[0] == 'cancel')
                 self._post(('unsent', lost, repr(err)))
+                if self._closed:
+                    return
                 self._sleep(RETRY_DELAY)
+
+    def _write_batch(self, client, batch):
+        """Write `batch` (never twice: a request written twice could start
+        twice). A connection idle for a while is checked first, so that one
+        broken by a broker restart is replaced before anything is sent.
+        Returns the client to use next."""
+        now = _monotonic()
+        if client is not None and now - self._last_write > IDLE_CHECK:
+            try:
+                client.ping()
+            except self.errors:
+                client = None
+        if client is None:
+            client = connect(self.url)
+        self._write(client, batch)
+        self._last_write = now
+        return client
 
     def _write(self, client, batch):
         pipe = client.pipeline(transaction=False)
@@ -139,6 +167,10 @@ class DispatcherLink:
                 pipe.xadd(item[1], item[2], maxlen=_broker.CONTROL_MAXLEN,
                           approximate=True)
                 pipe.expire(item[1], 3600)
+            elif kind == 'cancel':
+                cancelled = keys.cancelled(self.reply_stream)
+                pipe.sadd(cancelled, *item[1])
+                pipe.expire(cancelled, _broker.CANCEL_TTL)
             elif kind == 'config':
                 pipe.set(keys.config, item[1])
                 pipe.xadd(keys.control, _broker.encode_control(item[1]),

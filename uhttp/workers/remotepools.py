@@ -130,6 +130,7 @@ class RemotePools:
         pool.remote = state
         pool.scheduler.submit = lambda item: self.submit(state, item)
         pool.scheduler.refuse = self.refuse
+        pool.scheduler.cancel = link.cancel
         self.pools.append(state)
         link.start()
         self.core.loop.call_at(_monotonic() + pool.heartbeat_interval,
@@ -137,6 +138,7 @@ class RemotePools:
 
     def close(self):
         for state in self.pools:
+            state.pool.scheduler.drain()  # never to start: cancelled
             state.link.close()
         self.pools = []
         if self.wakeup is not None:
@@ -207,8 +209,7 @@ class RemotePools:
             self.broker_up(state, now)
         elif kind == 'down':
             self.broker_down(state, item[1])
-        elif kind == 'unsent':
-            self.broker_down(state, item[2])
+        elif kind == 'unsent':  # (the reader says whether it is down)
             for pending in state.pool.scheduler.take(item[1]):
                 self.refuse(pending)
         elif kind == 'error':

@@ -250,11 +250,11 @@ class WorkerLink:
         if request is None:
             return
         outcome = client.eval(
-            _broker.START_SCRIPT, 2, self.keys.requests, request.reply,
-            _broker.GROUP, request.entry_id, self.name, request.request_id,
+            _broker.START_SCRIPT, 3, self.keys.requests, request.reply,
+            self.keys.cancelled(request.reply), _broker.GROUP, request.entry_id, self.name, request.request_id,
             request.timeout_ms, _broker.REPLY_MAXLEN)
         if outcome != _broker.STARTED:
-            return  # started elsewhere, or past its timeout
+            return  # started elsewhere, past its timeout, or answered
         request_id = request.request_id
         if request_id != -1:
             self._replies[request_id] = request.reply

@@ -37,6 +37,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_TARGET = 3
 STOP_TIMEOUT = 30.0
+SUSPECT_FOR = 0.5
 
 
 class RemoteSpec:
@@ -75,6 +76,7 @@ class Child:
         self.restart_at = None
         self.parked = False
         self.killed = None
+        self.suspect_since = None
 
 
 class WorkerCommand:
@@ -186,6 +188,7 @@ class WorkerCommand:
         child.stop_write = stop_write
         child.started_at = _monotonic()
         child.killed = None
+        child.suspect_since = None
         child.restart_at = None
 
     def child_process(self, child, stop_read, configs):
@@ -261,20 +264,29 @@ class WorkerCommand:
             pass  # its heartbeat goes stale: the dispatchers notice anyway
 
     def check_stuck(self):
+        """Kill a process silent for stuck_timeout, seen so twice at least
+        half a second apart (one just continued after SIGSTOP beats at once)."""
         limit = self.settings.get('stuck_timeout', 60)
         now = _monotonic()
         for child in self.children:
             if child.pid is None or child.killed:
                 continue
-            if now - child.slot.read()[0] > limit:
-                child.killed = 'stuck'
-                self.say(_log.LOG_ERROR, f"worker slot {child.index} (pid "
-                         f"{child.pid}) stuck: no heartbeat for {limit}s; "
-                         "killing it")
-                try:
-                    _os.kill(child.pid, _signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            if now - child.slot.read()[0] <= limit:
+                child.suspect_since = None
+                continue
+            if child.suspect_since is None:
+                child.suspect_since = now
+                continue
+            if now - child.suspect_since < SUSPECT_FOR:
+                continue
+            child.killed = 'stuck'
+            self.say(_log.LOG_ERROR, f"worker slot {child.index} (pid "
+                     f"{child.pid}) stuck: no heartbeat for {limit}s; "
+                     "killing it")
+            try:
+                _os.kill(child.pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def restart_due(self):
         now = _monotonic()
