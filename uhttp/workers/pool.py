@@ -331,11 +331,9 @@ class WorkerPool:
             if check is None:
                 raise TypeError(f"WorkerPool has no setting {name!r} "
                                 f"(settings: {', '.join(sorted(SETTINGS))})")
+            if name == 'num_workers' and getattr(self, 'broker', None):
+                check = _local_count  # remote workers may serve it alone
             checked[name] = check(value)
-        if checked.get('num_workers') == 0 and getattr(
-                self, 'broker', None) is None:
-            raise ValueError("WorkerPool num_workers must be >= 1, got 0 "
-                             "(0 is for a pool with a broker: remote workers)")
         for name, value in checked.items():
             setattr(self, name, value)
         policy = getattr(self, 'policy', None)
@@ -458,10 +456,16 @@ def _exit_code(value):
     return value
 
 
+def _local_count(value):
+    """num_workers of a pool with a broker: local workers besides the
+    remote ones, 0 or more."""
+    return _number(value, 'num_workers', minimum=0, integer=True)
+
+
 # setting -> its check (returns the value, raises TypeError/ValueError
 # naming the setting)
 SETTINGS = {
-    'num_workers': lambda v: _number(v, 'num_workers', minimum=0, integer=True),
+    'num_workers': lambda v: _number(v, 'num_workers', minimum=1, integer=True),
     'timeout': lambda v: _number(v, 'timeout', strict=True),
     'stuck_timeout': lambda v: _number(v, 'stuck_timeout', strict=True),
     'heartbeat_interval': lambda v: _number(v, 'heartbeat_interval',
