@@ -90,7 +90,8 @@ if __name__ == '__main__':
     url = sys.argv[1]
     stuck = float(sys.argv[2]) if len(sys.argv) > 2 else 3
     timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 10
-    App(port=0, address='127.0.0.1', pools=[
+    App(port=0, address='127.0.0.1', metrics_path='/metrics',
+        dashboard_path='/_dashboard', pools=[
         _workers.WorkerPool(ItemWorker, broker=url, num_workers=0,
                             routes=['/api/**'], stuck_timeout=stuck,
                             timeout=timeout, heartbeat_interval=0.25,

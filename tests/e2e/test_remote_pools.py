@@ -102,6 +102,16 @@ def test_remote_pool_answers_beside_a_local_pool(app_server, redis_server, group
     pool = [p for p in app.status()['pools'] if p['name'] == 'ItemWorker'][0]
     assert pool['broker']['connected'] is True
     assert pool['alive_count'] == 2
+    host = workers[0]['host']
+    metrics = app.get('/metrics').text
+    assert (f'uhttp_workers_remote_workers{{host="{host}",pool="ItemWorker",'
+            f'state="ready"}} 2.0') in metrics
+    dashboard = app.get('/_dashboard/data').json
+    rows = [pool for pool in dashboard['pools']
+            if pool['name'] == 'ItemWorker'][0]['workers']
+    assert sorted(row['pid'] for row in rows) == sorted(
+        worker['pid'] for worker in workers)
+    assert {row['host'] for row in rows} == {host}
 
 
 def test_deferred_sse_logs_and_config_from_remote(app_server, redis_server, groups):

@@ -13,6 +13,7 @@ from . import heartbeat as _heartbeat
 from . import messages as _msg
 from . import pending as _pending
 from .pending import PendingRequest
+from .policy import SlotRecord
 
 # where a message kind keeps the time its worker started the request: that
 # time is on another host's clock, so the dispatcher puts its own there
@@ -102,6 +103,7 @@ class RemoteHandle:
     restart_at = None
     replaces = None
     replaced_by = None
+    retire_reason = None
 
     def __init__(self, pool, worker, index, now, send):
         self.pool = pool
@@ -120,7 +122,7 @@ class RemoteHandle:
         self.last_number = 0          # its last answer entry's number
         self.taken = 0
         self.routes = ()
-        self.deaths = 0
+        self.record = SlotRecord()    # record.restarts: deaths seen
         self.info = {}
 
     @property
@@ -156,7 +158,7 @@ class RemoteHandle:
             'replacement': False,
             'stalled': False,
             'recalls': 0,
-            'restarts': self.deaths,
+            'restarts': self.record.restarts,
             'restart_in': None,
         }
 
@@ -359,7 +361,7 @@ class Roster:
     def died(self, handle):
         handle.alive = False
         handle.ready = False
-        handle.deaths += 1
+        handle.record.restarts += 1
         handle.slot.request_id = _heartbeat.NO_REQUEST
 
     def forget_dead(self, keep=64):
