@@ -90,9 +90,10 @@ if __name__ == '__main__':
     url = sys.argv[1]
     stuck = float(sys.argv[2]) if len(sys.argv) > 2 else 3
     timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 10
+    local = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     App(port=0, address='127.0.0.1', metrics_path='/metrics',
         dashboard_path='/_dashboard', pools=[
-        _workers.WorkerPool(ItemWorker, broker=url, num_workers=0,
+        _workers.WorkerPool(ItemWorker, broker=url, num_workers=local,
                             routes=['/api/**'], stuck_timeout=stuck,
                             timeout=timeout, heartbeat_interval=0.25,
                             log_level=_workers.LOG_INFO, db='items.db'),

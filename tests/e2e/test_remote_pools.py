@@ -235,3 +235,34 @@ def test_sigstop_worker_declared_dead_and_late_answer_dropped(
     app.wait_log(r'remote worker .* is heard from again')
     assert app.get('/api/pid').status == 200
     assert tagged(app, '/api/sleep/0.01', 3) and True
+
+
+def test_local_workers_serve_the_stream_too(app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url, 3, 10, 2)
+    local = wait_workers(app, 2)
+    assert {worker['pid'] for worker in local} <= set(
+        pid for child in app.children()
+        for pid in _children_of(child)) | set(app.children())
+    groups(redis_server.url, 1)
+    wait_workers(app, 3)
+    pids = {app.get('/api/pid').json['pid'] for _ in range(30)}
+    assert pids  # served; by local and remote workers alike
+    assert app.stop() == 0
+    app.wait_until(lambda: not any(_alive(worker['pid']) for worker in local),
+                   what='local workers gone with the dispatcher')
+
+
+def _children_of(pid):
+    try:
+        with open(f'/proc/{pid}/task/{pid}/children') as file:
+            return [int(each) for each in file.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as file:
+            return file.read().split()[2] != 'Z'
+    except OSError:
+        return False

@@ -22,6 +22,8 @@ from . import heartbeat as _heartbeat
 from . import messages as _msg
 from . import remote as _remote
 from . import remotelink as _remotelink
+from . import spawn as _spawn
+from . import workercommand as _workercommand
 from .loop import EVENT_READ, Wakeup
 from .pending import PENDING_COMPLETED, PENDING_WORKER_DIED
 
@@ -79,6 +81,7 @@ class RemotePool:
         self.link = link
         self.roster = _remote.Roster(pool, link.control)
         self.up = False
+        self.local_pid = None     # the process running its local workers
         self.down_reason = 'not connected yet'
         self.unsent = 0           # requests answered 503: the broker was down
 
@@ -133,12 +136,40 @@ class RemotePools:
         pool.scheduler.cancel = link.cancel
         self.pools.append(state)
         link.start()
+        if pool.num_workers:
+            self.start_local(state)
         self.core.loop.call_at(_monotonic() + pool.heartbeat_interval,
                                self.tick, state)
+
+    def start_local(self, state):
+        """num_workers > 0: this host serves the pool's stream too, with the
+        worker command's processes (forked, holding none of our sockets)."""
+        pool = state.pool
+        _spawn.flush_std()
+        pid = _os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self.core.supervisor.drop_in_child(set())
+                code = _workercommand.WorkerCommand(
+                    pool.worker_class, pool.broker, pool.name,
+                    pool.num_workers).run_forked()
+            finally:
+                _os._exit(code)
+        state.local_pid = pid
+        self.log.debug("pool %s: %d local worker(s) of its stream (pid %d)",
+                       pool.name, pool.num_workers, pid)
+
+    def stop_local(self, state, timeout=5.0):
+        pid, state.local_pid = state.local_pid, None
+        if pid is None:
+            return
+        _workercommand.stop_process(pid, timeout)
 
     def close(self):
         for state in self.pools:
             state.pool.scheduler.drain()  # never to start: cancelled
+            self.stop_local(state)
             state.link.close()
         self.pools = []
         if self.wakeup is not None:
@@ -320,4 +351,10 @@ class RemotePools:
                                state)
         state.pool.scheduler.prune()
         state.roster.forget_dead()
+        if state.local_pid is not None and _workercommand.ended(state.local_pid):
+            self.log.error("pool %s: the process of its local workers ended; "
+                           "starting it again", state.pool.name)
+            state.local_pid = None
+            if not self.core.stopping:
+                self.start_local(state)
 

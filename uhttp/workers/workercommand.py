@@ -125,6 +125,18 @@ class WorkerCommand:
         self.stop_all()
         return EXIT_OK
 
+    def run_forked(self):
+        """run() in a process forked by a dispatcher (its local workers of
+        a pool with a broker): the dispatcher's signals are not ours, and
+        the process ends with the dispatcher."""
+        for sig in (_signal.SIGHUP, _signal.SIGTTIN, _signal.SIGTTOU,
+                    _signal.SIGUSR2):
+            _signal.signal(sig, _signal.SIG_IGN)
+        die_with_parent()
+        if _os.getppid() == 1:
+            return EXIT_OK
+        return self.run()
+
     def install_signals(self):
         _signal.set_wakeup_fd(self.wake_write)
         for sig in (_signal.SIGTERM, _signal.SIGINT):
@@ -315,6 +327,42 @@ class WorkerCommand:
                 deadline = _monotonic() + 5
             self.wait(0.1)
             self.reap()
+
+
+def die_with_parent():
+    """Linux: SIGTERM when the parent process dies."""
+    try:
+        import ctypes  # pylint: disable=import-outside-toplevel
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(_signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def ended(pid):
+    """True (and reaped) when child `pid` has ended."""
+    try:
+        return _os.waitpid(pid, _os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
+def stop_process(pid, timeout):
+    """SIGTERM child `pid` (it stops gracefully), SIGKILL it after
+    `timeout` seconds; reaped either way."""
+    try:
+        _os.kill(pid, _signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = _monotonic() + timeout
+    while not ended(pid):
+        if _monotonic() > deadline:
+            try:
+                _os.kill(pid, _signal.SIGKILL)
+                _os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            return
+        _time.sleep(0.05)
 
 
 def parser():
