@@ -266,3 +266,58 @@ def _alive(pid):
             return file.read().split()[2] != 'Z'
     except OSError:
         return False
+
+
+def test_worker_command_reports_a_death_at_once_and_restarts(
+        app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url, 10)  # stuck_timeout 10
+    group = groups(redis_server.url, 2)
+    wait_workers(app, 2)
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.extend(tagged(app, '/api/sleep/5', 1)))
+    started = time.monotonic()
+    thread.start()
+    busy = app.wait_until(lambda: [worker for worker in remote_workers(app)
+                                   if worker['current_request'] is not None],
+                          what='the request running remotely')
+    victim = busy[0]['pid']
+    import os
+    os.kill(victim, signal.SIGKILL)
+    thread.join(15)
+    assert [status for status, _, _ in results] == [500]
+    assert time.monotonic() - started < 5  # not after stuck_timeout
+    app.wait_log(r'remote worker .* died: killed by SIGKILL')
+    pids = {worker['pid'] for worker in wait_workers(app, 2)}
+    assert victim not in pids and pids <= set(group.children())
+    assert app.get('/api/pid').status == 200
+    group.proc.send_signal(signal.SIGTERM)  # a graceful stop
+    assert group.proc.wait(timeout=15) == 0, group.log()
+    app.wait_until(lambda: not remote_workers(app, ready=False),
+                   what='the stopped workers gone from the pool')
+    assert app.get('/api/pid').status == 503  # no worker left: refused
+
+
+@pytest.mark.parametrize('args, code, text', [
+    (['nosuch:ItemWorker', '--broker', 'redis://127.0.0.1:1/0'], 3,
+     "cannot import module 'nosuch'"),
+    (['remote_app:App', '--broker', 'redis://127.0.0.1:1/0'], 3,
+     'not a Worker subclass'),
+    (['remote_app:ItemWorker', '--broker', 'http://:pw@127.0.0.1/0'], 2,
+     'redis://'),
+    (['remote_app:ItemWorker'], 2, '--broker'),
+])
+def test_worker_command_usage_errors(args, code, text):
+    import os
+    import subprocess
+    import sys
+    from harness import APPS, ROOT
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT, APPS] + [p for p in [env.get('PYTHONPATH')] if p])
+    result = subprocess.run(
+        [sys.executable, '-m', 'uhttp.workers', 'worker', *args], cwd=APPS,
+        env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == code, result.stderr
+    assert text in result.stderr
+    assert 'pw' not in result.stderr

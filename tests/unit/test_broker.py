@@ -218,19 +218,19 @@ def test_bounced_goes_back_to_the_queue():
 def test_roster_judges_by_heartbeat_age_on_the_servers_clock():
     pool, _ = pool_and_table(stuck_timeout=3)
     roster = remote.Roster(pool, None)
-    revived, dead = roster.beats(100.0, 50_000, {'vm:1': 49_000,
-                                                 'vm:2': 40_000}, {})
+    revived, dead = roster.beats(100.0, 50_000, {'vm:1:ab': 49_000,
+                                                 'vm:2:cd': 40_000}, {})
     assert (revived, dead) == ([], [])
-    assert list(roster.handles) == ['vm:1']  # vm:2 was long gone
-    handle = roster.handles['vm:1']
+    assert list(roster.handles) == ['vm:1:ab']  # vm:2 was long gone
+    handle = roster.handles['vm:1:ab']
     assert handle.alive and handle.host == 'vm' and handle.pid == 1
     assert handle.slot.read()[0] == pytest.approx(99.0)
-    revived, dead = roster.beats(104.0, 54_000, {'vm:1': 50_500},
-                                 {'vm:1': {'request': 7, 'slot': 2}})
+    revived, dead = roster.beats(104.0, 54_000, {'vm:1:ab': 50_500},
+                                 {'vm:1:ab': {'request': 7, 'slot': 2}})
     assert dead == [handle]
     roster.died(handle)
     assert roster.alive_count == 0
-    revived, dead = roster.beats(105.0, 55_000, {'vm:1': 55_000}, {})
+    revived, dead = roster.beats(105.0, 55_000, {'vm:1:ab': 55_000}, {})
     assert revived == [handle] and handle.alive
 
 
@@ -248,14 +248,14 @@ def test_roster_missing_worker_dies_after_stuck_timeout_unless_broker_was_down()
 def test_info_sets_what_status_shows():
     pool, _ = pool_and_table()
     roster = remote.Roster(pool, None)
-    roster.beats(10.0, 1000, {'box:77': 1000},
-                 {'box:77': {'host': 'box', 'slot': 3, 'request': 9,
-                             'keepalive_age': 0.5, 'accepting': False}})
-    status = roster.handles['box:77'].status(10.0)
+    roster.beats(10.0, 1000, {'box:77:ff': 1000},
+                 {'box:77:ff': {'host': 'box', 'slot': 3, 'request': 9,
+                                'keepalive_age': 0.5, 'accepting': False}})
+    status = roster.handles['box:77:ff'].status(10.0)
     assert status['host'] == 'box' and status['pid'] == 77
     assert status['slot'] == 3 and status['current_request'] == 9
     assert status['accepting'] is False and status['remote'] is True
-    assert roster.handles['box:77'].slot.read()[1] == pytest.approx(9.5)
+    assert roster.handles['box:77:ff'].slot.read()[1] == pytest.approx(9.5)
 
 
 def test_answers_carry_the_dispatchers_start_time():
@@ -265,5 +265,6 @@ def test_answers_carry_the_dispatchers_start_time():
     assert remote.with_local_start(deferred, 5.0)[3] == 5.0
     log = (messages.W_LOG, 'x', 30, 'text')
     assert remote.with_local_start(log, 5.0) == log
-    assert remote.split_name('host.example:42') == ('host.example', 42)
+    assert remote.split_name('host.example:42:a1b2c3') == ('host.example', 42)
+    assert remote.split_name('odd') == ('odd', None)
     assert NO_REQUEST == remote.RemoteSlot(0.0).read()[3]

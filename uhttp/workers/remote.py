@@ -1,7 +1,7 @@
 """The dispatcher's view of a remote pool: its workers and its queue.
 
 Pure bookkeeping, no I/O. A remote worker is known by the name it reads
-the pool's stream under (`host:pid`); the dispatcher learns of it from its
+the pool's stream under (`host:pid:token`); the dispatcher learns of it from its
 heartbeats (the roster), from the requests it starts and from its
 messages. A `RemoteHandle` stands for it where the dispatcher's parts
 expect a worker handle (the relay, the pending table, `Core.end()`).
@@ -32,12 +32,11 @@ def with_local_start(message, started):
 
 
 def split_name(name):
-    """(host, pid) from a remote worker's name `host:pid`."""
-    host, _, pid = name.rpartition(':')
-    try:
-        return host or name, int(pid)
-    except ValueError:
-        return name, None
+    """(host, pid) from a remote worker's name `host:pid:token`."""
+    parts = name.rsplit(':', 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return name, None
 
 
 class RemoteSlot:

@@ -103,6 +103,10 @@ class DispatcherLink:
         deadline = _monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - _monotonic()))
+        try:  # this dispatcher's answer stream is not read any more
+            connect(self.url, timeout=0.5).delete(self.reply_stream)
+        except self.errors:
+            pass
 
     def _put(self, item):
         with self._lock:

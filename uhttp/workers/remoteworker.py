@@ -46,19 +46,20 @@ _EVENTS = frozenset((_msg.W_LOG, _msg.W_READY, _msg.W_ROUTES, _msg.W_METRICS,
                      _msg.W_FORWARD, _msg.W_PAUSE, _msg.W_RESUME))
 
 
-def worker_name(pid=None):
-    """A worker process's name in the pool's consumer group (this one's
-    by default)."""
-    return f"{_socket.gethostname()}:{_os.getpid() if pid is None else pid}"
+def worker_name(pid, token):
+    """A worker process's name in the pool's consumer group: host, pid and
+    a token of its start (a pid is reused, a name never)."""
+    return f"{_socket.gethostname()}:{pid}:{token}"
 
 
 class WorkerLink:
     """The threads between one worker process and its broker."""
 
-    def __init__(self, url, keys, slot, slot_index, interval, stop_fd=None):
+    def __init__(self, url, keys, slot, slot_index, interval, stop_fd=None,
+                 token='0'):
         self.url = url
         self.keys = keys
-        self.name = worker_name()
+        self.name = worker_name(_os.getpid(), token)
         self.host = _socket.gethostname()
         self.slot = slot
         self.slot_index = slot_index
@@ -314,10 +315,22 @@ class WorkerLink:
                         ids[stream] = entry_id
                         frame = _broker.decode_control(fields)
                         if frame:
+                            self.forget_ended(frame)
                             self.write_frame(frame)
             except self.errors:
                 client = None
                 _time.sleep(RETRY_DELAY)
+
+    def forget_ended(self, frame):
+        """A disconnect ends a deferred request or stream: its way back
+        is forgotten (answers after it have nowhere to go)."""
+        try:
+            message = _broker.frame_message(frame)
+        except Exception:  # pylint: disable=broad-except
+            return  # the loop reports a corrupt frame
+        if message[0] == _msg.M_DISCONNECT:
+            self._replies.pop(message[1], None)
+            self._entries.pop(message[1], None)
 
     def status(self):
         heartbeat, keepalive, _, _ = self.slot.read()

@@ -16,6 +16,7 @@ command waits until a dispatcher has published them.
 
 import argparse as _argparse
 import os as _os
+import secrets as _secrets
 import select as _select
 import signal as _signal
 import sys as _sys
@@ -77,6 +78,7 @@ class Child:
         self.parked = False
         self.killed = None
         self.suspect_since = None
+        self.name = None      # its process's name on the broker
 
 
 class WorkerCommand:
@@ -190,20 +192,22 @@ class WorkerCommand:
         child.slot.reset()
         configs = self.configs()
         stop_read, stop_write = _os.pipe()
+        token = _secrets.token_hex(3)
         _spawn.flush_std()
         pid = _os.fork()
         if pid == 0:
             _os.close(stop_write)
-            self.child_process(child, stop_read, configs)
+            self.child_process(child, stop_read, configs, token)
         _os.close(stop_read)
         child.pid = pid
+        child.name = _remoteworker.worker_name(pid, token)
         child.stop_write = stop_write
         child.started_at = _monotonic()
         child.killed = None
         child.suspect_since = None
         child.restart_at = None
 
-    def child_process(self, child, stop_read, configs):
+    def child_process(self, child, stop_read, configs, token):
         """In the new process: never returns."""
         try:
             _signal.set_wakeup_fd(-1)
@@ -214,7 +218,8 @@ class WorkerCommand:
             _os.close(self.wake_write)
             interval = self.settings.get('heartbeat_interval', 1)
             link = _remoteworker.WorkerLink(self.url, self.keys, child.slot,
-                                            child.index, interval, stop_read)
+                                            child.index, interval, stop_read,
+                                            token)
             out_fd = _os.open(_os.devnull, _os.O_WRONLY)
             spec = RemoteSpec(self.worker_class, self.pool_name, child.index,
                               self.settings, child.slot, link.in_read, out_fd,
@@ -238,9 +243,10 @@ class WorkerCommand:
     def exited(self, child, status):
         from .pool import describe_exit  # pylint: disable=import-outside-toplevel
         reason, exitcode = describe_exit(status)
-        name = _remoteworker.worker_name(child.pid)
-        _os.close(child.stop_write)
-        child.stop_write = None
+        name = child.name
+        if child.stop_write is not None:
+            _os.close(child.stop_write)
+            child.stop_write = None
         child.pid = None
         if child.killed:
             reason = f"{child.killed}, {reason}"
@@ -388,9 +394,13 @@ def main(argv):
     except SystemExit as exit_:
         return EXIT_OK if exit_.code in (0, None) else EXIT_USAGE
     try:
-        worker_class = _cli.load_target(args.target)
         _broker.check_url(args.broker)
-    except (_cli.TargetError, TypeError, ValueError) as err:
+    except ValueError as err:
+        print(f"uhttp-workers worker: {err}", file=_sys.stderr)
+        return EXIT_USAGE
+    try:
+        worker_class = _cli.load_target(args.target)
+    except _cli.TargetError as err:
         print(f"uhttp-workers worker: {err}", file=_sys.stderr)
         return EXIT_TARGET
     if not (isinstance(worker_class, type) and issubclass(worker_class, Worker)):
