@@ -101,7 +101,17 @@ def test_heartbeat_and_roster_use_the_servers_clock(client):
     assert server_ms >= now
     assert now - 1500 - 1 <= beats['vm:1'] <= now - 1500 + 1
     assert info['vm:1'] == {'host': 'vm'}
-    client.eval(broker.LEAVE_SCRIPT, 2, KEYS.workers, KEYS.info, 'vm:1')
+    client.xreadgroup(broker.GROUP, 'vm:1', {KEYS.requests: '>'}, count=1)
+    client.eval(broker.LEAVE_SCRIPT, 3, KEYS.workers, KEYS.info,
+                KEYS.requests, 'vm:1', broker.GROUP)
+    assert [c['name'] for c in client.xinfo_consumers(
+        KEYS.requests, broker.GROUP)] == []  # it held nothing: gone
+    add_request(client, 9)
+    client.xreadgroup(broker.GROUP, 'vm:2', {KEYS.requests: '>'}, count=1)
+    client.eval(broker.LEAVE_SCRIPT, 3, KEYS.workers, KEYS.info,
+                KEYS.requests, 'vm:2', broker.GROUP)
+    assert [c['name'] for c in client.xinfo_consumers(
+        KEYS.requests, broker.GROUP)] == [b'vm:2']  # its entry is not lost
     assert broker.parse_roster(client.eval(
         broker.ROSTER_SCRIPT, 2, KEYS.workers, KEYS.info,
         broker.FORGET_MS))[1] == {}

@@ -274,10 +274,19 @@ return {now, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'),
         redis.call('HGETALL', KEYS[2])}
 """
 
-# KEYS: workers set, info hash. ARGV: worker. A worker that leaves.
+# KEYS: workers set, info hash, requests stream. ARGV: worker, group. A
+# worker that leaves: off the roster, and out of the consumer group unless
+# it still holds entries (others take those over, see CLAIM_IDLE_MS).
 LEAVE_SCRIPT = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  local ok, held = pcall(redis.call, 'XPENDING', KEYS[3], ARGV[2], '-', '+',
+                         1, ARGV[1])
+  if ok and #held == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[3], ARGV[2], ARGV[1])
+  end
+end
 return 1
 """
 

@@ -175,8 +175,9 @@ class WorkerLink:
             pipe.xadd(self.keys.events, _broker.encode_death(
                 self.name, f'exited with code {code}'),
                 maxlen=_broker.EVENTS_MAXLEN, approximate=True)
-            pipe.eval(_broker.LEAVE_SCRIPT, 2, self.keys.workers,
-                      self.keys.info, self.name)
+            pipe.eval(_broker.LEAVE_SCRIPT, 3, self.keys.workers,
+                      self.keys.info, self.keys.requests, self.name,
+                      _broker.GROUP)
             pipe.delete(self.keys.control_of(self.name))
             pipe.execute()
         except Exception:  # pylint: disable=broad-except

@@ -275,8 +275,9 @@ class WorkerCommand:
             pipe = client.pipeline(transaction=False)
             pipe.xadd(self.keys.events, _broker.encode_death(name, reason),
                       maxlen=_broker.EVENTS_MAXLEN, approximate=True)
-            pipe.eval(_broker.LEAVE_SCRIPT, 2, self.keys.workers,
-                      self.keys.info, name)
+            pipe.eval(_broker.LEAVE_SCRIPT, 3, self.keys.workers,
+                      self.keys.info, self.keys.requests, name,
+                      _broker.GROUP)
             pipe.execute()
         except broker_errors():
             pass  # its heartbeat goes stale: the dispatchers notice anyway
