@@ -321,3 +321,22 @@ def test_worker_command_usage_errors(args, code, text):
     assert result.returncode == code, result.stderr
     assert text in result.stderr
     assert 'pw' not in result.stderr
+
+
+def test_frozen_redis_is_a_prompt_503_not_a_hang(app_server, redis_server, groups):
+    import os
+    app = app_server('remote_app', redis_server.url, 3, 10)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    assert app.get('/api/pid').status == 200
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)  # unreachable: no answers
+    try:
+        began = time.monotonic()
+        reply = app.get('/api/pid', timeout=10)
+        assert reply.status == 503 and reply.headers['retry-after']
+        assert time.monotonic() - began < 6
+        assert app.get('/local/pid').status == 200
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    app.wait_until(lambda: app.get('/api/pid').status == 200, timeout=15,
+                   what='service back once Redis answers again')

@@ -23,7 +23,7 @@ READ_COUNT = 1000      # entries read in one round trip at most
 IDLE_CHECK = 0.5       # a connection idle this long is pinged before use
 
 
-def connect(url, timeout=5.0):
+def connect(url, timeout=3.0):
     """A redis client for `url` that fails fast (no retries of its own:
     the link decides what a failure means)."""
     import redis  # pylint: disable=import-outside-toplevel
@@ -195,7 +195,7 @@ class DispatcherLink:
         while not self._closed:
             try:
                 if client is None:
-                    client = connect(self.url, timeout=max(5.0, self.interval + 4))
+                    client = connect(self.url, timeout=min(self.interval, 1.0) + 3)
                     ids = self._prepare(client, ids)
                     self._post(('up',))
                 block = int(max(10, min(self.interval, 1.0) * 1000))
