@@ -44,6 +44,14 @@ class ItemWorker(_workers.Worker):
         return {'slept': seconds, 'pid': os.getpid(),
                 'tag': (request.query or {}).get('tag')}
 
+    @_workers.api('/api/long/{seconds:float}', 'GET')
+    def long(self, request):
+        until = time.monotonic() + request.path_params['seconds']
+        while time.monotonic() < until:
+            time.sleep(0.1)
+            self.keep_alive()
+        return {'done': True, 'tag': (request.query or {}).get('tag')}
+
     @_workers.api('/api/log', 'GET')
     def log_line(self, request):
         self.log.warning("remote hello from %d", os.getpid())

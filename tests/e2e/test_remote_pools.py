@@ -340,3 +340,16 @@ def test_frozen_redis_is_a_prompt_503_not_a_hang(app_server, redis_server, group
         os.kill(redis_server.proc.pid, signal.SIGCONT)
     app.wait_until(lambda: app.get('/api/pid').status == 200, timeout=15,
                    what='service back once Redis answers again')
+
+
+def test_keep_alive_holds_off_timeout_and_stuck_timeout(app_server, redis_server,
+                                                         groups):
+    app = app_server('remote_app', redis_server.url, 1.5, 1.5)  # both 1.5 s
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    began = time.monotonic()
+    reply = app.get('/api/long/3', timeout=15)
+    assert reply.status == 200 and reply.json['done'] is True
+    assert time.monotonic() - began >= 3
+    assert 'died' not in app.log()
+    assert app.get('/api/sleep/2.5').status in (500, 504)  # no keep_alive()
