@@ -134,7 +134,7 @@ def test_deferred_sse_logs_and_config_from_remote(app_server, redis_server, grou
 
 
 def test_sigkill_of_a_worker_group_mid_load(app_server, redis_server, groups):
-    app = app_server('remote_app', redis_server.url, 2)
+    app = app_server('remote_app', redis_server.url, 10)  # stuck_timeout 10
     doomed = groups(redis_server.url, 2)
     wait_workers(app, 2)
     survivors = groups(redis_server.url, 2)
@@ -153,9 +153,12 @@ def test_sigkill_of_a_worker_group_mid_load(app_server, redis_server, groups):
         thread.start()
     time.sleep(0.4)
     doomed.signal_group(signal.SIGKILL)
+    killed_at = time.monotonic()
     for thread in slow + quick:
         thread.join(30)
         assert not thread.is_alive()
+    # its connections closed: declared dead long before stuck_timeout
+    assert time.monotonic() - killed_at < 8
     assert len(results) == 4 * 2 + 2 * 40  # every request answered once
     statuses = [status for status, _, _ in results]
     assert 'error' not in statuses, results
@@ -165,7 +168,8 @@ def test_sigkill_of_a_worker_group_mid_load(app_server, redis_server, groups):
                  if status == 200}
     assert served_by & set(survivors.children())
     if 500 in statuses:
-        app.wait_log(r'remote worker .* died')
+        app.wait_log(r'remote worker .* died: silent for .* connection to '
+                     r'the broker closed')
     # the survivors keep serving; the dead are listed as not alive
     assert app.get('/api/pid').status == 200
     alive = {worker['pid'] for worker in remote_workers(app)}

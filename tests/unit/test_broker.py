@@ -268,3 +268,25 @@ def test_answers_carry_the_dispatchers_start_time():
     assert remote.split_name('host.example:42:a1b2c3') == ('host.example', 42)
     assert remote.split_name('odd') == ('odd', None)
     assert NO_REQUEST == remote.RemoteSlot(0.0).read()[3]
+
+
+def test_a_worker_whose_connection_closed_dies_after_two_heartbeats():
+    pool, _ = pool_and_table(stuck_timeout=30)
+    roster = remote.Roster(pool, None)
+    roster.beats(100.0, 10_000, {'vm:1:a': 10_000, 'vm:2:b': 10_000}, {},
+                 {'vm:1:a', 'vm:2:b'})
+    # vm:1's connection closed (killed); vm:2 is connected but silent
+    revived, dead = roster.beats(102.5, 12_500, {'vm:1:a': 10_000,
+                                                  'vm:2:b': 10_000}, {},
+                                 {'vm:2:b'})
+    assert dead == [roster.handles['vm:1:a']]
+    # without CLIENT LIST (None), only stuck_timeout counts
+    roster = remote.Roster(pool, None)
+    roster.beats(100.0, 10_000, {'vm:1:a': 10_000}, {})
+    assert roster.beats(105.0, 15_000, {'vm:1:a': 10_000}, {}, None) == (
+        [], [])
+
+
+def test_connection_names():
+    name = broker.connection_name('vm:1:ab')
+    assert broker.connected_workers([name, None, 'other', '']) == {'vm:1:ab'}

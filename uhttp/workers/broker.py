@@ -304,6 +304,21 @@ def parse_roster(result):
     return int(now), beats, info
 
 
+CONNECTION_PREFIX = 'uhttp-worker:'
+
+
+def connection_name(worker):
+    """The name a worker's heartbeat connection carries (CLIENT SETNAME)."""
+    return CONNECTION_PREFIX + worker
+
+
+def connected_workers(names):
+    """The workers among CLIENT LIST's connection names."""
+    size = len(CONNECTION_PREFIX)
+    return {name[size:] for name in names
+            if name and name.startswith(CONNECTION_PREFIX)}
+
+
 def check_url(url):
     """The broker URL, checked: redis://, rediss:// (TLS) or unix://."""
     if not isinstance(url, str):

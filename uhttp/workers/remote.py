@@ -307,10 +307,14 @@ class Roster:
             self.handles[worker] = handle
         return handle
 
-    def beats(self, now, server_ms, beats, info):
+    def beats(self, now, server_ms, beats, info, connected=None):
         """Apply one reading of the roster: `beats` maps a worker to its
-        last sign of life (server ms). Returns (revived, dead) handles."""
+        last sign of life (server ms); `connected` (if known) names the
+        workers connected to the broker now. Returns (revived, dead)
+        handles: dead are those silent for stuck_timeout, and those silent
+        for two heartbeats whose connection has closed (killed)."""
         limit = self.pool.stuck_timeout
+        quick = min(limit, max(2 * self.pool.heartbeat_interval, 1.0))
         revived = []
         dead = []
         for worker, last in beats.items():
@@ -322,7 +326,9 @@ class Roster:
                 handle = self.get(worker, now)
             handle.slot.heartbeat = now - age
             self.apply_info(handle, info.get(worker) or {}, now)
-            if age > limit:
+            gone = (connected is not None and worker not in connected
+                    and age > quick)
+            if age > limit or gone:
                 if handle.alive:
                     dead.append(handle)
             elif not handle.alive:

@@ -23,15 +23,16 @@ READ_COUNT = 1000      # entries read in one round trip at most
 IDLE_CHECK = 0.5       # a connection idle this long is pinged before use
 
 
-def connect(url, timeout=3.0):
+def connect(url, timeout=3.0, name=None):
     """A redis client for `url` that fails fast (no retries of its own:
-    the link decides what a failure means)."""
+    the link decides what a failure means); `name`: its CLIENT SETNAME."""
     import redis  # pylint: disable=import-outside-toplevel
     from redis.backoff import NoBackoff  # pylint: disable=import-outside-toplevel
     from redis.retry import Retry  # pylint: disable=import-outside-toplevel
     return redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0),
-        retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        retry=Retry(NoBackoff(), 0), health_check_interval=0,
+        client_name=name)
 
 
 def broker_errors():
@@ -56,6 +57,7 @@ class DispatcherLink:
         self._closed = False
         self._threads = []
         self._last_write = 0.0
+        self._no_client_list = False
         self.errors = broker_errors()
 
     # -- from the loop -----------------------------------------------------------
@@ -208,7 +210,8 @@ class DispatcherLink:
                     result = client.eval(
                         _broker.ROSTER_SCRIPT, 2, self.keys.workers,
                         self.keys.info, _broker.FORGET_MS)
-                    self._post(('roster',) + _broker.parse_roster(result))
+                    self._post(('roster',) + _broker.parse_roster(result)
+                               + (self._connected(client),))
             except self.errors as err:
                 if client is not None:
                     self._post(('down', repr(err)))
@@ -218,6 +221,19 @@ class DispatcherLink:
                 self._post(('error', repr(err)))
                 client = None
                 self._sleep(RETRY_DELAY)
+
+    def _connected(self, client):
+        """The workers with a connection to the broker now (their heartbeat
+        connection is named), or None when the broker will not say."""
+        if self._no_client_list:
+            return None
+        try:
+            clients = client.client_list()
+        except self.errors:
+            self._no_client_list = True  # (an ACL without CLIENT LIST)
+            return None
+        return _broker.connected_workers(
+            entry.get('name') for entry in clients)
 
     def _prepare(self, client, ids):
         """On (re)connecting: the group exists, the settings and the

@@ -72,6 +72,14 @@ def pool_settings(pool):
     }
 
 
+def dead_reason(pool, handle, now, connected):
+    """Why the roster found `handle` dead."""
+    silent = now - handle.slot.heartbeat
+    if silent <= pool.stuck_timeout and connected is not None:
+        return f'silent for {silent:.1f}s and its connection to the broker closed'
+    return f'no heartbeat for {pool.stuck_timeout}s (stuck_timeout)'
+
+
 class RemotePool:
     """One remote pool's link, roster and state in the dispatcher."""
 
@@ -229,13 +237,14 @@ class RemotePools:
             for reply in item[1]:
                 self.event(state, reply, now)
         elif kind == 'roster':
+            connected = item[4]
             revived, dead = state.roster.beats(now, *item[1:])
             for handle in revived:
                 self.log.warning("remote worker %s (pool %s) is heard from "
                                  "again", handle.worker, state.pool.name)
             for handle in dead:
-                self.declare_dead(state, handle, 'no heartbeat for %ss '
-                                  '(stuck_timeout)' % state.pool.stuck_timeout)
+                self.declare_dead(state, handle, dead_reason(
+                    state.pool, handle, now, connected))
         elif kind == 'up':
             self.broker_up(state, now)
         elif kind == 'down':

@@ -346,8 +346,9 @@ class WorkerLink:
         client = None
         while True:
             try:
-                if client is None:
-                    client = connect(self.url)
+                if client is None:  # named: the dispatcher sees it close
+                    client = connect(self.url,
+                                     name=_broker.connection_name(self.name))
                 age, info = self.status()
                 client.eval(_broker.HEARTBEAT_SCRIPT, 2, self.keys.workers,
                             self.keys.info, self.name, int(age * 1000),
