@@ -33,6 +33,10 @@ class ItemWorker(_workers.Worker):
         self.items[item_id] = request.data
         return {'id': item_id, 'item': request.data, 'pid': os.getpid()}
 
+    @_workers.api('/api/items', 'GET')
+    def items_now(self, request):
+        return {'items': list(self.items.values()), 'pid': os.getpid()}
+
     @_workers.api('/api/config', 'GET')
     def config_now(self, request):
         return {'config': self.config}
@@ -86,6 +90,14 @@ class LocalWorker(_workers.Worker):
 
 class App(StatusDispatcher):
     """Serves /_status (status_app.py)."""
+
+    @_workers.sync('/_fire')
+    def fire(self, client, path_params):
+        pool = self._find_pool('/api/items')
+        pool.request_queue.put(_workers.Request(
+            request_id=-1, method='POST', path='/api/items',
+            data={'fired': True}))
+        client.respond({'queued': True})
 
     @_workers.sync('/_config')
     def push_config(self, client, path_params):

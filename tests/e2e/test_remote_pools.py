@@ -357,3 +357,14 @@ def test_keep_alive_holds_off_timeout_and_stuck_timeout(app_server, redis_server
     assert time.monotonic() - began >= 3
     assert 'died' not in app.log()
     assert app.get('/api/sleep/2.5').status in (500, 504)  # no keep_alive()
+
+
+def test_request_queue_put_reaches_a_remote_worker(app_server, redis_server,
+                                                   groups):
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    assert app.get('/_fire').json == {'queued': True}
+    app.wait_until(lambda: app.get('/api/items').json['items'] ==
+                   [{'fired': True}], what='the fire-and-forget request run')
+    assert app.status()['pending'] == 0
