@@ -331,6 +331,15 @@ def check_url(url):
     return url
 
 
+def require_client(owner):
+    """ImportError naming `owner` when the redis client library is missing."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    if importlib.util.find_spec('redis') is None:
+        raise ImportError(
+            f"{owner} has a broker: it needs the redis client library "
+            "(pip install 'uhttp-workers[redis]')")
+
+
 def redact(url):
     """The URL without its password, for logs and status."""
     scheme, sep, rest = url.partition('://')

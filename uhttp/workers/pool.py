@@ -291,6 +291,8 @@ class WorkerPool:
         self.metrics = _metrics.check_declarations(metrics)
         self.broker = None if broker is None else _broker.check_url(broker)
         self.name = worker_class.__name__
+        if self.broker is not None:
+            _broker.require_client(f"WorkerPool {self.name}")
         self.routes = None
         self._router = None
         if routes is not None:

@@ -396,7 +396,8 @@ def main(argv):
         return EXIT_OK if exit_.code in (0, None) else EXIT_USAGE
     try:
         _broker.check_url(args.broker)
-    except ValueError as err:
+        _broker.require_client('uhttp-workers worker')
+    except (ValueError, ImportError) as err:
         print(f"uhttp-workers worker: {err}", file=_sys.stderr)
         return EXIT_USAGE
     try:
