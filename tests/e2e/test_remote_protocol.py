@@ -115,3 +115,36 @@ def test_heartbeat_and_roster_use_the_servers_clock(client):
     assert broker.parse_roster(client.eval(
         broker.ROSTER_SCRIPT, 2, KEYS.workers, KEYS.info,
         broker.FORGET_MS))[1] == {}
+
+
+def take(client, worker):
+    return broker.parse_take(client.eval(
+        broker.TAKE_SCRIPT, 1, KEYS.requests, broker.GROUP, worker,
+        broker.REPLY_MAXLEN))
+
+
+def test_take_reads_and_starts_in_one_step(client):
+    assert take(client, 'vm:1') is None  # nothing waiting
+    first = add_request(client, 11)
+    second = add_request(client, 12)
+    outcome, entry_id, fields = take(client, 'vm:1')
+    assert (outcome, entry_id.decode()) == (broker.STARTED, first)
+    assert broker.decode_request(entry_id, fields).request_id == 11
+    outcome, entry_id, _ = take(client, 'vm:2')
+    assert (outcome, entry_id.decode()) == (broker.STARTED, second)
+    assert take(client, 'vm:1') is None
+    assert [(n.worker, n.request_id) for n in started_notices(client)] == [
+        ('vm:1', 11), ('vm:2', 12)]
+    assert client.xlen(KEYS.requests) == 0
+    assert client.xpending(KEYS.requests, broker.GROUP)['pending'] == 0
+
+
+def test_take_skips_cancelled_and_expired(client):
+    add_request(client, 21)
+    client.sadd(KEYS.cancelled(REPLY), '21')
+    assert take(client, 'vm:1')[0] == broker.CANCELLED
+    add_request(client, 22, timeout=0.01)
+    time.sleep(0.03)
+    assert take(client, 'vm:1')[0] == broker.EXPIRED
+    assert started_notices(client) == []
+    assert client.xlen(KEYS.requests) == 0

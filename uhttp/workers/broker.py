@@ -247,6 +247,48 @@ end
 return 1
 """
 
+# KEYS: requests stream. ARGV: group, worker, reply maxlen. Read the next
+# request (without blocking) and start it as START_SCRIPT does, in one round
+# trip: false when there is none, else {outcome, entry id, fields}.
+TAKE_SCRIPT = """
+local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+                       'STREAMS', KEYS[1], '>')
+if not got then return false end
+local entry = got[1][2][1]
+local id, fields = entry[1], entry[2]
+local f = {}
+for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+redis.call('XACK', KEYS[1], ARGV[1], id)
+redis.call('XDEL', KEYS[1], id)
+if not f['q'] or not f['r'] then return {0, id, fields} end
+if redis.call('SREM', f['q'] .. ':cancelled', f['r']) == 1 then
+  return {3, id, fields}
+end
+local timeout = tonumber(f['t'] or '0')
+if timeout > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if now - tonumber(string.match(id, '^(%d+)')) > timeout then
+    return {2, id, fields}
+  end
+end
+if f['r'] ~= '-1' then
+  redis.call('XADD', f['q'], 'MAXLEN', '~', ARGV[3], '*',
+             'w', ARGV[2], 's', f['r'])
+end
+return {1, id, fields}
+"""
+
+
+def parse_take(result):
+    """(outcome, entry id, fields dict) from TAKE_SCRIPT's answer, or None."""
+    if not result:
+        return None
+    outcome, entry_id, flat = result
+    fields = {flat[index]: flat[index + 1] for index in range(0, len(flat) - 1, 2)}
+    return int(outcome), entry_id, fields
+
+
 # KEYS: workers set, info hash. ARGV: worker, age of its last sign of life
 # (ms), its status blob. Scored with the server's clock, so that hosts'
 # clocks do not matter.

@@ -200,6 +200,8 @@ class WorkerLink:
                 if now >= next_claim:
                     next_claim = now + CLAIM_EVERY
                     entry = self._claim(client)
+                if entry is None and self._take(client):
+                    continue  # one waited: read and started in one step
                 if entry is None:
                     entry = self._read(client)
                 if entry is not None and not self.stopping:
@@ -240,6 +242,21 @@ class WorkerLink:
                 return entry_id, fields
         return None
 
+    def _take(self, client):
+        """Read and start a waiting request in one round trip (TAKE_SCRIPT);
+        False when none was waiting."""
+        if self.stopping:
+            return False
+        taken = _broker.parse_take(client.eval(
+            _broker.TAKE_SCRIPT, 1, self.keys.requests, _broker.GROUP,
+            self.name, _broker.REPLY_MAXLEN))
+        if taken is None:
+            return False
+        outcome, entry_id, fields = taken
+        if outcome == _broker.STARTED:
+            self._run(entry_id, fields)
+        return True
+
     def _start(self, client, entry_id, fields):
         try:
             request = _broker.decode_request(entry_id, fields)
@@ -253,10 +270,23 @@ class WorkerLink:
             return
         outcome = client.eval(
             _broker.START_SCRIPT, 3, self.keys.requests, request.reply,
-            self.keys.cancelled(request.reply), _broker.GROUP, request.entry_id, self.name, request.request_id,
+            self.keys.cancelled(request.reply), _broker.GROUP,
+            request.entry_id, self.name, request.request_id,
             request.timeout_ms, _broker.REPLY_MAXLEN)
-        if outcome != _broker.STARTED:
-            return  # started elsewhere, past its timeout, or answered
+        if outcome == _broker.STARTED:
+            self._run(entry_id, fields, request)
+        # else: started elsewhere, past its timeout, or answered
+
+    def _run(self, entry_id, fields, request=None):
+        """Hand a started request to the worker loop."""
+        if request is None:
+            try:
+                request = _broker.decode_request(entry_id, fields)
+            except Exception as err:  # pylint: disable=broad-except
+                self._queue(self.keys.events, (_msg.W_LOG, 'worker', 40,
+                                               f"undecodable request entry "
+                                               f"{entry_id!r} dropped: {err!r}"))
+                return
         request_id = request.request_id
         if request_id != -1:
             self._replies[request_id] = request.reply
