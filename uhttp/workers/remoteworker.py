@@ -8,8 +8,9 @@ local worker:
 - the feeder takes one request from the pool's stream when the worker is
   free (XREADGROUP COUNT 1, no prefetch; XAUTOCLAIM now and then takes
   over requests a dead worker was given and never started), starts it
-  with the START script (at most one worker starts a request) and writes
-  it into the loop's pipe;
+  (at most one worker starts a request: the TAKE script reads and starts
+  one that waits in one round trip, the START script starts one read by
+  a blocking read or claimed) and writes it into the loop's pipe;
 - the sender writes what the worker sends to the request's dispatcher
   (answers, stream chunks) or to the pool's event stream (logs, ready),
   numbered so a retried write is recognised, retrying while the broker is
