@@ -22,6 +22,16 @@ class ItemWorker(_workers.Worker):
     def on_config(self, config):
         self.config = config
 
+    def on_idle(self):
+        if not self._accepting and time.monotonic() >= self.resume_at:
+            self.resume()
+
+    @_workers.api('/api/pause/{seconds:float}', 'GET')
+    def pause_for(self, request):
+        self.resume_at = time.monotonic() + request.path_params['seconds']
+        self.pause()
+        return {'paused': True, 'pid': os.getpid()}
+
     @_workers.api('/api/pid', 'GET')
     def pid(self, request):
         return {'pid': os.getpid(), 'host': socket.gethostname(),

@@ -368,3 +368,15 @@ def test_request_queue_put_reaches_a_remote_worker(app_server, redis_server,
     app.wait_until(lambda: app.get('/api/items').json['items'] ==
                    [{'fired': True}], what='the fire-and-forget request run')
     assert app.status()['pending'] == 0
+
+
+def test_a_paused_remote_worker_takes_nothing_until_it_resumes(
+        app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    assert app.get('/api/pause/1.5').json['paused'] is True
+    began = time.monotonic()
+    reply = app.get('/api/pid', timeout=10)  # waits in the stream meanwhile
+    assert reply.status == 200
+    assert time.monotonic() - began >= 1.0
