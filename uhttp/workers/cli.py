@@ -1,5 +1,9 @@
 """The command line: `uhttp-workers TARGET` (or `python -m uhttp.workers`).
 
+`uhttp-workers worker module:WorkerClass --broker URL --pool NAME
+--workers N` runs worker processes of a remote pool instead (see
+workercommand.py).
+
 TARGET is `module:attribute`, imported with the working directory on the
 path: a Dispatcher subclass (built with the settings of the command line
 and the config file as keyword arguments), a Dispatcher instance, or a
@@ -224,6 +228,10 @@ def prepare(args):
 
 
 def main(argv=None):
+    argv = _sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == 'worker':  # remote pool workers (workercommand.py)
+        from . import workercommand  # pylint: disable=import-outside-toplevel
+        return workercommand.main(argv[1:])
     try:
         args = parser().parse_args(argv)
     except SystemExit as exit_:

@@ -37,6 +37,7 @@ from .control import Control
 from .delivery import Delivery
 from .front import Front
 from .relay import Relay
+from .remotepools import RemotePools
 from .retirement import Retirements
 from .shutdown import Shutdown
 from .supervisor import Supervisor
@@ -86,6 +87,7 @@ class Core:
         self.ws = WsHub(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
+        self.remotes = RemotePools(self)
         self.retirements = Retirements(self)
         self.delivery = Delivery(self)
         self.control = Control(self)
@@ -481,6 +483,7 @@ class Core:
         if self.signals is not None:
             self.signals.restore()
         self.supervisor.cleanup()
+        self.remotes.close()
         if self.server is not None:
             try:
                 self.server.close()

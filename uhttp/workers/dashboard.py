@@ -96,7 +96,7 @@ function renderPool(pool){
   pool.workers.forEach(w=>{
     const r=el('tr',{'class':'worker','data-slot':w.slot,'data-pid':w.pid==null?'':w.pid,'data-state':w.state});
     r.appendChild(el('td',{},w.slot));
-    r.appendChild(el('td',{'class':'pid'},w.pid==null?'-':w.pid));
+    r.appendChild(el('td',{'class':'pid'},w.pid==null?'-':(w.host?w.host+':'+w.pid:w.pid)));
     r.appendChild(el('td',{'class':'state state-'+w.state},w.state+(w.retiring?' (retiring: '+w.retiring+')':'')));
     const q=w.request;
     r.appendChild(el('td',{'class':'request'},q?((q.method||'')+' '+(q.path||'#'+q.id)):'-'));

@@ -142,12 +142,18 @@ class Collector:
         cpu = CounterMetricFamily(
             P + 'worker_cpu_seconds', 'CPU time of every process that ran in '
             'a slot', labels=['pool', 'slot'])
+        remote = GaugeMetricFamily(
+            P + 'remote_workers', 'Remote worker processes (a pool with a '
+            'broker) by host and state; dead: no heartbeat for stuck_timeout',
+            labels=['pool', 'host', 'state'])
         for pool in observer.core.pools:
             by_state = dict.fromkeys(_observe.WORKER_STATES, 0)
             slots = set()
             for handle in pool.handles:
                 by_state[observer.worker_state(handle)] += 1
                 slots.add(handle.index)
+            if pool.remote is not None:
+                self.remote_workers(pool, remote, by_state)
             for state, count in by_state.items():
                 states.add_metric([pool.name, state], count)
             for index in sorted(slots):
@@ -161,6 +167,19 @@ class Collector:
         yield states
         yield rss
         yield cpu
+        yield remote
+
+    def remote_workers(self, pool, family, by_state):
+        counts = {}
+        for handle in pool.remote.roster.handles.values():
+            state = 'dead'
+            if handle.alive:
+                state = self.observer.worker_state(handle)
+                by_state[state] += 1
+            key = (handle.host, state)
+            counts[key] = counts.get(key, 0) + 1
+        for (host, state), count in sorted(counts.items()):
+            family.add_metric([pool.name, host, state], count)
 
     def user_metrics(self):
         """The pools' declared metrics, one family per name (the pool as a

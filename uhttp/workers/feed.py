@@ -136,6 +136,39 @@ class DashboardFeed:
     def snapshot_text(self):
         return _json.dumps(self.snapshot(), separators=(',', ':')).encode()
 
+    def worker_row(self, handle, now):
+        """One worker's line on the dashboard."""
+        core = self.core
+        current = None
+        if handle.alive:
+            request_id = handle.slot.read()[3]
+            pending = core.pending.get(request_id) if (
+                request_id != _heartbeat.NO_REQUEST) else None
+            if pending is not None:
+                current = {'id': request_id, 'method': pending.method,
+                           'path': pending.path,
+                           'age': round(now - pending.accepted, 3)}
+            elif request_id != _heartbeat.NO_REQUEST:
+                current = {'id': request_id, 'method': None,
+                           'path': None, 'age': None}
+        seen = self.cpu_seen.get(handle.pid) if handle.alive else None
+        remote = getattr(handle, 'remote', False)
+        return {
+            'slot': handle.index, 'pid': handle.pid,
+            'host': handle.host if remote else None,
+            'state': 'dead' if remote and not handle.alive
+            else self.worker_state(handle),
+            'role': handle.role,
+            'retiring': handle.retire_reason
+            if handle.role == RETIRING else None,
+            'request': current,
+            'rss': None if seen is None else seen[3],
+            'cpu': None if seen is None else round(
+                self.cpu_rate.get(handle.pid, 0.0), 1),
+            'restarts': handle.record.restarts,
+            'held': len(handle.held),
+        }
+
     def snapshot(self):
         """The dashboard's view: pools, workers, history, last warnings."""
         core = self.core
@@ -143,34 +176,10 @@ class DashboardFeed:
         counts = self.pool_counts()
         pools = []
         for pool in core.pools:
-            workers = []
-            for handle in sorted(pool.handles, key=lambda h: (h.index, h.role)):
-                current = None
-                if handle.alive:
-                    request_id = handle.slot.read()[3]
-                    pending = core.pending.get(request_id) if (
-                        request_id != _heartbeat.NO_REQUEST) else None
-                    if pending is not None:
-                        current = {'id': request_id, 'method': pending.method,
-                                   'path': pending.path,
-                                   'age': round(now - pending.accepted, 3)}
-                    elif request_id != _heartbeat.NO_REQUEST:
-                        current = {'id': request_id, 'method': None,
-                                   'path': None, 'age': None}
-                seen = self.cpu_seen.get(handle.pid) if handle.alive else None
-                workers.append({
-                    'slot': handle.index, 'pid': handle.pid,
-                    'state': self.worker_state(handle),
-                    'role': handle.role,
-                    'retiring': handle.retire_reason
-                    if handle.role == RETIRING else None,
-                    'request': current,
-                    'rss': None if seen is None else seen[3],
-                    'cpu': None if seen is None else round(
-                        self.cpu_rate.get(handle.pid, 0.0), 1),
-                    'restarts': handle.record.restarts,
-                    'held': len(handle.held),
-                })
+            handles = sorted(pool.handles, key=lambda h: (h.index, h.role))
+            if pool.remote is not None:
+                handles += list(pool.remote.roster.handles.values())
+            workers = [self.worker_row(handle, now) for handle in handles]
             in_flight, streams = counts.get(pool.name, (0, 0))
             pools.append({
                 'name': pool.name, 'degraded': pool.degraded,

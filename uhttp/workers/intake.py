@@ -170,6 +170,8 @@ class Intake:
         the reason is what the metrics count (rejected_total)."""
         if pool.degraded:
             return DEGRADED, 'Service Unavailable', None
+        if pool.remote is not None and pool.remote.refusal() is not None:
+            return pool.remote.refusal()
         if not pool.alive_count:
             if pool.parked_count == pool.num_workers:
                 return NO_WORKER, 'No workers available', None

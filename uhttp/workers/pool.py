@@ -12,6 +12,7 @@ import os as _os
 import signal as _signal
 import time as _time
 
+from . import broker as _broker
 from . import channel as _channel
 from . import files as _files
 from . import heartbeat as _heartbeat
@@ -23,6 +24,7 @@ from .policy import (  # noqa: F401  (re-exported)
     BACKOFF_CAP, BACKOFF_FIRST, STABLE_AFTER, RestartPolicy, SlotRecord)
 from .scheduler import MAX_WINDOW, START_WINDOW, WINDOW_BUDGET  # noqa: F401
 from .scheduler import PoolScheduler
+from .remote import RemoteScheduler
 from .worker import Worker
 from .workerloop import EXIT_REASONS
 
@@ -275,7 +277,7 @@ class WorkerPool:
                  worker_memory_limit_mb=None, recovery_interval=None,
                  permanent_failure_exitcode=None, reload_batch=1,
                  retire_timeout=30, max_requests=None, max_requests_jitter=0,
-                 max_worker_rss_mb=None, metrics=None, **kwargs):
+                 max_worker_rss_mb=None, metrics=None, broker=None, **kwargs):
         if not (isinstance(worker_class, type) and issubclass(worker_class, Worker)):
             raise TypeError(
                 f"WorkerPool worker_class must be a Worker subclass, "
@@ -287,7 +289,10 @@ class WorkerPool:
         self.worker_class = worker_class
         self.kwargs = kwargs
         self.metrics = _metrics.check_declarations(metrics)
+        self.broker = None if broker is None else _broker.check_url(broker)
         self.name = worker_class.__name__
+        if self.broker is not None:
+            _broker.require_client(f"WorkerPool {self.name}")
         self.routes = None
         self._router = None
         if routes is not None:
@@ -305,7 +310,9 @@ class WorkerPool:
             max_requests=max_requests, max_requests_jitter=max_requests_jitter,
             max_worker_rss_mb=max_worker_rss_mb)
         # the running state: the dispatcher's core sets and reads these
-        self.scheduler = PoolScheduler()
+        self.scheduler = (PoolScheduler() if self.broker is None
+                          else RemoteScheduler())
+        self.remote = None       # its remotepools.RemotePool, once started
         self.request_queue = RequestQueue(self.scheduler)
         self.policy = RestartPolicy(
             self.max_restarts, self.restart_window,
@@ -326,6 +333,8 @@ class WorkerPool:
             if check is None:
                 raise TypeError(f"WorkerPool has no setting {name!r} "
                                 f"(settings: {', '.join(sorted(SETTINGS))})")
+            if name == 'num_workers' and getattr(self, 'broker', None):
+                check = _local_count  # remote workers may serve it alone
             checked[name] = check(value)
         for name, value in checked.items():
             setattr(self, name, value)
@@ -367,6 +376,9 @@ class WorkerPool:
 
     @property
     def alive_count(self):
+        """Live workers: local processes, and remote ones heard from."""
+        if self.remote is not None:
+            return self._alive + self.remote.alive_count
         return self._alive
 
     def active(self, index):
@@ -399,7 +411,8 @@ class WorkerPool:
     def status(self):
         """A dict for monitoring: name, degraded, queue size, workers."""
         now = _monotonic()
-        return {
+        workers = [handle.status(now) for handle in self.handles]
+        status = {
             'name': self.name,
             'degraded': self.degraded,
             'queue_size': self.queue_size,
@@ -408,8 +421,15 @@ class WorkerPool:
             'restarts_in_window': self.policy.count(now),
             'window': self.window,
             'retired': dict(self.retired),
-            'workers': [handle.status(now) for handle in self.handles],
+            'workers': workers,
         }
+        if self.broker is not None:
+            status['broker'] = {'url': _broker.redact(self.broker),
+                                'connected': False, 'error': None}
+            if self.remote is not None:
+                workers.extend(self.remote.status(now))
+                status['broker'] = self.remote.broker_status()
+        return status
 
     # -- configuration updates ------------------------------------------------
 
@@ -424,6 +444,8 @@ class WorkerPool:
         if self.core is not None:
             for handle in self.handles:
                 self.core.delivery.tell(handle, frame)
+        if self.remote is not None:
+            self.remote.link.broadcast(frame)
 
 
 def _exit_code(value):
@@ -434,6 +456,12 @@ def _exit_code(value):
         raise ValueError(
             f"WorkerPool permanent_failure_exitcode must be 1..255, got {value}")
     return value
+
+
+def _local_count(value):
+    """num_workers of a pool with a broker: local workers besides the
+    remote ones, 0 or more."""
+    return _number(value, 'num_workers', minimum=0, integer=True)
 
 
 # setting -> its check (returns the value, raises TypeError/ValueError

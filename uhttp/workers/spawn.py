@@ -39,6 +39,7 @@ class WorkerSpec:
         self.metrics = pool.metrics
         self.parent_pid = parent_pid
         self.share_above = _sharedbody.threshold_for(pool)
+        self.transport = None  # remoteworker.WorkerLink: a broker, not pipes
 
 
 class Pipes:

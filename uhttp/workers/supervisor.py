@@ -33,9 +33,12 @@ class Supervisor:
     # -- starting ------------------------------------------------------------
 
     def start_pool(self, pool):
+        core = self.core
+        if pool.broker is not None:
+            core.remotes.start(pool)  # its workers run `uhttp-workers worker`
+            return
         pool.handles[:] = [WorkerHandle(pool, index)
                            for index in range(pool.num_workers)]
-        core = self.core
         pool.scheduler.attach(
             pool.handles, core.delivery.send_request, self.loop.call_at, self.recall,
             lambda: core.check_queue(pool), core.retirements.taken)

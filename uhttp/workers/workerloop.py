@@ -411,13 +411,10 @@ def _set_parent_death_signal(sig):
 
 
 def _on_sigterm(signum, frame):
-    """SIGTERM stops a worker only once its dispatcher is gone.
-
-    The kernel sends it when the dispatcher dies (parent-death signal). While
-    the dispatcher lives it drives the stop itself, so a SIGTERM sent to the
-    whole process group (systemd, kill of a session) does not cut requests
-    short; the dispatcher's graceful shutdown ends the worker.
-    """
+    """SIGTERM stops a worker only once its dispatcher is gone (the kernel
+    sends it then: parent-death signal). While the dispatcher lives it drives
+    the stop, so a SIGTERM to the whole process group (systemd) does not cut
+    requests short."""
     runtime = _process_runtime[0]
     if runtime is not None and runtime.stopping:
         return  # already on the way out (teardown runs once, uncut)
@@ -452,6 +449,8 @@ def child_main(spec):
                                                      spec.pool_name)
         _worker.set_runtime(runtime)
         _process_runtime[0] = runtime
+        if spec.transport is not None:  # a broker, not the pipe back
+            spec.transport.attach(runtime)
         code = _run_worker(spec, runtime)
     except StopWorker:
         code = EXIT_OK
@@ -462,6 +461,8 @@ def child_main(spec):
             pass
     finally:
         try:
+            if spec.transport is not None:
+                spec.transport.on_exit(code)
             _sys.stdout.flush()
             _sys.stderr.flush()
         except Exception:  # pylint: disable=broad-except

@@ -1,0 +1,131 @@
+"""A dispatcher with a remote pool (ItemWorker, served through Redis by
+`uhttp-workers worker remote_app:ItemWorker`) beside a local pool.
+
+Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout]
+"""
+import os
+import socket
+import sys
+import threading
+import time
+
+import uhttp.workers as _workers
+from status_app import StatusDispatcher
+
+
+class ItemWorker(_workers.Worker):
+    def setup(self):
+        self.items = {}
+        self.subscribers = {}
+        self.config = None
+
+    def on_config(self, config):
+        self.config = config
+
+    def on_idle(self):
+        if not self._accepting and time.monotonic() >= self.resume_at:
+            self.resume()
+
+    @_workers.api('/api/pause/{seconds:float}', 'GET')
+    def pause_for(self, request):
+        self.resume_at = time.monotonic() + request.path_params['seconds']
+        self.pause()
+        return {'paused': True, 'pid': os.getpid()}
+
+    @_workers.api('/api/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid(), 'host': socket.gethostname(),
+                'kwargs': self.kwargs}
+
+    @_workers.api('/api/items', 'POST')
+    def add(self, request):
+        item_id = len(self.items) + 1
+        self.items[item_id] = request.data
+        return {'id': item_id, 'item': request.data, 'pid': os.getpid()}
+
+    @_workers.api('/api/items', 'GET')
+    def items_now(self, request):
+        return {'items': list(self.items.values()), 'pid': os.getpid()}
+
+    @_workers.api('/api/config', 'GET')
+    def config_now(self, request):
+        return {'config': self.config}
+
+    @_workers.api('/api/sleep/{seconds:float}', 'GET')
+    def sleep(self, request):
+        seconds = request.path_params['seconds']
+        time.sleep(seconds)
+        return {'slept': seconds, 'pid': os.getpid(),
+                'tag': (request.query or {}).get('tag')}
+
+    @_workers.api('/api/long/{seconds:float}', 'GET')
+    def long(self, request):
+        until = time.monotonic() + request.path_params['seconds']
+        while time.monotonic() < until:
+            time.sleep(0.1)
+            self.keep_alive()
+        return {'done': True, 'tag': (request.query or {}).get('tag')}
+
+    @_workers.api('/api/log', 'GET')
+    def log_line(self, request):
+        self.log.warning("remote hello from %d", os.getpid())
+        return {'logged': True}
+
+    @_workers.api('/api/later', 'GET')
+    def later(self, request):
+        def answer():
+            time.sleep(0.2)
+            request.respond(data={'later': True, 'pid': os.getpid()})
+        threading.Thread(target=answer, daemon=True).start()
+        return _workers.DEFERRED
+
+    @_workers.api('/api/events', 'GET')
+    def events(self, request):
+        request.response_stream()
+        for number in range(3):
+            request.send_event(data={'n': number}, event='tick')
+        request.response_stream_end()
+        return _workers.DEFERRED
+
+    @_workers.api('/api/fail', 'GET')
+    def fail(self, request):
+        raise RuntimeError('boom')
+
+
+class LocalWorker(_workers.Worker):
+    @_workers.api('/local/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid(), 'local': True}
+
+
+class App(StatusDispatcher):
+    """Serves /_status (status_app.py)."""
+
+    @_workers.sync('/_fire')
+    def fire(self, client, path_params):
+        pool = self._find_pool('/api/items')
+        pool.request_queue.put(_workers.Request(
+            request_id=-1, method='POST', path='/api/items',
+            data={'fired': True}))
+        client.respond({'queued': True})
+
+    @_workers.sync('/_config')
+    def push_config(self, client, path_params):
+        for pool in self._pools:
+            pool.send_config({'version': client.query.get('v') if client.query else None})
+        client.respond({'sent': True})
+
+
+if __name__ == '__main__':
+    url = sys.argv[1]
+    stuck = float(sys.argv[2]) if len(sys.argv) > 2 else 3
+    timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 10
+    local = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    App(port=0, address='127.0.0.1', metrics_path='/metrics',
+        dashboard_path='/_dashboard', pools=[
+        _workers.WorkerPool(ItemWorker, broker=url, num_workers=local,
+                            routes=['/api/**'], stuck_timeout=stuck,
+                            timeout=timeout, heartbeat_interval=0.25,
+                            log_level=_workers.LOG_INFO, db='items.db'),
+        _workers.WorkerPool(LocalWorker, num_workers=1, routes=['/local/**']),
+    ]).run()

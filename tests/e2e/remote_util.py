@@ -1,0 +1,134 @@
+"""Real Redis servers and remote worker groups for the remote pool tests.
+
+`RedisServer` runs Debian's redis-server on 127.0.0.1 and a free port, with
+no persistence; `WorkerGroup` runs `python -m uhttp.workers worker ...` (the
+documented command) in its own session. Both are killed by pid / process
+group in teardown.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import APPS, ROOT
+
+REDIS = shutil.which('redis-server')
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.proc = None
+        self.url = f'redis://127.0.0.1:{self.port}/0'
+
+    def start(self, timeout=10):
+        self.proc = subprocess.Popen(
+            [REDIS, '--port', str(self.port), '--bind', '127.0.0.1',
+             '--save', '', '--appendonly', 'no'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(('127.0.0.1', self.port), 0.5) as sock:
+                    sock.sendall(b'PING\r\n')
+                    if sock.recv(64).startswith(b'+PONG'):
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited ({self.proc.returncode})")
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def client(self):
+        import redis
+        return redis.Redis(host='127.0.0.1', port=self.port)
+
+
+class WorkerGroup:
+    """`uhttp-workers worker remote_app:ItemWorker --broker URL --workers N`"""
+
+    def __init__(self, url, workers=2, target='remote_app:ItemWorker',
+                 extra=()):
+        self.args = [sys.executable, '-m', 'uhttp.workers', 'worker', target,
+                     '--broker', url, '--workers', str(workers), *extra]
+        self.proc = None
+        self._log = tempfile.NamedTemporaryFile(prefix='uw-remote-',
+                                                suffix='.log', delete=False)
+
+    def start(self):
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(
+            [ROOT, APPS] + [p for p in [env.get('PYTHONPATH')] if p])
+        env['PYTHONUNBUFFERED'] = '1'
+        self.proc = subprocess.Popen(
+            self.args, cwd=APPS, env=env, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def children(self):
+        try:
+            with open(f'/proc/{self.pid}/task/{self.pid}/children') as file:
+                return [int(pid) for pid in file.read().split()]
+        except OSError:
+            return []
+
+    def log(self):
+        with open(self._log.name, encoding='utf-8', errors='replace') as file:
+            return file.read()
+
+    def signal_group(self, sig):
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self):
+        if self.proc is None:
+            return
+        self.signal_group(signal.SIGCONT)
+        self.signal_group(signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def cleanup(self):
+        self.kill()
+        self._log.close()
+        try:
+            os.unlink(self._log.name)
+        except OSError:
+            pass
+
+
+def remote_workers(server, pool='ItemWorker', ready=True):
+    """The remote workers `server`'s /_status lists for `pool`."""
+    for entry in server.status()['pools']:
+        if entry['name'] == pool:
+            return [worker for worker in entry['workers']
+                    if worker.get('remote') and worker['alive']
+                    and (worker['ready'] or not ready)]
+    return []

@@ -1,0 +1,382 @@
+"""Remote pools, end to end: a dispatcher (tests/apps/remote_app.py) whose
+ItemWorker pool has broker=redis://..., a real redis-server, and remote
+workers started with the documented command
+`python -m uhttp.workers worker remote_app:ItemWorker --broker URL --workers N`.
+
+Failures are real: kill -9 of a worker group, a Redis restart, SIGSTOP.
+Every answer is counted on the client side: requests carry a tag that the
+answer echoes, on keep-alive connections, so an answer sent twice would
+show up as the answer to the next request.
+"""
+
+import http.client
+import json
+import signal
+import threading
+import time
+
+import pytest
+
+from remote_util import REDIS, RedisServer, WorkerGroup, remote_workers
+
+pytestmark = pytest.mark.skipif(
+    REDIS is None, reason='redis-server not installed (Debian: redis-server)')
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def groups():
+    started = []
+
+    def start(url, workers=2, **kwargs):
+        group = WorkerGroup(url, workers, **kwargs).start()
+        started.append(group)
+        return group
+
+    yield start
+    for group in started:
+        group.cleanup()
+
+
+def wait_workers(app, count, timeout=20):
+    return app.wait_until(lambda: len(remote_workers(app)) >= count and
+                          remote_workers(app), timeout=timeout,
+                          what=f'{count} remote workers ready')
+
+
+def tagged(app, path, count, timeout=15, results=None):
+    """`count` GETs of `path?tag=N` on one keep-alive connection: the
+    (status, body, headers) of each (appended to `results` as they come),
+    checking each answer is its own."""
+    conn = http.client.HTTPConnection('127.0.0.1', app.port, timeout=timeout)
+    results = [] if results is None else results
+    try:
+        for number in range(count):
+            tag = f'{threading.get_ident()}-{number}'
+            sep = '&' if '?' in path else '?'
+            try:
+                conn.request('GET', f'{path}{sep}tag={tag}')
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as err:
+                results.append(('error', repr(err), {}))
+                conn.close()
+                conn = http.client.HTTPConnection('127.0.0.1', app.port,
+                                                  timeout=timeout)
+                continue
+            headers = {k.lower(): v for k, v in response.getheaders()}
+            if response.status == 200:
+                assert json.loads(body)['tag'] == tag, (tag, body)
+            results.append((response.status, body, headers))
+            if headers.get('connection', '').lower() == 'close':
+                conn.close()
+                conn = http.client.HTTPConnection('127.0.0.1', app.port,
+                                                  timeout=timeout)
+    finally:
+        conn.close()
+    return results
+
+
+def test_remote_pool_answers_beside_a_local_pool(app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 2)
+    workers = wait_workers(app, 2)
+    assert {worker['host'] for worker in workers} and all(
+        worker['pid'] and worker['remote'] for worker in workers)
+    reply = app.get('/api/pid')
+    assert reply.status == 200
+    assert reply.json['kwargs'] == {'db': 'items.db'}  # the pool's kwargs
+    assert reply.json['pid'] in {worker['pid'] for worker in workers}
+    reply = app.post('/api/items', json_body={'name': 'lamp'})
+    assert reply.status == 200 and reply.json['item'] == {'name': 'lamp'}
+    assert app.get('/api/fail').status == 500
+    assert app.get('/api/nothing').status == 404
+    local = app.get('/local/pid')
+    assert local.status == 200 and local.json['local'] is True
+    pool = [p for p in app.status()['pools'] if p['name'] == 'ItemWorker'][0]
+    assert pool['broker']['connected'] is True
+    assert pool['alive_count'] == 2
+    host = workers[0]['host']
+    metrics = app.get('/metrics').text
+    assert (f'uhttp_workers_remote_workers{{host="{host}",pool="ItemWorker",'
+            f'state="ready"}} 2.0') in metrics
+    dashboard = app.get('/_dashboard/data').json
+    rows = [pool for pool in dashboard['pools']
+            if pool['name'] == 'ItemWorker'][0]['workers']
+    assert sorted(row['pid'] for row in rows) == sorted(
+        worker['pid'] for worker in workers)
+    assert {row['host'] for row in rows} == {host}
+
+
+def test_deferred_sse_logs_and_config_from_remote(app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    later = app.get('/api/later')
+    assert later.status == 200 and later.json['later'] is True
+    events = app.get('/api/events')
+    assert events.status == 200
+    assert events.headers['content-type'].startswith('text/event-stream')
+    assert events.text.count('event: tick') == 3
+    assert 'data: {"n": 2}' in events.text
+    reply = app.get('/api/log')
+    assert reply.status == 200
+    app.wait_log(r'remote hello from \d+')
+    assert app.get('/_config?v=7').status == 200
+    app.wait_until(lambda: app.get('/api/config').json['config'] ==
+                   {'version': '7'}, what='config on the remote worker')
+
+
+def test_sigkill_of_a_worker_group_mid_load(app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url, 10)  # stuck_timeout 10
+    doomed = groups(redis_server.url, 2)
+    wait_workers(app, 2)
+    survivors = groups(redis_server.url, 2)
+    wait_workers(app, 4)
+    doomed_pids = set(doomed.children())
+    results = []
+
+    def load(path, count):
+        results.extend(tagged(app, path, count))
+
+    slow = [threading.Thread(target=load, args=('/api/sleep/1.2', 2))
+            for _ in range(4)]
+    quick = [threading.Thread(target=load, args=('/api/sleep/0.01', 40))
+             for _ in range(2)]
+    for thread in slow + quick:
+        thread.start()
+    time.sleep(0.4)
+    doomed.signal_group(signal.SIGKILL)
+    killed_at = time.monotonic()
+    for thread in slow + quick:
+        thread.join(30)
+        assert not thread.is_alive()
+    # its connections closed: declared dead long before stuck_timeout
+    assert time.monotonic() - killed_at < 8
+    assert len(results) == 4 * 2 + 2 * 40  # every request answered once
+    statuses = [status for status, _, _ in results]
+    assert 'error' not in statuses, results
+    assert set(statuses) <= {200, 500}, statuses
+    assert statuses.count(200) >= 2 * 40
+    served_by = {json.loads(body)['pid'] for status, body, _ in results
+                 if status == 200}
+    assert served_by & set(survivors.children())
+    if 500 in statuses:
+        app.wait_log(r'remote worker .* died: silent for .* connection to '
+                     r'the broker closed')
+    # the survivors keep serving; the dead are listed as not alive
+    assert app.get('/api/pid').status == 200
+    alive = {worker['pid'] for worker in remote_workers(app)}
+    assert not alive & doomed_pids
+
+
+def test_redis_restart_during_load(app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url, 3, 5)
+    groups(redis_server.url, 2)
+    wait_workers(app, 2)
+    results = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            tagged(app, '/api/sleep/0.01', 5, timeout=10, results=results)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    redis_server.kill()
+    down_at = time.monotonic()
+    refused = app.wait_until(
+        lambda: (lambda reply: reply.status == 503 and reply)(
+            app.get('/api/pid', timeout=3)), timeout=5,
+        what='503 while Redis is down')
+    assert time.monotonic() - down_at < 5  # promptly, never a hang
+    assert refused.headers['retry-after']
+    assert app.get('/local/pid').status == 200  # local pools keep serving
+    time.sleep(1)
+    redis_server.start()
+    back = len(results)
+    app.wait_until(lambda: any(status == 200 for status, _, _ in results[back:]),
+                   timeout=20, what='service back after Redis came back')
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    statuses = [status for status, _, _ in results]
+    assert 'error' not in statuses, [r for r in results if r[0] == 'error']
+    assert set(statuses) <= {200, 503, 504}, set(statuses)
+    assert all(headers.get('retry-after') for status, _, headers in results
+               if status == 503)
+    assert app.get('/api/pid').status == 200
+
+
+def test_sigstop_worker_declared_dead_and_late_answer_dropped(
+        app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url, 2)
+    group = groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.extend(tagged(app, '/api/sleep/1.5', 1)))
+    thread.start()
+    app.wait_until(lambda: any(worker['current_request'] is not None
+                               for worker in remote_workers(app)),
+                   what='the request running remotely')
+    group.signal_group(signal.SIGSTOP)
+    thread.join(15)
+    assert not thread.is_alive()
+    assert [status for status, _, _ in results] == [500]
+    app.wait_log(r'remote worker .* died: no heartbeat')
+    group.signal_group(signal.SIGCONT)
+    app.wait_log(r'late answer from remote worker .* dropped')
+    app.wait_log(r'remote worker .* is heard from again')
+    assert app.get('/api/pid').status == 200
+    assert tagged(app, '/api/sleep/0.01', 3) and True
+
+
+def test_local_workers_serve_the_stream_too(app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url, 3, 10, 2)
+    local = wait_workers(app, 2)
+    assert {worker['pid'] for worker in local} <= set(
+        pid for child in app.children()
+        for pid in _children_of(child)) | set(app.children())
+    groups(redis_server.url, 1)
+    wait_workers(app, 3)
+    pids = {app.get('/api/pid').json['pid'] for _ in range(30)}
+    assert pids  # served; by local and remote workers alike
+    assert app.stop() == 0
+    app.wait_until(lambda: not any(_alive(worker['pid']) for worker in local),
+                   what='local workers gone with the dispatcher')
+
+
+def _children_of(pid):
+    try:
+        with open(f'/proc/{pid}/task/{pid}/children') as file:
+            return [int(each) for each in file.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as file:
+            return file.read().split()[2] != 'Z'
+    except OSError:
+        return False
+
+
+def test_worker_command_reports_a_death_at_once_and_restarts(
+        app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url, 10)  # stuck_timeout 10
+    group = groups(redis_server.url, 2)
+    wait_workers(app, 2)
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.extend(tagged(app, '/api/sleep/5', 1)))
+    started = time.monotonic()
+    thread.start()
+    busy = app.wait_until(lambda: [worker for worker in remote_workers(app)
+                                   if worker['current_request'] is not None],
+                          what='the request running remotely')
+    victim = busy[0]['pid']
+    import os
+    os.kill(victim, signal.SIGKILL)
+    thread.join(15)
+    assert [status for status, _, _ in results] == [500]
+    assert time.monotonic() - started < 5  # not after stuck_timeout
+    app.wait_log(r'remote worker .* died: killed by SIGKILL')
+    pids = {worker['pid'] for worker in wait_workers(app, 2)}
+    assert victim not in pids and pids <= set(group.children())
+    assert app.get('/api/pid').status == 200
+    group.proc.send_signal(signal.SIGTERM)  # a graceful stop
+    assert group.proc.wait(timeout=15) == 0, group.log()
+    app.wait_until(lambda: not remote_workers(app, ready=False),
+                   what='the stopped workers gone from the pool')
+    assert app.get('/api/pid').status == 503  # no worker left: refused
+
+
+@pytest.mark.parametrize('args, code, text', [
+    (['nosuch:ItemWorker', '--broker', 'redis://127.0.0.1:1/0'], 3,
+     "cannot import module 'nosuch'"),
+    (['remote_app:App', '--broker', 'redis://127.0.0.1:1/0'], 3,
+     'not a Worker subclass'),
+    (['remote_app:ItemWorker', '--broker', 'http://:pw@127.0.0.1/0'], 2,
+     'redis://'),
+    (['remote_app:ItemWorker'], 2, '--broker'),
+])
+def test_worker_command_usage_errors(args, code, text):
+    import os
+    import subprocess
+    import sys
+    from harness import APPS, ROOT
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT, APPS] + [p for p in [env.get('PYTHONPATH')] if p])
+    result = subprocess.run(
+        [sys.executable, '-m', 'uhttp.workers', 'worker', *args], cwd=APPS,
+        env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == code, result.stderr
+    assert text in result.stderr
+    assert 'pw' not in result.stderr
+
+
+def test_frozen_redis_is_a_prompt_503_not_a_hang(app_server, redis_server, groups):
+    import os
+    app = app_server('remote_app', redis_server.url, 3, 10)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    assert app.get('/api/pid').status == 200
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)  # unreachable: no answers
+    try:
+        began = time.monotonic()
+        reply = app.get('/api/pid', timeout=10)
+        assert reply.status == 503 and reply.headers['retry-after']
+        assert time.monotonic() - began < 6
+        assert app.get('/local/pid').status == 200
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    app.wait_until(lambda: app.get('/api/pid').status == 200, timeout=15,
+                   what='service back once Redis answers again')
+
+
+def test_keep_alive_holds_off_timeout_and_stuck_timeout(app_server, redis_server,
+                                                         groups):
+    app = app_server('remote_app', redis_server.url, 1.5, 1.5)  # both 1.5 s
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    began = time.monotonic()
+    reply = app.get('/api/long/3', timeout=15)
+    assert reply.status == 200 and reply.json['done'] is True
+    assert time.monotonic() - began >= 3
+    assert 'died' not in app.log()
+    assert app.get('/api/sleep/2.5').status in (500, 504)  # no keep_alive()
+
+
+def test_request_queue_put_reaches_a_remote_worker(app_server, redis_server,
+                                                   groups):
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    assert app.get('/_fire').json == {'queued': True}
+    app.wait_until(lambda: app.get('/api/items').json['items'] ==
+                   [{'fired': True}], what='the fire-and-forget request run')
+    assert app.status()['pending'] == 0
+
+
+def test_a_paused_remote_worker_takes_nothing_until_it_resumes(
+        app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    assert app.get('/api/pause/1.5').json['paused'] is True
+    began = time.monotonic()
+    reply = app.get('/api/pid', timeout=10)  # waits in the stream meanwhile
+    assert reply.status == 200
+    assert time.monotonic() - began >= 1.0

@@ -1,0 +1,275 @@
+"""The dispatcher's connection to a remote pool's broker, in two threads.
+
+The dispatcher's loop never waits on Redis. It hands what it sends to
+`submit()` / `control()` (a queue the sender thread drains, with one
+pipelined round trip per batch) and reads what arrived from `take()`
+after the link woke it (`wake`, the loop's wake-up). The reader thread
+blocks in XREAD on the pool's answer and event streams, reads the roster
+every heartbeat interval, and tells the loop when the broker goes down or
+comes back.
+"""
+
+import collections as _collections
+import threading as _threading
+import time as _time
+
+from . import broker as _broker
+
+_monotonic = _time.monotonic
+
+RETRY_DELAY = 0.5      # between two attempts to reach a broker that is down
+BATCH = 512            # entries written in one round trip at most
+READ_COUNT = 1000      # entries read in one round trip at most
+IDLE_CHECK = 0.5       # a connection idle this long is pinged before use
+
+
+def connect(url, timeout=3.0, name=None):
+    """A redis client for `url` that fails fast (no retries of its own:
+    the link decides what a failure means); `name`: its CLIENT SETNAME."""
+    import redis  # pylint: disable=import-outside-toplevel
+    from redis.backoff import NoBackoff  # pylint: disable=import-outside-toplevel
+    from redis.retry import Retry  # pylint: disable=import-outside-toplevel
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0),
+        retry=Retry(NoBackoff(), 0), health_check_interval=0,
+        client_name=name)
+
+
+def broker_errors():
+    import redis  # pylint: disable=import-outside-toplevel
+    return (redis.RedisError, OSError)
+
+
+class DispatcherLink:
+    """One remote pool's traffic with its broker (see the module doc)."""
+
+    def __init__(self, url, keys, reply_stream, interval, wake, settings):
+        self.url = url
+        self.keys = keys
+        self.reply_stream = reply_stream
+        self.interval = interval
+        self.wake = wake              # wakes the dispatcher's loop (thread-safe)
+        self.settings = settings      # the pool's settings blob, published
+        self.config = None            # the latest send_config() frame
+        self._lock = _threading.Condition()
+        self._outbox = _collections.deque()
+        self._inbox = _collections.deque()
+        self._closed = False
+        self._threads = []
+        self._last_write = 0.0
+        self._no_client_list = False
+        self.errors = broker_errors()
+
+    # -- from the loop -----------------------------------------------------------
+
+    def start(self):
+        for target, name in ((self._send_loop, 'broker-send'),
+                             (self._read_loop, 'broker-read')):
+            thread = _threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, request_id, fields):
+        """Add a request entry to the pool's stream (asynchronously)."""
+        self._put(('request', request_id, fields))
+
+    def control(self, worker, frame):
+        """A frame for one worker (its control stream)."""
+        self._put(('control', self.keys.control_of(worker),
+                   _broker.encode_control(frame)))
+
+    def cancel(self, request_ids):
+        """These requests were answered here before any worker started
+        them: they must never start (kept until the broker takes them)."""
+        if request_ids:
+            self._put(('cancel', [str(rid) for rid in request_ids]))
+
+    def broadcast(self, frame):
+        """A frame for every worker (send_config()); kept for those that
+        start later."""
+        self.config = frame
+        self._put(('config', frame))
+
+    def take(self):
+        """What arrived since the last call: a list of (kind, ...) tuples."""
+        items = []
+        inbox = self._inbox
+        while inbox:
+            items.append(inbox.popleft())
+        return items
+
+    def close(self, timeout=1.0):
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        deadline = _monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - _monotonic()))
+        try:  # this dispatcher's answer stream is not read any more
+            connect(self.url, timeout=0.5).delete(self.reply_stream)
+        except self.errors:
+            pass
+
+    def _put(self, item):
+        with self._lock:
+            self._outbox.append(item)
+            self._lock.notify()
+
+    def _post(self, item):
+        self._inbox.append(item)
+        self.wake()
+
+    # -- the sender thread ----------------------------------------------------------
+
+    def _send_loop(self):
+        client = None
+        while True:
+            with self._lock:
+                while not self._outbox and not self._closed:
+                    self._lock.wait(1.0)
+                if not self._outbox:
+                    return  # closed, and everything went out
+                batch = [self._outbox.popleft()
+                         for _ in range(min(BATCH, len(self._outbox)))]
+            try:
+                client = self._write_batch(client, batch)
+            except self.errors as err:
+                client = None
+                lost = [item[1] for item in batch if item[0] == 'request']
+                with self._lock:  # cancellations wait for the broker
+                    self._outbox.extendleft(
+                        item for item in reversed(batch) if item[0] == 'cancel')
+                self._post(('unsent', lost, repr(err)))
+                if self._closed:
+                    return
+                self._sleep(RETRY_DELAY)
+
+    def _write_batch(self, client, batch):
+        """Write `batch` (never twice: a request written twice could start
+        twice). A connection idle for a while is checked first, so that one
+        broken by a broker restart is replaced before anything is sent.
+        Returns the client to use next."""
+        now = _monotonic()
+        if client is not None and now - self._last_write > IDLE_CHECK:
+            try:
+                client.ping()
+            except self.errors:
+                client = None
+        if client is None:
+            client = connect(self.url)
+        self._write(client, batch)
+        self._last_write = now
+        return client
+
+    def _write(self, client, batch):
+        pipe = client.pipeline(transaction=False)
+        keys = self.keys
+        for item in batch:
+            kind = item[0]
+            if kind == 'request':
+                pipe.xadd(keys.requests, item[2],
+                          maxlen=_broker.REQUESTS_MAXLEN, approximate=True)
+            elif kind == 'control':
+                pipe.xadd(item[1], item[2], maxlen=_broker.CONTROL_MAXLEN,
+                          approximate=True)
+                pipe.expire(item[1], 3600)
+            elif kind == 'cancel':
+                cancelled = keys.cancelled(self.reply_stream)
+                pipe.sadd(cancelled, *item[1])
+                pipe.expire(cancelled, _broker.CANCEL_TTL)
+            elif kind == 'config':
+                pipe.set(keys.config, item[1])
+                pipe.xadd(keys.control, _broker.encode_control(item[1]),
+                          maxlen=_broker.CONTROL_MAXLEN, approximate=True)
+        pipe.execute()
+
+    def _sleep(self, seconds):
+        with self._lock:
+            if not self._closed:
+                self._lock.wait(seconds)
+
+    # -- the reader thread ------------------------------------------------------------
+
+    def _read_loop(self):
+        client = None
+        ids = None
+        next_roster = 0.0
+        while not self._closed:
+            try:
+                if client is None:
+                    client = connect(self.url, timeout=min(self.interval, 1.0) + 3)
+                    ids = self._prepare(client, ids)
+                    self._post(('up',))
+                block = int(max(10, min(self.interval, 1.0) * 1000))
+                read = client.xread(ids, count=READ_COUNT, block=block)
+                if read:
+                    self._deliver(client, ids, read)
+                now = _monotonic()
+                if now >= next_roster:
+                    next_roster = now + self.interval
+                    result = client.eval(
+                        _broker.ROSTER_SCRIPT, 2, self.keys.workers,
+                        self.keys.info, _broker.FORGET_MS)
+                    self._post(('roster',) + _broker.parse_roster(result)
+                               + (self._connected(client),))
+            except self.errors as err:
+                if client is not None:
+                    self._post(('down', repr(err)))
+                client = None
+                self._sleep(RETRY_DELAY)
+            except Exception as err:  # pylint: disable=broad-except
+                self._post(('error', repr(err)))
+                client = None
+                self._sleep(RETRY_DELAY)
+
+    def _connected(self, client):
+        """The workers with a connection to the broker now (their heartbeat
+        connection is named), or None when the broker will not say."""
+        if self._no_client_list:
+            return None
+        try:
+            clients = client.client_list()
+        except self.errors:
+            self._no_client_list = True  # (an ACL without CLIENT LIST)
+            return None
+        return _broker.connected_workers(
+            entry.get('name') for entry in clients)
+
+    def _prepare(self, client, ids):
+        """On (re)connecting: the group exists, the settings and the
+        latest config are published; where to read from."""
+        keys = self.keys
+        try:
+            client.xgroup_create(keys.requests, _broker.GROUP, id='0',
+                                 mkstream=True)
+        except self.errors as err:
+            if 'BUSYGROUP' not in str(err):
+                raise
+        client.set(keys.settings, self.settings)
+        if self.config is not None:
+            client.set(keys.config, self.config)
+        if ids is None:
+            last = client.xrevrange(keys.events, count=1)
+            ids = {self.reply_stream: '0-0',
+                   keys.events: last[0][0].decode() if last else '0-0'}
+        return ids
+
+    def _deliver(self, client, ids, read):
+        for stream, entries in read:
+            stream = stream.decode() if isinstance(stream, bytes) else stream
+            replies = []
+            for entry_id, fields in entries:
+                try:
+                    replies.append(_broker.decode_reply(entry_id, fields))
+                except Exception as err:  # pylint: disable=broad-except
+                    self._post(('error', f"undecodable entry {entry_id!r} on "
+                                f"{stream}: {err!r}"))
+            if entries:
+                last = entries[-1][0]
+                ids[stream] = last.decode() if isinstance(last, bytes) else last
+            if stream == self.reply_stream:
+                if entries:  # what was read is no longer needed
+                    client.xtrim(stream, minid=ids[stream], approximate=False)
+                self._post(('replies', replies))
+            else:
+                self._post(('events', replies))

@@ -1,0 +1,369 @@
+"""Remote pools in the dispatcher: what their broker links bring in, applied
+in the loop.
+
+A remote pool's requests go to its Redis stream; its workers (on any
+host, started with `uhttp-workers worker`) take them one at a time, say
+so (the START notice) and answer on this dispatcher's answer stream. Here
+those entries become what the relay, the pending table and `Core.end()`
+know: worker handles, answers, stream chunks, logs and deaths. When the
+broker cannot be reached the pool answers 503 with Retry-After; requests
+sent and not started then are answered 503 at once, the others wait for
+their answer (or their timeout) and come through once it is back.
+"""
+
+import os as _os
+import secrets as _secrets
+import socket as _socket
+import time as _time
+
+from . import broker as _broker
+from . import channel as _channel
+from . import heartbeat as _heartbeat
+from . import messages as _msg
+from . import remote as _remote
+from . import remotelink as _remotelink
+from . import spawn as _spawn
+from . import workercommand as _workercommand
+from .loop import EVENT_READ, Wakeup
+from .pending import PENDING_COMPLETED, PENDING_WORKER_DIED
+
+_monotonic = _time.monotonic
+
+BROKER_DOWN = 'broker_down'   # the metrics' rejected_total reason
+RETRY_AFTER = {'retry-after': '1'}
+_REQUEST_KINDS = frozenset((_msg.W_RESPONSE, _msg.W_FILE_RESPONSE,
+                            _msg.W_STREAM_START, _msg.W_DEFERRED))
+
+
+def dispatcher_name():
+    """This dispatcher's name on the broker: unique per run."""
+    return f"{_socket.gethostname()}:{_os.getpid()}:{_secrets.token_hex(3)}"
+
+
+def request_message(item):
+    """The M_REQUEST tuple for a pending request or a queued Request (its
+    seq is the worker's to set)."""
+    if not hasattr(item, 'client'):
+        return (_msg.M_REQUEST, 0, item.request_id, item.method, item.path,
+                item.query, item.headers, item.data, True, item.remote_address,
+                item.context)
+    client = item.client
+    try:
+        remote = client.client_ip
+    except Exception:  # pylint: disable=broad-except
+        remote = None
+    body = client.body
+    if not isinstance(body, (bytes, bytearray)) and body is not None:
+        body = bytes(body)  # a remote worker gets the request's bytes only
+    return (_msg.M_REQUEST, 0, item.request_id, client.method, client.path,
+            client.query, client.headers, body, False, remote, item.context)
+
+
+def pool_settings(pool):
+    """What remote workers of `pool` take from the dispatcher."""
+    return {
+        'kwargs': pool.kwargs,
+        'log_level': pool.log_level,
+        'heartbeat_interval': pool.heartbeat_interval,
+        'stuck_timeout': pool.stuck_timeout,
+        'timeout': pool.timeout,
+        'metrics': pool.metrics,
+        'permanent_failure_exitcode': pool.permanent_failure_exitcode,
+    }
+
+
+def dead_reason(pool, handle, now, connected):
+    """Why the roster found `handle` dead."""
+    silent = now - handle.slot.heartbeat
+    if silent <= pool.stuck_timeout and connected is not None:
+        return f'silent for {silent:.1f}s and its connection to the broker closed'
+    return f'no heartbeat for {pool.stuck_timeout}s (stuck_timeout)'
+
+
+class RemotePool:
+    """One remote pool's link, roster and state in the dispatcher."""
+
+    def __init__(self, owner, pool, link):
+        self.owner = owner
+        self.pool = pool
+        self.link = link
+        self.roster = _remote.Roster(pool, link.control)
+        self.up = False
+        self.local_pid = None     # the process running its local workers
+        self.down_reason = 'not connected yet'
+        self.unsent = 0           # requests answered 503: the broker was down
+
+    @property
+    def alive_count(self):
+        return self.roster.alive_count
+
+    def refusal(self):
+        if not self.up:
+            return BROKER_DOWN, 'Broker unavailable', RETRY_AFTER
+        return None
+
+    def status(self, now):
+        return [handle.status(now) for handle in self.roster.handles.values()]
+
+    def broker_status(self):
+        return {'url': _broker.redact(self.pool.broker), 'connected': self.up,
+                'error': None if self.up else self.down_reason}
+
+
+class RemotePools:
+    """Every remote pool of one dispatcher (`core`)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.log = core.log
+        self.name = dispatcher_name()
+        self.pools = []
+        self.wakeup = None
+
+    def start(self, pool):
+        """Connect `pool` to its broker (its workers come by themselves)."""
+        if self.wakeup is None:
+            self.wakeup = Wakeup(self.drain)
+            self.core.loop.register(self.wakeup.read_fd, EVENT_READ,
+                                    self.wakeup)
+        keys = _broker.Keys(pool.name)
+        try:
+            settings = _broker.encode_settings(pool_settings(pool))
+        except Exception as err:  # pylint: disable=broad-except
+            raise TypeError(f"WorkerPool {pool.name}: its keyword arguments "
+                            f"cannot be sent to remote workers: {err!r}") from err
+        link = _remotelink.DispatcherLink(
+            pool.broker, keys, keys.reply(self.name), pool.heartbeat_interval,
+            self.wakeup.wake, settings)
+        if pool.configs:
+            link.config = _channel.pack((_msg.M_CONFIG, pool.configs[-1]))
+        state = RemotePool(self, pool, link)
+        pool.remote = state
+        pool.scheduler.submit = lambda item: self.submit(state, item)
+        pool.scheduler.refuse = self.refuse
+        pool.scheduler.cancel = link.cancel
+        self.pools.append(state)
+        link.start()
+        if pool.num_workers:
+            self.start_local(state)
+        self.core.loop.call_at(_monotonic() + pool.heartbeat_interval,
+                               self.tick, state)
+
+    def start_local(self, state):
+        """num_workers > 0: this host serves the pool's stream too, with the
+        worker command's processes (forked, holding none of our sockets)."""
+        pool = state.pool
+        _spawn.flush_std()
+        pid = _os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self.core.supervisor.drop_in_child(set())
+                code = _workercommand.WorkerCommand(
+                    pool.worker_class, pool.broker, pool.name,
+                    pool.num_workers).run_forked()
+            finally:
+                _os._exit(code)
+        state.local_pid = pid
+        self.log.debug("pool %s: %d local worker(s) of its stream (pid %d)",
+                       pool.name, pool.num_workers, pid)
+
+    def stop_local(self, state, timeout=5.0):
+        pid, state.local_pid = state.local_pid, None
+        if pid is None:
+            return
+        _workercommand.stop_process(pid, timeout)
+
+    def close(self):
+        for state in self.pools:
+            state.pool.scheduler.drain()  # never to start: cancelled
+            self.stop_local(state)
+            state.link.close()
+        self.pools = []
+        if self.wakeup is not None:
+            loop = self.core.loop
+            if loop.selector is not None:
+                try:
+                    loop.unregister(self.wakeup.read_fd)
+                except (KeyError, ValueError, OSError):
+                    pass
+            self.wakeup.close()
+            self.wakeup = None
+
+    # -- requests out ------------------------------------------------------------
+
+    def submit(self, state, item):
+        """Send `item` to the pool's stream; False when the broker is down."""
+        if not state.up:
+            return False
+        message = request_message(item)
+        try:
+            fields = _broker.encode_request(message, state.link.reply_stream,
+                                            state.pool.timeout)
+        except Exception as err:  # pylint: disable=broad-except
+            self.log.error("request %s to %s %s cannot be sent to pool %s: %r",
+                           message[2], message[3], message[4], state.pool.name,
+                           err)
+            state.pool.scheduler.queued.pop(message[2], None)
+            if hasattr(item, 'client'):
+                self.core.fail(item, 500, None, PENDING_COMPLETED)
+            return True
+        state.link.submit(message[2], fields)
+        return True
+
+    def refuse(self, pending):
+        self.core.fail(pending, 503, {'error': 'Broker unavailable'},
+                       PENDING_COMPLETED, RETRY_AFTER)
+
+    # -- what the links brought in ------------------------------------------------
+
+    def drain(self, data=None):
+        del data
+        for state in list(self.pools):
+            for item in state.link.take():
+                try:
+                    self.apply(state, item)
+                except Exception as err:  # pylint: disable=broad-except
+                    self.log.error("pool %s: broker entry %r not applied: %r",
+                                   state.pool.name, item[0], err)
+
+    def apply(self, state, item):
+        kind = item[0]
+        now = _monotonic()
+        if kind == 'replies':
+            for reply in item[1]:
+                self.reply(state, reply, now)
+        elif kind == 'events':
+            for reply in item[1]:
+                self.event(state, reply, now)
+        elif kind == 'roster':
+            connected = item[4]
+            revived, dead = state.roster.beats(now, *item[1:])
+            for handle in revived:
+                self.log.warning("remote worker %s (pool %s) is heard from "
+                                 "again", handle.worker, state.pool.name)
+            for handle in dead:
+                self.declare_dead(state, handle, dead_reason(
+                    state.pool, handle, now, connected))
+        elif kind == 'up':
+            self.broker_up(state, now)
+        elif kind == 'down':
+            self.broker_down(state, item[1])
+        elif kind == 'unsent':  # (the reader says whether it is down)
+            for pending in state.pool.scheduler.take(item[1]):
+                self.refuse(pending)
+        elif kind == 'error':
+            self.log.error("pool %s broker link: %s", state.pool.name, item[1])
+
+    def broker_up(self, state, now):
+        if state.up:
+            return
+        state.up = True
+        state.roster.grace(now)
+        self.log.info("pool %s: broker %s reachable", state.pool.name,
+                      _broker.redact(state.pool.broker))
+
+    def broker_down(self, state, reason):
+        state.down_reason = reason
+        if not state.up:
+            return
+        state.up = False
+        waiting = state.pool.scheduler.drain()
+        self.log.error("pool %s: broker %s unreachable (%s); answering 503 "
+                       "until it is back%s", state.pool.name,
+                       _broker.redact(state.pool.broker), reason,
+                       f"; {len(waiting)} request(s) not started answered 503"
+                       if waiting else '')
+        for pending in waiting:
+            if hasattr(pending, 'client'):
+                state.unsent += 1
+                self.refuse(pending)
+
+    def reply(self, state, reply, now):
+        handle = state.roster.get(reply.worker, now)
+        if reply.kind == 'started':
+            pending = state.pool.scheduler.started(handle, reply.request_id)
+            if pending is not None:
+                pending.started = now
+                handle.slot.request_id = reply.request_id
+            return
+        if reply.kind != 'message':
+            return
+        if reply.number <= handle.last_number:
+            self.log.debug("duplicate entry %s from %s dropped",
+                           reply.number, handle.worker)
+            return
+        handle.last_number = reply.number
+        message = reply.message
+        kind = message[0]
+        if kind == _msg.W_BOUNCE:
+            state.pool.scheduler.bounced(handle, message[1])
+            return
+        if kind in _REQUEST_KINDS:
+            request_id = message[1]
+            pending = self.core.pending.get(request_id)
+            if pending is None or pending.worker is not handle:
+                handle.started.pop(request_id, None)
+                handle.held.pop(request_id, None)
+                if request_id != -1:
+                    self.log.warning(
+                        "late answer from remote worker %s for request %s "
+                        "(already answered); dropped", handle.worker,
+                        request_id)
+                return
+            message = _remote.with_local_start(message, pending.started)
+            if kind in _remote.ANSWERS:
+                handle.slot.request_id = _heartbeat.NO_REQUEST
+        self.core.relay.relay(handle, [message])
+
+    def event(self, state, reply, now):
+        handle = state.roster.get(reply.worker, now)
+        if reply.kind == 'death':
+            self.declare_dead(state, handle, reply.reason)
+            return
+        if reply.kind != 'message':
+            return
+        message = reply.message
+        kind = message[0]
+        if kind == _msg.W_READY:
+            handle.ready = True
+            handle.alive = True
+            self.log.debug("remote worker %s ready (pool %s)", handle.worker,
+                           state.pool.name)
+            self.core.control.workers_changed()
+        elif kind in (_msg.W_LOG, _msg.W_ROUTES, _msg.W_METRICS,
+                      _msg.W_FORWARD, _msg.W_PAUSE, _msg.W_RESUME):
+            self.core.relay.relay(handle, [message])
+
+    def declare_dead(self, state, handle, reason):
+        """A remote worker is gone: what it started ends with 500 now."""
+        if not handle.alive:
+            return
+        state.roster.died(handle)
+        victims = state.pool.scheduler.victims(handle)
+        self.log.error("remote worker %s (pool %s, host %s, pid %s) died: %s%s",
+                       handle.worker, state.pool.name, handle.host, handle.pid,
+                       reason, f"; {len(victims)} request(s) lost"
+                       if victims else '')
+        if self.core.observe is not None:
+            self.core.observe.restarted(handle, 'remote_died')
+        self.core.hooks.call('on_worker_died', state.pool, handle.index,
+                             reason, None, victims)
+        for _, pending in victims:
+            self.core.fail(pending, 500, {'error': 'Worker died'},
+                           PENDING_WORKER_DIED)
+
+    def tick(self, now, state):
+        if state not in self.pools:
+            return
+        self.core.loop.call_at(now + state.pool.heartbeat_interval, self.tick,
+                               state)
+        state.pool.scheduler.prune()
+        state.roster.forget_dead()
+        if state.local_pid is not None and _workercommand.ended(state.local_pid):
+            self.log.error("pool %s: the process of its local workers ended; "
+                           "starting it again", state.pool.name)
+            state.local_pid = None
+            if not self.core.stopping:
+                self.start_local(state)
+
