@@ -63,6 +63,18 @@ class RedisServer:
         return redis.Redis(host='127.0.0.1', port=self.port)
 
 
+def command_env():
+    """The environment of a worker command run from tests/apps: this
+    checkout and the apps first, then the inherited path made absolute
+    (a relative entry would not resolve from tests/apps)."""
+    env = dict(os.environ)
+    inherited = [os.path.abspath(p) for p in
+                 env.get('PYTHONPATH', '').split(os.pathsep) if p]
+    env['PYTHONPATH'] = os.pathsep.join([ROOT, APPS] + inherited)
+    env['PYTHONUNBUFFERED'] = '1'
+    return env
+
+
 class WorkerGroup:
     """`uhttp-workers worker remote_app:ItemWorker --broker URL --workers N`"""
 
@@ -75,10 +87,7 @@ class WorkerGroup:
                                                 suffix='.log', delete=False)
 
     def start(self):
-        env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            [ROOT, APPS] + [p for p in [env.get('PYTHONPATH')] if p])
-        env['PYTHONUNBUFFERED'] = '1'
+        env = command_env()
         self.proc = subprocess.Popen(
             self.args, cwd=APPS, env=env, stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

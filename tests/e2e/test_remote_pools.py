@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from remote_util import REDIS, RedisServer, WorkerGroup, remote_workers
+from remote_util import (REDIS, RedisServer, WorkerGroup, command_env,
+                         remote_workers)
 
 pytestmark = pytest.mark.skipif(
     REDIS is None, reason='redis-server not installed (Debian: redis-server)')
@@ -315,13 +316,10 @@ def test_worker_command_usage_errors(args, code, text):
     import os
     import subprocess
     import sys
-    from harness import APPS, ROOT
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [ROOT, APPS] + [p for p in [env.get('PYTHONPATH')] if p])
+    from harness import APPS
     result = subprocess.run(
         [sys.executable, '-m', 'uhttp.workers', 'worker', *args], cwd=APPS,
-        env=env, capture_output=True, text=True, timeout=30)
+        env=command_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == code, result.stderr
     assert text in result.stderr
     assert 'pw' not in result.stderr
