@@ -232,10 +232,9 @@ def test_request_timeout_logged_as_warning(full):
     assert elapsed < 1.4
     log = full.wait_log(r'sleep-start request_id=\d+')
     request_id = re.findall(r'sleep-start request_id=(\d+)', log)[-1]
-    log = full.wait_log(rf'\bWARNING\b[^\n]*\b{request_id}\b')
-    line = next(line for line in log.split('\n')
-                if re.search(r'\bWARNING\b', line)
-                and re.search(rf'\b{request_id}\b', line))
+    timed_out = rf'\bWARNING\b[^\n]*\brequest {request_id}\b[^\n]*timed out'
+    log = full.wait_log(timed_out)
+    line = next(line for line in log.split('\n') if re.search(timed_out, line))
     assert '0.5' in line, line
 
 
