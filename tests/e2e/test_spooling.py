@@ -107,27 +107,42 @@ def post(app, path, body, content_type='application/octet-stream',
 
 
 def read_reply(sock, timeout=30):
-    """(status, body) of one response on a raw socket (Content-Length)."""
+    """(status, body) of one response on a raw socket (Content-Length).
+    It reads no byte past that response, so a pipelined one stays in the
+    socket for the next call."""
     sock.settimeout(timeout)
-    data = b''
-    while b'\r\n\r\n' not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a response: {data!r}")
-        data += chunk
-    head, _, body = data.partition(b'\r\n\r\n')
+    head = _recv_head(sock, time.monotonic() + timeout)
     lines = head.decode('latin-1').split('\r\n')
     length = 0
     for line in lines[1:]:
         name, _, value = line.partition(':')
         if name.strip().lower() == 'content-length':
             length = int(value)
+    body = b''
     while len(body) < length:
-        chunk = sock.recv(65536)
+        chunk = sock.recv(min(65536, length - len(body)))
         if not chunk:
             break
         body += chunk
-    return int(lines[0].split()[1]), body[:length]
+    return int(lines[0].split()[1]), body
+
+
+def _recv_head(sock, deadline):
+    """The response head up to its empty line, taken from the socket
+    without reading past it (peek, then take exactly the head)."""
+    while True:
+        seen = sock.recv(65536, socket.MSG_PEEK)
+        if not seen:
+            raise ConnectionError("closed before a response")
+        end = seen.find(b'\r\n\r\n')
+        if end >= 0:
+            head = b''
+            while len(head) < end + 4:
+                head += sock.recv(end + 4 - len(head))
+            return head[:end]
+        if len(seen) >= 65536 or time.monotonic() > deadline:
+            raise ConnectionError(f"no end of head in {seen[:200]!r}")
+        time.sleep(0.005)  # the rest of the head is on its way
 
 
 def send_chunked(port, path, data, seed=1, limit=None):

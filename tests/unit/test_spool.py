@@ -27,6 +27,28 @@ def closed(fd):
     return False
 
 
+def view_and_file(data, directory):
+    """A SpooledBytes of `data` and its file's (device, inode)."""
+    part = spool.SpoolPolicy(0, str(directory)).open()
+    part.write(data)
+    stat = os.fstat(part.fd)
+    return part.finish(), (stat.st_dev, stat.st_ino)
+
+
+def descriptors_on(file_id):
+    """How many of this process's descriptors are open on the file
+    `file_id` ((device, inode)): counting by file, not in all, so that
+    descriptors other code opens or closes meanwhile do not count."""
+    count = 0
+    for name in os.listdir('/proc/self/fd'):
+        try:
+            stat = os.stat(f'/proc/self/fd/{name}')
+        except OSError:
+            continue
+        count += (stat.st_dev, stat.st_ino) == file_id
+    return count
+
+
 def view_of(data, directory):
     part = spool.SpoolPolicy(0, str(directory)).open()
     part.write(data)
@@ -333,15 +355,16 @@ def test_view_behaves_like_bytes_where_mmap_does_not(tmp_path):
 def test_inbox_closes_descriptors_of_messages_never_sent(tmp_path,
                                                         channel_pair):
     parent, _ = channel_pair
-    lost = view_of(b'never sent', tmp_path)
-    sent = view_of(b'sent', tmp_path)
-    before = len(os.listdir('/proc/self/fd'))
+    lost, lost_file = view_and_file(b'never sent', tmp_path)
+    sent, sent_file = view_and_file(b'sent', tmp_path)
+    lost_held, sent_held = descriptors_on(lost_file), descriptors_on(sent_file)
     bodyview.pack_passing((1, lost), channel.pack_parts, parent)  # dropped
     _, payload = bodyview.pack_passing((2, sent), channel.pack_parts, parent)
     received = pickle.loads(payload)[1]
     assert received == b'sent'
-    # the received view holds its descriptor and its mapping's; the dropped
-    # message's descriptor is closed
-    assert len(os.listdir('/proc/self/fd')) == before + 2
+    # the received view holds descriptors of its own (its file and its
+    # mapping's); the dropped message's passed descriptor is closed
+    assert descriptors_on(sent_file) > sent_held
+    assert descriptors_on(lost_file) == lost_held
     del received
-    assert len(os.listdir('/proc/self/fd')) == before
+    assert descriptors_on(sent_file) == sent_held
