@@ -3,8 +3,10 @@
 
 Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout]
 """
+import hashlib
 import os
 import socket
+import tempfile
 import sys
 import threading
 import time
@@ -86,6 +88,25 @@ class ItemWorker(_workers.Worker):
             request.send_event(data={'n': number}, event='tick')
         request.response_stream_end()
         return _workers.DEFERRED
+
+    @_workers.api('/api/digest', 'POST')
+    def digest(self, request):
+        body = request.data
+        return {'sha256': hashlib.sha256(body).hexdigest(), 'size': len(body),
+                'type': type(body).__name__}
+
+    @_workers.api('/api/blob/{size:int}', 'GET')
+    def blob(self, request):
+        return bytes(range(256)) * (request.path_params['size'] // 256)
+
+    @_workers.api('/api/export/{size:int}', 'GET')
+    def export(self, request):
+        with tempfile.NamedTemporaryFile('wb', suffix='.bin',
+                                         delete=False) as file:
+            file.write(bytes(range(256)) * (request.path_params['size'] // 256))
+        opened = open(file.name, 'rb')  # the answer takes it over
+        os.unlink(file.name)
+        return _workers.FileResponse(opened, download_name='export.bin')
 
     @_workers.api('/api/fail', 'GET')
     def fail(self, request):

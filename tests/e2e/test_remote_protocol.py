@@ -37,7 +37,8 @@ def add_request(client, request_id, timeout=10):
 def start(client, worker, entry_id, request_id, timeout_ms=10_000):
     return client.eval(broker.START_SCRIPT, 3, KEYS.requests, REPLY,
                        KEYS.cancelled(REPLY), broker.GROUP, entry_id, worker,
-                       request_id, timeout_ms, broker.REPLY_MAXLEN)
+                       request_id, timeout_ms, broker.REPLY_MAXLEN,
+                       broker.REPLY_TTL)
 
 
 def started_notices(client):
@@ -93,11 +94,16 @@ def test_cancelled_by_its_dispatcher_never_starts(client):
     assert not client.sismember(KEYS.cancelled(REPLY), '6')
 
 
+def roster(client, forget_ms=broker.FORGET_MS):
+    return broker.parse_roster(client.eval(
+        broker.ROSTER_SCRIPT, 3, KEYS.workers, KEYS.info, KEYS.requests,
+        forget_ms, broker.GROUP))
+
+
 def test_heartbeat_and_roster_use_the_servers_clock(client):
     now = client.eval(broker.HEARTBEAT_SCRIPT, 2, KEYS.workers, KEYS.info,
                       'vm:1', 1500, broker.encode_info({'host': 'vm'}))
-    server_ms, beats, info = broker.parse_roster(client.eval(
-        broker.ROSTER_SCRIPT, 2, KEYS.workers, KEYS.info, broker.FORGET_MS))
+    server_ms, beats, info = roster(client)
     assert server_ms >= now
     assert now - 1500 - 1 <= beats['vm:1'] <= now - 1500 + 1
     assert info['vm:1'] == {'host': 'vm'}
@@ -112,15 +118,13 @@ def test_heartbeat_and_roster_use_the_servers_clock(client):
                 KEYS.requests, 'vm:2', broker.GROUP)
     assert [c['name'] for c in client.xinfo_consumers(
         KEYS.requests, broker.GROUP)] == [b'vm:2']  # its entry is not lost
-    assert broker.parse_roster(client.eval(
-        broker.ROSTER_SCRIPT, 2, KEYS.workers, KEYS.info,
-        broker.FORGET_MS))[1] == {}
+    assert roster(client)[1] == {}
 
 
 def take(client, worker):
     return broker.parse_take(client.eval(
         broker.TAKE_SCRIPT, 1, KEYS.requests, broker.GROUP, worker,
-        broker.REPLY_MAXLEN))
+        broker.REPLY_MAXLEN, broker.REPLY_TTL))
 
 
 def test_take_reads_and_starts_in_one_step(client):

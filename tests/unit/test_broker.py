@@ -106,6 +106,10 @@ def test_passwords_never_shown():
     assert broker.redact('redis://:s3cret@h:1/0') == 'redis://***@h:1/0'
     assert broker.redact('rediss://ann:s3cret@h/0') == 'rediss://ann:***@h/0'
     assert broker.redact('redis://h:1/0') == 'redis://h:1/0'
+    assert broker.redact('redis://h/0?password=s3cret&db=1') == (
+        'redis://h/0?password=***&db=1')
+    assert broker.redact('rediss://:pw@h/0?ssl_ca_certs=/ca.pem') == (
+        'rediss://***@h/0?ssl_ca_certs=/ca.pem')
     with pytest.raises(ValueError) as info:
         broker.check_url('http://:s3cret@h')
     assert 's3cret' not in str(info.value)

@@ -264,8 +264,14 @@ class RemotePools:
                       _broker.redact(state.pool.broker))
 
     def broker_down(self, state, reason):
+        first = state.down_reason != reason
         state.down_reason = reason
         if not state.up:
+            if first:  # (at start: the broker was never reached)
+                self.log.error("pool %s: broker %s unreachable (%s); "
+                               "answering 503 until it is reached",
+                               state.pool.name,
+                               _broker.redact(state.pool.broker), reason)
             return
         state.up = False
         waiting = state.pool.scheduler.drain()

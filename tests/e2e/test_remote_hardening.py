@@ -1,0 +1,125 @@
+"""Remote pools, hardened: a password and TLS on the broker link, Redis
+memory that stays bounded, large bodies and answers across the broker,
+and a request a paused worker put back that can run once only.
+
+Real redis-server processes on free ports (killed by pid), the documented
+worker command in its own process group (killed by group), the dispatcher
+of tests/apps/remote_app.py.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from uhttp.workers import broker
+
+from harness import APPS
+from remote_util import (REDIS, RedisServer, WorkerGroup, command_env,
+                         redis_has_tls, remote_workers)
+
+pytestmark = pytest.mark.skipif(
+    REDIS is None, reason='redis-server not installed (Debian: redis-server)')
+
+PASSWORD = 's3cret-Pa55word'
+KEYS = broker.Keys('ItemWorker')
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def start(**kwargs):
+        server = RedisServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def groups():
+    started = []
+
+    def start(url, workers=1, **kwargs):
+        group = WorkerGroup(url, workers, **kwargs).start()
+        started.append(group)
+        return group
+
+    yield start
+    for group in started:
+        group.cleanup()
+
+
+def wait_workers(app, count, timeout=20):
+    return app.wait_until(lambda: len(remote_workers(app)) >= count and
+                          remote_workers(app), timeout=timeout,
+                          what=f'{count} remote workers ready')
+
+
+# -- security -------------------------------------------------------------------
+
+def test_a_password_works_and_is_never_shown(app_server, servers, groups):
+    redis_server = servers(password=PASSWORD)
+    app = app_server('remote_app', redis_server.url)
+    group = groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    assert app.get('/api/pid').status == 200
+    assert app.get('/api/log').status == 200
+    app.wait_log(r'remote hello from \d+')
+    pool = [p for p in app.status()['pools'] if p['name'] == 'ItemWorker'][0]
+    assert pool['broker']['url'] == (
+        f'redis://***@127.0.0.1:{redis_server.port}/0')
+    shown = [json.dumps(app.status()), app.get('/metrics').text,
+             app.get('/_dashboard/data').text, app.log(), group.log()]
+    assert not [text for text in shown if PASSWORD in text]
+
+
+def test_a_wrong_password_is_a_clear_error_at_start(app_server, servers):
+    redis_server = servers(password=PASSWORD)
+    wrong = f'redis://:not-{PASSWORD[::-1]}@127.0.0.1:{redis_server.port}/0'
+    app = app_server('remote_app', wrong)
+    app.wait_log(r"pool ItemWorker: broker redis://\*\*\*@127\.0\.0\.1:\d+/0 "
+                 r"unreachable \(the broker refused the URL's credentials")
+    reply = app.get('/api/pid')
+    assert reply.status == 503 and reply.headers['retry-after'] == '1'
+    assert app.get('/local/pid').status == 200  # the local pool serves
+    command = subprocess.run(
+        [sys.executable, '-m', 'uhttp.workers', 'worker',
+         'remote_app:ItemWorker', '--broker', wrong], cwd=APPS,
+        env=command_env(), capture_output=True, text=True, timeout=30)
+    assert command.returncode == 2
+    assert "the broker refused the URL's credentials" in command.stderr
+    assert PASSWORD[::-1] not in command.stderr + app.log()
+    unauthenticated = f'redis://127.0.0.1:{redis_server.port}/0'
+    command = subprocess.run(
+        [sys.executable, '-m', 'uhttp.workers', 'worker',
+         'remote_app:ItemWorker', '--broker', unauthenticated], cwd=APPS,
+        env=command_env(), capture_output=True, text=True, timeout=30)
+    assert command.returncode == 2, command.stderr
+    assert "the broker refused the URL's credentials" in command.stderr
+
+
+@pytest.mark.skipif(not redis_has_tls(),
+                    reason='the installed redis-server was built without TLS')
+def test_rediss_with_the_ca_in_the_url(app_server, servers, groups):
+    trustme = pytest.importorskip('trustme')
+    redis_server = servers(tls=trustme.CA(), password=PASSWORD)
+    assert redis_server.url.startswith('rediss://')
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    reply = app.post('/api/items', json_body={'name': 'lamp'})
+    assert reply.status == 200 and reply.json['item'] == {'name': 'lamp'}
+    assert app.get('/api/events').text.count('event: tick') == 3
+    pool = [p for p in app.status()['pools'] if p['name'] == 'ItemWorker'][0]
+    assert pool['broker']['connected'] is True
+    assert PASSWORD not in json.dumps(app.status()) + app.log()
