@@ -123,3 +123,45 @@ def test_rediss_with_the_ca_in_the_url(app_server, servers, groups):
     pool = [p for p in app.status()['pools'] if p['name'] == 'ItemWorker'][0]
     assert pool['broker']['connected'] is True
     assert PASSWORD not in json.dumps(app.status()) + app.log()
+
+
+# -- large bodies and answers -------------------------------------------------------
+
+def pattern(size):
+    return bytes(range(256)) * (size // 256)
+
+
+def test_large_bodies_and_answers_cross_the_broker_intact(
+        app_server, servers, groups):
+    redis_server = servers()
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    upload = os.urandom(3 * 1024 * 1024)  # above spool_threshold: spooled
+    reply = app.post('/api/digest', body=upload,
+                     headers={'content-type': 'application/octet-stream'},
+                     timeout=30)
+    assert reply.status == 200, reply.text
+    assert reply.json == {'sha256': hashlib.sha256(upload).hexdigest(),
+                          'size': len(upload), 'type': 'bytes'}
+    size = 1024 * 1024  # > 256 KiB: no shared memory across hosts
+    blob = app.get(f'/api/blob/{size}', timeout=30)
+    assert blob.status == 200 and blob.body == pattern(size)
+    export = app.get(f'/api/export/{4 * size}', timeout=30)
+    assert export.status == 200 and export.body == pattern(4 * size)
+    assert 'export.bin' in export.headers['content-disposition']
+    assert app.get('/api/pid').status == 200
+
+
+def test_an_answer_above_the_broker_limit_is_a_500_with_a_reason(
+        app_server, servers, groups):
+    redis_server = servers()
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    over = broker.BODY_LIMIT + 256
+    assert app.get(f'/api/blob/{over}', timeout=30).status == 500
+    assert app.get(f'/api/export/{over}', timeout=30).status == 500
+    app.wait_log(r'answer to request \d+: \d+ bytes, above the \d+ bytes a '
+                 r'remote worker may send; answering 500', count=2)
+    assert app.get('/api/pid').status == 200  # the worker serves on

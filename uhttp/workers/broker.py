@@ -46,6 +46,10 @@ CANCEL_TTL = 3600
 # it every heartbeat interval, still reads it: a late answer to a stopped
 # dispatcher does not stay in Redis
 REPLY_TTL = 120
+# the largest request or answer body that crosses the broker (one stream
+# entry each; Redis takes 512 MiB at most, and every byte sits in its
+# memory until read): larger requests are answered 413, larger answers 500
+BODY_LIMIT = 32 * 1024 * 1024
 # how long a re-queued request's guard is kept (a retried write finds it)
 REQUEUE_GUARD_TTL = 3600
 

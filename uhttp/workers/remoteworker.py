@@ -105,9 +105,17 @@ class WorkerLink:
         """What the worker sends (from any of its threads)."""
         kind = message[0]
         if kind == _msg.W_FILE_RESPONSE and _files.carries_file(message):
+            size = file_size(message[5])
+            if size is not None and size > _broker.BODY_LIMIT:
+                for each in too_large(message, size, message[6:]):
+                    self.send(each)
+                return
             for each in _files.worker_messages(message, None):  # bytes, no fd
                 self.send(each)
             return
+        if kind == _msg.W_RESPONSE and len(message[4] or b'') > _broker.BODY_LIMIT:
+            log, message = too_large(message, len(message[4]), message[7:])
+            self.send(log)
         if kind in _EVENTS:
             self.worker_state(kind)
             self._queue(self.keys.events, message)
@@ -319,16 +327,27 @@ class WorkerLink:
                 pipe = client.pipeline(transaction=False)
                 for item in batch:
                     self._write(pipe, *item)
-                pipe.execute()
+                results = pipe.execute(raise_on_error=False)
             except self.errors:
                 client = None
                 _time.sleep(RETRY_DELAY)
                 continue
+            self._refused(batch, results)
             with self._cond:
                 for item in batch:  # (unless dropped meanwhile)
                     if self._outbox and self._outbox[0] is item:
                         self._outbox.popleft()
                 self._cond.notify_all()
+
+    def _refused(self, batch, results):
+        """Entries the broker refused (an error answer, not a lost
+        connection: writing them again would fail again) are dropped, so
+        that they hold nothing up."""
+        for item, result in zip(batch, results):
+            if isinstance(result, Exception):
+                self.dropped += 1
+                report(f"uhttp-workers worker {self.name}: the broker refused "
+                       f"an entry for {item[0]}: {result}; dropped")
 
     def _write(self, pipe, stream, fields, requeue):
         """One outbox entry into the pipeline: an event, an answer (its
@@ -421,6 +440,29 @@ class WorkerLink:
             self.stop()
         except OSError:
             pass
+
+
+def file_size(response):
+    """The size of a FileResponse's file, or None (the reading will say
+    what is wrong)."""
+    source = response.path_or_file
+    try:
+        if isinstance(source, (str, bytes, _os.PathLike)):
+            return _os.stat(source).st_size
+        return _os.fstat(source.fileno()).st_size
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def too_large(message, size, rest):
+    """The log line and the 500 that stand for an answer too large for
+    the broker."""
+    request_id = message[1]
+    return ((_msg.W_LOG, 'worker', 40,
+             f"answer to request {request_id}: {size} bytes, above the "
+             f"{_broker.BODY_LIMIT} bytes a remote worker may send; "
+             "answering 500"),
+            _msg.error_message(request_id, 500) + tuple(rest))
 
 
 def report(text):
