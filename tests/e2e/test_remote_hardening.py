@@ -165,3 +165,99 @@ def test_an_answer_above_the_broker_limit_is_a_500_with_a_reason(
     app.wait_log(r'answer to request \d+: \d+ bytes, above the \d+ bytes a '
                  r'remote worker may send; answering 500', count=2)
     assert app.get('/api/pid').status == 200  # the worker serves on
+
+
+# -- Redis memory --------------------------------------------------------------------
+
+POOL_KEYS = {KEYS.requests, KEYS.workers, KEYS.info, KEYS.events,
+             KEYS.control, KEYS.config, KEYS.settings}
+
+
+def hammer(app, count, results):
+    """`count` GETs on one keep-alive connection; statuses appended."""
+    import http.client
+    conn = http.client.HTTPConnection('127.0.0.1', app.port, timeout=20)
+    try:
+        for number in range(count):
+            try:
+                conn.request('GET', f'/api/sleep/0?tag={number}')
+                response = conn.getresponse()
+                response.read()
+                results.append(response.status)
+            except (OSError, http.client.HTTPException):
+                results.append('error')
+                conn.close()
+                conn = http.client.HTTPConnection('127.0.0.1', app.port,
+                                                  timeout=20)
+    finally:
+        conn.close()
+
+
+def lengths(client):
+    """XLEN of every stream of the pool and of every answer stream."""
+    found = {}
+    for key in client.scan_iter('uhttp:*'):
+        key = key.decode()
+        if client.type(key) == b'stream':
+            found[key] = client.xlen(key)
+    return found
+
+
+def lasting(client):
+    """The keys that would stay for ever: neither the pool's own (a fixed
+    set) nor given a lifetime."""
+    return sorted(key.decode() for key in client.scan_iter('uhttp:*')
+                  if key.decode() not in POOL_KEYS and client.ttl(key) < 0)
+
+
+def test_redis_memory_stays_bounded(app_server, servers, groups):
+    redis_server = servers()
+    client = redis_server.client(timeout=5)
+    app = app_server('remote_app', redis_server.url, 10)
+    doomed = groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    groups(redis_server.url, 2)
+    wait_workers(app, 3)
+    results = []
+    threads = [threading.Thread(target=hammer, args=(app, 750, results))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    app.wait_until(lambda: len(results) > 300, timeout=30, what='load going')
+    doomed.signal_group(signal.SIGKILL)
+    for thread in threads:
+        thread.join(120)
+        assert not thread.is_alive()
+    assert len(results) == 3000 and set(results) <= {200, 500}, set(results)
+    assert results.count(200) >= 2990
+    app.wait_until(lambda: client.xlen(KEYS.requests) == 0 and
+                   client.xpending(KEYS.requests, broker.GROUP)['pending'] == 0,
+                   timeout=15, what='no request left in the stream')
+    streams = app.wait_until(
+        lambda: (lambda found: found if all(
+            size <= 20 for key, size in found.items()
+            if key.startswith('uhttp:reply:')) else None)(lengths(client)),
+        timeout=10, what='answer streams trimmed')
+    assert streams[KEYS.events] <= broker.EVENTS_MAXLEN * 1.2
+    assert lasting(client) == []
+    # a dispatcher killed while a remote worker runs its request: the late
+    # answer lands in a stream with a lifetime, not one that stays
+    def slow_request():
+        try:
+            app.get('/api/sleep/1.5', timeout=10)
+        except OSError:
+            pass  # (its dispatcher is killed under it)
+
+    late = threading.Thread(target=slow_request, daemon=True)
+    late.start()
+    app.wait_until(lambda: any(worker['current_request'] is not None
+                               for worker in remote_workers(app)),
+                   what='the slow request started')
+    reply_streams = [key for key in lengths(client)
+                     if key.startswith('uhttp:reply:')]
+    app.kill()
+    time.sleep(2.5)  # the answer came meanwhile
+    assert reply_streams and all(
+        0 < client.ttl(key) <= broker.REPLY_TTL for key in reply_streams
+        if client.exists(key))
+    assert lasting(client) == []

@@ -152,3 +152,58 @@ def test_take_skips_cancelled_and_expired(client):
     assert take(client, 'vm:1')[0] == broker.EXPIRED
     assert started_notices(client) == []
     assert client.xlen(KEYS.requests) == 0
+
+
+def requeue(client, entry_id, fields, number=1):
+    notice = broker.flat(broker.encode_reply(
+        'vm:1', number, (messages.W_BOUNCE, 31)))
+    return client.eval(
+        broker.REQUEUE_SCRIPT, 3, KEYS.requests, REPLY,
+        broker.requeue_guard(KEYS, entry_id), broker.REQUEUE_GUARD_TTL,
+        broker.REQUESTS_MAXLEN, broker.REPLY_MAXLEN, broker.REPLY_TTL,
+        len(notice), *notice, *broker.flat(fields))
+
+
+def test_a_requeue_written_twice_puts_the_request_back_once(client):
+    add_request(client, 31)
+    outcome, entry_id, fields = take(client, 'vm:1')  # then vm:1 pauses
+    assert outcome == broker.STARTED
+    assert requeue(client, entry_id, fields) == 1
+    assert requeue(client, entry_id, fields) == 0  # a retried write
+    assert client.xlen(KEYS.requests) == 1
+    outcome, copy_id, copy = take(client, 'vm:2')
+    assert outcome == broker.STARTED and copy_id != entry_id
+    assert broker.decode_request(copy_id, copy).request_id == 31
+    assert take(client, 'vm:3') is None  # it runs once
+    # the dispatcher reads the bounce before the copy's start
+    kinds = [(n.kind, n.worker) for n in started_notices(client)]
+    assert kinds == [('started', 'vm:1'), ('message', 'vm:1'),
+                     ('started', 'vm:2')]
+    assert 0 < client.ttl(broker.requeue_guard(KEYS, entry_id))
+
+
+def test_answer_streams_get_a_lifetime(client):
+    client.eval(broker.REPLY_SCRIPT, 1, REPLY, broker.REPLY_MAXLEN,
+                broker.REPLY_TTL, *broker.flat(broker.encode_reply(
+                    'vm:1', 1, (messages.W_BOUNCE, 5))))
+    assert 0 < client.ttl(REPLY) <= broker.REPLY_TTL
+    client.expire(REPLY, 3 * broker.REPLY_TTL)  # its dispatcher renews it
+    add_request(client, 41)
+    assert take(client, 'vm:1')[0] == broker.STARTED
+    assert client.ttl(REPLY) > broker.REPLY_TTL  # (kept, not shortened)
+    client.delete(REPLY)  # its dispatcher stopped
+    add_request(client, 42)
+    assert take(client, 'vm:1')[0] == broker.STARTED
+    assert 0 < client.ttl(REPLY) <= broker.REPLY_TTL
+
+
+def test_forgotten_workers_leave_the_consumer_group(client):
+    add_request(client, 51)
+    client.xreadgroup(broker.GROUP, 'vm:holds', {KEYS.requests: '>'}, count=1)
+    client.xreadgroup(broker.GROUP, 'vm:empty', {KEYS.requests: '>'}, count=1)
+    for worker in ('vm:holds', 'vm:empty'):  # both killed long ago
+        client.eval(broker.HEARTBEAT_SCRIPT, 2, KEYS.workers, KEYS.info,
+                    worker, 10_000, broker.encode_info({}))
+    assert roster(client, forget_ms=5_000)[1] == {}
+    assert [c['name'] for c in client.xinfo_consumers(
+        KEYS.requests, broker.GROUP)] == [b'vm:holds']  # its entry waits
