@@ -261,3 +261,30 @@ def test_redis_memory_stays_bounded(app_server, servers, groups):
         0 < client.ttl(key) <= broker.REPLY_TTL for key in reply_streams
         if client.exists(key))
     assert lasting(client) == []
+
+
+def test_requests_nobody_took_leave_the_stream(app_server, servers, groups):
+    redis_server = servers()
+    client = redis_server.client(timeout=5)
+    app = app_server('remote_app', redis_server.url, 30, 1)  # timeout 1 s
+    group = groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    group.signal_group(signal.SIGSTOP)  # alive (connected), taking nothing
+    answers = []
+
+    def add(number):
+        answers.append(app.post('/api/items', json_body={'n': number},
+                                timeout=10).status)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert answers == [504] * 10
+    assert client.xlen(KEYS.requests) == 10
+    app.wait_until(lambda: client.xlen(KEYS.requests) == 0, timeout=
+                   broker.STALE_FACTOR * 1 + broker.STALE_MARGIN_MS / 1000 + 5,
+                   what='stale request entries dropped')
+    group.signal_group(signal.SIGCONT)
+    assert app.get('/api/items').json['items'] == []  # none of them ran

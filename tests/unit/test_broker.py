@@ -294,3 +294,12 @@ def test_a_worker_whose_connection_closed_dies_after_two_heartbeats():
 def test_connection_names():
     name = broker.connection_name('vm:1:ab')
     assert broker.connected_workers([name, None, 'other', '']) == {'vm:1:ab'}
+
+
+def test_request_entries_go_long_after_their_timeout():
+    assert broker.stale_before(100_000, None) is None
+    assert broker.stale_before(100_000, 0) is None
+    before = broker.stale_before(100_000, 10)
+    assert before == f'{100_000 - 20_000 - broker.STALE_MARGIN_MS}-0'
+    assert broker.newer('100000-0', before)
+    assert broker.stale_before(1_000, 30) == '0-0'

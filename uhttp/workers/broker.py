@@ -50,6 +50,20 @@ REPLY_TTL = 120
 # entry each; Redis takes 512 MiB at most, and every byte sits in its
 # memory until read): larger requests are answered 413, larger answers 500
 BODY_LIMIT = 32 * 1024 * 1024
+# request entries older than this many times the pool's timeout (plus
+# STALE_MARGIN_MS) can only be refused as expired: the dispatcher drops them
+STALE_FACTOR = 2
+STALE_MARGIN_MS = 5_000
+
+
+def stale_before(server_ms, timeout):
+    """The stream id before which a pool with `timeout` (s) keeps no
+    request entry, or None (no timeout: every entry may still start)."""
+    if not timeout:
+        return None
+    return f'{max(0, server_ms - int(STALE_FACTOR * timeout * 1000) - STALE_MARGIN_MS)}-0'
+
+
 # how long a re-queued request's guard is kept (a retried write finds it)
 REQUEUE_GUARD_TTL = 3600
 

@@ -61,13 +61,15 @@ def broker_errors():
 class DispatcherLink:
     """One remote pool's traffic with its broker (see the module doc)."""
 
-    def __init__(self, url, keys, reply_stream, interval, wake, settings):
+    def __init__(self, url, keys, reply_stream, interval, wake, settings,
+                 timeout=None):
         self.url = url
         self.keys = keys
         self.reply_stream = reply_stream
         self.interval = interval
         self.wake = wake              # wakes the dispatcher's loop (thread-safe)
         self.settings = settings      # the pool's settings blob, published
+        self.timeout = timeout        # the pool's request timeout (s)
         self.config = None            # the latest send_config() frame
         self._lock = _threading.Condition()
         self._outbox = _collections.deque()
@@ -232,7 +234,9 @@ class DispatcherLink:
                         _broker.ROSTER_SCRIPT, 3, self.keys.workers,
                         self.keys.info, self.keys.requests,
                         _broker.FORGET_MS, _broker.GROUP)
-                    self._post(('roster',) + _broker.parse_roster(result)
+                    roster = _broker.parse_roster(result)
+                    self._drop_stale(client, roster[0])
+                    self._post(('roster',) + roster
                                + (self._connected(client),))
             except self.errors as err:
                 if client is not None:
@@ -243,6 +247,13 @@ class DispatcherLink:
                 self._post(('error', repr(err)))
                 client = None
                 self._sleep(RETRY_DELAY)
+
+    def _drop_stale(self, client, server_ms):
+        """Request entries nobody took until long past their timeout (no
+        worker was there) would only be refused: they go."""
+        before = _broker.stale_before(server_ms, self.timeout)
+        if before is not None:
+            client.xtrim(self.keys.requests, minid=before, approximate=False)
 
     def _connected(self, client):
         """The workers with a connection to the broker now (their heartbeat

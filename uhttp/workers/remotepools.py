@@ -136,7 +136,7 @@ class RemotePools:
                             f"cannot be sent to remote workers: {err!r}") from err
         link = _remotelink.DispatcherLink(
             pool.broker, keys, keys.reply(self.name), pool.heartbeat_interval,
-            self.wakeup.wake, settings)
+            self.wakeup.wake, settings, pool.timeout)
         if pool.configs:
             link.config = _channel.pack((_msg.M_CONFIG, pool.configs[-1]))
         state = RemotePool(self, pool, link)
