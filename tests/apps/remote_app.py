@@ -1,7 +1,8 @@
 """A dispatcher with a remote pool (ItemWorker, served through Redis by
 `uhttp-workers worker remote_app:ItemWorker`) beside a local pool.
 
-Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout]
+Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout] [local workers]
+[max_content_length]
 """
 import hashlib
 import os
@@ -142,7 +143,9 @@ if __name__ == '__main__':
     stuck = float(sys.argv[2]) if len(sys.argv) > 2 else 3
     timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 10
     local = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-    App(port=0, address='127.0.0.1', metrics_path='/metrics',
+    limits = ({'max_content_length': int(sys.argv[5])} if len(sys.argv) > 5
+              else {})
+    App(port=0, address='127.0.0.1', metrics_path='/metrics', **limits,
         dashboard_path='/_dashboard', pools=[
         _workers.WorkerPool(ItemWorker, broker=url, num_workers=local,
                             routes=['/api/**'], stuck_timeout=stuck,

@@ -167,6 +167,23 @@ def test_an_answer_above_the_broker_limit_is_a_500_with_a_reason(
     assert app.get('/api/pid').status == 200  # the worker serves on
 
 
+def test_a_request_body_above_the_broker_limit_is_a_413(
+        app_server, servers, groups):
+    redis_server = servers()
+    over = broker.BODY_LIMIT + 1024
+    app = app_server('remote_app', redis_server.url, 3, 10, 0, 2 * over)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    reply = app.post('/api/digest', body=b'x' * over, timeout=30,
+                     headers={'content-type': 'application/octet-stream'})
+    assert reply.status == 413
+    app.wait_log(rf'its body \({over} bytes\) is above the '
+                 rf'{broker.BODY_LIMIT} bytes pool ItemWorker sends')
+    small = app.post('/api/digest', body=b'x' * 1000,
+                     headers={'content-type': 'application/octet-stream'})
+    assert small.status == 200 and small.json['size'] == 1000
+
+
 # -- Redis memory --------------------------------------------------------------------
 
 POOL_KEYS = {KEYS.requests, KEYS.workers, KEYS.info, KEYS.events,
