@@ -1,10 +1,13 @@
 """A dispatcher with a remote pool (ItemWorker, served through Redis by
 `uhttp-workers worker remote_app:ItemWorker`) beside a local pool.
 
-Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout]
+Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout] [local workers]
+[max_content_length]
 """
+import hashlib
 import os
 import socket
+import tempfile
 import sys
 import threading
 import time
@@ -87,6 +90,25 @@ class ItemWorker(_workers.Worker):
         request.response_stream_end()
         return _workers.DEFERRED
 
+    @_workers.api('/api/digest', 'POST')
+    def digest(self, request):
+        body = request.data
+        return {'sha256': hashlib.sha256(body).hexdigest(), 'size': len(body),
+                'type': type(body).__name__}
+
+    @_workers.api('/api/blob/{size:int}', 'GET')
+    def blob(self, request):
+        return bytes(range(256)) * (request.path_params['size'] // 256)
+
+    @_workers.api('/api/export/{size:int}', 'GET')
+    def export(self, request):
+        with tempfile.NamedTemporaryFile('wb', suffix='.bin',
+                                         delete=False) as file:
+            file.write(bytes(range(256)) * (request.path_params['size'] // 256))
+        opened = open(file.name, 'rb')  # the answer takes it over
+        os.unlink(file.name)
+        return _workers.FileResponse(opened, download_name='export.bin')
+
     @_workers.api('/api/fail', 'GET')
     def fail(self, request):
         raise RuntimeError('boom')
@@ -121,7 +143,9 @@ if __name__ == '__main__':
     stuck = float(sys.argv[2]) if len(sys.argv) > 2 else 3
     timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 10
     local = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-    App(port=0, address='127.0.0.1', metrics_path='/metrics',
+    limits = ({'max_content_length': int(sys.argv[5])} if len(sys.argv) > 5
+              else {})
+    App(port=0, address='127.0.0.1', metrics_path='/metrics', **limits,
         dashboard_path='/_dashboard', pools=[
         _workers.WorkerPool(ItemWorker, broker=url, num_workers=local,
                             routes=['/api/**'], stuck_timeout=stuck,

@@ -27,40 +27,80 @@ def free_port():
 
 
 class RedisServer:
-    def __init__(self, port=None):
+    """redis-server on 127.0.0.1; `password`: --requirepass; `tls`: a
+    trustme.CA, then it listens with TLS only and `url` is rediss://
+    naming the CA's certificate (`ssl_ca_certs=`)."""
+
+    def __init__(self, port=None, password=None, tls=None):
         self.port = port or free_port()
         self.proc = None
-        self.url = f'redis://127.0.0.1:{self.port}/0'
+        self.password = password
+        self.tls = tls
+        self._files = tempfile.mkdtemp(prefix='uw-redis-')
+        auth = f':{password}@' if password else ''
+        if tls is None:
+            self.url = f'redis://{auth}127.0.0.1:{self.port}/0'
+        else:
+            self.ca_file = os.path.join(self._files, 'ca.pem')
+            tls.cert_pem.write_to_path(self.ca_file)
+            self.url = (f'rediss://{auth}127.0.0.1:{self.port}/0'
+                        f'?ssl_ca_certs={self.ca_file}')
+
+    def arguments(self):
+        args = [REDIS, '--bind', '127.0.0.1', '--save', '', '--appendonly',
+                'no']
+        if self.password:
+            args += ['--requirepass', self.password]
+        if self.tls is None:
+            return args + ['--port', str(self.port)]
+        cert = self.tls.issue_cert('127.0.0.1', 'localhost')
+        cert_file = os.path.join(self._files, 'server.pem')
+        key_file = os.path.join(self._files, 'server.key')
+        cert.cert_chain_pems[0].write_to_path(cert_file)
+        cert.private_key_pem.write_to_path(key_file)
+        return args + ['--port', '0', '--tls-port', str(self.port),
+                       '--tls-cert-file', cert_file, '--tls-key-file',
+                       key_file, '--tls-ca-cert-file', self.ca_file,
+                       '--tls-auth-clients', 'no']
 
     def start(self, timeout=10):
         self.proc = subprocess.Popen(
-            [REDIS, '--port', str(self.port), '--bind', '127.0.0.1',
-             '--save', '', '--appendonly', 'no'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            self.arguments(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(('127.0.0.1', self.port), 0.5) as sock:
-                    sock.sendall(b'PING\r\n')
-                    if sock.recv(64).startswith(b'+PONG'):
-                        return self
-            except OSError:
-                pass
+            if self._answers():
+                return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited ({self.proc.returncode})")
             time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
+
+    def _answers(self):
+        try:
+            return self.client(timeout=0.5).ping()
+        except Exception:  # pylint: disable=broad-except
+            return False
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
+        shutil.rmtree(self._files, ignore_errors=True)
 
-    def client(self):
+    def client(self, timeout=None):
         import redis
-        return redis.Redis(host='127.0.0.1', port=self.port)
+        return redis.Redis.from_url(self.url, socket_timeout=timeout,
+                                    socket_connect_timeout=timeout)
+
+
+def redis_has_tls():
+    """Whether the installed redis-server was built with TLS."""
+    if REDIS is None:
+        return False
+    with open(REDIS, 'rb') as file:
+        return b'tls-cert-file' in file.read()
 
 
 def command_env():

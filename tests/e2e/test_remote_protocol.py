@@ -37,7 +37,8 @@ def add_request(client, request_id, timeout=10):
 def start(client, worker, entry_id, request_id, timeout_ms=10_000):
     return client.eval(broker.START_SCRIPT, 3, KEYS.requests, REPLY,
                        KEYS.cancelled(REPLY), broker.GROUP, entry_id, worker,
-                       request_id, timeout_ms, broker.REPLY_MAXLEN)
+                       request_id, timeout_ms, broker.REPLY_MAXLEN,
+                       broker.REPLY_TTL)
 
 
 def started_notices(client):
@@ -93,11 +94,16 @@ def test_cancelled_by_its_dispatcher_never_starts(client):
     assert not client.sismember(KEYS.cancelled(REPLY), '6')
 
 
+def roster(client, forget_ms=broker.FORGET_MS):
+    return broker.parse_roster(client.eval(
+        broker.ROSTER_SCRIPT, 3, KEYS.workers, KEYS.info, KEYS.requests,
+        forget_ms, broker.GROUP))
+
+
 def test_heartbeat_and_roster_use_the_servers_clock(client):
     now = client.eval(broker.HEARTBEAT_SCRIPT, 2, KEYS.workers, KEYS.info,
                       'vm:1', 1500, broker.encode_info({'host': 'vm'}))
-    server_ms, beats, info = broker.parse_roster(client.eval(
-        broker.ROSTER_SCRIPT, 2, KEYS.workers, KEYS.info, broker.FORGET_MS))
+    server_ms, beats, info = roster(client)
     assert server_ms >= now
     assert now - 1500 - 1 <= beats['vm:1'] <= now - 1500 + 1
     assert info['vm:1'] == {'host': 'vm'}
@@ -112,15 +118,13 @@ def test_heartbeat_and_roster_use_the_servers_clock(client):
                 KEYS.requests, 'vm:2', broker.GROUP)
     assert [c['name'] for c in client.xinfo_consumers(
         KEYS.requests, broker.GROUP)] == [b'vm:2']  # its entry is not lost
-    assert broker.parse_roster(client.eval(
-        broker.ROSTER_SCRIPT, 2, KEYS.workers, KEYS.info,
-        broker.FORGET_MS))[1] == {}
+    assert roster(client)[1] == {}
 
 
 def take(client, worker):
     return broker.parse_take(client.eval(
         broker.TAKE_SCRIPT, 1, KEYS.requests, broker.GROUP, worker,
-        broker.REPLY_MAXLEN))
+        broker.REPLY_MAXLEN, broker.REPLY_TTL))
 
 
 def test_take_reads_and_starts_in_one_step(client):
@@ -148,3 +152,58 @@ def test_take_skips_cancelled_and_expired(client):
     assert take(client, 'vm:1')[0] == broker.EXPIRED
     assert started_notices(client) == []
     assert client.xlen(KEYS.requests) == 0
+
+
+def requeue(client, entry_id, fields, number=1):
+    notice = broker.flat(broker.encode_reply(
+        'vm:1', number, (messages.W_BOUNCE, 31)))
+    return client.eval(
+        broker.REQUEUE_SCRIPT, 3, KEYS.requests, REPLY,
+        broker.requeue_guard(KEYS, entry_id), broker.REQUEUE_GUARD_TTL,
+        broker.REQUESTS_MAXLEN, broker.REPLY_MAXLEN, broker.REPLY_TTL,
+        len(notice), *notice, *broker.flat(fields))
+
+
+def test_a_requeue_written_twice_puts_the_request_back_once(client):
+    add_request(client, 31)
+    outcome, entry_id, fields = take(client, 'vm:1')  # then vm:1 pauses
+    assert outcome == broker.STARTED
+    assert requeue(client, entry_id, fields) == 1
+    assert requeue(client, entry_id, fields) == 0  # a retried write
+    assert client.xlen(KEYS.requests) == 1
+    outcome, copy_id, copy = take(client, 'vm:2')
+    assert outcome == broker.STARTED and copy_id != entry_id
+    assert broker.decode_request(copy_id, copy).request_id == 31
+    assert take(client, 'vm:3') is None  # it runs once
+    # the dispatcher reads the bounce before the copy's start
+    kinds = [(n.kind, n.worker) for n in started_notices(client)]
+    assert kinds == [('started', 'vm:1'), ('message', 'vm:1'),
+                     ('started', 'vm:2')]
+    assert 0 < client.ttl(broker.requeue_guard(KEYS, entry_id))
+
+
+def test_answer_streams_get_a_lifetime(client):
+    client.eval(broker.REPLY_SCRIPT, 1, REPLY, broker.REPLY_MAXLEN,
+                broker.REPLY_TTL, *broker.flat(broker.encode_reply(
+                    'vm:1', 1, (messages.W_BOUNCE, 5))))
+    assert 0 < client.ttl(REPLY) <= broker.REPLY_TTL
+    client.expire(REPLY, 3 * broker.REPLY_TTL)  # its dispatcher renews it
+    add_request(client, 41)
+    assert take(client, 'vm:1')[0] == broker.STARTED
+    assert client.ttl(REPLY) > broker.REPLY_TTL  # (kept, not shortened)
+    client.delete(REPLY)  # its dispatcher stopped
+    add_request(client, 42)
+    assert take(client, 'vm:1')[0] == broker.STARTED
+    assert 0 < client.ttl(REPLY) <= broker.REPLY_TTL
+
+
+def test_forgotten_workers_leave_the_consumer_group(client):
+    add_request(client, 51)
+    client.xreadgroup(broker.GROUP, 'vm:holds', {KEYS.requests: '>'}, count=1)
+    client.xreadgroup(broker.GROUP, 'vm:empty', {KEYS.requests: '>'}, count=1)
+    for worker in ('vm:holds', 'vm:empty'):  # both killed long ago
+        client.eval(broker.HEARTBEAT_SCRIPT, 2, KEYS.workers, KEYS.info,
+                    worker, 10_000, broker.encode_info({}))
+    assert roster(client, forget_ms=5_000)[1] == {}
+    assert [c['name'] for c in client.xinfo_consumers(
+        KEYS.requests, broker.GROUP)] == [b'vm:holds']  # its entry waits

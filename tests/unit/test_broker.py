@@ -106,6 +106,10 @@ def test_passwords_never_shown():
     assert broker.redact('redis://:s3cret@h:1/0') == 'redis://***@h:1/0'
     assert broker.redact('rediss://ann:s3cret@h/0') == 'rediss://ann:***@h/0'
     assert broker.redact('redis://h:1/0') == 'redis://h:1/0'
+    assert broker.redact('redis://h/0?password=s3cret&db=1') == (
+        'redis://h/0?password=***&db=1')
+    assert broker.redact('rediss://:pw@h/0?ssl_ca_certs=/ca.pem') == (
+        'rediss://***@h/0?ssl_ca_certs=/ca.pem')
     with pytest.raises(ValueError) as info:
         broker.check_url('http://:s3cret@h')
     assert 's3cret' not in str(info.value)
@@ -290,3 +294,12 @@ def test_a_worker_whose_connection_closed_dies_after_two_heartbeats():
 def test_connection_names():
     name = broker.connection_name('vm:1:ab')
     assert broker.connected_workers([name, None, 'other', '']) == {'vm:1:ab'}
+
+
+def test_request_entries_go_long_after_their_timeout():
+    assert broker.stale_before(100_000, None) is None
+    assert broker.stale_before(100_000, 0) is None
+    before = broker.stale_before(100_000, 10)
+    assert before == f'{100_000 - 20_000 - broker.STALE_MARGIN_MS}-0'
+    assert broker.newer('100000-0', before)
+    assert broker.stale_before(1_000, 30) == '0-0'

@@ -42,6 +42,30 @@ TAKEN = 0       # acknowledged elsewhere: another worker started it
 EXPIRED = 2     # older than its timeout: its dispatcher has answered 504
 CANCELLED = 3   # its dispatcher answered it (503) before anyone started it
 CANCEL_TTL = 3600
+# an answer stream lives this long (s) unless its dispatcher, which renews
+# it every heartbeat interval, still reads it: a late answer to a stopped
+# dispatcher does not stay in Redis
+REPLY_TTL = 120
+# the largest request or answer body that crosses the broker (one stream
+# entry each; Redis takes 512 MiB at most, and every byte sits in its
+# memory until read): larger requests are answered 413, larger answers 500
+BODY_LIMIT = 32 * 1024 * 1024
+# request entries older than this many times the pool's timeout (plus
+# STALE_MARGIN_MS) can only be refused as expired: the dispatcher drops them
+STALE_FACTOR = 2
+STALE_MARGIN_MS = 5_000
+
+
+def stale_before(server_ms, timeout):
+    """The stream id before which a pool with `timeout` (s) keeps no
+    request entry, or None (no timeout: every entry may still start)."""
+    if not timeout:
+        return None
+    return f'{max(0, server_ms - int(STALE_FACTOR * timeout * 1000) - STALE_MARGIN_MS)}-0'
+
+
+# how long a re-queued request's guard is kept (a retried write finds it)
+REQUEUE_GUARD_TTL = 3600
 
 _PROTOCOL = _pickle.HIGHEST_PROTOCOL
 
@@ -225,7 +249,7 @@ def newer(entry_id, than):
 # -- server-side scripts ----------------------------------------------------------
 
 # KEYS: requests stream, reply stream, its cancelled set. ARGV: group,
-# entry id, worker, request id, timeout ms, reply maxlen. Acknowledge (and
+# entry id, worker, request id, timeout ms, reply maxlen, reply ttl. Acknowledge (and
 # delete) the entry; only the caller whose XACK removed it starts it, and
 # tells the request's dispatcher so in the same step.
 START_SCRIPT = """
@@ -243,11 +267,14 @@ end
 if ARGV[4] ~= '-1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
              'w', ARGV[3], 's', ARGV[4])
+  if redis.call('TTL', KEYS[2]) < 0 then
+    redis.call('EXPIRE', KEYS[2], ARGV[7])
+  end
 end
 return 1
 """
 
-# KEYS: requests stream. ARGV: group, worker, reply maxlen. Read the next
+# KEYS: requests stream. ARGV: group, worker, reply maxlen, reply ttl. Read the next
 # request (without blocking) and start it as START_SCRIPT does, in one round
 # trip: false when there is none, else {outcome, entry id, fields}.
 TAKE_SCRIPT = """
@@ -275,9 +302,49 @@ end
 if f['r'] ~= '-1' then
   redis.call('XADD', f['q'], 'MAXLEN', '~', ARGV[3], '*',
              'w', ARGV[2], 's', f['r'])
+  if redis.call('TTL', f['q']) < 0 then redis.call('EXPIRE', f['q'], ARGV[4]) end
 end
 return {1, id, fields}
 """
+
+
+# KEYS: an answer stream. ARGV: maxlen, ttl, then the entry's fields.
+# A worker's answers: the stream gets a lifetime if it has none (it was
+# gone: its dispatcher stopped, so nobody renews it).
+REPLY_SCRIPT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      unpack(ARGV, 3))
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return id
+"""
+
+# KEYS: requests stream, the answer stream, the guard of this re-queue.
+# ARGV: guard ttl, requests maxlen, reply maxlen, reply ttl, the number of
+# the bounce notice's fields, its fields, then the request entry's fields.
+# A request a paused worker took goes back on the stream once only (a
+# retried write finds the guard), and its dispatcher reads the bounce
+# before any worker can start the copy.
+REQUEUE_SCRIPT = """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local n = tonumber(ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 6, 5 + n))
+if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 6 + n))
+return 1
+"""
+
+
+def flat(fields):
+    """A fields dict as the flat list a script takes."""
+    items = []
+    for name, value in fields.items():
+        items.extend((name, value))
+    return items
+
+
+def requeue_guard(keys, entry_id):
+    """The key that makes re-queuing entry `entry_id` happen once."""
+    return f'{keys.requests}:requeued:{_text(entry_id)}'
 
 
 def parse_take(result):
@@ -300,9 +367,11 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return now
 """
 
-# KEYS: workers set, info hash. ARGV: forget after (ms). The server's time,
-# then [worker, last sign of life, ...] and the info hash; workers silent
-# for longer than the forget time are dropped first.
+# KEYS: workers set, info hash, requests stream. ARGV: forget after (ms),
+# group. The server's time, then [worker, last sign of life, ...] and the
+# info hash; workers silent for longer than the forget time are dropped
+# first (from the consumer group too, once they hold nothing: a killed
+# worker never left it).
 ROSTER_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -311,6 +380,11 @@ local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf',
 for _, name in ipairs(stale) do
   redis.call('ZREM', KEYS[1], name)
   redis.call('HDEL', KEYS[2], name)
+  local ok, held = pcall(redis.call, 'XPENDING', KEYS[3], ARGV[2], '-', '+',
+                         1, name)
+  if ok and #held == 0 then
+    pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[3], ARGV[2], name)
+  end
 end
 return {now, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'),
         redis.call('HGETALL', KEYS[2])}
@@ -383,10 +457,15 @@ def require_client(owner):
 
 
 def redact(url):
-    """The URL without its password, for logs and status."""
+    """The URL without its password (in its credentials or a `password=`
+    query), for logs and status."""
+    import re  # pylint: disable=import-outside-toplevel
+    url = re.sub(r'([?&]password=)[^&#]*', r'\1***', url, flags=re.I)
     scheme, sep, rest = url.partition('://')
-    if not sep or '@' not in rest:
+    if not sep or '@' not in rest.partition('?')[0]:
         return url
-    credentials, _, host = rest.rpartition('@')
+    address, query_sep, query = rest.partition('?')
+    credentials, _, host = address.rpartition('@')
     user = credentials.partition(':')[0]
-    return f"{scheme}://{user + ':' if user else ''}***@{host}"
+    return (f"{scheme}://{user + ':' if user else ''}***@{host}"
+            f"{query_sep}{query}")

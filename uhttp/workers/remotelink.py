@@ -35,6 +35,24 @@ def connect(url, timeout=3.0, name=None):
         client_name=name)
 
 
+def refused_credentials(err):
+    """True when the broker refused this client's password or user (a
+    setting to fix, not an outage to wait out)."""
+    from redis import exceptions  # pylint: disable=import-outside-toplevel
+    if isinstance(err, (exceptions.AuthenticationError,
+                        exceptions.AuthenticationWrongNumberOfArgsError)):
+        return True
+    text = str(err)
+    return text.startswith(('WRONGPASS', 'NOAUTH', 'NOPERM'))
+
+
+def describe(err):
+    """A broker error, as the logs and status() tell it."""
+    if refused_credentials(err):
+        return f"the broker refused the URL's credentials: {err}"
+    return repr(err)
+
+
 def broker_errors():
     import redis  # pylint: disable=import-outside-toplevel
     return (redis.RedisError, OSError)
@@ -43,13 +61,15 @@ def broker_errors():
 class DispatcherLink:
     """One remote pool's traffic with its broker (see the module doc)."""
 
-    def __init__(self, url, keys, reply_stream, interval, wake, settings):
+    def __init__(self, url, keys, reply_stream, interval, wake, settings,
+                 timeout=None):
         self.url = url
         self.keys = keys
         self.reply_stream = reply_stream
         self.interval = interval
         self.wake = wake              # wakes the dispatcher's loop (thread-safe)
         self.settings = settings      # the pool's settings blob, published
+        self.timeout = timeout        # the pool's request timeout (s)
         self.config = None            # the latest send_config() frame
         self._lock = _threading.Condition()
         self._outbox = _collections.deque()
@@ -59,6 +79,8 @@ class DispatcherLink:
         self._last_write = 0.0
         self._no_client_list = False
         self.errors = broker_errors()
+        # renewed every interval: it outlives a few silent ones only
+        self.reply_ttl = int(max(_broker.REPLY_TTL, 4 * interval))
 
     # -- from the loop -----------------------------------------------------------
 
@@ -207,20 +229,31 @@ class DispatcherLink:
                 now = _monotonic()
                 if now >= next_roster:
                     next_roster = now + self.interval
+                    client.expire(self.reply_stream, self.reply_ttl)
                     result = client.eval(
-                        _broker.ROSTER_SCRIPT, 2, self.keys.workers,
-                        self.keys.info, _broker.FORGET_MS)
-                    self._post(('roster',) + _broker.parse_roster(result)
+                        _broker.ROSTER_SCRIPT, 3, self.keys.workers,
+                        self.keys.info, self.keys.requests,
+                        _broker.FORGET_MS, _broker.GROUP)
+                    roster = _broker.parse_roster(result)
+                    self._drop_stale(client, roster[0])
+                    self._post(('roster',) + roster
                                + (self._connected(client),))
             except self.errors as err:
                 if client is not None:
-                    self._post(('down', repr(err)))
+                    self._post(('down', describe(err)))
                 client = None
                 self._sleep(RETRY_DELAY)
             except Exception as err:  # pylint: disable=broad-except
                 self._post(('error', repr(err)))
                 client = None
                 self._sleep(RETRY_DELAY)
+
+    def _drop_stale(self, client, server_ms):
+        """Request entries nobody took until long past their timeout (no
+        worker was there) would only be refused: they go."""
+        before = _broker.stale_before(server_ms, self.timeout)
+        if before is not None:
+            client.xtrim(self.keys.requests, minid=before, approximate=False)
 
     def _connected(self, client):
         """The workers with a connection to the broker now (their heartbeat

@@ -24,6 +24,7 @@ from . import remote as _remote
 from . import remotelink as _remotelink
 from . import spawn as _spawn
 from . import workercommand as _workercommand
+from .bodyview import BYTES_LIKE
 from .loop import EVENT_READ, Wakeup
 from .pending import PENDING_COMPLETED, PENDING_WORKER_DIED
 
@@ -53,7 +54,8 @@ def request_message(item):
     except Exception:  # pylint: disable=broad-except
         remote = None
     body = client.body
-    if not isinstance(body, (bytes, bytearray)) and body is not None:
+    if (not isinstance(body, (bytes, bytearray)) and body is not None
+            and len(body) <= _broker.BODY_LIMIT):  # (larger: refused)
         body = bytes(body)  # a remote worker gets the request's bytes only
     return (_msg.M_REQUEST, 0, item.request_id, client.method, client.path,
             client.query, client.headers, body, False, remote, item.context)
@@ -134,7 +136,7 @@ class RemotePools:
                             f"cannot be sent to remote workers: {err!r}") from err
         link = _remotelink.DispatcherLink(
             pool.broker, keys, keys.reply(self.name), pool.heartbeat_interval,
-            self.wakeup.wake, settings)
+            self.wakeup.wake, settings, pool.timeout)
         if pool.configs:
             link.config = _channel.pack((_msg.M_CONFIG, pool.configs[-1]))
         state = RemotePool(self, pool, link)
@@ -197,6 +199,17 @@ class RemotePools:
         if not state.up:
             return False
         message = request_message(item)
+        body = message[7]
+        if isinstance(body, BYTES_LIKE) and len(body) > _broker.BODY_LIMIT:
+            self.log.error("request %s to %s %s: its body (%d bytes) is above "
+                           "the %d bytes pool %s sends to remote workers; "
+                           "answering 413", message[2], message[3], message[4],
+                           len(body), _broker.BODY_LIMIT, state.pool.name)
+            state.pool.scheduler.queued.pop(message[2], None)
+            if hasattr(item, 'client'):
+                self.core.fail(item, 413, {'error': 'Payload Too Large'},
+                               PENDING_COMPLETED)
+            return True
         try:
             fields = _broker.encode_request(message, state.link.reply_stream,
                                             state.pool.timeout)
@@ -264,8 +277,14 @@ class RemotePools:
                       _broker.redact(state.pool.broker))
 
     def broker_down(self, state, reason):
+        first = state.down_reason != reason
         state.down_reason = reason
         if not state.up:
+            if first:  # (at start: the broker was never reached)
+                self.log.error("pool %s: broker %s unreachable (%s); "
+                               "answering 503 until it is reached",
+                               state.pool.name,
+                               _broker.redact(state.pool.broker), reason)
             return
         state.up = False
         waiting = state.pool.scheduler.drain()

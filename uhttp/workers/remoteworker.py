@@ -105,21 +105,29 @@ class WorkerLink:
         """What the worker sends (from any of its threads)."""
         kind = message[0]
         if kind == _msg.W_FILE_RESPONSE and _files.carries_file(message):
+            size = file_size(message[5])
+            if size is not None and size > _broker.BODY_LIMIT:
+                for each in too_large(message, size, message[6:]):
+                    self.send(each)
+                return
             for each in _files.worker_messages(message, None):  # bytes, no fd
                 self.send(each)
             return
+        if kind == _msg.W_RESPONSE and len(message[4] or b'') > _broker.BODY_LIMIT:
+            log, message = too_large(message, len(message[4]), message[7:])
+            self.send(log)
         if kind in _EVENTS:
             self.worker_state(kind)
             self._queue(self.keys.events, message)
             return
         request_id = message[1]
-        if kind == _msg.W_BOUNCE:
-            self.requeue(request_id)
         stream = self._replies.get(request_id)
         if kind in _ENDS:
             self._replies.pop(request_id, None)
             self._entries.pop(request_id, None)
-        if stream is not None:
+        if kind == _msg.W_BOUNCE:
+            self.requeue(request_id, stream, message)
+        elif stream is not None:
             self._queue(stream, message)
         if kind in _RELEASES and request_id == self.current:
             self.current = None
@@ -134,13 +142,21 @@ class WorkerLink:
         elif kind == _msg.W_RESUME:
             self.accepting = True
 
-    def requeue(self, request_id):
-        """Taken while paused: back on the stream for any worker."""
-        fields = self._entries.pop(request_id, None)
-        if fields is not None:
-            with self._cond:
-                self._outbox.append((self.keys.requests, fields, False))
-                self._cond.notify()
+    def requeue(self, request_id, stream, message):
+        """Taken while paused: back on the stream for any worker, in one
+        step with the bounce notice to its dispatcher (REQUEUE_SCRIPT:
+        once, however often the write is retried)."""
+        taken = self._entries.pop(request_id, None)
+        self._replies.pop(request_id, None)
+        if taken is None or stream is None:
+            return
+        entry_id, fields = taken
+        with self._cond:
+            number = self._numbers.get(stream, 0) + 1
+            self._numbers[stream] = number
+            notice = _broker.encode_reply(self.name, number, message)
+            self._outbox.append((stream, notice, (entry_id, fields)))
+            self._cond.notify()
 
     def _queue(self, stream, message):
         with self._cond:
@@ -150,7 +166,7 @@ class WorkerLink:
                 self._outbox.popleft()
                 self.dropped += 1
             self._outbox.append(
-                (stream, _broker.encode_reply(self.name, number, message), True))
+                (stream, _broker.encode_reply(self.name, number, message), None))
             self._cond.notify()
 
     def write_frame(self, frame):
@@ -250,7 +266,7 @@ class WorkerLink:
             return False
         taken = _broker.parse_take(client.eval(
             _broker.TAKE_SCRIPT, 1, self.keys.requests, _broker.GROUP,
-            self.name, _broker.REPLY_MAXLEN))
+            self.name, _broker.REPLY_MAXLEN, _broker.REPLY_TTL))
         if taken is None:
             return False
         outcome, entry_id, fields = taken
@@ -273,7 +289,7 @@ class WorkerLink:
             _broker.START_SCRIPT, 3, self.keys.requests, request.reply,
             self.keys.cancelled(request.reply), _broker.GROUP,
             request.entry_id, self.name, request.request_id,
-            request.timeout_ms, _broker.REPLY_MAXLEN)
+            request.timeout_ms, _broker.REPLY_MAXLEN, _broker.REPLY_TTL)
         if outcome == _broker.STARTED:
             self._run(entry_id, fields, request)
         # else: started elsewhere, past its timeout, or answered
@@ -289,9 +305,8 @@ class WorkerLink:
                                                f"{entry_id!r} dropped: {err!r}"))
                 return
         request_id = request.request_id
-        if request_id != -1:
-            self._replies[request_id] = request.reply
-            self._entries[request_id] = fields
+        self._replies[request_id] = request.reply
+        self._entries[request_id] = (request.entry_id, fields)
         self.current = request_id
         self.free.clear()
         self.seq += 1
@@ -310,22 +325,48 @@ class WorkerLink:
                 if client is None:
                     client = connect(self.url)
                 pipe = client.pipeline(transaction=False)
-                for stream, fields, numbered in batch:
-                    maxlen = (_broker.EVENTS_MAXLEN if stream == self.keys.events
-                              else _broker.REPLY_MAXLEN)
-                    if not numbered:
-                        maxlen = _broker.REQUESTS_MAXLEN
-                    pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
-                pipe.execute()
+                for item in batch:
+                    self._write(pipe, *item)
+                results = pipe.execute(raise_on_error=False)
             except self.errors:
                 client = None
                 _time.sleep(RETRY_DELAY)
                 continue
+            self._refused(batch, results)
             with self._cond:
                 for item in batch:  # (unless dropped meanwhile)
                     if self._outbox and self._outbox[0] is item:
                         self._outbox.popleft()
                 self._cond.notify_all()
+
+    def _refused(self, batch, results):
+        """Entries the broker refused (an error answer, not a lost
+        connection: writing them again would fail again) are dropped, so
+        that they hold nothing up."""
+        for item, result in zip(batch, results):
+            if isinstance(result, Exception):
+                self.dropped += 1
+                report(f"uhttp-workers worker {self.name}: the broker refused "
+                       f"an entry for {item[0]}: {result}; dropped")
+
+    def _write(self, pipe, stream, fields, requeue):
+        """One outbox entry into the pipeline: an event, an answer (its
+        stream kept alive only while its dispatcher renews it) or a
+        re-queue with its bounce notice."""
+        if stream == self.keys.events:
+            pipe.xadd(stream, fields, maxlen=_broker.EVENTS_MAXLEN,
+                      approximate=True)
+        elif requeue is None:
+            pipe.eval(_broker.REPLY_SCRIPT, 1, stream, _broker.REPLY_MAXLEN,
+                      _broker.REPLY_TTL, *_broker.flat(fields))
+        else:
+            entry_id, request = requeue
+            notice = _broker.flat(fields)
+            pipe.eval(_broker.REQUEUE_SCRIPT, 3, self.keys.requests, stream,
+                      _broker.requeue_guard(self.keys, entry_id),
+                      _broker.REQUEUE_GUARD_TTL, _broker.REQUESTS_MAXLEN,
+                      _broker.REPLY_MAXLEN, _broker.REPLY_TTL, len(notice),
+                      *notice, *_broker.flat(request))
 
     # -- control and heartbeat -----------------------------------------------------------
 
@@ -399,6 +440,29 @@ class WorkerLink:
             self.stop()
         except OSError:
             pass
+
+
+def file_size(response):
+    """The size of a FileResponse's file, or None (the reading will say
+    what is wrong)."""
+    source = response.path_or_file
+    try:
+        if isinstance(source, (str, bytes, _os.PathLike)):
+            return _os.stat(source).st_size
+        return _os.fstat(source.fileno()).st_size
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def too_large(message, size, rest):
+    """The log line and the 500 that stand for an answer too large for
+    the broker."""
+    request_id = message[1]
+    return ((_msg.W_LOG, 'worker', 40,
+             f"answer to request {request_id}: {size} bytes, above the "
+             f"{_broker.BODY_LIMIT} bytes a remote worker may send; "
+             "answering 500"),
+            _msg.error_message(request_id, 500) + tuple(rest))
 
 
 def report(text):

@@ -30,7 +30,7 @@ from . import remoteworker as _remoteworker
 from . import sharedbody as _sharedbody
 from . import spawn as _spawn
 from . import workerloop as _workerloop
-from .remotelink import broker_errors, connect
+from .remotelink import broker_errors, connect, describe, refused_credentials
 from .worker import Worker
 
 _monotonic = _time.monotonic
@@ -94,6 +94,7 @@ class WorkerCommand:
         self.workers = workers
         self.out = out
         self.settings = None
+        self.refused = False      # the broker refused our credentials
         self.style = _log.detect_style(out)
         self.stopping = False
         self.slots = _heartbeat.SlotTable(workers)
@@ -114,7 +115,7 @@ class WorkerCommand:
     def run(self):
         self.install_signals()
         if not self.wait_for_settings():
-            return EXIT_OK
+            return EXIT_USAGE if self.refused else EXIT_OK
         self.policy.permanent_exitcode = self.settings.get(
             'permanent_failure_exitcode')
         for child in self.children:
@@ -171,6 +172,11 @@ class WorkerCommand:
                     return True
                 why = 'no dispatcher has published pool settings yet'
             except errors as err:
+                if refused_credentials(err):
+                    self.say(_log.LOG_ERROR, f"{_broker.redact(self.url)}: "
+                             f"{describe(err)}")
+                    self.refused = True
+                    return False
                 why = f'broker unreachable: {err}'
             if _monotonic() - said > 10:
                 said = _monotonic()
