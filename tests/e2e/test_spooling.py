@@ -106,10 +106,13 @@ def post(app, path, body, content_type='application/octet-stream',
     return reply
 
 
-def read_reply(sock, timeout=30):
-    """(status, body) of one response on a raw socket (Content-Length)."""
+def read_reply(sock, timeout=30, rest=None):
+    """(status, body) of one response on a raw socket (Content-Length).
+
+    `rest` (a bytearray) carries bytes read past this response to the next
+    call: two pipelined answers may arrive in one recv()."""
     sock.settimeout(timeout)
-    data = b''
+    data = bytes(rest) if rest else b''
     while b'\r\n\r\n' not in data:
         chunk = sock.recv(65536)
         if not chunk:
@@ -127,6 +130,8 @@ def read_reply(sock, timeout=30):
         if not chunk:
             break
         body += chunk
+    if rest is not None:
+        rest[:] = body[length:]
     return int(lines[0].split()[1]), body[:length]
 
 
@@ -232,13 +237,48 @@ def test_pipelined_request_after_a_spooled_body(server):
                      b'Content-Length: %d\r\n\r\n' % len(data) + data
                      + b'POST /api/hash HTTP/1.1\r\nHost: x\r\n'
                        b'Content-Length: 5\r\n\r\nhello')
-        first = read_reply(sock)
-        second = read_reply(sock)
+        rest = bytearray()
+        first = read_reply(sock, rest=rest)
+        second = read_reply(sock, rest=rest)
     finally:
         sock.close()
     assert first[0] == 200 and json.loads(first[1])['sha256'] == sha(data)
     assert second[0] == 200
     assert json.loads(second[1])['sha256'] == sha(b'hello')
+
+
+def test_body_kept_in_memory_arriving_slowly_then_pipelined(server):
+    """A body under the threshold read into its own buffer piece by piece,
+    echoed back whole, and the request behind it still answered."""
+    data = pattern(THRESHOLD - 3, 23)
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=30)
+    try:
+        sock.sendall(b'POST /api/echo HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: %d\r\n\r\n' % len(data))
+        for start in range(0, len(data), 50_000):
+            sock.sendall(data[start:start + 50_000])
+            time.sleep(0.02)
+        sock.sendall(b'POST /api/hash-data HTTP/1.1\r\nHost: x\r\n'
+                     b'Content-Length: 5\r\n\r\nhello')
+        rest = bytearray()
+        first = read_reply(sock, rest=rest)
+        second = read_reply(sock, rest=rest)
+    finally:
+        sock.close()
+    assert first[0] == 200 and sha(first[1]) == sha(data)
+    assert second[0] == 200 and json.loads(second[1])['kind'] == 'bytes'
+
+
+def test_body_kept_in_memory_client_leaves_halfway(server):
+    data = pattern(THRESHOLD - 3, 24)
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=30)
+    sock.sendall(b'POST /api/echo HTTP/1.1\r\nHost: x\r\n'
+                 b'Content-Length: %d\r\n\r\n' % len(data)
+                 + data[:len(data) // 2])
+    time.sleep(0.1)
+    sock.close()
+    reply = post(server, '/api/echo', data)  # the server goes on serving
+    assert reply.status == 200 and sha(reply.body) == sha(data)
 
 
 def test_expect_100_continue_with_a_spooled_body(server):
