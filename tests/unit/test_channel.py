@@ -349,3 +349,74 @@ def test_make_pipe_ends_not_inheritable():
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+# -- tail frames: a large body after the pickle ------------------------------
+
+class TestTailFrames:
+    def test_small_body_stays_in_the_pickle(self):
+        parts = channel.pack_parts((21, 5, b'short', 1), 2)
+        assert len(parts) == 2
+        assert pickle.loads(parts[1]) == (21, 5, b'short', 1)
+
+    def test_large_body_is_not_copied_into_the_frame(self):
+        body = bytearray(channel.TAIL_MIN)
+        parts = channel.pack_parts((1, 7, body, 'x'), 2)
+        assert parts[-1] is body
+        assert pickle.loads(parts[1]) == (1, 7, None, 'x')
+
+    def test_tail_read_into_its_own_buffer(self, pipe):
+        body = os.urandom(300_000)
+        out = OutBuffer(pipe[1])
+        os.set_blocking(pipe[1], False)
+        out.add_parts(*channel.pack_parts((1, 7, body, 'x'), 2))
+        out.add(pack(('next',)))
+        reader = FrameReader(pipe[0])
+        got = []
+        deadline = time.monotonic() + DEADLINE
+        while len(got) < 2:
+            assert time.monotonic() < deadline
+            out.flush()
+            got.extend(reader.read())
+        assert got[0][:2] == (1, 7) and got[0][3] == 'x'
+        assert type(got[0][2]) is bytearray and got[0][2] == body
+        assert got[1] == ('next',)
+        assert reader.buffered == 0 and len(out) == 0
+
+    def test_tail_arriving_byte_by_byte(self, pipe):
+        body = bytes(range(256)) * 300
+        frame = b''.join(channel.pack_parts((1, body, 2), 1))
+        reader = FrameReader(pipe[0], tail_type=bytes)
+        got = []
+        for index in range(0, len(frame), 4093):
+            os.write(pipe[1], frame[index:index + 4093])
+            got.extend(reader.read())
+        assert got == [(1, body, 2)] and type(got[0][1]) is bytes
+
+    def test_whole_tail_frame_in_the_buffer(self, pipe):
+        body = b'b' * channel.TAIL_MIN
+        frame = b''.join(channel.pack_parts((3, body), 1))
+        reader = FrameReader(pipe[0], tail_type=bytes)
+        reader._buffer += frame + pack((4,))  # pylint: disable=protected-access
+        assert reader.messages() == [(3, body), (4,)]
+
+    def test_tail_without_a_place_is_corrupt(self, pipe):
+        frame = bytearray(b''.join(channel.pack_parts((3, b'z' * 70000), 1)))
+        frame[9] = 5  # the tail's index, past the end of the message
+        os.write(pipe[1], frame[:60000])
+        reader = FrameReader(pipe[0])
+        reader.read()
+        os.write(pipe[1], frame[60000:])
+        with pytest.raises(ChannelError):
+            read_until(reader, 1)
+
+    def test_worker_write_parts(self, pipe):
+        body = os.urandom(200_000)
+        parts = channel.pack_parts((21, body), 1)
+        writer = threading.Thread(
+            target=channel.write_parts, args=(pipe[1], *parts))
+        writer.start()
+        reader = FrameReader(pipe[0])
+        got = read_until(reader, 1)
+        writer.join(DEADLINE)
+        assert got == [(21, bytearray(body))]

@@ -75,6 +75,13 @@ SPOOLBODY_PRIVATE = (
     '_content_length', '_rx_bytes_counter', '_last_activity',
     '_recv_to_buffer')  # overridden: process_request() calls it
 
+# HttpConnection's private names that http/bodyinto.py (large in-memory
+# bodies read into their own buffer, a mixin of Connection) uses
+BODYINTO_PRIVATE = (
+    '_method', '_content_length', '_data', '_data_loaded', '_buffer',
+    '_socket', '_rx_bytes_counter',
+    '_recv_to_buffer')  # overridden: process_request() calls it
+
 SERVER_PUBLIC = (
     'socket', 'selector', 'is_secure', 'close', 'handle_event',
     'remove_connection', 'maintenance')
@@ -89,11 +96,14 @@ SERVER_PRIVATE = (
 GLUE = {'connection.py': (_server.HttpConnection, CONNECTION_PRIVATE),
         'server.py': (_server.HttpServer, SERVER_PRIVATE),
         'takeover.py': (_server.HttpConnection, TAKEOVER_PRIVATE),
-        'spoolbody.py': (_server.HttpConnection, SPOOLBODY_PRIVATE)}
+        'spoolbody.py': (_server.HttpConnection, SPOOLBODY_PRIVATE),
+        'bodyinto.py': (_server.HttpConnection, BODYINTO_PRIVATE)}
 # Connection and the mixins it is made of: the private names one of them
 # defines are the others' own too
-MIXINS = {'connection.py': ('takeover.py', 'sendfile.py', 'spoolbody.py'),
-          'spoolbody.py': ('connection.py',)}
+MIXINS = {'connection.py': ('takeover.py', 'sendfile.py', 'spoolbody.py',
+                             'bodyinto.py'),
+          'spoolbody.py': ('connection.py',),
+          'bodyinto.py': ('connection.py', 'spoolbody.py')}
 
 
 def installed():
@@ -207,7 +217,8 @@ def private_uses(path):
 def test_glue_uses_listed_privates_of_its_own_base_class_only(connection,
                                                               server):
     instances = {'connection.py': connection, 'server.py': server,
-                 'takeover.py': connection, 'spoolbody.py': connection}
+                 'takeover.py': connection, 'spoolbody.py': connection,
+                 'bodyinto.py': connection}
     for name, (_, listed) in GLUE.items():
         uses, defined = private_uses(os.path.join(HTTP, name))
         for mixin in MIXINS.get(name, ()):  # Connection's own parts

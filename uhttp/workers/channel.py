@@ -12,6 +12,8 @@ import fcntl as _fcntl
 import os as _os
 import pickle as _pickle
 import struct as _struct
+from collections import deque as _deque
+from itertools import islice as _islice
 
 _HEADER = _struct.Struct('>I')
 _HEADER_SIZE = _HEADER.size
@@ -29,7 +31,19 @@ READ_SIZE = 1 << 20
 # fills it goes on with READ_SIZE
 FIRST_READ = 1 << 16
 PIPE_SIZE = 1 << 20
+_JOIN_MAX = 16 * 1024  # queued parts smaller than this are joined
+_IOV_MAX = 512          # buffers per writev()
 _F_SETPIPE_SZ = getattr(_fcntl, 'F_SETPIPE_SZ', 1031)
+
+
+# A tail frame: after the length, a mark byte (a pickle starts with 0x80),
+# the index of the body in the message and the pickle's length; then the
+# pickle of the message with None at that index, then the body's bytes.
+TAIL_MIN = 64 * 1024
+_TAIL_MARK = 0
+_TAIL_HEAD = _struct.Struct('>BBI')
+_TAIL_HEAD_SIZE = _TAIL_HEAD.size
+_TAIL_TYPES = (bytes, bytearray)
 
 
 class ChannelError(Exception):
@@ -44,9 +58,23 @@ def pack(message):
     return _pack_header(len(payload)) + payload
 
 
-def pack_parts(message):
-    """Encode one message as (header, payload): writing the two parts
-    separately saves copying a large payload into a joined frame."""
+def pack_parts(message, tail=None):
+    """Encode one message as a tuple of buffers to write one after the
+    other (never joined: a large payload is not copied into a frame).
+
+    `tail` is the index of a body in the message: when it is bytes or a
+    bytearray of TAIL_MIN bytes or more, it goes after the pickle as it is
+    (a tail frame) instead of being copied into it.
+    """
+    body = message[tail] if tail is not None else None
+    if type(body) in _TAIL_TYPES and len(body) >= TAIL_MIN:
+        payload = _dumps(message[:tail] + (None,) + message[tail + 1:],
+                         _PROTOCOL)
+        size = _TAIL_HEAD_SIZE + len(payload) + len(body)
+        if size > MAX_FRAME:
+            raise ChannelError(f"message of {size} bytes is too large")
+        return (_pack_header(size) + _TAIL_HEAD.pack(
+            _TAIL_MARK, tail, len(payload)), payload, body)
     payload = _dumps(message, _PROTOCOL)
     if len(payload) > MAX_FRAME:
         raise ChannelError(f"message of {len(payload)} bytes is too large")
@@ -77,14 +105,21 @@ def make_pipe():
 
 
 class FrameReader:
-    """Collects bytes from a pipe and cuts them into messages."""
+    """Collects bytes from a pipe and cuts them into messages.
 
-    __slots__ = ('fd', '_buffer', 'eof')
+    A tail frame's body is read straight into a buffer of its own
+    (`tail_type`, bytearray by default: no copy; bytes costs one) once its
+    head is in.
+    """
 
-    def __init__(self, fd):
+    __slots__ = ('fd', '_buffer', 'eof', '_tail', 'tail_type')
+
+    def __init__(self, fd, tail_type=bytearray):
         self.fd = fd
         self._buffer = bytearray()
         self.eof = False
+        self._tail = None  # the _TailFrame being read into its buffers
+        self.tail_type = tail_type
 
     def read(self, budget=READ_SIZE * 4):
         """Read what is available (up to about `budget` bytes).
@@ -92,117 +127,279 @@ class FrameReader:
         Returns the list of complete messages; sets `eof` when the writer
         has gone. Raises ChannelError on a corrupt frame.
         """
-        buffer = self._buffer
+        result = []
         got = 0
         size = FIRST_READ
         while got < budget:
+            if self._tail is not None:
+                count = self._read_tail(result)
+                if count is None:
+                    break
+                got += count
+                continue
+            chunk = self._read_chunk(size)
+            if chunk is None:
+                break
+            self._buffer += chunk
+            got += len(chunk)
+            self._cut(result)
+            if len(chunk) < size:
+                break
+            size = READ_SIZE
+        return result
+
+    def _read_chunk(self, size):
+        """os.read() of up to `size` bytes; None when there is nothing
+        (now, or any more: then `eof` is set)."""
+        while True:
             try:
                 chunk = _os.read(self.fd, size)
             except BlockingIOError:
-                break
+                return None
             except InterruptedError:
                 continue
             except OSError as err:
                 if err.errno in (_errno.EBADF, _errno.EIO, _errno.ECONNRESET):
                     self.eof = True
-                    break
+                    return None
                 raise
             if not chunk:
                 self.eof = True
-                break
-            buffer += chunk
-            got += len(chunk)
-            if len(chunk) < size:
-                break
-            size = READ_SIZE
-        return self.messages()
+                return None
+            return chunk
+
+    def _read_tail(self, result):
+        """One readv() into the tail frame's buffers; the count read, or
+        None when the pipe has no more now (or has closed)."""
+        tail = self._tail
+        wanted = tail.left
+        try:
+            count = _os.readv(self.fd, tail.views())
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as err:
+            if err.errno in (_errno.EBADF, _errno.EIO, _errno.ECONNRESET):
+                self.eof = True
+                return None
+            raise
+        if not count:
+            self.eof = True
+            return None
+        tail.filled += count
+        if not tail.left:
+            self._tail = None
+            result.append(tail.message(self.tail_type))
+        return count if count == wanted else None
 
     def messages(self):
         """Decode every complete frame in the buffer."""
+        result = []
+        self._cut(result)
+        return result
+
+    def _cut(self, result):
+        """Append every complete frame in the buffer to `result`; a tail
+        frame whose head is in goes on into its own buffers."""
         buffer = self._buffer
         size = len(buffer)
-        if size < _HEADER_SIZE:
-            return []
-        result = []
         pos = 0
         view = memoryview(buffer)
         try:
             while size - pos >= _HEADER_SIZE:
                 length = _unpack_header(buffer, pos)[0]
-                end = pos + _HEADER_SIZE + length
-                if end > size:
+                start = pos + _HEADER_SIZE
+                end = start + length
+                tail = length and start < size and (
+                    buffer[start] == _TAIL_MARK)
+                if end <= size:
+                    result.append(_decode_tail(view, start, end, self.tail_type)
+                                  if tail else _decode(view[start:end]))
+                elif tail and size - start >= _TAIL_HEAD_SIZE:
+                    self._tail = _TailFrame(view, start, end)
+                    self._tail.put(view[start + _TAIL_HEAD_SIZE:])
+                    pos = size
                     break
-                try:
-                    result.append(_loads(view[pos + _HEADER_SIZE:end]))
-                except Exception as err:  # pylint: disable=broad-except
-                    raise ChannelError(f"corrupt frame: {err!r}") from err
+                else:
+                    break
                 pos = end
         finally:
             view.release()
         if pos:
             del buffer[:pos]
-        return result
 
     @property
     def buffered(self):
-        return len(self._buffer)
+        return len(self._buffer) + (self._tail.filled if self._tail else 0)
+
+
+def _decode(data):
+    try:
+        return _loads(data)
+    except Exception as err:  # pylint: disable=broad-except
+        raise ChannelError(f"corrupt frame: {err!r}") from err
+
+
+def _with_tail(message, index, body):
+    if not isinstance(message, tuple) or index >= len(message) or (
+            message[index] is not None):
+        raise ChannelError("corrupt frame: its tail has no place")
+    return message[:index] + (body,) + message[index + 1:]
+
+
+def _decode_tail(view, start, end, tail_type):
+    """A tail frame found whole in the buffer (its body copied out)."""
+    _mark, index, size = _TAIL_HEAD.unpack_from(view, start)
+    head = start + _TAIL_HEAD_SIZE
+    if head + size > end:
+        raise ChannelError("corrupt frame: its pickle overruns it")
+    message = _decode(view[head:head + size])
+    return _with_tail(message, index, tail_type(view[head + size:end]))
+
+
+class _TailFrame:
+    """A tail frame being read: its pickle and its body, each into a
+    buffer of its exact size."""
+
+    __slots__ = ('index', 'head', 'body', 'filled')
+
+    def __init__(self, view, start, end):
+        _mark, self.index, size = _TAIL_HEAD.unpack_from(view, start)
+        rest = end - start - _TAIL_HEAD_SIZE
+        if size > rest:
+            raise ChannelError("corrupt frame: its pickle overruns it")
+        try:
+            self.head = bytearray(size)
+            self.body = bytearray(rest - size)
+        except MemoryError:
+            raise ChannelError(f"frame of {rest} bytes: no memory") from None
+        self.filled = 0
+
+    @property
+    def left(self):
+        return len(self.head) + len(self.body) - self.filled
+
+    def views(self):
+        done, head = self.filled, len(self.head)
+        if done < head:
+            return [memoryview(self.head)[done:], memoryview(self.body)]
+        return [memoryview(self.body)[done - head:]]
+
+    def put(self, data):
+        """Take bytes that were read before the frame was recognised."""
+        head = self.head
+        cut = min(len(data), len(head))
+        head[:cut] = data[:cut]
+        if len(data) > cut:
+            self.body[:len(data) - cut] = data[cut:]
+        self.filled = len(data)
+
+    def message(self, tail_type):
+        body = self.body if tail_type is bytearray else tail_type(self.body)
+        return _with_tail(_decode(self.head), self.index, body)
 
 
 class OutBuffer:
-    """Non-blocking writer: queue frames, flush when the pipe takes them."""
+    """Non-blocking writer: queue frames, flush when the pipe takes them.
 
-    __slots__ = ('fd', '_buffer', 'closed')
+    Small frames are joined into one buffer; a large part (a request's
+    body) is queued as it is and written from where it lies with writev().
+    A queued part must not change until written.
+    """
+
+    __slots__ = ('fd', '_parts', '_size', '_open', 'closed')
 
     def __init__(self, fd):
         self.fd = fd
-        self._buffer = bytearray()
+        self._parts = _deque()
+        self._size = 0
+        self._open = None  # the last part, when it is our own bytearray
         self.closed = False
 
     def __len__(self):
-        return len(self._buffer)
+        return self._size
 
     def add(self, frame):
         if not self.closed:
-            self._buffer += frame
+            self._append(frame)
 
-    def add_parts(self, header, payload):
+    def add_parts(self, *parts):
         if not self.closed:
-            self._buffer += header
-            self._buffer += payload
+            for part in parts:
+                self._append(part)
+
+    def _append(self, part):
+        size = len(part)
+        if not size:
+            return
+        self._size += size
+        if size >= _JOIN_MAX:
+            self._parts.append(part)
+            self._open = None
+        elif self._open is not None:
+            self._open += part
+        else:
+            self._open = bytearray(part)
+            self._parts.append(self._open)
 
     def flush(self):
         """Write what the pipe takes now; True when nothing is left.
 
         Raises BrokenPipeError when the reader has gone.
         """
-        buffer = self._buffer
-        while buffer:
+        parts = self._parts
+        while parts:
             try:
-                written = _os.write(self.fd, buffer)
+                if len(parts) == 1:
+                    written = _os.write(self.fd, parts[0])
+                else:
+                    written = _os.writev(self.fd, parts if len(parts) <= (
+                        _IOV_MAX) else list(_islice(parts, _IOV_MAX)))
             except BlockingIOError:
                 return False
             except InterruptedError:
                 continue
-            del buffer[:written]
+            self._size -= written
+            self._drop(written)
         return True
 
+    def _drop(self, written):
+        parts = self._parts
+        while written:
+            first = parts[0]
+            size = len(first)
+            if written < size:
+                if first is self._open:
+                    self._open = None  # a view of it is queued now
+                parts[0] = memoryview(first)[written:]
+                return
+            parts.popleft()
+            if first is self._open:
+                self._open = None
+            written -= size
+
     def clear(self):
-        self._buffer = bytearray()
+        self._parts = _deque()
+        self._size = 0
+        self._open = None
 
 
-def write_parts(fd, header, payload):
-    """Blocking write of a frame given as (header, payload), without
-    joining them first."""
+def write_parts(fd, *parts):
+    """Blocking write of a frame given as several buffers (pack_parts()),
+    without joining them first."""
+    views = [memoryview(part) for part in parts if len(part)]
     try:
-        written = _os.writev(fd, (header, payload))
-    except InterruptedError:
-        written = 0
-    size = len(header)
-    if written < size:
-        write_all(fd, header[written:])
-        write_all(fd, payload)
-    elif written - size < len(payload):
-        write_all(fd, memoryview(payload)[written - size:])
+        while views:
+            try:
+                written = _os.writev(fd, views)
+            except InterruptedError:
+                continue
+            while views and written >= len(views[0]):
+                written -= len(views.pop(0))
+            if written:
+                views[0] = views[0][written:]
+    finally:
+        for view in views:
+            view.release()
 
 
 def write_all(fd, data):

@@ -19,6 +19,7 @@ import sys as _sys
 import time as _time
 import traceback as _traceback
 
+from . import allocator as _allocator
 from . import channel as _channel
 from . import config as _config
 from . import fds as _fds
@@ -244,6 +245,7 @@ class Core:
 
     def start(self):
         self.front.raise_fd_limit()
+        _allocator.keep_freed_memory()  # before any worker is forked
         self.loop.open(self.on_wake)
         self.signals = Signals(self.loop.wakeup, self.request_stop,
                                self.control.request_action)

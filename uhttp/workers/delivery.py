@@ -13,6 +13,14 @@ from .loop import EVENT_WRITE
 from .pending import PENDING_COMPLETED
 
 
+_BODY = 7  # where a request message holds its body (messages.M_REQUEST)
+
+
+def _pack_request(message):
+    # the body travels after the pickle, not copied into it (channel.py)
+    return _channel.pack_parts(message, _BODY)
+
+
 class Delivery:
     """The outgoing side of every worker's pipes (for `core`)."""
 
@@ -76,7 +84,7 @@ class Delivery:
     def pack(handle, message):
         """The frame of `message`; the descriptors of the spooled bodies
         in it go over the worker's descriptor socket first (bodyview.py)."""
-        return _bodyview.pack_passing(message, _channel.pack_parts,
+        return _bodyview.pack_passing(message, _pack_request,
                                       handle.file_fd)
 
     def tell(self, handle, frame):

@@ -102,8 +102,9 @@ class Relay:
         pending.size = 0 if pending.method == 'HEAD' else len(body)
         response = None
         if self.hooks.overridden('on_response'):
-            response = _msg.response_from_wire(
-                request_id, status, headers, body, kind, cookies)
+            response = _msg.response_from_wire(  # bytes, as it was sent
+                request_id, status, headers, bytes(body) if type(body) is (
+                    bytearray) else body, kind, cookies)
         self.core.end(pending, PENDING_COMPLETED, response)
         if hold:
             client.release()

@@ -54,9 +54,11 @@ def request_message(item):
     except Exception:  # pylint: disable=broad-except
         remote = None
     body = client.body
-    if (not isinstance(body, (bytes, bytearray)) and body is not None
+    if (body is not None and type(body) is not bytes
             and len(body) <= _broker.BODY_LIMIT):  # (larger: refused)
-        body = bytes(body)  # a remote worker gets the request's bytes only
+        # a remote worker gets the request's bytes only (not the buffer a
+        # large body was read into, nor a spooled body's file)
+        body = bytes(body)
     return (_msg.M_REQUEST, 0, item.request_id, client.method, client.path,
             client.query, client.headers, body, False, remote, item.context)
 

@@ -92,7 +92,7 @@ class _Runtime:
         self.slot = slot
         self.log_level = log_level
         self.heartbeat_interval = heartbeat_interval
-        self.reader = _channel.FrameReader(in_fd)
+        self.reader = _channel.FrameReader(in_fd, tail_type=bytes)
         # pipe writes above PIPE_BUF are not atomic between threads (an
         # RLock: a file answer sends its messages under it)
         self.send_lock = _threading.RLock()
@@ -120,15 +120,16 @@ class _Runtime:
             # a large body: its descriptor goes first, the message after
             message = _sharedbody.share(message, self.file_sock)
         try:
-            header, payload = _channel.pack_parts(message)
+            parts = _channel.pack_parts(
+                message, _ANSWER_BODY if message[0] == _msg.W_RESPONSE else None)
         except Exception as err:  # pylint: disable=broad-except
             # only user values (forward data) can fail to pickle
-            header, payload = _channel.pack_parts((
+            parts = _channel.pack_parts((
                 _msg.W_LOG, 'worker', _log.LOG_ERROR,
                 f"message {message[0]} could not be sent: {err!r}"))
         try:
             with self.send_lock:
-                _channel.write_parts(self.out_fd, header, payload)
+                _channel.write_parts(self.out_fd, *parts)
         except (BrokenPipeError, ConnectionResetError, OSError):
             # the dispatcher has gone: nobody is left to answer
             self.running = False
@@ -168,6 +169,7 @@ class _Runtime:
                 pass
 
 
+_ANSWER_BODY = 4  # where a W_RESPONSE holds its body: sent after the pickle
 _WAKE = 'wake'  # selector data of the recall thread's wake-up pipe
 
 

@@ -14,6 +14,7 @@ import uhttp.server as _server
 
 from ..bodyview import as_bytes
 from . import parse as _parse
+from .bodyinto import BodyInto
 from . import serialize as _serialize
 from .canned import SendsCanned
 from .sendfile import SendFile
@@ -46,7 +47,7 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(TakeOver, SendFile, SendsCanned, SpoolBody,
+class Connection(TakeOver, SendFile, SendsCanned, SpoolBody, BodyInto,
                  _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
@@ -179,6 +180,8 @@ class Connection(TakeOver, SendFile, SendsCanned, SpoolBody,
         length = self.content_length
         if self._spool is not None or self._spool_wanted(length):
             return self._spool_data(length)
+        if self._take_large_body(length):
+            return
         buffer = self._buffer
         if len(buffer) < length:
             return
@@ -224,8 +227,8 @@ class Connection(TakeOver, SendFile, SendsCanned, SpoolBody,
                             400, "Invalid JSON body") from err
                 elif media == _server.CONTENT_TYPE_XFORMDATA:
                     self._value = _server.parse_query(as_bytes(raw))
-                else:
-                    self._value = raw
+                else:  # one read into its own buffer: bytes for the user
+                    self._value = bytes(raw) if type(raw) is bytearray else raw
         return self._value
 
     # -- state, for the dispatcher and the server ------------------------------

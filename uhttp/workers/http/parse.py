@@ -99,10 +99,13 @@ def head_end(buffer, scanned=0, limit=None):
     start = scanned - 3
     if start < 0:
         start = 0
-    lf = buffer.find(b'\n\n', start)
     crlf = buffer.find(b'\n\r\n', start)
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf + 3
+    if crlf >= 0:
+        # an LF-only end only counts before it: the search stops there
+        # instead of running through the body bytes read with the head
+        lf = buffer.find(b'\n\n', start, crlf + 1)
+        return crlf + 3 if lf < 0 else lf + 2
+    lf = buffer.find(b'\n\n', start)
     if lf >= 0:
         return lf + 2
     if limit is not None and len(buffer) >= limit:
