@@ -5,6 +5,7 @@ Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout] [local workers]
 [max_content_length]
 """
 import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -87,6 +88,15 @@ class ItemWorker(_workers.Worker):
         request.response_stream()
         for number in range(3):
             request.send_event(data={'n': number}, event='tick')
+        request.response_stream_end()
+        return _workers.DEFERRED
+
+    @_workers.api('/api/items/stream/{count:int}', 'GET')
+    def items_stream(self, request):
+        request.response_stream('application/x-ndjson')
+        for number in range(request.path_params['count']):
+            request.send_chunk(json.dumps({'n': number, 'pid': os.getpid()})
+                               + '\n')
         request.response_stream_end()
         return _workers.DEFERRED
 

@@ -242,6 +242,18 @@ def test_sigstop_worker_declared_dead_and_late_answer_dropped(
     assert tagged(app, '/api/sleep/0.01', 3) and True
 
 
+def test_ndjson_stream_from_a_remote_worker(app_server, redis_server, groups):
+    app = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    worker = wait_workers(app, 1)[0]
+    reply = app.get('/api/items/stream/50')
+    assert reply.status == 200
+    assert reply.headers['content-type'].startswith('application/x-ndjson')
+    lines = [json.loads(line) for line in reply.text.splitlines()]
+    assert [line['n'] for line in lines] == list(range(50))
+    assert {line['pid'] for line in lines} == {worker['pid']}
+
+
 def test_local_workers_serve_the_stream_too(app_server, redis_server, groups):
     app = app_server('remote_app', redis_server.url, 3, 10, 2)
     local = wait_workers(app, 2)
