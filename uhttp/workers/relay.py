@@ -68,7 +68,9 @@ class Relay:
             return
         if messages:
             self.relay(handle, messages)
-        if handle.reader.eof:
+        if handle.reader.eof and handle.from_fd is not None:
+            # (a message of this batch may have ended the worker already:
+            # then its pipes are closed and it was reaped)
             self.core.supervisor.pipe_closed(handle)
 
     def relay(self, handle, messages):
