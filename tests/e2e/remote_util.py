@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+import pytest
+
 from harness import APPS, ROOT
 
 REDIS = shutil.which('redis-server')
@@ -181,3 +183,26 @@ def remote_workers(server, pool='ItemWorker', ready=True):
                     if worker.get('remote') and worker['alive']
                     and (worker['ready'] or not ready)]
     return []
+
+
+def wait_workers(app, count, timeout=20):
+    """The remote workers `app` lists as ready, once there are `count`."""
+    return app.wait_until(lambda: len(remote_workers(app)) >= count and
+                          remote_workers(app), timeout=timeout,
+                          what=f'{count} remote workers ready')
+
+
+@pytest.fixture
+def groups():
+    """start(url, workers=2, **WorkerGroup options): a worker command
+    group, cleaned up (killed by group) at teardown."""
+    started = []
+
+    def start(url, workers=2, **kwargs):
+        group = WorkerGroup(url, workers, **kwargs).start()
+        started.append(group)
+        return group
+
+    yield start
+    for group in started:
+        group.cleanup()

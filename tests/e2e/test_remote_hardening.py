@@ -21,8 +21,9 @@ import pytest
 from uhttp.workers import broker
 
 from harness import APPS
-from remote_util import (REDIS, RedisServer, WorkerGroup, command_env,
-                         redis_has_tls, remote_workers)
+from remote_util import (  # noqa: F401 (groups: a fixture)
+    REDIS, RedisServer, command_env, groups, redis_has_tls,
+    remote_workers, wait_workers)
 
 pytestmark = pytest.mark.skipif(
     REDIS is None, reason='redis-server not installed (Debian: redis-server)')
@@ -43,26 +44,6 @@ def servers():
     yield start
     for server in started:
         server.kill()
-
-
-@pytest.fixture
-def groups():
-    started = []
-
-    def start(url, workers=1, **kwargs):
-        group = WorkerGroup(url, workers, **kwargs).start()
-        started.append(group)
-        return group
-
-    yield start
-    for group in started:
-        group.cleanup()
-
-
-def wait_workers(app, count, timeout=20):
-    return app.wait_until(lambda: len(remote_workers(app)) >= count and
-                          remote_workers(app), timeout=timeout,
-                          what=f'{count} remote workers ready')
 
 
 # -- security -------------------------------------------------------------------

@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from remote_util import (REDIS, RedisServer, WorkerGroup, command_env,
-                         remote_workers)
+from remote_util import (  # noqa: F401 (groups: a fixture)
+    REDIS, RedisServer, command_env, groups, remote_workers,
+    wait_workers)
 
 pytestmark = pytest.mark.skipif(
     REDIS is None, reason='redis-server not installed (Debian: redis-server)')
@@ -29,26 +30,6 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.kill()
-
-
-@pytest.fixture
-def groups():
-    started = []
-
-    def start(url, workers=2, **kwargs):
-        group = WorkerGroup(url, workers, **kwargs).start()
-        started.append(group)
-        return group
-
-    yield start
-    for group in started:
-        group.cleanup()
-
-
-def wait_workers(app, count, timeout=20):
-    return app.wait_until(lambda: len(remote_workers(app)) >= count and
-                          remote_workers(app), timeout=timeout,
-                          what=f'{count} remote workers ready')
 
 
 def tagged(app, path, count, timeout=15, results=None):
