@@ -24,6 +24,8 @@ import struct as _struct
 import threading as _threading
 import weakref as _weakref
 
+from .fds import close_fd as _close_fd
+
 _TAG = _struct.Struct('>q')  # the token that travels with a descriptor
 _tokens = _itertools.count(1)
 _local = _threading.local()  # .outbox while pack_passing() pickles
@@ -52,10 +54,7 @@ class SpooledBytes(_mmap.mmap):
     def __del__(self):
         fd, self._fd = getattr(self, '_fd', -1), -1
         if fd >= 0:
-            try:
-                _os.close(fd)
-            except OSError:
-                pass
+            _close_fd(fd)
 
     def fileno(self):
         return self._fd

@@ -1,15 +1,26 @@
-"""Users' own file descriptors in a loop's selector.
+"""File descriptors: closing one quietly, and users' own descriptors in
+a loop's selector.
 
 Both the dispatcher and the workers let users put sockets, pipes or serial
 ports into their loop: register_reader(fd, callback) and
 register_writer(fd, callback) call `callback(fd)` when `fd` is ready.
 """
 
+import os as _os
 import selectors as _selectors
 import traceback as _traceback
 
 EVENT_READ = _selectors.EVENT_READ
 EVENT_WRITE = _selectors.EVENT_WRITE
+
+
+def close_fd(fd):
+    """Close `fd`, ignoring an error (it may be closed already, or the
+    other end gone): for descriptors that are being let go of."""
+    try:
+        _os.close(fd)
+    except OSError:
+        pass
 
 
 def fd_number(fd):

@@ -24,6 +24,7 @@ import urllib.parse as _urlparse
 from . import log as _log
 from . import messages as _msg
 from . import static as _static
+from .fds import close_fd as _close_fd
 from .fileresponse import FileResponse
 
 _TAG = _struct.Struct('>q')  # the request id that travels with a descriptor
@@ -232,26 +233,21 @@ def receive_fds(sock_fd, into):
             if not data and not fds:
                 return  # the worker's end has closed
             for extra in fds[1:]:
-                _close(extra)
+                _close_fd(extra)
             if not fds:
                 continue
             if len(data) != _TAG.size:
-                _close(fds[0])
+                _close_fd(fds[0])
                 continue
             request_id = _TAG.unpack(data)[0]
             old = into.pop(request_id, None)
             if old is not None:
-                _close(old)
+                _close_fd(old)
             into[request_id] = fds[0]
     finally:
         sock.detach()
 
 
-def _close(fd):
-    try:
-        _os.close(fd)
-    except OSError:
-        pass
 
 
 def plan(fd, request_headers, method, headers):

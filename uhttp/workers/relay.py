@@ -13,14 +13,8 @@ from . import messages as _msg
 from . import pending as _pending
 from . import replies as _replies
 from . import sharedbody as _sharedbody
+from .fds import close_fd as _close_fd
 from .pending import PENDING_COMPLETED, PENDING_STREAM_CLOSED
-
-
-def _spawn_close(fd):
-    try:
-        _os.close(fd)
-    except OSError:
-        pass
 
 
 class Relay:
@@ -122,7 +116,7 @@ class Relay:
         pending = self.table.get(request_id)
         if pending is None:
             if fd is not None:
-                _spawn_close(fd)
+                _close_fd(fd)
             return
         if len(message) > 6 and pending.route is None:
             pending.route, pending.started = message[5], message[6]
@@ -141,7 +135,7 @@ class Relay:
                 _replies.answer_error(client, 500)
             status = 500
         elif not client.is_open or client.pending is not pending:
-            _spawn_close(fd)
+            _close_fd(fd)
         else:
             status, size = self.send_file(pending, fd, status, headers,
                                           cookies)
@@ -171,14 +165,14 @@ class Relay:
             client.send_file(status, headers, cookies, fd, offset, length,
                              head=head, close=self.core.stopping)
         except ValueError as err:
-            _spawn_close(fd)
+            _close_fd(fd)
             self.log.error("response to request %s refused: %s",
                            pending.request_id, err)
             client.pending = None
             _replies.answer_error(client, 500)
             return 500, 0
         except Exception as err:  # pylint: disable=broad-except
-            _spawn_close(fd)
+            _close_fd(fd)
             self.core.front.connection_failed(client, err)
             client.pending = None
             client.close()

@@ -20,6 +20,7 @@ from . import files as _files
 from . import messages as _msg
 from . import replies as _replies
 from .bodyview import SpooledBytes
+from .fds import close_fd as _close_fd
 from .pending import PENDING_COMPLETED
 
 _MEMFD_FLAGS = getattr(_os, 'MFD_CLOEXEC', 0) | getattr(
@@ -160,7 +161,4 @@ def _answer_500(client, pending):
 
 def _close(fd):
     if fd is not None:
-        try:
-            _os.close(fd)
-        except OSError:
-            pass
+        _close_fd(fd)

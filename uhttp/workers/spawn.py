@@ -16,6 +16,7 @@ from . import files as _files
 from . import sharedbody as _sharedbody
 from . import spool as _spool
 from . import workerloop as _workerloop
+from .fds import close_fd
 
 
 class WorkerSpec:
@@ -127,13 +128,6 @@ def flush_std():
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
-
-
-def close_fd(fd):
-    try:
-        _os.close(fd)
-    except OSError:
-        pass
 
 
 def detach_close(sock):

@@ -17,6 +17,7 @@ import weakref as _weakref
 
 from . import channel as _channel
 from .bodyview import SpooledBytes, forget_views
+from .fds import close_fd as _close_fd
 
 DEFAULT_THRESHOLD = 256 * 1024
 _O_TMPFILE = getattr(_os, 'O_TMPFILE', 0)
@@ -150,10 +151,7 @@ class Spool:
         """Drop the body (the client left, a limit, a timeout)."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
-            try:
-                _os.close(fd)
-            except OSError:
-                pass
+            _close_fd(fd)
 
     def __repr__(self):
         return f"<Spool fd={self.fd} {self.size} bytes>"
@@ -187,7 +185,4 @@ def forget_in_child():
     forget_views()
     if _pipe and _pipe[0] is not None:
         for fd in _pipe.pop():
-            try:
-                _os.close(fd)
-            except OSError:
-                pass
+            _close_fd(fd)

@@ -14,6 +14,7 @@ import time as _time
 from . import channel as _channel
 from . import policy as _policy
 from . import spawn as _spawn
+from .fds import close_fd
 from .loop import EVENT_READ
 from .pending import PENDING_COMPLETED, PENDING_WORKER_DIED
 from .pool import WorkerHandle, describe_exit
@@ -180,7 +181,7 @@ class Supervisor:
             if fd is not None:
                 if self.loop.workers is not None:
                     self.loop.workers.unregister(fd)
-                _spawn.close_fd(fd)
+                close_fd(fd)
         handle.closed()
         self.core.delivery.dirty.discard(handle)
 

@@ -12,6 +12,7 @@ import os as _os
 import uhttp.server as _server
 
 from . import serialize as _serialize
+from ..fds import close_fd
 
 
 class _FileBody:
@@ -32,10 +33,7 @@ class _FileBody:
     def close(self):
         fd, self.fd = self.fd, -1
         if fd >= 0:
-            try:
-                _os.close(fd)
-            except OSError:
-                pass
+            close_fd(fd)
 
 
 class SendFile:
