@@ -9,6 +9,9 @@ default hook does not need.
 import traceback as _traceback
 
 
+_AFTER_ANSWER = frozenset(('on_response', 'on_pending_removed'))
+
+
 class Hooks:
     """Guarded calls of one Dispatcher object's hooks."""
 
@@ -24,6 +27,12 @@ class Hooks:
 
     def overridden(self, name):
         return name in self._overridden
+
+    @property
+    def after_answer(self):
+        """True when a hook runs once a worker's answer is sent
+        (on_response or on_pending_removed): the client is held until then."""
+        return bool(self._overridden & _AFTER_ANSWER)
 
     def call(self, name, *args, default=None):
         """app.name(*args); on an exception, log it and return `default`."""

@@ -89,8 +89,7 @@ class Relay:
         if len(message) > 8 and pending.route is None:
             pending.route, pending.started = message[7], message[8]
         client = pending.client
-        hold = self.hooks.overridden('on_response') or self.hooks.overridden(
-            'on_pending_removed')
+        hold = self.hooks.after_answer
         if hold:
             client.hold()
         status = self.send(pending, status, headers, body, cookies)
@@ -121,8 +120,7 @@ class Relay:
         if len(message) > 6 and pending.route is None:
             pending.route, pending.started = message[5], message[6]
         client = pending.client
-        hold = self.hooks.overridden('on_response') or self.hooks.overridden(
-            'on_pending_removed')
+        hold = self.hooks.after_answer
         if hold:
             client.hold()
         headers = list(headers or ())

@@ -102,9 +102,7 @@ def relay_shared(relay, handle, message):
     if len(message) > 7 and pending.route is None:
         pending.route, pending.started = message[6], message[7]
     client = pending.client
-    hooks = relay.hooks
-    hold = hooks.overridden('on_response') or hooks.overridden(
-        'on_pending_removed')
+    hold = relay.hooks.after_answer
     if hold:
         client.hold()
     view = None
@@ -114,7 +112,7 @@ def relay_shared(relay, handle, message):
         status = _answer_500(client, pending)
     else:
         size = _os.fstat(fd).st_size
-        if hooks.overridden('on_response'):
+        if relay.hooks.overridden('on_response'):
             view = SpooledBytes(_os.dup(fd), size)
         status = _send(relay, pending, fd, size, status, headers, cookies)
     pending.status = status
