@@ -9,6 +9,8 @@ import pytest
 
 import uhttp.workers as workers
 from uhttp.workers import log
+from uhttp.workers.core import POOL_PATHS
+from uhttp.workers.dispatcher import core_of
 
 
 class AWorker(workers.Worker):
@@ -292,6 +294,32 @@ class TestFindPool:
         dispatcher = workers.Dispatcher(pools=[status])
         assert dispatcher._find_pool('/api/status') is status
         assert dispatcher._find_pool('/api/status/x') is None
+
+    def test_remembered_answers_are_the_same_answers(self):
+        compute = pool(AWorker, ['/api/compute/**'])
+        general = pool(BWorker, ['/api/**'])
+        dispatcher = workers.Dispatcher(pools=[compute, general])
+        paths = ['/api/compute/x', '/api/x', '/other', '/api/compute'] * 3
+        assert [dispatcher._find_pool(path) for path in paths] == [
+            compute, general, None, compute] * 3
+
+    def test_the_remembered_paths_are_bounded_and_still_right(self):
+        general = pool(BWorker, ['/api/**'])
+        fallback = pool(CWorker)
+        dispatcher = workers.Dispatcher(pools=[general, fallback])
+        for number in range(2000):
+            path = f'/api/items/{number}' if number % 2 else f'/x/{number}'
+            assert dispatcher._find_pool(path) is (
+                general if number % 2 else fallback)
+        assert len(core_of(dispatcher).pool_by_path[1]) <= POOL_PATHS
+
+    def test_configure_routes_with_the_new_pools(self):
+        first = pool(AWorker, ['/api/**'])
+        dispatcher = workers.Dispatcher(pools=[first])
+        assert dispatcher._find_pool('/api/x') is first
+        second = pool(BWorker, ['/api/**'])
+        core_of(dispatcher).configure(pools=[second])
+        assert dispatcher._find_pool('/api/x') is second
 
     def test_none_without_fallback(self):
         dispatcher = workers.Dispatcher(pools=[pool(AWorker, ['/api/**'])])

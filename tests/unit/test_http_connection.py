@@ -1,80 +1,26 @@
 """The connection and server glue over a socket pair: parse and serialize
 driven through uhttp-server's classes, and the state accessors."""
 
-import selectors
 import socket
 
 import pytest
 
 from uhttp.workers import http as _http
 
-
-class Owner:
-    """What a Server reports to (the Dispatcher, in the library)."""
-
-    def __init__(self):
-        self.failed = []
-        self.gone = []
-
-    def connection_failed(self, connection, err):
-        self.failed.append(err)
-
-    def client_gone(self, pending):
-        self.gone.append(pending)
-
-    def client_stalled(self, connection, limit):
-        pass
-
-    def accept_exhausted(self, err):
-        pass
+from connection_pair import accepted, feed, received, serving
 
 
 @pytest.fixture
 def server():
-    selector = selectors.DefaultSelector()
-    owner = Owner()
-    server = _http.Server(owner, '127.0.0.1', 0, None, selector,
-                          max_content_length=64, keep_alive_max_requests=3)
-    server.owner = owner
-    yield server
-    server.close()
-    selector.close()
+    yield from serving(max_content_length=64, keep_alive_max_requests=3)
 
 
 @pytest.fixture
 def pair(server):
-    """(connection, peer socket): a Connection as the server accepts one."""
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    peer.settimeout(2)
-    connection = _http.Connection(server, ours, ('127.0.0.1', 4321),
-                                  **server._kwargs)
-    server.connections[connection] = None
-    assert connection.register()
+    connection, peer = accepted(server)
     yield connection, peer
     connection.close()
     peer.close()
-
-
-def feed(connection, peer, data):
-    """Send `data` as the client; the connection's answer to the event."""
-    peer.sendall(data)
-    return connection.handle_event(connection.socket, _http.EVENT_READ)
-
-
-def received(peer):
-    peer.setblocking(False)
-    data = b''
-    try:
-        while True:
-            chunk = peer.recv(65536)
-            if not chunk:
-                return data + b'<EOF>'
-            data += chunk
-    except BlockingIOError:
-        return data
-    finally:
-        peer.settimeout(2)
 
 
 def test_a_request_through_the_glue(pair):
@@ -281,7 +227,7 @@ def test_an_exception_while_handling_is_a_400_and_a_log(server, pair):
         connection.socket.recv(100)
         raise RuntimeError("boom")
 
-    connection.process_request = explode
+    connection._read_headers = explode  # whichever way the head is read
     assert feed(connection, peer, b'GET / HTTP/1.1\r\n\r\n') is None
     assert [str(err) for err in server.owner.failed] == ['boom']
     assert received(peer).endswith(b'\r\n\r\nBad Request<EOF>')

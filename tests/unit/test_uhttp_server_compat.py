@@ -2,7 +2,7 @@
 
 uhttp-workers is pinned to the uhttp-server series it is tested with
 (pyproject.toml). Its HTTP glue (uhttp/workers/http/connection.py,
-takeover.py and server.py) subclasses uhttp-server's HttpConnection and HttpServer and uses
+its mixins and server.py) subclasses uhttp-server's HttpConnection and HttpServer and uses
 some of their private names; they are listed here, and nowhere else in the
 library may use them. When a test here fails, the message names what the
 installed uhttp-server lacks, and its version.
@@ -48,7 +48,7 @@ CONNECTION_PUBLIC = (
 CONNECTION_PRIVATE = (
     # state set by HttpConnection.__init__ and reset()
     '_server', '_addr', '_socket', '_buffer', '_send_buffer', '_interest',
-    '_detached', '_read_paused', '_method', '_url', '_protocol', '_headers',
+    '_detached', '_method', '_url', '_protocol', '_headers',
     '_headers_repeated', '_data', '_data_loaded', '_path', '_query',
     '_content_length', '_is_streaming', '_response_started',
     '_response_keep_alive', '_file_handle', '_requests_count',
@@ -82,6 +82,16 @@ BODYINTO_PRIVATE = (
     '_socket', '_rx_bytes_counter',
     '_recv_to_buffer')  # overridden: process_request() calls it
 
+# HttpConnection's private names that http/keepalive.py (the keep-alive
+# cycle's common case, a mixin of Connection) uses
+KEEPALIVE_PRIVATE = (
+    '_method', '_response_started', '_is_streaming', '_socket', '_detached',
+    '_content_length', '_data_loaded', '_requests_count', '_buffer', '_addr',
+    '_rx_bytes_counter', '_last_activity', '_file_handle',
+    '_body_file_handle', '_max_headers_length', '_read_paused',
+    '_update_interest',
+    '_read_headers')  # overridden: it reads the head
+
 SERVER_PUBLIC = (
     'socket', 'selector', 'is_secure', 'close', 'handle_event',
     'remove_connection', 'maintenance')
@@ -97,11 +107,13 @@ GLUE = {'connection.py': (_server.HttpConnection, CONNECTION_PRIVATE),
         'server.py': (_server.HttpServer, SERVER_PRIVATE),
         'takeover.py': (_server.HttpConnection, TAKEOVER_PRIVATE),
         'spoolbody.py': (_server.HttpConnection, SPOOLBODY_PRIVATE),
-        'bodyinto.py': (_server.HttpConnection, BODYINTO_PRIVATE)}
+        'bodyinto.py': (_server.HttpConnection, BODYINTO_PRIVATE),
+        'keepalive.py': (_server.HttpConnection, KEEPALIVE_PRIVATE)}
 # Connection and the mixins it is made of: the private names one of them
 # defines are the others' own too
 MIXINS = {'connection.py': ('takeover.py', 'sendfile.py', 'spoolbody.py',
-                             'bodyinto.py'),
+                             'bodyinto.py', 'keepalive.py'),
+          'keepalive.py': ('connection.py', 'spoolbody.py', 'bodyinto.py'),
           'spoolbody.py': ('connection.py',),
           'bodyinto.py': ('connection.py', 'spoolbody.py')}
 
@@ -218,7 +230,7 @@ def test_glue_uses_listed_privates_of_its_own_base_class_only(connection,
                                                               server):
     instances = {'connection.py': connection, 'server.py': server,
                  'takeover.py': connection, 'spoolbody.py': connection,
-                 'bodyinto.py': connection}
+                 'bodyinto.py': connection, 'keepalive.py': connection}
     for name, (_, listed) in GLUE.items():
         uses, defined = private_uses(os.path.join(HTTP, name))
         for mixin in MIXINS.get(name, ()):  # Connection's own parts

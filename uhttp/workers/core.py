@@ -48,6 +48,7 @@ _monotonic = _time.monotonic
 
 QUEUE_WARNING_INTERVAL = 10.0
 CLIENT_BATCH = 64   # client events between two services of the workers' pipes
+POOL_PATHS = 256    # paths whose pool find_pool() remembers
 # reasons a request can end while its worker still holds it: tell the worker
 _TELL_WORKER = frozenset((PENDING_DISCONNECTED, PENDING_TIMEOUT,
                           PENDING_SHUTDOWN))
@@ -63,6 +64,7 @@ class Core:
         self.base = base
         self.settings = _config.DispatcherSettings(*args, **kwargs)
         self.pools = self.settings.pools
+        self.pool_by_path = (None, {})  # (the settings, path -> pool)
         self.log_level = self.settings.log_level
         self.log_taps = []
         self.log_style = self.settings.log_style or _log.detect_style()
@@ -142,11 +144,25 @@ class Core:
 
     def find_pool(self, path):
         """The pool for `path`: the first whose routes match, else the
-        fallback pool, else None."""
-        for pool in self.settings.routed_pools:
-            if pool.matches(path):
+        fallback pool, else None (remembered per path: routes never change
+        once the pools are built; a table grown to POOL_PATHS paths is
+        started again)."""
+        known = self.pool_by_path
+        if known[0] is self.settings:
+            pool = known[1].get(path, known)
+            if pool is not known:
                 return pool
-        return self.settings.fallback
+        else:
+            known = self.pool_by_path = (self.settings, {})
+        pool = self.settings.fallback
+        for each in self.settings.routed_pools:
+            if each.matches(path):
+                pool = each
+                break
+        if len(known[1]) >= POOL_PATHS:
+            known[1].clear()
+        known[1][path] = pool
+        return pool
 
     def fd_callbacks(self):
         if self.user_fds is None:
@@ -414,7 +430,7 @@ class Core:
                     (_msg.M_DISCONNECT, pending.request_id)))
         if response is not None:
             self.hooks.call('on_response', response, pending)
-        if self.hooks.overridden('on_pending_removed'):
+        if 'on_pending_removed' in self.hooks.replaced:
             self.hooks.call('on_pending_removed', pending.request_id, pending,
                             reason)
         return True
@@ -469,8 +485,10 @@ class Core:
 
     def check_queue(self, pool):
         """Warn (at most every QUEUE_WARNING_INTERVAL s) about a long queue."""
+        if not pool.queue_warning:
+            return
         size = len(pool.scheduler)
-        if pool.queue_warning and size > pool.queue_warning:
+        if size > pool.queue_warning:
             now = _monotonic()
             last = self.queue_warned.get(pool)
             if last is None or now - last >= QUEUE_WARNING_INTERVAL:

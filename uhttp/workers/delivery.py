@@ -14,6 +14,7 @@ from .pending import PENDING_COMPLETED
 
 
 _BODY = 7  # where a request message holds its body (messages.M_REQUEST)
+_PLAIN_BODIES = (type(None), bytes, bytearray)
 
 
 def _pack_request(message):
@@ -83,7 +84,10 @@ class Delivery:
     @staticmethod
     def pack(handle, message):
         """The frame of `message`; the descriptors of the spooled bodies
-        in it go over the worker's descriptor socket first (bodyview.py)."""
+        in it go over the worker's descriptor socket first (bodyview.py).
+        A body of bytes (or none) without a context holds no descriptor."""
+        if message[-1] is None and type(message[_BODY]) in _PLAIN_BODIES:
+            return _pack_request(message)
         return _bodyview.pack_passing(message, _pack_request,
                                       handle.file_fd)
 

@@ -1,9 +1,9 @@
 """The user's Dispatcher hooks, called so that none can break the loop.
 
 `Hooks.call(name, *args)` runs the hook and logs an exception (with its
-traceback) instead of raising it; `Hooks.overridden(name)` tells whether
-the user's class replaced a hook, so the dispatcher can skip the work a
-default hook does not need.
+traceback) instead of raising it; `Hooks.overridden(name)` (or `name in
+Hooks.replaced`, on the hot path) tells whether the user's class replaced a
+hook, so the dispatcher can skip the work a default hook does not need.
 """
 
 import traceback as _traceback
@@ -19,20 +19,17 @@ class Hooks:
         self.app = app
         self._log = log
         cls = type(app)
-        self._overridden = {
+        self.replaced = frozenset(
             name for name in ('do_check', 'do_check_sync',
                               'on_request_accepted', 'on_response',
                               'on_pending_removed', 'on_static_served')
-            if getattr(cls, name) is not getattr(base, name)}
+            if getattr(cls, name) is not getattr(base, name))
+        # True when a hook runs once a worker's answer is sent (on_response
+        # or on_pending_removed): the client is held until then
+        self.after_answer = bool(self.replaced & _AFTER_ANSWER)
 
     def overridden(self, name):
-        return name in self._overridden
-
-    @property
-    def after_answer(self):
-        """True when a hook runs once a worker's answer is sent
-        (on_response or on_pending_removed): the client is held until then."""
-        return bool(self._overridden & _AFTER_ANSWER)
+        return name in self.replaced
 
     def call(self, name, *args, default=None):
         """app.name(*args); on an exception, log it and return `default`."""

@@ -69,7 +69,7 @@ class Intake:
         if pool is None:
             self.not_found(client, allowed)
             return
-        if self.hooks.overridden('do_check') and not self.check(
+        if 'do_check' in self.hooks.replaced and not self.check(
                 client, 'do_check'):
             return
         if _wssession.is_upgrade(client) and self.core.ws.refuse(client):
@@ -193,7 +193,7 @@ class Intake:
             return refused[0]
         pending = self.core.pending.open(client, pool, self.core.now())
         pending.path = client.path
-        if self.hooks.overridden('on_request_accepted'):
+        if 'on_request_accepted' in self.hooks.replaced:
             pending.context = self.hooks.call(
                 'on_request_accepted', pending.request_id, client, pool)
         client.pending = pending

@@ -144,7 +144,10 @@ class PendingTable:
         self._last_id += 1
         pending = _PendingRequest(self._last_id, client, pool, now)
         self.requests[pending.request_id] = pending
-        self._pool_deadlines(pool)[pending.request_id] = pending
+        deadlines = self._deadlines.get(pool)
+        if deadlines is None:
+            deadlines = self._pool_deadlines(pool)
+        deadlines[pending.request_id] = pending
         return pending
 
     def stream_started(self, pending):

@@ -96,7 +96,7 @@ class Relay:
         pending.status = status
         pending.size = 0 if pending.method == 'HEAD' else len(body)
         response = None
-        if self.hooks.overridden('on_response'):
+        if 'on_response' in self.hooks.replaced:
             response = _msg.response_from_wire(  # bytes, as it was sent
                 request_id, status, headers, bytes(body) if type(body) is (
                     bytearray) else body, kind, cookies)

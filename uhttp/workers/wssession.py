@@ -52,7 +52,10 @@ def _tokens(value):
 def is_upgrade(client):
     """True when the request asks for a WebSocket upgrade."""
     headers = client.headers
-    return bool(headers) and 'websocket' in _tokens(headers.get('upgrade'))
+    if not headers:
+        return False
+    value = headers.get('upgrade')
+    return value is not None and 'websocket' in _tokens(value)
 
 
 def handshake_error(client, origins=None):

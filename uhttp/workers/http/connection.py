@@ -5,7 +5,6 @@ by serialize.py; this class feeds them bytes from the socket and keeps
 uhttp-server's state (and so its `client` API) in step.
 """
 
-import errno as _errno
 import json as _json
 import selectors as _selectors
 import time as _time
@@ -17,13 +16,13 @@ from . import parse as _parse
 from .bodyinto import BodyInto
 from . import serialize as _serialize
 from .canned import SendsCanned
+from .keepalive import KeepAliveCycle
 from .sendfile import SendFile
 from .spoolbody import SpoolBody
 from .takeover import TakeOver
 
 EVENT_READ = _selectors.EVENT_READ
 EVENT_WRITE = _selectors.EVENT_WRITE
-_WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
 
 # HttpServer / HttpConnection options a Dispatcher passes through
 HTTP_OPTIONS = frozenset((
@@ -47,8 +46,8 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(TakeOver, SendFile, SendsCanned, SpoolBody, BodyInto,
-                 _server.HttpConnection):
+class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
+                 BodyInto, _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,
@@ -82,7 +81,7 @@ class Connection(TakeOver, SendFile, SendsCanned, SpoolBody, BodyInto,
         """
         if self._request_start is None:
             self._request_start = _time.time()
-        self._recv_to_buffer(self._max_headers_length)
+        self._recv_head(self._max_headers_length)
         buffer = self._buffer
         block = None
         try:
@@ -147,9 +146,7 @@ class Connection(TakeOver, SendFile, SendsCanned, SpoolBody, BodyInto,
                 return True
             return False
         except _server.HttpErrorWithResponse as err:
-            self.respond(data=str(err).encode('utf-8'), status=err.status,
-                         headers={'connection': 'close',
-                                  'content-type': 'text/plain; charset=UTF-8'})
+            self._answer_refusal(err)
         except _server.ClientError:
             self.close()
         return None
@@ -270,7 +267,8 @@ class Connection(TakeOver, SendFile, SendsCanned, SpoolBody, BodyInto,
     # -- events ----------------------------------------------------------------
 
     def reset(self):
-        super().reset()
+        if not self._reset_plain():
+            super().reset()
         self._chunks = None
         self._head = False
         self._parsed = False
@@ -285,6 +283,9 @@ class Connection(TakeOver, SendFile, SendsCanned, SpoolBody, BodyInto,
 
     def handle_event(self, fileobj, mask):
         try:
+            if mask == EVENT_READ and self._method is None and (
+                    self._awaits_request()):
+                return self._next_request()
             if self._taken is not None:
                 if mask & EVENT_WRITE:
                     self.try_send()
@@ -316,29 +317,6 @@ class Connection(TakeOver, SendFile, SendsCanned, SpoolBody, BodyInto,
         except Exception as err:  # pylint: disable=broad-except
             self._server.broken(self, err)
         return None
-
-    def _read_while_pending(self):
-        """The client's request is with a worker: only watch for it leaving.
-
-        Bytes it sends meanwhile (a pipelined request) are kept for later,
-        up to half the header limit; then reading stops until the answer.
-        """
-        try:
-            data = self._socket.recv(4096)
-        except OSError as err:
-            if err.errno in _WOULDBLOCK:
-                return
-            self.close()
-            return
-        if data is None:
-            return
-        if not data:
-            self.close()
-            return
-        self._buffer.extend(data)
-        if len(self._buffer) >= self._max_headers_length // 2:
-            self._read_paused = True
-            self._update_interest()
 
     # -- response side ---------------------------------------------------------
 

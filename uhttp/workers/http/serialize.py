@@ -67,6 +67,21 @@ def response_head(status, headers, cookies, length, keep):
     statuses get no Content-Length. Raises ValueError, naming it, for a
     header or cookie that holds CR or LF.
     """
+    known = None
+    if not cookies:
+        key = (status, tuple(headers) if headers else ())
+        try:
+            known = _HEADS.get(key)
+            if known is None:
+                known = _remember_head(key)
+        except TypeError:  # a header that cannot be a key: built each time
+            known = None
+    if known is not None:
+        start, own_keep, tail = known
+        keep = keep and own_keep
+        return (start + (_KEEP if keep else _CLOSE) if tail is None else
+                f'{start}content-length: {length}\r\n'
+                f'{tail if keep else _CLOSE}').encode('utf-8'), keep
     parts = [status_line(status)]
     if headers:
         for name, value in headers:
@@ -86,6 +101,36 @@ def response_head(status, headers, cookies, length, keep):
         parts.append(f'content-length: {length}\r\n')
     parts.append(_KEEP if keep else _CLOSE)
     return ''.join(parts).encode('utf-8'), keep
+
+
+_HEADS = {}
+_HEADS_MAX = 256
+
+
+def _remember_head(key):
+    """The head of (status, headers) without its length and Connection:
+    (start, keep allowed, _KEEP or None when bodiless), remembered for the
+    next response with the same status and headers (a handler's answers
+    repeat them). Raises ValueError as response_head() does."""
+    status, headers = key
+    parts = [status_line(status)]
+    keep = True
+    for name, value in headers:
+        value = str(value)
+        if _bad_value(name) or _bad_value(value):
+            raise ValueError(f"header {name!r} contains CR or LF")
+        lower = name.lower()
+        if lower == 'content-length':
+            continue
+        if lower == 'connection':
+            keep = keep and value.lower() == 'keep-alive'
+            continue
+        parts.append(f'{name}: {value}\r\n')
+    known = (''.join(parts), keep, None if bodiless(status) else _KEEP)
+    if len(_HEADS) >= _HEADS_MAX:
+        _HEADS.clear()
+    _HEADS[key] = known
+    return known
 
 
 def stream_head(status, headers, cookies):

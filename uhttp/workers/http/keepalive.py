@@ -1,0 +1,114 @@
+"""The keep-alive cycle: a connection between its requests, and the common
+case in as few steps as it takes.
+
+While a request is out with a worker, only the client leaving is watched
+for; bytes it sends meanwhile (a pipelined request) are kept for later.
+Most events on a client connection are the next request arriving on an
+idle keep-alive connection, and most answers leave nothing behind (no
+file being sent, no spool file, no body buffer). Both go straight to the
+step that does the work here, instead of through every mixin of
+Connection (each of which only has work for a body or a file); anything
+else takes the general path. tests/unit/test_keepalive.py checks that
+both ways leave a connection in the same state.
+"""
+
+import errno as _errno
+import time as _time
+
+import uhttp.server as _server
+
+_WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
+_REFUSAL_HEADERS = {'connection': 'close',
+                    'content-type': 'text/plain; charset=UTF-8'}
+
+
+class KeepAliveCycle:
+    """Mixin of Connection: the next request's head, bytes that come while
+    a request is out, and the plain reset."""
+
+    def _awaits_request(self):
+        """True when a read event on this connection (whose request line
+        has not come yet) can only be the start, or more, of the next
+        request's head."""
+        return (self._taken is None and not self._response_started
+                and not self._is_streaming and self._socket is not None
+                and not self._detached)
+
+    def _next_request(self):
+        """process_request() for a connection waiting for a head: this
+        connection once a request is complete, None meanwhile (or after a
+        refusal was answered, or the client left)."""
+        try:
+            self._read_headers()
+            if self._method is None or self._chunks is not None or (
+                    self._content_length and not self._data_loaded):
+                return None
+            self._requests_count += 1
+            return self
+        except _server.HttpErrorWithResponse as err:
+            self._answer_refusal(err)
+        except _server.ClientError:
+            self.close()
+        return None
+
+    def _answer_refusal(self, err):
+        """Answer a request refused while it was read (as uhttp-server
+        does): its status and text, and the connection closes."""
+        self.respond(data=str(err).encode('utf-8'), status=err.status,
+                     headers=dict(_REFUSAL_HEADERS))
+
+    def _read_while_pending(self):
+        """The client's request is with a worker: only watch for it leaving.
+
+        Bytes it sends meanwhile (a pipelined request) are kept for later,
+        up to half the header limit; then reading stops until the answer.
+        """
+        try:
+            data = self._socket.recv(4096)
+        except OSError as err:
+            if err.errno in _WOULDBLOCK:
+                return
+            self.close()
+            return
+        if data is None:
+            return
+        if not data:
+            self.close()
+            return
+        self._buffer.extend(data)
+        if len(self._buffer) >= self._max_headers_length // 2:
+            self._read_paused = True
+            self._update_interest()
+
+    def _recv_head(self, limit):
+        """Read what has come of a head (no body is being read: the
+        mixins' readers have nothing to do), up to `limit` bytes buffered."""
+        buffer = self._buffer
+        try:
+            data = self._socket.recv(limit - len(buffer))
+        except OSError as err:
+            if err.errno in _WOULDBLOCK:
+                return  # EAGAIN, or (ENOENT) a TLS handshake in progress
+            raise _server.HttpDisconnected(f"{err}: {self._addr}") from err
+        except MemoryError as err:
+            raise _server.HttpErrorWithResponse(413) from err
+        if not data:
+            if data is None:
+                return
+            raise _server.HttpDisconnected(
+                f"Lost connection from client {self._addr}")
+        self._rx_bytes_counter += len(data)
+        buffer += data
+        self._last_activity = _time.time()
+
+    def _reset_plain(self):
+        """The reset of a connection whose answer left no file, spool or
+        body buffer to let go of: uhttp-server's own, without the mixins'
+        (which would only find nothing to do). False when there is more
+        to let go of (then the whole reset runs)."""
+        if (self._spool is not None or self._into is not None
+                or self._file_handle is not None
+                or self._body_file_handle is not None):
+            return False
+        _server.HttpConnection.reset(self)
+        return True
