@@ -11,6 +11,8 @@ hashes it, and a 1 GiB FileResponse download.
   FileResponse, the dispatcher sends it with sendfile); the dispatcher's
   RSS growth. Peer: `python -m http.server` serving the same file to the
   same curl.
+- static: the same file as a static file of the dispatcher (its directory
+  mounted at /static/, sent with sendfile too), same peer.
 
     python benchmarks/large.py                 # 1 GiB, 3 rounds
     python benchmarks/large.py --size-mib 256 --rounds 1
@@ -188,6 +190,12 @@ def one_round(args, path, size, sha, log_dir, record):
                 seconds, got = curl(f'http://{HOST}:{port}/file')
             record('download', seconds, size, watch.growth_mb, got == size,
                    watch)
+        static = f'http://{HOST}:{port}/static/{os.path.basename(path)}'
+        for _ in range(args.repeat):
+            with RssWatch(server.pid) as watch:
+                seconds, got = curl(static)
+            record('static', seconds, size, watch.growth_mb, got == size,
+                   watch)
     finally:
         stop_server(server)
     for _ in range(args.repeat):
@@ -214,12 +222,12 @@ def render(results, args, size):
         return statistics.median(values) if values else None
 
     speed = {name: median(name, 'mib_s') for name in
-             ('upload', 'cat', 'download', 'http.server')}
+             ('upload', 'cat', 'download', 'static', 'http.server')}
     growth = {name: max((item['rss_growth_mb'] for item in results
                          if item['what'] == name), default=None)
-              for name in ('upload', 'download')}
+              for name in ('upload', 'download', 'static')}
     cpu = {name: (median(name, 'cpu_main_s_gib'), median(name, 'cpu_all_s_gib'))
-           for name in ('upload', 'download', 'http.server')}
+           for name in ('upload', 'download', 'static', 'http.server')}
     failed = [item for item in results if not item['ok']]
     lines = [
         f"Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; "
@@ -233,6 +241,8 @@ def render(results, args, size):
              speed['upload'], speed['cat'], growth['upload']),
         _row('FileResponse download vs `python -m http.server`',
              speed['download'], speed['http.server'], growth['download']),
+        _row('static file download vs `python -m http.server`',
+             speed['static'], speed['http.server'], growth['static']),
         '',
         'Throughputs in MiB/s (medians over every transfer); each '
         'transfer\'s numbers are in the JSON. RSS growth: the largest.',
@@ -243,6 +253,7 @@ def render(results, args, size):
          for name, label in (
              ('upload', 'upload (dispatcher; all: with the hashing worker)'),
              ('download', 'FileResponse download (dispatcher; all: with workers)'),
+             ('static', 'static file download (dispatcher)'),
              ('http.server', '`python -m http.server` download'))]
     if failed:
         lines.append(f"\n**{len(failed)} transfer(s) came back wrong**: "

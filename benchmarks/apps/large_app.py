@@ -3,6 +3,8 @@
 POST /hash   sha256 of the body, read from request.body_file 1 MiB at a
              time (a spooled upload: the worker reads the spool file)
 GET  /file   FileResponse of --file (sent by the dispatcher with sendfile)
+GET  /static/<name>   --file as a static file of the dispatcher (its
+             directory mounted at /static/; sendfile too)
 GET  /ping   a small answer, to know the server is up
 
     python benchmarks/apps/large_app.py --port 8080 --file /tmp/big.bin
@@ -10,6 +12,7 @@ GET  /ping   a small answer, to know the server is up
 
 import argparse
 import hashlib
+import os
 
 import uhttp.workers as _workers
 
@@ -43,6 +46,8 @@ def main():
     _workers.Dispatcher(
         port=args.port, address=args.host, log_level=_workers.LOG_WARNING,
         max_content_length=16 << 30, spool_dir=args.spool_dir,
+        static_routes={'/static/': os.path.dirname(
+            os.path.abspath(args.file))},
         pools=[_workers.WorkerPool(LargeWorker, num_workers=2, timeout=600,
                                    path=args.file)],
     ).run()

@@ -12,6 +12,8 @@ GET /api/directory          a directory (500)
 GET /api/typed              a named .txt file (content type from the name)
 GET /api/exit/{size:int}    answers with a file, then the worker exits
 GET /api/pid                the worker's pid
+GET /static/<name>          a static file of $EXT_FILES_FIXED's directory
+                            (the dispatcher sends it itself)
 
 EXT_FILES_CERT / EXT_FILES_KEY serve HTTPS with that certificate.
 """
@@ -105,6 +107,8 @@ if __name__ == '__main__':
                                 os.environ['EXT_FILES_KEY'])
     _workers.Dispatcher(
         port=0, address='127.0.0.1', ssl_context=context,
+        static_routes={'/static/': os.path.dirname(
+            os.environ['EXT_FILES_FIXED'])},
         pools=[_workers.WorkerPool(FileWorker, num_workers=2,
                                    routes=['/api/**'])],
     ).run()

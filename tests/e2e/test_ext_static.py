@@ -148,6 +148,22 @@ def test_on_static_served_records_200_and_authoritative_404(server):
     assert calls[3]['file'].endswith('b.txt')
 
 
+def test_on_static_served_gets_the_status_sent(server):
+    mark = served_mark(server)
+    ranged = server.raw(b'GET /hard/a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                        b'Range: bytes=0-3\r\nConnection: close\r\n\r\n',
+                        timeout=5)
+    assert ranged.startswith(b'HTTP/1.1 206 ') and ranged.endswith(b'\r\nhard')
+    tag = raw_get(server, '/hard/a.txt')[1]['etag'][0]
+    again = server.raw(b'GET /hard/a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                       b'If-None-Match: ' + tag.encode() +
+                       b'\r\nConnection: close\r\n\r\n', timeout=5)
+    assert again.startswith(b'HTTP/1.1 304 ')
+    assert [(call['path'], call['status'])
+            for call in served_since(server, mark)] == [
+        ('/hard/a.txt', 206), ('/hard/a.txt', 200), ('/hard/a.txt', 304)]
+
+
 def test_on_static_served_raising_is_logged(server):
     before = len(re.findall(ERROR_LINE, server.log()))
     assert server.get('/_ctl?raise=1').json == {'raise': True}

@@ -286,6 +286,22 @@ def test_file_over_https(app_server, fixed, tmp_path):
         response = conn.getresponse()
         assert response.status == 206
         assert response.read() == pattern(1000)[-100:]
+        # a static file over TLS: read in chunks, ranges too
+        static = '/static/' + os.path.basename(fixed)
+        conn.request('GET', static)
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read() == pattern(1000)
+        conn.request('GET', static, headers={'Range': 'bytes=10-19'})
+        response = conn.getresponse()
+        assert response.status == 206
+        assert response.read() == pattern(1000)[10:20]
+        big = os.urandom(3 * 1024 * 1024 + 7)  # many chunks through TLS
+        (fixed.parent / 'static-big.bin').write_bytes(big)
+        conn.request('GET', '/static/static-big.bin')
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read() == big
     finally:
         conn.close()
 

@@ -5,6 +5,7 @@ import email.utils
 import http.client
 import json
 import os
+import socket
 import time
 import uuid
 
@@ -338,6 +339,109 @@ def test_if_none_match_wins_over_if_modified_since(server):
         'If-None-Match': '"something-else"',
         'If-Modified-Since': first.headers['last-modified']})
     assert reply.status == 200
+
+
+# -- ranges, and files sent with sendfile() -------------------------------------
+
+def test_ranges_are_advertised_and_served(server):
+    full = server.get('/static/blob.bin')
+    assert full.headers['accept-ranges'] == 'bytes'
+    reply = server.get('/static/blob.bin', headers={'Range': 'bytes=100-1099'})
+    assert reply.status == 206
+    assert reply.body == BLOB[100:1100]
+    assert reply.headers['content-range'] == f'bytes 100-1099/{len(BLOB)}'
+    assert int(reply.headers['content-length']) == 1000
+    assert reply.headers['content-type'] == 'application/octet-stream'
+
+
+@pytest.mark.parametrize('wanted, start, end', [
+    ('bytes=-500', len(BLOB) - 500, len(BLOB)),     # the last 500 bytes
+    (f'bytes={len(BLOB) - 10}-', len(BLOB) - 10, len(BLOB)),
+    (f'bytes=0-{len(BLOB) * 2}', 0, len(BLOB)),     # cut at the end
+])
+def test_suffix_and_open_ranges(server, wanted, start, end):
+    reply = server.get('/static/blob.bin', headers={'Range': wanted})
+    assert reply.status == 206, wanted
+    assert reply.body == BLOB[start:end]
+
+
+def test_an_unsatisfiable_range_is_416_and_the_server_goes_on(server):
+    reply = server.get('/static/blob.bin',
+                       headers={'Range': f'bytes={len(BLOB) + 5}-'})
+    assert reply.status == 416
+    assert reply.headers['content-range'] == f'bytes */{len(BLOB)}'
+    assert reply.body == b''
+    assert server.get('/static/hello.txt').body == b'hello static\n'
+
+
+def test_a_range_not_understood_gives_the_whole_file(server):
+    for wanted in ('bytes=5-1', 'lines=1-2', 'bytes=0-1,5-6', 'bytes=x-y'):
+        reply = server.get('/static/blob.bin', headers={'Range': wanted})
+        assert reply.status == 200, wanted
+        assert reply.body == BLOB
+
+
+def test_if_range_with_an_old_tag_gives_the_whole_file(server):
+    tag = server.get('/static/blob.bin').headers['etag']
+    reply = server.get('/static/blob.bin',
+                       headers={'Range': 'bytes=0-9', 'If-Range': tag})
+    assert reply.status == 206 and reply.body == BLOB[:10]
+    reply = server.get('/static/blob.bin',
+                       headers={'Range': 'bytes=0-9', 'If-Range': '"old"'})
+    assert reply.status == 200 and reply.body == BLOB
+
+
+def test_head_of_a_range_has_its_length_and_no_body(server):
+    reply = raw_request(server, b'/static/blob.bin', method=b'HEAD',
+                        extra=b'Range: bytes=10-19\r\n')
+    assert reply.status == 206, reply
+    assert reply.headers['content-length'] == '10'
+    assert reply.body == b''
+
+
+def test_files_in_turn_on_one_keep_alive_connection(server):
+    """A file sent with sendfile(), then more answers on the connection."""
+    connection = http.client.HTTPConnection('127.0.0.1', server.port,
+                                            timeout=10)
+    try:
+        for path, body in (('/static/blob.bin', BLOB),
+                           ('/static/hello.txt', b'hello static\n'),
+                           ('/static/blob.bin', BLOB)):
+            connection.request('GET', path)
+            reply = connection.getresponse()
+            assert reply.status == 200
+            assert reply.read() == body
+        connection.request('GET', '/static/blob.bin',
+                           headers={'Range': 'bytes=1-2'})
+        reply = connection.getresponse()
+        assert reply.status == 206 and reply.read() == BLOB[1:3]
+    finally:
+        connection.close()
+
+
+def test_a_large_file_to_a_slow_reader_leaves_others_served(server, tree):
+    """A file larger than the socket buffers, read slowly: the dispatcher
+    sends it as the client takes it and answers others meanwhile."""
+    big = os.urandom(16 * 1024 * 1024)
+    _write(os.path.join(tree['www'], 'big.bin'), big)
+    slow = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+    try:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        slow.sendall(b'GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n')
+        first = slow.recv(65536)
+        assert first.startswith(b'HTTP/1.1 200 ')
+        for _ in range(3):  # the dispatcher is not stuck on the slow client
+            assert server.get('/static/hello.txt').status == 200
+        data = first
+        head_end = data.index(b'\r\n\r\n') + 4
+        while len(data) - head_end < len(big):
+            chunk = slow.recv(1024 * 1024)
+            assert chunk, 'the file was cut short'
+            data += chunk
+        assert data[head_end:] == big
+    finally:
+        slow.close()
+        os.unlink(os.path.join(tree['www'], 'big.bin'))
 
 
 def test_conditional_get_after_file_changed(server, tree):

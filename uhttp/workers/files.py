@@ -10,6 +10,9 @@ in the pipe, so when the dispatcher reads the message it drains the socket
 (non-blocking) and finds the descriptor by request id, whatever order
 threads of the worker sent several of them in.
 
+Static files take the same way from the dispatcher's own mounts
+(`serve_static()`): sendfile(), single ranges and conditional GET.
+
 `parse_range()` and `content_disposition()` are pure (tested on their own).
 """
 
@@ -284,6 +287,33 @@ def plan(fd, request_headers, method, headers):
     first, last = found
     headers.append(('content-range', f'bytes {first}-{last}/{size}'))
     return 206, headers, first, last - first + 1
+
+
+def serve_static(client, mount, real_path, close=False):
+    """Answer `client` with the file at `real_path` (resolved inside
+    `mount`) as plan() says: 200, 206, 304 or 416, sent with sendfile()
+    (read in chunks over TLS); HEAD gets the headers alone. The status
+    sent, or None when the file cannot be opened (it went meanwhile)."""
+    try:
+        fd = _os.open(real_path, _os.O_RDONLY | getattr(_os, 'O_CLOEXEC', 0))
+    except OSError:
+        return None
+    try:
+        headers = list(mount.headers.items())
+        if not any(name.lower() == 'content-type' for name, _ in headers):
+            headers.append(('content-type', _static.content_type(real_path)))
+        status, headers, offset, length = plan(
+            fd, client.headers, client.method, headers)
+    except BaseException:
+        _close_fd(fd)
+        raise
+    if bodiless(status):
+        headers = [(name, value) for name, value in headers
+                   if name.lower() != 'content-type']
+    # the connection owns fd from here on (closed once sent, or with it)
+    client.send_file(status, headers, None, fd, offset, length,
+                     head=client.method == 'HEAD', close=close)
+    return status
 
 
 def bodiless(status):

@@ -13,7 +13,7 @@ import uhttp.server as _server
 from . import messages as _msg
 from . import replies as _replies
 from . import routing as _routing
-from . import static as _static
+from . import files as _files
 from . import wssession as _wssession
 
 
@@ -127,12 +127,20 @@ class Intake:
             self.static_served(client, None, 404)
             return True
         try:
-            _static.serve(client, mount, real)
+            status = _files.serve_static(
+                client, mount, real,
+                close=self.core.stopping or self.core.server.closing)
         except Exception as err:  # pylint: disable=broad-except
             self.log.error("static file %s failed: %r", real, err)
             _replies.answer_error(client, 500)
             return True
-        self.static_served(client, real, 200)
+        if status is None:  # gone since it was resolved
+            if not mount.authoritative:
+                return False
+            client.respond({'error': 'Not Found'}, status=404)
+            self.static_served(client, None, 404)
+            return True
+        self.static_served(client, real, status)
         return True
 
     def static_served(self, client, path, status):

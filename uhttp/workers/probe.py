@@ -9,7 +9,7 @@ _PROBES = {}
 
 def _probe_class(cls):
     """A subclass of the connection class `cls` that notes the status of
-    the answer it starts (respond(), respond_file(), streams), so a sync
+    the answer it starts (respond(), respond_file(), send_file(), streams), so a sync
     handler's or do_check()'s answer is counted with its real status."""
     probe = _PROBES.get(cls)
     if probe is not None:
@@ -35,6 +35,10 @@ def _probe_class(cls):
         def send_response(self, status, *args, **kwargs):
             self._uhttp_status = status
             return super().send_response(status, *args, **kwargs)
+
+        def send_file(self, status, *args, **kwargs):
+            self._uhttp_status = status
+            return super().send_file(status, *args, **kwargs)
 
     StatusProbe.__name__ = StatusProbe.__qualname__ = cls.__name__
     _PROBES[cls] = probe = StatusProbe

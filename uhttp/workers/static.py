@@ -1,7 +1,8 @@
 """Static files served by the dispatcher, never from outside their root.
 
-`StaticMount.resolve()` is pure path logic (tested on its own); `serve()`
-answers a connection with the file, a 304, or HEAD headers.
+`StaticMount.resolve()` is pure path logic (tested on its own), and so are
+the content types, ETags and conditional checks; files.py sends the file
+(`serve_static()`: sendfile, ranges, 304).
 """
 
 import email.utils as _email_utils
@@ -161,25 +162,3 @@ def not_modified(request_headers, tag, mtime):
             return False
         return int(mtime) <= when.timestamp()
     return False
-
-
-def serve(client, mount, real_path):
-    """Answer `client` with the file at `real_path` (already resolved)."""
-    try:
-        info = _os.stat(real_path)
-    except OSError:
-        return False
-    tag = etag(info)
-    headers = dict(mount.headers)
-    headers['etag'] = tag
-    headers['last-modified'] = _email_utils.formatdate(info.st_mtime, usegmt=True)
-    if not_modified(client.headers or {}, tag, info.st_mtime):
-        client.respond(status=304, headers=headers)
-        return True
-    headers.setdefault('content-type', content_type(real_path))
-    if client.method == 'HEAD':
-        headers['content-length'] = info.st_size
-        client.respond(status=200, headers=headers)
-        return True
-    client.respond_file(real_path, headers=headers)
-    return True
