@@ -13,7 +13,8 @@ import os as _os
 import pickle as _pickle
 import struct as _struct
 from collections import deque as _deque
-from itertools import islice as _islice
+
+from . import pipelend as _pipelend
 
 _HEADER = _struct.Struct('>I')
 _HEADER_SIZE = _HEADER.size
@@ -302,21 +303,32 @@ class OutBuffer:
     """Non-blocking writer: queue frames, flush when the pipe takes them.
 
     Small frames are joined into one buffer; a large part (a request's
-    body) is queued as it is and written from where it lies with writev().
-    A queued part must not change until written.
+    body) is queued as it is and written from where it lies with writev(),
+    or lent to the pipe (pipelend.py: its pages referenced, not copied)
+    where the kernel allows. A queued part must not change until written,
+    nor a lent one until the reader has taken it.
     """
 
-    __slots__ = ('fd', '_parts', '_size', '_open', 'closed')
+    __slots__ = ('fd', '_parts', '_size', '_open', 'closed', '_lent',
+                 '_offset')
 
-    def __init__(self, fd):
+    def __init__(self, fd, lend=True):
         self.fd = fd
         self._parts = _deque()
         self._size = 0
         self._open = None  # the last part, when it is our own bytearray
         self.closed = False
+        self._lent = _pipelend.LentBuffers(fd) if lend and (
+            _pipelend.available()) else None
+        self._offset = 0   # how much of the first part, being lent, went
 
     def __len__(self):
         return self._size
+
+    @property
+    def lent(self):
+        """How many buffers the pipe may still hold pages of."""
+        return 0 if self._lent is None else len(self._lent)
 
     def add(self, frame):
         if not self.closed:
@@ -347,20 +359,57 @@ class OutBuffer:
         Raises BrokenPipeError when the reader has gone.
         """
         parts = self._parts
+        lent = self._lent
+        if lent is not None:
+            lent.release()
         while parts:
             try:
-                if len(parts) == 1:
-                    written = _os.write(self.fd, parts[0])
-                else:
-                    written = _os.writev(self.fd, parts if len(parts) <= (
-                        _IOV_MAX) else list(_islice(parts, _IOV_MAX)))
+                if lent is not None and _pipelend.lendable(parts[0]):
+                    self._lend(parts[0])
+                    continue
+                written = self._write_batch(parts, lent)
             except BlockingIOError:
                 return False
             except InterruptedError:
                 continue
             self._size -= written
+            if lent is not None:
+                lent.copied(written)
             self._drop(written)
         return True
+
+    def release(self):
+        """Let go of lent buffers the reader has taken (see pipelend.py)."""
+        if self._lent is not None:
+            self._lent.release()
+
+    def _write_batch(self, parts, lent):
+        """write()/writev() of the parts before the next one to lend."""
+        if len(parts) == 1:
+            return _os.write(self.fd, parts[0])
+        batch = []
+        for part in parts:
+            if len(batch) == _IOV_MAX or (
+                    lent is not None and _pipelend.lendable(part)):
+                break
+            batch.append(part)
+        if len(batch) == 1:
+            return _os.write(self.fd, batch[0])
+        return _os.writev(self.fd, batch)
+
+    def _lend(self, part):
+        offset = self._offset
+        sent = self._lent.lend(part, offset)
+        if sent is None:  # not lent: copied as before
+            with memoryview(part) as view:
+                sent = _os.write(self.fd, view[offset:])
+            self._lent.copied(sent)
+        self._size -= sent
+        offset += sent
+        if offset >= len(part):
+            self._parts.popleft()
+            offset = 0
+        self._offset = offset
 
     def _drop(self, written):
         parts = self._parts
@@ -381,12 +430,23 @@ class OutBuffer:
         self._parts = _deque()
         self._size = 0
         self._open = None
+        self._offset = 0
+        if self._lent is not None:
+            self._lent.clear()
 
 
-def write_parts(fd, *parts):
+def write_parts(fd, *parts, lent=None):
     """Blocking write of a frame given as several buffers (pack_parts()),
-    without joining them first."""
+    without joining them first. With `lent` (the pipe's LentBuffers), a
+    large bytes part is lent to the pipe instead of copied into it."""
+    if lent is not None:
+        lent.release()
+        if any(type(part) is bytes and _pipelend.lendable(part)
+               for part in parts):
+            _write_lending(fd, parts, lent)
+            return
     views = [memoryview(part) for part in parts if len(part)]
+    total = sum(len(view) for view in views)
     try:
         while views:
             try:
@@ -400,6 +460,26 @@ def write_parts(fd, *parts):
     finally:
         for view in views:
             view.release()
+    if lent is not None:
+        lent.copied(total)
+
+
+def _write_lending(fd, parts, lent):
+    """write_parts() lending its large bytes parts (only bytes: a
+    bytearray of the user's could change after the answer went)."""
+    for part in parts:
+        if type(part) is bytes and _pipelend.lendable(part):
+            offset = 0
+            while offset < len(part):
+                sent = lent.lend(part, offset, block=True)
+                if sent is None:  # refused: copied
+                    write_all(fd, memoryview(part)[offset:])
+                    lent.copied(len(part) - offset)
+                    break
+                offset += sent
+        elif len(part):
+            write_all(fd, part)
+            lent.copied(len(part))
 
 
 def write_all(fd, data):

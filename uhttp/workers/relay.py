@@ -61,6 +61,9 @@ class Relay:
             self.core.supervisor.kill(handle, 'corrupt message')
             return
         if messages:
+            out = handle.out
+            if out is not None and out.lent:
+                out.release()  # the bodies it has read are ours again
             self.relay(handle, messages)
         if handle.reader.eof and handle.from_fd is not None:
             # (a message of this batch may have ended the worker already:

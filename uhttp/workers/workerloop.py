@@ -23,6 +23,7 @@ from . import log as _log
 from . import memlimit as _memlimit
 from . import messages as _msg
 from . import metrics as _metrics
+from . import pipelend as _pipelend
 from . import routing as _routing
 from . import sharedbody as _sharedbody
 from . import worker as _worker
@@ -96,6 +97,9 @@ class _Runtime:
         # pipe writes above PIPE_BUF are not atomic between threads (an
         # RLock: a file answer sends its messages under it)
         self.send_lock = _threading.RLock()
+        # large answers lent to the pipe (pipelend.py), under send_lock
+        self.lent = _pipelend.LentBuffers(out_fd) if (
+            _pipelend.available()) else None
         self.backlog = _backlog.Backlog(self.reader, self._claim, self.send)
         self.claim_lock = self.backlog.lock
         self._wake_fd = None
@@ -129,7 +133,7 @@ class _Runtime:
                 f"message {message[0]} could not be sent: {err!r}"))
         try:
             with self.send_lock:
-                _channel.write_parts(self.out_fd, *parts)
+                _channel.write_parts(self.out_fd, *parts, lent=self.lent)
         except (BrokenPipeError, ConnectionResetError, OSError):
             # the dispatcher has gone: nobody is left to answer
             self.running = False

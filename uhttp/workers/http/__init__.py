@@ -14,8 +14,8 @@
   that stop reading dropped, and an exception while handling one
   connection answered with 400 or a close, never raised into the loop.
 
-uhttp-server's private names are used by `connection` and `server` only, each
-on its own base class; tests/unit/test_uhttp_server_compat.py lists them and
+uhttp-server's private names are used by `connection` (and the mixins it is
+made of) and `server` only, each on its own base class; tests/unit/test_uhttp_server_compat.py lists them and
 fails, naming what is missing, on a uhttp-server that lacks one.
 """
 
