@@ -375,6 +375,59 @@ def test_slow_reader_is_closed_1008(served):
         sock.close()
 
 
+def rss_mb(pid):
+    with open(f'/proc/{pid}/status', encoding='ascii') as status:
+        for line in status:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    raise AssertionError('no VmRSS')
+
+
+def test_a_flood_to_a_busy_worker_is_held_back_not_buffered(tmp_path):
+    """A client sends 60 MB while its worker is busy: the dispatcher stops
+    reading (TCP holds the client back) instead of buffering the flood,
+    keeps answering HTTP, and every message arrives once the worker is
+    back."""
+    server, _ = start(tmp_path, ws_max_message_size=64 * 1024)
+    count, size = 1000, 60000  # more than every buffer on the way holds
+
+    async def scenario():
+        # uncompressed and random: the bytes on the wire are the flood
+        async with connect(url(server, '/ws/sink'), max_size=None,
+                           compression=None) as ws:
+            before = rss_mb(server.pid)
+            await ws.send('sleep 1.5')
+            sent = 0
+
+            async def flood():
+                nonlocal sent
+                payload = os.urandom(size)
+                for _ in range(count):
+                    await ws.send(payload)
+                    sent += 1
+
+            task = asyncio.create_task(flood())
+            peak = 0.0
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                peak = max(peak, rss_mb(server.pid) - before)
+                await asyncio.sleep(0.02)
+            held_back = sent
+            status = await asyncio.to_thread(server.get, '/_status')
+            await task
+            await ws.send('count')
+            return peak, held_back, status.status, await ws.recv()
+
+    try:
+        peak, held_back, status, counted = run(scenario())
+        assert held_back < count, 'the flood was read while the worker slept'
+        assert peak < 16, f'the dispatcher grew by {peak:.1f} MB'
+        assert status == 200
+        assert counted == f'count {count} {count * size}'
+    finally:
+        server.stop()
+
+
 def test_ping_timeout(tmp_path):
     server, log = start(tmp_path, ws_ping_interval=0.3)
     try:

@@ -5,6 +5,7 @@ file named by the pool's `close_log` keyword, so a test can count them
 across processes, dead ones included.
 """
 import os
+import time
 
 import uhttp.workers as _workers
 
@@ -25,6 +26,7 @@ class WsWorker(_workers.Worker):
     def setup(self):
         self.close_log = self.kwargs['close_log']
         self.sockets = {}
+        self.sunk = {}   # request_id -> [messages, bytes] (/ws/sink)
 
     @_workers.websocket('/ws/echo/{room}')
     def echo(self, ws):
@@ -46,8 +48,18 @@ class WsWorker(_workers.Worker):
             ws.send(request.data['text'])
         return {'sent': len(self.sockets)}
 
+    @_workers.websocket('/ws/sink')
+    def sink(self, ws):
+        """Counts what it receives; 'sleep N' blocks the worker N seconds,
+        'count' answers 'count <messages> <bytes>'."""
+        ws.accept()
+        self.sockets[ws.request_id] = ws
+        self.sunk[ws.request_id] = [0, 0]
+
     def on_ws_message(self, ws, message):
-        if message == 'close':
+        if ws.path == '/ws/sink':
+            self.sink_message(ws, message)
+        elif message == 'close':
             ws.close(4000, 'asked')
         elif message == 'crash':
             os._exit(3)
@@ -60,6 +72,17 @@ class WsWorker(_workers.Worker):
                     break
         else:
             ws.send(message)
+
+    def sink_message(self, ws, message):
+        if message == 'count':
+            got = self.sunk[ws.request_id]
+            ws.send(f'count {got[0]} {got[1]}')
+        elif isinstance(message, str) and message.startswith('sleep '):
+            time.sleep(float(message.split()[1]))
+        else:
+            got = self.sunk[ws.request_id]
+            got[0] += 1
+            got[1] += len(message)
 
     def on_ws_close(self, ws, code, reason):
         self.sockets.pop(ws.request_id, None)

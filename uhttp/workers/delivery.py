@@ -112,6 +112,8 @@ class Delivery:
                 out.clear()
                 continue  # the worker is gone; reaping handles it
             self.want_writable(handle, not done)
+            if handle in self.core.ws.paused:
+                self.core.ws.drained(handle)
 
     def want_writable(self, handle, want):
         if want == handle.writing:

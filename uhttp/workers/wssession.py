@@ -34,6 +34,9 @@ from .wsdeflate import BoundedDeflate
 
 _GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 CLOSE_TIMEOUT = 5.0       # a close frame's answer waits this long at most
+# messages waiting for a worker: past this many bytes (or two of the
+# largest messages), its WebSockets stop being read until half is gone
+BACKLOG_MIN = 4 << 20
 _monotonic = _time.monotonic
 
 # close codes
@@ -135,6 +138,7 @@ class WsSession:
         self.closing_since = None
         self.close_code = None    # what the worker is told
         self.finished = False
+        self.paused = False       # not read while its worker is behind
 
     # -- bytes in ----------------------------------------------------------
 
@@ -177,6 +181,7 @@ class WsSession:
         else:
             message = bytes(parts[0]) if len(parts) == 1 else b''.join(parts)
         self.hub.tell(self.handle, (_msg.M_WS_MESSAGE, self.request_id, message))
+        self.hub.check_backlog(self)
 
     def on_close(self, event):
         code, reason = event.code, event.reason or ''
@@ -253,6 +258,8 @@ class WsSession:
             return
         self.finished = True
         self.hub.sessions.pop(self.request_id, None)
+        if self.paused:
+            self.hub.forget_paused(self)
         handle = self.handle
         if handle.alive:
             self.hub.tell(handle, (_msg.M_WS_CLOSED, self.request_id, code,
@@ -279,6 +286,7 @@ class WsHub:
         self.log = core.log
         self.sessions = {}       # request_id -> WsSession
         self.timer = False
+        self.paused = {}         # worker handle -> its sessions not read
 
     # the settings in force (configure() may replace them before run())
     ping_interval = property(lambda self: self.core.settings.ws_ping_interval)
@@ -290,6 +298,42 @@ class WsHub:
     @property
     def count(self):
         return len(self.sessions)
+
+    @property
+    def backlog_limit(self):
+        return max(BACKLOG_MIN, 2 * self.max_message_size)
+
+    # -- flow control: a worker that falls behind ---------------------------
+
+    def check_backlog(self, session):
+        """Stop reading `session` while its worker has more than
+        backlog_limit bytes waiting: the client is slowed down by TCP
+        instead of the messages piling up in the dispatcher."""
+        out = session.handle.out
+        if session.paused or out is None or len(out) <= self.backlog_limit:
+            return
+        session.paused = True
+        self.paused.setdefault(session.handle, set()).add(session)
+        session.connection.throttle_reads()
+
+    def drained(self, handle):
+        """`handle`'s pipe took some of its backlog: read its sessions
+        again once half of the limit is gone."""
+        out = handle.out
+        if out is not None and len(out) > self.backlog_limit // 2:
+            return
+        for session in self.paused.pop(handle, ()):
+            session.paused = False
+            session.last_seen = _monotonic()
+            session.connection.resume_reads()
+
+    def forget_paused(self, session):
+        waiting = self.paused.get(session.handle)
+        if waiting is not None:
+            waiting.discard(session)
+            if not waiting:
+                del self.paused[session.handle]
+        session.paused = False
 
     def tell(self, handle, message):
         self.core.delivery.tell(handle, _channel.pack(message))
@@ -349,6 +393,10 @@ class WsHub:
         self.timer = False
         quiet = now - self.ping_interval / 2
         for session in list(self.sessions.values()):
+            if session.paused:  # not read on purpose: no pong can come
+                session.last_seen = now
+                session.awaiting_pong = False
+                continue
             if session.closing_since is not None:
                 if now - session.closing_since > CLOSE_TIMEOUT:
                     session.finish(session.close_code or ABNORMAL, '',

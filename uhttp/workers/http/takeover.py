@@ -15,7 +15,8 @@ READ_SIZE = 65536
 
 
 class TakeOver:
-    """take_over(), send_raw(), read_raw(), release_take_over()."""
+    """take_over(), send_raw(), read_raw(), release_take_over(), and
+    throttle_reads() / resume_reads() for the handler's flow control."""
 
     _taken = None   # the handler the socket was handed to
 
@@ -45,6 +46,24 @@ class TakeOver:
     def release_take_over(self):
         self._taken = None
 
+    def throttle_reads(self):
+        """Stop reading the socket (its bytes wait in the kernel, and TCP
+        slows the peer down) until resume_reads(). uhttp-server's own
+        pause_reading() is for its WebSocket and body modes, not for a
+        socket taken over; sending goes on either way."""
+        if self._socket is not None and not self._read_paused:
+            self._read_paused = True
+            self._update_interest()
+
+    def resume_reads(self):
+        if self._socket is None or not self._read_paused:
+            return
+        self._read_paused = False
+        if self._interest is None and not self._register():
+            self.close()  # nothing could wake it again
+            return
+        self._update_interest()
+
     def send_raw(self, data):
         """Queue bytes on a taken-over connection; False when it is closed
         or more than max_send_buffer_size bytes already wait (a slow reader)."""
@@ -70,5 +89,6 @@ class TakeOver:
                 self.close()
                 return
             self._taken.data_received(data)
-            if self._taken is None or self._socket is None or len(data) < READ_SIZE:
+            if self._taken is None or self._socket is None or (
+                    len(data) < READ_SIZE or self._read_paused):
                 return
