@@ -52,7 +52,7 @@ CONNECTION_PRIVATE = (
     '_headers_repeated', '_data', '_data_loaded', '_path', '_query',
     '_content_length', '_is_streaming', '_response_started',
     '_response_keep_alive', '_file_handle', '_requests_count',
-    '_expect_continue', '_request_start', '_headers_scanned',
+    '_expect_continue', '_request_start', '_headers_scanned', '_ws_mode',
     '_max_headers_length', '_max_content_length', '_max_send_buffer_size',
     '_keep_alive_max_requests', '_request_timeout',
     # methods called
@@ -66,7 +66,8 @@ CONNECTION_PRIVATE = (
 # hand-over, a mixin of Connection) uses
 TAKEOVER_PRIVATE = (
     '_socket', '_buffer', '_read_paused', '_is_streaming',
-    '_response_started', '_response_keep_alive', '_send', '_update_interest')
+    '_response_started', '_response_keep_alive', '_send', '_update_interest',
+    '_interest', '_register')
 
 # HttpConnection's private names that http/spoolbody.py (request bodies
 # spooled to a file, a mixin of Connection) uses

@@ -2,6 +2,7 @@
 handshake checks, the 101 head, and a session fed bytes made by wsproto's
 client side, with a fake connection and hub recording what they get."""
 import base64
+import os
 import types
 
 import pytest
@@ -9,6 +10,7 @@ from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionType
 from wsproto import events
 
+from uhttp.workers import channel as _channel
 from uhttp.workers import messages as _msg
 from uhttp.workers import routing as _routing
 from uhttp.workers import wssession as _ws
@@ -92,6 +94,7 @@ class FakeConnection:
         self.pending = None
         self.max_send_buffer_size = room
         self.ended = self.closed = False
+        self.reading = True
 
     def send_raw(self, data):
         if len(self.sent) + len(data) > self.room:
@@ -102,6 +105,12 @@ class FakeConnection:
     def release_take_over(self):
         pass
 
+    def throttle_reads(self):
+        self.reading = False
+
+    def resume_reads(self):
+        self.reading = True
+
     def end_stream(self):
         self.ended = True
 
@@ -109,8 +118,25 @@ class FakeConnection:
         self.closed = True
 
 
+class WorkerSide:
+    """What a session knows of its worker (a handle, hashable like one)."""
+
+    def __init__(self):
+        self.alive = True
+        self.out = None
+
+
 class FakeHub:
+    """The hub's state and flow control (the real methods), without a core."""
+
+    check_backlog = _ws.WsHub.check_backlog
+    drained = _ws.WsHub.drained
+    forget_paused = _ws.WsHub.forget_paused
+    backlog_limit = _ws.WsHub.backlog_limit
+
     def __init__(self, max_message_size=1000):
+        self.paused = {}
+        self.outgoing = None   # the worker's OutBuffer, when a test has one
         self.told = []
         self.ended = []
         self.sessions = {}
@@ -123,6 +149,8 @@ class FakeHub:
 
     def tell(self, handle, message):
         self.told.append(message)
+        if self.outgoing is not None:
+            self.outgoing.add(_channel.pack(message))
 
 
 def session(room=1 << 30, max_message_size=1000):
@@ -130,8 +158,7 @@ def session(room=1 << 30, max_message_size=1000):
     connection = FakeConnection(room)
     pending = types.SimpleNamespace(request_id=7, client=connection)
     connection.pending = pending
-    handle = types.SimpleNamespace(alive=True)
-    ws = _ws.WsSession(hub, pending, handle)
+    ws = _ws.WsSession(hub, pending, WorkerSide())
     hub.sessions[7] = ws
     return ws, hub, connection, WsConnection(ConnectionType.CLIENT)
 
@@ -340,3 +367,64 @@ def test_a_deflate_bomb_stops_at_the_limit():
     ws.data_received(data)
     assert hub.told == [(_msg.M_WS_CLOSED, 7, 1009, hub.told[0][3])]
     assert extension.inflated <= 65536 + 1  # never inflated further
+
+
+# -- a worker that falls behind: its sessions are held back ------------------
+
+@pytest.fixture
+def behind():
+    """A session whose worker's pipe is a real one nobody reads (yet)."""
+    read_fd, write_fd = _channel.make_pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    ws, hub, connection, peer = session(max_message_size=64 * 1024)
+    hub.outgoing = ws.handle.out = _channel.OutBuffer(write_fd)
+    yield ws, hub, connection, peer, read_fd
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+def send_binary(ws, peer, size):
+    ws.data_received(peer.send(events.BytesMessage(data=b'z' * size)))
+
+
+def test_a_session_is_held_back_past_the_limit_and_read_again_at_half(
+        behind):
+    ws, hub, connection, peer, read_fd = behind
+    sent = 0
+    while connection.reading:
+        send_binary(ws, peer, 60000)
+        ws.handle.out.flush()   # as the loop does: the pipe fills first
+        sent += 1
+        assert sent < 1000, 'never held back'
+    assert ws.paused and hub.paused == {ws.handle: {ws}}
+    assert len(ws.handle.out) > hub.backlog_limit
+    hub.drained(ws.handle)   # nothing taken yet: still held
+    assert not connection.reading
+    while len(ws.handle.out) > hub.backlog_limit // 2:
+        while True:          # the worker reads
+            try:
+                if not os.read(read_fd, 1 << 20):
+                    break
+            except BlockingIOError:
+                break
+        ws.handle.out.flush()
+    hub.drained(ws.handle)
+    assert connection.reading and not ws.paused and hub.paused == {}
+    told = [m for m in hub.told if m[0] == _msg.M_WS_MESSAGE]
+    assert len(told) == sent  # nothing dropped on the way
+
+
+def test_a_held_session_that_ends_is_forgotten(behind):
+    ws, hub, connection, peer, _ = behind
+    while connection.reading:
+        send_binary(ws, peer, 60000)
+        ws.handle.out.flush()
+    ws.finish(1000, '')
+    assert hub.paused == {} and not ws.paused
+
+
+def test_the_limit_fits_two_of_the_largest_messages():
+    hub = FakeHub(max_message_size=16 << 20)
+    assert hub.backlog_limit == 32 << 20
+    assert FakeHub(max_message_size=1000).backlog_limit == _ws.BACKLOG_MIN
