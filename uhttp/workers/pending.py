@@ -170,7 +170,9 @@ class PendingTable:
         pending.state = DONE
         pending.reason = reason
         self.requests.pop(pending.request_id, None)
-        self._drop_deadline(pending)
+        deadlines = self._deadlines.get(pending.pool)
+        if deadlines:
+            deadlines.pop(pending.request_id, None)
         return True
 
     # -- deadlines ---------------------------------------------------------

@@ -460,7 +460,11 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
             self.close()
             return
         if sent == len(data):
-            self._finalize_sent_response()
+            if self._response_keep_alive and not (
+                    self._hold or self._is_streaming or self._ws_mode):
+                self.reset()  # what _finalize_sent_response() comes to
+            else:
+                self._finalize_sent_response()
             return
         self._send_buffer += memoryview(data)[sent:]
         self._update_interest()
