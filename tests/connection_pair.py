@@ -14,6 +14,7 @@ class Owner:
     def __init__(self):
         self.failed = []
         self.gone = []
+        self.refused = []   # statuses the HTTP layer answered by itself
 
     def connection_failed(self, connection, err):
         self.failed.append(err)
@@ -23,6 +24,9 @@ class Owner:
 
     def client_stalled(self, connection, limit):
         pass
+
+    def request_refused(self, connection, status):
+        self.refused.append(status)
 
     def accept_exhausted(self, err):
         pass

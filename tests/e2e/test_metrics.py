@@ -7,6 +7,7 @@ import concurrent.futures as _futures
 import json
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -253,6 +254,56 @@ def test_access_log_one_line_per_request(server):
     assert '"GET /health" 200' in lines[1] and lines[1].endswith('-[-]')
     assert '"GET /nothing" 404' in lines[2]
     assert '"GET /api/item/7" 401' in lines[3]
+
+
+def exchange(port, data, timeout=10):
+    """Send raw bytes; everything read until the server closes."""
+    with socket.create_connection(('127.0.0.1', port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b''
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:  # closed with bytes unread
+                return received
+            if not chunk:
+                return received
+            received += chunk
+
+
+def test_refusals_before_routing_are_counted_and_logged():
+    """What the HTTP layer refuses before a request exists (a malformed
+    head, a body over the limit, a head too large, a request that never
+    completes) is counted and has its access log line."""
+    with TestServer(App, [jobs_pool(num_workers=1)], metrics_path='/metrics',
+                    access_log=True, max_content_length=1000,
+                    max_headers_length=1024, request_timeout=1) as server:
+        port = server.port
+        assert exchange(port, b'GET /x HTTP/1.1\r\nBad Header\r\n\r\n'
+                        ).startswith(b'HTTP/1.1 400 ')
+        assert exchange(port, b'POST /api/item/1 HTTP/1.1\r\nHost: h\r\n'
+                        b'Content-Length: 5000\r\n\r\n').startswith(
+                            b'HTTP/1.1 413 ')
+        assert exchange(port, b'GET / HTTP/1.1\r\nHost: h\r\nX-Items: '
+                        + b'a' * 1100 + b'\r\n\r\n').startswith(
+                            b'HTTP/1.1 431 ')
+        assert exchange(port, b'GET /api/item/1 HTTP/1.1\r\n').startswith(
+            b'HTTP/1.1 408 ')  # the rest of the head never comes
+        assert server.get('/api/item/1').status == 200  # still serving
+        _, families = scrape(server)
+        for method, status in (('', '400'), ('POST', '413'), ('', '431'),
+                               ('', '408')):
+            assert value(families, P + 'requests_total', pool='', route='',
+                         method=method, status=status) == 1, (method, status)
+        lines = wait_for(lambda: (lambda found: found if len(found) >= 5
+                                  else None)(
+            [record.message for record in list(server.logs)
+             if record.name == 'access']), what='five access lines')
+        assert '"- -" 400 - ' in lines[0]
+        assert '"POST /api/item/1" 413 - ' in lines[1]
+        assert '"- -" 431 - ' in lines[2]
+        assert '"- -" 408 - ' in lines[3]
+        assert '"GET /api/item/1" 200 ' in lines[4]
 
 
 def test_access_log_format():

@@ -156,6 +156,61 @@ def test_a_chunked_body_over_the_limit_is_413(pair):
     assert received(peer).startswith(b'HTTP/1.1 413 Payload Too Large\r\n')
 
 
+@pytest.mark.parametrize('data, status', [
+    (b'GET / HTTP/1.1\r\nBad Header\r\n\r\n', 400),
+    (b'GET / HTTP/1.1\r\n\r\n', 400),                       # no Host
+    (b'BREW / HTTP/1.1\r\nHost: h\r\n\r\n', 501),
+    (b'GET / HTTP/2.0\r\nHost: h\r\n\r\n', 505),
+    (b'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 65\r\n\r\n', 413),
+    (b'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n'
+     b'41\r\n', 413),
+    (b'GET /?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n', 400),
+])
+def test_refusals_are_told_to_the_owner_once(server, pair, data, status):
+    connection, peer = pair
+    feed(connection, peer, data)
+    assert received(peer).startswith(b'HTTP/1.1 %d ' % status)
+    assert server.owner.refused == [status]
+
+
+def test_too_many_connections_is_a_503_told_to_the_owner():
+    for server in serving(max_waiting_clients=1):
+        busy = socket.create_connection(server.socket.getsockname(), timeout=2)
+        newcomer = None
+        try:
+            server._accept()
+            (first,) = list(server.connections)
+            busy.sendall(b'GET / HTTP/1.1\r\n')  # a head under way: kept
+            first.handle_event(first.socket, _http.EVENT_READ)
+            newcomer = socket.create_connection(server.socket.getsockname(),
+                                                timeout=2)
+            server._accept()
+            assert newcomer.recv(4096).startswith(b'HTTP/1.1 503 ')
+            assert server.owner.refused == [503]
+        finally:
+            busy.close()
+            if newcomer is not None:
+                newcomer.close()
+
+
+def test_a_refused_pipelined_request_is_told_too(server, pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET /1 HTTP/1.1\r\nHost: h\r\n\r\n'
+         b'GET /2 HTTP/1.1\r\nBad Header\r\n\r\n')
+    connection.send_response(200, [], b'one')
+    (scheduled,) = server.take_scheduled()
+    assert scheduled.process_pipelined() is None
+    assert received(peer).endswith(b'Bad Header\'<EOF>')
+    assert server.owner.refused == [400]
+
+
+def test_answered_requests_are_not_refusals(server, pair):
+    connection, peer = pair
+    assert feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    connection.send_response(404, [], b'no')
+    assert server.owner.refused == []
+
+
 def test_pipelined_requests_wait_their_turn(server, pair):
     connection, peer = pair
     ready = feed(connection, peer, b'GET /1 HTTP/1.1\r\nHost: h\r\n\r\n'

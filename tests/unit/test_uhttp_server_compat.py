@@ -86,7 +86,7 @@ BODYINTO_PRIVATE = (
 # HttpConnection's private names that http/keepalive.py (the keep-alive
 # cycle's common case, a mixin of Connection) uses
 KEEPALIVE_PRIVATE = (
-    '_method', '_response_started', '_is_streaming', '_socket', '_detached',
+    '_server', '_method', '_response_started', '_is_streaming', '_socket', '_detached',
     '_content_length', '_data_loaded', '_requests_count', '_buffer', '_addr',
     '_rx_bytes_counter', '_last_activity', '_file_handle',
     '_body_file_handle', '_max_headers_length', '_read_paused',

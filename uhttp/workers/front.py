@@ -83,6 +83,12 @@ class Front:
         as disconnected, an open stream included."""
         self.core.end(pending, PENDING_DISCONNECTED)
 
+    def request_refused(self, connection, status):
+        """The HTTP layer refused a request before routing (400, 408, 413,
+        431, 501, 505, 507, or 503 for too many connections)."""
+        if self.core.observe is not None:
+            self.core.observe.refused_early(connection, status)
+
     def client_stalled(self, connection, limit):
         self.log.warning(
             "dropping %s: it read nothing for %ss with %d bytes waiting",

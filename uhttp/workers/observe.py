@@ -23,6 +23,7 @@ from . import feed as _feed
 from . import intake as _intake
 from . import replies as _replies
 from . import wssession as _wssession
+from .http.parse import METHODS as _METHODS
 from .probe import probe_status
 from .feed import TICK
 from .pool import ACTIVE
@@ -262,6 +263,17 @@ class Observer(_feed.DashboardFeed):
         self.rejected[key] = self.rejected.get(key, 0) + 1
         self.served(client, began, status, '', pool.name, method=method,
                     path=path)
+
+    def refused_early(self, client, status):
+        """The HTTP layer answered before a request was routed: counted
+        with pool and route '', and its method when the head was read."""
+        method = client.method if client.method in _METHODS else ''
+        started = client.request_started
+        duration = max(0.0, _time.time() - started) if started else 0.0
+        self.count('', '', method, status, duration)
+        if self.access is not None:
+            self.access_line(client, method, client.path, status, None,
+                             duration, '', None, '', None)
 
     def timed_out(self, pool):
         self.timeouts[pool.name] = self.timeouts.get(pool.name, 0) + 1

@@ -134,13 +134,21 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
             self._process_data()
 
     def process_request(self):
-        """uhttp-server's process_request(), plus chunked request bodies."""
-        if self._chunks is None or self._method is None or (
-                self._socket is None or self._response_started):
-            return super().process_request()
+        """uhttp-server's process_request(), plus chunked request bodies,
+        and every refusal answered through _answer_refusal() (counted)."""
+        if self._socket is None:
+            return None
+        if self._is_streaming or self._response_started:
+            return super().process_request()  # a peer that closes: noticed
         try:
-            self._recv_to_buffer(self._max_content_length)
-            self._read_chunks()
+            if self._method is None:
+                self._read_headers()
+            elif self._chunks is not None:
+                self._recv_to_buffer(self._max_content_length)
+                self._read_chunks()
+            elif self.content_length:
+                self._recv_to_buffer(self.content_length)
+                self._process_data()
             if self.is_loaded:
                 self._requests_count += 1
                 return True
@@ -246,6 +254,12 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         """True between requests: no request line parsed, nothing
         received for the next one."""
         return self._method is None and not self._buffer
+
+    @property
+    def request_started(self):
+        """When (time.time()) the first bytes of the request being read
+        came, or None."""
+        return self._request_start
 
     def request_overdue(self, now):
         """True when the request still arriving began more than

@@ -53,7 +53,9 @@ class KeepAliveCycle:
 
     def _answer_refusal(self, err):
         """Answer a request refused while it was read (as uhttp-server
-        does): its status and text, and the connection closes."""
+        does): its status and text, and the connection closes; the server
+        is told, for the counts and the access log."""
+        self._server.refused(self, err.status)
         self.respond(data=str(err).encode('utf-8'), status=err.status,
                      headers=dict(_REFUSAL_HEADERS))
 

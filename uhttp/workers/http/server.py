@@ -109,6 +109,7 @@ class Server(_server.HttpServer):
         self._owner.connection_failed(connection, err)
         try:
             if connection.is_open and not connection.response_started:
+                self.refused(connection, 400)
                 connection.respond(
                     data=b'Bad Request', status=400,
                     headers={'connection': 'close',
@@ -120,6 +121,15 @@ class Server(_server.HttpServer):
 
     def client_gone(self, pending):
         self._owner.client_gone(pending)
+
+    def refused(self, connection, status):
+        """The HTTP layer answers `connection` with `status` before any
+        request reached the dispatcher (a malformed or oversized request,
+        a timeout, too many connections): the owner counts it."""
+        try:
+            self._owner.request_refused(connection, status)
+        except Exception as err:  # pylint: disable=broad-except
+            self._owner.connection_failed(connection, err)
 
     def close(self):
         self.stop_listening()
@@ -203,6 +213,7 @@ class Server(_server.HttpServer):
         return False
 
     def _refuse(self, connection):
+        self.refused(connection, 503)
         try:
             connection.respond(
                 data={'error': 'Too many connections'}, status=503,
@@ -247,6 +258,7 @@ class Server(_server.HttpServer):
             if connection.is_loaded:
                 continue
             if connection.is_timed_out or connection.request_overdue(now):
+                self.refused(connection, 408)
                 connection.respond(
                     'Request Timeout', status=408,
                     headers={'connection': 'close'})
