@@ -35,6 +35,23 @@ def test_bounded_select_returns_at_most_the_limit():
             right.close()
 
 
+def test_a_side_polls_no_more_than_asked_and_keeps_the_rest_ready():
+    side = _loop.Side('clients', 8)
+    pairs = [socket.socketpair() for _ in range(6)]
+    try:
+        for left, right in pairs:
+            side.register(left, _loop.EVENT_READ, left)
+            right.send(b'x')
+        assert len(side.poll(2)) == 2
+        assert len(side.poll(100)) == 6      # the selector's limit is 8
+        assert len(side.poll()) == 6         # nothing was taken: still ready
+    finally:
+        side.selector.close()
+        for left, right in pairs:
+            left.close()
+            right.close()
+
+
 def test_a_muted_descriptor_stays_registered_and_silent(pipe):
     read_fd, write_fd = pipe
     selector = _loop.BoundedSelector(16)

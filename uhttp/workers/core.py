@@ -30,7 +30,7 @@ from . import messages as _msg
 from . import observe as _observe
 from . import replies as _replies
 from .intake import Intake
-from .loop import Loop, Signals
+from .loop import CLIENT_EVENTS, Loop, Signals
 from .pending import (
     PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT, PendingTable)
 from .backpressure import Backpressure
@@ -351,9 +351,15 @@ class Core:
     def serve_clients(self):
         """The ready clients, CLIENT_BATCH at a time, with the workers'
         pipes flushed and read between batches; stop while they are full."""
-        events = self.loop.clients.poll()
         table = self.pending
         limit = self.backpressure.limit
+        # no more events than requests fit: the others stay ready in the
+        # kernel (taking them only to leave them would cost a turn each)
+        room = limit - (len(table.requests) - table.streams)
+        if room <= 0 and self.backpressure.full():
+            return
+        events = self.loop.clients.poll(room if 0 < room < CLIENT_EVENTS
+                                        else None)
         on_request = self.intake.on_request
         for index, (key, mask) in enumerate(events):
             if index and not index % CLIENT_BATCH:

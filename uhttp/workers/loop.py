@@ -237,10 +237,12 @@ class BoundedSelector(_selectors.BaseSelector):
         self.keys[fd] = key
         return key
 
-    def select(self, timeout=None):
+    def select(self, timeout=None, most=None):
+        """Up to `most` (else the selector's limit) ready (key, events)."""
         timeout = -1 if timeout is None else max(timeout, 0)
+        limit = self.limit if most is None else min(self.limit, most)
         try:
-            ready = self._epoll.poll(timeout, min(self.limit,
+            ready = self._epoll.poll(timeout, min(limit,
                                                   max(1, len(self.keys))))
         except InterruptedError:
             return []
@@ -292,10 +294,12 @@ class Side:
     def fileno(self):
         return self.selector.fileno()
 
-    def poll(self):
-        """The events ready now, without waiting."""
+    def poll(self, most=None):
+        """The events ready now (up to `most`), without waiting."""
         try:
-            return self.selector.select(0)
+            if most is None or not isinstance(self.selector, BoundedSelector):
+                return self.selector.select(0)
+            return self.selector.select(0, most)
         except InterruptedError:
             return ()
 
