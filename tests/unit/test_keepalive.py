@@ -192,6 +192,14 @@ def test_a_header_value_that_cannot_be_a_key_is_built_each_time():
     assert head[0].startswith(b"HTTP/1.1 200 OK\r\nx-items: ['a', 'b']\r\n")
 
 
+def test_values_that_are_equal_but_print_apart_are_not_mixed_up():
+    serialize._HEADS.clear()
+    heads = [serialize.response_head(200, [('x-n', value)], None, 1, True)[0]
+             for value in (1, True, 1.0, '1', 1)]
+    assert [head.split(b'\r\n')[1] for head in heads] == [
+        b'x-n: 1', b'x-n: True', b'x-n: 1.0', b'x-n: 1', b'x-n: 1']
+
+
 def test_cr_or_lf_is_refused_every_time():
     for _ in range(2):
         with pytest.raises(ValueError, match='x-name'):

@@ -110,8 +110,9 @@ _HEADS_MAX = 256
 def _remember_head(key):
     """The head of (status, headers) without its length and Connection:
     (start, keep allowed, _KEEP or None when bodiless), remembered for the
-    next response with the same status and headers (a handler's answers
-    repeat them). Raises ValueError as response_head() does."""
+    next response with the same status and headers when they are all text
+    (a handler's answers repeat them). Raises ValueError as
+    response_head() does."""
     status, headers = key
     parts = [status_line(status)]
     keep = True
@@ -127,9 +128,12 @@ def _remember_head(key):
             continue
         parts.append(f'{name}: {value}\r\n')
     known = (''.join(parts), keep, None if bodiless(status) else _KEEP)
-    if len(_HEADS) >= _HEADS_MAX:
-        _HEADS.clear()
-    _HEADS[key] = known
+    if all(type(name) is str and type(value) is str
+           for name, value in headers):
+        # (only text: 1, 1.0 and True are equal keys that print apart)
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[key] = known
     return known
 
 
