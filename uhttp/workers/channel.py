@@ -16,6 +16,8 @@ from collections import deque as _deque
 
 from . import pipelend as _pipelend
 
+_LEND_MIN = _pipelend.LEND_MIN
+
 _HEADER = _struct.Struct('>I')
 _HEADER_SIZE = _HEADER.size
 _pack_header = _HEADER.pack
@@ -441,18 +443,19 @@ def write_parts(fd, *parts, lent=None):
     large bytes part is lent to the pipe instead of copied into it."""
     if lent is not None:
         lent.release()
-        if any(type(part) is bytes and _pipelend.lendable(part)
-               for part in parts):
-            _write_lending(fd, parts, lent)
-            return
+        for part in parts:
+            if len(part) >= _LEND_MIN and type(part) is bytes:
+                _write_lending(fd, parts, lent)
+                return
     views = [memoryview(part) for part in parts if len(part)]
-    total = sum(len(view) for view in views)
+    total = 0
     try:
         while views:
             try:
                 written = _os.writev(fd, views)
             except InterruptedError:
                 continue
+            total += written
             while views and written >= len(views[0]):
                 written -= len(views.pop(0))
             if written:
