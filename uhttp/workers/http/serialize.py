@@ -82,25 +82,35 @@ def response_head(status, headers, cookies, length, keep):
         return (start + (_KEEP if keep else _CLOSE) if tail is None else
                 f'{start}content-length: {length}\r\n'
                 f'{tail if keep else _CLOSE}').encode('utf-8'), keep
-    parts = [status_line(status)]
-    if headers:
-        for name, value in headers:
-            value = str(value)
-            if _bad_value(name) or _bad_value(value):
-                raise ValueError(f"header {name!r} contains CR or LF")
-            lower = name.lower()
-            if lower == 'content-length':
-                continue
-            if lower == 'connection':
-                keep = keep and value.lower() == 'keep-alive'
-                continue
-            parts.append(f'{name}: {value}\r\n')
+    parts, own_keep = _head_lines(status, headers)
+    keep = keep and own_keep
     if cookies:
         _cookie_lines(parts, cookies)
     if not bodiless(status):
         parts.append(f'content-length: {length}\r\n')
     parts.append(_KEEP if keep else _CLOSE)
     return ''.join(parts).encode('utf-8'), keep
+
+
+def _head_lines(status, headers):
+    """The status line and the header lines of a complete response, without
+    Content-Length and Connection, and whether its own Connection header
+    (if any) lets the connection stay open: (parts, keep). Raises
+    ValueError for CR or LF."""
+    parts = [status_line(status)]
+    keep = True
+    for name, value in headers or ():
+        value = str(value)
+        if _bad_value(name) or _bad_value(value):
+            raise ValueError(f"header {name!r} contains CR or LF")
+        lower = name.lower()
+        if lower == 'content-length':
+            continue
+        if lower == 'connection':
+            keep = keep and value.lower() == 'keep-alive'
+            continue
+        parts.append(f'{name}: {value}\r\n')
+    return parts, keep
 
 
 _HEADS = {}
@@ -114,19 +124,7 @@ def _remember_head(key):
     (a handler's answers repeat them). Raises ValueError as
     response_head() does."""
     status, headers = key
-    parts = [status_line(status)]
-    keep = True
-    for name, value in headers:
-        value = str(value)
-        if _bad_value(name) or _bad_value(value):
-            raise ValueError(f"header {name!r} contains CR or LF")
-        lower = name.lower()
-        if lower == 'content-length':
-            continue
-        if lower == 'connection':
-            keep = keep and value.lower() == 'keep-alive'
-            continue
-        parts.append(f'{name}: {value}\r\n')
+    parts, keep = _head_lines(status, headers)
     known = (''.join(parts), keep, None if bodiless(status) else _KEEP)
     if all(type(name) is str and type(value) is str
            for name, value in headers):
