@@ -87,7 +87,7 @@ class Delivery:
         in it go over the worker's descriptor socket first (bodyview.py).
         A body of bytes (or none) without a context holds no descriptor."""
         if message[-1] is None and type(message[_BODY]) in _PLAIN_BODIES:
-            return _channel.pack_parts(message, _BODY)
+            return _pack_request(message)
         return _bodyview.pack_passing(message, _pack_request,
                                       handle.file_fd)
 

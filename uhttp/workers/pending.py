@@ -144,10 +144,7 @@ class PendingTable:
         self._last_id += 1
         pending = _PendingRequest(self._last_id, client, pool, now)
         self.requests[pending.request_id] = pending
-        deadlines = self._deadlines.get(pool)
-        if deadlines is None:
-            deadlines = self._pool_deadlines(pool)
-        deadlines[pending.request_id] = pending
+        self._pool_deadlines(pool)[pending.request_id] = pending
         return pending
 
     def stream_started(self, pending):
@@ -170,9 +167,7 @@ class PendingTable:
         pending.state = DONE
         pending.reason = reason
         self.requests.pop(pending.request_id, None)
-        deadlines = self._deadlines.get(pending.pool)
-        if deadlines:
-            deadlines.pop(pending.request_id, None)
+        self._drop_deadline(pending)
         return True
 
     # -- deadlines ---------------------------------------------------------

@@ -102,10 +102,7 @@ class PoolScheduler:
         window = self.window
         while queue and (idle or partial):
             item = queue.popleft()
-            if type(item) is PendingRequest:
-                if item.state == _pending.DONE:
-                    continue  # it ended while it waited
-            elif not _live(item):
+            if not _live(item):
                 continue
             handle = idle[0] if idle else partial[0]
             if not self.give(handle, item):
@@ -190,10 +187,7 @@ class PoolScheduler:
         handle.stalled = False  # it has moved on: it may take more
         handle.taken += 1
         if give_credit and not handle.stopping:
-            if handle.waiting is not self.idle:
-                self.place(handle)
-            if self.queue:
-                self.dispatch()
+            self.released(handle)
         if self.on_taken is not None:
             self.on_taken(handle)
         return entry[2]
