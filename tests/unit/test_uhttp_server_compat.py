@@ -52,7 +52,7 @@ CONNECTION_PRIVATE = (
     '_headers_repeated', '_data', '_data_loaded', '_path', '_query',
     '_content_length', '_is_streaming', '_response_started',
     '_response_keep_alive', '_file_handle', '_requests_count',
-    '_expect_continue', '_request_start', '_headers_scanned', '_ws_mode',
+    '_expect_continue', '_request_start', '_headers_scanned',
     '_max_headers_length', '_max_content_length', '_max_send_buffer_size',
     '_keep_alive_max_requests', '_request_timeout',
     # methods called
@@ -86,12 +86,10 @@ BODYINTO_PRIVATE = (
 # HttpConnection's private names that http/keepalive.py (the keep-alive
 # cycle's common case, a mixin of Connection) uses
 KEEPALIVE_PRIVATE = (
-    '_server', '_method', '_response_started', '_is_streaming', '_socket', '_detached',
-    '_content_length', '_data_loaded', '_requests_count', '_buffer', '_addr',
-    '_rx_bytes_counter', '_last_activity', '_file_handle',
-    '_body_file_handle', '_max_headers_length', '_read_paused',
-    '_update_interest',
-    '_read_headers')  # overridden: it reads the head
+    '_server', '_response_started', '_is_streaming', '_socket', '_detached',
+    '_buffer', '_addr', '_rx_bytes_counter', '_last_activity',
+    '_file_handle', '_body_file_handle', '_max_headers_length',
+    '_read_paused', '_update_interest')
 
 SERVER_PUBLIC = (
     'socket', 'selector', 'is_secure', 'close', 'handle_event',

@@ -299,7 +299,7 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         try:
             if mask == EVENT_READ and self._method is None and (
                     self._awaits_request()):
-                return self._next_request()
+                return self if self.process_request() else None
             if self._taken is not None:
                 if mask & EVENT_WRITE:
                     self.try_send()
@@ -474,11 +474,7 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
             self.close()
             return
         if sent == len(data):
-            if self._response_keep_alive and not (
-                    self._hold or self._is_streaming or self._ws_mode):
-                self.reset()  # what _finalize_sent_response() comes to
-            else:
-                self._finalize_sent_response()
+            self._finalize_sent_response()
             return
         self._send_buffer += memoryview(data)[sent:]
         self._update_interest()

@@ -5,11 +5,12 @@ While a request is out with a worker, only the client leaving is watched
 for; bytes it sends meanwhile (a pipelined request) are kept for later.
 Most events on a client connection are the next request arriving on an
 idle keep-alive connection, and most answers leave nothing behind (no
-file being sent, no spool file, no body buffer). Both go straight to the
-step that does the work here, instead of through every mixin of
-Connection (each of which only has work for a body or a file); anything
-else takes the general path. tests/unit/test_keepalive.py checks that
-both ways leave a connection in the same state.
+file being sent, no spool file, no body buffer). For the first, the head
+is read without going through every mixin of Connection (each of which
+only has work for a body), and the event goes straight to
+process_request(); the second resets with uhttp-server's reset alone.
+Anything else takes the general path. tests/unit/test_keepalive.py checks
+that both ways leave a connection in the same state.
 """
 
 import errno as _errno
@@ -33,23 +34,6 @@ class KeepAliveCycle:
         return (self._taken is None and not self._response_started
                 and not self._is_streaming and self._socket is not None
                 and not self._detached)
-
-    def _next_request(self):
-        """process_request() for a connection waiting for a head: this
-        connection once a request is complete, None meanwhile (or after a
-        refusal was answered, or the client left)."""
-        try:
-            self._read_headers()
-            if self._method is None or self._chunks is not None or (
-                    self._content_length and not self._data_loaded):
-                return None
-            self._requests_count += 1
-            return self
-        except _server.HttpErrorWithResponse as err:
-            self._answer_refusal(err)
-        except _server.ClientError:
-            self.close()
-        return None
 
     def _answer_refusal(self, err):
         """Answer a request refused while it was read (as uhttp-server
