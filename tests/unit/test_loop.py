@@ -20,36 +20,43 @@ def pipe():
     os.close(write_fd)
 
 
-def test_bounded_select_returns_at_most_the_limit():
-    selector = _loop.BoundedSelector(2)
-    pairs = [socket.socketpair() for _ in range(5)]
-    try:
-        for left, right in pairs:
+@pytest.fixture
+def readable():
+    """register(count, selector): `count` socket pairs registered for
+    reading in `selector`, each with a byte waiting."""
+    pairs = []
+
+    def register(count, selector):
+        for _ in range(count):
+            left, right = socket.socketpair()
+            pairs.append((left, right))
             selector.register(left, _loop.EVENT_READ, left)
             right.send(b'x')
+
+    yield register
+    for left, right in pairs:
+        left.close()
+        right.close()
+
+
+def test_bounded_select_returns_at_most_the_limit(readable):
+    selector = _loop.BoundedSelector(2)
+    try:
+        readable(5, selector)
         assert len(selector.select(0)) == 2
     finally:
         selector.close()
-        for left, right in pairs:
-            left.close()
-            right.close()
 
 
-def test_a_side_polls_no_more_than_asked_and_keeps_the_rest_ready():
+def test_a_side_polls_no_more_than_asked_and_keeps_the_rest_ready(readable):
     side = _loop.Side('clients', 8)
-    pairs = [socket.socketpair() for _ in range(6)]
     try:
-        for left, right in pairs:
-            side.register(left, _loop.EVENT_READ, left)
-            right.send(b'x')
+        readable(6, side)
         assert len(side.poll(2)) == 2
         assert len(side.poll(100)) == 6      # the selector's limit is 8
         assert len(side.poll()) == 6         # nothing was taken: still ready
     finally:
         side.selector.close()
-        for left, right in pairs:
-            left.close()
-            right.close()
 
 
 def test_a_muted_descriptor_stays_registered_and_silent(pipe):

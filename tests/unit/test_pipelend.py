@@ -45,6 +45,19 @@ def drain(fd, limit=None):
     return bytes(data)
 
 
+def read_messages(read_fd):
+    """The messages of the first read that brings any (bounded)."""
+    reader = FrameReader(read_fd, tail_type=bytes)
+    got = []
+    deadline = time.monotonic() + DEADLINE
+    while not got:
+        left = deadline - time.monotonic()
+        assert left > 0, 'no message came'
+        select.select([read_fd], [], [], left)
+        got += reader.read()
+    return got
+
+
 def flush_all(out, read_fd):
     """Flush `out` while reading its pipe: every byte written."""
     received = bytearray()
@@ -207,12 +220,7 @@ class TestWriteParts:
         channel.write_parts(pipe[1], *pack_parts((3, 'ok', body), 2),
                             lent=lent)
         assert len(lent) >= 1                 # lent, not yet read
-        reader = FrameReader(pipe[0], tail_type=bytes)
-        got = []
-        deadline = time.monotonic() + DEADLINE
-        while not got:
-            assert time.monotonic() < deadline
-            got += reader.read()
+        got = read_messages(pipe[0])
         assert got == [(3, 'ok', body)]
         assert lent.release() == 0
         assert lent.written > len(body)
@@ -228,12 +236,7 @@ class TestWriteParts:
                             lent=lent)
         assert len(lent) == 0
         body[:] = b'\0' * len(body)             # changed at once
-        reader = FrameReader(pipe[0], tail_type=bytes)
-        got = []
-        deadline = time.monotonic() + DEADLINE
-        while not got:
-            assert time.monotonic() < deadline
-            got += reader.read()
+        got = read_messages(pipe[0])
         assert got == [(3, 'ok', expected)]
 
     @needs_lending
