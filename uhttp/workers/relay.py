@@ -82,15 +82,25 @@ class Relay:
 
     # -- answers ----------------------------------------------------------------
 
-    def response(self, handle, message):
-        request_id, status, headers, body, kind, cookies = message[1:7]
+    def answered(self, handle, request_id, message, route_at):
+        """`handle` is done with `request_id`: its credit back, and the
+        pending request, with the route and start time the worker put at
+        message[route_at:]; None when nobody waits for it (fire-and-forget,
+        or it ended meanwhile)."""
         handle.pool.scheduler.release(handle, request_id)
         handle.held.pop(request_id, None)
         pending = self.table.get(request_id)
+        if pending is not None and len(message) > route_at + 1 and (
+                pending.route is None):
+            pending.route, pending.started = (message[route_at],
+                                              message[route_at + 1])
+        return pending
+
+    def response(self, handle, message):
+        request_id, status, headers, body, kind, cookies = message[1:7]
+        pending = self.answered(handle, request_id, message, 7)
         if pending is None:
-            return  # fire-and-forget (-1), or it ended meanwhile
-        if len(message) > 8 and pending.route is None:
-            pending.route, pending.started = message[7], message[8]
+            return
         client = pending.client
         hold = self.hooks.after_answer
         if hold:
@@ -113,15 +123,11 @@ class Relay:
         once sent, or at once when nobody waits for it."""
         request_id, status, headers, cookies = message[1:5]
         fd = handle.take_file(request_id)
-        handle.pool.scheduler.release(handle, request_id)
-        handle.held.pop(request_id, None)
-        pending = self.table.get(request_id)
+        pending = self.answered(handle, request_id, message, 5)
         if pending is None:
             if fd is not None:
                 _close_fd(fd)
             return
-        if len(message) > 6 and pending.route is None:
-            pending.route, pending.started = message[5], message[6]
         client = pending.client
         hold = self.hooks.after_answer
         if hold:

@@ -93,14 +93,10 @@ def relay_shared(relay, handle, message):
     with sendfile() (`relay` is the dispatcher's Relay)."""
     request_id, status, headers, kind, cookies = message[1:6]
     fd = handle.take_file(request_id)
-    handle.pool.scheduler.release(handle, request_id)
-    handle.held.pop(request_id, None)
-    pending = relay.table.get(request_id)
+    pending = relay.answered(handle, request_id, message, 6)
     if pending is None:
         _close(fd)
         return
-    if len(message) > 7 and pending.route is None:
-        pending.route, pending.started = message[6], message[7]
     client = pending.client
     hold = relay.hooks.after_answer
     if hold:
