@@ -433,6 +433,31 @@ def test_pipelined_200_requests_in_one_send(server):
     assert [_seq_json(r)['n'] for r in outcome.finals] == list(range(200))
 
 
+def test_a_pipeline_far_longer_than_the_header_limit(server):
+    # 1,000 requests in one send (about 40 KB, over max_headers_length):
+    # the ones that come while another is out wait in the buffer, each in
+    # its turn
+    data = b''.join(request_bytes('GET', f'/api/seq/{i}') for i in range(1000))
+    assert len(data) > 32 * 1024
+    outcome = exchange(server.port, data, timeout=60, expect=1000)
+    assert outcome.rest == b'' and not outcome.closed
+    assert [_seq_json(r)['n'] for r in outcome.finals] == list(range(1000))
+
+
+def test_a_pipelined_upload_after_a_get(server):
+    # the upload's head and the start of its body come with the GET, more
+    # than a head may be long: both are answered, the body whole
+    body = bytes(range(256)) * 160
+    data = request_bytes('GET', '/api/seq/0') + request_bytes(
+        'POST', '/api/seq/1', {'Content-Type': 'application/octet-stream'},
+        body)
+    outcome = exchange(server.port, data, timeout=20, expect=2)
+    assert outcome.rest == b'' and not outcome.closed
+    first, second = (_seq_json(r) for r in outcome.finals)
+    assert (first['n'], second['n']) == (0, 1)
+    assert second['data'] == {'bytes': body.decode('latin-1')}
+
+
 def test_pipelined_then_garbage(server):
     data = b''.join(request_bytes('GET', f'/api/seq/{i}') for i in range(3))
     data += b'THIS IS NOT HTTP\r\n\r\n'

@@ -304,3 +304,50 @@ def test_server_accessors(server):
     assert server.trusts_proxies is False
     server.stop_listening()
     assert server.socket is None and server.port is None
+
+
+def test_a_pipeline_longer_than_the_header_limit_is_served_in_turn():
+    """Requests that came while one was out (kept in the buffer) may add
+    up to more than max_headers_length: each is still read in its turn."""
+    for server in serving(max_headers_length=128):
+        connection, peer = accepted(server)
+        try:
+            pipeline = b''.join(b'GET /%d HTTP/1.1\r\nHost: h\r\n\r\n' % n
+                                for n in range(10))
+            assert feed(connection, peer, pipeline).path == '/0'
+            # the rest comes while /0 is out with a worker: kept for later
+            connection.handle_event(connection.socket, _http.EVENT_READ)
+            assert len(connection._buffer) > 128
+            for n in range(1, 10):
+                connection.send_response(200, [], b'%d' % (n - 1))
+                (scheduled,) = server.take_scheduled()
+                assert scheduled.process_pipelined() is connection
+                assert connection.path == '/%d' % n
+            assert server.owner.failed == [] and server.owner.refused == []
+        finally:
+            connection.close()
+            peer.close()
+
+
+def test_a_pipelined_body_after_a_long_buffer_is_read():
+    """The head of a pipelined POST is in the buffer beyond the header
+    limit, its body partly there: its head is read and the rest of its
+    body comes from the socket."""
+    for server in serving(max_headers_length=128, max_content_length=4096):
+        connection, peer = accepted(server)
+        try:
+            body = bytes(range(256)) * 8
+            post = (b'POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n'
+                    b'\r\n' % len(body))
+            assert feed(connection, peer, b'GET /0 HTTP/1.1\r\nHost: h\r\n\r\n'
+                        + post + body[:1000]).path == '/0'
+            connection.handle_event(connection.socket, _http.EVENT_READ)
+            connection.send_response(200, [], b'zero')
+            (scheduled,) = server.take_scheduled()
+            assert scheduled.process_pipelined() is None  # body not all in
+            ready = feed(connection, peer, body[1000:])
+            assert ready is connection and connection.path == '/up'
+            assert bytes(connection.body) == body
+        finally:
+            connection.close()
+            peer.close()

@@ -117,10 +117,13 @@ def test_head_end_431_when_the_limit_is_reached_without_an_end():
     assert err.value.message == "Headers too large: 100 bytes (max 100)"
 
 
-def test_head_end_no_431_below_the_limit_or_with_an_end():
+def test_head_end_no_431_below_the_limit_or_with_an_end_within_it():
     assert parse.head_end(b'x' * 99, limit=100) == -1
-    block = b'GET / HTTP/1.1\r\n' + b'X: ' + b'a' * 200 + b'\r\n\r\n'
-    assert parse.head_end(block, limit=100) == len(block)
+    block = b'GET / HTTP/1.1\r\n' + b'X: ' + b'a' * 77 + b'\r\n\r\n'
+    assert parse.head_end(block, limit=100) == len(block) == 100
+    # longer than the limit: refused even though its end is there
+    with pytest.raises(parse.ProtocolError):
+        parse.head_end(block + b'GET', limit=99)
 
 
 @given(st.binary(max_size=300), st.integers(0, 300))
@@ -803,3 +806,14 @@ def test_arbitrary_bytes_decode_or_raise_protocol_error(data, limit):
         decode(data, limit=limit, step=3)
     except ProtocolError as err:
         assert err.status in (400, 413)
+
+
+def test_head_end_counts_only_the_first_limit_bytes():
+    head = b'GET / HTTP/1.1\r\nHost: a\r\n\r\n'
+    # a head within the limit, with a pipelined request after it
+    assert parse.head_end(head + head, 0, len(head)) == len(head)
+    # a head one byte over the limit is refused, however much came after
+    with pytest.raises(parse.ProtocolError) as caught:
+        parse.head_end(head + head, 0, len(head) - 1)
+    assert caught.value.status == 431
+    assert parse.head_end(head[:-1], 0, len(head)) == -1

@@ -68,10 +68,16 @@ class KeepAliveCycle:
 
     def _recv_head(self, limit):
         """Read what has come of a head (no body is being read: the
-        mixins' readers have nothing to do), up to `limit` bytes buffered."""
+        mixins' readers have nothing to do), up to `limit` bytes buffered.
+        Requests pipelined while one was out may have filled the buffer
+        past `limit` already: then the head is looked for in what is
+        there, and nothing is read."""
         buffer = self._buffer
+        room = limit - len(buffer)
+        if room <= 0:
+            return
         try:
-            data = self._socket.recv(limit - len(buffer))
+            data = self._socket.recv(room)
         except OSError as err:
             if err.errno in _WOULDBLOCK:
                 return  # EAGAIN, or (ENOENT) a TLS handshake in progress

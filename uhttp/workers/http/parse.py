@@ -93,19 +93,21 @@ def head_end(buffer, scanned=0, limit=None):
 
     Lines end in CRLF or LF, whichever comes first. `scanned` is how much
     of the buffer an earlier call already searched (the search resumes a
-    few bytes before it, so a delimiter split between reads is found). An
-    incomplete head of `limit` bytes or more is a 431.
+    few bytes before it, so a delimiter split between reads is found). A
+    head longer than `limit` bytes is a 431, once `limit` bytes are in
+    (the buffer may hold more: requests pipelined after it).
     """
     start = scanned - 3
     if start < 0:
         start = 0
-    crlf = buffer.find(b'\n\r\n', start)
+    stop = len(buffer) if limit is None else min(len(buffer), limit)
+    crlf = buffer.find(b'\n\r\n', start, stop)
     if crlf >= 0:
         # an LF-only end only counts before it: the search stops there
         # instead of running through the body bytes read with the head
         lf = buffer.find(b'\n\n', start, crlf + 1)
         return crlf + 3 if lf < 0 else lf + 2
-    lf = buffer.find(b'\n\n', start)
+    lf = buffer.find(b'\n\n', start, stop)
     if lf >= 0:
         return lf + 2
     if limit is not None and len(buffer) >= limit:
