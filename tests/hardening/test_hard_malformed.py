@@ -568,6 +568,9 @@ def test_expect_100_continue_over_limit(server):
     outcome = exchange(server.port, data, timeout=8, expect=1)
     assert outcome.rest == b''
     assert len(outcome.finals) == 1 and outcome.finals[0].status in (413, 417), outcome
+    # refused before the body is asked for: no 100 Continue first
+    assert [resp.status for resp in outcome.responses] == [
+        outcome.finals[0].status], outcome
     probe(server)
 
 

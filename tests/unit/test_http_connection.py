@@ -132,12 +132,21 @@ def test_headers_too_large_is_431(server):
     peer.close()
 
 
-def test_a_body_over_the_limit_is_413_after_100_continue(pair):
+def test_a_body_over_the_limit_is_413_without_100_continue(pair):
+    # the client is told before it sends the body it asked about
     connection, peer = pair
     feed(connection, peer, b'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 65'
          b'\r\nExpect: 100-continue\r\n\r\n')
     data = received(peer)
-    assert data.startswith(b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 ')
+    assert data.startswith(b'HTTP/1.1 413 ') and b'100 Continue' not in data
+
+
+def test_a_body_within_the_limit_gets_100_continue(pair):
+    connection, peer = pair
+    assert feed(connection, peer, b'POST / HTTP/1.1\r\nHost: h\r\n'
+                b'Content-Length: 64\r\nExpect: 100-continue\r\n\r\n') is None
+    assert received(peer) == b'HTTP/1.1 100 Continue\r\n\r\n'
+    assert feed(connection, peer, b'x' * 64) is connection
 
 
 def test_a_chunked_body_in_pieces(pair):

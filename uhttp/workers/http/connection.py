@@ -119,6 +119,9 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         if framing == _parse.NO_BODY:
             self._content_length = False
             return
+        if framing != _parse.CHUNKED and (
+                head.content_length > self._max_content_length):
+            raise _server.HttpErrorWithResponse(413)  # and no 100 first
         if head.expect_continue:
             self._expect_continue = True
             self._send_100_continue()
@@ -129,8 +132,6 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
             return
         length = self._content_length = head.content_length
         if length:
-            if length > self._max_content_length:
-                raise _server.HttpErrorWithResponse(413)
             self._process_data()
 
     def process_request(self):
