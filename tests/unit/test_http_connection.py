@@ -2,6 +2,7 @@
 driven through uhttp-server's classes, and the state accessors."""
 
 import socket
+import threading
 
 import pytest
 
@@ -356,6 +357,53 @@ def test_a_pipelined_body_after_a_long_buffer_is_read():
             assert scheduled.process_pipelined() is None  # body not all in
             ready = feed(connection, peer, body[1000:])
             assert ready is connection and connection.path == '/up'
+            assert bytes(connection.body) == body
+        finally:
+            connection.close()
+            peer.close()
+
+
+def _chunked(body, size):
+    return b''.join(b'%x\r\n' % len(body[at:at + size]) + body[at:at + size]
+                    + b'\r\n' for at in range(0, len(body), size)) + b'0\r\n\r\n'
+
+
+def test_chunked_reads_are_small_while_the_chunks_are():
+    from uhttp.workers.http import spoolbody
+    chunks = _http.parse.ChunkedBody(1 << 30)
+    small = spoolbody.SMALL_CHUNKS_READ
+    assert spoolbody.chunked_read_size(chunks) == small  # none yet
+    chunks.feed(bytearray(_chunked(b'x' * 100, 1)[:-5]))
+    assert spoolbody.chunked_read_size(chunks) == small
+    chunks = _http.parse.ChunkedBody(1 << 30)
+    chunks.feed(bytearray(b'10000\r\n' + b'x' * 10))  # a 64 KiB chunk begun
+    assert spoolbody.chunked_read_size(chunks) == spoolbody.SCRATCH_SIZE
+
+
+def test_a_spooled_body_of_one_byte_chunks(tmp_path):
+    """1-byte chunks, spooled: each event reads a little of them (others
+    get their turn between), and the file gets them joined, whole."""
+    from uhttp.workers.http import spoolbody
+    body = bytes(range(256)) * 1024
+    wire = (b'POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n'
+            b'\r\n' + _chunked(body, 1))
+    for server in serving(max_content_length=1 << 20, spool_threshold=4096,
+                          spool_dir=str(tmp_path)):
+        connection, peer = accepted(server)
+        try:
+            sender = threading.Thread(target=peer.sendall, args=(wire,))
+            sender.start()
+            events, ready = 0, None
+            while ready is None and events < 10000:
+                before = connection._rx_bytes_counter
+                ready = connection.handle_event(connection.socket,
+                                                _http.EVENT_READ)
+                assert (connection._rx_bytes_counter - before
+                        <= spoolbody.SMALL_CHUNKS_READ)
+                events += 1
+            sender.join(5)
+            assert ready is connection
+            assert events >= len(wire) // spoolbody.SMALL_CHUNKS_READ
             assert bytes(connection.body) == body
         finally:
             connection.close()

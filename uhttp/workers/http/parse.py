@@ -288,9 +288,15 @@ class ChunkedBody:
         self._left = 0
         self._state = self._SIZE
         self.done = False
+        self.count = 0   # chunks begun (with data)
 
     def body(self):
         return b''.join(self._parts)
+
+    @property
+    def size(self):
+        """Bytes of data the chunks begun so far carry."""
+        return self._size
 
     @property
     def held(self):
@@ -354,5 +360,6 @@ class ChunkedBody:
         self._size += size
         if self._size > self._limit:
             raise ProtocolError(413)
+        self.count += 1
         self._left = size
         self._state = self._DATA

@@ -19,8 +19,21 @@ from .. import spool as _spool
 from ..bodyview import SpooledBytes
 
 SCRATCH_SIZE = 1 << 20   # bytes read from a socket per recv_into()
+SMALL_CHUNKS_READ = 16 * 1024   # a chunked body's reads while its chunks
+SMALL_CHUNK = 1024              # ... average less than this (or none yet)
+JOINED_WRITES = 16   # more decoded chunks than this go to the file joined
 READ_BUDGET = 8 << 20    # bytes spooled per event before others get a turn
 _scratch = []  # the buffer TLS bodies are read into, made on first use
+
+
+def chunked_read_size(chunks):
+    """How much of a chunked body to read at a time: a scratch buffer's
+    worth once its chunks are large, little while they are small (each
+    chunk costs a few microseconds to decode: a read of 1-byte chunks must
+    not hold the loop for long)."""
+    if chunks.count and chunks.size >= chunks.count * SMALL_CHUNK:
+        return SCRATCH_SIZE
+    return SMALL_CHUNKS_READ
 
 
 def _scratch_buffer():
@@ -92,8 +105,8 @@ class SpoolBody:
         if self._spool is not None and self._chunks is None:
             self._spool_recv()
             return
-        if self._chunks is not None:  # bounded reads for a chunked body
-            size = min(size, len(self._buffer) + SCRATCH_SIZE)
+        if self._chunks is not None:  # (its decoder holds it to the limit)
+            size = len(self._buffer) + chunked_read_size(self._chunks)
         super()._recv_to_buffer(size)
 
     def _spool_recv(self):
@@ -145,7 +158,10 @@ class SpoolBody:
             if not self._spool_wanted(chunks.held):
                 return
             self._open_spool()
-        for part in chunks.take():
+        parts = chunks.take()
+        if len(parts) > JOINED_WRITES:  # small chunks: one write for them all
+            parts = [b''.join(parts)]
+        for part in parts:
             self._spool_write(part)
 
     def _chunked_body(self):
