@@ -216,13 +216,18 @@ def test_context_reaches_worker(server):
                                      'user': 'alice'}
 
 
-def test_context_is_none_when_hook_raises(server):
+def test_a_raising_accept_hook_answers_500_and_the_handler_never_runs(
+        server, files):
     before = errors(server)
     reply = server.get('/h/echo', headers={'X-Ctx': 'raise'})
-    assert reply.status == 200
-    assert reply.json['context'] is None
+    assert reply.status == 500
+    assert reply.json == {'error': 'Internal Server Error'}
     server.wait_log(ERROR_LINE, count=before + 1)
     assert 'on_request_accepted exploded' in server.log()
+    assert 'request_id' not in reply.json  # not the handler's answer
+    # it ended once, answered by the dispatcher, and serving goes on
+    request_id = state(server)['accepted'][-1]['id']
+    assert record_for(server, files, request_id)[0]['reason'] == 'completed'
     reply = server.get('/h/echo', headers={'X-User': 'bob'})
     assert reply.json['context']['user'] == 'bob'
 

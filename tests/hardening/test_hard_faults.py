@@ -126,9 +126,9 @@ DISPATCHER_FAULTS = [
     ('/s/ok', {'X-Boom': 'do_check_sync'}, 500, r'ERROR .*boom-do-check-sync'),
     ('/s/raise', {}, 500, r'ERROR .*boom-sync-handler'),
     ('/s/no-answer', {}, 500, r'ERROR .*returned without answering'),
-    # documented: a raising on_request_accepted gives request.context None,
-    # the request goes on to its worker
-    ('/w/accepted-raise', {}, 200, r'ERROR .*boom-on-request-accepted'),
+    # a raising on_request_accepted: 500, and the handler never runs
+    # without the context the hook was to give it
+    ('/w/accepted-raise', {}, 500, r'ERROR .*boom-on-request-accepted'),
     # these hooks run after the answer was sent: it stays the handler's
     ('/w/on-response', {}, 200, r'ERROR .*boom-on-response'),
     ('/w/removed-raise', {}, 200, r'ERROR .*boom-on-pending-removed'),

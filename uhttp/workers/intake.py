@@ -11,6 +11,7 @@ import traceback as _traceback
 import uhttp.server as _server
 
 from . import messages as _msg
+from . import pending as _pending
 from . import replies as _replies
 from . import routing as _routing
 from . import files as _files
@@ -201,9 +202,22 @@ class Intake:
             return refused[0]
         pending = self.core.pending.open(client, pool, self.core.now())
         pending.path = client.path
-        if 'on_request_accepted' in self.hooks.replaced:
-            pending.context = self.hooks.call(
-                'on_request_accepted', pending.request_id, client, pool)
         client.pending = pending
+        if 'on_request_accepted' in self.hooks.replaced and (
+                not self.accepted(pending, client, pool)):
+            return None
         pool.scheduler.enqueue(pending)
         return None
+
+    def accepted(self, pending, client, pool):
+        """The user's on_request_accepted(): its value is the request's
+        context. When it raises, the request goes no further: it is logged
+        and answered 500 (the handler must not run without its context)."""
+        try:
+            pending.context = self.app.on_request_accepted(
+                pending.request_id, client, pool)
+        except Exception as err:  # pylint: disable=broad-except
+            self.hooks.failed('on_request_accepted', err)
+            self.core.fail(pending, 500, None, _pending.PENDING_COMPLETED)
+            return False
+        return True
