@@ -295,6 +295,17 @@ def test_queue_warning_is_rate_limited(app_server):
     assert 'SlowWorker' in warnings[0]
 
 
+def test_queue_warning_counts_requests_waiting_in_a_window(app_server):
+    # one worker takes all four into its window (the pool's queue stays
+    # empty): three wait there, not started, over queue_warning=2
+    server = start(app_server, 'sup_pending', env={
+        'SUP_MAX_PENDING': '1000', 'SUP_QUEUE_WARNING': '2'})
+    calls = [Call(server, '/api/sleep/1.5', timeout=30) for _ in range(4)]
+    server.wait_log(r'WARNING\s.*SlowWorker: 3 requests queued '
+                    r'\(queue_warning=2\)', timeout=5)
+    assert [call.result().status for call in calls] == [200] * 4
+
+
 # -- send_config() --------------------------------------------------------------------
 
 def _configs(directory, pid):

@@ -490,18 +490,26 @@ class Core:
         return False
 
     def check_queue(self, pool):
-        """Warn (at most every QUEUE_WARNING_INTERVAL s) about a long queue."""
-        if not pool.queue_warning:
+        """Warn (at most every QUEUE_WARNING_INTERVAL s) about a long queue:
+        the requests not started yet (pool.queue_size), in the pool's queue
+        or waiting in a worker's window."""
+        limit = pool.queue_warning
+        if not limit:
             return
-        size = len(pool.scheduler)
-        if size > pool.queue_warning:
-            now = _monotonic()
-            last = self.queue_warned.get(pool)
-            if last is None or now - last >= QUEUE_WARNING_INTERVAL:
-                self.queue_warned[pool] = now
-                self.log.warning(
-                    "pool %s: %d requests queued (queue_warning=%d)",
-                    pool.name, size, pool.queue_warning)
+        last = self.queue_warned.get(pool)
+        now = _monotonic()
+        if last is not None and now - last < QUEUE_WARNING_INTERVAL:
+            return
+        scheduler = pool.scheduler
+        if len(scheduler) + sum(len(handle.inflight)
+                                for handle in pool.handles) <= limit:
+            return  # (cheap: it cannot be over)
+        size = pool.queue_size
+        if size > limit:
+            self.queue_warned[pool] = now
+            self.log.warning(
+                "pool %s: %d requests queued (queue_warning=%d)",
+                pool.name, size, limit)
 
     # -- after run() ------------------------------------------------------------------
 

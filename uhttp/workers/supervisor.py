@@ -271,8 +271,7 @@ class Supervisor:
                 self.kill(handle, 'stuck')
             elif pool.max_worker_rss_mb is not None:
                 self.core.retirements.check_memory(handle)
-        if len(pool.scheduler):
-            self.core.check_queue(pool)
+        self.core.check_queue(pool)  # windows too, with the queue empty
 
     def is_stuck(self, handle, now):
         limit = handle.pool.stuck_timeout
