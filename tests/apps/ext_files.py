@@ -17,6 +17,7 @@ GET /static/<name>          a static file of $EXT_FILES_FIXED's directory
 
 EXT_FILES_CERT / EXT_FILES_KEY serve HTTPS with that certificate.
 """
+import io
 import os
 import tempfile
 import threading
@@ -68,6 +69,17 @@ class FileWorker(_workers.Worker):
         handle = open(path, 'rb')
         os.unlink(path)
         return _workers.FileResponse(handle, content_type='application/x-test')
+
+    @_workers.api('/api/body-back', 'POST')
+    def body_back(self, request):
+        # the body as a file: its spool file, or (small) a memory file
+        return _workers.FileResponse(request.body_file,
+                                     content_type='application/x-echo')
+
+    @_workers.api('/api/report')
+    def report(self, request):
+        return _workers.FileResponse(io.BytesIO(b'name,items\nbolts,12\n'),
+                                     download_name='report.csv')
 
     @_workers.api('/api/missing')
     def missing(self, request):

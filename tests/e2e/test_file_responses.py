@@ -78,6 +78,28 @@ def test_returned_file_object_and_deferred_answer(server):
     assert reply.status == 200 and reply.body == pattern(12345)
 
 
+@pytest.mark.parametrize('size', [0, 1000, 300 * 1024, 3 * 1024 * 1024])
+def test_the_request_body_file_sent_back(server, size):
+    # small bodies come as a BytesIO (a memory file then), spooled ones as
+    # their spool file: either way the same bytes, and ranges work
+    body = pattern(size)
+    reply = server.request('POST', '/api/body-back', body=body, timeout=30)
+    assert reply.status == 200, reply
+    assert reply.headers['content-type'] == 'application/x-echo'
+    assert reply.headers['content-length'] == str(size)
+    assert digest(reply.body) == digest(body)
+
+
+def test_a_bytesio_is_sent_like_a_file(server):
+    reply = server.get('/api/report')
+    assert reply.status == 200
+    assert reply.body == b'name,items\nbolts,12\n'
+    assert reply.headers['content-type'].startswith('text/csv')
+    assert 'filename="report.csv"' in reply.headers['content-disposition']
+    reply = server.get('/api/report', headers={'Range': 'bytes=0-3'})
+    assert reply.status == 206 and reply.body == b'name'
+
+
 def test_content_type_from_the_name(server):
     reply = server.get('/api/typed')
     assert reply.status == 200

@@ -1,8 +1,10 @@
 """The pure parts of file responses: Range parsing, Content-Disposition,
 the worker's message for a FileResponse, and the descriptor hand-over over
 a real socket pair."""
+import io
 import os
 import socket
+import stat
 
 import pytest
 
@@ -130,3 +132,65 @@ def test_worker_client_reads_the_file(tmp_path):
     assert reply.status == 200
     assert reply.content == b'\x00\x01binary'
     assert reply.headers['content-disposition'] == 'attachment; filename="x.bin"'
+
+
+# -- file objects without a descriptor ----------------------------------------
+
+def _read_fd(fd):
+    try:
+        assert stat.S_ISREG(os.fstat(fd).st_mode)
+        return os.pread(fd, 1 << 20, 0)
+    finally:
+        os.close(fd)
+
+
+def test_a_bytesio_becomes_a_memory_file_of_its_whole_value():
+    source = io.BytesIO(b'name,items\nbolts,12\n')
+    source.read(5)  # its position does not matter: the whole file is sent
+    assert _read_fd(_files.descriptor_of(source)) == b'name,items\nbolts,12\n'
+
+
+def test_a_reader_without_getvalue_is_read_from_its_start():
+    source = io.BufferedReader(io.BytesIO(b'abc' * 1000))
+    source.read(10)
+    assert _read_fd(_files.descriptor_of(source)) == b'abc' * 1000
+
+
+@pytest.mark.parametrize('source, message', [
+    (io.StringIO('text'), 'not bytes'),
+    (object(), 'cannot be read'),
+])
+def test_what_cannot_be_a_file_is_an_oserror(source, message):
+    with pytest.raises(OSError, match=message):
+        _files.descriptor_of(source)
+
+
+def test_a_closed_file_object_is_an_oserror():
+    source = io.BytesIO(b'x')
+    source.close()
+    with pytest.raises(OSError, match='cannot be read'):
+        _files.descriptor_of(source)
+
+
+def test_a_spooled_body_file_is_its_own_file(tmp_path):
+    from uhttp.workers import spool
+    writer = spool.SpoolPolicy(0, str(tmp_path)).open()
+    writer.write(b'spooled body')
+    view = writer.finish()
+    reader = view.open()
+    fd, _ = _files.open_file(_workers.FileResponse(reader))
+    assert reader.closed
+    try:
+        assert os.path.samestat(os.fstat(fd), os.fstat(view.fileno()))
+    finally:
+        assert _read_fd(fd) == b'spooled body'
+        view.close()
+
+
+@pytest.mark.parametrize('name, download_name, expected', [
+    ('/tmp/tmpx81k', 'export.csv', 'text/csv; charset=UTF-8'),
+    ('report.json', 'export.csv', 'application/json'),
+    ('', None, 'application/octet-stream'),
+])
+def test_the_type_of_a_file_answer(name, download_name, expected):
+    assert _files.guessed_type(name, download_name) == expected

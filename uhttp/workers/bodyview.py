@@ -151,6 +151,10 @@ class _Reader(_io.RawIOBase):
     def seekable(self):
         return True
 
+    def fileno(self):
+        """The body's file (a FileResponse of request.body_file sends it)."""
+        return self._view.fileno()
+
     def readinto(self, buffer):
         count = _os.preadv(self._view.fileno(), [buffer], self._position)
         self._position += count

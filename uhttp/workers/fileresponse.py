@@ -17,10 +17,11 @@ class FileResponse:
     def __init__(self, path_or_file, content_type=None, download_name=None,
                  headers=None, status=200):
         if not isinstance(path_or_file, (str, bytes, _os.PathLike)) and (
-                not hasattr(path_or_file, 'fileno')):
+                not hasattr(path_or_file, 'fileno')
+                and not hasattr(path_or_file, 'read')):
             raise TypeError(
-                "FileResponse needs a path or a file object with fileno(), "
-                f"not {type(path_or_file).__name__}")
+                "FileResponse needs a path or a binary file object (with "
+                f"fileno() or read()), not {type(path_or_file).__name__}")
         self.path_or_file = path_or_file
         self.content_type = content_type
         self.download_name = download_name

@@ -22,6 +22,7 @@ import os as _os
 import socket as _socket
 import stat as _stat
 import struct as _struct
+import tempfile as _tempfile
 import urllib.parse as _urlparse
 
 from . import log as _log
@@ -117,7 +118,7 @@ def open_file(response):
         fd = _os.open(source, _os.O_RDONLY | getattr(_os, 'O_CLOEXEC', 0))
     else:
         try:
-            fd = _os.dup(source.fileno())
+            fd = descriptor_of(source)
         finally:
             try:
                 source.close()
@@ -125,14 +126,58 @@ def open_file(response):
                 pass
     try:
         info = _os.fstat(fd)
+        what = response.name() or type(source).__name__
         if _stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(f"{response.name()!r} is a directory")
+            raise IsADirectoryError(f"{what!r} is a directory")
         if not _stat.S_ISREG(info.st_mode):
-            raise OSError(f"{response.name()!r} is not a regular file")
+            raise OSError(f"{what!r} is not a regular file")
     except BaseException:
         _os.close(fd)
         raise
     return fd, response.name()
+
+
+def descriptor_of(source):
+    """A descriptor of the response's own for the file object `source`:
+    a duplicate of its fileno(), or for one that has none (a BytesIO, the
+    body_file of a small body) a memory file holding its bytes, so that
+    it is sent like any file, ranges and all."""
+    try:
+        return _os.dup(source.fileno())
+    except (AttributeError, OSError, ValueError) as err:
+        # (io.UnsupportedOperation is both an OSError and a ValueError)
+        if not callable(getattr(source, 'read', None)) or (
+                getattr(source, 'closed', False)):
+            raise OSError(f"{type(source).__name__} has no descriptor and "
+                          f"cannot be read: {err}") from None
+    getvalue = getattr(source, 'getvalue', None)
+    if callable(getvalue):
+        data = getvalue()
+    else:
+        if source.seekable():
+            source.seek(0)
+        data = source.read()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise OSError(f"{type(source).__name__} reads {type(data).__name__}, "
+                      "not bytes (open it in binary mode)")
+    return _memory_file(data)
+
+
+def _memory_file(data):
+    """A descriptor of an unnamed file holding `data`, at its start."""
+    if hasattr(_os, 'memfd_create'):
+        fd = _os.memfd_create('fileresponse', _os.MFD_CLOEXEC)
+    else:  # pragma: no cover - (not Linux)
+        with _tempfile.TemporaryFile() as file:
+            fd = _os.dup(file.fileno())
+    try:
+        with memoryview(data) as view:
+            while view:
+                view = view[_os.write(fd, view):]
+    except BaseException:
+        _os.close(fd)
+        raise
+    return fd
 
 
 def response_headers(response, name, headers):
@@ -141,12 +186,22 @@ def response_headers(response, name, headers):
     names = {key.lower() for key, _ in headers}
     if 'content-type' not in names:
         headers.append(('content-type', response.content_type
-                        or _static.content_type(name or '')))
+                        or guessed_type(name, response.download_name)))
     if response.download_name is not None and (
             'content-disposition' not in names):
         headers.append(('content-disposition',
                         content_disposition(response.download_name)))
     return headers
+
+
+def guessed_type(name, download_name):
+    """The Content-Type of a file answer without one given: from the
+    file's name, else (a temporary file, a memory file) from the name it
+    is downloaded as."""
+    guessed = _static.content_type(name or '')
+    if guessed == _static.UNKNOWN_TYPE and download_name:
+        return _static.content_type(download_name)
+    return guessed
 
 
 def carries_file(message):
@@ -166,7 +221,7 @@ def send_fd(sock, request_id, fd):
     _socket.send_fds(sock, [_TAG.pack(request_id)], [fd])
 
 
-def worker_messages(message, sock):
+def worker_messages(message, sock, log_name='worker'):
     """What a worker sends for the W_FILE_RESPONSE `message` that still
     carries its FileResponse (item 5): the descriptor goes on `sock` first,
     then the message without it. A missing file is a 404, a directory or
@@ -178,12 +233,12 @@ def worker_messages(message, sock):
     try:
         fd, name = open_file(response)
     except FileNotFoundError:
-        return [(_msg.W_LOG, 'worker', _log.LOG_ERROR,
+        return [(_msg.W_LOG, log_name, _log.LOG_ERROR,
                  f"FileResponse for request {request_id}: {what!r} does not "
                  "exist; answering 404"),
                 _msg.error_message(request_id, 404) + rest]
     except OSError as err:
-        return [(_msg.W_LOG, 'worker', _log.LOG_ERROR,
+        return [(_msg.W_LOG, log_name, _log.LOG_ERROR,
                  f"FileResponse for request {request_id}: {what!r} cannot be "
                  f"sent: {err}; answering 500"),
                 _msg.error_message(request_id, 500) + rest]
@@ -196,7 +251,7 @@ def worker_messages(message, sock):
                      _msg.BODY_BYTES, cookies) + rest]
         send_fd(sock, request_id, fd)
     except OSError as err:  # the dispatcher is going: the pipe will tell
-        return [(_msg.W_LOG, 'worker', _log.LOG_ERROR,
+        return [(_msg.W_LOG, log_name, _log.LOG_ERROR,
                  f"FileResponse for request {request_id}: the descriptor "
                  f"could not be passed: {err}"),
                 _msg.error_message(request_id, 500) + rest]

@@ -37,6 +37,9 @@ _TYPES = {
 }
 
 
+UNKNOWN_TYPE = 'application/octet-stream'
+
+
 def content_type(path):
     """Content-Type for a file name."""
     ext = _os.path.splitext(path)[1].lower()
@@ -45,7 +48,7 @@ def content_type(path):
         return known
     guessed, _ = _mimetypes.guess_type(path, strict=False)
     if guessed is None:
-        return 'application/octet-stream'
+        return UNKNOWN_TYPE
     if guessed.startswith('text/'):
         return guessed + '; charset=UTF-8'
     return guessed

@@ -85,6 +85,7 @@ class _Runtime:
     def __init__(self, in_fd, out_fd, slot, log_level, heartbeat_interval,
                  recall_fd=None, file_fd=None):
         self.in_fd = in_fd
+        self.log_name = 'worker'  # the worker's, once it is made
         self.file_sock = _files.worker_socket(file_fd)
         _bodyview.set_inbox(self.file_sock)  # spooled bodies come through it
         self.share_above = _sharedbody.NEVER  # larger answers: shared memory
@@ -117,7 +118,8 @@ class _Runtime:
     def send(self, message):
         if message[0] == _msg.W_FILE_RESPONSE and _files.carries_file(message):
             with self.send_lock:  # its descriptor first, then the message
-                for each in _files.worker_messages(message, self.file_sock):
+                for each in _files.worker_messages(message, self.file_sock,
+                                                   self.log_name):
                     self.send(each)
             return
         if _sharedbody.wanted(message, self.share_above, self.file_sock):
@@ -129,7 +131,7 @@ class _Runtime:
         except Exception as err:  # pylint: disable=broad-except
             # only user values (forward data) can fail to pickle
             parts = _channel.pack_parts((
-                _msg.W_LOG, 'worker', _log.LOG_ERROR,
+                _msg.W_LOG, self.log_name, _log.LOG_ERROR,
                 f"message {message[0]} could not be sent: {err!r}"))
         try:
             with self.send_lock:
@@ -477,13 +479,13 @@ def child_main(spec):
 
 
 def _run_worker(spec, runtime):
-    name = f"{spec.worker_class.__name__}[{spec.worker_id}]"
+    name = runtime.log_name = f"{spec.worker_class.__name__}[{spec.worker_id}]"
     if spec.memory_limit_mb:
         _memlimit.limit_memory(spec, runtime.send, name)
     try:
         worker = spec.worker_class(
             worker_id=spec.worker_id, pool_name=spec.pool_name, **spec.kwargs)
-        name = worker.log.name
+        name = runtime.log_name = worker.log.name
         worker.setup()
     except StopWorker:
         raise
