@@ -370,14 +370,19 @@ def _chunked(body, size):
 
 def test_chunked_reads_are_small_while_the_chunks_are():
     from uhttp.workers.http import spoolbody
+    small, large = spoolbody.SMALL_CHUNKS_READ, spoolbody.CHUNKED_READ
+    assert spoolbody.chunked_read_size(0, 0) == small  # nothing read yet
+    wire = _chunked(b'x' * 1000, 1)
     chunks = _http.parse.ChunkedBody(1 << 30)
-    small = spoolbody.SMALL_CHUNKS_READ
-    assert spoolbody.chunked_read_size(chunks) == small  # none yet
-    chunks.feed(bytearray(_chunked(b'x' * 100, 1)[:-5]))
-    assert spoolbody.chunked_read_size(chunks) == small
+    chunks.feed(bytearray(wire))
+    assert chunks.lines == 2 * 1000 + 2  # sizes, data ends, 0, the end
+    assert spoolbody.chunked_read_size(chunks.lines, len(wire)) == small
+    wire = _chunked(b'x' * 200000, 65536)
     chunks = _http.parse.ChunkedBody(1 << 30)
-    chunks.feed(bytearray(b'10000\r\n' + b'x' * 10))  # a 64 KiB chunk begun
-    assert spoolbody.chunked_read_size(chunks) == spoolbody.SCRATCH_SIZE
+    chunks.feed(bytearray(wire))
+    assert spoolbody.chunked_read_size(chunks.lines, len(wire)) == large
+    # a read of data alone (the middle of a large chunk): large again
+    assert spoolbody.chunked_read_size(0, small) == large
 
 
 def test_a_spooled_body_of_one_byte_chunks(tmp_path):

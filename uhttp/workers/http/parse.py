@@ -288,15 +288,10 @@ class ChunkedBody:
         self._left = 0
         self._state = self._SIZE
         self.done = False
-        self.count = 0   # chunks begun (with data)
+        self.lines = 0   # lines (sizes, ends of data, trailers) decoded
 
     def body(self):
         return b''.join(self._parts)
-
-    @property
-    def size(self):
-        """Bytes of data the chunks begun so far carry."""
-        return self._size
 
     @property
     def held(self):
@@ -328,6 +323,7 @@ class ChunkedBody:
                 break
             line = bytes(buffer[pos:newline])
             pos = newline + 1
+            self.lines += 1
             if line.endswith(b'\r'):
                 line = line[:-1]
             self._line(line)
@@ -360,6 +356,5 @@ class ChunkedBody:
         self._size += size
         if self._size > self._limit:
             raise ProtocolError(413)
-        self.count += 1
         self._left = size
         self._state = self._DATA
