@@ -3,6 +3,7 @@ driven through uhttp-server's classes, and the state accessors."""
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -410,6 +411,31 @@ def test_a_spooled_body_of_one_byte_chunks(tmp_path):
             assert ready is connection
             assert events >= len(wire) // spoolbody.SMALL_CHUNKS_READ
             assert bytes(connection.body) == body
+        finally:
+            connection.close()
+            peer.close()
+
+
+def test_timeouts_are_looked_at_every_second_at_most():
+    # half the shortest timeout (uhttp-server's rule) would let a 30 s
+    # keep_alive_timeout close an idle connection only 45 s after it went idle
+    for server in serving():
+        assert server._maintenance_interval == 1.0
+    for server in serving(keep_alive_timeout=1, request_timeout=5):
+        assert server._maintenance_interval == 0.5
+
+
+def test_an_idle_connection_closes_close_to_its_timeout():
+    for server in serving(keep_alive_timeout=1.5, request_timeout=30):
+        connection, peer = accepted(server)
+        try:
+            started = time.monotonic()
+            server._last_maintenance = time.time()  # one look just now
+            while connection.is_open and time.monotonic() - started < 5:
+                server.maintenance()
+                time.sleep(0.02)
+            assert not connection.is_open
+            assert 1.5 <= time.monotonic() - started < 1.5 + 0.75 + 0.2
         finally:
             connection.close()
             peer.close()
