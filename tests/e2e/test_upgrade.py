@@ -88,3 +88,25 @@ def test_hot_upgrades_under_load_lose_nothing(tmp_path):
         assert current_version(server) == 'v4'
     finally:
         server.close()
+
+
+def test_the_pid_file_names_the_dispatcher_serving_after_an_upgrade(tmp_path):
+    write_app(tmp_path, 'v1')
+    pid_file = tmp_path / 'app.pid'
+    server = Running(tmp_path, 'verapp:App', '--host', '127.0.0.1', '--port',
+                     '0', '--pid-file', str(pid_file))
+    try:
+        assert pid_file.read_text().strip() == str(server.proc.pid)
+        write_app(tmp_path, 'v2')
+        os.kill(server.proc.pid, signal.SIGUSR2)
+        pid = new_pid(server, 1)
+        assert server.proc.wait(timeout=30) == 0  # the old one has left
+        assert current_version(server) == 'v2'
+        assert pid_file.read_text().strip() == str(pid)
+        os.kill(pid, signal.SIGTERM)  # and the new one removes it, leaving
+        deadline = time.monotonic() + 20
+        while pid_file.exists():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+    finally:
+        server.close()

@@ -303,8 +303,17 @@ def serve(dispatcher, pid_file):
         return EXIT_CONFIG
     finally:
         if pid_file:
-            try:
-                _os.unlink(pid_file)
-            except OSError:
-                pass
+            remove_pid_file(pid_file)
     return EXIT_OK
+
+
+def remove_pid_file(pid_file):
+    """Remove the pid file if it still names this process: after a hot
+    upgrade it names the new dispatcher, which goes on serving."""
+    try:
+        with open(pid_file, encoding='ascii') as file:
+            if file.read().strip() != str(_os.getpid()):
+                return
+        _os.unlink(pid_file)
+    except (OSError, ValueError):
+        pass
