@@ -11,6 +11,7 @@ show up as the answer to the next request.
 
 import http.client
 import json
+import re
 import signal
 import threading
 import time
@@ -294,6 +295,10 @@ def test_worker_command_reports_a_death_at_once_and_restarts(
     app.wait_until(lambda: not remote_workers(app, ready=False),
                    what='the stopped workers gone from the pool')
     assert app.get('/api/pid').status == 503  # no worker left: refused
+    # stopped as asked: they left, no death (only the SIGKILLed one died)
+    app.wait_log(r'INFO .*remote worker .* left: exited with code 0',
+                 count=2)
+    assert len(re.findall(r'remote worker .* died', app.log())) == 1
 
 
 @pytest.mark.parametrize('args, code, text', [

@@ -59,7 +59,12 @@ def test_replies_started_notices_and_deaths_decode():
     reply = broker.decode_reply('6-0', started)
     assert (reply.kind, reply.request_id) == ('started', 3)
     reply = broker.decode_reply('7-0', broker.encode_death('vm:9', 'killed'))
-    assert (reply.kind, reply.reason) == ('death', 'killed')
+    assert (reply.kind, reply.reason, reply.left) == ('death', 'killed', False)
+    # a worker that stopped as asked left (fields come back as bytes)
+    fields = broker.encode_death('vm:9', 'exited with code 0', left=True)
+    reply = broker.decode_reply('8-0', {k.encode(): v.encode()
+                                        for k, v in fields.items()})
+    assert (reply.kind, reply.left) == ('death', True)
 
 
 def test_control_frames_and_settings():

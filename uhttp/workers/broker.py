@@ -166,23 +166,29 @@ def encode_started(worker, request_id):
     return ('w', worker, 's', str(request_id))
 
 
-def encode_death(worker, reason):
-    """A worker's death, reported by the command that ran it."""
-    return {'w': worker, 'x': reason}
+def encode_death(worker, reason, left=False):
+    """A worker's death, reported by the command that ran it; `left`: it
+    ended as it was asked to (the command stopping), not unexpectedly."""
+    fields = {'w': worker, 'x': reason}
+    if left:
+        fields['l'] = '1'
+    return fields
 
 
 class Reply:
     """An entry of an answer or events stream, decoded. `kind` is
     'message' (with `message` and `number`), 'started' (with
-    `request_id`) or 'death' (with `reason`)."""
+    `request_id`) or 'death' (with `reason`, and `left` when the worker
+    ended as it was asked to)."""
 
     __slots__ = ('entry_id', 'worker', 'kind', 'message', 'number',
-                 'request_id', 'reason')
+                 'request_id', 'reason', 'left')
 
     def __init__(self, entry_id, fields):
         self.entry_id = _text(entry_id)
         self.worker = _text(_field(fields, 'w'))
         self.message = self.number = self.request_id = self.reason = None
+        self.left = False
         started = _field(fields, 's')
         death = _field(fields, 'x')
         if started is not None:
@@ -191,6 +197,7 @@ class Reply:
         elif death is not None:
             self.kind = 'death'
             self.reason = _text(death)
+            self.left = _field(fields, 'l') is not None
         else:
             self.kind = 'message'
             self.number = int(_text(_field(fields, 'n') or b'0'))

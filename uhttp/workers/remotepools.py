@@ -340,7 +340,7 @@ class RemotePools:
     def event(self, state, reply, now):
         handle = state.roster.get(reply.worker, now)
         if reply.kind == 'death':
-            self.declare_dead(state, handle, reply.reason)
+            self.declare_dead(state, handle, reply.reason, reply.left)
             return
         if reply.kind != 'message':
             return
@@ -356,12 +356,19 @@ class RemotePools:
                       _msg.W_FORWARD, _msg.W_PAUSE, _msg.W_RESUME):
             self.core.relay.relay(handle, [message])
 
-    def declare_dead(self, state, handle, reason):
-        """A remote worker is gone: what it started ends with 500 now."""
+    def declare_dead(self, state, handle, reason, left=False):
+        """A remote worker is gone: what it started ends with 500 now. One
+        that `left` (its command stopping it, after the requests in hand)
+        is no death: logged at INFO, not counted as a restart."""
         if not handle.alive:
             return
         state.roster.died(handle)
         victims = state.pool.scheduler.victims(handle)
+        if left and not victims:
+            self.log.info("remote worker %s (pool %s, host %s, pid %s) left: "
+                          "%s", handle.worker, state.pool.name, handle.host,
+                          handle.pid, reason)
+            return
         self.log.error("remote worker %s (pool %s, host %s, pid %s) died: %s%s",
                        handle.worker, state.pool.name, handle.host, handle.pid,
                        reason, f"; {len(victims)} request(s) lost"

@@ -190,7 +190,8 @@ class WorkerLink:
             client = connect(self.url, timeout=1.0)
             pipe = client.pipeline(transaction=False)
             pipe.xadd(self.keys.events, _broker.encode_death(
-                self.name, f'exited with code {code}'),
+                self.name, f'exited with code {code}',
+                left=self.stopping and code == 0),
                 maxlen=_broker.EVENTS_MAXLEN, approximate=True)
             pipe.eval(_broker.LEAVE_SCRIPT, 3, self.keys.workers,
                       self.keys.info, self.keys.requests, self.name,

@@ -258,7 +258,8 @@ class WorkerCommand:
         child.pid = None
         if child.killed:
             reason = f"{child.killed}, {reason}"
-        self.report_death(name, reason)
+        self.report_death(name, reason, left=self.stopping and (
+            exitcode == 0 and not child.killed))
         if self.stopping:
             return
         self.say(_log.LOG_ERROR, f"worker {name} (slot {child.index}) "
@@ -276,12 +277,14 @@ class WorkerCommand:
             return
         child.restart_at = now + decision.delay
 
-    def report_death(self, name, reason):
-        """Tell the dispatchers now: what it started ends with 500."""
+    def report_death(self, name, reason, left=False):
+        """Tell the dispatchers now: what it started ends with 500 (`left`:
+        it ended as the command asked, stopping)."""
         try:
             client = connect(self.url, timeout=2.0)
             pipe = client.pipeline(transaction=False)
-            pipe.xadd(self.keys.events, _broker.encode_death(name, reason),
+            pipe.xadd(self.keys.events,
+                      _broker.encode_death(name, reason, left),
                       maxlen=_broker.EVENTS_MAXLEN, approximate=True)
             pipe.eval(_broker.LEAVE_SCRIPT, 3, self.keys.workers,
                       self.keys.info, self.keys.requests, name,
