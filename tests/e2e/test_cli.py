@@ -241,7 +241,7 @@ def test_bad_toml_is_a_configuration_error(project):
     ('nomodule:App', "cannot import module 'nomodule'"),
     ('broken:App', 'nothing_by_this_name'),
     ('myapp:Missing', "has no attribute 'Missing'"),
-    ('myapp:not_a_dispatcher', 'not a Dispatcher'),
+    ('myapp:not_a_dispatcher', 'myapp:not_a_dispatcher: 42 is not a Dispatcher'),
     ('myapp', 'module:attribute'),
 ])
 def test_target_problems_exit_3(project, target, needle):
@@ -351,3 +351,33 @@ def test_spool_flags_and_config_keys(project, tmp_path):
     assert result.returncode == 1
     assert '--spool-dir' in result.stderr + result.stdout
     assert '--spool-threshold' in result.stderr + result.stdout
+
+
+def test_a_low_open_file_limit_is_warned_about_with_what_is_needed(project):
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+
+    log_path = project / 'fd.log'
+    with open(log_path, 'wb') as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'uhttp.workers', 'myapp:App', '--host',
+             '127.0.0.1', '--port', '0'], cwd=project, env=env(),
+            stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=low_limit)
+        try:
+            deadline = time.monotonic() + 15
+            while 'listening on' not in log_path.read_text(errors='replace'):
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    log_path.read_text(errors='replace'))
+                time.sleep(0.05)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    found = re.search(r'open file limit is (\d+), below the (\d+) descriptors '
+                      r'that (\d+) connections', log_path.read_text())
+    assert found, log_path.read_text()
+    limit, need, connections = map(int, found.groups())
+    assert limit == 600 and need > connections >= 10000 > limit

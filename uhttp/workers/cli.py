@@ -224,7 +224,10 @@ def prepare(args):
     target = load_target(args.target)
     if problems:
         raise ConfigError(problems)
-    return build(target, overrides)
+    try:
+        return build(target, overrides)
+    except TargetError as err:  # naming the module and the attribute
+        raise TargetError(f"{args.target}: {err}") from None
 
 
 def main(argv=None):

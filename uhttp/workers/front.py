@@ -64,8 +64,9 @@ class Front:
                     soft = target
             if soft != resource.RLIM_INFINITY and soft < want:
                 self.log.warning(
-                    "open file limit is %d, below the %d connections allowed; "
-                    "raise it (ulimit -n) or lower max_pending", soft,
+                    "open file limit is %d, below the %d descriptors that %d "
+                    "connections and the workers' pipes need; raise it "
+                    "(ulimit -n) or lower max_pending", soft, want,
                     connections)
         except (ImportError, ValueError, OSError):
             pass
