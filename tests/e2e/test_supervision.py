@@ -282,19 +282,6 @@ def test_max_pending_answers_503_at_once(app_server):
     assert server.get('/api/sleep/0').status == 200
 
 
-def test_one_pool_at_max_pending_does_not_refuse_another(app_server):
-    # the slow pool holds all 4 (over its share, 2 of 4): its next request
-    # is refused at once, while the fast pool, holding none, is served
-    server = start(app_server, 'sup_pending', env={'SUP_MAX_PENDING': '4'})
-    slow = [Call(server, '/api/sleep/1.5') for _ in range(4)]
-    wait_pending(server, 4)
-    assert server.get('/api/sleep/0').status == 503
-    for _ in range(3):
-        reply = server.get('/fast/pid')
-        assert reply.status == 200, reply
-    assert [call.result().status for call in slow] == [200] * 4
-
-
 def test_queue_warning_is_rate_limited(app_server):
     server = start(app_server, 'sup_pending', env={
         'SUP_MAX_PENDING': '1000', 'SUP_QUEUE_WARNING': '5'})

@@ -185,21 +185,10 @@ class Intake:
             if pool.parked_count == pool.num_workers:
                 return NO_WORKER, 'No workers available', None
             return NO_WORKER, 'No workers available', {'retry-after': '1'}
-        if self.core.pending.waiting >= self.max_pending and (
-                self.holds_its_share(pool)):
+        if self.core.pending.waiting >= self.max_pending:
             return (MAX_PENDING, _replies.TOO_MANY_PENDING,
                     {'retry-after': '1'})
         return None
-
-    def holds_its_share(self, pool):
-        """True when `pool` holds its share of max_pending or more: at the
-        limit, only such pools are refused, so that one pool's overload
-        does not refuse the requests of the others."""
-        pools = self.core.pools
-        if len(pools) == 1:
-            return True
-        share = max(1, self.max_pending // len(pools))
-        return self.core.pending.waiting_for(pool) >= share
 
     def admit(self, client, pool):
         """Queue the request for `pool`, or answer 503: the refusal's

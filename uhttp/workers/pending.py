@@ -137,11 +137,6 @@ class PendingTable:
         """Requests waiting for an answer (open streams do not count)."""
         return len(self.requests) - self.streams
 
-    def waiting_for(self, pool):
-        """How many of them wait for `pool` (those with a deadline)."""
-        deadlines = self._deadlines.get(pool)
-        return len(deadlines) if deadlines else 0
-
     # -- transitions -------------------------------------------------------
 
     def open(self, client, pool, now):
