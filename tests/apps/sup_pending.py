@@ -1,4 +1,5 @@
-"""Supervision app: max_pending and queue_warning with one slow worker.
+"""Supervision app: max_pending and queue_warning with one slow worker,
+and a fast pool beside it (max_pending is the dispatcher's, shared).
 
 Environment: SUP_MAX_PENDING (default 3), SUP_QUEUE_WARNING (default 100).
 """
@@ -16,6 +17,12 @@ class SlowWorker(_workers.Worker):
         return {'pid': os.getpid(), 'request_id': request.request_id}
 
 
+class FastWorker(_workers.Worker):
+    @_workers.api('/fast/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid()}
+
+
 class App(StatusDispatcher):
     """Serves /probe and /_status (status_app.py)."""
 
@@ -28,4 +35,5 @@ if __name__ == '__main__':
                 SlowWorker, num_workers=1, routes=['/api/**'], timeout=30,
                 stuck_timeout=30, heartbeat_interval=0.2,
                 queue_warning=int(os.environ.get('SUP_QUEUE_WARNING', '100'))),
+            _workers.WorkerPool(FastWorker, num_workers=1, routes=['/fast/**']),
         ]).run()

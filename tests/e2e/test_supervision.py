@@ -282,6 +282,22 @@ def test_max_pending_answers_503_at_once(app_server):
     assert server.get('/api/sleep/0').status == 200
 
 
+def test_max_pending_is_one_limit_shared_by_the_pools(app_server):
+    # the spec: "Max pending requests (503 when exceeded)", the
+    # dispatcher's: the slow pool holding all 4, the fast pool's request
+    # is refused too, at once, and served again once there is room
+    server = start(app_server, 'sup_pending', env={'SUP_MAX_PENDING': '4'})
+    slow = [Call(server, '/api/sleep/1.0') for _ in range(4)]
+    wait_pending(server, 4)
+    started = time.monotonic()
+    reply = server.get('/fast/pid')
+    assert reply.status == 503 and reply.headers.get('retry-after') == '1'
+    assert time.monotonic() - started < 1.0
+    assert [call.result().status for call in slow] == [200] * 4
+    wait_pending(server, 0)
+    assert server.get('/fast/pid').status == 200
+
+
 def test_queue_warning_is_rate_limited(app_server):
     server = start(app_server, 'sup_pending', env={
         'SUP_MAX_PENDING': '1000', 'SUP_QUEUE_WARNING': '5'})
