@@ -430,8 +430,10 @@ class TestResponseMessage:
             _response_message(1, response, 200)
 
     @pytest.mark.parametrize('status', [99, 600, 0, -200, '200', 200.0, True,
-                                        None])
+                                        None, 100, 101, 199])
     def test_bad_status_raises(self, status):
+        # (an interim 1xx as the answer: the client would take the next
+        # response on the connection for this request's)
         with pytest.raises(msg.ResponseError):
             _response_message(1, 'x', status)
 

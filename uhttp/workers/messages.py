@@ -107,8 +107,8 @@ class ResponseError(ValueError):
 
 def check_status(status):
     if isinstance(status, bool) or not isinstance(status, int) or not (
-            100 <= status <= 599):
-        raise ResponseError(f"bad HTTP status {status!r} (an int 100..599)")
+            200 <= status <= 599):  # a final status (a 1xx is interim)
+        raise ResponseError(f"bad HTTP status {status!r} (an int 200..599)")
     return status
 
 
