@@ -554,6 +554,13 @@ def test_body_framing_directly():
         == (LENGTH, 3, False)
 
 
+def test_100_continue_is_asked_in_http_1_1_only():
+    # RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored
+    headers = {'host': 'h', 'content-length': '3', 'expect': '100-continue'}
+    assert parse.body_framing('HTTP/1.1', headers) == (LENGTH, 3, True)
+    assert parse.body_framing('HTTP/1.0', headers) == (LENGTH, 3, False)
+
+
 # -- parse_head over arbitrary input ------------------------------------------
 
 _TOKEN = st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcdefXYZ", min_size=1,

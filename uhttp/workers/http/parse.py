@@ -244,7 +244,7 @@ def body_framing(protocol, headers):
     HTTP/1.1 needs Host. Transfer-Encoding must be exactly 'chunked', comes
     without Content-Length (both at once is how requests are smuggled) and
     not in HTTP/1.0. Content-Length is decimal digits only. A client asks
-    for '100 Continue' only when a body follows.
+    for '100 Continue' only when a body follows, and not in HTTP/1.0.
     """
     if protocol == 'HTTP/1.1' and 'host' not in headers:
         raise ProtocolError(400, "Host header is required for HTTP/1.1")
@@ -262,7 +262,8 @@ def body_framing(protocol, headers):
     if not length.isdigit():
         raise ProtocolError(400, f"Wrong content length {length}")
     length = int(length)
-    return LENGTH, length, bool(length) and _asks_continue(headers)
+    return LENGTH, length, bool(length) and protocol != 'HTTP/1.0' and (
+        _asks_continue(headers))  # (RFC 9110 10.1.1: 1.0 ignores it)
 
 
 def _asks_continue(headers):
