@@ -56,14 +56,15 @@ def model(protocol, asked, served, max_requests, closing, answer):
         return False
     if served >= max_requests:
         return False
+    options = {option.strip() for option in asked.lower().split(',')}
     if protocol == 'HTTP/1.1':
-        return asked.lower() != 'close'
-    return asked.lower() == 'keep-alive'
+        return 'close' not in options
+    return 'keep-alive' in options and 'close' not in options
 
 
 PROTOCOLS = ['HTTP/1.0', 'HTTP/1.1']
 ASKED = ['', 'close', 'Close', 'CLOSE', 'keep-alive', 'Keep-Alive', 'upgrade',
-         'keep-alive, close', 'te']
+         'keep-alive, close', 'te', 'close, TE', 'TE,close', 'Keep-Alive, TE']
 SERVED = [(0, 1), (1, 1), (2, 1), (1, 100), (99, 100), (100, 100), (101, 100)]
 ANSWERS = [None, 'keep-alive', 'Keep-Alive', 'close', 'Close', 'upgrade', '']
 
@@ -141,6 +142,15 @@ def test_no_headers_at_all():
 def test_the_callers_content_length_is_replaced(name):
     head, _ = response_head(200, [(name, '999')], None, 5, True)
     assert lines(head) == ['HTTP/1.1 200 OK', 'content-length: 5',
+                           'connection: keep-alive']
+
+
+@pytest.mark.parametrize('name', ['Transfer-Encoding', 'transfer-encoding'])
+def test_the_callers_transfer_encoding_is_dropped(name):
+    # a complete body has a Content-Length; both would desync the client
+    head, _ = response_head(200, [(name, 'chunked'), ('X-A', 'b')], None, 5,
+                            True)
+    assert lines(head) == ['HTTP/1.1 200 OK', 'X-A: b', 'content-length: 5',
                            'connection: keep-alive']
 
 

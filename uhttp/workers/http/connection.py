@@ -380,7 +380,8 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         if self._socket is None:
             return
         self.pending = None
-        headers = {} if headers is None else dict(headers)
+        headers = {} if headers is None else _serialize.framing_lower(
+            dict(headers))
         if self._server.closing:
             headers['connection'] = 'close'  # the server is handing over
         no_body = _serialize.bodiless(status)

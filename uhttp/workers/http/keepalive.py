@@ -18,6 +18,8 @@ import time as _time
 
 import uhttp.server as _server
 
+from . import serialize as _serialize
+
 _WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
 _REFUSAL_HEADERS = {'connection': 'close',
                     'content-type': 'text/plain; charset=UTF-8'}
@@ -92,6 +94,18 @@ class KeepAliveCycle:
         self._rx_bytes_counter += len(data)
         buffer += data
         self._last_activity = _time.time()
+
+    def _should_keep_alive(self, response_headers=None):
+        """uhttp-server's keep-alive rule for respond(), as the answers the
+        workers send have it (serialize.keep_alive(): 'close' anywhere in
+        the request's Connection list closes)."""
+        answer = None
+        if response_headers and 'connection' in response_headers:
+            answer = str(response_headers['connection'])
+        asked = self._headers.get('connection', '') if self._headers else ''
+        return _serialize.keep_alive(
+            self._protocol, asked, self._requests_count,
+            self._keep_alive_max_requests, False, answer)
 
     def _reset_plain(self):
         """The reset of a connection whose answer left no file, spool or

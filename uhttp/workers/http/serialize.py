@@ -37,9 +37,9 @@ def keep_alive(protocol, asked, served, max_requests, closing=False,
                answer=None):
     """Whether the connection stays open after this response.
 
-    `asked` is the request's Connection header ('' when absent): HTTP/1.1
-    stays open unless it says 'close', HTTP/1.0 only when it says
-    'keep-alive'. A connection that has `served` `max_requests` requests
+    `asked` is the request's Connection header ('' when absent), a list
+    of options: HTTP/1.1 stays open unless 'close' is one of them,
+    HTTP/1.0 only when 'keep-alive' is (and 'close' is not). A connection that has `served` `max_requests` requests
     closes, so does every one while the server is `closing`. `answer`, the
     response's own Connection header (None when absent), can only close it:
     anything but 'keep-alive' does.
@@ -49,6 +49,11 @@ def keep_alive(protocol, asked, served, max_requests, closing=False,
     if answer is not None and answer.lower() != 'keep-alive':
         return False
     asked = asked.lower()
+    if ',' in asked:  # a list of options: 'close' among them closes
+        options = [option.strip() for option in asked.split(',')]
+        if 'close' in options:
+            return False
+        asked = 'keep-alive' if 'keep-alive' in options else ''
     if protocol == 'HTTP/1.1':
         keep = asked != 'close'
     else:
@@ -56,13 +61,28 @@ def keep_alive(protocol, asked, served, max_requests, closing=False,
     return keep and served < max_requests
 
 
+_FRAMING = frozenset(('content-type', 'content-length', 'connection',
+                      'transfer-encoding'))
+
+
+def framing_lower(headers):
+    """`headers` (a dict) with the names uhttp-server's respond() looks
+    for in lower case, so that a 'Content-Type' given is the one sent
+    instead of being sent beside uhttp-server's own."""
+    for name in [name for name in headers
+                 if name.lower() in _FRAMING and name != name.lower()]:
+        headers[name.lower()] = headers.pop(name)
+    return headers
+
+
 def response_head(status, headers, cookies, length, keep):
     """The head of a complete response with a body of `length` bytes, and
     whether the connection stays open: (bytes, keep).
 
     `headers` is a list of (name, value), sent in order; their
-    Content-Length and Connection are replaced by this function's (a
-    Connection other than 'keep-alive' turns `keep` off). `cookies` maps a
+    Content-Length, Transfer-Encoding and Connection are replaced by this
+    function's (a Connection other than 'keep-alive' turns `keep` off).
+    `cookies` maps a
     name to a Set-Cookie value (None deletes the cookie). Bodiless
     statuses get no Content-Length. Raises ValueError, naming it, for a
     header or cookie that holds CR or LF.
@@ -104,8 +124,8 @@ def _head_lines(status, headers):
         if _bad_value(name) or _bad_value(value):
             raise ValueError(f"header {name!r} contains CR or LF")
         lower = name.lower()
-        if lower == 'content-length':
-            continue
+        if lower == 'content-length' or lower == 'transfer-encoding':
+            continue  # the framing is this function's (RFC 9112 6.2)
         if lower == 'connection':
             keep = keep and value.lower() == 'keep-alive'
             continue
