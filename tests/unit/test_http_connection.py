@@ -439,3 +439,26 @@ def test_an_idle_connection_closes_close_to_its_timeout():
         finally:
             connection.close()
             peer.close()
+
+
+def test_respond_takes_a_capitalised_content_type_as_its_own(pair):
+    connection, peer = pair
+    assert feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    connection.respond('text', headers={'Content-Type': 'text/plain',
+                                        'Content-Length': '4'})
+    head = received(peer).split(b'\r\n\r\n')[0].lower().split(b'\r\n')
+    assert [line for line in head if line.startswith(b'content-type')] == [
+        b'content-type: text/plain']
+    assert [line for line in head if line.startswith(b'content-length')] == [
+        b'content-length: 4']
+
+
+@pytest.mark.parametrize('asked', ['keep-alive, close', 'TE, close',
+                                   'close,TE'])
+def test_close_among_the_connection_options_closes(pair, asked):
+    connection, peer = pair
+    assert feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n'
+                b'Connection: %s\r\n\r\n' % asked.encode())
+    connection.respond('x')
+    data = received(peer)
+    assert b'connection: close' in data.lower() and data.endswith(b'<EOF>')
