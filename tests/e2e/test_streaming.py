@@ -409,3 +409,30 @@ def test_pending_returns_to_zero_after_many_disconnects(module_server):
                  else None)(server.get('/a/info').json),
         timeout=10, what='on_disconnect for all 20')
     assert not set(ids) & set(info['subscribers'])
+
+
+def test_head_on_a_stream_gets_its_head_and_no_events(module_server):
+    # HEAD is served by the GET route, its body dropped: for a stream, the
+    # head is the whole answer and the worker is told the client is gone
+    server = module_server
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+    try:
+        sock.sendall(b'HEAD /a/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+        raw = b''
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+        else:
+            raise AssertionError(f"HEAD on a stream never ended: {raw!r}")
+    finally:
+        sock.close()
+    head, _, body = raw.partition(b'\r\n\r\n')
+    assert head.startswith(b'HTTP/1.1 200') and b'text/event-stream' in head
+    assert body == b''
+    server.wait_until(lambda: pending(server) == 0, timeout=10,
+                      what='pending back to 0')
+    reply = server.post('/a/publish', json_body={'data': 'x', 'event': 'e'})
+    assert reply.status == 200

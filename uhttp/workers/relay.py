@@ -243,6 +243,10 @@ class Relay:
             _replies.answer_error(client, 500)
             pending.status = 500
             self.core.end(pending, PENDING_COMPLETED, tell_worker=True)
+            return
+        if pending.method == 'HEAD':  # the head is the whole answer: the
+            client.end_stream()       # worker's stream ends (on_disconnect)
+            self.core.end(pending, PENDING_COMPLETED, tell_worker=True)
 
     def stream_data(self, handle, message):
         pending = self.table.get(message[1])
