@@ -632,3 +632,20 @@ def test_http_client_get_directly(server):
             assert body == expected
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize('method', [b'POST', b'DELETE', b'PUT'])
+def test_other_methods_on_a_static_file_are_405(server, method):
+    # a file there, served under GET and HEAD only; no pool or sync
+    # handler under /files/
+    reply = raw_request(server, b'/files/hello.txt', method=method,
+                        extra=b'Content-Length: 0\r\n')
+    assert reply.status == 405, reply
+    assert reply.headers['allow'] == 'GET, HEAD'
+    reply = raw_request(server, b'/files/no-such-file.txt', method=method,
+                        extra=b'Content-Length: 0\r\n')
+    assert reply.status == 404, reply
+    # where a pool serves the path, it is the pool's
+    reply = raw_request(server, b'/static/hello.txt', method=method,
+                        extra=b'Content-Length: 0\r\n')
+    assert reply.status == 200 and b'EchoWorker' in reply.body, reply

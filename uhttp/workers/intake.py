@@ -78,8 +78,12 @@ class Intake:
         self.admit(client, pool)
 
     def not_found(self, client, allowed):
-        """405 when the path is served under other methods, else 404;
-        the status."""
+        """405 when the path is served under other methods (a static file
+        under GET and HEAD), else 404; the status."""
+        if self.static and client.method not in ('GET', 'HEAD') and (
+                self.static_file(client.path)):
+            allowed = ['GET', 'HEAD'] + [method for method in allowed or ()
+                                         if method not in ('GET', 'HEAD')]
         if allowed:
             client.respond({'error': 'Method Not Allowed'}, status=405,
                            headers={'allow': ', '.join(allowed)})
@@ -117,6 +121,14 @@ class Intake:
             rest = mount.relative(client.path)
             if rest is not None:
                 return self.serve_file(client, mount, rest)
+        return False
+
+    def static_file(self, path):
+        """True when a static mount has a file at `path`."""
+        for mount in self.static:
+            rest = mount.relative(path)
+            if rest is not None:
+                return mount.resolve(rest) is not None
         return False
 
     def serve_file(self, client, mount, rest):
