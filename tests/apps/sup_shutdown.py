@@ -4,6 +4,7 @@ Environment: SUP_WORKERS (default 4), SUP_SHUTDOWN_TIMEOUT (default 10),
 SUP_MARKER_DIR (teardown() writes teardown-<pid> there).
 """
 import os
+import tempfile
 import time
 
 import uhttp.workers as _workers
@@ -20,6 +21,16 @@ class NapWorker(_workers.Worker):
     def spin(self, request):
         while True:
             pass
+
+    @_workers.api('/api/size', 'POST')
+    def size(self, request):
+        return {'size': len(request.data or b'')}
+
+    @_workers.api('/api/file/{mib:int}', 'GET')
+    def file(self, request):
+        handle = tempfile.TemporaryFile()
+        handle.write(b'\x5a' * (request.path_params['mib'] << 20))
+        return _workers.FileResponse(handle)
 
     def teardown(self):
         marker_dir = os.environ.get('SUP_MARKER_DIR')

@@ -70,6 +70,46 @@ def test_graceful_shutdown_finishes_in_flight_requests(app_server, tmp_path, sig
     assert 'did not stop in time' not in text, text[-3000:]
 
 
+def test_uploads_and_downloads_under_way_finish_on_sigterm(app_server):
+    """In flight are also a request still arriving (its head came before
+    the signal) and an answer still being sent: both finish."""
+    import socket
+    server = start(app_server, 'sup_shutdown', env={
+        'SUP_WORKERS': '2', 'SUP_SHUTDOWN_TIMEOUT': '10'})
+    body = b'u' * (2 << 20)
+    upload = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+    download = socket.create_connection(('127.0.0.1', server.port),
+                                        timeout=10)
+    try:
+        upload.sendall(b'POST /api/size HTTP/1.1\r\nHost: x\r\n'
+                       b'Content-Length: %d\r\n\r\n' % len(body)
+                       + body[:100000])
+        download.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        download.sendall(b'GET /api/file/48 HTTP/1.1\r\nHost: x\r\n\r\n')
+        got = download.recv(65536)
+        assert got.startswith(b'HTTP/1.1 200'), got[:200]
+        time.sleep(0.5)  # the download is well under way, the upload too
+        server.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # longer than a drain with nothing pending takes
+        upload.sendall(body[100000:])
+        answer = upload.recv(65536)
+        assert answer.startswith(b'HTTP/1.1 200'), answer[:300]
+        assert b'"size": %d' % len(body) in answer
+        deadline = time.monotonic() + 20
+        while True:
+            chunk = download.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+            assert time.monotonic() < deadline
+        head, _, data = got.partition(b'\r\n\r\n')
+        assert len(data) == 48 << 20 and data.count(b'\x5a') == len(data)
+    finally:
+        upload.close()
+        download.close()
+    assert server.proc.wait(timeout=20) == 0
+
+
 def test_shutdown_timeout_answers_503_and_kills_stuck_workers(app_server, tmp_path):
     server = start(app_server, 'sup_shutdown', env={
         'SUP_WORKERS': '4', 'SUP_SHUTDOWN_TIMEOUT': '0.5',

@@ -90,7 +90,8 @@ KEEPALIVE_PRIVATE = (
     '_buffer', '_addr', '_rx_bytes_counter', '_last_activity',
     '_file_handle', '_body_file_handle', '_max_headers_length',
     '_read_paused', '_update_interest', '_should_keep_alive', '_headers',
-    '_protocol', '_requests_count', '_keep_alive_max_requests')
+    '_protocol', '_requests_count', '_keep_alive_max_requests',
+    '_request_start')
 
 SERVER_PUBLIC = (
     'socket', 'selector', 'is_secure', 'close', 'handle_event',

@@ -80,6 +80,7 @@ class Core:
         self.server = None
         self.running = False
         self.stopping = False
+        self.stop_began = None     # time.time() when the shutdown began
         self.handing_over = False  # a hot upgrade: answer, then close
         self.stop_requested = None
         self.hurry = False

@@ -53,8 +53,7 @@ class Intake:
         if observe is not None:
             observe.on_request(self, client)  # the same, with every answer counted
             return
-        if self.core.stopping and not self.core.handing_over:
-            _replies.refuse_while_stopping(client)
+        if self.core.stopping and self.refused_while_stopping(client):
             return
         if self.static and (client.method == 'GET' or client.method == 'HEAD'):
             if self.serve_static(client):
@@ -76,6 +75,18 @@ class Intake:
         if _wssession.is_upgrade(client) and self.core.ws.refuse(client):
             return
         self.admit(client, pool)
+
+    def refused_while_stopping(self, client):
+        """While the dispatcher stops, a request begun after the stop is
+        answered 503 (closing); one whose first bytes came before it is in
+        flight and is served. True when it was refused."""
+        core = self.core
+        started = client.request_started
+        if core.handing_over or (started is not None and (
+                started < core.stop_began)):
+            return False
+        _replies.refuse_while_stopping(client)
+        return True
 
     def not_found(self, client, allowed):
         """405 when the path is served under other methods (a static file

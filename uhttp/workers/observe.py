@@ -386,8 +386,7 @@ class Observer(_feed.DashboardFeed):
         began = intake.core.now()
         path = client.path
         method = client.method
-        if intake.core.stopping and not intake.core.handing_over:
-            _replies.refuse_while_stopping(client)
+        if intake.core.stopping and intake.refused_while_stopping(client):
             self.served(client, began, 503, method=method, path=path)
             return
         handler = self.endpoints.get(path)

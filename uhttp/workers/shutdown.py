@@ -35,6 +35,7 @@ class Shutdown:
     def run(self):
         core = self.core
         core.stopping = True
+        core.stop_began = _time.time()  # (requests begun before: in flight)
         core.control.notifier.stopping()
         self.log.info("shutting down (%s): %d pending request(s)",
                       core.stop_requested or 'stop', len(core.pending))
@@ -50,9 +51,17 @@ class Shutdown:
         self.log.info("stopped")
 
     def drain(self, deadline):
-        """Serve until no request waits for an answer (streams aside)."""
+        """Serve until no request waits for an answer and none is still
+        arriving or being sent (a download, an upload); streams and
+        WebSockets aside: they are closed next."""
         table = self.core.pending
-        self.core.run_until(lambda: table.waiting <= 0, deadline)
+        server = self.core.server
+
+        def drained():
+            return table.waiting <= 0 and not any(
+                connection.in_flight for connection in server.connections)
+
+        self.core.run_until(drained, deadline)
 
     def finish_connections(self, deadline):
         """A hot upgrade: requests still arriving on open connections are
@@ -93,3 +102,4 @@ class Shutdown:
     def clients_flushed(self):
         return not any(connection.has_data_to_send
                        for connection in self.core.server.connections)
+

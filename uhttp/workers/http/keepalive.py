@@ -95,6 +95,16 @@ class KeepAliveCycle:
         buffer += data
         self._last_activity = _time.time()
 
+    @property
+    def in_flight(self):
+        """True while a request is still arriving, or its answer (a file
+        included) is still being sent; not for a stream or a WebSocket,
+        which never end by themselves."""
+        if self._is_streaming or self._taken is not None or self.is_websocket:
+            return False
+        return self.has_data_to_send or (
+            self._request_start is not None and not self._response_started)
+
     def _should_keep_alive(self, response_headers=None):
         """uhttp-server's keep-alive rule for respond(), as the answers the
         workers send have it (serialize.keep_alive(): 'close' anywhere in
