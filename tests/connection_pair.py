@@ -2,6 +2,7 @@
 tests: what a Server reports to, a connection as the server accepts one,
 and the peer's side."""
 
+import re
 import selectors
 import socket
 
@@ -63,7 +64,17 @@ def feed(connection, peer, data):
     return connection.handle_event(connection.socket, _http.EVENT_READ)
 
 
-def received(peer):
+DATE_LINE = re.compile(rb'(?<=\r\n)date: [^\r\n]*\r\n')
+
+
+def received(peer, dated=False):
+    """What the peer has been sent so far (<EOF> once closed), without the
+    heads' Date lines unless `dated`."""
+    data = _received(peer)
+    return data if dated else DATE_LINE.sub(b'', data)
+
+
+def _received(peer):
     peer.setblocking(False)
     data = b''
     try:

@@ -462,3 +462,21 @@ def test_close_among_the_connection_options_closes(pair, asked):
     connection.respond('x')
     data = received(peer)
     assert b'connection: close' in data.lower() and data.endswith(b'<EOF>')
+
+
+def test_every_kind_of_answer_carries_a_date(server):
+    # RFC 9110 6.6.1: an origin server with a clock sends Date
+    for answer in (lambda c: c.send_response(200, [], b'x'),
+                   lambda c: c.respond('x'),
+                   lambda c: c.start_stream(200, [], None)):
+        connection, peer = accepted(server)
+        try:
+            assert feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+            answer(connection)
+            head = received(peer, dated=True).split(b'\r\n\r\n')[0]
+            dates = [line for line in head.split(b'\r\n')
+                     if line.lower().startswith(b'date: ')]
+            assert len(dates) == 1 and dates[0].endswith(b' GMT'), head
+        finally:
+            connection.close()
+            peer.close()

@@ -1,6 +1,7 @@
 """uhttp.workers.http.serialize: response heads and the keep-alive rule."""
 
 import itertools
+import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -10,11 +11,20 @@ from uhttp.workers.http.serialize import (
     bodiless, keep_alive, response_head, status_line, stream_head)
 
 
-def lines(head):
+DATE = re.compile(r'date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} '
+                  r'\d\d:\d\d:\d\d GMT$')
+
+
+def lines(head, dated=True):
     """The header lines of a head (bytes), status line first, without the
-    final empty line; checks the head ends with exactly one."""
+    final empty line and its Date (checked: one, in IMF-fixdate form);
+    checks the head ends with exactly one empty line."""
     assert head.endswith(b'\r\n\r\n') and b'\r\n\r\n' not in head[:-4]
-    return head[:-4].decode('utf-8').split('\r\n')
+    found = head[:-4].decode('utf-8').split('\r\n')
+    dates = [line for line in found if line.startswith('date:')]
+    assert len(dates) == (1 if dated else 0), found
+    assert all(DATE.match(line) for line in dates), dates
+    return [line for line in found if not line.startswith('date:')]
 
 
 # -- status lines --------------------------------------------------------------
@@ -310,8 +320,21 @@ def test_canned_answer_is_the_response_head_and_body_once_serialized():
     body = b'{"error": "busy"}'
     canned = Canned(503, headers, body)
     for keep in (True, False):
-        head, _ = response_head(503, headers, None, len(body), keep)
+        head, _ = response_head(503, headers, None, len(body), keep,
+                                dated=False)  # (it is kept: no Date)
         assert canned.bytes(keep) == head + body
         assert canned.bytes(keep, head=True) == head
     assert b'connection: keep-alive' in canned.bytes(True)
     assert b'connection: close' in canned.bytes(False)
+
+
+def test_the_date_is_now_and_formatted_once_a_second():
+    import email.utils
+    import time
+    from uhttp.workers.http import serialize
+    before = time.time()
+    line = serialize.date_line()
+    stamp = email.utils.parsedate_to_datetime(line[6:-2]).timestamp()
+    assert int(before) - 1 <= stamp <= time.time()
+    assert serialize.date_line() is serialize.date_line()  # the same second
+    assert serialize.http_date() == line[6:-2]

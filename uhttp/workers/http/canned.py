@@ -17,8 +17,9 @@ class Canned:
         self.status = status
         self._bytes = {}
         for keep in (True, False):
+            # kept and sent as it is: no Date (a 5xx may go without one)
             head, _ = _serialize.response_head(
-                status, headers, None, len(body), keep)
+                status, headers, None, len(body), keep, dated=False)
             self._bytes[keep, False] = head + body
             self._bytes[keep, True] = head
 

@@ -382,6 +382,7 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         self.pending = None
         headers = {} if headers is None else _serialize.framing_lower(
             dict(headers))
+        headers.setdefault('date', _serialize.http_date())
         if self._server.closing:
             headers['connection'] = 'close'  # the server is handing over
         no_body = _serialize.bodiless(status)

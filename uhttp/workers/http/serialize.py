@@ -8,6 +8,9 @@ bytes out.
 - `keep_alive()`: whether a connection stays open after a response.
 """
 
+import email.utils as _email_utils
+import time as _time
+
 from uhttp.server import STATUS_CODES as _REASONS
 
 _STATUS_LINES = {}
@@ -25,6 +28,24 @@ def status_line(status):
         reason = _REASONS.get(status, '')
         line = _STATUS_LINES[status] = f'HTTP/1.1 {status} {reason}\r\n'
     return line
+
+
+_date = [0, '']  # the second, and its Date header line
+
+
+def date_line():
+    """'date: <IMF-fixdate>\r\n' for now (RFC 9110 6.6.1: an origin
+    server with a clock sends it), formatted once a second."""
+    now = int(_time.time())
+    if now != _date[0]:
+        _date[1] = f'date: {_email_utils.formatdate(now, usegmt=True)}\r\n'
+        _date[0] = now
+    return _date[1]
+
+
+def http_date():
+    """The Date header's value for now."""
+    return date_line()[6:-2]
 
 
 def bodiless(status):
@@ -75,7 +96,7 @@ def framing_lower(headers):
     return headers
 
 
-def response_head(status, headers, cookies, length, keep):
+def response_head(status, headers, cookies, length, keep, dated=True):
     """The head of a complete response with a body of `length` bytes, and
     whether the connection stays open: (bytes, keep).
 
@@ -84,9 +105,11 @@ def response_head(status, headers, cookies, length, keep):
     function's (a Connection other than 'keep-alive' turns `keep` off).
     `cookies` maps a
     name to a Set-Cookie value (None deletes the cookie). Bodiless
-    statuses get no Content-Length. Raises ValueError, naming it, for a
-    header or cookie that holds CR or LF.
+    statuses get no Content-Length. A Date goes first unless `dated` is
+    false (a head kept to be sent later). Raises ValueError, naming it,
+    for a header or cookie that holds CR or LF.
     """
+    date = date_line() if dated else ''
     known = None
     if not cookies:
         key = (status, tuple(headers) if headers else ())
@@ -99,13 +122,14 @@ def response_head(status, headers, cookies, length, keep):
     if known is not None:
         start, own_keep, tail = known
         keep = keep and own_keep
-        return (start + (_KEEP if keep else _CLOSE) if tail is None else
-                f'{start}content-length: {length}\r\n'
+        return (start + date + (_KEEP if keep else _CLOSE) if tail is None
+                else f'{start}{date}content-length: {length}\r\n'
                 f'{tail if keep else _CLOSE}').encode('utf-8'), keep
     parts, own_keep = _head_lines(status, headers)
     keep = keep and own_keep
     if cookies:
         _cookie_lines(parts, cookies)
+    parts.append(date)
     if not bodiless(status):
         parts.append(f'content-length: {length}\r\n')
     parts.append(_KEEP if keep else _CLOSE)
@@ -178,6 +202,7 @@ def stream_head(status, headers, cookies):
         parts.append('cache-control: no-cache\r\n')
     if cookies:
         _cookie_lines(parts, cookies)
+    parts.append(date_line())
     parts.append(_CLOSE)
     return ''.join(parts).encode('utf-8')
 
