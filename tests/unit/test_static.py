@@ -360,3 +360,17 @@ class TestNotModified:
     def test_if_modified_since_garbage(self, value):
         assert not not_modified({'if-modified-since': value}, TAG, MTIME)
 
+
+
+@pytest.mark.parametrize('rest, real, target, expected', [
+    ('/sub', '/www/sub/index.html', '/static/sub', '/static/sub/'),
+    ('/sub', '/www/sub/index.html', '/static/sub?a=1', '/static/sub/?a=1'),
+    ('', '/www/index.html', '/static', '/static/'),
+    ('/sub/', '/www/sub/index.html', '/static/sub/', None),
+    ('/sub/index.html', '/www/sub/index.html', '/static/sub/index.html', None),
+    ('/a.txt', '/www/a.txt', '/static/a.txt', None),
+])
+def test_a_directory_named_without_its_slash_is_sent_to_it(rest, real, target,
+                                                           expected):
+    from uhttp.workers import static
+    assert static.directory_location(rest, real, target) == expected

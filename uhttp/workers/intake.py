@@ -15,6 +15,7 @@ from . import pending as _pending
 from . import replies as _replies
 from . import routing as _routing
 from . import files as _files
+from . import static as _static
 from . import wssession as _wssession
 
 
@@ -149,6 +150,11 @@ class Intake:
                 return False
             client.respond({'error': 'Not Found'}, status=404)
             self.static_served(client, None, 404)
+            return True
+        location = _static.directory_location(rest, real, client.url)
+        if location is not None:  # /docs -> /docs/ (as web servers do)
+            client.respond(b'', status=301, headers={'location': location})
+            self.static_served(client, real, 301)
             return True
         try:
             status = _files.serve_static(

@@ -137,6 +137,18 @@ class StaticMount:
         return real
 
 
+def directory_location(rest, real, target):
+    """Where to send a request that names a directory without its
+    trailing slash (its index's relative links would resolve one level
+    up): `target` (the request target as sent) with the slash added
+    before its query; None when `rest` does not name one that way."""
+    if rest.endswith('/') or _os.path.basename(real) != INDEX_FILE or (
+            rest.rsplit('/', 1)[-1] == INDEX_FILE):
+        return None
+    path, sep, query = target.partition('?')
+    return f'{path}/{sep}{query}'
+
+
 def etag(info):
     return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
 
