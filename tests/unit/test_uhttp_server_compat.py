@@ -89,8 +89,7 @@ KEEPALIVE_PRIVATE = (
     '_server', '_response_started', '_is_streaming', '_socket', '_detached',
     '_buffer', '_addr', '_rx_bytes_counter', '_last_activity',
     '_file_handle', '_body_file_handle', '_max_headers_length',
-    '_read_paused', '_update_interest', '_should_keep_alive', '_headers',
-    '_protocol', '_requests_count', '_keep_alive_max_requests',
+    '_read_paused', '_update_interest', '_should_keep_alive',
     '_request_start')
 
 SERVER_PUBLIC = (

@@ -395,13 +395,14 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         super().respond(data=data, status=status, headers=headers,
                         cookies=cookies)
 
-    def keep_alive_after(self, close):
+    def keep_alive_after(self, close, answer=None):
         """Whether the connection stays open after this request's answer
-        (the request's Connection header, the count, `close` asked)."""
+        (the request's Connection header, the count, `close` asked, the
+        answer's own Connection header)."""
         asked = self._headers.get('connection', '') if self._headers else ''
         return _serialize.keep_alive(
             self._protocol, asked, self._requests_count,
-            self._keep_alive_max_requests, close)
+            self._keep_alive_max_requests, close, answer)
 
     def send_response(self, status, headers, body, cookies=None, head=False,
                       close=False):

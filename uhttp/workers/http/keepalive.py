@@ -18,8 +18,6 @@ import time as _time
 
 import uhttp.server as _server
 
-from . import serialize as _serialize
-
 _WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
 _REFUSAL_HEADERS = {'connection': 'close',
                     'content-type': 'text/plain; charset=UTF-8'}
@@ -106,16 +104,12 @@ class KeepAliveCycle:
             self._request_start is not None and not self._response_started)
 
     def _should_keep_alive(self, response_headers=None):
-        """uhttp-server's keep-alive rule for respond(), as the answers the
-        workers send have it (serialize.keep_alive(): 'close' anywhere in
-        the request's Connection list closes)."""
+        """uhttp-server's keep-alive rule for respond(): the one the
+        answers the workers send go by (keep_alive_after())."""
         answer = None
         if response_headers and 'connection' in response_headers:
             answer = str(response_headers['connection'])
-        asked = self._headers.get('connection', '') if self._headers else ''
-        return _serialize.keep_alive(
-            self._protocol, asked, self._requests_count,
-            self._keep_alive_max_requests, False, answer)
+        return self.keep_alive_after(False, answer)
 
     def _reset_plain(self):
         """The reset of a connection whose answer left no file, spool or
