@@ -290,6 +290,8 @@ class ChunkedBody:
         self._state = self._SIZE
         self.done = False
         self.lines = 0   # lines (sizes, ends of data, trailers) decoded
+        # for its reader: the line count and the bytes read at its last read
+        self.lines_read = self.last_read = 0
 
     def body(self):
         return b''.join(self._parts)

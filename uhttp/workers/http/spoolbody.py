@@ -62,9 +62,6 @@ class SpoolBody:
 
     def __init__(self, *args, **kwargs):
         self._spool = None   # the Spool of the body arriving, if spooled
-        # a chunked body's decoder, its line count then and the bytes read
-        # at the last read (chunked_read_size())
-        self._chunk_pace = None
         super().__init__(*args, **kwargs)
 
     @property
@@ -118,15 +115,12 @@ class SpoolBody:
             return
         # (the decoder holds the body to its limit, and the buffer to what
         # it could not decode yet: at most a line)
-        pace = self._chunk_pace
-        if pace is None or pace[0] is not chunks:
-            pace = (chunks, 0, 0)  # a new body
-        _, mark, read = pace
-        want = chunked_read_size(chunks.lines - mark, read)
+        want = chunked_read_size(chunks.lines - chunks.lines_read,
+                                 chunks.last_read)
         before = self._rx_bytes_counter
         super()._recv_to_buffer(len(self._buffer) + want)
-        self._chunk_pace = (chunks, chunks.lines,
-                            self._rx_bytes_counter - before)
+        chunks.lines_read = chunks.lines
+        chunks.last_read = self._rx_bytes_counter - before
 
     def _spool_recv(self):
         """Read body bytes from the socket straight into the file, up to
