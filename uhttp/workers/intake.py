@@ -127,21 +127,24 @@ class Intake:
 
     # -- static files ----------------------------------------------------------
 
-    def serve_static(self, client):
-        """True when a static mount answered the request."""
-        for mount in self.static:
-            rest = mount.relative(client.path)
-            if rest is not None:
-                return self.serve_file(client, mount, rest)
-        return False
-
-    def static_file(self, path):
-        """True when a static mount has a file at `path`."""
+    def mount_for(self, path):
+        """(the static mount that owns `path`, the rest of it), or
+        (None, None)."""
         for mount in self.static:
             rest = mount.relative(path)
             if rest is not None:
-                return mount.resolve(rest) is not None
-        return False
+                return mount, rest
+        return None, None
+
+    def serve_static(self, client):
+        """True when a static mount answered the request."""
+        mount, rest = self.mount_for(client.path)
+        return mount is not None and self.serve_file(client, mount, rest)
+
+    def static_file(self, path):
+        """True when a static mount has a file at `path`."""
+        mount, rest = self.mount_for(path)
+        return mount is not None and mount.resolve(rest) is not None
 
     def serve_file(self, client, mount, rest):
         real = mount.resolve(rest)

@@ -394,15 +394,14 @@ class Observer(_feed.DashboardFeed):
             self.serve(intake, client, handler, began)
             return
         if intake.static and (method == 'GET' or method == 'HEAD'):
-            for mount in intake.static:
-                if mount.relative(path) is not None:
-                    with probe_status(client) as probe:
-                        answered = intake.serve_static(client)
-                    if answered:
-                        self.served(client, began, probe.status or 200,
-                                       mount.prefix, method=method, path=path)
-                        return
-                    break
+            mount, rest = intake.mount_for(path)
+            if mount is not None:
+                with probe_status(client) as probe:
+                    answered = intake.serve_file(client, mount, rest)
+                if answered:
+                    self.served(client, began, probe.status or 200,
+                                mount.prefix, method=method, path=path)
+                    return
         allowed = None
         if intake.sync is not None:
             route, params = intake.sync.lookup(method, path)
