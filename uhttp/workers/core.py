@@ -356,7 +356,7 @@ class Core:
         limit = self.backpressure.limit
         # no more events than requests fit: the others stay ready in the
         # kernel (taking them only to leave them would cost a turn each)
-        room = limit - (len(table.requests) - table.streams)
+        room = limit - table.waiting
         if room <= 0 and self.backpressure.full():
             return
         events = self.loop.clients.poll(room if 0 < room < CLIENT_EVENTS

@@ -102,4 +102,3 @@ class Shutdown:
     def clients_flushed(self):
         return not any(connection.has_data_to_send
                        for connection in self.core.server.connections)
-

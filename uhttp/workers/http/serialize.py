@@ -60,8 +60,9 @@ def keep_alive(protocol, asked, served, max_requests, closing=False,
 
     `asked` is the request's Connection header ('' when absent), a list
     of options: HTTP/1.1 stays open unless 'close' is one of them,
-    HTTP/1.0 only when 'keep-alive' is (and 'close' is not). A connection that has `served` `max_requests` requests
-    closes, so does every one while the server is `closing`. `answer`, the
+    HTTP/1.0 only when 'keep-alive' is (and 'close' is not). A
+    connection that has `served` `max_requests` requests closes, so does
+    every one while the server is `closing`. `answer`, the
     response's own Connection header (None when absent), can only close it:
     anything but 'keep-alive' does.
     """
@@ -103,9 +104,9 @@ def response_head(status, headers, cookies, length, keep, dated=True):
     `headers` is a list of (name, value), sent in order; their
     Content-Length, Transfer-Encoding and Connection are replaced by this
     function's (a Connection other than 'keep-alive' turns `keep` off).
-    `cookies` maps a
-    name to a Set-Cookie value (None deletes the cookie). Bodiless
-    statuses get no Content-Length. A Date goes first unless `dated` is
+    `cookies` maps a name to a Set-Cookie value (None deletes the
+    cookie). Bodiless
+    statuses get no Content-Length. A Date goes in unless `dated` is
     false (a head kept to be sent later). Raises ValueError, naming it,
     for a header or cookie that holds CR or LF.
     """
