@@ -453,6 +453,16 @@ def test_respond_takes_a_capitalised_content_type_as_its_own(pair):
         b'content-length: 4']
 
 
+def test_respond_takes_a_date_given_as_its_own(pair):
+    connection, peer = pair
+    assert feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    connection.respond('x', headers={'Date': 'Sun, 06 Nov 1994 08:49:37 GMT'})
+    head = received(peer, dated=True).split(b'\r\n\r\n')[0].lower()
+    assert [line for line in head.split(b'\r\n')
+            if line.startswith(b'date')] == [
+        b'date: sun, 06 nov 1994 08:49:37 gmt']
+
+
 @pytest.mark.parametrize('asked', ['keep-alive, close', 'TE, close',
                                    'close,TE'])
 def test_close_among_the_connection_options_closes(pair, asked):

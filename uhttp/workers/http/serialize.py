@@ -83,16 +83,17 @@ def keep_alive(protocol, asked, served, max_requests, closing=False,
     return keep and served < max_requests
 
 
-_FRAMING = frozenset(('content-type', 'content-length', 'connection',
-                      'transfer-encoding'))
+# the header names respond() may set itself unless they are given
+_RESPOND_OWN = frozenset(('content-type', 'content-length', 'connection',
+                          'transfer-encoding', 'date'))
 
 
 def framing_lower(headers):
-    """`headers` (a dict) with the names uhttp-server's respond() looks
-    for in lower case, so that a 'Content-Type' given is the one sent
-    instead of being sent beside uhttp-server's own."""
+    """`headers` (a dict) with the names respond() looks for in lower
+    case, so that a 'Content-Type' (or 'Date') given is the one sent
+    instead of being sent beside its own."""
     for name in [name for name in headers
-                 if name.lower() in _FRAMING and name != name.lower()]:
+                 if name.lower() in _RESPOND_OWN and name != name.lower()]:
         headers[name.lower()] = headers.pop(name)
     return headers
 
