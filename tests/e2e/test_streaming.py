@@ -115,20 +115,26 @@ def _parse_sse_blocks(body):
     return blocks
 
 
+def read_to_eof(sock, what, timeout=10):
+    """Everything `sock` receives until the server closes it; an
+    AssertionError saying `what` (and the last bytes) after `timeout`."""
+    raw = b''
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return raw
+        raw += chunk
+    raise AssertionError(f"{what}: {raw[-200:]!r}")
+
+
 def test_sse_raw_bytes_on_the_wire(module_server):
     server = module_server
     sock = socket.create_connection(('127.0.0.1', server.port), timeout=10)
     try:
         sock.sendall(b'GET /a/script HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
-        raw = b''
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break  # the server closed the stream: EOF after the last event
-            raw += chunk
-        else:
-            raise AssertionError(f"no EOF after the stream ended: {raw[-200:]!r}")
+        # the server closes the stream: EOF after the last event
+        raw = read_to_eof(sock, 'no EOF after the stream ended')
     finally:
         sock.close()
     head, _, body = raw.partition(b'\r\n\r\n')
@@ -418,15 +424,7 @@ def test_head_on_a_stream_gets_its_head_and_no_events(module_server):
     sock = socket.create_connection(('127.0.0.1', server.port), timeout=10)
     try:
         sock.sendall(b'HEAD /a/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
-        raw = b''
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            raw += chunk
-        else:
-            raise AssertionError(f"HEAD on a stream never ended: {raw!r}")
+        raw = read_to_eof(sock, 'HEAD on a stream never ended')
     finally:
         sock.close()
     head, _, body = raw.partition(b'\r\n\r\n')
