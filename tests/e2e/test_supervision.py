@@ -290,6 +290,19 @@ def test_max_pending_answers_503_at_once(app_server, limit, sleep, refused):
     assert server.get(refused).status == 200
 
 
+def test_queue_warning_is_rate_limited(app_server):
+    server = start(app_server, 'sup_pending', env={
+        'SUP_MAX_PENDING': '1000', 'SUP_QUEUE_WARNING': '5'})
+    calls = [Call(server, '/api/sleep/0.02', timeout=30) for _ in range(60)]
+    replies = [call.result() for call in calls]
+    assert all(reply.status == 200 for reply in replies), [
+        reply.status for reply in replies]
+    warnings = log_lines(server, r'WARNING\s.*queue')
+    assert warnings, server.log()[-3000:]
+    assert len(warnings) <= 3, warnings
+    assert 'SlowWorker' in warnings[0]
+
+
 def test_queue_warning_counts_requests_waiting_in_a_window(app_server):
     # one worker takes all four into its window (the pool's queue stays
     # empty): three wait there, not started, over queue_warning=2
