@@ -490,3 +490,25 @@ def test_every_kind_of_answer_carries_a_date(server):
         finally:
             connection.close()
             peer.close()
+
+
+def test_connections_waiting_to_be_accepted_are_kept_when_listening_stops():
+    # closing a listener resets what waits in its accept queue: those
+    # clients are taken first, and their requests answered
+    for server in serving():
+        address = server.socket.getsockname()
+        clients = [socket.create_connection(address, timeout=2)
+                   for _ in range(3)]
+        try:
+            server.stop_listening()
+            assert server.socket is None and len(server.connections) == 3
+            for client in clients:
+                client.sendall(b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+            time.sleep(0.05)  # (loopback: the requests are in)
+            ready = [connection.handle_event(connection.socket,
+                                             _http.EVENT_READ)
+                     for connection in list(server.connections)]
+            assert [connection.path for connection in ready] == ['/'] * 3
+        finally:
+            for client in clients:
+                client.close()

@@ -141,8 +141,12 @@ class Server(_server.HttpServer):
         super().close()
 
     def stop_listening(self):
-        """Close the listening socket; existing connections stay."""
+        """Close the listening socket; existing connections stay, and so do
+        those already waiting in its accept queue (closing it would reset
+        them): they are accepted first, and answered."""
         if self._socket is not None:
+            while self._accepting and self._accept() == ACCEPT_BATCH:
+                pass
             try:
                 self._listen_selector.unregister(self._socket)
             except (KeyError, ValueError, OSError):
@@ -167,17 +171,18 @@ class Server(_server.HttpServer):
             self._listen_selector.register(self._socket, EVENT_READ, self)
 
     def _accept(self):
+        """Accept up to ACCEPT_BATCH waiting connections; how many."""
         listener = self._socket
-        for _ in range(ACCEPT_BATCH):
+        for count in range(ACCEPT_BATCH):
             try:
                 sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                return count
             except OSError as err:
                 if err.errno in (_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS,
                                  _errno.ENOMEM):
                     self._owner.accept_exhausted(err)
-                return
+                return count
             try:
                 sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             except (OSError, AttributeError):
@@ -198,6 +203,7 @@ class Server(_server.HttpServer):
             self._waiting_connections[connection] = None
             if not connection.register():
                 connection.close()
+        return ACCEPT_BATCH
 
     def _evict_idle(self):
         """Close the oldest keep-alive connection that waits for nothing:
