@@ -1,7 +1,8 @@
 """Zero-downtime operations: a pool configured from the environment
 (RETIRE_WORKERS, RETIRE_MAX_REQUESTS, RETIRE_JITTER, RETIRE_RSS_MB,
-RETIRE_TIMEOUT), handlers that are fast, slow, deferred, streaming and
-leaking, and sync routes to reload and resize."""
+RETIRE_TIMEOUT, RETIRE_MAX_RESTARTS; setup() fails while the file RETIRE_FAIL_FLAG exists),
+handlers that are fast, slow, deferred, streaming and leaking, and sync
+routes to reload and resize."""
 
 import os
 import time
@@ -17,6 +18,9 @@ def number(name, default=None, kind=int):
 
 class ItemWorker(_workers.Worker):
     def setup(self):
+        flag = os.environ.get('RETIRE_FAIL_FLAG')
+        if flag and os.path.exists(flag):  # a replacement that cannot start
+            raise RuntimeError('the database is unreachable')
         self.leak = []
         self.waiting = []
         self.streams = {}
@@ -85,6 +89,7 @@ if __name__ == '__main__':
         ItemWorker, num_workers=number('RETIRE_WORKERS', 2),
         routes=['/api/**'], heartbeat_interval=0.1, timeout=20,
         max_requests=number('RETIRE_MAX_REQUESTS'),
+        max_restarts=number('RETIRE_MAX_RESTARTS', 10),
         max_requests_jitter=number('RETIRE_JITTER', 0),
         max_worker_rss_mb=number('RETIRE_RSS_MB', None, float),
         retire_timeout=number('RETIRE_TIMEOUT', 30, float),

@@ -143,3 +143,55 @@ def test_ttin_ttou_signals(app_server):
         time.sleep(0.3)
         server.wait_until(lambda: settled(server, count), timeout=15,
                           what=f'{count} workers (never below one)')
+
+
+def test_reload_whose_new_workers_cannot_start_keeps_the_old_ones(
+        app_server, tmp_path):
+    flag = tmp_path / 'setup-fails'
+    server = start(app_server, workers=2, max_restarts=3, fail_flag=flag)
+    before = worker_pids(server)
+    load = load_on(server)
+    flag.touch()
+    for _ in range(3):   # more failed replacements than max_restarts
+        server.send_signal(signal.SIGHUP)
+        server.wait_until(lambda: server.log().count('reload finished') >= 1,
+                          timeout=15, what='reload given up')
+        time.sleep(0.3)
+    assert_clean(load.finish())
+    status = pool_status(server)
+    assert not status['degraded']
+    assert status['restarts_in_window'] == 0
+    assert worker_pids(server) == before
+    assert settled(server, 2)
+    log = server.log()
+    assert "keeps serving, the pool's reload is given up" in log
+    assert 'reload finished with old workers left in pool(s) ItemWorker' in log
+    assert 'every worker replaced' not in log and 'retired (' not in log
+    flag.unlink()
+    server.send_signal(signal.SIGHUP)
+    server.wait_until(lambda: pool_status(server)['retired'].get('reload') == 2
+                      and settled(server, 2), timeout=30, what='reload done')
+    assert not worker_pids(server) & before
+    assert 'reload finished: every worker replaced' in server.log()
+
+
+def test_recycling_whose_replacement_cannot_start_backs_off(app_server,
+                                                           tmp_path):
+    flag = tmp_path / 'setup-fails'
+    server = start(app_server, workers=1, max_requests=20, max_restarts=3,
+                   fail_flag=flag)
+    flag.touch()
+    load = load_on(server, clients=4)
+    server.wait_until(lambda: server.log().count('failed before it was '
+                                                 'ready') >= 2,
+                      timeout=20, what='two failed replacements')
+    assert 'another try in 1s at the earliest' in server.log()
+    assert 'another try in 2s at the earliest' in server.log()
+    assert not pool_status(server)['degraded']
+    flag.unlink()
+    server.wait_until(
+        lambda: pool_status(server)['retired'].get('max_requests', 0) >= 1,
+        timeout=30, what='recycled once its replacement can start')
+    assert_clean(load.finish())
+    status = pool_status(server)
+    assert status['restarts_in_window'] == 0 and not status['degraded']

@@ -109,6 +109,8 @@ class WorkerHandle:
         self.stop_deadline = None
         self.taken = 0           # requests it took to the end (answered, ...)
         self.recycle_at = None   # max_requests (+ jitter) for this process
+        self.replace_failures = 0  # replacements in a row that never got ready
+        self.replace_after = 0.0   # no new replacement before (monotonic)
         self.pid = None
         self._alive = False
         self.ready = False

@@ -8,6 +8,11 @@ pool timeout), keeps its open streams until they end or `retire_timeout`
 passes, and only then is asked to stop (and killed if it does not). A
 retirement is logged at INFO, does not count toward `max_restarts`, and
 shows in the pool's status() ('retired' by reason, 'retiring' per worker).
+
+A replacement that ends before it is ready (its setup() raised, it was
+stuck starting) is not a restart either: the old worker keeps its slot and
+goes on serving, an ERROR says so, a reload of that pool is given up, and
+recycling tries again after a back-off.
 """
 
 import collections as _collections
@@ -26,6 +31,8 @@ RESIZE = 'resize'
 
 POLL = 0.05         # how often a retiring worker is looked at
 STOP_GRACE = 5.0    # from the stop message to the kill
+RETRY_FIRST = 1.0   # after a failed replacement, the wait before another
+RETRY_CAP = 60.0    # ... doubling up to this
 
 _monotonic = _time.monotonic
 _PAGE = _os.sysconf('SC_PAGE_SIZE') if hasattr(_os, 'sysconf') else 4096
@@ -49,13 +56,17 @@ class Retirements:
         self.loop = core.loop
         self.reloads = {}   # pool -> deque of handles still to reload
         self.reloading = False
+        self.failed = []    # pools whose reload was given up, this reload
 
     # -- the one mechanism -------------------------------------------------------
 
-    def replace(self, handle, reason):
-        """Start `handle`'s replacement; `handle` retires once it is ready."""
+    def replace(self, handle, reason, now=None):
+        """Start `handle`'s replacement; `handle` retires once it is ready.
+        Recycling (`now` given) waits out the back-off of failed ones."""
         if (handle.role != ACTIVE or handle.replaced_by is not None
                 or not handle.alive or self.core.stopping):
+            return False
+        if now is not None and now < handle.replace_after:
             return False
         pool = handle.pool
         new = WorkerHandle(pool, handle.index)
@@ -77,6 +88,33 @@ class Retirements:
         if old is not None:
             old.replaced_by = None
             self.retire(old, old.retire_reason or RELOAD)
+
+    def replacement_failed(self, new, why):
+        """`new` ended before it was ready: the worker it was to replace
+        keeps the slot. A reload of the pool stops here; recycling tries
+        again after a back-off."""
+        old, pool = new.replaces, new.pool
+        new.replaces = None
+        if new in pool.handles:
+            pool.handles.remove(new)
+        new.release_slot()
+        reason = old.retire_reason or RELOAD
+        old.replaced_by = None
+        old.retire_reason = None
+        old.replace_failures += 1
+        delay = min(RETRY_CAP, RETRY_FIRST * 2 ** (old.replace_failures - 1))
+        old.replace_after = _monotonic() + delay
+        if reason == MAX_REQUESTS:
+            old.recycle_at = old.taken + 1
+        if reason == RELOAD:
+            self.give_up_reload(pool)
+            after = "the pool's reload is given up"
+        else:
+            after = f"another try in {delay:.0f}s at the earliest"
+        self.log.error("%s's replacement (%s) failed before it was ready: "
+                       "%s; %s (pid %s) keeps serving, %s", old.name, reason,
+                       why, old.name, old.pid, after)
+        self.pump_reload(pool)
 
     def retire(self, handle, reason):
         """No new requests for `handle`; it stops once it holds nothing."""
@@ -139,9 +177,9 @@ class Retirements:
 
     def taken(self, handle):
         """`handle` finished taking a request: recycle it at its limit."""
-        if handle.recycle_at is not None and handle.taken >= handle.recycle_at:
+        if (handle.recycle_at is not None and handle.taken >= handle.recycle_at
+                and self.replace(handle, MAX_REQUESTS, _monotonic())):
             handle.recycle_at = None
-            self.replace(handle, MAX_REQUESTS)
 
     def recycle_limit(self, pool):
         if pool.max_requests is None:
@@ -155,7 +193,7 @@ class Retirements:
             return
         rss = rss_bytes(handle.pid)
         if rss is not None and rss > limit * 1024 * 1024:
-            if self.replace(handle, MEMORY):
+            if self.replace(handle, MEMORY, _monotonic()):
                 self.log.info("%s (pid %s) uses %d MB, above max_worker_rss_mb"
                               "=%s", handle.name, handle.pid,
                               rss // (1024 * 1024), limit)
@@ -165,6 +203,7 @@ class Retirements:
     def reload(self):
         """Replace every worker of every pool, reload_batch at a time."""
         self.reloading = True
+        self.failed.clear()
         for pool in self.core.pools:
             queue = self.reloads.setdefault(pool, _collections.deque())
             for handle in pool.handles:
@@ -186,6 +225,13 @@ class Retirements:
             if self.replace(handle, RELOAD):
                 busy += 1
 
+    def give_up_reload(self, pool):
+        queue = self.reloads.get(pool)
+        if queue:
+            queue.clear()
+        if self.reloading and pool not in self.failed:
+            self.failed.append(pool)
+
     def reload_done(self):
         if not self.reloading:
             return
@@ -194,7 +240,12 @@ class Retirements:
                     handle.role != ACTIVE for handle in pool.handles):
                 return
         self.reloading = False
-        self.log.info("reload finished: every worker replaced")
+        if self.failed:
+            self.log.error("reload finished with old workers left in pool(s) "
+                           "%s: their new workers failed to start",
+                           ', '.join(pool.name for pool in self.failed))
+        else:
+            self.log.info("reload finished: every worker replaced")
         self.core.control.notifier.ready(self.core.control.summary())
 
     # -- resizing ---------------------------------------------------------------------------

@@ -150,7 +150,10 @@ class Supervisor:
             for _, pending in victims:
                 self.core.fail(pending, 500, {'error': 'Worker died'},
                                PENDING_WORKER_DIED)
-        if handle.retiring or handle.replaced_by is not None:
+        if handle.replaces is not None and not expected:
+            why = handle.kill_reason or reason
+            self.core.retirements.replacement_failed(handle, why)
+        elif handle.retiring or handle.replaced_by is not None:
             self.core.retirements.exited(handle, expected)
         elif not expected:
             self.after_death(handle, exitcode, was_ready, served, now)
