@@ -80,12 +80,12 @@ def run(project, *args, timeout=30):
 class Running:
     """A dispatcher started from the command line, killed by pid."""
 
-    def __init__(self, project, *args):
-        self.log_path = project / 'out.log'
+    def __init__(self, project, *args, extra_env=None, log='out.log'):
+        self.log_path = project / log
         self.log_file = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'uhttp.workers', *args], cwd=project,
-            env=env(), stdin=subprocess.DEVNULL, stdout=self.log_file,
+            env={**env(), **(extra_env or {})}, stdin=subprocess.DEVNULL, stdout=self.log_file,
             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -143,6 +143,35 @@ def test_runs_a_subclass_with_flags_and_stops_cleanly(project):
         assert not pid_file.exists()
     finally:
         server.close()
+
+
+def test_a_second_copy_that_cannot_listen_leaves_the_pid_file(project):
+    pid_file = project / 'app.pid'
+    server = Running(project, 'myapp:App', '--host', '127.0.0.1', '--port',
+                     '0', '--pid-file', str(pid_file))
+    try:
+        wait_ready(server, 1)
+        assert pid_file.read_text().strip() == str(server.proc.pid)
+        second = subprocess.run(
+            [sys.executable, '-m', 'uhttp.workers', 'myapp:App', '--host',
+             '127.0.0.1', '--port', str(server.port), '--pid-file',
+             str(pid_file)], cwd=project, env=env(), capture_output=True,
+            timeout=30, check=False)
+        assert second.returncode == 1, second.stderr
+        assert b'in use' in second.stderr
+        assert pid_file.read_text().strip() == str(server.proc.pid)
+    finally:
+        server.close()
+
+
+def test_a_pid_file_that_cannot_be_written_is_refused_at_start(project):
+    result = subprocess.run(
+        [sys.executable, '-m', 'uhttp.workers', 'myapp:App', '--port', '0',
+         '--pid-file', str(project / 'missing' / 'app.pid')], cwd=project,
+        env=env(), capture_output=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert b'cannot write --pid-file' in result.stderr
+    assert b'no directory' in result.stderr
 
 
 @pytest.mark.parametrize('target', ['myapp:dispatcher', 'myapp:make'])

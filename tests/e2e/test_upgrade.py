@@ -10,6 +10,7 @@ import time
 
 from load_util import Load
 from test_cli import Running
+from test_systemd import NotifySocket
 
 APP = textwrap.dedent('''
     import uhttp.workers as _workers
@@ -109,4 +110,68 @@ def test_the_pid_file_names_the_dispatcher_serving_after_an_upgrade(tmp_path):
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.05)
     finally:
+        server.close()
+
+
+KILLS_ITS_DISPATCHER = textwrap.dedent('''
+    import os
+    import signal
+
+    import uhttp.workers as _workers
+
+
+    class VersionWorker(_workers.Worker):
+        def setup(self):   # the new copy dies before it is ready
+            os.kill(os.getppid(), signal.SIGKILL)
+
+
+    class App(_workers.Dispatcher):
+        def __init__(self, **kwargs):
+            super().__init__(pools=[_workers.WorkerPool(
+                VersionWorker, num_workers=1, routes=['/api/**'])], **kwargs)
+''')
+
+
+def test_a_failed_upgrade_leaves_the_pid_file_naming_the_old_one(tmp_path):
+    write_app(tmp_path, 'v1')
+    pid_file = tmp_path / 'app.pid'
+    server = Running(tmp_path, 'verapp:App', '--host', '127.0.0.1', '--port',
+                     '0', '--pid-file', str(pid_file))
+    try:
+        old = str(server.proc.pid)
+        assert pid_file.read_text().strip() == old
+        (tmp_path / 'verapp.py').write_text(KILLS_ITS_DISPATCHER)
+        os.kill(server.proc.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while 'hot upgrade failed' not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        assert 'before it was ready; this one goes on serving' in server.log()
+        assert current_version(server) == 'v1'
+        assert pid_file.read_text().strip() == old
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=20) == 0
+        assert not pid_file.exists()
+    finally:
+        server.close()
+
+
+def test_the_old_dispatcher_hands_over_to_systemd_without_stopping(tmp_path):
+    write_app(tmp_path, 'v1')
+    notify = NotifySocket(tmp_path)
+    server = Running(tmp_path, 'verapp:App', '--host', '127.0.0.1', '--port',
+                     '0', extra_env={'NOTIFY_SOCKET': notify.env})
+    try:
+        notify.wait_for('READY=1')
+        write_app(tmp_path, 'v2')
+        os.kill(server.proc.pid, signal.SIGUSR2)
+        pid = new_pid(server, 1)
+        notify.wait_for(f'MAINPID={pid}')
+        assert server.proc.wait(timeout=30) == 0
+        notify.collect(0.5)
+        assert notify.count('STOPPING=1') == 0, notify.messages
+        os.kill(pid, signal.SIGTERM)   # the one serving stops: it says so
+        notify.wait_for('STOPPING=1')
+    finally:
+        notify.close()
         server.close()

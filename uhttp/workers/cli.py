@@ -292,13 +292,12 @@ def reread(args, core):
 
 def serve(dispatcher, pid_file):
     if pid_file:
-        try:
-            with open(pid_file, 'w', encoding='ascii') as file:
-                file.write(f'{_os.getpid()}\n')
-        except OSError as err:
-            print(f"uhttp-workers: cannot write --pid-file {pid_file}: {err}",
-                  file=_sys.stderr)
+        problem = pid_file_problem(pid_file)
+        if problem:
+            print(f"uhttp-workers: cannot write --pid-file {pid_file}: "
+                  f"{problem}", file=_sys.stderr)
             return EXIT_CONFIG
+        core_of(dispatcher).control.pid_file = pid_file  # once listening
     try:
         dispatcher.run()
     except OSError as err:
@@ -308,6 +307,20 @@ def serve(dispatcher, pid_file):
         if pid_file:
             remove_pid_file(pid_file)
     return EXIT_OK
+
+
+def pid_file_problem(pid_file):
+    """Why the pid file could not be written (checked before starting; it is
+    written once the dispatcher listens), or None."""
+    if _os.path.isdir(pid_file):
+        return "it is a directory"
+    if _os.path.exists(pid_file):
+        return None if _os.access(pid_file, _os.W_OK) else "permission denied"
+    folder = _os.path.dirname(_os.path.abspath(pid_file))
+    if not _os.path.isdir(folder):
+        return f"no directory {folder}"
+    return None if _os.access(folder, _os.W_OK | _os.X_OK) else (
+        f"permission denied in {folder}")
 
 
 def remove_pid_file(pid_file):

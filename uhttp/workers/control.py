@@ -4,8 +4,13 @@ Signals (SIGHUP reload, SIGTTIN/SIGTTOU resize, SIGUSR2 hot upgrade) and
 `Dispatcher.reload()`
 queue an action that the loop runs (never inside a signal handler); the
 systemd notifier hears READY=1 once every worker is ready, STATUS= lines,
-RELOADING=1 around reloads, STOPPING=1, and the watchdog's pings.
+RELOADING=1 around reloads, STOPPING=1, and the watchdog's pings. The
+command line's pid file is written once the dispatcher listens (a hot
+upgrade's new copy: once it is ready to take over), so a copy that fails
+to start never names itself in it.
 """
+
+import os as _os
 
 from . import systemd as _systemd
 from . import upgrade as _upgrade
@@ -22,12 +27,30 @@ class Control:
         self.pending_actions = []  # signals and reload() waiting for the loop
         self.reload_source = None  # re-reads the configuration on reload
         self.upgrader = _upgrade.Upgrade(core)
+        self.pid_file = None       # the command line's --pid-file
+        self.pid_file_written = False
 
     def start(self, now):
         interval = _systemd.watchdog_interval()
         if interval is not None:
             self.core.loop.call_at(now, self.watchdog_tick, interval)
         self.workers_changed()
+
+    def listening(self):
+        """The listening socket is bound (before the log line saying so)."""
+        if not _upgrade.started_by_upgrade():
+            self.write_pid_file()
+
+    def write_pid_file(self):
+        if self.pid_file is None or self.pid_file_written:
+            return
+        self.pid_file_written = True
+        try:
+            with open(self.pid_file, 'w', encoding='ascii') as file:
+                file.write(f'{_os.getpid()}\n')
+        except OSError as err:
+            self.log.error("cannot write the pid file %s: %s", self.pid_file,
+                           err)
 
     def idle(self):
         if self.notifier.enabled and self.announced_ready:
@@ -82,6 +105,7 @@ class Control:
         if all(handle.ready for pool in self.core.pools
                for handle in pool.handles):
             self.announced_ready = True
+            self.write_pid_file()
             self.notifier.ready(self.summary())
             # a copy started by a hot upgrade tells the old dispatcher
             _upgrade.announce_ready()

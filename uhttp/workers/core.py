@@ -268,6 +268,7 @@ class Core:
                                self.control.request_action)
         self.signals.install()
         self.front.listen()
+        self.control.listening()
         for pool in self.pools:
             self.supervisor.start_pool(pool)
         settings = self.settings

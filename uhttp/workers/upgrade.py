@@ -33,6 +33,11 @@ def command_line():
     return argv
 
 
+def started_by_upgrade(environ=None):
+    """Is this process the new copy of a hot upgrade, not yet ready?"""
+    return READY_FD in (_os.environ if environ is None else environ)
+
+
 def announce_ready(environ=None):
     """In a new copy: tell the old dispatcher that every worker is ready."""
     environ = _os.environ if environ is None else environ
@@ -119,7 +124,7 @@ class Upgrade:
         if data:
             self.hand_over()
         else:
-            self.failed("it closed its ready pipe before it was ready")
+            self.failed("closed its ready pipe before it was ready")
         return None
 
     def check(self, now):
@@ -132,7 +137,7 @@ class Upgrade:
             pid, status = self.pid, 0
         if pid:
             code = _os.waitstatus_to_exitcode(status)
-            self.failed(f"it exited with code {code} before it was ready "
+            self.failed(f"exited with code {code} before it was ready "
                         "(see its log lines above)")
             return
         if now > self.deadline:
@@ -140,7 +145,7 @@ class Upgrade:
                 _os.kill(self.pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self.failed(f"it was not ready after {START_TIMEOUT:.0f}s; killed")
+            self.failed(f"was not ready after {START_TIMEOUT:.0f}s; killed")
             return
         self.core.loop.call_at(now + POLL, self.check)
 
