@@ -214,6 +214,52 @@ def test_print_config_shows_the_effective_settings(project):
     assert printed['pools']['ItemWorker']['timeout'] == 12.5
 
 
+def test_print_config_gives_every_setting_back_to_config(project):
+    (project / 'static').mkdir()
+    config = project / 'app.toml'
+    config.write_text(textwrap.dedent('''
+        [dispatcher]
+        metrics_path = "/metrics"
+        dashboard_path = "/_dashboard"
+        log_format = "json"
+        use_logging = true
+        ws_ping_interval = 5
+        ws_origins = ["https://example.com"]
+        static_routes = { "/static/" = { path = "./static", headers = { "Cache-Control" = "max-age=60" }, authoritative = true } }
+    '''))
+    result = run(project, 'myapp:App', '--config', str(config),
+                 '--access-log', '--print-config')
+    assert result.returncode == 0, result.stderr
+    printed = tomllib.loads(result.stdout)['dispatcher']
+    assert printed['metrics_path'] == '/metrics'
+    assert printed['dashboard_path'] == '/_dashboard'
+    assert printed['access_log'] is True
+    assert printed['log_format'] == 'json' and printed['use_logging'] is True
+    assert printed['ws_ping_interval'] == 5
+    assert printed['ws_origins'] == ['https://example.com']
+    assert printed['static_routes'] == {'/static/': {
+        'path': str((project / 'static').resolve()),
+        'headers': {'Cache-Control': 'max-age=60'}, 'authoritative': True}}
+    again = project / 'printed.toml'
+    again.write_text(result.stdout)
+    second = run(project, 'myapp:App', '--config', str(again),
+                 '--print-config')
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == result.stdout
+
+
+def test_check_config_lists_flag_file_and_pool_mistakes_together(project):
+    config = project / 'app.toml'
+    config.write_text('[pools.ItemWorker]\ntimeout = -1\n')
+    result = run(project, 'myapp:App', '--config', str(config), '--port',
+                 '70000', '--workers', 'Nobody=2', '--check-config')
+    assert result.returncode == 1
+    text = result.stderr
+    for needle in ('[pools.ItemWorker] timeout', '--port: Dispatcher port',
+                   "no pool named 'Nobody'"):
+        assert needle in text, (needle, text)
+
+
 def test_check_config_good(project):
     config = project / 'app.toml'
     config.write_text('[dispatcher]\nport = 8080\n')

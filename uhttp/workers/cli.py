@@ -105,11 +105,9 @@ def command_line_overrides(args):
     problems = []
     if args.host is not None:
         overrides.dispatcher['address'] = args.host
-    if args.port is not None:
-        overrides.dispatcher['port'] = args.port
     if args.access_log:
         overrides.dispatcher['access_log'] = True
-    for name in ('spool_dir', 'spool_threshold'):
+    for name in ('port', 'spool_dir', 'spool_threshold'):
         value = getattr(args, name)
         if value is not None:
             try:
@@ -202,13 +200,32 @@ def effective_config(dispatcher):
               'max_pending': settings.max_pending,
               'shutdown_timeout': settings.shutdown_timeout,
               'log_level': settings.log_level}
+    for key in ('use_logging', 'log_format', 'access_log', 'metrics_path',
+                'dashboard_path', 'ws_ping_interval', 'ws_max_message_size',
+                'ws_deflate'):
+        values[key] = settings.given.get(key)
+    values['ws_origins'] = (None if settings.ws_origins is None
+                            else sorted(settings.ws_origins))
     values.update(settings.http_options)
     if settings.static:
-        values['static_routes'] = {mount.prefix: mount.root
+        values['static_routes'] = {mount.prefix: static_entry(mount)
                                    for mount in settings.static}
     pools = {pool.name: (pool.settings(), dict(pool.kwargs))
              for pool in core.pools}
     return _configfile.dump(values, pools)
+
+
+def static_entry(mount):
+    """A static mount as static_routes takes it: its path, or a table when
+    it has headers or is authoritative."""
+    if not mount.headers and not mount.authoritative:
+        return mount.root
+    entry = {'path': mount.root}
+    if mount.headers:
+        entry['headers'] = dict(mount.headers)
+    if mount.authoritative:
+        entry['authoritative'] = True
+    return entry
 
 
 def prepare(args):
@@ -222,12 +239,15 @@ def prepare(args):
     problems.extend(flag_problems)
     overrides.update(flags)
     target = load_target(args.target)
-    if problems:
-        raise ConfigError(problems)
     try:
-        return build(target, overrides)
+        dispatcher = build(target, overrides)  # what is valid, checked too
     except TargetError as err:  # naming the module and the attribute
         raise TargetError(f"{args.target}: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(problems + err.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return dispatcher
 
 
 def main(argv=None):
