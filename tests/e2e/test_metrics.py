@@ -256,6 +256,28 @@ def test_access_log_one_line_per_request(server):
     assert '"GET /api/item/7" 401' in lines[3]
 
 
+def test_access_log_gives_the_size_of_every_body_it_knows(tmp_path):
+    (tmp_path / 'hello.txt').write_bytes(b'hello, world\n')
+    with TestServer(App, [jobs_pool(num_workers=1, timeout=0.5)],
+                    static_routes={'/static/': str(tmp_path)},
+                    access_log='{method} {path} {status} {bytes}') as server:
+        assert server.get('/static/hello.txt').status == 200
+        assert server.request('HEAD', '/static/hello.txt').status == 200
+        assert server.get('/health').status == 200          # {"ok": true}
+        assert server.get('/api/slow?s=1').status == 504
+        assert server.get('/api/events').status == 200
+        lines = wait_for(lambda: (lambda found: found if len(found) >= 5
+                                  else None)(
+            [record.message for record in list(server.logs)
+             if record.name == 'access']), what='five access lines')
+    timed_out = len(json.dumps({'error': 'Gateway Timeout'}))
+    assert lines == ['GET /static/hello.txt 200 13',
+                     'HEAD /static/hello.txt 200 0',
+                     'GET /health 200 12',
+                     f'GET /api/slow 504 {timed_out}',
+                     'GET /api/events 200 -'], lines
+
+
 def exchange(port, data, timeout=10):
     """Send raw bytes; everything read until the server closes."""
     with socket.create_connection(('127.0.0.1', port), timeout=timeout) as sock:

@@ -261,8 +261,12 @@ class Observer(_feed.DashboardFeed):
         """Admission refused a request for `pool` (503, or do_check)."""
         key = (pool.name, reason)
         self.rejected[key] = self.rejected.get(key, 0) + 1
-        self.served(client, began, status, '', pool.name, method=method,
-                    path=path)
+        size = None
+        if reason == MAX_PENDING:  # the canned answer
+            size = 0 if (method or client.method) == 'HEAD' else (
+                _replies.SHED.size)
+        self.served(client, began, status, '', pool.name, size=size,
+                    method=method, path=path)
 
     def refused_early(self, client, status):
         """The HTTP layer answered before a request was routed: counted
@@ -400,7 +404,8 @@ class Observer(_feed.DashboardFeed):
                     answered = intake.serve_file(client, mount, rest)
                 if answered:
                     self.served(client, began, probe.status or 200,
-                                mount.prefix, method=method, path=path)
+                                mount.prefix, size=probe.size, method=method,
+                                path=path)
                     return
         allowed = None
         if intake.sync is not None:
@@ -409,7 +414,7 @@ class Observer(_feed.DashboardFeed):
                 with probe_status(client) as probe:
                     intake.run_sync(client, route, params)
                 self.served(client, began, probe.status or 500, route[2],
-                               method=method, path=path)
+                            size=probe.size, method=method, path=path)
                 return
             allowed = params
         pool = intake.core.find_pool(path)

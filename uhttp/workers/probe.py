@@ -1,5 +1,6 @@
-"""The status of answers made by user code in the dispatcher (sync
-handlers, do_check, static files), for the counts and the access log.
+"""The status and body size of answers made by user code in the
+dispatcher (sync handlers, do_check, static files) and of its own error
+answers, for the counts and the access log.
 """
 
 # -- the status of answers made by user code in the dispatcher ------------------------
@@ -32,13 +33,25 @@ def _probe_class(cls):
             self._uhttp_status = status
             return super().start_stream(status, *args, **kwargs)
 
-        def send_response(self, status, *args, **kwargs):
+        def send_response(self, status, headers, body, *args, **kwargs):
             self._uhttp_status = status
-            return super().send_response(status, *args, **kwargs)
+            self._uhttp_size = 0 if self.method == 'HEAD' else len(body)
+            return super().send_response(status, headers, body, *args,
+                                         **kwargs)
 
-        def send_file(self, status, *args, **kwargs):
+        def send_file(self, status, headers, cookies, fd, offset, length,
+                      *args, **kwargs):
             self._uhttp_status = status
-            return super().send_file(status, *args, **kwargs)
+            self._uhttp_size = 0 if self.method == 'HEAD' else length
+            return super().send_file(status, headers, cookies, fd, offset,
+                                     length, *args, **kwargs)
+
+        def _prepare_response(self, headers=None, is_streaming=False):
+            headers = super()._prepare_response(headers, is_streaming)
+            size = None if is_streaming or headers is None else headers.get(
+                'content-length')
+            self._uhttp_size = 0 if self._head else size
+            return headers
 
     StatusProbe.__name__ = StatusProbe.__qualname__ = cls.__name__
     _PROBES[cls] = probe = StatusProbe
@@ -47,15 +60,17 @@ def _probe_class(cls):
 
 class probe_status:  # pylint: disable=invalid-name
     """`with probe_status(client) as probe:` run user code that may answer
-    `client`; `probe.status` is the status it answered with (None when
-    it did not, or when the connection cannot be probed)."""
+    `client`; `probe.status` is the status it answered with and
+    `probe.size` its body's length (None when it did not answer, for a
+    stream, or when the connection cannot be probed)."""
 
-    __slots__ = ('client', 'cls', 'status')
+    __slots__ = ('client', 'cls', 'status', 'size')
 
     def __init__(self, client):
         self.client = client
         self.cls = None
         self.status = None
+        self.size = None
 
     def __enter__(self):
         client = self.client
@@ -71,5 +86,7 @@ class probe_status:  # pylint: disable=invalid-name
         if self.cls is not None:
             client = self.client
             self.status = client.__dict__.pop('_uhttp_status', None)
+            size = client.__dict__.pop('_uhttp_size', None)
+            self.size = None if size is None else int(size)
             client.__class__ = self.cls
         return False

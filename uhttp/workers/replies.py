@@ -8,6 +8,7 @@ import json as _json
 import uhttp.server as _server
 
 from .http.canned import Canned
+from .probe import probe_status
 
 SHUTTING_DOWN = {'error': 'Server shutting down'}
 # the 503 past max_pending, serialized once: shedding costs one send
@@ -59,8 +60,11 @@ def end_for(pending, status, data=None, headers=None):
         client.end_stream()
     elif client.is_open and not client.response_started:
         try:
-            client.respond(data if data is not None else error_body(status),
-                           status=status, headers=headers)
+            with probe_status(client) as probe:  # its size, for the log
+                client.respond(data if data is not None else
+                               error_body(status), status=status,
+                               headers=headers)
+            pending.size = probe.size
         except Exception:  # pylint: disable=broad-except
             client.close()
 

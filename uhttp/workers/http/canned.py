@@ -11,10 +11,11 @@ class Canned:
     stays open and for one that closes, each with its body and without
     (the answer to a HEAD request)."""
 
-    __slots__ = ('status', '_bytes')
+    __slots__ = ('status', 'size', '_bytes')
 
     def __init__(self, status, headers, body):
         self.status = status
+        self.size = len(body)
         self._bytes = {}
         for keep in (True, False):
             # kept and sent as it is: no Date (a 5xx may go without one)
