@@ -5,12 +5,16 @@ The pool pipelines requests into a worker's window; a request sent to a
 worker that then starts a slow handler is taken back (recalled) and handed
 to a worker that is free. These tests run real dispatchers and workers.
 """
+import concurrent.futures as _futures
 import http.client
 import os
 import signal
+import socket
 import threading
 import time
 
+import uhttp.workers as _workers
+from uhttp.workers.testing import TestServer
 from supervision_util import start, workers
 
 SLOW = 0.5
@@ -188,3 +192,56 @@ def test_recalled_requests_run_once_even_when_a_worker_is_killed(
     server.wait_until(lambda: server.status()['pending'] == 0, timeout=10,
                       what='no pending requests')
     assert server.status()['pools'][0]['queue_size'] == 0
+
+
+class Sleeper(_workers.Worker):
+    """One worker whose handler notes each request it starts."""
+
+    @_workers.api('/sleep', 'GET')
+    def sleep(self, request):
+        with open(self.kwargs['log'], 'a', encoding='ascii') as file:
+            file.write(request.query['id'] + '\n')
+        time.sleep(float(request.query['s']))
+        return {'id': request.query['id']}
+
+
+def started_ids(path):
+    return path.read_text().split() if path.exists() else []
+
+
+def test_requests_that_ended_while_waiting_in_a_worker_never_run(tmp_path):
+    """Requests answered 504, or left by their client, while they waited
+    behind a running handler in its worker are skipped, not run for nobody
+    (a retried POST would run twice), and they are not counted as queued."""
+    log = tmp_path / 'starts'
+    pool = _workers.WorkerPool(Sleeper, num_workers=1, routes=['/sleep'],
+                              timeout=1, log=str(log))
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        for index in range(3):   # so it has learnt its handler is slow
+            assert server.get(f'/sleep?s=0.3&id=warm{index}').status == 200
+        time.sleep(1.2)
+        assert server.status()['pools'][0]['window'] == 1
+        log.unlink()
+        with _futures.ThreadPoolExecutor(3) as executor:
+            answers = list(executor.map(
+                lambda index: server.get(f'/sleep?s=2&id=t{index}').status,
+                range(3)))
+        assert answers == [504, 504, 504]
+        assert server.status()['pools'][0]['queue_size'] == 0
+        time.sleep(2.5)
+        assert len(started_ids(log)) == 1, started_ids(log)
+        log.unlink()
+        left = []
+        for index in range(3):    # three clients ask and leave at once
+            sock = socket.create_connection(('127.0.0.1', server.port))
+            sock.sendall(f'GET /sleep?s=1&id=gone{index} HTTP/1.1\r\n'
+                         'Host: x\r\n\r\n'.encode())
+            left.append(sock)
+            time.sleep(0.05)
+        for sock in left:
+            sock.close()
+        began = time.monotonic()
+        reply = server.get('/sleep?s=0&id=next')
+        assert reply.status == 200
+        assert time.monotonic() - began < 1.0 + 0.5   # one abandoned run only
+        assert started_ids(log) == ['gone0', 'next']

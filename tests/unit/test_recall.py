@@ -89,6 +89,29 @@ class TestBacklog:
         assert backlog.pop(True) == (msg.M_CONFIG, {'a': 1})
         assert recorder.events == []
 
+    def test_a_request_whose_client_left_while_it_waited_is_bounced(self):
+        recorder = Recorder()
+        gone = (msg.M_DISCONNECT, 2)
+        backlog = recorder.backlog(FakeReader([[request(1), request(2),
+                                                request(3), gone]]))
+        backlog.fill()
+        assert backlog.pop(True)[1] == 1
+        assert backlog.pop(True)[1] == 3   # 2 is never started
+        assert backlog.pop(True) == gone   # (the loop's own bookkeeping)
+        assert backlog.pop(True) is None
+        assert recorder.events == [('claim', 1), ('sent', (msg.W_BOUNCE, 2, 2)),
+                                   ('claim', 3)]
+
+    def test_a_disconnect_for_a_request_already_run_skips_nothing_later(self):
+        recorder = Recorder()
+        backlog = recorder.backlog(FakeReader([[(msg.M_DISCONNECT, 7)],
+                                               [request(8, 7)]]))
+        backlog.fill()
+        assert backlog.pop(True) == (msg.M_DISCONNECT, 7)
+        backlog.fill()     # (a request id is never used twice: this is only
+        assert backlog.pop(True)[1] == 8   # the set being emptied)
+        assert recorder.events == [('claim', 8)]
+
     def test_fill_reports_eof(self):
         reader = FakeReader()
         backlog = Recorder().backlog(reader)

@@ -157,6 +157,30 @@ def test_window_adapts_to_handler_time():
     assert scheduler.window == 1
 
 
+def test_a_slow_pool_gets_a_window_of_one_from_few_requests():
+    scheduler, handles, _, _, _ = make(workers=1, window=2)
+    handles[0].slot.busy, handles[0].slot.count = 0.0001, 1
+    scheduler.update_window()          # one quick request: too few to judge
+    assert scheduler.window == 2
+    handles[0].slot.busy, handles[0].slot.count = 0.0002, 2
+    scheduler.update_window()
+    assert scheduler.window == 2
+    handles[0].slot.busy, handles[0].slot.count = 0.3002, 3
+    scheduler.update_window()          # one of 0.3 s: plainly slow
+    assert scheduler.window == 1
+
+
+def test_requests_too_few_to_judge_are_kept_for_the_next_update():
+    scheduler, handles, _, _, _ = make(workers=1, window=1)
+    for count in (1, 2, 3):
+        handles[0].slot.busy, handles[0].slot.count = 0.00001 * count, count
+        scheduler.update_window()
+        assert scheduler.window == 1
+    handles[0].slot.busy, handles[0].slot.count = 0.00004, 4
+    scheduler.update_window()          # four quick ones, over four updates
+    assert scheduler.window == MAX_WINDOW
+
+
 def stall_setup():
     scheduler, handles, sent, timers, recalls = make(workers=2, window=4)
     table = p.PendingTable()

@@ -42,6 +42,7 @@ class Backlog:
         self.lock = _threading.Lock()
         self.reader = reader
         self._messages = _collections.deque()
+        self._gone = set()     # request ids whose M_DISCONNECT is in the backlog
         self._claim = claim    # claim(seq, request_id): mark it started
         self._send = send      # send(message) to the dispatcher
 
@@ -52,19 +53,34 @@ class Backlog:
         """Read every complete message the pipe holds now into the backlog
         (ChannelError on a corrupt frame); True once the pipe is at EOF."""
         with self.lock:
-            self._messages.extend(self.reader.read())
+            messages = self.reader.read()
+            for message in messages:
+                if message[0] == _msg.M_DISCONNECT:
+                    self._gone.add(message[1])
+            self._messages.extend(messages)
             return self.reader.eof
 
     def pop(self, accepting):
         """The next message, or None. A request is claimed as it is popped
-        when `accepting` (it is going to run); else the caller bounces it."""
+        when `accepting` (it is going to run); else the caller bounces it.
+        A request whose M_DISCONNECT follows it (the client left, or it
+        timed out, while it waited here) is never started: it is bounced
+        here, and the dispatcher drops it."""
         with self.lock:
-            if not self._messages:
-                return None
-            message = self._messages.popleft()
-            if accepting and message[0] == _msg.M_REQUEST:
-                self._claim(message[1], message[2])
-            return message
+            messages = self._messages
+            while messages:
+                message = messages.popleft()
+                kind = message[0]
+                if kind == _msg.M_REQUEST:
+                    if message[2] in self._gone:
+                        self._send((_msg.W_BOUNCE, message[2], message[1]))
+                        continue
+                    if accepting:
+                        self._claim(message[1], message[2])
+                elif kind == _msg.M_DISCONNECT:
+                    self._gone.discard(message[1])
+                return message
+            return None
 
     def give_back(self):
         """Return every request not started yet: read what the pipe holds,

@@ -431,9 +431,9 @@ class Core:
             self.observe.pooled(pending)
         handle = pending.worker
         if handle is not None:
-            held = handle.held.pop(pending.request_id, None) is not None
-            if tell_worker or (tell_worker is None and reason in _TELL_WORKER
-                               and (held or reason != PENDING_TIMEOUT)):
+            handle.held.pop(pending.request_id, None)
+            # also a request still waiting in the worker: it is never started
+            if tell_worker or (tell_worker is None and reason in _TELL_WORKER):
                 self.delivery.tell(handle, _channel.pack(
                     (_msg.M_DISCONNECT, pending.request_id)))
         if response is not None:

@@ -285,21 +285,28 @@ class PoolScheduler:
 
     def update_window(self):
         """Size the window from the time the workers spent per request
-        since the last update (read from their heartbeat slots)."""
+        since the last update (read from their heartbeat slots). Fewer
+        than 4 requests are too few to judge, unless they took longer than
+        the window's budget each: what they did is kept for the next time."""
         busy = 0.0
         count = 0
+        loads = []
         for handle in self.handles:
             if not handle.alive:
                 continue
             now_busy, now_count = handle.slot.load()
             seen_busy, seen_count = handle.work_seen
-            if now_count >= seen_count:
-                busy += now_busy - seen_busy
-                count += now_count - seen_count
-            handle.work_seen = (now_busy, now_count)
-        if count < 4:
+            if now_count < seen_count:   # a new process in the slot
+                handle.work_seen = (now_busy, now_count)
+                continue
+            busy += now_busy - seen_busy
+            count += now_count - seen_count
+            loads.append((handle, now_busy, now_count))
+        if count < 4 and busy < 4 * WINDOW_BUDGET * MAX_WINDOW:
             return  # too little to judge: keep the window
-        per_request = busy / count
+        for handle, now_busy, now_count in loads:
+            handle.work_seen = (now_busy, now_count)
+        per_request = busy / count if count else busy
         if per_request <= 0:
             window = MAX_WINDOW
         else:
@@ -342,11 +349,13 @@ class PoolScheduler:
         for entry in reversed(inflight):  # in seq order
             if entry[0] <= started:
                 break
-            count += 1
+            if _live(entry[2]):
+                count += 1
         return count
 
     @property
     def queue_size(self):
-        """Requests not started yet: queued here or in a worker's window."""
-        return len(self.queue) + sum(self.unstarted(handle)
-                                     for handle in self.handles)
+        """Requests not started yet: queued here or in a worker's window
+        (not those that ended while they waited: they are skipped)."""
+        return sum(1 for item in self.queue if _live(item)) + sum(
+            self.unstarted(handle) for handle in self.handles)
