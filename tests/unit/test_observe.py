@@ -5,6 +5,7 @@ counts, route reporting in the route table, the status probe."""
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import re
 import time
 
 import uhttp.workers as workers
@@ -82,6 +83,21 @@ class TestAccessLog:
                         'Jobs', 1, '/api/item/{id:int}', 5, when=0)
         assert line.startswith('10.0.0.1 - - [')
         assert line.endswith('] "GET /api/item/3" 200 17 1.200ms Jobs[1]')
+
+    def test_what_a_client_sends_cannot_forge_a_line(self):
+        log = ob.AccessLog(ob.DEFAULT_ACCESS_FORMAT)
+        forged = '/x" 200 1 0.1ms P[0]\r\n1.2.3.4 - - [now] "GET /admin'
+        line = log.line('10.0.0.1', 'GET', forged, 404, 22, 0.001, '', None,
+                        '', None, when=0)
+        assert '\r' not in line and '\n' not in line
+        assert len(re.findall(r'(?<!\\)"', line)) == 2   # its own quotes only
+        assert '\\x0d\\x0a' in line and '/x\\" 200' in line
+
+    def test_log_safe_keeps_text_and_escapes_controls(self):
+        assert ob.log_safe('/caf\u00e9/ok') == '/caf\u00e9/ok'
+        assert ob.log_safe('a\\b') == 'a\\\\b'
+        assert ob.log_safe('\x00\x1b\x7f') == '\\x00\\x1b\\x7f'
+        assert ob.log_safe('\u2028') == '\\u2028'
 
     def test_unknowns_are_dashes(self):
         log = ob.AccessLog('{remote} {bytes} {pool}[{slot}] {route} '

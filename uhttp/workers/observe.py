@@ -99,6 +99,26 @@ def proc_times(pid):
         return None
 
 
+def log_safe(text):
+    """`text` from a client (path, method, address) made safe for a log
+    line: quotes and backslashes escaped, control characters as \\xHH, so
+    a request cannot forge a line or end the quoted field early."""
+    if text.isprintable() and '"' not in text and '\\' not in text:
+        return text
+    out = []
+    for char in text:
+        if char == '"' or char == '\\':
+            out.append('\\' + char)
+        elif char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f'\\x{code:02x}' if code < 0x100 else
+                       f'\\u{code:04x}' if code < 0x10000 else
+                       f'\\U{code:08x}')
+    return ''.join(out)
+
+
 class AccessLog:
     """Formats one access log line per finished request."""
 
@@ -118,9 +138,10 @@ class AccessLog:
     def line(self, remote, method, path, status, size, duration, pool, slot,
              route, request_id, when=None):
         return self.template.format(
-            remote=remote or '-', time=self.stamp(
+            remote=log_safe(remote) if remote else '-', time=self.stamp(
                 _time.time() if when is None else when),
-            method=method or '-', path=path or '-', status=status,
+            method=log_safe(method) if method else '-',
+            path=log_safe(path) if path else '-', status=status,
             bytes='-' if size is None else size,
             duration=f'{duration:.6f}', duration_ms=f'{duration * 1000:.3f}',
             pool=pool or '-', slot='-' if slot is None else slot,
