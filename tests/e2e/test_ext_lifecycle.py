@@ -171,3 +171,17 @@ def test_memory_limit_does_not_touch_other_workers(module_memory):
     server.wait_until(lambda: all_ready(server), timeout=15,
                       what='all workers ready')
     assert not pools_by_name(server)['MemWorker']['degraded']
+
+
+def test_processes_a_handler_forks_end_as_they_would_elsewhere(app_server):
+    """A multiprocessing pool's children inherit the worker's SIGTERM
+    handler; Pool.terminate() must end them plainly, with no traceback of
+    the worker's own machinery."""
+    server = app_server('fork_pool')
+    for _ in range(12):
+        reply = server.get('/api/squares')
+        assert reply.status == 200
+        assert reply.json['squares'] == [n * n for n in range(8)]
+    log = server.log()
+    assert 'StopWorker' not in log and 'Traceback' not in log, log[-2000:]
+    assert server.get('/_status').json['pools'][0]['workers'][0]['restarts'] == 0

@@ -57,6 +57,7 @@ def _exit_status(code):
 _monotonic = _time.monotonic
 # the runtime of this process, once it is a worker (for the signal handler)
 _process_runtime = [None]
+_worker_pid = [None]     # the worker process (not a child its code forked)
 
 
 class StopWorker(BaseException):
@@ -422,7 +423,12 @@ def _on_sigterm(signum, frame):
     """SIGTERM stops a worker only once its dispatcher is gone (the kernel
     sends it then: parent-death signal). While the dispatcher lives it drives
     the stop, so a SIGTERM to the whole process group (systemd) does not cut
-    requests short."""
+    requests short. In a process the worker's code forked (a
+    multiprocessing pool), SIGTERM does what it would have done there."""
+    if _os.getpid() != _worker_pid[0]:
+        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+        _os.kill(_os.getpid(), _signal.SIGTERM)
+        return
     runtime = _process_runtime[0]
     if runtime is not None and runtime.stopping:
         return  # already on the way out (teardown runs once, uncut)
@@ -441,6 +447,7 @@ def child_main(spec):
         for sig in (_signal.SIGHUP, _signal.SIGTTIN, _signal.SIGTTOU,
                     _signal.SIGUSR2):
             _signal.signal(sig, _signal.SIG_IGN)
+        _worker_pid[0] = _os.getpid()
         _signal.signal(_signal.SIGTERM, _on_sigterm)
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
