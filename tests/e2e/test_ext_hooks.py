@@ -2,10 +2,13 @@
 (request.context), on_pending_removed (one call per request, with its
 reason), on_worker_died (default and overridden), Worker.forward with
 on_forward. A hook that raises is logged and never breaks the loop."""
+import asyncio
 import json
+import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -554,3 +557,67 @@ def test_reason_constants_are_distinct():
     values = [_reason(name) for name in names]
     assert len(set(values)) == len(values)
     assert all(isinstance(value, str) and value for value in values)
+
+
+class EscapingWorker(_workers.Worker):
+    @_workers.api('/api/cancelled', 'GET')
+    def cancelled(self, request):
+        async def fetch():
+            raise asyncio.CancelledError()   # a cancelled client call
+        return asyncio.run(fetch())
+
+    @_workers.api('/api/interrupted', 'GET')
+    def interrupted(self, request):
+        raise KeyboardInterrupt()
+
+    @_workers.api('/api/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid()}
+
+
+class EscapingApp(_workers.Dispatcher):
+    @_workers.sync('/health')
+    def health(self, client, path_params):
+        asyncio.run(self.probe())
+        client.respond({'ok': True})
+
+    @staticmethod
+    async def probe():
+        raise asyncio.CancelledError()
+
+    @_workers.sync('/interrupt')
+    def interrupt(self, client, path_params):
+        raise KeyboardInterrupt()
+
+    @_workers.sync('/exit')
+    def leave(self, client, path_params):
+        sys.exit(3)
+
+    def on_response(self, response, pending):
+        if pending.client.path == '/api/pid' and 'x-cancel' in (
+                pending.client.headers):
+            raise asyncio.CancelledError()
+
+
+def test_base_exceptions_from_user_code_never_end_a_process():
+    """CancelledError, KeyboardInterrupt or SystemExit let escape from user
+    code are errors of that request: answered 500 and logged, the
+    dispatcher and the worker go on (only sys.exit() ends a worker)."""
+    from uhttp.workers.testing import TestServer
+    pool = _workers.WorkerPool(EscapingWorker, num_workers=1,
+                               routes=['/api/**'], max_restarts=2)
+    with TestServer(EscapingApp, [pool]) as server:
+        first = server.get('/api/pid').json()['pid']
+        for path in ('/health', '/interrupt', '/exit', '/api/cancelled',
+                     '/api/interrupted'):
+            assert server.get(path).status == 500, path
+        reply = server.get('/api/pid', headers={'x-cancel': '1'})
+        assert reply.status == 200          # on_response ran after it
+        assert server.get('/api/pid').json()['pid'] == first  # never restarted
+        status = server.status()['pools'][0]
+        assert not status['degraded'] and status['restarts_in_window'] == 0
+        errors = '\n'.join(record.message for record in list(server.logs)
+                           if record.level >= _workers.LOG_ERROR)
+        for needle in ('sync handler health', 'CancelledError',
+                       'KeyboardInterrupt', 'SystemExit', 'on_response()'):
+            assert needle in errors, (needle, errors)

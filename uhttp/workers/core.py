@@ -29,6 +29,7 @@ from . import log as _log
 from . import messages as _msg
 from . import observe as _observe
 from . import replies as _replies
+from .hooks import USER_CODE_ERRORS
 from .intake import Intake
 from .loop import CLIENT_EVENTS, Loop, Signals
 from .pending import (
@@ -198,7 +199,7 @@ class Core:
         self.record_source = source
         try:
             self.app.on_log(name, level, text)
-        except Exception:  # pylint: disable=broad-except
+        except USER_CODE_ERRORS:
             try:
                 self.base.on_log(self.app, name, level, text)
             except Exception:  # pylint: disable=broad-except

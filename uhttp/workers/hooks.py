@@ -8,6 +8,12 @@ hook, so the dispatcher can skip the work a default hook does not need.
 
 import traceback as _traceback
 
+# What user code run by the dispatcher may raise without ending it: any
+# exception, including the BaseExceptions a handler lets escape by mistake
+# (asyncio.CancelledError, KeyboardInterrupt, SystemExit from sys.exit()).
+# The dispatcher's own stop comes by signal or stop(), never so.
+USER_CODE_ERRORS = BaseException
+
 
 _AFTER_ANSWER = frozenset(('on_response', 'on_pending_removed'))
 
@@ -35,7 +41,7 @@ class Hooks:
         """app.name(*args); on an exception, log it and return `default`."""
         try:
             return getattr(self.app, name)(*args)
-        except Exception as err:  # pylint: disable=broad-except
+        except USER_CODE_ERRORS as err:
             self.failed(name, err)
             return default
 

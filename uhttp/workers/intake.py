@@ -15,6 +15,7 @@ from . import pending as _pending
 from . import replies as _replies
 from . import routing as _routing
 from . import files as _files
+from .hooks import USER_CODE_ERRORS
 from . import static as _static
 from . import wssession as _wssession
 
@@ -117,7 +118,7 @@ class Intake:
                                    name, err)
                     _replies.answer_error(client, 500, before=before)
             return False
-        except Exception as err:  # pylint: disable=broad-except
+        except USER_CODE_ERRORS as err:
             self.log.error("%s() failed for %s %s: %r\n%s", name,
                            client.method, client.path, err,
                            _traceback.format_exc().rstrip())
@@ -193,7 +194,7 @@ class Intake:
         except _server.HttpErrorWithResponse as err:
             _replies.answer_error(client, err.status, str(err), before=before)
             return
-        except Exception as err:  # pylint: disable=broad-except
+        except USER_CODE_ERRORS as err:
             self.log.error("sync handler %s for %s %s failed: %r\n%s", name,
                            client.method, client.path, err,
                            _traceback.format_exc().rstrip())
@@ -248,7 +249,7 @@ class Intake:
         try:
             pending.context = self.app.on_request_accepted(
                 pending.request_id, client, pool)
-        except Exception as err:  # pylint: disable=broad-except
+        except USER_CODE_ERRORS as err:
             self.hooks.failed('on_request_accepted', err)
             self.core.fail(pending, 500, None, _pending.PENDING_COMPLETED)
             return False

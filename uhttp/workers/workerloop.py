@@ -372,11 +372,12 @@ def _run_handler(worker, table, request):
                     f"not {result!r}")
         except _msg.RejectRequest as reject:
             result = (reject.data, reject.status)
-        except StopWorker:
-            raise
+        except (StopWorker, SystemExit):
+            raise   # sys.exit() in a handler ends the worker with its code
         except MemoryError:
             _out_of_memory(worker, request, handler)
-        except Exception as err:  # pylint: disable=broad-except
+        except BaseException as err:  # pylint: disable=broad-except
+            # also asyncio.CancelledError and KeyboardInterrupt let escape
             _msg.set_handler(request, handler)
             result = worker.on_request_error(request, err)
         if result is _msg.DEFERRED or not _msg.is_unanswered(request):
