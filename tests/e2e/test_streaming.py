@@ -12,6 +12,9 @@ import time
 
 import sseclient
 
+import uhttp.workers as _workers
+from uhttp.workers.testing import TestServer
+
 APP = 'stream_sse'
 POOL_TIMEOUT = 2      # both pools of the app
 
@@ -434,3 +437,60 @@ def test_head_on_a_stream_gets_its_head_and_no_events(module_server):
                       what='pending back to 0')
     reply = server.post('/a/publish', json_body={'data': 'x', 'event': 'e'})
     assert reply.status == 200
+
+
+class FailingStreams(_workers.Worker):
+    @_workers.api('/events/raise', 'GET')
+    def events_raise(self, request):
+        request.response_stream()
+        request.send_event(data='first')
+        raise RuntimeError('the database went away mid-stream')
+
+    @_workers.api('/events/bad', 'GET')
+    def events_bad(self, request):
+        request.response_stream()
+        request.send_event(data={'when': {1, 2}})    # not JSON: raises
+        return _workers.DEFERRED
+
+    @_workers.api('/events/returns', 'GET')
+    def events_returns(self, request):
+        request.response_stream()
+        request.send_event(data='only')
+        return {'done': True}
+
+
+def test_a_stream_whose_handler_fails_is_ended():
+    """A handler that raises after starting its stream (itself, or in
+    send_event) cannot go on with it: the stream ends, the error is
+    logged, and nothing is left open; a value returned instead of DEFERRED
+    is dropped with a warning."""
+    pool = _workers.WorkerPool(FailingStreams, num_workers=1,
+                               routes=['/events/**'], timeout=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        for path in ('/events/raise', '/events/bad'):
+            with socket.create_connection(('127.0.0.1', server.port),
+                                          timeout=5) as sock:
+                sock.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'
+                             .encode())
+                data = read_to_eof(sock, path)   # ended: EOF, not a hang
+            assert data.startswith(b'HTTP/1.1 200'), data
+        assert b'data: first' in read_stream(server.port, '/events/raise')
+        status = server.status()
+        assert status['streams'] == 0 and status['pending'] == 0
+        messages = '\n'.join(record.message for record in list(server.logs))
+        assert 'the database went away mid-stream' in messages
+        assert 'not JSON serializable' in messages
+        with socket.create_connection(('127.0.0.1', server.port),
+                                      timeout=5) as sock:
+            sock.sendall(b'GET /events/returns HTTP/1.1\r\nHost: x\r\n\r\n')
+            deadline = time.monotonic() + 5
+            while 'the value is dropped' not in '\n'.join(
+                    record.message for record in list(server.logs)):
+                assert time.monotonic() < deadline, list(server.logs)
+                time.sleep(0.05)
+
+
+def read_stream(port, path):
+    with socket.create_connection(('127.0.0.1', port), timeout=5) as sock:
+        sock.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+        return read_to_eof(sock, path)

@@ -380,12 +380,16 @@ def _run_handler(worker, table, request):
             # also asyncio.CancelledError and KeyboardInterrupt let escape
             _msg.set_handler(request, handler)
             result = worker.on_request_error(request, err)
+            if request.is_streaming:  # it cannot go on: end it
+                request.response_stream_end()
+                return None
         if result is _msg.DEFERRED or not _msg.is_unanswered(request):
-            if result is not _msg.DEFERRED and result is not None and (
-                    _msg.is_answered(request)):
+            if result is not _msg.DEFERRED and result is not None and not (
+                    _msg.is_unanswered(request)):
                 worker.log.warning(
                     "%s returned a value for request %s that it already "
-                    "answered; the value is dropped", _worker.handler_name(handler),
+                    "answered or streams; the value is dropped (return "
+                    "DEFERRED)", _worker.handler_name(handler),
                     request.request_id)
             return None
         data, status, headers = _msg.split_result(result)
