@@ -494,3 +494,26 @@ def read_stream(port, path):
     with socket.create_connection(('127.0.0.1', port), timeout=5) as sock:
         sock.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
         return read_to_eof(sock, path)
+
+
+class FailingSocket(_workers.Worker):
+    @_workers.websocket('/ws')
+    def chat(self, ws):
+        ws.accept()
+        raise RuntimeError('failed after accept')
+
+
+def test_a_websocket_whose_handler_fails_after_accept_is_closed():
+    pool = _workers.WorkerPool(FailingSocket, num_workers=1, routes=['/ws'])
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        with socket.create_connection(('127.0.0.1', server.port),
+                                      timeout=5) as sock:
+            sock.sendall(b'GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket'
+                         b'\r\nConnection: Upgrade\r\nSec-WebSocket-Key: '
+                         b'dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version:'
+                         b' 13\r\n\r\n')
+            data = read_to_eof(sock, 'the closed WebSocket')
+        head, _, frames = data.partition(b'\r\n\r\n')
+        assert head.startswith(b'HTTP/1.1 101')
+        assert frames[:4] == b'\x88\x02\x03\xf3'   # close, 1011
+        assert server.status()['websockets'] == 0
