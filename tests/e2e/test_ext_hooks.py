@@ -621,3 +621,32 @@ def test_base_exceptions_from_user_code_never_end_a_process():
         for needle in ('sync handler health', 'CancelledError',
                        'KeyboardInterrupt', 'SystemExit', 'on_response()'):
             assert needle in errors, (needle, errors)
+
+
+class OrderWorker(_workers.Worker):
+    @_workers.api('/api/orders', 'POST')
+    def create(self, request):
+        return {'created': request.data}, 201
+
+
+class OrderApp(_workers.Dispatcher):
+    def do_check(self, client):
+        data = client.data    # malformed JSON: the client's mistake, 400
+        if isinstance(data, dict) and len(data.get('lines', [])) > 100:
+            raise _workers.RejectRequest({'error': 'too many lines'}, 413)
+
+
+def test_do_check_reading_a_malformed_json_body_answers_400():
+    from uhttp.workers.testing import TestServer
+    pool = _workers.WorkerPool(OrderWorker, num_workers=1, routes=['/api/**'])
+    with TestServer(OrderApp, [pool]) as server:
+        reply = server.request('POST', '/api/orders', data=b'{"lines": [1,',
+                               headers={'content-type': 'application/json'})
+        assert reply.status == 400, reply
+        assert b'Invalid JSON' in reply.content
+        assert server.request('POST', '/api/orders', json={'lines': [1]}
+                              ).status == 201
+        assert server.request('POST', '/api/orders',
+                              json={'lines': list(range(101))}).status == 413
+        assert not [record for record in list(server.logs)
+                    if record.level >= _workers.LOG_ERROR]

@@ -118,6 +118,9 @@ class Intake:
                                    name, err)
                     _replies.answer_error(client, 500, before=before)
             return False
+        except _server.HttpErrorWithResponse as err:  # e.g. reading bad JSON
+            _replies.answer_error(client, err.status, str(err), before=before)
+            return False
         except USER_CODE_ERRORS as err:
             self.log.error("%s() failed for %s %s: %r\n%s", name,
                            client.method, client.path, err,
