@@ -650,3 +650,38 @@ def test_do_check_reading_a_malformed_json_body_answers_400():
                               json={'lines': list(range(101))}).status == 413
         assert not [record for record in list(server.logs)
                     if record.level >= _workers.LOG_ERROR]
+
+
+class AnsweringApp(_workers.Dispatcher):
+    @_workers.sync('/tags')
+    def tags(self, client, path_params):
+        client.respond({'a', 'b'})          # a set: the handler's bug
+
+    @_workers.sync('/weird')
+    def weird(self, client, path_params):
+        client.respond({'ok': True}, status=999)
+
+    @_workers.sync('/bytes')
+    def with_bytes(self, client, path_params):
+        client.respond({'ok': True}, headers={b'X-Request-Id': b'42',
+                                              'X-Links': ['a', 'b']})
+
+    @_workers.sync('/control')
+    def control(self, client, path_params):
+        client.respond({'ok': True}, headers={'X-Trace': 'a\x00b'})
+
+
+def test_sync_answers_that_cannot_be_sent_are_500_and_logged():
+    from uhttp.workers.testing import TestServer
+    with TestServer(AnsweringApp, []) as server:
+        for path in ('/tags', '/weird', '/control'):
+            assert server.get(path).status == 500, path
+        reply = server.get('/bytes')
+        assert reply.status == 200
+        assert reply.headers['X-Request-Id'] == '42'
+        assert reply.headers['X-Links'] == 'a, b'
+        errors = '\n'.join(record.message for record in list(server.logs)
+                           if record.level >= _workers.LOG_ERROR)
+        for needle in ('cannot send data of type set', 'bad HTTP status 999',
+                       'contains a control character'):
+            assert needle in errors, (needle, errors)

@@ -344,10 +344,16 @@ class TestCheckHeaders:
         assert check_headers([('Link', 'a'), ('Link', 'b')]) == [
             ('Link', 'a'), ('Link', 'b')]
 
+    def test_as_they_are_sent(self):
+        assert check_headers({b'X-Request-Id': b'42', 'X-Tag': bytearray(
+            b'caf\xe9')}) == [('X-Request-Id', '42'), ('X-Tag', 'caf\u00e9')]
+        assert check_headers({'Link': ['</a>', '</b>']}) == [
+            ('Link', '</a>'), ('Link', '</b>')]
+
     @pytest.mark.parametrize('headers', [
         {'X': 'a\r\nb'}, {'X': 'a\nb'}, {'X': 'a\rb'}, {'X\n': 'v'},
         {'X:Y': 'v'}, {'X Y': 'v'}, {'': 'v'}, [('X',)], [('a', 'b', 'c')],
-        [5], 42])
+        [5], 42, {'X': None}, {'X': 'a\x00b'}, {'X': ['a', 'b\x7f']}])
     def test_bad(self, headers):
         with pytest.raises(ResponseError):
             check_headers(headers)

@@ -10,6 +10,7 @@ kind.
 import json as _json
 
 from .bodyview import BYTES_LIKE, RequestBody, as_body
+from .http import serialize as _serialize
 from .fileresponse import FileResponse
 
 # dispatcher -> worker
@@ -120,28 +121,24 @@ def _check_token(value, what):
 
 
 def check_headers(headers):
-    """Validate response headers, returning them as a list of (name, value)."""
+    """Validate response headers, returning them as a list of (name, value)
+    as the dispatcher will send them (bytes as Latin-1, a list one line per
+    item)."""
     if not headers:
         return None
-    if isinstance(headers, dict):
-        items = headers.items()
-    else:
-        try:
-            items = list(headers)
-        except TypeError as err:
-            raise ResponseError(
-                f"headers must be a dict, not {type(headers).__name__}") from err
-    result = []
+    try:
+        items = list(headers.items() if isinstance(headers, dict) else headers)
+    except TypeError as err:
+        raise ResponseError(
+            f"headers must be a dict, not {type(headers).__name__}") from err
     for item in items:
-        try:
-            name, value = item
-        except (TypeError, ValueError) as err:
-            raise ResponseError(f"bad header item {item!r}") from err
-        name = _check_token(name, 'header name')
-        if not name or ':' in name or ' ' in name:
-            raise ResponseError(f"bad header name {name!r}")
-        result.append((name, _check_token(value, f'header {name!r} value')))
-    return result
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ResponseError(f"bad header item {item!r}")
+    try:
+        return [(name, value) for name, _, value in
+                _serialize.header_fields(items)]
+    except ValueError as err:
+        raise ResponseError(str(err)) from None
 
 
 def check_cookies(cookies):

@@ -377,8 +377,7 @@ def _run_handler(worker, table, request):
         except MemoryError:
             _out_of_memory(worker, request, handler)
         except BaseException as err:  # pylint: disable=broad-except
-            # also asyncio.CancelledError and KeyboardInterrupt let escape
-            _msg.set_handler(request, handler)
+            _msg.set_handler(request, handler)  # (CancelledError too)
             result = worker.on_request_error(request, err)
             if request.is_streaming:  # it cannot go on: end it
                 request.response_stream_end()
@@ -428,8 +427,7 @@ def _on_sigterm(signum, frame):
     """SIGTERM stops a worker only once its dispatcher is gone (the kernel
     sends it then: parent-death signal). While the dispatcher lives it drives
     the stop, so a SIGTERM to the whole process group (systemd) does not cut
-    requests short. In a process the worker's code forked (a
-    multiprocessing pool), SIGTERM does what it would have done there."""
+    requests short. In a process its code forked, it does what it would."""
     if _os.getpid() != _worker_pid[0]:
         _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         _os.kill(_os.getpid(), _signal.SIGTERM)

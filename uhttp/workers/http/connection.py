@@ -379,15 +379,16 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         wait for a body that never comes."""
         if self._socket is None:
             return
+        headers = _serialize.respond_headers(status, headers)
         self.pending = None
-        headers = {} if headers is None else _serialize.framing_lower(
-            dict(headers))
         headers.setdefault('date', _serialize.http_date())
         if self._server.closing:
             headers['connection'] = 'close'  # the server is handing over
         no_body = _serialize.bodiless(status)
+        if status == 205:  # Reset Content: a length of 0, no body
+            data = None
         if data is not None and not no_body:
-            data = _server.encode_response_data(headers, data)
+            data = _serialize.respond_data(headers, data)
         elif not no_body and _server.CONTENT_LENGTH not in headers:
             headers[_server.CONTENT_LENGTH] = 0
         if self._head or no_body:
@@ -424,7 +425,7 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         self._is_streaming = False
         self._response_keep_alive = keep
         self.pending = None
-        if body and not head and not _serialize.bodiless(status):
+        if body and not head and not _serialize.contentless(status):
             if len(body) > _GATHER_MIN and not self._server.is_secure:
                 self._write_gather(data, body)
                 return True

@@ -60,7 +60,7 @@ class SendFile:
         self._is_streaming = False
         self._response_keep_alive = keep
         self.pending = None
-        if head or not length or _serialize.bodiless(status):
+        if head or not length or _serialize.contentless(status):
             _FileBody(fd, 0, 0).close()
             self._write(data)
             return True

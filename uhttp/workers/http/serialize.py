@@ -9,8 +9,10 @@ bytes out.
 """
 
 import email.utils as _email_utils
+import re as _re
 import time as _time
 
+import uhttp.server as _server
 from uhttp.server import STATUS_CODES as _REASONS
 
 _STATUS_LINES = {}
@@ -52,6 +54,12 @@ def bodiless(status):
     """True for a status whose response has no body and no Content-Length
     (1xx, 204 No Content, 304 Not Modified)."""
     return status < 200 or status in (204, 304)
+
+
+def contentless(status):
+    """True for a status whose response carries no body: the bodiless ones
+    and 205 Reset Content (which says Content-Length: 0)."""
+    return status < 200 or status in (204, 205, 304)
 
 
 def keep_alive(protocol, asked, served, max_requests, closing=False,
@@ -98,6 +106,32 @@ def framing_lower(headers):
     return headers
 
 
+def respond_headers(status, headers):
+    """respond()'s headers (a dict, or None) checked and as text, the
+    names it looks for in lower case (framing_lower); a list value is
+    joined with ', '. TypeError for a status that is not an int 200..599;
+    ValueError as header_fields() says."""
+    if isinstance(status, bool) or not isinstance(status, int) or not (
+            200 <= status <= 599):
+        raise TypeError(f"bad HTTP status {status!r} (an int 200..599)")
+    if not headers:
+        return {}
+    joined = {}
+    for name, _, value in header_fields(headers.items()):
+        joined[name] = f'{joined[name]}, {value}' if name in joined else value
+    return framing_lower(joined)
+
+
+def respond_data(headers, data):
+    """uhttp-server's encoding of respond()'s data, with TypeError (a bug
+    in the caller, a 500) instead of its 415 for a type it cannot send."""
+    try:
+        return _server.encode_response_data(headers, data)
+    except _server.HttpErrorWithResponse:
+        raise TypeError("respond() cannot send data of type "
+                        f"{type(data).__name__}") from None
+
+
 def response_head(status, headers, cookies, length, keep, dated=True):
     """The head of a complete response with a body of `length` bytes, and
     whether the connection stays open: (bytes, keep).
@@ -111,7 +145,8 @@ def response_head(status, headers, cookies, length, keep, dated=True):
     false (a head kept to be sent later). Raises ValueError, naming it,
     for a header or cookie that holds CR or LF.
     """
-    date = date_line() if dated else ''
+    if status == 205:   # Reset Content: no content, and a length of 0
+        length = 0
     known = None
     if not cookies:
         key = (status, tuple(headers) if headers else ())
@@ -122,41 +157,72 @@ def response_head(status, headers, cookies, length, keep, dated=True):
         except TypeError:  # a header that cannot be a key: built each time
             known = None
     if known is not None:
-        start, own_keep, tail = known
+        start, own_keep, tail, own_date = known
         keep = keep and own_keep
+        date = date_line() if dated and not own_date else ''
         return (start + date + (_KEEP if keep else _CLOSE) if tail is None
                 else f'{start}{date}content-length: {length}\r\n'
                 f'{tail if keep else _CLOSE}').encode('utf-8'), keep
-    parts, own_keep = _head_lines(status, headers)
+    parts, own_keep, own_date = _head_lines(status, headers)
     keep = keep and own_keep
     if cookies:
         _cookie_lines(parts, cookies)
-    parts.append(date)
+    if dated and not own_date:
+        parts.append(date_line())
     if not bodiless(status):
         parts.append(f'content-length: {length}\r\n')
     parts.append(_KEEP if keep else _CLOSE)
     return ''.join(parts).encode('utf-8'), keep
 
 
+def header_fields(headers):
+    """(name, lower name, value) of each header given, as text: bytes are
+    read as Latin-1, numbers and the like by str(), and a list or tuple
+    value gives one line per item. Raises ValueError, naming the header,
+    for CR or LF, another control character, a name that is not a token,
+    or a value of None."""
+    for name, value in headers or ():
+        if type(name) is not str:
+            name = _text(name)
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        for item in values:
+            if item is None:
+                raise ValueError(f"header {name!r} has no value (None)")
+            item = item if type(item) is str else _text(item)
+            if _bad_value(name) or _bad_value(item):
+                raise ValueError(f"header {name!r} contains CR or LF")
+            if not _TOKEN.match(name):
+                raise ValueError(f"header name {name!r} is not a token")
+            if _CONTROL.search(item):
+                raise ValueError(
+                    f"header {name!r} contains a control character")
+            yield name, name.lower(), item
+
+
+def _text(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode('latin-1')
+    return str(value)
+
+
 def _head_lines(status, headers):
     """The status line and the header lines of a complete response, without
-    Content-Length and Connection, and whether its own Connection header
-    (if any) lets the connection stay open: (parts, keep). Raises
-    ValueError for CR or LF."""
+    Content-Length and Connection; whether its own Connection header (if
+    any) lets the connection stay open; and whether it has its own Date:
+    (parts, keep, dated). Raises ValueError as header_fields() does."""
     parts = [status_line(status)]
     keep = True
-    for name, value in headers or ():
-        value = str(value)
-        if _bad_value(name) or _bad_value(value):
-            raise ValueError(f"header {name!r} contains CR or LF")
-        lower = name.lower()
+    dated = False
+    for name, lower, value in header_fields(headers):
         if lower == 'content-length' or lower == 'transfer-encoding':
             continue  # the framing is this function's (RFC 9112 6.2)
         if lower == 'connection':
             keep = keep and value.lower() == 'keep-alive'
             continue
+        if lower == 'date':
+            dated = True
         parts.append(f'{name}: {value}\r\n')
-    return parts, keep
+    return parts, keep, dated
 
 
 _HEADS = {}
@@ -170,8 +236,9 @@ def _remember_head(key):
     (a handler's answers repeat them). Raises ValueError as
     response_head() does."""
     status, headers = key
-    parts, keep = _head_lines(status, headers)
-    known = (''.join(parts), keep, None if bodiless(status) else _KEEP)
+    parts, keep, dated = _head_lines(status, headers)
+    known = (''.join(parts), keep, None if bodiless(status) else _KEEP,
+             dated)
     if all(type(name) is str and type(value) is str
            for name, value in headers):
         # (only text: 1, 1.0 and True are equal keys that print apart)
@@ -189,11 +256,7 @@ def stream_head(status, headers, cookies):
     Transfer-Encoding are dropped. Raises ValueError for CR/LF."""
     parts = [status_line(status)]
     names = set()
-    for name, value in headers or ():
-        value = str(value)
-        if _bad_value(name) or _bad_value(value):
-            raise ValueError(f"header {name!r} contains CR or LF")
-        lower = name.lower()
+    for name, lower, value in header_fields(headers):
         if lower in _STREAM_OWN:
             continue
         names.add(lower)
@@ -204,7 +267,8 @@ def stream_head(status, headers, cookies):
         parts.append('cache-control: no-cache\r\n')
     if cookies:
         _cookie_lines(parts, cookies)
-    parts.append(date_line())
+    if 'date' not in names:
+        parts.append(date_line())
     parts.append(_CLOSE)
     return ''.join(parts).encode('utf-8')
 
@@ -219,3 +283,7 @@ def _cookie_lines(parts, cookies):
 
 def _bad_value(text):
     return '\r' in text or '\n' in text
+
+
+_TOKEN = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_CONTROL = _re.compile('[\x00-\x08\x0a-\x1f\x7f]')  # (tab is allowed)
