@@ -102,6 +102,53 @@ class Sink:
         self.records.append((name, level, text))
 
 
+class TestLikeStandardLogging:
+    """What a user of the standard library's logging writes works here."""
+
+    def test_exception_logs_the_traceback_at_error(self):
+        sink = Sink()
+        logger = Logger('n', sink)
+        try:
+            {}['missing']
+        except KeyError:
+            logger.exception('lookup of %s failed', 'missing')
+        (name, level, text), = sink.records
+        assert level == LOG_ERROR
+        assert text.startswith('lookup of missing failed\nTraceback')
+        assert "KeyError: 'missing'" in text
+
+    def test_exc_info_true_an_exception_or_a_tuple(self):
+        sink = Sink()
+        logger = Logger('n', sink, LOG_DEBUG)
+        try:
+            raise ValueError('bad')
+        except ValueError as err:
+            logger.error('a', exc_info=True)
+            logger.warning('b', exc_info=err)
+            logger.info('c', exc_info=(type(err), err, err.__traceback__))
+        logger.info('d', exc_info=True)       # nothing being handled
+        texts = [record[2] for record in sink.records]
+        assert all('ValueError: bad' in text for text in texts[:3])
+        assert texts[3] == 'd'
+
+    def test_one_mapping_fills_named_fields(self):
+        sink = Sink()
+        logger = Logger('n', sink, LOG_DEBUG)
+        logger.info('%(user)s paid %(amount)d', {'user': 'ann', 'amount': 3})
+        logger.info('%s', {'a': 1})
+        assert [r[2] for r in sink.records] == ['ann paid 3', "{'a': 1}"]
+
+    def test_stack_info_extra_and_stacklevel(self):
+        sink = Sink()
+        logger = Logger('n', sink, LOG_DEBUG)
+        logger.info('{n} items', n=2, extra={'x': 1}, stacklevel=2)
+        logger.fatal('here', stack_info=True)
+        assert sink.records[0][2] == '2 items'
+        assert sink.records[1][1] == LOG_CRITICAL
+        assert sink.records[1][2].startswith('here\nStack (most recent')
+        assert 'test_stack_info_extra_and_stacklevel' in sink.records[1][2]
+
+
 class TestLogger:
     def test_default_level_warning(self):
         sink = Sink()

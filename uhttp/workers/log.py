@@ -9,6 +9,7 @@ import json as _json
 import os as _os
 import sys as _sys
 import time as _time
+import traceback as _traceback
 
 LOG_DEBUG = 10
 LOG_INFO = 20
@@ -61,22 +62,57 @@ def check_level(level, where):
     return level
 
 
+_LOGGING_KEYWORDS = ('exc_info', 'stack_info', 'stacklevel', 'extra')
+
+
 def format_message(message, args, kwargs):
     """Apply %-style args and/or {}-style kwargs; never raises.
 
-    A message whose arguments do not fit is returned with them appended, so
-    a mistake in a log call is visible but never costs the request.
+    As in the standard library's logging, one mapping argument fills
+    %(name)s fields, `exc_info` (True, an exception or an exc_info tuple)
+    appends a traceback and `stack_info=True` the stack; `stacklevel` and
+    `extra` are accepted and ignored. A message whose arguments do not fit
+    is returned with them appended, so a mistake in a log call is visible
+    but never costs the request.
     """
     text = message if isinstance(message, str) else str(message)
+    options = None
+    if kwargs and any(key in kwargs for key in _LOGGING_KEYWORDS):
+        kwargs = dict(kwargs)
+        options = {key: kwargs.pop(key) for key in _LOGGING_KEYWORDS
+                   if key in kwargs}
     try:
         if args:
+            if (len(args) == 1 and isinstance(args[0], dict) and args[0]
+                    and '%(' in text):
+                args = args[0]
             text = text % args
         if kwargs:
             text = text.format(**kwargs)
     except Exception as err:  # pylint: disable=broad-except
         text = f"{text} [log formatting failed: {_safe_repr(err)}; " \
                f"args={_safe_repr(args)} kwargs={_safe_repr(kwargs)}]"
+    if options:
+        text += _traceback_text(options)
     return text
+
+
+def _traceback_text(options):
+    """The traceback and stack that logging's exc_info and stack_info ask
+    for, as text to append ('' for none)."""
+    parts = []
+    info = options.get('exc_info')
+    if info:
+        if isinstance(info, BaseException):
+            info = (type(info), info, info.__traceback__)
+        elif not isinstance(info, tuple):
+            info = _sys.exc_info()
+        if info[0] is not None:
+            parts.append(''.join(_traceback.format_exception(*info)))
+    if options.get('stack_info'):
+        parts.append('Stack (most recent call last):\n' + ''.join(
+            _traceback.format_stack()[:-3]))
+    return ''.join('\n' + part.rstrip() for part in parts)
 
 
 def _safe_repr(value):
@@ -145,6 +181,14 @@ class Logger:
     def critical(self, message, *args, **kwargs):
         if LOG_CRITICAL >= self.level:
             self._sink(self.name, LOG_CRITICAL, format_message(message, args, kwargs))
+
+    fatal = critical
+
+    def exception(self, message, *args, exc_info=True, **kwargs):
+        """error() with the traceback of the exception being handled."""
+        if LOG_ERROR >= self.level:
+            self._sink(self.name, LOG_ERROR, format_message(
+                message, args, dict(kwargs, exc_info=exc_info)))
 
     def __repr__(self):
         return f"Logger({self.name!r}, level={level_name(self.level)})"
