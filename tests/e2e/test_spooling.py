@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import threading
@@ -20,6 +21,7 @@ import time
 
 import pytest
 
+import uhttp.workers as _workers
 from harness import AppServer
 
 THRESHOLD = 256 * 1024
@@ -614,3 +616,37 @@ def test_spooled_bodies_and_large_answers_over_https(tmp_path_factory):
     finally:
         if app is not None:
             app.cleanup()
+
+
+class LeakingWorker(_workers.Worker):
+    def setup(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        self.leaked = []
+
+    @_workers.api('/api/leak', 'GET')
+    def leak(self, request):       # the bug in the app: files never closed
+        try:
+            while True:
+                self.leaked.append(open(os.devnull, 'rb'))
+        except OSError:
+            return {'open': len(self.leaked)}
+
+    @_workers.api('/api/upload', 'POST')
+    def upload(self, request):
+        return {'size': len(request.data)}
+
+
+def test_a_body_lost_to_a_worker_out_of_descriptors_is_logged():
+    from uhttp.workers.testing import TestServer
+    pool = _workers.WorkerPool(LeakingWorker, num_workers=1,
+                               routes=['/api/**'])
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        assert server.request('POST', '/api/upload', data=b'x' * 300_000
+                              ).json() == {'size': 300_000}
+        assert server.get('/api/leak').status == 200
+        reply = server.request('POST', '/api/upload', data=b'x' * 300_000)
+        assert reply.status == 500
+        errors = [record.message for record in list(server.logs)
+                  if record.level >= _workers.LOG_ERROR]
+        assert any("its body's file descriptor never arrived" in message
+                   for message in errors), errors

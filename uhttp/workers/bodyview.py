@@ -315,13 +315,31 @@ class RequestBody:
         return file
 
 
-def keep_body(request, body):
+def keep_body(request, body, log=None):
     """Remember `body` as `request`'s raw body; the 500 message to answer
-    with (None when all is well) when its descriptor never came."""
+    with (None when all is well) when its descriptor never came (logged
+    on `log`, with the likely cause)."""
     if body is LOST:
         request._body = None
+        if log is not None:
+            log.error("%s %s: its body's file descriptor never arrived; "
+                      "%s", request.method, request.path, _fd_room())
         from . import messages as _msg  # pylint: disable=import-outside-toplevel
         return _msg.error_message(request.request_id, 500,
                                   "The request body was lost on its way")
     request._body = body
     return None
+
+
+def _fd_room():
+    """A note on this process's descriptors: how many are open against the
+    limit (a process out of them cannot receive a passed one)."""
+    try:
+        used = len(_os.listdir('/proc/self/fd'))
+    except OSError:
+        return "is this process out of file descriptors?"
+    import resource  # pylint: disable=import-outside-toplevel
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (f"this process has {used} file descriptors open of its limit "
+            f"{limit}" + (" (a leak in its code?)" if used >= limit - 4
+                          else ""))

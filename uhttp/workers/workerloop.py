@@ -320,7 +320,7 @@ def handle_request(worker, runtime, table, message):
         remote_address=remote_address, context=context)
     _msg.set_route(request, None, started)
     _msg.attach(request, _worker.state_of(worker))
-    reply = _bodyview.keep_body(request, body)
+    reply = _bodyview.keep_body(request, body, worker.log)
     if reply is not None:
         pass  # the body's descriptor never came: 500
     elif parsed:
