@@ -161,3 +161,33 @@ def test_setup_errors_reach_the_test():
 
     with pytest.raises(RuntimeError, match='no database'):
         WorkerClient(Broken)
+
+
+class AnswerWorker(_workers.Worker):
+    @_workers.api('/login', 'POST')
+    def login(self, request):
+        return {'ok': True}, 200, [('Set-Cookie', 'session=abc; HttpOnly'),
+                                   ('Set-Cookie', 'theme=dark')]
+
+    @_workers.api('/item', 'DELETE')
+    def remove(self, request):
+        return {'deleted': 1}, 204
+
+    @_workers.api('/huge', 'GET')
+    def huge(self, request):
+        raise MemoryError()
+
+
+def test_answers_are_what_the_server_would_send():
+    client = WorkerClient(AnswerWorker)
+    reply = client.post('/login')
+    assert reply.headers['set-cookie'] == 'session=abc; HttpOnly, theme=dark'
+    assert reply.header_list[:2] == [('Set-Cookie', 'session=abc; HttpOnly'),
+                                     ('Set-Cookie', 'theme=dark')]
+    gone = client.delete('/item')
+    assert gone.status == 204 and gone.content == b'' and gone.data is None
+    assert client.exit_code is None
+    oom = client.get('/huge')              # the worker would end, replaced
+    assert oom.status == 500
+    assert client.exit_code == 72
+    assert client.post('/login').status == 200

@@ -23,6 +23,7 @@ from . import messages as _msg
 from . import metrics as _metrics
 from . import worker as _worker
 from . import workerloop as _workerloop
+from .http import serialize as _serialize
 
 LogRecord = _collections.namedtuple('LogRecord', 'name level message')
 
@@ -107,7 +108,8 @@ class WorkerResponse:
     def __init__(self, request_id):
         self.request_id = request_id
         self.status = None
-        self.headers = {}
+        self.headers = {}       # lower-case names; repeats joined by ', '
+        self.header_list = []   # (name, value) as the handler gave them
         self.cookies = None
         self.content = b''
         self.data = None
@@ -162,6 +164,7 @@ class WorkerClient(Verbs):
         self.forwarded = []
         self.paused = False
         self.responses = {}
+        self.exit_code = None   # set when the worker would have ended
         self._last_id = 0
         self.runtime = _LocalRuntime(self, log_level)
         # the pool's declarations: self.metrics works as in a pool, and
@@ -199,8 +202,13 @@ class WorkerClient(Verbs):
         message = (_msg.M_REQUEST, request_id, request_id, method.upper(),
                    path, query, headers, body or None, False, remote_address,
                    context)
-        _workerloop.handle_message(self.worker, self.runtime, self.table,
-                                   message)
+        try:
+            _workerloop.handle_message(self.worker, self.runtime, self.table,
+                                       message)
+        except _workerloop.StopWorker:
+            # a worker process would end here (MemoryError) and be
+            # replaced; its answer (500) was sent first
+            self.exit_code = self.runtime.exit_code
         if self.runtime.metrics is not None:
             self.runtime.metrics.flush(self.runtime.send, 0.0)
         return response
@@ -268,9 +276,10 @@ class WorkerClient(Verbs):
         if kind == _msg.W_RESPONSE:
             _, _, status, headers, body, body_kind, cookies = message[:7]
             response.status = status
-            response.headers = {name.lower(): value
-                                for name, value in headers or ()}
+            _set_headers(response, headers)
             response.cookies = cookies
+            if _serialize.contentless(status):   # sent without its body
+                body, body_kind = b'', _msg.BODY_NONE
             response.content = body or b''
             response.data = _msg.decode_body(body, body_kind)
         elif kind == _msg.W_DEFERRED:
@@ -278,11 +287,21 @@ class WorkerClient(Verbs):
         elif kind == _msg.W_STREAM_START:
             response.streaming = True
             response.status = message[2]
-            response.headers = {name.lower(): value
-                                for name, value in message[3] or ()}
+            _set_headers(response, message[3])
             response.cookies = message[4]
         elif kind == _msg.W_STREAM_DATA:
             response.chunks.append(message[2])
         elif kind == _msg.W_STREAM_END:
             response.ended = True
 
+
+
+def _set_headers(response, headers):
+    """The handler's headers on `response`: as given, and by lower-case
+    name with repeats joined by ', ' (as HTTP clients show them)."""
+    response.header_list = list(headers or ())
+    joined = {}
+    for name, value in response.header_list:
+        name = name.lower()
+        joined[name] = f'{joined[name]}, {value}' if name in joined else value
+    response.headers = joined
