@@ -438,3 +438,17 @@ class TestLogName:
         dispatcher = Broken()
         dispatcher.log.error('still delivered')
         assert 'still delivered' in capsys.readouterr().err
+
+
+def test_a_sync_route_on_the_metrics_or_dashboard_path_is_refused():
+    class App(workers.Dispatcher):
+        @workers.sync('/metrics')
+        def metrics(self, client, path_params):
+            client.respond({'mine': True})
+
+    with pytest.raises(ValueError, match=r"metrics_path '/metrics' is also "
+                       r"the path of the sync handler metrics\(\)"):
+        App(port=0, metrics_path='/metrics')
+    with pytest.raises(ValueError, match='dashboard_path'):
+        App(port=0, dashboard_path='/metrics')
+    App(port=0, metrics_path='/prometheus')

@@ -47,6 +47,19 @@ class Intake:
         self.static = core.settings.static
         self.sync = sync_table(type(core.app))
         self.max_pending = core.settings.max_pending
+        self.check_own_paths(core.settings)
+
+    def check_own_paths(self, settings):
+        """metrics_path and dashboard_path answer before any sync route:
+        one on the same path would never run, so it is a mistake."""
+        for key in ('metrics_path', 'dashboard_path'):
+            path = getattr(settings, key)
+            target = self.sync.lookup('GET', path)[0] if (
+                path and self.sync is not None) else None
+            if target is not None:
+                raise ValueError(
+                    f"Dispatcher {key} {path!r} is also the path of the sync "
+                    f"handler {target[0]}(); choose another path for one")
 
     # -- routing -------------------------------------------------------------
 
