@@ -15,6 +15,7 @@ import time
 import pytest
 
 import uhttp.workers as _workers
+from uhttp.workers.testing import TestServer
 from harness import AppServer
 
 APP = 'ext_hooks'
@@ -603,7 +604,6 @@ def test_base_exceptions_from_user_code_never_end_a_process():
     """CancelledError, KeyboardInterrupt or SystemExit let escape from user
     code are errors of that request: answered 500 and logged, the
     dispatcher and the worker go on (only sys.exit() ends a worker)."""
-    from uhttp.workers.testing import TestServer
     pool = _workers.WorkerPool(EscapingWorker, num_workers=1,
                                routes=['/api/**'], max_restarts=2)
     with TestServer(EscapingApp, [pool]) as server:
@@ -637,7 +637,6 @@ class OrderApp(_workers.Dispatcher):
 
 
 def test_do_check_reading_a_malformed_json_body_answers_400():
-    from uhttp.workers.testing import TestServer
     pool = _workers.WorkerPool(OrderWorker, num_workers=1, routes=['/api/**'])
     with TestServer(OrderApp, [pool]) as server:
         reply = server.request('POST', '/api/orders', data=b'{"lines": [1,',
@@ -672,7 +671,6 @@ class AnsweringApp(_workers.Dispatcher):
 
 
 def test_sync_answers_that_cannot_be_sent_are_500_and_logged():
-    from uhttp.workers.testing import TestServer
     with TestServer(AnsweringApp, []) as server:
         for path in ('/tags', '/weird', '/control'):
             assert server.get(path).status == 500, path

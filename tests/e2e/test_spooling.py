@@ -22,6 +22,7 @@ import time
 import pytest
 
 import uhttp.workers as _workers
+from uhttp.workers.testing import TestServer
 from harness import AppServer
 
 THRESHOLD = 256 * 1024
@@ -637,7 +638,6 @@ class LeakingWorker(_workers.Worker):
 
 
 def test_a_body_lost_to_a_worker_out_of_descriptors_is_logged():
-    from uhttp.workers.testing import TestServer
     pool = _workers.WorkerPool(LeakingWorker, num_workers=1,
                                routes=['/api/**'])
     with TestServer(_workers.Dispatcher, [pool]) as server:
