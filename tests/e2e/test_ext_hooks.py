@@ -683,3 +683,110 @@ def test_sync_answers_that_cannot_be_sent_are_500_and_logged():
         for needle in ('cannot send data of type set', 'bad HTTP status 999',
                        'contains a control character'):
             assert needle in errors, (needle, errors)
+
+
+class FramingApp(_workers.Dispatcher):
+    @_workers.sync('/length')
+    def length(self, client, path_params):
+        client.respond(None, headers={'Content-Length': '10'})
+
+    @_workers.sync('/chunked')
+    def chunked(self, client, path_params):
+        client.respond('hi', headers={'Transfer-Encoding': 'chunked'})
+
+    @_workers.sync('/pairs')
+    def pairs(self, client, path_params):
+        client.respond({'ok': True}, headers=[
+            ('Set-Cookie', 'a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT'),
+            ('Set-Cookie', 'b=2'), ('X-A', '1')])
+
+    @_workers.sync('/cookies')
+    def bad_cookies(self, client, path_params):
+        client.respond({'ok': True}, cookies=[('a', '1')])
+
+    @_workers.sync('/stream')
+    def stream(self, client, path_params):
+        client.response_stream()
+        client.send_event(data='first')
+        raise RuntimeError('after the stream began')
+
+
+def exchange_twice(port, first, second=b'GET /pairs HTTP/1.1\r\nHost: x\r\n\r\n'):
+    """Two requests on one connection; everything read until the second
+    answer is whole (the first must not eat into it)."""
+    with socket.create_connection(('127.0.0.1', port), timeout=5) as sock:
+        sock.sendall(first + second)
+        data = b''
+        while data.count(b'HTTP/1.1 ') < 2 or not data.endswith(b'}'):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_sync_answers_keep_the_framing_and_the_connection_in_step():
+    with TestServer(FramingApp, []) as server:
+        for path in (b'/length', b'/chunked'):
+            data = exchange_twice(server.port, b'GET ' + path +
+                                  b' HTTP/1.1\r\nHost: x\r\n\r\n')
+            first, _, rest = data.partition(b'\r\n\r\n')
+            assert b'transfer-encoding' not in first.lower()
+            assert first.lower().count(b'content-length') == 1
+            assert rest.startswith((b'HTTP/1.1 200', b'hiHTTP/1.1 200')), data
+        data = exchange_twice(server.port,
+                              b'GET /pairs HTTP/1.1\r\nHost: x\r\n\r\n')
+        assert data.count(b'set-cookie: ') == 4, data   # two, twice
+        assert b'set-cookie: b=2' in data and b'X-A: 1' in data
+        assert server.get('/cookies').status == 500
+        with socket.create_connection(('127.0.0.1', server.port),
+                                      timeout=5) as sock:
+            sock.sendall(b'GET /stream HTTP/1.1\r\nHost: x\r\n\r\n')
+            data = b''
+            while True:       # ended at once, never left open
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        assert b'data: first' in data
+
+
+class RefusingWorker(_workers.Worker):
+    def do_check(self, request):
+        if request.path == '/api/denied':
+            return {'error': 'denied'}, '401'     # a str status: a bug
+
+    @_workers.api('/api/reject', 'GET')
+    def reject(self, request):
+        raise _workers.RejectRequest('denied', '403')
+
+    @_workers.api('/api/denied', 'GET')
+    def denied(self, request):
+        return {'never': True}
+
+    @_workers.api('/api/fails', 'GET')
+    def fails(self, request):
+        raise ValueError('bad')
+
+    @_workers.api('/api/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid()}
+
+    def on_request_error(self, request, err):
+        raise KeyboardInterrupt()               # the hook itself escapes
+
+
+def test_refusals_with_a_bad_status_and_a_failing_error_hook_are_500():
+    pool = _workers.WorkerPool(RefusingWorker, num_workers=1,
+                               routes=['/api/**'])
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        first = server.get('/api/pid').json()['pid']
+        for path in ('/api/reject', '/api/denied', '/api/fails'):
+            assert server.get(path).status == 500, path
+        assert server.get('/api/pid').json()['pid'] == first
+        assert server.status()['pools'][0]['restarts_in_window'] == 0
+        errors = '\n'.join(record.message for record in list(server.logs)
+                           if record.level >= _workers.LOG_ERROR)
+        assert "bad HTTP status '403'" in errors
+        assert "bad HTTP status '401'" in errors
+        assert 'KeyboardInterrupt' in errors

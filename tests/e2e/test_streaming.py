@@ -517,3 +517,36 @@ def test_a_websocket_whose_handler_fails_after_accept_is_closed():
         assert head.startswith(b'HTTP/1.1 101')
         assert frames[:4] == b'\x88\x02\x03\xf3'   # close, 1011
         assert server.status()['websockets'] == 0
+
+
+class HeaderSocket(_workers.Worker):
+    @_workers.websocket('/ws')
+    def chat(self, ws):
+        ws.accept(headers={'X-User': 'snow \u2603', 'Sec-WebSocket-Accept':
+                           'bogus', 'Connection': 'close',
+                           'Content-Length': '5'})
+
+
+def test_websocket_accept_headers_cannot_replace_the_handshake():
+    pool = _workers.WorkerPool(HeaderSocket, num_workers=1, routes=['/ws'])
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        with socket.create_connection(('127.0.0.1', server.port),
+                                      timeout=5) as sock:
+            sock.sendall(b'GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket'
+                         b'\r\nConnection: Upgrade\r\nSec-WebSocket-Key: '
+                         b'dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version:'
+                         b' 13\r\n\r\n')
+            head = b''
+            while b'\r\n\r\n' not in head:
+                chunk = sock.recv(4096)
+                assert chunk, head
+                head += chunk
+        lines = head.partition(b'\r\n\r\n')[0].lower().split(b'\r\n')
+        assert lines[0].startswith(b'http/1.1 101')
+        assert [line for line in lines if line.startswith(
+            b'sec-websocket-accept')] == [
+                b'sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=']
+        assert b'connection: upgrade' in lines
+        assert not [line for line in lines if line.startswith(
+            (b'content-length', b'connection: close'))]
+        assert 'x-user: snow \u2603'.encode() in lines

@@ -173,6 +173,10 @@ class AnswerWorker(_workers.Worker):
     def remove(self, request):
         return {'deleted': 1}, 204
 
+    @_workers.api('/framed', 'GET')
+    def framed(self, request):
+        return 'hi', 200, {'Content-Length': '999', 'Transfer-Encoding': 'x'}
+
     @_workers.api('/huge', 'GET')
     def huge(self, request):
         raise MemoryError()
@@ -184,6 +188,9 @@ def test_answers_are_what_the_server_would_send():
     assert reply.headers['set-cookie'] == 'session=abc; HttpOnly, theme=dark'
     assert reply.header_list[:2] == [('Set-Cookie', 'session=abc; HttpOnly'),
                                      ('Set-Cookie', 'theme=dark')]
+    framed = client.get('/framed')     # the dispatcher's own framing wins
+    assert 'content-length' not in framed.headers
+    assert 'transfer-encoding' not in framed.headers
     gone = client.delete('/item')
     assert gone.status == 204 and gone.content == b'' and gone.data is None
     assert client.exit_code is None

@@ -113,6 +113,17 @@ def check_status(status):
     return status
 
 
+def checked_refusal(result):
+    """do_check()'s result other than None: a Response, or a (data, status
+    [, headers]) tuple with a valid status; ResponseError otherwise."""
+    if isinstance(result, Response) or (
+            type(result) is tuple and 2 <= len(result) <= 3
+            and check_status(result[1])):
+        return result
+    raise ResponseError(
+        f"do_check() must return None or (data, status), not {result!r}")
+
+
 def _check_token(value, what):
     value = value if isinstance(value, str) else str(value)
     if '\r' in value or '\n' in value:
@@ -142,20 +153,12 @@ def check_headers(headers):
 
 
 def check_cookies(cookies):
-    """Validate Set-Cookie values: {name: value} (None deletes)."""
-    if not cookies:
-        return None
-    if not isinstance(cookies, dict):
-        raise ResponseError(
-            f"cookies must be a dict, not {type(cookies).__name__}")
-    result = {}
-    for name, value in cookies.items():
-        name = _check_token(name, 'cookie name')
-        if not name or '=' in name or ';' in name:
-            raise ResponseError(f"bad cookie name {name!r}")
-        result[name] = None if value is None else _check_token(
-            value, f'cookie {name!r} value')
-    return result
+    """Validate Set-Cookie values: {name: value} (None deletes), as the
+    dispatcher will send them."""
+    try:
+        return _serialize.check_cookies(cookies)
+    except (TypeError, ValueError) as err:
+        raise ResponseError(str(err)) from None
 
 
 def encode_body(data):

@@ -6,6 +6,7 @@ method, found in a table by kind.
 """
 
 import os as _os
+import traceback as _traceback
 
 from . import channel as _channel
 from . import files as _files
@@ -78,7 +79,14 @@ class Relay:
                 self.log.error("%s sent an unknown message kind %r",
                                handle.name, message[0])
                 continue
-            method(handle, message)
+            try:
+                method(handle, message)
+            except Exception as err:  # pylint: disable=broad-except
+                # one message that cannot be handled must not lose the
+                # others of the batch
+                self.log.error("%s: its message of kind %r failed: %r\n%s",
+                               handle.name, message[0], err,
+                               _traceback.format_exc().rstrip())
 
     # -- answers ----------------------------------------------------------------
 

@@ -303,5 +303,7 @@ def _set_headers(response, headers):
     joined = {}
     for name, value in response.header_list:
         name = name.lower()
+        if name in ('content-length', 'transfer-encoding'):
+            continue   # the dispatcher's own framing replaces them
         joined[name] = f'{joined[name]}, {value}' if name in joined else value
     response.headers = joined

@@ -366,12 +366,10 @@ def _run_handler(worker, table, request):
                             None)
                 request.path_params = params
                 result = handler(request)
-            elif not (type(result) is tuple or isinstance(result, _msg.Response)):
-                raise _msg.ResponseError(
-                    f"do_check() must return None or (data, status), "
-                    f"not {result!r}")
+            else:
+                result = _msg.checked_refusal(result)
         except _msg.RejectRequest as reject:
-            result = (reject.data, reject.status)
+            result = (reject.data, _msg.check_status(reject.status))
         except (StopWorker, SystemExit):
             raise   # sys.exit() in a handler ends the worker with its code
         except MemoryError:
@@ -395,14 +393,14 @@ def _run_handler(worker, table, request):
         message = _msg.response_message(request.request_id, data, status, headers)
         _msg.mark_answered(request)
         return message
-    except StopWorker:
+    except (StopWorker, SystemExit):
         raise
     except _msg.ResponseError as err:
         worker.log.error("%s for %s %s returned a result that cannot be sent: %s",
                          _worker.handler_name(handler), request.method, request.path,
                          err)
-    except Exception as err:  # pylint: disable=broad-except
-        worker.log.error(
+    except BaseException as err:  # pylint: disable=broad-except
+        worker.log.error(  # (on_request_error() raised, CancelledError too)
             "%s for %s %s: answering failed: %r\n%s", _worker.handler_name(handler),
             request.method, request.path, err, _traceback.format_exc().rstrip())
     _msg.mark_answered(request)

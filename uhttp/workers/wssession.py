@@ -29,7 +29,8 @@ from wsproto.utilities import ProtocolError as _ProtocolError
 
 from . import channel as _channel
 from . import messages as _msg
-from .pending import PENDING_STREAM_CLOSED
+from .http import serialize as _serialize
+from .pending import PENDING_COMPLETED, PENDING_STREAM_CLOSED
 from .wsdeflate import BoundedDeflate
 
 _GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -116,9 +117,15 @@ def switching_head(request_headers, subprotocol, extra, extensions,
             lines.append('Sec-WebSocket-Extensions: ' + value.decode('ascii'))
             deflate.finalize(value.decode('ascii'))
             agreed.append(deflate)
-    for name, value in extra or ():
-        lines.append(f'{name}: {value}')
-    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'), agreed
+    for name, lower, value in _serialize.header_fields(extra):
+        if lower not in _SWITCHING_OWN:   # ours: never twice, never other
+            lines.append(f'{name}: {value}')
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('utf-8'), agreed
+
+
+_SWITCHING_OWN = frozenset((
+    'upgrade', 'connection', 'sec-websocket-accept', 'sec-websocket-protocol',
+    'sec-websocket-extensions', 'content-length', 'transfer-encoding'))
 
 
 class WsSession:
@@ -361,10 +368,18 @@ class WsHub:
             if pending is not None:
                 self.core.end(pending, PENDING_STREAM_CLOSED, tell_worker=False)
             return
+        try:
+            head, agreed = switching_head(client.headers, subprotocol,
+                                          headers, self.deflate,
+                                          self.max_message_size)
+        except ValueError as err:   # its headers cannot make a head
+            self.core.log.error("WebSocket accept for %s refused: %s",
+                                client.path, err)
+            self.tell(handle, (_msg.M_WS_CLOSED, request_id, ABNORMAL, ''))
+            self.core.fail(pending, 500, None, PENDING_COMPLETED)
+            return
         handle.held[request_id] = item if item is not None else pending
         self.core.pending.stream_started(pending)
-        head, agreed = switching_head(client.headers, subprotocol, headers,
-                                      self.deflate, self.max_message_size)
         session = WsSession(self, pending, handle, agreed)
         self.sessions[request_id] = session
         self.arm(self.core.now())

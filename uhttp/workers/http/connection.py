@@ -379,7 +379,8 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         wait for a body that never comes."""
         if self._socket is None:
             return
-        headers = _serialize.respond_headers(status, headers)
+        headers, cookies = _serialize.respond_headers(status, headers,
+                                                      cookies)
         self.pending = None
         headers.setdefault('date', _serialize.http_date())
         if self._server.closing:

@@ -106,20 +106,57 @@ def framing_lower(headers):
     return headers
 
 
-def respond_headers(status, headers):
-    """respond()'s headers (a dict, or None) checked and as text, the
-    names it looks for in lower case (framing_lower); a list value is
-    joined with ', '. TypeError for a status that is not an int 200..599;
-    ValueError as header_fields() says."""
+def respond_headers(status, headers, cookies):
+    """respond()'s headers (a dict, a list of pairs or None) and cookies,
+    checked and as text: (headers dict, cookies dict or None). The names
+    respond() looks for are in lower case (framing_lower); Content-Length
+    and Transfer-Encoding are its own (dropped); a repeated name or a list
+    value is joined with ', ', except Set-Cookie, whose values become
+    cookies (one line each). TypeError for a status that is not an int
+    200..599; ValueError as header_fields() says."""
     if isinstance(status, bool) or not isinstance(status, int) or not (
             200 <= status <= 599):
         raise TypeError(f"bad HTTP status {status!r} (an int 200..599)")
-    if not headers:
-        return {}
+    cookies = check_cookies(cookies)
     joined = {}
-    for name, _, value in header_fields(headers.items()):
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for name, lower, value in header_fields(pairs):
+        if lower in _RESPOND_FRAMING:
+            continue
+        if lower == 'set-cookie':
+            key, _, rest = value.partition('=')
+            cookies = dict(cookies or {})
+            cookies[key.strip()] = rest
+            continue
         joined[name] = f'{joined[name]}, {value}' if name in joined else value
-    return framing_lower(joined)
+    return framing_lower(joined), cookies
+
+
+_RESPOND_FRAMING = frozenset(('content-length', 'transfer-encoding'))
+
+
+def check_cookies(cookies):
+    """`cookies` (name -> value, None deleting it) checked as cookie lines
+    take them: a dict of text, names tokens, no control characters; None
+    for none. TypeError or ValueError naming the cookie."""
+    if not cookies:
+        return None
+    if not isinstance(cookies, dict):
+        raise TypeError("cookies must be a dict of name -> value, not "
+                        f"{type(cookies).__name__}")
+    checked = {}
+    for name, value in cookies.items():
+        name = name if type(name) is str else _text(name)
+        if value is not None:
+            value = value if type(value) is str else _text(value)
+        if _bad_value(name) or (value is not None and _bad_value(value)):
+            raise ValueError(f"cookie {name!r} contains CR or LF")
+        if not _COOKIE_NAME.match(name):
+            raise ValueError(f"cookie name {name!r} is not a token")
+        if value is not None and _CONTROL.search(value):
+            raise ValueError(f"cookie {name!r} contains a control character")
+        checked[name] = value
+    return checked
 
 
 def respond_data(headers, data):
@@ -274,10 +311,8 @@ def stream_head(status, headers, cookies):
 
 
 def _cookie_lines(parts, cookies):
-    for name, value in cookies.items():
-        value = '; Max-Age=0' if value is None else str(value)
-        if _bad_value(name) or _bad_value(value):
-            raise ValueError(f"cookie {name!r} contains CR or LF")
+    for name, value in check_cookies(cookies).items():
+        value = '; Max-Age=0' if value is None else value
         parts.append(f'set-cookie: {name}={value}\r\n')
 
 
@@ -286,4 +321,5 @@ def _bad_value(text):
 
 
 _TOKEN = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_COOKIE_NAME = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _CONTROL = _re.compile('[\x00-\x08\x0a-\x1f\x7f]')  # (tab is allowed)
