@@ -452,3 +452,18 @@ def test_a_sync_route_on_the_metrics_or_dashboard_path_is_refused():
     with pytest.raises(ValueError, match='dashboard_path'):
         App(port=0, dashboard_path='/metrics')
     App(port=0, metrics_path='/prometheus')
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'trusted_proxies': [5]}, 'trusted_proxies: not an IP address: 5'),
+    ({'trusted_proxies': ['not-an-ip']}, "not an IP address: 'not-an-ip'"),
+    ({'ws_origins': 5}, 'ws_origins must be an origin'),
+    ({'ws_origins': [5]}, 'ws_origins must hold origins'),
+    ({'ws_max_message_size': 1.5}, 'ws_max_message_size must be an int'),
+])
+def test_values_that_would_fail_later_are_refused_at_construction(kwargs,
+                                                                   message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        workers.Dispatcher(port=0, **kwargs)
+    workers.Dispatcher(port=0, trusted_proxies=['10.0.0.1', '::1'],
+                       ws_origins=['https://example.com'])

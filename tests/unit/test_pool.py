@@ -128,7 +128,8 @@ def test_positive_numbers(name, value, exc):
 @pytest.mark.parametrize('name', [
     'timeout', 'stuck_timeout', 'heartbeat_interval', 'restart_window'])
 def test_positive_numbers_accept_floats(name):
-    pool = WorkerPool(EchoWorker, **{name: 0.25})
+    beat = {} if name == 'heartbeat_interval' else {'heartbeat_interval': 0.1}
+    pool = WorkerPool(EchoWorker, **{name: 0.25}, **beat)
     assert getattr(pool, name) == 0.25
 
 
@@ -358,3 +359,21 @@ def test_send_config_unpicklable():
     pool = WorkerPool(EchoWorker)
     with pytest.raises(TypeError):
         pool.send_config({'f': lambda: None})
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'heartbeat_interval': float('inf')}, 'heartbeat_interval must be finite'),
+    ({'worker_memory_limit_mb': float('inf')},
+     'worker_memory_limit_mb must be finite'),
+    ({'heartbeat_interval': 1e-6}, 'heartbeat_interval must be >= 0.01'),
+    ({'heartbeat_interval': 5, 'stuck_timeout': 2},
+     r'stuck_timeout \(2\) must be longer than heartbeat_interval \(5\)'),
+])
+def test_settings_that_would_break_the_workers_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        workers.WorkerPool(EchoWorker, **kwargs)
+    pool = workers.WorkerPool(EchoWorker, heartbeat_interval=0.5,
+                              stuck_timeout=2)
+    with pytest.raises(ValueError, match='must be longer'):
+        pool.configure(heartbeat_interval=3)   # against the current one
+    assert pool.heartbeat_interval == 0.5

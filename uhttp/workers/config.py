@@ -6,6 +6,8 @@ holds the results (pools in order, the fallback pool, static mounts
 longest prefix first, the options for the HTTP layer).
 """
 
+import ipaddress as _ipaddress
+
 from . import http as _http
 from . import log as _log
 from . import observe as _observe
@@ -99,12 +101,29 @@ class DispatcherSettings:
             ws_ping_interval, 'ws_ping_interval', allow_zero=True)
         self.ws_max_message_size = positive(
             ws_max_message_size, 'ws_max_message_size')
-        if ws_origins is not None:
-            if isinstance(ws_origins, str):
-                ws_origins = (ws_origins,)
-            ws_origins = frozenset(ws_origins)
-        self.ws_origins = ws_origins
+        if not isinstance(ws_max_message_size, int):
+            raise TypeError("Dispatcher ws_max_message_size must be an int "
+                            f"(bytes), not {ws_max_message_size!r}")
+        self.ws_origins = check_origins(ws_origins)
         self.ws_deflate = check_flag(ws_deflate, 'ws_deflate')
+
+
+def check_origins(origins):
+    """ws_origins: None, one origin or a collection of them (str)."""
+    if origins is None:
+        return None
+    if isinstance(origins, str):
+        origins = (origins,)
+    try:
+        origins = frozenset(origins)
+    except TypeError:
+        raise TypeError("Dispatcher ws_origins must be an origin (str) or a "
+                        f"list of them, not {origins!r}") from None
+    for origin in origins:
+        if not isinstance(origin, str):
+            raise TypeError("Dispatcher ws_origins must hold origins (str), "
+                            f"not {origin!r}")
+    return origins
 
 
 def check_flag(value, name):
@@ -221,4 +240,12 @@ def http_settings(given, max_pending):
             proxies, (list, tuple, set, frozenset))):
         raise TypeError(
             "Dispatcher trusted_proxies must be a list of IP addresses")
+    for proxy in proxies or ():
+        try:
+            if not isinstance(proxy, str):
+                raise ValueError(proxy)
+            _ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ValueError("Dispatcher trusted_proxies: not an IP address: "
+                             f"{proxy!r}") from None
     return options

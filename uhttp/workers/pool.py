@@ -40,7 +40,7 @@ RETIRING = 'retiring'
 
 
 def _number(value, name, allow_none=False, minimum=0.0, strict=False,
-            integer=False):
+            integer=False, finite=False):
     if value is None and allow_none:
         return None
     kinds = int if integer else (int, float)
@@ -50,6 +50,8 @@ def _number(value, name, allow_none=False, minimum=0.0, strict=False,
             f"{' or None' if allow_none else ''}, not {value!r}")
     if value != value:  # NaN
         raise ValueError(f"WorkerPool {name} must be a number, not NaN")
+    if finite and value in (float('inf'), float('-inf')):
+        raise ValueError(f"WorkerPool {name} must be finite, got {value}")
     if strict and value <= minimum:
         raise ValueError(f"WorkerPool {name} must be > {minimum}, got {value}")
     if not strict and value < minimum:
@@ -338,6 +340,15 @@ class WorkerPool:
             if name == 'num_workers' and getattr(self, 'broker', None):
                 check = _local_count  # remote workers may serve it alone
             checked[name] = check(value)
+        beat = checked.get('heartbeat_interval',
+                           getattr(self, 'heartbeat_interval', None))
+        stuck = checked.get('stuck_timeout', getattr(self, 'stuck_timeout',
+                                                     None))
+        if beat is not None and stuck is not None and stuck <= beat:
+            raise ValueError(
+                f"WorkerPool stuck_timeout ({stuck}) must be longer than "
+                f"heartbeat_interval ({beat}): a worker beats once per "
+                "interval, so it would be killed as stuck while idle")
         for name, value in checked.items():
             setattr(self, name, value)
         policy = getattr(self, 'policy', None)
@@ -466,6 +477,8 @@ def _local_count(value):
     return _number(value, 'num_workers', minimum=0, integer=True)
 
 
+MIN_HEARTBEAT = 0.01   # seconds: below, the loops would only beat
+
 # setting -> its check (returns the value, raises TypeError/ValueError
 # naming the setting)
 SETTINGS = {
@@ -473,14 +486,16 @@ SETTINGS = {
     'timeout': lambda v: _number(v, 'timeout', strict=True),
     'stuck_timeout': lambda v: _number(v, 'stuck_timeout', strict=True),
     'heartbeat_interval': lambda v: _number(v, 'heartbeat_interval',
-                                            strict=True),
+                                            minimum=MIN_HEARTBEAT,
+                                            finite=True),
     'log_level': lambda v: _log.check_level(v, 'WorkerPool log_level'),
     'max_restarts': lambda v: _number(v, 'max_restarts', minimum=1,
                                       integer=True),
     'restart_window': lambda v: _number(v, 'restart_window', strict=True),
     'queue_warning': lambda v: _number(v, 'queue_warning', integer=True),
     'worker_memory_limit_mb': lambda v: _number(
-        v, 'worker_memory_limit_mb', allow_none=True, strict=True),
+        v, 'worker_memory_limit_mb', allow_none=True, strict=True,
+        finite=True),
     'recovery_interval': lambda v: _number(v, 'recovery_interval',
                                            allow_none=True, strict=True),
     'permanent_failure_exitcode': _exit_code,
