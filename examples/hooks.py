@@ -2,7 +2,8 @@
 configuration updates.
 
     python3 examples/hooks.py
-    curl -d 'ABC123' http://127.0.0.1:8080/lpr/recognize   # a plate image
+    curl -H 'Content-Type: application/octet-stream' --data-binary 'ABC123' \
+        http://127.0.0.1:8080/lpr/recognize                 # a plate image
     curl http://127.0.0.1:8080/internal/storage/list        # what was stored
     curl -X POST http://127.0.0.1:8080/config?rate=5        # to every worker
     curl http://127.0.0.1:8080/lpr/config

@@ -323,6 +323,13 @@ def test_worker_command_usage_errors(args, code, text):
     assert 'pw' not in result.stderr
 
 
+def test_a_broker_pool_with_no_worker_yet_says_when_to_retry(app_server,
+                                                            redis_server):
+    app = app_server('remote_app', redis_server.url)   # no worker started
+    reply = app.get('/api/pid')
+    assert reply.status == 503 and reply.headers['retry-after'] == '1'
+
+
 def test_frozen_redis_is_a_prompt_503_not_a_hang(app_server, redis_server, groups):
     import os
     app = app_server('remote_app', redis_server.url, 3, 10)

@@ -235,8 +235,8 @@ class Intake:
         if pool.remote is not None and pool.remote.refusal() is not None:
             return pool.remote.refusal()
         if not pool.alive_count:
-            if pool.parked_count == pool.num_workers:
-                return NO_WORKER, 'No workers available', None
+            if pool.num_workers and pool.parked_count == pool.num_workers:
+                return NO_WORKER, 'No workers available', None  # for good
             return NO_WORKER, 'No workers available', {'retry-after': '1'}
         if self.core.pending.waiting >= self.max_pending:
             return (MAX_PENDING, _replies.TOO_MANY_PENDING,
