@@ -107,8 +107,7 @@ class ResponseError(ValueError):
 
 
 def check_status(status):
-    if isinstance(status, bool) or not isinstance(status, int) or not (
-            200 <= status <= 599):  # a final status (a 1xx is interim)
+    if not _serialize.final_status(status):
         raise ResponseError(f"bad HTTP status {status!r} (an int 200..599)")
     return status
 

@@ -50,6 +50,13 @@ def http_date():
     return date_line()[6:-2]
 
 
+def final_status(status):
+    """True for an int status a complete answer may have: 200..599 (a 1xx
+    is interim; bool is not a status)."""
+    return (not isinstance(status, bool) and isinstance(status, int)
+            and 200 <= status <= 599)
+
+
 def bodiless(status):
     """True for a status whose response has no body and no Content-Length
     (1xx, 204 No Content, 304 Not Modified)."""
@@ -114,21 +121,22 @@ def respond_headers(status, headers, cookies):
     value is joined with ', ', except Set-Cookie, whose values become
     cookies (one line each). TypeError for a status that is not an int
     200..599; ValueError as header_fields() says."""
-    if isinstance(status, bool) or not isinstance(status, int) or not (
-            200 <= status <= 599):
+    if not final_status(status):
         raise TypeError(f"bad HTTP status {status!r} (an int 200..599)")
     cookies = check_cookies(cookies)
     joined = {}
+    given = {}   # Set-Cookie headers, as cookies
     pairs = headers.items() if isinstance(headers, dict) else headers
     for name, lower, value in header_fields(pairs):
         if lower in _RESPOND_FRAMING:
             continue
         if lower == 'set-cookie':
             key, _, rest = value.partition('=')
-            cookies = dict(cookies or {})
-            cookies[key.strip()] = rest
+            given[key.strip()] = rest
             continue
         joined[name] = f'{joined[name]}, {value}' if name in joined else value
+    if given:
+        cookies = {**(cookies or {}), **given}
     return framing_lower(joined), cookies
 
 
@@ -151,7 +159,7 @@ def check_cookies(cookies):
             value = value if type(value) is str else _text(value)
         if _bad_value(name) or (value is not None and _bad_value(value)):
             raise ValueError(f"cookie {name!r} contains CR or LF")
-        if not _COOKIE_NAME.match(name):
+        if not _TOKEN.match(name):
             raise ValueError(f"cookie name {name!r} is not a token")
         if value is not None and _CONTROL.search(value):
             raise ValueError(f"cookie {name!r} contains a control character")
@@ -221,19 +229,22 @@ def header_fields(headers):
     for name, value in headers or ():
         if type(name) is not str:
             name = _text(name)
+        if _bad_value(name):
+            raise ValueError(f"header {name!r} contains CR or LF")
+        if not _TOKEN.match(name):
+            raise ValueError(f"header name {name!r} is not a token")
+        lower = name.lower()
         values = value if isinstance(value, (list, tuple)) else (value,)
         for item in values:
             if item is None:
                 raise ValueError(f"header {name!r} has no value (None)")
             item = item if type(item) is str else _text(item)
-            if _bad_value(name) or _bad_value(item):
+            if _bad_value(item):
                 raise ValueError(f"header {name!r} contains CR or LF")
-            if not _TOKEN.match(name):
-                raise ValueError(f"header name {name!r} is not a token")
             if _CONTROL.search(item):
                 raise ValueError(
                     f"header {name!r} contains a control character")
-            yield name, name.lower(), item
+            yield name, lower, item
 
 
 def _text(value):
@@ -321,5 +332,4 @@ def _bad_value(text):
 
 
 _TOKEN = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_COOKIE_NAME = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _CONTROL = _re.compile('[\x00-\x08\x0a-\x1f\x7f]')  # (tab is allowed)
