@@ -560,6 +560,12 @@ def test_reason_constants_are_distinct():
     assert all(isinstance(value, str) and value for value in values)
 
 
+def logged_errors(server):
+    """What a TestServer's processes logged at ERROR and above, as text."""
+    return '\n'.join(record.message for record in list(server.logs)
+                     if record.level >= _workers.LOG_ERROR)
+
+
 class EscapingWorker(_workers.Worker):
     @_workers.api('/api/cancelled', 'GET')
     def cancelled(self, request):
@@ -616,8 +622,7 @@ def test_base_exceptions_from_user_code_never_end_a_process():
         assert server.get('/api/pid').json()['pid'] == first  # never restarted
         status = server.status()['pools'][0]
         assert not status['degraded'] and status['restarts_in_window'] == 0
-        errors = '\n'.join(record.message for record in list(server.logs)
-                           if record.level >= _workers.LOG_ERROR)
+        errors = logged_errors(server)
         for needle in ('sync handler health', 'CancelledError',
                        'KeyboardInterrupt', 'SystemExit', 'on_response()'):
             assert needle in errors, (needle, errors)
@@ -647,8 +652,7 @@ def test_do_check_reading_a_malformed_json_body_answers_400():
                               ).status == 201
         assert server.request('POST', '/api/orders',
                               json={'lines': list(range(101))}).status == 413
-        assert not [record for record in list(server.logs)
-                    if record.level >= _workers.LOG_ERROR]
+        server.assert_no_errors()
 
 
 class AnsweringApp(_workers.Dispatcher):
@@ -678,8 +682,7 @@ def test_sync_answers_that_cannot_be_sent_are_500_and_logged():
         assert reply.status == 200
         assert reply.headers['X-Request-Id'] == '42'
         assert reply.headers['X-Links'] == 'a, b'
-        errors = '\n'.join(record.message for record in list(server.logs)
-                           if record.level >= _workers.LOG_ERROR)
+        errors = logged_errors(server)
         for needle in ('cannot send data of type set', 'bad HTTP status 999',
                        'contains a control character'):
             assert needle in errors, (needle, errors)
@@ -785,8 +788,7 @@ def test_refusals_with_a_bad_status_and_a_failing_error_hook_are_500():
             assert server.get(path).status == 500, path
         assert server.get('/api/pid').json()['pid'] == first
         assert server.status()['pools'][0]['restarts_in_window'] == 0
-        errors = '\n'.join(record.message for record in list(server.logs)
-                           if record.level >= _workers.LOG_ERROR)
+        errors = logged_errors(server)
         assert "bad HTTP status '403'" in errors
         assert "bad HTTP status '401'" in errors
         assert 'KeyboardInterrupt' in errors

@@ -468,25 +468,20 @@ def test_a_stream_whose_handler_fails_is_ended():
                                routes=['/events/**'], timeout=1)
     with TestServer(_workers.Dispatcher, [pool]) as server:
         for path in ('/events/raise', '/events/bad'):
-            with socket.create_connection(('127.0.0.1', server.port),
-                                          timeout=5) as sock:
-                sock.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'
-                             .encode())
-                data = read_to_eof(sock, path)   # ended: EOF, not a hang
+            data = read_stream(server.port, path)   # ended: EOF, not a hang
             assert data.startswith(b'HTTP/1.1 200'), data
-        assert b'data: first' in read_stream(server.port, '/events/raise')
+            if path == '/events/raise':
+                assert b'data: first' in data
         status = server.status()
         assert status['streams'] == 0 and status['pending'] == 0
-        messages = '\n'.join(record.message for record in list(server.logs))
-        assert 'the database went away mid-stream' in messages
-        assert 'not JSON serializable' in messages
+        assert 'the database went away mid-stream' in server.log_text()
+        assert 'not JSON serializable' in server.log_text()
         with socket.create_connection(('127.0.0.1', server.port),
                                       timeout=5) as sock:
             sock.sendall(b'GET /events/returns HTTP/1.1\r\nHost: x\r\n\r\n')
             deadline = time.monotonic() + 5
-            while 'the value is dropped' not in '\n'.join(
-                    record.message for record in list(server.logs)):
-                assert time.monotonic() < deadline, list(server.logs)
+            while 'the value is dropped' not in server.log_text():
+                assert time.monotonic() < deadline, server.log_text()
                 time.sleep(0.05)
 
 
@@ -494,6 +489,12 @@ def read_stream(port, path):
     with socket.create_connection(('127.0.0.1', port), timeout=5) as sock:
         sock.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
         return read_to_eof(sock, path)
+
+
+# a WebSocket upgrade of /ws (the key is RFC 6455's example)
+UPGRADE = (b'GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n'
+           b'Connection: Upgrade\r\nSec-WebSocket-Key: '
+           b'dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
 
 
 class FailingSocket(_workers.Worker):
@@ -508,10 +509,7 @@ def test_a_websocket_whose_handler_fails_after_accept_is_closed():
     with TestServer(_workers.Dispatcher, [pool]) as server:
         with socket.create_connection(('127.0.0.1', server.port),
                                       timeout=5) as sock:
-            sock.sendall(b'GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket'
-                         b'\r\nConnection: Upgrade\r\nSec-WebSocket-Key: '
-                         b'dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version:'
-                         b' 13\r\n\r\n')
+            sock.sendall(UPGRADE)
             data = read_to_eof(sock, 'the closed WebSocket')
         head, _, frames = data.partition(b'\r\n\r\n')
         assert head.startswith(b'HTTP/1.1 101')
@@ -532,10 +530,7 @@ def test_websocket_accept_headers_cannot_replace_the_handshake():
     with TestServer(_workers.Dispatcher, [pool]) as server:
         with socket.create_connection(('127.0.0.1', server.port),
                                       timeout=5) as sock:
-            sock.sendall(b'GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket'
-                         b'\r\nConnection: Upgrade\r\nSec-WebSocket-Key: '
-                         b'dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version:'
-                         b' 13\r\n\r\n')
+            sock.sendall(UPGRADE)
             head = b''
             while b'\r\n\r\n' not in head:
                 chunk = sock.recv(4096)

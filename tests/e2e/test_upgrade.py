@@ -82,20 +82,29 @@ def test_hot_upgrades_under_load_lose_nothing(tmp_path):
         # a copy that cannot start (a syntax error) leaves the old serving
         (tmp_path / 'verapp.py').write_text('this is not python\n')
         os.kill(pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 30
-        while 'hot upgrade failed' not in server.log():
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.05)
+        wait_for_log(server, 'hot upgrade failed')
         assert current_version(server) == 'v4'
     finally:
         server.close()
 
 
-def test_the_pid_file_names_the_dispatcher_serving_after_an_upgrade(tmp_path):
+def wait_for_log(server, text, timeout=30):
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+
+
+def start_v1_with_pid_file(tmp_path):
+    """Version v1 run with --pid-file: (server, the pid file)."""
     write_app(tmp_path, 'v1')
     pid_file = tmp_path / 'app.pid'
-    server = Running(tmp_path, 'verapp:App', '--host', '127.0.0.1', '--port',
-                     '0', '--pid-file', str(pid_file))
+    return Running(tmp_path, 'verapp:App', '--host', '127.0.0.1', '--port',
+                   '0', '--pid-file', str(pid_file)), pid_file
+
+
+def test_the_pid_file_names_the_dispatcher_serving_after_an_upgrade(tmp_path):
+    server, pid_file = start_v1_with_pid_file(tmp_path)
     try:
         assert pid_file.read_text().strip() == str(server.proc.pid)
         write_app(tmp_path, 'v2')
@@ -133,19 +142,13 @@ KILLS_ITS_DISPATCHER = textwrap.dedent('''
 
 
 def test_a_failed_upgrade_leaves_the_pid_file_naming_the_old_one(tmp_path):
-    write_app(tmp_path, 'v1')
-    pid_file = tmp_path / 'app.pid'
-    server = Running(tmp_path, 'verapp:App', '--host', '127.0.0.1', '--port',
-                     '0', '--pid-file', str(pid_file))
+    server, pid_file = start_v1_with_pid_file(tmp_path)
     try:
         old = str(server.proc.pid)
         assert pid_file.read_text().strip() == old
         (tmp_path / 'verapp.py').write_text(KILLS_ITS_DISPATCHER)
         os.kill(server.proc.pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 30
-        while 'hot upgrade failed' not in server.log():
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.05)
+        wait_for_log(server, 'hot upgrade failed')
         assert 'before it was ready; this one goes on serving' in server.log()
         assert current_version(server) == 'v1'
         assert pid_file.read_text().strip() == old

@@ -4,7 +4,7 @@ import pytest
 
 from uhttp.workers.policy import (
     BACKOFF_CAP, BACKOFF_FIRST, PARK, RESTART, STABLE_AFTER, RestartPolicy,
-    SlotRecord)
+    SlotRecord, backoff)
 
 
 def deaths(policy, record, count, start=0.0, step=0.01, **kwargs):
@@ -91,3 +91,9 @@ def test_permanent_exit_code_parks_without_counting():
     decision = policy.decide(record, 0.0, exitcode=4, was_ready=True,
                              served=True, lived=5, degraded=False)
     assert decision.action == RESTART and decision.degrade
+
+
+def test_backoff_doubles_to_its_cap_even_after_endless_failures():
+    assert [backoff(n, 1.0, 60.0) for n in range(1, 9)] == [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert backoff(10 ** 6, 1.0, 60.0) == 60.0   # no float overflow

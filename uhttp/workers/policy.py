@@ -40,6 +40,13 @@ class SlotRecord:
         self.streak = 0
 
 
+def backoff(failures, first, cap):
+    """Seconds to wait after `failures` (1 or more) failures in a row:
+    `first`, doubling each time, at most `cap`."""
+    exponent = min(failures - 1, 64)  # the cap is reached long before
+    return min(cap, first * (2 ** exponent))
+
+
 class RestartPolicy:
     """Counts restarts in a sliding window and spaces out failing slots.
 
@@ -81,8 +88,7 @@ class RestartPolicy:
         `streak` times in a row (0 for the first failure)."""
         if streak <= 1:
             return 0.0
-        exponent = min(streak - 2, 64)  # the cap is reached long before
-        return min(self.cap, self.first * (2 ** exponent))
+        return backoff(streak - 1, self.first, self.cap)
 
     def decide(self, record, now, exitcode, was_ready, served, lived,
                degraded):

@@ -20,6 +20,7 @@ import os as _os
 import random as _random
 import time as _time
 
+from . import policy as _policy
 from . import replies as _replies
 from .pending import PENDING_SHUTDOWN
 from .pool import ACTIVE, REPLACEMENT, RETIRING, WorkerHandle
@@ -102,7 +103,7 @@ class Retirements:
         old.replaced_by = None
         old.retire_reason = None
         old.replace_failures += 1
-        delay = min(RETRY_CAP, RETRY_FIRST * 2 ** (old.replace_failures - 1))
+        delay = _policy.backoff(old.replace_failures, RETRY_FIRST, RETRY_CAP)
         old.replace_after = _monotonic() + delay
         if reason == MAX_REQUESTS:
             old.recycle_at = old.taken + 1
