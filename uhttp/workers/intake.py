@@ -214,8 +214,7 @@ class Intake:
             self.log.error("sync handler %s for %s %s failed: %r\n%s", name,
                            client.method, client.path, err,
                            _traceback.format_exc().rstrip())
-            if client.answered_since(before) and getattr(
-                    client, '_is_streaming', False):
+            if client.answered_since(before) and client.is_streaming:
                 client.close()   # a stream it began cannot go on
                 return
             _replies.answer_error(client, 500, before=before)

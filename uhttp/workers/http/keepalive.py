@@ -94,6 +94,12 @@ class KeepAliveCycle:
         self._last_activity = _time.time()
 
     @property
+    def is_streaming(self):
+        """True once a streamed answer (SSE, NDJSON, a taken-over socket)
+        has begun on this request."""
+        return self._response_started and self._is_streaming
+
+    @property
     def in_flight(self):
         """True while a request is still arriving, or its answer (a file
         included) is still being sent; not for a stream or a WebSocket,
