@@ -386,7 +386,7 @@ class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
         if self._server.closing:
             headers['connection'] = 'close'  # the server is handing over
         no_body = _serialize.bodiless(status)
-        if status == 205:  # Reset Content: a length of 0, no body
+        if _serialize.contentless(status):  # (205: no body, a length of 0)
             data = None
         if data is not None and not no_body:
             data = _serialize.respond_data(headers, data)
