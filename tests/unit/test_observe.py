@@ -202,6 +202,32 @@ def test_route_table_find_names_the_pattern():
     assert table.find('GET', '/zzz') == (None, None, None)
 
 
+def test_a_request_no_answer_labelled_gets_its_route_matched_here():
+    class Handle:
+        def __init__(self, routes):
+            self.routes = routes
+
+    class Pool:
+        handles = [Handle(()), Handle(('/a', '/item/{id:int}', '/files/{rest:path}'))]
+
+    class Pending:
+        pool = Pool()
+        method = 'GET'
+
+        def __init__(self, path):
+            self.path = path
+
+    app, _ = dispatcher(metrics_path='/metrics')
+    observer = core_of(app).observe
+    worker = Pool.handles[1]
+    assert observer.route_of(Pending('/item/7'), worker) == '/item/{id:int}'
+    assert observer.route_of(Pending('/files/x/y'), None) == '/files/{rest:path}'
+    assert observer.route_of(Pending('/item/x'), worker) == ''
+    assert observer.route_of(Pending(None), worker) == ''
+    Pool.handles = [Handle(())]     # no worker has said its routes yet
+    assert observer.route_of(Pending('/a'), None) == ''
+
+
 # -- the status probe ---------------------------------------------------------------------
 
 class _Connection:

@@ -22,6 +22,7 @@ from . import metrics as _metrics
 from . import feed as _feed
 from . import intake as _intake
 from . import replies as _replies
+from . import routing as _routing
 from . import wssession as _wssession
 from .http.parse import METHODS as _METHODS
 from .probe import probe_status
@@ -166,6 +167,7 @@ class Observer(_feed.DashboardFeed):
         self.started = _time.time()
         self.requests = {}      # (pool, route, method, status) -> count
         self.durations = {}     # (pool, route) -> histogram cell
+        self.route_tables = {}  # worker route patterns -> RouteTable
         self.queue_waits = {}   # pool -> histogram cell
         self.timeouts = {}      # pool -> count
         self.rejected = {}      # (pool, reason) -> count
@@ -226,6 +228,8 @@ class Observer(_feed.DashboardFeed):
             routes = handle.routes
             if index < len(routes):
                 route = routes[index]
+        elif index is None:   # no answer said it (a crash, a timeout, a refusal)
+            route = self.route_of(pending, handle)
         status = pending.status
         if status is None:
             status = DISCONNECTED
@@ -248,6 +252,33 @@ class Observer(_feed.DashboardFeed):
                              status, pending.size, duration, pool,
                              None if handle is None else handle.index, route,
                              pending.request_id)
+
+    def route_of(self, pending, handle):
+        """The route pattern a request no answer labelled would have taken,
+        matched here against its worker's (or its pool's) route table; ''
+        when none matches. Off the common path: answers carry the index."""
+        routes = handle.routes if handle is not None else ()
+        if not routes:
+            others = pending.pool.handles
+            if isinstance(others, dict):    # a remote pool's, by name
+                others = others.values()
+            routes = next((other.routes for other in others
+                           if other.routes), ())
+        if not routes or pending.path is None:
+            return ''
+        table = self.route_tables.get(routes)
+        if table is None:
+            table = _routing.RouteTable()
+            for position, text in enumerate(routes):
+                try:
+                    table.add(text, None, position)
+                except _routing.PatternError:
+                    continue
+            if len(self.route_tables) > 64:
+                self.route_tables.clear()
+            self.route_tables[routes] = table
+        target, _ = table.lookup(pending.method, pending.path)
+        return '' if target is None else routes[target]
 
     def count(self, pool, route, method, status, duration):
         requests = self.requests
