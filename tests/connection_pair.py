@@ -26,7 +26,7 @@ class Owner:
     def client_stalled(self, connection, limit):
         pass
 
-    def request_refused(self, connection, status):
+    def request_refused(self, connection, status, size):
         self.refused.append(status)
 
     def accept_exhausted(self, err):

@@ -302,16 +302,18 @@ def test_refusals_before_routing_are_counted_and_logged():
                     access_log=True, max_content_length=1000,
                     max_headers_length=1024, request_timeout=1) as server:
         port = server.port
-        assert exchange(port, b'GET /x HTTP/1.1\r\nBad Header\r\n\r\n'
-                        ).startswith(b'HTTP/1.1 400 ')
-        assert exchange(port, b'POST /api/item/1 HTTP/1.1\r\nHost: h\r\n'
-                        b'Content-Length: 5000\r\n\r\n').startswith(
-                            b'HTTP/1.1 413 ')
-        assert exchange(port, b'GET / HTTP/1.1\r\nHost: h\r\nX-Items: '
-                        + b'a' * 1100 + b'\r\n\r\n').startswith(
-                            b'HTTP/1.1 431 ')
-        assert exchange(port, b'GET /api/item/1 HTTP/1.1\r\n').startswith(
-            b'HTTP/1.1 408 ')  # the rest of the head never comes
+        replies = [
+            exchange(port, b'GET /x HTTP/1.1\r\nBad Header\r\n\r\n'),
+            exchange(port, b'POST /api/item/1 HTTP/1.1\r\nHost: h\r\n'
+                     b'Content-Length: 5000\r\n\r\n'),
+            exchange(port, b'GET / HTTP/1.1\r\nHost: h\r\nX-Items: '
+                     + b'a' * 1100 + b'\r\n\r\n'),
+            exchange(port, b'GET /api/item/1 HTTP/1.1\r\n'),  # never ends
+        ]
+        for reply, status in zip(replies, (b'400', b'413', b'431', b'408')):
+            assert reply.startswith(b'HTTP/1.1 ' + status + b' '), reply
+        sizes = [len(reply.partition(b'\r\n\r\n')[2]) for reply in replies]
+        assert all(sizes), replies
         assert server.get('/api/item/1').status == 200  # still serving
         _, families = scrape(server)
         for method, status in (('', '400'), ('POST', '413'), ('', '431'),
@@ -322,10 +324,11 @@ def test_refusals_before_routing_are_counted_and_logged():
                                   else None)(
             [record.message for record in list(server.logs)
              if record.name == 'access']), what='five access lines')
-        assert '"- -" 400 - ' in lines[0]
-        assert '"POST /api/item/1" 413 - ' in lines[1]
-        assert '"- -" 431 - ' in lines[2]
-        assert '"- -" 408 - ' in lines[3]
+        # each with the size of the body it was sent
+        assert f'"- -" 400 {sizes[0]} ' in lines[0]
+        assert f'"POST /api/item/1" 413 {sizes[1]} ' in lines[1]
+        assert f'"- -" 431 {sizes[2]} ' in lines[2]
+        assert f'"- -" 408 {sizes[3]} ' in lines[3]
         assert '"GET /api/item/1" 200 ' in lines[4]
 
 

@@ -84,11 +84,11 @@ class Front:
         as disconnected, an open stream included."""
         self.core.end(pending, PENDING_DISCONNECTED)
 
-    def request_refused(self, connection, status):
+    def request_refused(self, connection, status, size):
         """The HTTP layer refused a request before routing (400, 408, 413,
         431, 501, 505, 507, or 503 for too many connections)."""
         if self.core.observe is not None:
-            self.core.observe.refused_early(connection, status)
+            self.core.observe.refused_early(connection, status, size)
 
     def client_stalled(self, connection, limit):
         self.log.warning(

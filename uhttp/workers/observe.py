@@ -320,15 +320,18 @@ class Observer(_feed.DashboardFeed):
         self.served(client, began, status, '', pool.name, size=size,
                     method=method, path=path)
 
-    def refused_early(self, client, status):
-        """The HTTP layer answered before a request was routed: counted
-        with pool and route '', and its method when the head was read."""
+    def refused_early(self, client, status, size=None):
+        """The HTTP layer answered before a request was routed (`size`
+        bytes of body): counted with pool and route '', and its method
+        when the head was read."""
         method = client.method if client.method in _METHODS else ''
+        if method == 'HEAD':
+            size = 0
         started = client.request_started
         duration = max(0.0, _time.time() - started) if started else 0.0
         self.count('', '', method, status, duration)
         if self.access is not None:
-            self.access_line(client, method, client.path, status, None,
+            self.access_line(client, method, client.path, status, size,
                              duration, '', None, '', None)
 
     def timed_out(self, pool):

@@ -39,8 +39,9 @@ class KeepAliveCycle:
         """Answer a request refused while it was read (as uhttp-server
         does): its status and text, and the connection closes; the server
         is told, for the counts and the access log."""
-        self._server.refused(self, err.status)
-        self.respond(data=str(err).encode('utf-8'), status=err.status,
+        body = str(err).encode('utf-8')
+        self._server.refused(self, err.status, body)
+        self.respond(data=body, status=err.status,
                      headers=dict(_REFUSAL_HEADERS))
 
     def _read_while_pending(self):

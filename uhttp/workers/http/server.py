@@ -114,9 +114,9 @@ class Server(_server.HttpServer):
         self._owner.connection_failed(connection, err)
         try:
             if connection.is_open and not connection.response_started:
-                self.refused(connection, 400)
+                self.refused(connection, 400, _BAD_REQUEST)
                 connection.respond(
-                    data=b'Bad Request', status=400,
+                    data=_BAD_REQUEST, status=400,
                     headers={'connection': 'close',
                              'content-type': 'text/plain; charset=UTF-8'})
             else:
@@ -127,12 +127,13 @@ class Server(_server.HttpServer):
     def client_gone(self, pending):
         self._owner.client_gone(pending)
 
-    def refused(self, connection, status):
-        """The HTTP layer answers `connection` with `status` before any
-        request reached the dispatcher (a malformed or oversized request,
-        a timeout, too many connections): the owner counts it."""
+    def refused(self, connection, status, body):
+        """The HTTP layer answers `connection` with `status` and `body`
+        (bytes) before any request reached the dispatcher (a malformed or
+        oversized request, a timeout, too many connections): the owner
+        counts it."""
         try:
-            self._owner.request_refused(connection, status)
+            self._owner.request_refused(connection, status, len(body))
         except Exception as err:  # pylint: disable=broad-except
             self._owner.connection_failed(connection, err)
 
@@ -224,11 +225,12 @@ class Server(_server.HttpServer):
         return False
 
     def _refuse(self, connection):
-        self.refused(connection, 503)
+        self.refused(connection, 503, _TOO_MANY)
         try:
             connection.respond(
-                data={'error': 'Too many connections'}, status=503,
-                headers={'connection': 'close', 'retry-after': '1'})
+                data=_TOO_MANY, status=503,
+                headers={'connection': 'close', 'retry-after': '1',
+                         'content-type': 'application/json'})
         except Exception:  # pylint: disable=broad-except
             pass
         connection.close()
@@ -269,12 +271,18 @@ class Server(_server.HttpServer):
             if connection.is_loaded:
                 continue
             if connection.is_timed_out or connection.request_overdue(now):
-                self.refused(connection, 408)
+                self.refused(connection, 408, _REQUEST_TIMEOUT)
                 connection.respond(
-                    'Request Timeout', status=408,
-                    headers={'connection': 'close'})
+                    _REQUEST_TIMEOUT, status=408,
+                    headers={'connection': 'close',
+                             'content-type': 'text/plain; charset=UTF-8'})
                 if connection.has_data_to_send:
                     connection.close()
+
+
+_BAD_REQUEST = b'Bad Request'
+_TOO_MANY = b'{"error": "Too many connections"}'
+_REQUEST_TIMEOUT = b'Request Timeout'
 
 
 def _has_unread(sock):
