@@ -91,6 +91,8 @@ def test_hooks(example):
 def test_demo(example):
     server = example('demo')
     assert b'uhttp-workers demo' in server.get('/').body
+    icon = server.get('/favicon.svg')     # the page's icon, no 404 per visit
+    assert icon.status == 200 and icon.body.startswith(b'<svg')
     assert server.get('/style.css').headers['content-type'].startswith('text/css')
     assert server.get('/health').json == {'status': 'ok'}
     assert server.post('/api/notes', json_body={'text': 'x'}).status == 401
