@@ -187,6 +187,20 @@ def test_a_spooled_body_file_is_its_own_file(tmp_path):
         view.close()
 
 
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
+    fifo = tmp_path / 'pipe'
+    os.mkfifo(fifo)     # no writer: a blocking open() would never return
+    with pytest.raises(OSError, match='not a regular file'):
+        _files.open_file(_workers.FileResponse(str(fifo)))
+
+
+def test_a_regular_file_opened_reads_blocking_as_ever(tmp_path):
+    path = tmp_path / 'a.txt'
+    path.write_bytes(b'text')
+    fd, _ = _files.open_file(_workers.FileResponse(str(path)))
+    assert _read_fd(fd) == b'text'
+
+
 @pytest.mark.parametrize('name, download_name, expected', [
     ('/tmp/tmpx81k', 'export.csv', 'text/csv; charset=UTF-8'),
     ('report.json', 'export.csv', 'application/json'),

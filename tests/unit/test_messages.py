@@ -340,15 +340,21 @@ class TestCheckHeaders:
         assert check_headers({'X-A': '1', 'X-B': 2}) == [
             ('X-A', '1'), ('X-B', '2')]
 
-    def test_list_of_pairs_keeps_duplicates(self):
-        assert check_headers([('Link', 'a'), ('Link', 'b')]) == [
-            ('Link', 'a'), ('Link', 'b')]
+    def test_a_repeated_name_is_joined_at_its_first_place(self):
+        assert check_headers([('Link', 'a'), ('X', '1'), ('link', 'b')]) == [
+            ('Link', 'a, b'), ('X', '1')]
+
+    def test_set_cookie_stays_one_line_each(self):
+        assert check_headers([('Set-Cookie', 'a=1'), ('Set-Cookie', 'b=2'),
+                              ('Vary', ['Accept', 'Cookie'])]) == [
+            ('Set-Cookie', 'a=1'), ('Set-Cookie', 'b=2'),
+            ('Vary', 'Accept, Cookie')]
 
     def test_as_they_are_sent(self):
         assert check_headers({b'X-Request-Id': b'42', 'X-Tag': bytearray(
             b'caf\xe9')}) == [('X-Request-Id', '42'), ('X-Tag', 'caf\u00e9')]
         assert check_headers({'Link': ['</a>', '</b>']}) == [
-            ('Link', '</a>'), ('Link', '</b>')]
+            ('Link', '</a>, </b>')]
 
     @pytest.mark.parametrize('headers', [
         {'X': 'a\r\nb'}, {'X': 'a\nb'}, {'X': 'a\rb'}, {'X\n': 'v'},

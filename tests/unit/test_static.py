@@ -145,7 +145,8 @@ class TestResolve:
         assert mount.resolve(rest) is None
 
     @pytest.mark.parametrize('rest', ['/missing.txt', '/sub/missing',
-                                      '/a.txt/more'])
+                                      '/a.txt/more', '/a.txt/', '/a.txt//',
+                                      '/a.txt/.', '/sub/page.css/'])
     def test_missing(self, mount, rest):
         assert mount.resolve(rest) is None
 

@@ -115,7 +115,11 @@ def open_file(response):
     (with a message for the log)."""
     source = response.path_or_file
     if isinstance(source, (str, bytes, _os.PathLike)):
-        fd = _os.open(source, _os.O_RDONLY | getattr(_os, 'O_CLOEXEC', 0))
+        # O_NONBLOCK: a FIFO's open() would wait for a writer (the worker
+        # stuck); it opens at once and is refused below. For a regular
+        # file the flag changes nothing.
+        fd = _os.open(source, _os.O_RDONLY | _os.O_NONBLOCK
+                      | getattr(_os, 'O_CLOEXEC', 0))
     else:
         try:
             fd = descriptor_of(source)

@@ -132,8 +132,8 @@ def _check_token(value, what):
 
 def check_headers(headers):
     """Validate response headers, returning them as a list of (name, value)
-    as the dispatcher will send them (bytes as Latin-1, a list one line per
-    item)."""
+    as the dispatcher will send them (bytes as Latin-1; a repeated name or
+    a list value joined with ', ', except Set-Cookie: one line each)."""
     if not headers:
         return None
     try:
@@ -145,8 +145,7 @@ def check_headers(headers):
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise ResponseError(f"bad header item {item!r}")
     try:
-        return [(name, value) for name, _, value in
-                _serialize.header_fields(items)]
+        return _serialize.joined_fields(items)
     except ValueError as err:
         raise ResponseError(str(err)) from None
 

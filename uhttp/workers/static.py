@@ -123,6 +123,9 @@ class StaticMount:
             info = _os.stat(real)
         except (OSError, ValueError):
             return None
+        if (not _stat.S_ISDIR(info.st_mode)
+                and rest.rsplit('/', 1)[-1] in ('', '.')):
+            return None  # 'file.txt/' names a directory, which it is not
         if _stat.S_ISDIR(info.st_mode):
             index = _os.path.join(real, INDEX_FILE)
             try:

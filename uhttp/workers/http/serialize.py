@@ -127,14 +127,15 @@ def respond_headers(status, headers, cookies):
     joined = {}
     given = {}   # Set-Cookie headers, as cookies
     pairs = headers.items() if isinstance(headers, dict) else headers
-    for name, lower, value in header_fields(pairs):
+    for name, value in joined_fields(pairs):
+        lower = name.lower()
         if lower in _RESPOND_FRAMING:
             continue
         if lower == 'set-cookie':
             key, _, rest = value.partition('=')
             given[key.strip()] = rest
             continue
-        joined[name] = f'{joined[name]}, {value}' if name in joined else value
+        joined[name] = value
     if given:
         cookies = {**(cookies or {}), **given}
     return framing_lower(joined), cookies
@@ -245,6 +246,23 @@ def header_fields(headers):
                 raise ValueError(
                     f"header {name!r} contains a control character")
             yield name, lower, item
+
+
+def joined_fields(headers):
+    """header_fields() as a list of (name, value) lines, a repeated name
+    (in any case) or a list value joined with ', ' at its first place,
+    except Set-Cookie, which stays one line per value."""
+    lines = []
+    where = {}   # lower name -> its index in lines
+    for name, lower, value in header_fields(headers):
+        at = where.get(lower)
+        if at is None:
+            if lower != 'set-cookie':
+                where[lower] = len(lines)
+            lines.append((name, value))
+        else:
+            lines[at] = (lines[at][0], f'{lines[at][1]}, {value}')
+    return lines
 
 
 def _text(value):
