@@ -375,6 +375,24 @@ def test_slow_reader_is_closed_1008(served):
         sock.close()
 
 
+def test_a_flood_reaches_a_client_that_reads_it_whole(served):
+    """400 messages of 64 KiB sent in a loop (25 MiB, far over the send
+    buffer limit) arrive, every one: the worker is held back while its
+    client catches up, never cut off."""
+    server, _ = served
+
+    async def talk():
+        async with connect(f'ws://127.0.0.1:{server.port}/ws/echo/flood',
+                           max_size=None, compression=None) as ws:
+            await ws.recv()   # hello
+            await ws.send('flood')
+            sizes = [len(await ws.recv()) for _ in range(400)]
+            assert sizes == [65536] * 400
+            await ws.send('after')
+            assert await ws.recv() == 'after'
+    run(talk())
+
+
 def rss_mb(pid):
     with open(f'/proc/{pid}/status', encoding='ascii') as status:
         for line in status:

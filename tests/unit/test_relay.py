@@ -50,6 +50,10 @@ class Client:
         self.sent.append(('chunk', data))
         return True
 
+    stream_send = send_chunk   # (a local worker's stream: never refused)
+    send_buffer_size = 0
+    max_send_buffer_size = 256 * 1024
+
     def end_stream(self):
         self.sent.append(('end',))
         self.pending = None

@@ -92,6 +92,10 @@ KEEPALIVE_PRIVATE = (
     '_read_paused', '_update_interest', '_should_keep_alive',
     '_request_start')
 
+# HttpConnection's private names that http/streamdrain.py (streams queued
+# whole while the dispatcher holds their worker back) uses
+STREAMDRAIN_PRIVATE = ('_socket', '_send_buffer')
+
 SERVER_PUBLIC = (
     'socket', 'selector', 'is_secure', 'close', 'handle_event',
     'remove_connection', 'maintenance')
@@ -108,11 +112,13 @@ GLUE = {'connection.py': (_server.HttpConnection, CONNECTION_PRIVATE),
         'takeover.py': (_server.HttpConnection, TAKEOVER_PRIVATE),
         'spoolbody.py': (_server.HttpConnection, SPOOLBODY_PRIVATE),
         'bodyinto.py': (_server.HttpConnection, BODYINTO_PRIVATE),
-        'keepalive.py': (_server.HttpConnection, KEEPALIVE_PRIVATE)}
+        'keepalive.py': (_server.HttpConnection, KEEPALIVE_PRIVATE),
+        'streamdrain.py': (_server.HttpConnection, STREAMDRAIN_PRIVATE)}
 # Connection and the mixins it is made of: the private names one of them
 # defines are the others' own too
 MIXINS = {'connection.py': ('takeover.py', 'sendfile.py', 'spoolbody.py',
-                             'bodyinto.py', 'keepalive.py'),
+                             'bodyinto.py', 'keepalive.py', 'streamdrain.py'),
+          'streamdrain.py': ('connection.py',),
           'keepalive.py': ('connection.py', 'spoolbody.py', 'bodyinto.py'),
           'spoolbody.py': ('connection.py',),
           'bodyinto.py': ('connection.py', 'spoolbody.py')}
@@ -230,7 +236,8 @@ def test_glue_uses_listed_privates_of_its_own_base_class_only(connection,
                                                               server):
     instances = {'connection.py': connection, 'server.py': server,
                  'takeover.py': connection, 'spoolbody.py': connection,
-                 'bodyinto.py': connection, 'keepalive.py': connection}
+                 'bodyinto.py': connection, 'keepalive.py': connection,
+                 'streamdrain.py': connection}
     for name, (_, listed) in GLUE.items():
         uses, defined = private_uses(os.path.join(HTTP, name))
         for mixin in MIXINS.get(name, ()):  # Connection's own parts

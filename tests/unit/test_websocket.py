@@ -10,6 +10,7 @@ from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionType
 from wsproto import events
 
+from uhttp.workers import streamhold as _streamhold
 from uhttp.workers import channel as _channel
 from uhttp.workers import messages as _msg
 from uhttp.workers import routing as _routing
@@ -144,6 +145,7 @@ class FakeHub:
         self.log = types.SimpleNamespace(warning=lambda *args: None)
         self.core = types.SimpleNamespace(
             stopping=False,
+            streamhold=_streamhold.StreamHold(None),  # (no pipe: not held)
             end=lambda pending, reason, tell_worker=None: self.ended.append(
                 reason))
 
@@ -219,6 +221,7 @@ def test_too_big_closes_1009_and_tells_once():
     assert hub.ended == ['stream_closed'] and connection.ended
     ws.connection_lost()
     assert len(hub.told) == 1 and 7 not in hub.sessions
+    assert hub.ended == ['stream_closed']   # ended once, by the server
 
 
 def test_client_close_is_answered_and_told():
@@ -227,6 +230,7 @@ def test_client_close_is_answered_and_told():
     got = server_events(peer, connection)
     assert got[0].code == 4001
     assert hub.told == [(_msg.M_WS_CLOSED, 7, 4001, 'bye')]
+    assert hub.ended == ['disconnected']    # the client ended it
 
 
 def test_worker_close_waits_for_the_answer():
@@ -238,12 +242,14 @@ def test_worker_close_waits_for_the_answer():
     assert connection.sent == b''
     ws.data_received(peer.send(got[0].response()))
     assert hub.told == [(_msg.M_WS_CLOSED, 7, 4000, 'done')]
+    assert hub.ended == ['stream_closed']   # the worker ended it
 
 
 def test_lost_connection_is_1006_and_ended_by_the_server_1011():
     ws, hub, _, _ = session()
     ws.connection_lost()
     assert hub.told == [(_msg.M_WS_CLOSED, 7, 1006, '')]
+    assert hub.ended == ['disconnected']    # the client left
     ws, hub, connection, peer = session()
     ws.ended()
     assert server_events(peer, connection)[0].code == 1011
@@ -262,7 +268,7 @@ def test_a_dead_worker_is_told_nothing():
     ws, hub, _, _ = session()
     ws.handle.alive = False
     ws.connection_lost()
-    assert hub.told == [] and hub.ended == ['stream_closed']
+    assert hub.told == [] and hub.ended == ['disconnected']
 
 
 def test_invalid_utf8_closes_1007():

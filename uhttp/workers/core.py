@@ -39,6 +39,7 @@ from .control import Control
 from .delivery import Delivery
 from .front import Front
 from .relay import Relay
+from .streamhold import StreamHold
 from .remotepools import RemotePools
 from .retirement import Retirements
 from .shutdown import Shutdown
@@ -90,6 +91,7 @@ class Core:
         self.backpressure = Backpressure(self)
         self.front = Front(self)
         self.ws = WsHub(self)
+        self.streamhold = StreamHold(self)
         self.relay = Relay(self)
         self.supervisor = Supervisor(self)
         self.remotes = RemotePools(self)

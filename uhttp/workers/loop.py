@@ -333,6 +333,7 @@ class Direct:
     def __init__(self, selector):
         self.selector = selector
         self.fds = set()
+        self.held = {}   # fd -> SelectorKey, unregistered while held
 
     def register(self, fd, events, data):
         self.selector.register(fd, events, data)
@@ -340,7 +341,20 @@ class Direct:
 
     def unregister(self, fd):
         self.fds.discard(fd)
-        forget(self.selector, fd)
+        if self.held.pop(fd, None) is None:
+            forget(self.selector, fd)
+
+    def hold(self, fd, held):
+        """Stop (or start again) reading a worker's pipe, left registered
+        (streamhold.py)."""
+        if fd in self.fds:
+            if isinstance(self.selector, BoundedSelector):
+                self.selector.mute(fd, held)
+            elif held:
+                self.held[fd] = self.selector.unregister(fd)
+            elif fd in self.held:
+                key = self.held.pop(fd)
+                self.selector.register(fd, key.events, key.data)
 
     def poll(self):
         try:

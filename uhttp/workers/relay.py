@@ -14,6 +14,7 @@ from . import messages as _msg
 from . import pending as _pending
 from . import replies as _replies
 from . import sharedbody as _sharedbody
+from . import streamhold as _streamhold
 from .fds import close_fd as _close_fd
 from .pending import PENDING_COMPLETED, PENDING_STREAM_CLOSED
 
@@ -263,12 +264,27 @@ class Relay:
         client = pending.client
         if not client.is_open:
             return
-        if not client.send_chunk(message[2]):
+        hold = self.core.streamhold
+        if hold.can_hold(handle):
+            if client.stream_send(message[2]):
+                hold.sent(handle, client, lambda: self.stalled(pending))
+        elif not client.send_chunk(message[2]):
             if not client.is_open or pending.done:
                 self.log.warning(
                     "stream %s dropped: the client does not read fast enough "
                     "(send buffer limit %d bytes)", pending.request_id,
                     client.max_send_buffer_size)
+
+    def stalled(self, pending):
+        """A stream's client read nothing while it held its worker back:
+        dropped, as a client that left (its worker gets on_disconnect)."""
+        client = pending.client
+        if client.is_open:
+            self.log.warning(
+                "stream %s dropped: its client read nothing for %ss with %d "
+                "bytes waiting", pending.request_id, _streamhold.STALL_LIMIT,
+                client.send_buffer_size)
+            client.close()
 
     def stream_end(self, handle, message):
         request_id = message[1]

@@ -186,6 +186,7 @@ class Supervisor:
                     self.loop.workers.unregister(fd)
                 close_fd(fd)
         handle.closed()
+        self.core.streamhold.forget(handle)
         self.core.delivery.dirty.discard(handle)
 
     # -- what follows a death ---------------------------------------------------
@@ -280,6 +281,8 @@ class Supervisor:
         limit = handle.pool.stuck_timeout
         if now - handle.slot.read()[0] <= limit:
             return False
+        if self.core.streamhold.holds(handle):
+            return False  # its send waits on a stream's client, and us
         # re-read: a torn read must not kill a healthy worker
         age = _monotonic() - handle.slot.read()[0]
         if age <= limit:

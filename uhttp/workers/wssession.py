@@ -29,8 +29,10 @@ from wsproto.utilities import ProtocolError as _ProtocolError
 
 from . import channel as _channel
 from . import messages as _msg
+from . import streamhold as _streamhold
 from .http import serialize as _serialize
-from .pending import PENDING_COMPLETED, PENDING_STREAM_CLOSED
+from .pending import (PENDING_COMPLETED, PENDING_DISCONNECTED,
+                      PENDING_STREAM_CLOSED)
 from .wsdeflate import BoundedDeflate
 
 _GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -203,18 +205,27 @@ class WsSession:
             else:
                 answer = _events.CloseConnection(code, reason)
             self.write(self.proto.send(answer))
-            self.finish(code, reason)
+            self.finish(code, reason, by_client=True)
         else:  # the answer to our close frame
             self.finish(self.close_code or code, reason)
 
     def connection_lost(self):
         """The socket closed without a close handshake."""
-        self.finish(self.close_code or ABNORMAL, '', drop=False)
+        self.finish(self.close_code or ABNORMAL, '', drop=False,
+                    by_client=self.close_code is None)
 
     # -- bytes out ---------------------------------------------------------
 
     def write(self, data):
-        if data and not self.connection.send_raw(data):
+        if not data:
+            return True
+        hold = self.hub.core.streamhold
+        if hold.can_hold(self.handle):   # queued; its worker held back
+            if not self.connection.stream_send(data):
+                return False
+            hold.sent(self.handle, self.connection, self.stalled)
+            return True
+        if not self.connection.send_raw(data):
             if self.connection.is_open:
                 self.hub.log.warning(
                     "websocket %s dropped: the client does not read fast "
@@ -223,6 +234,15 @@ class WsSession:
             self.finish(POLICY, 'slow reader', flush=False)
             return False
         return True
+
+    def stalled(self):
+        """Its client read nothing while it held its worker back."""
+        if not self.finished and self.connection.is_open:
+            self.hub.log.warning(
+                "websocket %s dropped: its client read nothing for %ss with "
+                "%d bytes waiting", self.request_id, _streamhold.STALL_LIMIT,
+                self.connection.send_buffer_size)
+            self.finish(POLICY, 'slow reader', flush=False, by_client=True)
 
     def send_message(self, message):
         if self.proto.state != _State.OPEN:
@@ -258,9 +278,12 @@ class WsSession:
             self.write(self.proto.send(_events.CloseConnection(code)))
         self.finish(code, '', drop=False, end=False)  # the caller ends it
 
-    def finish(self, code, reason, flush=True, drop=True, end=True):
-        """The session ends: the worker is told (once), the request ends,
-        the socket closes (after what is buffered, when `flush`)."""
+    def finish(self, code, reason, flush=True, drop=True, end=True,
+               by_client=False):
+        """The session ends: the worker is told (once), the request ends
+        (PENDING_DISCONNECTED when the client closed or left, `by_client`,
+        else PENDING_STREAM_CLOSED), the socket closes (after what is
+        buffered, when `flush`)."""
         if self.finished:
             return
         self.finished = True
@@ -275,8 +298,8 @@ class WsSession:
         if connection.pending is self.pending:
             connection.pending = None
         if end:
-            self.hub.core.end(self.pending, PENDING_STREAM_CLOSED,
-                              tell_worker=False)
+            self.hub.core.end(self.pending, PENDING_DISCONNECTED if by_client
+                              else PENDING_STREAM_CLOSED, tell_worker=False)
         if drop:
             connection.release_take_over()
             if flush:
@@ -380,6 +403,8 @@ class WsHub:
             return
         handle.held[request_id] = item if item is not None else pending
         self.core.pending.stream_started(pending)
+        pending.status = 101   # counted and logged as switched, not as 499
+        pending.head_at = self.core.now()
         session = WsSession(self, pending, handle, agreed)
         self.sessions[request_id] = session
         self.arm(self.core.now())

@@ -19,6 +19,7 @@ from .canned import SendsCanned
 from .keepalive import KeepAliveCycle
 from .sendfile import SendFile
 from .spoolbody import SpoolBody
+from .streamdrain import StreamDrain
 from .takeover import TakeOver
 
 EVENT_READ = _selectors.EVENT_READ
@@ -46,8 +47,8 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(KeepAliveCycle, TakeOver, SendFile, SendsCanned, SpoolBody,
-                 BodyInto, _server.HttpConnection):
+class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
+                 SpoolBody, BodyInto, _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,

@@ -1,0 +1,168 @@
+"""Streams faster than their clients: a worker writing a stream in a loop
+is held back while its client catches up (every byte arrives, nothing is
+buffered without bound), a client that stops reading is dropped after
+streamhold.STALL_LIMIT and its worker goes on, and a worker held that way
+is not taken for stuck."""
+import hashlib
+import http.client
+import os
+import socket
+import time
+
+import uhttp.workers as _workers
+from uhttp.workers import streamhold as _streamhold
+from uhttp.workers.testing import TestServer
+
+CHUNK = 65536
+WAIT = 30
+
+
+class ExportWorker(_workers.Worker):
+    def setup(self):
+        self.gone = []
+        self.sent = {}
+
+    @_workers.api('/api/export/{count:int}', 'GET')
+    def export(self, request):
+        request.response_stream('application/x-ndjson')
+        count = request.path_params['count']
+        sent = 0
+        for number in range(count):
+            if not request.send_chunk(bytes([number % 251]) * CHUNK):
+                break
+            sent += 1
+        self.sent[request.request_id] = sent
+        request.response_stream_end()
+        return _workers.DEFERRED
+
+    @_workers.api('/api/forever', 'GET')
+    def forever(self, request):
+        request.response_stream()
+        for _ in range(100_000):     # until its client is dropped
+            if not request.send_chunk(b'x' * CHUNK):
+                break
+        return _workers.DEFERRED
+
+    def on_disconnect(self, request_id):
+        self.gone.append(request_id)
+
+    @_workers.api('/api/gone', 'GET')
+    def gone_ids(self, request):
+        return {'gone': self.gone}
+
+    @_workers.api('/api/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid()}
+
+
+def expected_digest(count):
+    digest = hashlib.sha256()
+    for number in range(count):
+        digest.update(bytes([number % 251]) * CHUNK)
+    return digest.hexdigest()
+
+
+def read_all(server, path, pace=None):
+    """GET `path` and read to the end (`pace`: (bytes, seconds) between
+    reads, a slow client): (status, byte count, sha256)."""
+    connection = http.client.HTTPConnection('127.0.0.1', server.port,
+                                            timeout=WAIT)
+    try:
+        connection.request('GET', path)
+        reply = connection.getresponse()
+        digest = hashlib.sha256()
+        size = 0
+        while True:
+            data = reply.read(pace[0] if pace else 1 << 20)
+            if not data:
+                break
+            digest.update(data)
+            size += len(data)
+            if pace:
+                time.sleep(pace[1])
+        return reply.status, size, digest.hexdigest()
+    finally:
+        connection.close()
+
+
+def wait_for(predicate, what, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def pool(**kwargs):
+    return _workers.WorkerPool(ExportWorker, num_workers=1,
+                               routes=['/api/**'], **kwargs)
+
+
+def test_a_stream_written_in_a_loop_reaches_a_fast_client_whole():
+    with TestServer(_workers.Dispatcher, [pool()]) as server:
+        for count in (300, 1):   # 19.7 MB, then a small one on the same worker
+            assert read_all(server, f'/api/export/{count}') == (
+                200, count * CHUNK, expected_digest(count))
+        assert not [record for record in list(server.logs)
+                    if 'dropped' in record.message], server.log_text()
+
+
+def test_a_client_that_stops_reading_is_dropped_and_its_worker_goes_on():
+    with TestServer(_workers.Dispatcher, [pool()]) as server:
+        sock = socket.create_connection(('127.0.0.1', server.port),
+                                        timeout=WAIT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            sock.sendall(b'GET /api/forever HTTP/1.1\r\nHost: x\r\n\r\n')
+            assert sock.recv(12) == b'HTTP/1.1 200'
+            began = time.monotonic()   # ... and never reads again
+            gone = wait_for(lambda: server.get('/api/gone').json()['gone'],
+                            'the worker to hear its client was dropped')
+            waited = time.monotonic() - began
+        finally:
+            sock.close()
+        assert len(gone) == 1
+        assert waited < _streamhold.STALL_LIMIT + 10, waited
+        assert any('read nothing for' in record.message
+                   for record in list(server.logs)), server.log_text()
+        # the worker was only held, never lost: it serves on
+        assert read_all(server, '/api/export/3') == (
+            200, 3 * CHUNK, expected_digest(3))
+        server.assert_no_errors()
+
+
+def test_a_worker_held_by_a_slow_reader_is_not_taken_for_stuck():
+    """The client reads 64 KiB every 20 ms (~3 MB/s) through a small
+    receive buffer: for seconds, the worker, blocked on its full pipe,
+    writes no heartbeat, far longer than its stuck_timeout."""
+    slow = pool(stuck_timeout=0.6, heartbeat_interval=0.2)
+    count = 160
+    with TestServer(_workers.Dispatcher, [slow]) as server:
+        pid = server.get('/api/pid').json()['pid']
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHUNK)
+        sock.settimeout(WAIT)
+        sock.connect(('127.0.0.1', server.port))
+        try:
+            sock.sendall(f'GET /api/export/{count} HTTP/1.1\r\nHost: x\r\n'
+                         '\r\n'.encode())
+            received = b''
+            while True:
+                data = sock.recv(CHUNK)
+                if not data:
+                    break
+                received += data
+                time.sleep(0.02)
+        finally:
+            sock.close()
+        head, _, body = received.partition(b'\r\n\r\n')
+        assert head.startswith(b'HTTP/1.1 200')
+        assert (len(body), hashlib.sha256(body).hexdigest()) == (
+            count * CHUNK, expected_digest(count))
+        assert not [record for record in list(server.logs)
+                    if 'stuck' in record.message or 'dropped' in
+                    record.message], server.log_text()
+        assert server.get('/api/pid').json()['pid'] == pid   # not killed
+        server.assert_no_errors()

@@ -1,0 +1,47 @@
+"""A connection's side of stream flow control (mixed into Connection).
+
+A worker writes a stream (chunks, SSE events, NDJSON lines, WebSocket
+frames) as fast as it can; its client may read slower. Bytes of a stream
+are always queued (never refused for the send buffer's size, which would
+cut the stream); the dispatcher watches the queue instead
+(`holdback.py`) and, once it is over `max_send_buffer_size`, stops
+reading the worker's pipe and asks to be told, by `when_drained()`, when
+the queue is down to a mark again or the connection closed.
+"""
+
+
+class StreamDrain:
+    _drain_mark = 0
+    _drained = None   # callback(connection), or None: nobody waits
+
+    def stream_send(self, data):
+        """Queue `data` (bytes) of a stream and send what the socket takes;
+        False when the connection is closed."""
+        if self._socket is None:
+            return False
+        if data:
+            self._send_buffer.extend(data)
+            self.try_send()
+        return self._socket is not None
+
+    def when_drained(self, mark, callback):
+        """Call `callback(self)` once at most `mark` bytes wait to be sent,
+        or when the connection closes (one waiter at a time)."""
+        self._drain_mark = mark
+        self._drained = callback
+
+    def try_send(self):
+        super().try_send()
+        if self._drained is not None and (
+                self._socket is None or self.send_buffer_size <= (
+                    self._drain_mark)):
+            self._call_drained()
+
+    def close(self):
+        super().close()
+        if self._drained is not None:
+            self._call_drained()
+
+    def _call_drained(self):
+        callback, self._drained = self._drained, None
+        callback(self)
