@@ -198,3 +198,36 @@ def test_answers_are_what_the_server_would_send():
     assert oom.status == 500
     assert client.exit_code == 72
     assert client.post('/login').status == 200
+
+
+class FileAnswers(_workers.Worker):
+    path = None
+
+    @_workers.api('/bytesio', 'GET')
+    def bytesio(self, request):
+        import io
+        return _workers.FileResponse(io.BytesIO(b'hello world'))
+
+    @_workers.api('/echo', 'POST')
+    def echo(self, request):
+        return _workers.FileResponse(request.body_file)
+
+    @_workers.api('/read-first', 'GET')
+    def read_first(self, request):
+        file = open(self.path, 'rb')
+        file.read(90)                   # sniffed before answering
+        return _workers.FileResponse(file)
+
+
+def test_file_answers_are_the_whole_file_whatever_its_position(tmp_path):
+    """Read into the answer as a dispatcher would send it: from the start,
+    not from where the file object (or the memory file made of a BytesIO)
+    happens to stand."""
+    path = tmp_path / 'a.txt'
+    path.write_bytes(b'0123456789' * 10)
+    FileAnswers.path = str(path)
+    client = WorkerClient(FileAnswers)
+    assert client.get('/bytesio').content == b'hello world'
+    assert client.post('/echo', data=b'payload-bytes').content == (
+        b'payload-bytes')
+    assert client.get('/read-first').content == b'0123456789' * 10

@@ -178,10 +178,24 @@ def _memory_file(data):
         with memoryview(data) as view:
             while view:
                 view = view[_os.write(fd, view):]
+        _os.lseek(fd, 0, _os.SEEK_SET)
     except BaseException:
         _os.close(fd)
         raise
     return fd
+
+
+def read_whole(fd):
+    """Every byte of the file `fd`, from its start whatever its offset (a
+    duplicate shares its file object's position)."""
+    parts = []
+    offset = 0
+    while True:
+        data = _os.pread(fd, 1 << 20, offset)
+        if not data:
+            return b''.join(parts)
+        parts.append(data)
+        offset += len(data)
 
 
 def response_headers(response, name, headers):
@@ -249,8 +263,7 @@ def worker_messages(message, sock, log_name='worker'):
     headers = response_headers(response, name, list(headers or ()))
     try:
         if sock is None:
-            with open(fd, 'rb', closefd=False) as handle:
-                body = handle.read()
+            body = read_whole(fd)
             return [(_msg.W_RESPONSE, request_id, status, headers, body,
                      _msg.BODY_BYTES, cookies) + rest]
         send_fd(sock, request_id, fd)
