@@ -63,6 +63,11 @@ class FileWorker(_workers.Worker):
     def fixed(self, request):
         return _workers.FileResponse(os.environ['EXT_FILES_FIXED'])
 
+    @_workers.api('/api/versioned')
+    def versioned(self, request):   # its own validators, as a cache sees them
+        return _workers.FileResponse(os.environ['EXT_FILES_FIXED'], headers={
+            'ETag': '"v1"', 'Last-Modified': 'Sun, 01 Nov 2026 10:00:00 GMT'})
+
     @_workers.api('/api/file-object/{size:int}')
     def file_object(self, request):
         path = temp_file(request.path_params['size'])

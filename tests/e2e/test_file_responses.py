@@ -173,6 +173,27 @@ def test_conditional_get_is_304(server):
     assert reply.status == 304
 
 
+def test_the_handlers_own_validators_are_the_ones_checked(server):
+    first = server.get('/api/versioned')
+    assert first.status == 200
+    assert (first.headers['etag'], first.headers['last-modified']) == (
+        '"v1"', 'Sun, 01 Nov 2026 10:00:00 GMT')
+    assert server.get('/api/versioned', headers={
+        'If-None-Match': '"v1"'}).status == 304
+    assert server.get('/api/versioned', headers={
+        'If-None-Match': '"v0"'}).status == 200
+    assert server.get('/api/versioned', headers={
+        'If-Modified-Since': 'Mon, 02 Nov 2026 10:00:00 GMT'}).status == 304
+    assert server.get('/api/versioned', headers={
+        'If-Modified-Since': 'Sat, 31 Oct 2026 10:00:00 GMT'}).status == 200
+    resumed = server.get('/api/versioned', headers={
+        'Range': 'bytes=0-1', 'If-Range': '"v1"'})
+    assert resumed.status == 206 and resumed.body == pattern(1000)[:2]
+    stale = server.get('/api/versioned', headers={
+        'Range': 'bytes=0-1', 'If-Range': '"v0"'})
+    assert stale.status == 200 and stale.body == pattern(1000)
+
+
 def test_head_has_the_length_and_no_body(server):
     raw = exchange(server.port, b'HEAD /api/fixed HTTP/1.1\r\nHost: x\r\n'
                    b'Connection: close\r\n\r\n', timeout=10)

@@ -279,6 +279,14 @@ class TestContentType:
     def test_guessed_text_gets_charset(self):
         assert content_type('table.csv') == 'text/csv; charset=UTF-8'
 
+    @pytest.mark.parametrize('name,expected', [
+        ('log.txt.gz', 'application/gzip'), ('site.tar.gz', 'application/gzip'),
+        ('data.csv.bz2', 'application/x-bzip2'),
+        ('page.html.xz', 'application/x-xz')])
+    def test_a_compressed_file_is_its_compression_not_its_content(
+            self, name, expected):
+        assert content_type(name) == expected
+
 
 class TestEtag:
     def test_quoted_and_stable(self, tree):

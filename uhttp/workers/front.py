@@ -93,7 +93,7 @@ class Front:
     def client_stalled(self, connection, limit):
         self.log.warning(
             "dropping %s: it read nothing for %ss with %d bytes waiting",
-            _peer(connection), limit, connection.send_buffer_size)
+            _peer(connection), limit, connection.unsent_size)
 
     def accept_exhausted(self, err):
         """accept() failed for lack of file descriptors: pause accepting

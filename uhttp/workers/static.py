@@ -39,6 +39,16 @@ _TYPES = {
 
 UNKNOWN_TYPE = 'application/octet-stream'
 
+# a compressed file is sent as the compressed file it is (no
+# Content-Encoding: the client gets what is on disk)
+_COMPRESSED = {
+    'gzip': 'application/gzip',
+    'bzip2': 'application/x-bzip2',
+    'xz': 'application/x-xz',
+    'compress': 'application/x-compress',
+    'br': 'application/x-brotli',
+}
+
 
 def content_type(path):
     """Content-Type for a file name."""
@@ -46,7 +56,9 @@ def content_type(path):
     known = _TYPES.get(ext)
     if known:
         return known
-    guessed, _ = _mimetypes.guess_type(path, strict=False)
+    guessed, encoding = _mimetypes.guess_type(path, strict=False)
+    if encoding is not None:   # 'log.txt.gz' is gzip data, not text
+        return _COMPRESSED.get(encoding, UNKNOWN_TYPE)
     if guessed is None:
         return UNKNOWN_TYPE
     if guessed.startswith('text/'):

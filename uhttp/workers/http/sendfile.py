@@ -39,6 +39,14 @@ class _FileBody:
 class SendFile:
     """Mixin of Connection: send_file() and what drives it."""
 
+    @property
+    def unsent_size(self):
+        """Bytes of the answer not sent yet: the send buffer's and the
+        rest of a file being sent."""
+        body = self._file_handle
+        rest = body.end - body.offset if isinstance(body, _FileBody) else 0
+        return self.send_buffer_size + rest
+
     def send_file(self, status, headers, cookies, fd, offset, length,
                   head=False, close=False):
         """Send a complete response whose body is `length` bytes of the
