@@ -267,16 +267,23 @@ def test_access_log_gives_the_size_of_every_body_it_knows(tmp_path):
         assert server.get('/health').status == 200          # {"ok": true}
         assert server.get('/api/slow?s=1').status == 504
         assert server.get('/api/events').status == 200
-        lines = wait_for(lambda: (lambda found: found if len(found) >= 5
+        assert server.get('/nothing').status == 404          # our own
+        assert server.get('/api/item/1', headers={'x-deny': '1'}
+                          ).status == 401                    # do_check's
+        lines = wait_for(lambda: (lambda found: found if len(found) >= 7
                                   else None)(
             [record.message for record in list(server.logs)
-             if record.name == 'access']), what='five access lines')
+             if record.name == 'access']), what='seven access lines')
     timed_out = len(json.dumps({'error': 'Gateway Timeout'}))
+    not_found = len(json.dumps({'error': 'Not Found'}))
+    denied = len(json.dumps({'error': 'unauthorized'}))
     assert lines == ['GET /static/hello.txt 200 13',
                      'HEAD /static/hello.txt 200 0',
                      'GET /health 200 12',
                      f'GET /api/slow 504 {timed_out}',
-                     'GET /api/events 200 -'], lines
+                     'GET /api/events 200 -',
+                     f'GET /nothing 404 {not_found}',
+                     f'GET /api/item/1 401 {denied}'], lines
 
 
 def exchange(port, data, timeout=10):

@@ -309,11 +309,11 @@ class Observer(_feed.DashboardFeed):
                              size, duration, pool, None, route, None)
 
     def refused(self, client, began, pool, reason, status, method=None,
-                path=None):
-        """Admission refused a request for `pool` (503, or do_check)."""
+                path=None, size=None):
+        """Admission refused a request for `pool` (503, or do_check's
+        answer of `size` bytes)."""
         key = (pool.name, reason)
         self.rejected[key] = self.rejected.get(key, 0) + 1
-        size = None
         if reason == MAX_PENDING:  # the canned answer
             size = 0 if (method or client.method) == 'HEAD' else (
                 _replies.SHED.size)
@@ -445,9 +445,13 @@ class Observer(_feed.DashboardFeed):
         began = intake.core.now()
         path = client.path
         method = client.method
-        if intake.core.stopping and intake.refused_while_stopping(client):
-            self.served(client, began, 503, method=method, path=path)
-            return
+        if intake.core.stopping:
+            with probe_status(client) as probe:
+                refused = intake.refused_while_stopping(client)
+            if refused:
+                self.served(client, began, 503, size=probe.size,
+                            method=method, path=path)
+                return
         handler = self.endpoints.get(path)
         if handler is not None:
             self.serve(intake, client, handler, began)
@@ -474,22 +478,24 @@ class Observer(_feed.DashboardFeed):
             allowed = params
         pool = intake.core.find_pool(path)
         if pool is None:
-            self.served(client, began, intake.not_found(client, allowed),
-                           method=method, path=path)
+            with probe_status(client) as probe:
+                status = intake.not_found(client, allowed)
+            self.served(client, began, status, size=probe.size,
+                        method=method, path=path)
             return
         if intake.hooks.overridden('do_check'):
             with probe_status(client) as probe:
                 admitted = intake.check(client, 'do_check')
             if not admitted:
                 self.refused(client, began, pool, CHECK,
-                                probe.status or 500, method, path)
+                             probe.status or 500, method, path, probe.size)
                 return
         if _wssession.is_upgrade(client):
             with probe_status(client) as probe:
                 refused = intake.core.ws.refuse(client)
             if refused:
-                self.served(client, began, probe.status or 400, method=method,
-                            path=path)
+                self.served(client, began, probe.status or 400,
+                            size=probe.size, method=method, path=path)
                 return
         reason = intake.admit(client, pool)
         if reason is not None:  # admission refused it (and answered 503)
