@@ -135,7 +135,9 @@ def test_shutdown_timeout_answers_503_and_kills_stuck_workers(app_server, tmp_pa
     assert time.monotonic() - signalled < 5.0
     assert wait_gone(pids, timeout=5), [pid for pid in pids if pid_alive(pid)]
     text = server.log()
-    assert re.search(r'(WARNING|ERROR)\s.*(did not stop|kill)', text), text[-3000:]
+    assert re.search(r'WARNING\s.*did not stop in time', text), text[-3000:]
+    # killed as shutdown said it would be: warned of, not an error
+    assert not re.search(r'ERROR\s.*died', text), text[-3000:]
     done = markers(tmp_path)
     # the idle worker stopped cleanly through its control pipe ...
     assert {f'teardown-{pid}' for pid in idle_pids} <= done, done

@@ -174,9 +174,12 @@ class Supervisor:
             self.log.debug("%s (pid %s) %s", handle.name, handle.pid, reason)
             return
         label = f"{why}, {reason}" if why else reason
-        self.log.error("worker %s (pid %s) died: %s%s", handle.name,
-                       handle.pid, label,
-                       f"; {len(victims)} request(s) lost" if victims else '')
+        # killed while stopping as it was told (after its WARNING): no
+        # error unless requests went with it
+        report = self.log.warning if expected and not victims else (
+            self.log.error)
+        report("worker %s (pid %s) died: %s%s", handle.name, handle.pid,
+               label, f"; {len(victims)} request(s) lost" if victims else '')
 
     def close_fds(self, handle):
         handle.close_files()
