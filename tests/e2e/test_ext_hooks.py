@@ -792,3 +792,40 @@ def test_refusals_with_a_bad_status_and_a_failing_error_hook_are_500():
         assert "bad HTTP status '403'" in errors
         assert "bad HTTP status '401'" in errors
         assert 'KeyboardInterrupt' in errors
+
+
+class ReturningApp(_workers.Dispatcher):
+    """do_check hooks written the way a worker's do_check() answers."""
+
+    def do_check(self, client):
+        key = client.headers.get('x-api-key')
+        if key is None:
+            return {'error': 'unauthorized'}, 401
+        if key == 'odd':
+            return 'no'             # not a refusal: a mistake
+        return None
+
+    def do_check_sync(self, client):
+        if client.headers.get('x-api-key') is None:
+            return {'error': 'unauthorized'}, 401, {'WWW-Authenticate': 'Key'}
+
+    @_workers.sync('/status')
+    def status(self, client, path_params):
+        client.respond({'status': 'ok'})
+
+
+def test_a_refusal_returned_by_the_dispatchers_do_check_is_never_ignored():
+    pool = _workers.WorkerPool(OrderWorker, num_workers=1, routes=['/api/**'])
+    with TestServer(ReturningApp, [pool]) as server:
+        refused = server.post('/api/orders', json={'id': 1})
+        assert (refused.status, refused.json()) == (
+            401, {'error': 'unauthorized'})
+        assert server.post('/api/orders', json={'id': 1},
+                           headers={'x-api-key': 'k'}).status == 201
+        assert server.post('/api/orders', json={'id': 1},
+                           headers={'x-api-key': 'odd'}).status == 500
+        assert 'must return None or (data, status)' in logged_errors(server)
+        sync = server.get('/status')
+        assert sync.status == 401 and sync.headers['www-authenticate'] == 'Key'
+        assert server.get('/status', headers={'x-api-key': 'k'}).json() == {
+            'status': 'ok'}

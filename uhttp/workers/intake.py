@@ -121,7 +121,9 @@ class Intake:
         """Run a do_check hook; False when it refused (answered) the request."""
         before = client.responses
         try:
-            getattr(self.app, name)(client)
+            result = getattr(self.app, name)(client)
+            if result is not None and not client.answered_since(before):
+                return self.refused_by_result(client, name, result, before)
         except _msg.RejectRequest as reject:
             if not client.answered_since(before):
                 try:
@@ -141,6 +143,25 @@ class Intake:
             _replies.answer_error(client, 500, before=before)
             return False
         return not client.answered_since(before)  # it may answer without raising
+
+    def refused_by_result(self, client, name, result, before):
+        """A do_check hook returned a value, as a worker's do_check() may:
+        a (data, status[, headers]) tuple is its refusal (never ignored:
+        that would let the request through); anything else is a mistake,
+        a 500 with an ERROR. Always False (the request goes no further)."""
+        try:
+            data, status, headers = _msg.split_result(
+                _msg.checked_refusal(result))
+            if isinstance(data, _msg.Response):
+                raise _msg.ResponseError(
+                    f"{name}() must return None or (data, status), not a "
+                    "Response")
+            client.respond(data, status=status, headers=headers)
+        except Exception as err:  # pylint: disable=broad-except
+            self.log.error("%s() for %s %s: %s", name, client.method,
+                           client.path, err)
+            _replies.answer_error(client, 500, before=before)
+        return False
 
     # -- static files ----------------------------------------------------------
 
