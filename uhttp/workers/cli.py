@@ -21,6 +21,7 @@ import os as _os
 import sys as _sys
 
 from . import configfile as _configfile
+from . import upgrade as _upgrade
 from .dispatcher import Dispatcher, core_of
 
 EXIT_OK = 0
@@ -263,10 +264,12 @@ def main(argv=None):
         dispatcher = prepare(args)
     except TargetError as err:
         print(f"uhttp-workers: {err}", file=_sys.stderr)
+        _upgrade.report_failure(err)   # a hot upgrade's new copy: to the old
         return EXIT_TARGET
     except ConfigError as err:
         for problem in err.problems:
             print(f"uhttp-workers: configuration: {problem}", file=_sys.stderr)
+        _upgrade.report_failure('configuration: ' + '; '.join(err.problems))
         return EXIT_CONFIG
     if args.check_config:
         print("uhttp-workers: configuration OK", file=_sys.stderr)
@@ -316,12 +319,15 @@ def serve(dispatcher, pid_file):
         if problem:
             print(f"uhttp-workers: cannot write --pid-file {pid_file}: "
                   f"{problem}", file=_sys.stderr)
+            _upgrade.report_failure(f"cannot write --pid-file {pid_file}: "
+                                    f"{problem}")
             return EXIT_CONFIG
         core_of(dispatcher).control.pid_file = pid_file  # once listening
     try:
         dispatcher.run()
     except OSError as err:
         print(f"uhttp-workers: {err}", file=_sys.stderr)
+        _upgrade.report_failure(err)
         return EXIT_CONFIG
     finally:
         if pid_file:

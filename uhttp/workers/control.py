@@ -27,6 +27,7 @@ class Control:
         self.pending_actions = []  # signals and reload() waiting for the loop
         self.reload_source = None  # re-reads the configuration on reload
         self.upgrader = _upgrade.Upgrade(core)
+        self.takeover = None       # a hot upgrade's new copy: its side
         self.pid_file = None       # the command line's --pid-file
         self.pid_file_written = False
 
@@ -37,8 +38,13 @@ class Control:
         self.workers_changed()
 
     def listening(self):
-        """The listening socket is bound (before the log line saying so)."""
-        if not _upgrade.started_by_upgrade():
+        """The listening socket is bound (before the log line saying so).
+        A hot upgrade's new copy accepts nothing until it takes over."""
+        self.takeover = None
+        if _upgrade.started_by_upgrade():
+            self.takeover = _upgrade.TakeOver(self.core)
+            self.takeover.start()
+        else:
             self.write_pid_file()
 
     def write_pid_file(self):
@@ -107,8 +113,17 @@ class Control:
             self.announced_ready = True
             self.write_pid_file()
             self.notifier.ready(self.summary())
-            # a copy started by a hot upgrade tells the old dispatcher
-            _upgrade.announce_ready()
+            if self.takeover is not None:  # a hot upgrade's new copy
+                self.takeover.ready()
+
+    def stopping(self):
+        """Shutdown begins: STOPPING=1, unless another process is the
+        service (the one a hot upgrade handed over to, or the old one
+        when this new copy never took over)."""
+        if self.core.handing_over or (self.takeover is not None
+                                      and not self.takeover.took_over):
+            return
+        self.notifier.stopping()
 
     def summary(self):
         """One line for STATUS=: pools, workers ready/total, in flight."""

@@ -36,8 +36,7 @@ class Shutdown:
         core = self.core
         core.stopping = True
         core.stop_began = _time.time()  # (requests begun before: in flight)
-        if not core.handing_over:  # else systemd follows the new MAINPID
-            core.control.notifier.stopping()
+        core.control.stopping()  # (not after a hot upgrade's hand-over)
         self.log.info("shutting down (%s): %d pending request(s)",
                       core.stop_requested or 'stop', len(core.pending))
         core.server.stop_listening()

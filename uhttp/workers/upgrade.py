@@ -1,26 +1,45 @@
 """Hot upgrade (SIGUSR2): a new copy of the dispatcher, code included,
 takes over the listening socket without a refused connection.
 
-The old dispatcher starts its own command line again, passing the
-listening socket as fd 3 (LISTEN_FDS, as systemd's socket activation
-does) and a pipe to say when it is ready. The new one brings its pools
-up; once every worker is ready it writes one byte. Then the old one stops
+The old dispatcher (`Upgrade`) starts its own command line again, passing
+the listening socket as fd 3 (LISTEN_FDS, as systemd's socket activation
+does) and a channel to report on. The new one (`TakeOver`) holds the
+socket without accepting on it and brings its pools up; once every worker
+is ready it starts accepting and writes READY. Then the old one stops
 accepting, finishes what it holds (as in a graceful shutdown) and exits;
-under systemd it first names the new process as MAINPID. A new copy that
-fails to start (import error, bad config) leaves the old one serving,
-with an ERROR saying why.
+under systemd it first names the new process as MAINPID.
+
+A new copy that cannot take over writes FAILED and why (the command line
+does so for an import error or a bad config; `TakeOver` when a worker
+ends before it is ready, or when they are not all ready within
+READY_TIMEOUT), then stops, its workers with it, having accepted nothing.
+The old one logs an ERROR with that reason, goes on serving, and reaps
+the copy (killing one that does not exit).
 """
 
 import fcntl as _fcntl
 import os as _os
 import signal as _signal
+import socket as _socket
 import sys as _sys
 import time as _time
 
+from .log import LOG_ERROR
 from .loop import EVENT_READ
+from .pool import describe_exit
 
-READY_FD = 'UHTTP_WORKERS_READY_FD'   # in the new copy: where to say ready
-START_TIMEOUT = 60.0
+READY_FD = 'UHTTP_WORKERS_READY_FD'    # in the new copy: where to report
+READY_PID = 'UHTTP_WORKERS_READY_PID'  # ... for which process; set by an
+#                                        old one that understands FAILED
+READY = b'R'
+FAILED = b'F'   # followed by the reason, in UTF-8
+READY_TIMEOUT = 60.0   # the new copy gives up when its workers are not all
+#                        ready by then (read when it starts)
+START_TIMEOUT = READY_TIMEOUT + 30.0   # the old one kills a copy silent so long
+CLOSE_GRACE = 2.0      # a copy that closed its channel unannounced: the wait
+#                        for its exit code before the ERROR
+EXIT_GRACE = 30.0      # a failed copy has this long to exit, then it is killed
+REPORT_LIMIT = 4000    # bytes of a failure report kept
 POLL = 0.2
 
 _monotonic = _time.monotonic
@@ -38,17 +57,40 @@ def started_by_upgrade(environ=None):
     return READY_FD in (_os.environ if environ is None else environ)
 
 
-def announce_ready(environ=None):
+def report_ready(environ=None):
     """In a new copy: tell the old dispatcher that every worker is ready."""
+    return _report(READY, environ)
+
+
+def report_failure(text, environ=None):
+    """In a new copy that will not take over: tell the old dispatcher why
+    (it logs it). False when this process is no such copy."""
+    return _report(FAILED + str(text).encode('utf-8', 'replace'), environ)
+
+
+def _report(message, environ):
+    """Write `message` on the channel to the old dispatcher, once, and close
+    it. An old one that did not set READY_PID knows READY only: a failure
+    is then told by closing the channel alone."""
     environ = _os.environ if environ is None else environ
     value = environ.pop(READY_FD, None)
+    pid = environ.pop(READY_PID, None)
     if value is None:
         return False
     try:
         fd = int(value)
-        _os.write(fd, b'R')
+    except ValueError:
+        return False
+    if pid is not None and pid != str(_os.getpid()):
+        return False   # inherited by another program: the fd is not ours
+    try:
+        if message == READY or pid is not None:
+            _os.write(fd, message[:REPORT_LIMIT])
+    except OSError:
+        pass
+    try:
         _os.close(fd)
-    except (ValueError, OSError):
+    except OSError:
         return False
     return True
 
@@ -57,16 +99,41 @@ def _dup_high(fd):
     return _fcntl.fcntl(fd, _fcntl.F_DUPFD_CLOEXEC, 10)
 
 
+def _reap(pid):
+    """How process `pid` ended (reaped now), or None while it runs."""
+    try:
+        found, status = _os.waitpid(pid, _os.WNOHANG)
+    except ChildProcessError:
+        return 'ended'
+    if not found:
+        return None
+    return describe_exit(status)[0]
+
+
+def _kill(pid):
+    try:
+        _os.kill(pid, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class Upgrade:
-    """One hot upgrade in progress, at most (for `core`)."""
+    """The old dispatcher's side: one hot upgrade in progress, at most,
+    and the failed copies not reaped yet (for `core`)."""
 
     def __init__(self, core):
         self.core = core
         self.log = core.log
         self.argv = command_line()
-        self.pid = None
-        self.read_fd = None
-        self.deadline = None
+        self.pid = None          # the new copy, while it starts
+        self.read_fd = None      # its channel
+        self.report = b''        # what it wrote on it so far
+        self.deadline = None     # killed if not ready by then
+        self.closed_at = None    # its channel closed without a report: when
+        self.leaving = {}        # failed copies still running: pid -> kill at
+        self.checking = False    # a check is scheduled
+
+    # -- starting the new copy -------------------------------------------------
 
     def start(self):
         if self.pid is not None:
@@ -77,7 +144,10 @@ class Upgrade:
             self.log.error("hot upgrade refused: no command line to start "
                            "again")
             return
-        read_fd, write_fd = _os.pipe()
+        # a socket, not a pipe: the new copy's workers close inherited
+        # sockets, so the channel ends when the new dispatcher does
+        ours, theirs = _socket.socketpair()
+        read_fd, write_fd = ours.detach(), theirs.detach()
         listening = self.core.server.socket.fileno()
         try:
             pid = _os.fork()
@@ -92,9 +162,11 @@ class Upgrade:
         _os.set_blocking(read_fd, False)
         self.pid = pid
         self.read_fd = read_fd
+        self.report = b''
+        self.closed_at = None
         self.deadline = _monotonic() + START_TIMEOUT
         self.core.loop.register(read_fd, EVENT_READ, self)
-        self.core.loop.call_at(_monotonic() + POLL, self.check)
+        self.schedule_check()
         self.log.info("hot upgrade: started a new dispatcher (pid %d): %s",
                       pid, ' '.join(self.argv))
 
@@ -110,44 +182,109 @@ class Upgrade:
             environ['LISTEN_FDS'] = '1'
             environ['LISTEN_PID'] = str(_os.getpid())
             environ[READY_FD] = str(ready)
+            environ[READY_PID] = str(_os.getpid())
             _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
             _os.execve(self.argv[0], self.argv, environ)
         except BaseException:  # pylint: disable=broad-except
             pass
         _os._exit(127)
 
+    # -- what the new copy says ------------------------------------------------
+
     def handle_event(self, fileobj, mask):
-        try:
-            data = _os.read(self.read_fd, 16)
-        except BlockingIOError:
-            return None
-        if data:
-            self.hand_over()
-        else:
-            self.failed("closed its ready pipe before it was ready")
+        if self.read_some():
+            self.read_some_more()
         return None
 
-    def check(self, now):
-        """Is the new copy still starting? It may have ended, or be late."""
-        if self.pid is None:
-            return
+    def read_some(self):
+        """Read the channel once; False when there is nothing more to read
+        now (READY handed over, the channel closed, or empty for now)."""
         try:
-            pid, status = _os.waitpid(self.pid, _os.WNOHANG)
-        except ChildProcessError:
-            pid, status = self.pid, 0
-        if pid:
-            code = _os.waitstatus_to_exitcode(status)
-            self.failed(f"exited with code {code} before it was ready "
-                        "(see its log lines above)")
-            return
-        if now > self.deadline:
+            data = _os.read(self.read_fd, REPORT_LIMIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b''
+        if not data:
+            self.channel_closed()
+            return False
+        if len(self.report) < REPORT_LIMIT:
+            self.report += data
+        if self.report[:1] == READY:
+            self.hand_over()
+            return False
+        return True
+
+    def read_some_more(self):
+        while self.read_fd is not None and self.read_some():
+            pass
+
+    def take_the_rest(self):
+        """What is left on the channel of a copy that has exited."""
+        while self.read_fd is not None and len(self.report) < REPORT_LIMIT:
             try:
-                _os.kill(self.pid, _signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                data = _os.read(self.read_fd, REPORT_LIMIT)
+            except OSError:
+                return
+            if not data:
+                return
+            self.report += data
+
+    def channel_closed(self):
+        self.close_channel()
+        if self.report[:1] == FAILED:
+            self.failed(self.reported())
+        else:
+            self.closed_at = _monotonic()   # its exit code will say more
+
+    def reported(self, ending=None):
+        text = self.report[1:].decode('utf-8', 'replace').strip()
+        return (f"failed to start: {text or 'no reason given'}"
+                + (f" ({ending})" if ending else ''))
+
+    # -- watching it start, and reaping the failed ones --------------------------
+
+    def schedule_check(self):
+        if not self.checking:
+            self.checking = True
+            self.core.loop.call_at(_monotonic() + POLL, self.check)
+
+    def check(self, now):
+        self.checking = False
+        if self.pid is not None:
+            self.watch_start(now)
+        self.reap_leaving(now)
+        if self.pid is not None or self.leaving:
+            self.schedule_check()
+
+    def watch_start(self, now):
+        """Has the new copy ended, gone silent, or is it late?"""
+        ending = _reap(self.pid)
+        if ending is not None:
+            self.take_the_rest()   # a report written just before it exited
+            self.failed(self.reported(ending) if self.report[:1] == FAILED
+                        else f"{ending} before it was ready", reaped=True)
+        elif self.closed_at is not None and now > self.closed_at + CLOSE_GRACE:
+            self.failed("closed its ready channel before it was ready")
+        elif now > self.deadline:
+            _kill(self.pid)
             self.failed(f"was not ready after {START_TIMEOUT:.0f}s; killed")
-            return
-        self.core.loop.call_at(now + POLL, self.check)
+
+    def reap_leaving(self, now):
+        for pid, kill_at in list(self.leaving.items()):
+            ending = _reap(pid)
+            if ending is not None:
+                del self.leaving[pid]
+                self.log.debug("hot upgrade: the failed new dispatcher "
+                               "(pid %d) %s", pid, ending)
+            elif now > kill_at:
+                self.log.warning("hot upgrade: the failed new dispatcher "
+                                 "(pid %d) did not exit within %.0fs; "
+                                 "killing it", pid, EXIT_GRACE)
+                _kill(pid)
+                self.leaving[pid] = float('inf')  # reaped at a later check
+
+    # -- the outcome -------------------------------------------------------------
 
     def hand_over(self):
         pid = self.pid
@@ -160,15 +297,103 @@ class Upgrade:
         self.core.server.closing = True
         self.core.request_stop('hot upgrade')
 
-    def failed(self, why):
+    def failed(self, why, reaped=False):
         pid = self.pid
         self.close()
+        if not reaped:
+            self.leaving[pid] = _monotonic() + EXIT_GRACE
+            self.schedule_check()
         self.log.error("hot upgrade failed: the new dispatcher (pid %s) %s; "
                        "this one goes on serving", pid, why)
 
     def close(self):
+        self.close_channel()
+        self.pid = None
+        self.closed_at = None
+
+    def close_channel(self):
         if self.read_fd is not None:
             self.core.loop.unregister(self.read_fd)
             _os.close(self.read_fd)
             self.read_fd = None
-        self.pid = None
+
+
+class TakeOver:
+    """The new copy's side (for `core`): it accepts no connection until
+    every worker of every pool is ready and the old dispatcher is told. A
+    worker that ends before then (its setup() raised, it was stuck
+    starting) or workers not all ready within READY_TIMEOUT: the old one
+    is told why, and this copy stops without having served."""
+
+    def __init__(self, core):
+        self.core = core
+        self.log = core.log
+        self.timeout = READY_TIMEOUT
+        self.deadline = None
+        self.errors = []      # the first error records since the start
+        self.outcome = None   # 'ready' or 'failed', once decided
+
+    @property
+    def took_over(self):
+        return self.outcome == 'ready'
+
+    def start(self):
+        """The listening socket is bound: hold it, accept nothing yet."""
+        self.core.server.pause_accepting()
+        self.core.log_taps.append(self.note_error)
+        now = _monotonic()
+        self.timeout = READY_TIMEOUT   # (as it is now: a test may lower it)
+        self.deadline = now + self.timeout
+        self.core.loop.call_at(now + POLL, self.check)
+
+    def note_error(self, name, level, text):
+        """A log tap: the first error lines say why workers fail to start."""
+        if level >= LOG_ERROR and len(self.errors) < 2:
+            line = str(text).strip().splitlines()
+            if line and line[0] not in self.errors:
+                self.errors.append(line[0])
+
+    def check(self, now):
+        if self.outcome is not None or self.core.stopping:
+            return
+        why = self.why_not_ready(now)
+        if why is None:
+            self.core.loop.call_at(now + POLL, self.check)
+        else:
+            self.give_up(why)
+
+    def why_not_ready(self, now):
+        """Why this copy can no longer take over, or None."""
+        handles = [handle for pool in self.core.pools
+                   for handle in pool.handles]
+        for handle in handles:
+            if handle.parked or handle.record.restarts:
+                if self.errors:   # they name the worker
+                    return ("a worker ended before it was ready: "
+                            + '; '.join(self.errors))
+                return f"its worker {handle.name} ended before it was ready"
+        if now > self.deadline:
+            ready = sum(1 for handle in handles if handle.ready)
+            return (f"its workers were not all ready after {self.timeout:g}s "
+                    f"({ready} of {len(handles)} ready)")
+        return None
+
+    def ready(self):
+        """Every worker is ready: accept, and tell the old dispatcher."""
+        if self.outcome is not None:
+            return
+        self.finish('ready')
+        self.core.server.resume_accepting()
+        report_ready()
+
+    def give_up(self, why):
+        self.finish('failed')
+        self.log.warning("hot upgrade: this new dispatcher gives up, the old "
+                         "one goes on serving: %s", why)
+        report_failure(why)
+        self.core.request_stop('hot upgrade failed')
+
+    def finish(self, outcome):
+        self.outcome = outcome
+        if self.note_error in self.core.log_taps:
+            self.core.log_taps.remove(self.note_error)
