@@ -8,6 +8,7 @@ import time
 import pytest
 
 from uhttp.workers import http as _http
+from uhttp.workers.http import server as _http_server
 
 from connection_pair import accepted, feed, received, serving
 
@@ -202,6 +203,34 @@ def test_too_many_connections_is_a_503_told_to_the_owner():
             busy.close()
             if newcomer is not None:
                 newcomer.close()
+
+
+def test_a_connection_whose_first_request_has_not_come_yet_is_not_evicted():
+    """Accepted in the same burst as the newcomer: not an idle keep-alive
+    connection but one whose request is on the way. The newcomer is
+    refused; once the first has been answered and is idle, or stayed
+    silent past FRESH_GRACE, it is the one closed."""
+    for server in serving(max_waiting_clients=1):
+        first_client = socket.create_connection(server.socket.getsockname(),
+                                                timeout=2)
+        clients = [first_client]
+        try:
+            server._accept()
+            (first,) = list(server.connections)
+            clients.append(socket.create_connection(
+                server.socket.getsockname(), timeout=2))
+            server._accept()
+            assert clients[-1].recv(4096).startswith(b'HTTP/1.1 503 ')
+            assert first.is_open
+            first.accepted_at -= _http_server.FRESH_GRACE + 0.1  # silent
+            clients.append(socket.create_connection(
+                server.socket.getsockname(), timeout=2))
+            server._accept()
+            assert not first.is_open and first_client.recv(4096) == b''
+            assert server.owner.refused == [503]
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_a_refused_pipelined_request_is_told_too(server, pair):

@@ -18,6 +18,7 @@ from .connection import EVENT_READ, Connection
 
 ACCEPT_BATCH = 64  # connections accepted per readable event
 EVICT_PEEKS = 16   # idle-looking connections looked into for one eviction
+FRESH_GRACE = 1.0  # seconds a new connection has to send its first request
 # how often timeouts are looked at, at most: a 30 s keep_alive_timeout then
 # closes an idle connection within 30-31 s (each look walks every
 # connection: about a millisecond per thousand)
@@ -197,6 +198,7 @@ class Server(_server.HttpServer):
                     sock.close()
                     continue
             connection = Connection(self, sock, addr, **self._kwargs)
+            connection.accepted_at = _monotonic()
             if len(self._waiting_connections) >= self._max_clients and (
                     not self._evict_idle()):
                 self._refuse(connection)
@@ -208,13 +210,19 @@ class Server(_server.HttpServer):
 
     def _evict_idle(self):
         """Close the oldest keep-alive connection that waits for nothing:
-        idle, and nothing unread in its socket either (while the clients
-        are held back, a request can wait there, unread). At most
-        EVICT_PEEKS such sockets are looked into."""
+        idle between requests, and nothing unread in its socket either
+        (while the clients are held back, a request can wait there,
+        unread). A connection that has had no answer yet is not one,
+        until FRESH_GRACE has passed: its first request may be on the way
+        (one accepted in the same burst). At most EVICT_PEEKS such sockets
+        are looked into."""
         peeks = EVICT_PEEKS
+        fresh = _monotonic() - FRESH_GRACE
         for connection in self._waiting_connections:
             if (connection.is_idle and not connection.response_started
-                    and connection.pending is None):
+                    and connection.pending is None and (
+                        connection.responses or getattr(
+                            connection, 'accepted_at', 0) < fresh)):
                 if _has_unread(connection.socket):
                     peeks -= 1
                     if not peeks:
