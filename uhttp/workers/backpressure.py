@@ -25,7 +25,9 @@ class Backpressure:
     def __init__(self, core):
         self.core = core
         self.limit = core.settings.max_pending
-        self.resume_below = max(1, int(self.limit * RESUME_AT))
+        # reading resumes at RESUME_AT of the limit: 900 of 1000, 4 of 5
+        # (so a small limit needs one request done, not two)
+        self.resume_below = int(self.limit * RESUME_AT) + 1
         self.paused_at = None
         self.shedding = False
         self.pauses = 0
