@@ -231,3 +231,34 @@ def test_file_answers_are_the_whole_file_whatever_its_position(tmp_path):
     assert client.post('/echo', data=b'payload-bytes').content == (
         b'payload-bytes')
     assert client.get('/read-first').content == b'0123456789' * 10
+
+
+class PlainNames(_workers.Worker):
+    @_workers.api('/api/tag/{name}', 'GET')
+    def tag(self, request):
+        return {'name': request.path_params['name'], 'path': request.path}
+
+    @_workers.api('/api/stop', 'POST')
+    def stop_now(self, request):
+        raise SystemExit(5)
+
+
+def test_the_path_is_read_as_the_dispatcher_reads_it():
+    client = WorkerClient(PlainNames)
+    assert client.get('/api/tag/caf%C3%A9%20au%20lait').data == {
+        'name': 'café au lait', 'path': '/api/tag/café au lait'}
+    bad = client.get('/api/tag/%zz')
+    assert bad.status == 400 and 'encoding' in bad.data['error']
+
+
+def test_sys_exit_in_a_handler_is_a_500_and_the_exit_code():
+    client = WorkerClient(PlainNames)
+    reply = client.post('/api/stop')
+    assert (reply.status, reply.data) == (500, {'error': 'Worker died'})
+    assert client.exit_code == 5
+
+
+def test_head_gets_the_get_routes_answer_without_its_body():
+    client = WorkerClient(PlainNames)
+    reply = client.request('HEAD', '/api/tag/x')
+    assert (reply.status, reply.content, reply.data) == (200, b'', None)

@@ -23,6 +23,7 @@ from . import messages as _msg
 from . import metrics as _metrics
 from . import worker as _worker
 from . import workerloop as _workerloop
+from .http import parse as _parse
 from .http import serialize as _serialize
 
 LogRecord = _collections.namedtuple('LogRecord', 'name level message')
@@ -122,6 +123,15 @@ class WorkerResponse:
     def answered(self):
         return self.status is not None
 
+    def failed(self, status, error):
+        """Answered `status` with {'error': error}, as the dispatcher
+        answers for the worker (a bad request, a worker that died)."""
+        self.status = status
+        self.data = {'error': error}
+        self.content = _json.dumps(self.data).encode('utf-8')
+        self.headers = {'content-type': 'application/json'}
+        return self
+
     @property
     def text(self):
         return self.content.decode('utf-8', 'replace')
@@ -194,12 +204,17 @@ class WorkerClient(Verbs):
         headers = {name.lower(): str(value)
                    for name, value in (headers or {}).items()}
         body = request_body(json, data, headers)
+        method = method.upper()
         path, mark, raw_query = path.partition('?')
         query = _server.parse_query(raw_query.encode()) if mark else None
         self._last_id += 1
         request_id = self._last_id
         response = self.responses[request_id] = WorkerResponse(request_id)
-        message = (_msg.M_REQUEST, request_id, request_id, method.upper(),
+        try:
+            path = _parse.unquote_path(path)   # as the dispatcher reads it
+        except _parse.ProtocolError as err:
+            return response.failed(err.status, err.message)
+        message = (_msg.M_REQUEST, request_id, request_id, method,
                    path, query, headers, body or None, False, remote_address,
                    context)
         try:
@@ -209,8 +224,14 @@ class WorkerClient(Verbs):
             # a worker process would end here (MemoryError) and be
             # replaced; its answer (500) was sent first
             self.exit_code = self.runtime.exit_code
+        except SystemExit as err:   # sys.exit() in a handler: it would end
+            self.exit_code = _workerloop.exit_status(err.code)
+            if not response.answered:
+                response.failed(500, 'Worker died')
         if self.runtime.metrics is not None:
             self.runtime.metrics.flush(self.runtime.send, 0.0)
+        if method == 'HEAD':   # served by the GET route, sent without body
+            response.content, response.data = b'', None
         return response
 
 

@@ -42,7 +42,7 @@ EXIT_REASONS = {
 }
 
 
-def _exit_status(code):
+def exit_status(code):
     """The process exit status sys.exit(code) asks for."""
     if code is None:
         return 0
@@ -498,7 +498,7 @@ def _run_worker(spec, runtime):
     except StopWorker:
         raise
     except SystemExit as err:
-        code = _exit_status(err.code)
+        code = exit_status(err.code)
         runtime.send((_msg.W_LOG, name, _log.LOG_WARNING,
                       f"setup() called sys.exit({err.code!r}): exiting with "
                       f"code {code}"))
@@ -517,7 +517,7 @@ def _run_worker(spec, runtime):
     except StopWorker:
         code = runtime.exit_code
     except SystemExit as err:  # sys.exit() in a handler or hook
-        code = _exit_status(err.code)
+        code = exit_status(err.code)
     except MemoryError:
         code = EXIT_OUT_OF_MEMORY
     except Exception as err:  # pylint: disable=broad-except
