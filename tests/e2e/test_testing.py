@@ -122,11 +122,53 @@ class NeverReady(_workers.Worker):
         raise RuntimeError('database unreachable')
 
 
-def test_workers_that_never_get_ready_time_out_with_the_log():
+def test_a_setup_that_raises_fails_the_start_at_once_with_its_traceback():
+    began = time.monotonic()
     with pytest.raises(TestServerError) as info:
         TestServer(App, pools=[_workers.WorkerPool(NeverReady)],
-                   startup_timeout=1.5).start()
+                   startup_timeout=30).start()
+    assert time.monotonic() - began < 10      # not the whole startup_timeout
+    assert "setup() failed" in str(info.value)
+    assert 'database unreachable' in info.value.traceback
     assert 'database unreachable' in info.value.log
+
+
+class SlowToStart(_workers.Worker):
+    def setup(self):
+        time.sleep(30)
+
+
+def test_workers_that_never_get_ready_time_out_with_the_log():
+    with pytest.raises(TestServerError) as info:
+        TestServer(App, pools=[_workers.WorkerPool(SlowToStart)],
+                   startup_timeout=1.5).start()
+    assert 'timed out waiting for the workers' in str(info.value)
+
+
+class Leaving(_workers.Dispatcher):
+    @_workers.sync('/leave', 'GET')
+    def leave(self, client, path_params):
+        client.respond({'ok': True})
+        self.stop()
+
+
+def test_a_server_that_ended_on_its_own_says_so():
+    with TestServer(Leaving, pools=pools(1)) as server:
+        assert server.get('/leave').status == 200
+        deadline = time.monotonic() + 10
+        while pid_alive(server.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(TestServerError, match='not running any more'):
+            server.status()
+        with pytest.raises(AssertionError, match='ended on its own'):
+            server.assert_no_errors()
+
+
+def test_sse_on_a_route_that_answers_no_stream_is_an_error():
+    with TestServer(App, pools=pools(1)) as server:
+        with pytest.raises(AssertionError, match='not an event stream'):
+            list(server.sse('/api/items'))
 
 
 def test_the_fixture_starts_and_stops(uhttp_workers_server):

@@ -248,10 +248,23 @@ class TestServer(Verbs):
                        for worker in pool['workers']]
             if all(worker['ready'] for worker in workers):
                 return
+            failed = self._setup_failure()
+            if failed is not None:   # it would only fail again, backing off
+                raise TestServerError(
+                    f"a worker's setup() failed: {failed.name}",
+                    self.log_text(), failed.message)
             if _time.monotonic() > deadline:
                 raise TestServerError("timed out waiting for the workers to "
                                       f"get ready: {status}", self.log_text())
             _time.sleep(0.02)
+
+    def _setup_failure(self):
+        """The log record of a worker's setup() that raised, or None."""
+        for record in list(self.logs):
+            if record.level >= _log.LOG_CRITICAL and record.message.startswith(
+                    'setup() failed'):
+                return record
+        return None
 
     def status(self, timeout=10.0):
         """The dispatcher's status() (pools, workers, pending, ...)."""
@@ -259,7 +272,15 @@ class TestServer(Verbs):
             raise RuntimeError("TestServer is not running")
         with self._events:
             self._replies.clear()
-        self._control.sendall(b'status\n')
+            ended = self._failure
+        if ended is not None:
+            raise TestServerError("the server is not running any more",
+                                  self.log_text(), ended)
+        try:
+            self._control.sendall(b'status\n')
+        except OSError as err:
+            raise TestServerError(f"the server is not running any more "
+                                  f"({err})", self.log_text()) from None
         self._wait(lambda: bool(self._replies), timeout, 'asking for status')
         with self._events:
             return self._replies.popleft()
@@ -277,6 +298,10 @@ class TestServer(Verbs):
         if errors:
             raise AssertionError("errors were logged:\n" + ''.join(
                 f"{record.name}: {record.message}\n" for record in errors))
+        with self._events:
+            ended = self._failure
+        if ended is not None and self._control is not None:
+            raise AssertionError(f"the server ended on its own: {ended}")
 
     # -- the client ------------------------------------------------------------------
 
@@ -305,10 +330,12 @@ class TestServer(Verbs):
         connection.request('GET', path, headers=dict(
             headers or {}, Accept='text/event-stream'))
         reply = connection.getresponse()
-        if reply.status != 200:
+        kind = reply.getheader('content-type') or ''
+        if reply.status != 200 or not kind.startswith('text/event-stream'):
             content = reply.read()
             connection.close()
-            raise AssertionError(f"GET {path}: {reply.status} {content!r}")
+            raise AssertionError(f"GET {path}: {reply.status} {kind!r}, not "
+                                 f"an event stream: {content[:500]!r}")
         return _events(reply, connection)
 
 
