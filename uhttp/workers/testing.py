@@ -38,6 +38,10 @@ __all__ = ['TestServer', 'TestServerError', 'TestResponse', 'LogRecord',
 LogRecord = _collections.namedtuple('LogRecord', 'name level message')
 
 
+# what the dispatcher says it does about a worker that failed
+_WHAT_NEXT = ('restarting', 'degraded', 'parked', 'giving up')
+
+
 class TestServerError(RuntimeError):
     """The server did not start; `log` holds what it logged, `traceback`
     the exception that stopped it, if any."""
@@ -250,12 +254,23 @@ class TestServer(Verbs):
                 return
             failed = self._setup_failure()
             if failed is not None:   # it would only fail again, backing off
+                self._wait_for_account_of(failed)
                 raise TestServerError(
                     f"a worker's setup() failed: {failed.name}",
                     self.log_text(), failed.message)
             if _time.monotonic() > deadline:
                 raise TestServerError("timed out waiting for the workers to "
                                       f"get ready: {status}", self.log_text())
+            _time.sleep(0.02)
+
+    def _wait_for_account_of(self, failed, timeout=2.0):
+        """Let the dispatcher's word on the failed worker (its restart, or
+        the pool's degradation) reach the log, for the error to carry it."""
+        deadline = _time.monotonic() + timeout
+        while _time.monotonic() < deadline and not any(
+                failed.name in record.message and any(
+                    word in record.message for word in _WHAT_NEXT)
+                for record in list(self.logs)):
             _time.sleep(0.02)
 
     def _setup_failure(self):
