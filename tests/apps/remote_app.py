@@ -2,7 +2,7 @@
 `uhttp-workers worker remote_app:ItemWorker`) beside a local pool.
 
 Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout] [local workers]
-[max_content_length]
+[max_content_length] [heartbeat_interval]
 """
 import hashlib
 import json
@@ -123,6 +123,10 @@ class ItemWorker(_workers.Worker):
     def fail(self, request):
         raise RuntimeError('boom')
 
+    @_workers.api('/api/exit/{code:int}', 'GET')
+    def exit_now(self, request):
+        os._exit(request.path_params['code'])
+
 
 class LocalWorker(_workers.Worker):
     @_workers.api('/local/pid', 'GET')
@@ -132,6 +136,11 @@ class LocalWorker(_workers.Worker):
 
 class App(StatusDispatcher):
     """Serves /_status (status_app.py)."""
+
+    def on_worker_died(self, pool, worker_id, reason, exitcode, victims):
+        self.log.warning("on_worker_died(%s, %s, %r, exitcode=%r, %d victim(s))",
+                         pool.name, worker_id, reason, exitcode, len(victims))
+        super().on_worker_died(pool, worker_id, reason, exitcode, victims)
 
     @_workers.sync('/_fire')
     def fire(self, client, path_params):
@@ -154,12 +163,13 @@ if __name__ == '__main__':
     timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 10
     local = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     limits = ({'max_content_length': int(sys.argv[5])} if len(sys.argv) > 5
-              else {})
+              and sys.argv[5] != '-' else {})
+    interval = float(sys.argv[6]) if len(sys.argv) > 6 else 0.25
     App(port=0, address='127.0.0.1', metrics_path='/metrics', **limits,
         dashboard_path='/_dashboard', pools=[
         _workers.WorkerPool(ItemWorker, broker=url, num_workers=local,
                             routes=['/api/**'], stuck_timeout=stuck,
-                            timeout=timeout, heartbeat_interval=0.25,
+                            timeout=timeout, heartbeat_interval=interval,
                             log_level=_workers.LOG_INFO, db='items.db'),
         _workers.WorkerPool(LocalWorker, num_workers=1, routes=['/local/**']),
     ]).run()

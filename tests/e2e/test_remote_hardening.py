@@ -22,7 +22,7 @@ from uhttp.workers import broker
 
 from harness import APPS
 from remote_util import (  # noqa: F401 (groups: a fixture)
-    REDIS, RedisServer, command_env, groups, redis_has_tls,
+    REDIS, RedisServer, command_env, free_port, groups, redis_has_tls,
     remote_workers, wait_workers)
 
 pytestmark = pytest.mark.skipif(
@@ -87,6 +87,25 @@ def test_a_wrong_password_is_a_clear_error_at_start(app_server, servers):
         env=command_env(), capture_output=True, text=True, timeout=30)
     assert command.returncode == 2, command.stderr
     assert "the broker refused the URL's credentials" in command.stderr
+
+
+def broker_status(app):
+    return [p for p in app.status()['pools']
+            if p['name'] == 'ItemWorker'][0]['broker']
+
+
+def test_broker_errors_are_told_in_the_brokers_own_words(app_server, servers):
+    redis_server = servers(password=PASSWORD)
+    app = app_server('remote_app', f'redis://:{PASSWORD}@127.0.0.1:'
+                     f'{redis_server.port}/99')  # no database 99
+    app.wait_log(r'pool ItemWorker: broker redis://\*\*\*@127\.0\.0\.1:\d+/99 '
+                 r'unreachable \(ResponseError: DB index is out of range\)')
+    app.wait_until(lambda: 'DB index is out of range' in (
+        broker_status(app)['error'] or ''), what='the reason in status()')
+    assert PASSWORD not in app.log() + json.dumps(app.status())
+    closed = app_server('remote_app', f'redis://127.0.0.1:{free_port()}/0')
+    closed.wait_log(r'unreachable \(ConnectionError: .*Connection refused')
+    assert 'Connection refused' in broker_status(closed)['error']
 
 
 @pytest.mark.skipif(not redis_has_tls(),
@@ -163,6 +182,35 @@ def test_a_request_body_above_the_broker_limit_is_a_413(
     small = app.post('/api/digest', body=b'x' * 1000,
                      headers={'content-type': 'application/octet-stream'})
     assert small.status == 200 and small.json['size'] == 1000
+
+
+def test_a_full_redis_is_a_prompt_answer_with_the_brokers_reason(
+        app_server, servers, groups):
+    redis_server = servers()
+    client = redis_server.client(timeout=5)
+    app = app_server('remote_app', redis_server.url, 3, 10, 0, 32 * 1024 * 1024)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    # as the README has it (noeviction), and full for an 8 MiB entry
+    client.config_set('maxmemory-policy', 'noeviction')
+    client.config_set('maxmemory', client.info('memory')['used_memory']
+                      + 3 * 1024 * 1024)
+    began = time.monotonic()
+    reply = app.post('/api/digest', body=os.urandom(8 * 1024 * 1024),
+                     headers={'content-type': 'application/octet-stream'},
+                     timeout=30)
+    assert reply.status == 503 and reply.headers['retry-after'] == '1'
+    app.wait_log(r'WARNING .*pool ItemWorker: 1 request\(s\) not sent to '
+                 r'broker redis://127\.0\.0\.1:\d+/0, the broker refused them '
+                 r'\(\w+Error: command not allowed when used memory')
+    reply = app.get(f'/api/blob/{8 * 1024 * 1024}', timeout=30)
+    assert reply.status == 500  # at once, not the pool's 504 after 10 s
+    assert time.monotonic() - began < 5
+    app.wait_log(r'ERROR .*remote worker \S+: the broker refused its entry '
+                 r'for request \d+ \(\d+ bytes\): \w+Error: command not '
+                 r'allowed when used memory.*; answering 500')
+    assert app.get('/api/pid').status == 200  # small ones still pass
+    assert 'timed out' not in app.log()
 
 
 # -- Redis memory --------------------------------------------------------------------

@@ -299,6 +299,24 @@ def test_worker_command_reports_a_death_at_once_and_restarts(
     app.wait_log(r'INFO .*remote worker .* left: exited with code 0',
                  count=2)
     assert len(re.findall(r'remote worker .* died', app.log())) == 1
+    # the metrics tell the one that died from those that left
+    metrics = app.get('/metrics').text
+    states = dict(re.findall(r'uhttp_workers_remote_workers\{host="[^"]*",'
+                             r'pool="ItemWorker",state="(\w+)"\} (\S+)',
+                             metrics))
+    assert states == {'dead': '1.0', 'left': '2.0'}, states
+
+
+def test_on_worker_died_gets_a_remote_workers_exit_code(app_server,
+                                                       redis_server, groups):
+    app = app_server('remote_app', redis_server.url, 10)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    assert app.get('/api/exit/3').status == 500
+    app.wait_log(r"on_worker_died\(ItemWorker, \d+, 'exited with code 3', "
+                 r"exitcode=3, 1 victim\(s\)\)")
+    wait_workers(app, 1)  # its command started another
+    assert app.get('/api/pid').status == 200
 
 
 @pytest.mark.parametrize('args, code, text', [
@@ -309,6 +327,11 @@ def test_worker_command_reports_a_death_at_once_and_restarts(
     (['remote_app:ItemWorker', '--broker', 'http://:pw@127.0.0.1/0'], 2,
      'redis://'),
     (['remote_app:ItemWorker'], 2, '--broker'),
+    (['remote_app:ItemWorker', '--broker', 'redis://:pw@127.0.0.1:notaport/0'],
+     2, "--broker 'redis://***@127.0.0.1:notaport/0' is not a usable URL"),
+    (['remote_app:ItemWorker', '--broker', 'redis://127.0.0.1:1/0?bogus=1'],
+     2, "unknown option 'bogus'"),
+    (['remote_app:ItemWorker', '--broker', 'unix://'], 2, 'names the socket'),
 ])
 def test_worker_command_usage_errors(args, code, text):
     import os
@@ -321,6 +344,7 @@ def test_worker_command_usage_errors(args, code, text):
     assert result.returncode == code, result.stderr
     assert text in result.stderr
     assert 'pw' not in result.stderr
+    assert 'Traceback' not in result.stderr
 
 
 def test_a_broker_pool_with_no_worker_yet_says_when_to_retry(app_server,
@@ -360,6 +384,21 @@ def test_keep_alive_holds_off_timeout_and_stuck_timeout(app_server, redis_server
     assert time.monotonic() - began >= 3
     assert 'died' not in app.log()
     assert app.get('/api/sleep/2.5').status in (500, 504)  # no keep_alive()
+
+
+def test_keep_alive_reaches_the_dispatcher_before_the_next_heartbeat(
+        app_server, redis_server, groups):
+    # heartbeats every 5 s, timeout 3 s: keep-alives that came only with
+    # the heartbeat would mostly come too late, and the request get a 504
+    app = app_server('remote_app', redis_server.url, 30, 3, 0, '-', 5)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    for _ in range(3):
+        began = time.monotonic()
+        reply = app.get('/api/long/4', timeout=20)
+        assert reply.status == 200 and reply.json['done'] is True, reply.text
+        assert time.monotonic() - began >= 4
+    assert 'timed out' not in app.log()
 
 
 def test_request_queue_put_reaches_a_remote_worker(app_server, redis_server,

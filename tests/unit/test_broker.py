@@ -55,7 +55,7 @@ def test_replies_started_notices_and_deaths_decode():
                                          for k, v in fields.items()})
     assert (reply.kind, reply.worker, reply.number) == ('message', 'vm:9', 5)
     assert reply.message == (messages.W_RESPONSE, 3, 200)
-    started = dict(zip(*[iter(broker.encode_started('vm:9', 3))] * 2))
+    started = {b'w': b'vm:9', b's': b'3'}  # as START_SCRIPT writes it
     reply = broker.decode_reply('6-0', started)
     assert (reply.kind, reply.request_id) == ('started', 3)
     reply = broker.decode_reply('7-0', broker.encode_death('vm:9', 'killed'))
@@ -65,6 +65,20 @@ def test_replies_started_notices_and_deaths_decode():
     reply = broker.decode_reply('8-0', {k.encode(): v.encode()
                                         for k, v in fields.items()})
     assert (reply.kind, reply.left) == ('death', True)
+    assert reply.exitcode is None
+
+
+def test_a_death_carries_its_exit_code_and_keep_alives_decode():
+    fields = broker.encode_death('vm:9', 'exited with code 3', exitcode=3)
+    reply = broker.decode_reply('9-0', {k.encode(): v.encode()
+                                        for k, v in fields.items()})
+    assert (reply.kind, reply.exitcode, reply.left) == ('death', 3, False)
+    killed = broker.encode_death('vm:9', 'killed by SIGKILL', exitcode=-9)
+    assert broker.decode_reply('9-1', killed).exitcode == -9
+    fields = broker.encode_keepalive('vm:9')
+    reply = broker.decode_reply('9-2', {k.encode(): v.encode()
+                                        for k, v in fields.items()})
+    assert (reply.kind, reply.worker) == ('keepalive', 'vm:9')
 
 
 def test_control_frames_and_settings():
@@ -105,6 +119,38 @@ def test_bad_broker_urls_say_so(url):
         broker.check_url(url)
     with pytest.raises(TypeError):
         broker.check_url(6379)
+
+
+@pytest.mark.parametrize('url, problem', [
+    ('redis://127.0.0.1:notaport/0', "'notaport'"),
+    ('redis://127.0.0.1:99999/0', 'out of range'),
+    ('redis://127.0.0.1:6379/0?bogus_option=1', "unknown option 'bogus_option'"),
+    ('redis://', 'no host'),
+    ('redis://:6379/0', 'no host'),
+    ('unix://', 'names the socket'),
+    ('redis://h:6379/zero', 'database must be a number'),
+    ('redis://h:6379/0?socket_timeout=soon', "'socket_timeout'"),
+    ('rediss://h:6380/0?ssl_cert_reqs=sometimes', 'sometimes'),
+])
+def test_malformed_broker_urls_are_refused_naming_the_broker(url, problem):
+    with pytest.raises(ValueError) as info:
+        broker.check_url(url)
+    assert 'WorkerPool broker' in str(info.value)
+    assert problem in str(info.value)
+    with pytest.raises(ValueError, match='broker'):
+        workers.WorkerPool(ItemWorker, broker=url, num_workers=0)
+
+
+def test_a_malformed_url_never_shows_its_password():
+    for url in ('redis://:s3cretPW@h:notaport/0',
+                'redis://ann:s3cretPW@h:6379/0?bogus=1',
+                'redis://h:6379/0?password=s3cretPW&socket_timeout=x'):
+        with pytest.raises(ValueError) as info:
+            broker.check_url(url, '--broker')
+        assert str(info.value).startswith('--broker ')
+        assert 's3cretPW' not in str(info.value)
+    assert broker.scrub('bad s3cretPW here', 'redis://:s3cretPW@h/0') == (
+        'bad *** here')
 
 
 def test_passwords_never_shown():

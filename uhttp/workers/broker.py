@@ -21,6 +21,9 @@ the entry was read by `XREADGROUP` or taken over by `XAUTOCLAIM`.
 """
 
 import pickle as _pickle
+import re as _re
+from importlib.util import find_spec as _find_spec
+from urllib import parse as _parse
 
 GROUP = 'workers'
 PREFIX = 'uhttp'
@@ -161,43 +164,53 @@ def encode_reply(worker, number, message):
             'm': _pickle.dumps(message, _PROTOCOL)}
 
 
-def encode_started(worker, request_id):
-    """The fields of the START notice for the request's dispatcher."""
-    return ('w', worker, 's', str(request_id))
-
-
-def encode_death(worker, reason, left=False):
+def encode_death(worker, reason, left=False, exitcode=None):
     """A worker's death, reported by the command that ran it; `left`: it
-    ended as it was asked to (the command stopping), not unexpectedly."""
+    ended as it was asked to (the command stopping), not unexpectedly;
+    `exitcode` as waitpid told it (negative: the signal), if known."""
     fields = {'w': worker, 'x': reason}
     if left:
         fields['l'] = '1'
+    if exitcode is not None:
+        fields['c'] = str(exitcode)
     return fields
+
+
+def encode_keepalive(worker):
+    """The notice that `worker` called keep_alive(): its requests' deadlines
+    move on as a local worker's do (sent at once, not with the heartbeat).
+    A dispatcher that predates it reads a START of no request: a no-op."""
+    return {'w': worker, 'k': '1', 's': '-1'}
 
 
 class Reply:
     """An entry of an answer or events stream, decoded. `kind` is
     'message' (with `message` and `number`), 'started' (with
-    `request_id`) or 'death' (with `reason`, and `left` when the worker
-    ended as it was asked to)."""
+    `request_id`), 'keepalive' or 'death' (with `reason`, `exitcode` when
+    known, and `left` when the worker ended as it was asked to)."""
 
     __slots__ = ('entry_id', 'worker', 'kind', 'message', 'number',
-                 'request_id', 'reason', 'left')
+                 'request_id', 'reason', 'left', 'exitcode')
 
     def __init__(self, entry_id, fields):
         self.entry_id = _text(entry_id)
         self.worker = _text(_field(fields, 'w'))
         self.message = self.number = self.request_id = self.reason = None
+        self.exitcode = None
         self.left = False
         started = _field(fields, 's')
         death = _field(fields, 'x')
-        if started is not None:
+        if _field(fields, 'k') is not None:
+            self.kind = 'keepalive'
+        elif started is not None:
             self.kind = 'started'
             self.request_id = int(_text(started))
         elif death is not None:
             self.kind = 'death'
             self.reason = _text(death)
             self.left = _field(fields, 'l') is not None
+            code = _field(fields, 'c')
+            self.exitcode = None if code is None else int(_text(code))
         else:
             self.kind = 'message'
             self.number = int(_text(_field(fields, 'n') or b'0'))
@@ -442,22 +455,81 @@ def connected_workers(names):
             if name and name.startswith(CONNECTION_PREFIX)}
 
 
-def check_url(url):
-    """The broker URL, checked: redis://, rediss:// (TLS) or unix://."""
+def check_url(url, name='WorkerPool broker'):
+    """The broker URL, checked without connecting: redis://host...,
+    rediss://host... (TLS) or unix:///path, as the redis client parses it
+    (`name` says whose URL it is in the error)."""
     if not isinstance(url, str):
-        raise TypeError(f"WorkerPool broker must be a URL string, not {url!r}")
+        raise TypeError(f"{name} must be a URL string, not {url!r}")
     scheme = url.partition('://')[0].lower()
     if scheme not in ('redis', 'rediss', 'unix') or '://' not in url:
         raise ValueError(
-            f"WorkerPool broker must be a redis://, rediss:// or unix:// URL, "
+            f"{name} must be a redis://, rediss:// or unix:// URL, "
             f"not {redact(url)!r}")
+    problem = url_problem(url)
+    if problem is not None:
+        raise ValueError(f"{name} {redact(url)!r} is not a usable URL: "
+                         f"{scrub(problem, url)}")
     return url
+
+
+def url_problem(url):
+    """What the redis client finds wrong in `url` (a port that is no
+    number, an unknown option, no host...), or None. Nothing connects."""
+    try:
+        parts = _parse.urlsplit(url)
+        _ = parts.port  # (a port that is no number, or above 65535, raises)
+    except ValueError as err:
+        return str(err)
+    database = parts.path.strip('/')
+    if parts.scheme.lower() == 'unix':
+        if not parts.path:
+            return 'a unix:// URL names the socket: unix:///run/redis.sock'
+    elif not parts.hostname:
+        return 'no host (redis://host:6379/0)'
+    elif database and not database.isdigit():
+        return f"the database must be a number, not {database!r}"
+    return client_refuses(url)
+
+
+def client_refuses(url):
+    """The redis client's own objection to `url`, or None (also when the
+    client is not installed: require_client() says so)."""
+    try:
+        from redis.connection import ConnectionPool  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    try:
+        ConnectionPool.from_url(url).make_connection()  # (not connected)
+    except Exception as err:  # pylint: disable=broad-except
+        unknown = _re.search(r"unexpected keyword argument '([^']*)'", str(err))
+        if unknown:
+            return f"unknown option {unknown.group(1)!r}"
+        return str(err) or type(err).__name__
+    return None
+
+
+def secrets_in(url):
+    """The passwords `url` carries (its credentials, a `password=` query)."""
+    try:
+        parts = _parse.urlsplit(url)
+        found = [parts.password, _parse.unquote(parts.password or '')]
+        found += _parse.parse_qs(parts.query).get('password', [])
+    except ValueError:  # (then no text of the client's quotes it)
+        found = []
+    return sorted({each for each in found if each}, key=len, reverse=True)
+
+
+def scrub(text, url):
+    """`text` with every password of `url` replaced by ***."""
+    for secret in secrets_in(url):
+        text = text.replace(secret, '***')
+    return text
 
 
 def require_client(owner):
     """ImportError naming `owner` when the redis client library is missing."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    if importlib.util.find_spec('redis') is None:
+    if _find_spec('redis') is None:
         raise ImportError(
             f"{owner} has a broker: it needs the redis client library "
             "(pip install 'uhttp-workers[redis]')")
@@ -466,8 +538,7 @@ def require_client(owner):
 def redact(url):
     """The URL without its password (in its credentials or a `password=`
     query), for logs and status."""
-    import re  # pylint: disable=import-outside-toplevel
-    url = re.sub(r'([?&]password=)[^&#]*', r'\1***', url, flags=re.I)
+    url = _re.sub(r'([?&]password=)[^&#]*', r'\1***', url, flags=_re.I)
     scheme, sep, rest = url.partition('://')
     if not sep or '@' not in rest.partition('?')[0]:
         return url

@@ -144,7 +144,8 @@ class Collector:
             'a slot', labels=['pool', 'slot'])
         remote = GaugeMetricFamily(
             P + 'remote_workers', 'Remote worker processes (a pool with a '
-            'broker) by host and state; dead: no heartbeat for stuck_timeout',
+            'broker) by host and state; dead: died or silent for '
+            'stuck_timeout; left: stopped as its command asked',
             labels=['pool', 'host', 'state'])
         for pool in observer.core.pools:
             by_state = dict.fromkeys(_observe.WORKER_STATES, 0)
@@ -172,7 +173,7 @@ class Collector:
     def remote_workers(self, pool, family, by_state):
         counts = {}
         for handle in pool.remote.roster.handles.values():
-            state = 'dead'
+            state = 'left' if handle.left else 'dead'
             if handle.alive:
                 state = self.observer.worker_state(handle)
                 by_state[state] += 1

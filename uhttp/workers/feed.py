@@ -156,8 +156,8 @@ class DashboardFeed:
         return {
             'slot': handle.index, 'pid': handle.pid,
             'host': handle.host if remote else None,
-            'state': 'dead' if remote and not handle.alive
-            else self.worker_state(handle),
+            'state': ('left' if handle.left else 'dead')
+            if remote and not handle.alive else self.worker_state(handle),
             'role': handle.role,
             'retiring': handle.retire_reason
             if handle.role == RETIRING else None,

@@ -103,6 +103,7 @@ class RemoteHandle:
     replaces = None
     replaced_by = None
     retire_reason = None
+    left = False          # it ended as its command asked (not a death)
 
     def __init__(self, pool, worker, index, now, send):
         self.pool = pool
@@ -225,15 +226,17 @@ class RemoteScheduler:
         handle.held.clear()
         return victims
 
-    def take(self, request_ids):
-        """The queued items with these ids (they may not have been sent):
-        cancelled, to be answered by the caller."""
+    def take(self, request_ids, cancel=True):
+        """The queued items with these ids, to be answered by the caller;
+        cancelled, since they may have been sent (`cancel=False`: the
+        broker refused them, they are not in its stream)."""
         items = []
         for request_id in request_ids:
             item = self.queued.pop(request_id, None)
             if item is not None and not item.done:
                 items.append(item)
-        self.cancelled(request_ids)
+        if cancel:
+            self.cancelled(request_ids)
         return items
 
     def drain(self):
@@ -351,8 +354,9 @@ class Roster:
         handle.slot.request_id = (_heartbeat.NO_REQUEST if request_id is None
                                   else request_id)
         keepalive_age = info.get('keepalive_age')
-        if keepalive_age is not None:
-            handle.slot.keepalive = now - keepalive_age
+        if keepalive_age is not None:  # (a prompt notice may be newer)
+            handle.slot.keepalive = max(handle.slot.keepalive,
+                                        now - keepalive_age)
         if 'accepting' in info:
             handle.accepting = info['accepting']
 
@@ -365,6 +369,7 @@ class Roster:
 
     def died(self, handle):
         handle.alive = False
+        handle.left = False
         handle.ready = False
         handle.record.restarts += 1
         handle.slot.request_id = _heartbeat.NO_REQUEST

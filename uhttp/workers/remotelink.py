@@ -10,6 +10,9 @@ comes back.
 """
 
 import collections as _collections
+# (imported here, not by a link thread's first getaddrinfo(): a process
+# forked while a thread holds an import's lock would wait on it for ever)
+import encodings.idna  # noqa: F401  pylint: disable=unused-import
 import threading as _threading
 import time as _time
 
@@ -35,6 +38,15 @@ def connect(url, timeout=3.0, name=None):
         client_name=name)
 
 
+def let_go(client):
+    """Close `client` now, not once collected: Redis frees at once what its
+    connection held (the input buffer of a large entry it refused)."""
+    try:
+        client.close()
+    except Exception:  # pylint: disable=broad-except
+        pass
+
+
 def refused_credentials(err):
     """True when the broker refused this client's password or user (a
     setting to fix, not an outage to wait out)."""
@@ -46,11 +58,15 @@ def refused_credentials(err):
     return text.startswith(('WRONGPASS', 'NOAUTH', 'NOPERM'))
 
 
-def describe(err):
-    """A broker error, as the logs and status() tell it."""
+def describe(err, url=None):
+    """A broker error, as the logs and status() tell it: the broker's or
+    the system's own words (`Connection refused`, `DB index is out of
+    range`), never a password of `url`."""
     if refused_credentials(err):
-        return f"the broker refused the URL's credentials: {err}"
-    return repr(err)
+        text = f"the broker refused the URL's credentials: {err}"
+    else:
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return text if url is None else _broker.scrub(text, url)
 
 
 def broker_errors():
@@ -154,23 +170,49 @@ class DispatcherLink:
                 batch = [self._outbox.popleft()
                          for _ in range(min(BATCH, len(self._outbox)))]
             try:
-                client = self._write_batch(client, batch)
+                client, refused = self._write_batch(client, batch)
             except self.errors as err:
                 client = None
-                lost = [item[1] for item in batch if item[0] == 'request']
-                with self._lock:  # cancellations wait for the broker
-                    self._outbox.extendleft(
-                        item for item in reversed(batch) if item[0] == 'cancel')
-                self._post(('unsent', lost, repr(err)))
+                self._lost(batch, describe(err, self.url))
                 if self._closed:
                     return
                 self._sleep(RETRY_DELAY)
+                continue
+            if refused:
+                let_go(client)
+                client = None
+                self._refused(refused)
+
+    def _lost(self, batch, reason):
+        """The connection failed under `batch`: its requests may or may not
+        be in the stream (they are answered 503 and cancelled), its
+        cancellations wait for the broker."""
+        lost = [item[1] for item in batch if item[0] == 'request']
+        with self._lock:
+            self._outbox.extendleft(
+                item for item in reversed(batch) if item[0] == 'cancel')
+        self._post(('unsent', lost, reason))
+
+    def _refused(self, refused):
+        """Entries the broker answered with an error (out of memory, say):
+        they are not in Redis, and writing them again would fail again. Its
+        requests are answered 503 with the broker's reason in the log."""
+        requests = [item[1] for item, _ in refused if item[0] == 'request']
+        reason = describe(refused[0][1], self.url)
+        if requests:
+            self._post(('refused', requests, reason))
+        others = [item[0] for item, _ in refused if item[0] != 'request']
+        if others:
+            self._post(('error', f"the broker refused {len(others)} "
+                        f"{'/'.join(sorted(set(others)))} entr"
+                        f"{'y' if len(others) == 1 else 'ies'}: {reason}"))
 
     def _write_batch(self, client, batch):
         """Write `batch` (never twice: a request written twice could start
         twice). A connection idle for a while is checked first, so that one
         broken by a broker restart is replaced before anything is sent.
-        Returns the client to use next."""
+        Returns the client to use next and the (item, error) the broker
+        refused."""
         now = _monotonic()
         if client is not None and now - self._last_write > IDLE_CHECK:
             try:
@@ -179,31 +221,44 @@ class DispatcherLink:
                 client = None
         if client is None:
             client = connect(self.url)
-        self._write(client, batch)
+        refused = self._write(client, batch)
         self._last_write = now
-        return client
+        return client, refused
 
     def _write(self, client, batch):
         pipe = client.pipeline(transaction=False)
-        keys = self.keys
+        commands = []             # how many commands each item queued
         for item in batch:
-            kind = item[0]
-            if kind == 'request':
-                pipe.xadd(keys.requests, item[2],
-                          maxlen=_broker.REQUESTS_MAXLEN, approximate=True)
-            elif kind == 'control':
-                pipe.xadd(item[1], item[2], maxlen=_broker.CONTROL_MAXLEN,
-                          approximate=True)
-                pipe.expire(item[1], 3600)
-            elif kind == 'cancel':
-                cancelled = keys.cancelled(self.reply_stream)
-                pipe.sadd(cancelled, *item[1])
-                pipe.expire(cancelled, _broker.CANCEL_TTL)
-            elif kind == 'config':
-                pipe.set(keys.config, item[1])
-                pipe.xadd(keys.control, _broker.encode_control(item[1]),
-                          maxlen=_broker.CONTROL_MAXLEN, approximate=True)
-        pipe.execute()
+            before = len(pipe)
+            self._queue_item(pipe, item)
+            commands.append(len(pipe) - before)
+        results = iter(pipe.execute(raise_on_error=False))
+        refused = []
+        for item, count in zip(batch, commands):
+            errors = [result for result in (next(results) for _ in range(count))
+                      if isinstance(result, Exception)]
+            if errors:
+                refused.append((item, errors[0]))
+        return refused
+
+    def _queue_item(self, pipe, item):
+        keys = self.keys
+        kind = item[0]
+        if kind == 'request':
+            pipe.xadd(keys.requests, item[2],
+                      maxlen=_broker.REQUESTS_MAXLEN, approximate=True)
+        elif kind == 'control':
+            pipe.xadd(item[1], item[2], maxlen=_broker.CONTROL_MAXLEN,
+                      approximate=True)
+            pipe.expire(item[1], 3600)
+        elif kind == 'cancel':
+            cancelled = keys.cancelled(self.reply_stream)
+            pipe.sadd(cancelled, *item[1])
+            pipe.expire(cancelled, _broker.CANCEL_TTL)
+        elif kind == 'config':
+            pipe.set(keys.config, item[1])
+            pipe.xadd(keys.control, _broker.encode_control(item[1]),
+                      maxlen=_broker.CONTROL_MAXLEN, approximate=True)
 
     def _sleep(self, seconds):
         with self._lock:
@@ -240,11 +295,11 @@ class DispatcherLink:
                                + (self._connected(client),))
             except self.errors as err:
                 if client is not None:
-                    self._post(('down', describe(err)))
+                    self._post(('down', describe(err, self.url)))
                 client = None
                 self._sleep(RETRY_DELAY)
             except Exception as err:  # pylint: disable=broad-except
-                self._post(('error', repr(err)))
+                self._post(('error', describe(err, self.url)))
                 client = None
                 self._sleep(RETRY_DELAY)
 

@@ -34,6 +34,7 @@ BROKER_DOWN = 'broker_down'   # the metrics' rejected_total reason
 RETRY_AFTER = {'retry-after': '1'}
 _REQUEST_KINDS = frozenset((_msg.W_RESPONSE, _msg.W_FILE_RESPONSE,
                             _msg.W_STREAM_START, _msg.W_DEFERRED))
+SAY_AGAIN_AFTER = 10.0        # a repeated broker problem: logged this often (s)
 
 
 def dispatcher_name():
@@ -76,6 +77,25 @@ def pool_settings(pool):
     }
 
 
+class Burst:
+    """A problem that comes in bursts (requests the broker did not take):
+    said at once, then at most every SAY_AGAIN_AFTER s, with the count of
+    those kept quiet meanwhile."""
+
+    def __init__(self):
+        self.count = 0
+        self.said_at = None
+
+    def add(self, count, now):
+        """How many to tell of now (these and the quiet ones), or 0."""
+        self.count += count
+        if self.said_at is not None and now - self.said_at < SAY_AGAIN_AFTER:
+            return 0
+        self.said_at = now
+        told, self.count = self.count, 0
+        return told
+
+
 def dead_reason(pool, handle, now, connected):
     """Why the roster found `handle` dead."""
     silent = now - handle.slot.heartbeat
@@ -96,6 +116,8 @@ class RemotePool:
         self.local_pid = None     # the process running its local workers
         self.down_reason = 'not connected yet'
         self.unsent = 0           # requests answered 503: the broker was down
+        self.not_taken = Burst()  # requests the broker refused or lost
+        self.last_error = None    # the link's last error, logged once
 
     @property
     def alive_count(self):
@@ -147,9 +169,9 @@ class RemotePools:
         pool.scheduler.refuse = self.refuse
         pool.scheduler.cancel = link.cancel
         self.pools.append(state)
-        link.start()
-        if pool.num_workers:
+        if pool.num_workers:  # (forked before this link's threads start)
             self.start_local(state)
+        link.start()
         self.core.loop.call_at(_monotonic() + pool.heartbeat_interval,
                                self.tick, state)
 
@@ -264,13 +286,37 @@ class RemotePools:
             self.broker_up(state, now)
         elif kind == 'down':
             self.broker_down(state, item[1])
-        elif kind == 'unsent':  # (the reader says whether it is down)
-            for pending in state.pool.scheduler.take(item[1]):
-                self.refuse(pending)
+        elif kind in ('unsent', 'refused'):  # (the reader says if it is down)
+            self.not_sent(state, item[1], item[2], now, kind == 'refused')
         elif kind == 'error':
-            self.log.error("pool %s broker link: %s", state.pool.name, item[1])
+            self.link_error(state, item[1])
+
+    def not_sent(self, state, request_ids, reason, now, refused):
+        """Requests the broker refused (not in Redis) or that were lost with
+        the connection (maybe in Redis: cancelled): 503 now, and the
+        broker's reason in the log, once per burst."""
+        for pending in state.pool.scheduler.take(request_ids,
+                                                 cancel=not refused):
+            self.refuse(pending)
+        told = state.not_taken.add(len(request_ids), now)
+        if told:
+            self.log.warning(
+                "pool %s: %d request(s) not sent to broker %s, %s (%s); "
+                "answered 503", state.pool.name, told,
+                _broker.redact(state.pool.broker), 'the broker refused them'
+                if refused else 'the connection failed', reason)
+
+    def link_error(self, state, text):
+        """Said once (the link retries every half second), until the link
+        is up again."""
+        if text == state.last_error:
+            return
+        state.last_error = text
+        self.log.error("pool %s: broker %s: %s", state.pool.name,
+                       _broker.redact(state.pool.broker), text)
 
     def broker_up(self, state, now):
+        state.last_error = None
         if state.up:
             return
         state.up = True
@@ -308,6 +354,9 @@ class RemotePools:
                 pending.started = now
                 handle.slot.request_id = reply.request_id
             return
+        if reply.kind == 'keepalive':  # (its requests' deadlines move on)
+            handle.slot.keepalive = handle.slot.heartbeat = now
+            return
         if reply.kind != 'message':
             return
         if reply.number <= handle.last_number:
@@ -340,7 +389,8 @@ class RemotePools:
     def event(self, state, reply, now):
         handle = state.roster.get(reply.worker, now)
         if reply.kind == 'death':
-            self.declare_dead(state, handle, reply.reason, reply.left)
+            self.declare_dead(state, handle, reply.reason, reply.left,
+                              reply.exitcode)
             return
         if reply.kind != 'message':
             return
@@ -356,15 +406,17 @@ class RemotePools:
                       _msg.W_FORWARD, _msg.W_PAUSE, _msg.W_RESUME):
             self.core.relay.relay(handle, [message])
 
-    def declare_dead(self, state, handle, reason, left=False):
+    def declare_dead(self, state, handle, reason, left=False, exitcode=None):
         """A remote worker is gone: what it started ends with 500 now. One
         that `left` (its command stopping it, after the requests in hand)
-        is no death: logged at INFO, not counted as a restart."""
+        is no death: logged at INFO, not counted as a restart. `exitcode`:
+        as its worker command saw it end (None: it went silent)."""
         if not handle.alive:
             return
         state.roster.died(handle)
         victims = state.pool.scheduler.victims(handle)
         if left and not victims:
+            handle.left = True
             self.log.info("remote worker %s (pool %s, host %s, pid %s) left: "
                           "%s", handle.worker, state.pool.name, handle.host,
                           handle.pid, reason)
@@ -376,7 +428,7 @@ class RemotePools:
         if self.core.observe is not None:
             self.core.observe.restarted(handle, 'remote_died')
         self.core.hooks.call('on_worker_died', state.pool, handle.index,
-                             reason, None, victims)
+                             reason, exitcode, victims)
         for _, pending in victims:
             self.core.fail(pending, 500, {'error': 'Worker died'},
                            PENDING_WORKER_DIED)

@@ -31,7 +31,7 @@ from . import broker as _broker
 from . import channel as _channel
 from . import files as _files
 from . import messages as _msg
-from .remotelink import broker_errors, connect
+from .remotelink import broker_errors, connect, describe, let_go
 
 _monotonic = _time.monotonic
 
@@ -45,6 +45,9 @@ _ENDS = frozenset((_msg.W_RESPONSE, _msg.W_FILE_RESPONSE, _msg.W_STREAM_END,
                    _msg.W_WS_CLOSE))
 _EVENTS = frozenset((_msg.W_LOG, _msg.W_READY, _msg.W_ROUTES, _msg.W_METRICS,
                      _msg.W_FORWARD, _msg.W_PAUSE, _msg.W_RESUME))
+# what a refused entry leaves its dispatcher waiting for: the request is
+# answered 500 instead (the tail of its message, route and start time, kept)
+_AWAITED = {_msg.W_RESPONSE: 7, _msg.W_STREAM_START: 5, _msg.W_BOUNCE: 3}
 
 
 def worker_name(pid, token):
@@ -57,7 +60,7 @@ class WorkerLink:
     """The threads between one worker process and its broker."""
 
     def __init__(self, url, keys, slot, slot_index, interval, stop_fd=None,
-                 token='0'):
+                 token='0', timeout=None):
         self.url = url
         self.keys = keys
         self.name = worker_name(_os.getpid(), token)
@@ -82,14 +85,37 @@ class WorkerLink:
         self.dropped = 0          # entries dropped: the outbox was full
         self.runtime = None
         self.errors = broker_errors()
+        # keep_alive() reaches the dispatcher at once, at most this often:
+        # well within the pool's timeout (none: the heartbeat says it)
+        self.keepalive_gap = (max(0.05, min(interval, timeout / 4))
+                              if timeout else None)
+        self._kept_alive_at = 0.0
 
     # -- the worker's side -------------------------------------------------------
 
     def attach(self, runtime):
         """Take the place of the runtime's pipe to a dispatcher."""
         runtime.send = self.send
+        runtime.slot = PromptSlot(runtime.slot, self.kept_alive)
         self.runtime = runtime
         self.start()
+
+    def kept_alive(self, now):
+        """The handler called keep_alive(): the dispatchers of the requests
+        in hand hear of it now (at most every keepalive_gap seconds), not
+        with the next heartbeat, so their deadlines move on in time."""
+        gap = self.keepalive_gap
+        if gap is None or now - self._kept_alive_at < gap:
+            return
+        streams = set(self._replies.values())
+        if not streams:
+            return
+        self._kept_alive_at = now
+        notice = _broker.encode_keepalive(self.name)
+        with self._cond:
+            if len(self._outbox) < OUTBOX_LIMIT:
+                self._outbox.extend((stream, notice, None) for stream in streams)
+                self._cond.notify()
 
     def start(self):
         for target, name in ((self._feed_loop, 'broker-feed'),
@@ -191,7 +217,7 @@ class WorkerLink:
             pipe = client.pipeline(transaction=False)
             pipe.xadd(self.keys.events, _broker.encode_death(
                 self.name, f'exited with code {code}',
-                left=self.stopping and code == 0),
+                left=self.stopping and code == 0, exitcode=code),
                 maxlen=_broker.EVENTS_MAXLEN, approximate=True)
             pipe.eval(_broker.LEAVE_SCRIPT, 3, self.keys.workers,
                       self.keys.info, self.keys.requests, self.name,
@@ -333,7 +359,9 @@ class WorkerLink:
                 client = None
                 _time.sleep(RETRY_DELAY)
                 continue
-            self._refused(batch, results)
+            if self._refused(batch, results):
+                let_go(client)
+                client = None
             with self._cond:
                 for item in batch:  # (unless dropped meanwhile)
                     if self._outbox and self._outbox[0] is item:
@@ -343,12 +371,41 @@ class WorkerLink:
     def _refused(self, batch, results):
         """Entries the broker refused (an error answer, not a lost
         connection: writing them again would fail again) are dropped, so
-        that they hold nothing up."""
+        that they hold nothing up; a refused answer is replaced by a 500.
+        True when there was one."""
+        refused = False
         for item, result in zip(batch, results):
             if isinstance(result, Exception):
+                refused = True
                 self.dropped += 1
+                reason = describe(result, self.url)
                 report(f"uhttp-workers worker {self.name}: the broker refused "
-                       f"an entry for {item[0]}: {result}; dropped")
+                       f"an entry for {item[0]}: {reason}; dropped")
+                if item[0] != self.keys.events:
+                    self.answer_refused(item[0], item[1], reason)
+        return refused
+
+    def answer_refused(self, stream, fields, reason):
+        """The broker refused an entry for a dispatcher (an answer too
+        large for its memory, say): the reason goes to the dispatcher's
+        log, and a request left waiting gets a small 500 at once rather
+        than its 504 much later."""
+        try:
+            message = _broker.decode_reply('0-0', fields).message
+        except Exception:  # pylint: disable=broad-except
+            return
+        if message is None or len(message) < 2:
+            return  # (a keep-alive notice: the next one may pass)
+        kind, request_id = message[0], message[1]
+        tail = _AWAITED.get(kind)
+        self._queue(self.keys.events, (
+            _msg.W_LOG, getattr(self.runtime, 'log_name', 'worker'), 40,
+            f"remote worker {self.name}: the broker refused its entry for "
+            f"request {request_id} ({len(fields.get('m') or b'')} bytes): "
+            f"{reason}{'; answering 500' if tail else ''}"))
+        if tail is not None:
+            self._queue(stream, _msg.error_message(request_id, 500)
+                        + tuple(message[tail:]))
 
     def _write(self, pipe, stream, fields, requeue):
         """One outbox entry into the pipeline: an event, an answer (its
@@ -441,6 +498,24 @@ class WorkerLink:
             self.stop()
         except OSError:
             pass
+
+
+class PromptSlot:
+    """The worker's heartbeat slot, which also tells the link of each
+    keep_alive() (WorkerLink.kept_alive)."""
+
+    __slots__ = ('slot', 'kept_alive')
+
+    def __init__(self, slot, kept_alive):
+        self.slot = slot
+        self.kept_alive = kept_alive
+
+    def keep_alive(self, now):
+        self.slot.keep_alive(now)
+        self.kept_alive(now)
+
+    def __getattr__(self, name):
+        return getattr(self.slot, name)
 
 
 def file_size(response):

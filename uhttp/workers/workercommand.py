@@ -177,7 +177,7 @@ class WorkerCommand:
                              f"{describe(err)}")
                     self.refused = True
                     return False
-                why = f'broker unreachable: {err}'
+                why = f'broker unreachable: {describe(err, self.url)}'
             if _monotonic() - said > 10:
                 said = _monotonic()
                 self.say(_log.LOG_WARNING, f"waiting for pool "
@@ -227,7 +227,7 @@ class WorkerCommand:
             interval = self.settings.get('heartbeat_interval', 1)
             link = _remoteworker.WorkerLink(self.url, self.keys, child.slot,
                                             child.index, interval, stop_read,
-                                            token)
+                                            token, self.settings.get('timeout'))
             out_fd = _os.open(_os.devnull, _os.O_WRONLY)
             spec = RemoteSpec(self.worker_class, self.pool_name, child.index,
                               self.settings, child.slot, link.in_read, out_fd,
@@ -259,7 +259,7 @@ class WorkerCommand:
         if child.killed:
             reason = f"{child.killed}, {reason}"
         self.report_death(name, reason, left=self.stopping and (
-            exitcode == 0 and not child.killed))
+            exitcode == 0 and not child.killed), exitcode=exitcode)
         if self.stopping:
             return
         self.say(_log.LOG_ERROR, f"worker {name} (slot {child.index}) "
@@ -277,14 +277,14 @@ class WorkerCommand:
             return
         child.restart_at = now + decision.delay
 
-    def report_death(self, name, reason, left=False):
+    def report_death(self, name, reason, left=False, exitcode=None):
         """Tell the dispatchers now: what it started ends with 500 (`left`:
         it ended as the command asked, stopping)."""
         try:
             client = connect(self.url, timeout=2.0)
             pipe = client.pipeline(transaction=False)
             pipe.xadd(self.keys.events,
-                      _broker.encode_death(name, reason, left),
+                      _broker.encode_death(name, reason, left, exitcode),
                       maxlen=_broker.EVENTS_MAXLEN, approximate=True)
             pipe.eval(_broker.LEAVE_SCRIPT, 3, self.keys.workers,
                       self.keys.info, self.keys.requests, name,
@@ -406,7 +406,7 @@ def main(argv):
     except SystemExit as exit_:
         return EXIT_OK if exit_.code in (0, None) else EXIT_USAGE
     try:
-        _broker.check_url(args.broker)
+        _broker.check_url(args.broker, '--broker')
         _broker.require_client('uhttp-workers worker')
     except (ValueError, ImportError) as err:
         print(f"uhttp-workers worker: {err}", file=_sys.stderr)
