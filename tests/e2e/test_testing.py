@@ -141,7 +141,7 @@ class SlowToStart(_workers.Worker):
 def test_workers_that_never_get_ready_time_out_with_the_log():
     with pytest.raises(TestServerError) as info:
         TestServer(App, pools=[_workers.WorkerPool(SlowToStart)],
-                   startup_timeout=1.5).start()
+                   startup_timeout=1.5, shutdown_timeout=0.5).start()
     assert 'timed out waiting for the workers' in str(info.value)
 
 
