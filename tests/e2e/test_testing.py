@@ -182,3 +182,46 @@ def test_pools_can_be_reused_after_a_server_stopped():
     for _ in range(2):
         with TestServer(App, pools=shared) as server:
             assert server.get('/api/items').status == 200
+
+
+class Sleeper(_workers.Worker):
+    @_workers.api('/api/sleep', 'GET')
+    def sleep(self, request):
+        time.sleep(20)
+        return {'slept': 20}
+
+
+def test_an_interrupted_stop_still_kills_every_process(monkeypatch):
+    """A second Ctrl-C while stop() waits for the graceful end (a request
+    in flight, a long shutdown_timeout): the wait is cut, the process
+    group is killed all the same, at once."""
+    import threading
+    from uhttp.workers import testing as _testing
+    server = TestServer(App, pools=[_workers.WorkerPool(
+        Sleeper, num_workers=1, routes=['/api/**'])], shutdown_timeout=20)
+    server.start()
+    pids = [server.pid] + [worker['pid'] for pool in server.status()['pools']
+                           for worker in pool['workers']]
+    def in_flight():
+        try:
+            server.get('/api/sleep', timeout=30)
+        except Exception:  # pylint: disable=broad-except
+            pass            # (the server is killed under it)
+    client = threading.Thread(target=in_flight, daemon=True)
+    client.start()
+    while server.status()['pending'] == 0:
+        time.sleep(0.02)
+    real_wait = _testing._wait_pid
+
+    def interrupted(pid, timeout):
+        monkeypatch.setattr(_testing, '_wait_pid', real_wait)
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(_testing, '_wait_pid', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        server.stop()
+    deadline = time.monotonic() + 5
+    while any(pid_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, [p for p in pids if pid_alive(p)]
+        time.sleep(0.05)
+    client.join(10)

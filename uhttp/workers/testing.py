@@ -179,11 +179,14 @@ class TestServer(Verbs):
                 _os.kill(pid, _signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        status = _wait_pid(pid, self.stop_timeout)
+        status = None
         try:
-            _os.killpg(pid, _signal.SIGKILL)  # workers left behind, if any
-        except (ProcessLookupError, PermissionError):
-            pass
+            status = _wait_pid(pid, self.stop_timeout)
+        finally:   # (a second Ctrl-C cuts the wait, never the kill)
+            try:
+                _os.killpg(pid, _signal.SIGKILL)  # workers left behind
+            except (ProcessLookupError, PermissionError):
+                pass
         if status is None:
             status = _wait_pid(pid, 5.0)
         self._exited = status
