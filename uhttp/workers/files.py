@@ -338,20 +338,22 @@ def plan(fd, request_headers, method, headers):
     tag = own.get('etag') or _static.etag(info)
     modified = own.get('last-modified') or _email_utils.formatdate(
         info.st_mtime, usegmt=True)
-    mtime = _modified_time(own.get('last-modified'), info.st_mtime)
     if 'etag' not in own:
         headers.append(('etag', tag))
     if 'last-modified' not in own:
         headers.append(('last-modified', modified))
     headers.append(('accept-ranges', 'bytes'))
+    tag, modified = tag.strip(), modified.strip()
+    mtime = _static.http_time(modified) if 'last-modified' in own else None
+    if mtime is None:   # (also for a handler's date that cannot be read)
+        mtime = info.st_mtime
     request_headers = request_headers or {}
     if method in ('GET', 'HEAD') and _static.not_modified(
-            request_headers, tag.strip(), mtime):
+            request_headers, tag, mtime):
         return 304, headers, 0, 0
     wanted = request_headers.get('range')
     if_range = request_headers.get('if-range')
-    if wanted and if_range and if_range.strip() not in (tag.strip(),
-                                                        modified.strip()):
+    if wanted and if_range and if_range.strip() not in (tag, modified):
         wanted = None
     found = parse_range(wanted, size) if method in ('GET', 'HEAD') else None
     if found is None:
@@ -364,17 +366,6 @@ def plan(fd, request_headers, method, headers):
     first, last = found
     headers.append(('content-range', f'bytes {first}-{last}/{size}'))
     return 206, headers, first, last - first + 1
-
-
-def _modified_time(text, default):
-    """A Last-Modified header's time as a timestamp; `default` for none
-    or one that cannot be read."""
-    if not text:
-        return default
-    try:
-        return _email_utils.parsedate_to_datetime(text).timestamp()
-    except (TypeError, ValueError, IndexError, AttributeError):
-        return default
 
 
 def serve_static(client, mount, real_path, close=False):

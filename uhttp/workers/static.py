@@ -182,13 +182,19 @@ def not_modified(request_headers, tag, mtime):
             if candidate == tag:
                 return True
         return False
-    since = request_headers.get('if-modified-since')
-    if since:
-        try:
-            when = _email_utils.parsedate_to_datetime(since)
-        except (TypeError, ValueError, IndexError):
-            return False
-        if when is None:
-            return False
-        return int(mtime) <= when.timestamp()
-    return False
+    when = http_time(request_headers.get('if-modified-since'))
+    if when is None:
+        return False
+    return int(mtime) <= when
+
+
+def http_time(text):
+    """An HTTP date (If-Modified-Since, Last-Modified) as a timestamp, or
+    None for none or one that cannot be read."""
+    if not text:
+        return None
+    try:
+        when = _email_utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None if when is None else when.timestamp()
