@@ -267,7 +267,7 @@ class Relay:
         hold = self.core.streamhold
         if hold.can_hold(handle):
             if client.stream_send(message[2]):
-                hold.sent(handle, client, lambda: self.stalled(pending))
+                hold.sent(handle, client, self.stalled, pending)
         elif not client.send_chunk(message[2]):
             if not client.is_open or pending.done:
                 self.log.warning(

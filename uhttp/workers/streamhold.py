@@ -25,7 +25,7 @@ CHECK_EVERY = 0.25    # how often a held-for client's progress is looked at
 class StreamHold:
     def __init__(self, core):
         self.core = core
-        self.held = {}    # handle -> {connection: on_stall()} it waits for
+        self.held = {}    # handle -> {connection: (on_stall, args)}
 
     def can_hold(self, handle):
         """True for a local worker, whose pipe can be left unread; a remote
@@ -33,10 +33,10 @@ class StreamHold:
         limit as before."""
         return getattr(handle, 'from_fd', None) is not None
 
-    def sent(self, handle, connection, on_stall):
+    def sent(self, handle, connection, on_stall, *args):
         """Bytes of `handle`'s stream were queued on `connection`: hold the
-        worker while more than the limit waits. `on_stall()` drops the
-        client if it stops reading."""
+        worker while more than the limit waits. `on_stall(*args)` drops
+        the client if it stops reading."""
         limit = connection.max_send_buffer_size
         if connection.send_buffer_size <= limit or not connection.is_open:
             return
@@ -46,7 +46,7 @@ class StreamHold:
             self.core.loop.workers.hold(handle.from_fd, True)
         if connection in waiting:
             return
-        waiting[connection] = on_stall
+        waiting[connection] = (on_stall, args)
         connection.when_drained(limit // 2, lambda done: self.release(
             handle, done))
         self.core.loop.call_at(self.core.now() + CHECK_EVERY, self.check,
@@ -70,9 +70,9 @@ class StreamHold:
             self.core.loop.call_at(now + CHECK_EVERY, self.check, handle,
                                    connection)
             return
-        on_stall = waiting[connection]
+        on_stall, args = waiting[connection]
         self.release(handle, connection)
-        on_stall()
+        on_stall(*args)
 
     def holds(self, handle):
         return handle in self.held
