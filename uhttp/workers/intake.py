@@ -150,12 +150,12 @@ class Intake:
         that would let the request through); anything else is a mistake,
         a 500 with an ERROR. Always False (the request goes no further)."""
         try:
-            data, status, headers = _msg.split_result(
-                _msg.checked_refusal(result))
-            if isinstance(data, _msg.Response):
+            if isinstance(result, _msg.Response):
                 raise _msg.ResponseError(
                     f"{name}() must return None or (data, status), not a "
                     "Response")
+            data, status, headers = _msg.split_result(
+                _msg.checked_refusal(result))
             client.respond(data, status=status, headers=headers)
         except Exception as err:  # pylint: disable=broad-except
             self.log.error("%s() for %s %s: %s", name, client.method,

@@ -403,11 +403,12 @@ class WsHub:
             return
         handle.held[request_id] = item if item is not None else pending
         self.core.pending.stream_started(pending)
+        now = self.core.now()
         pending.status = 101   # counted and logged as switched, not as 499
-        pending.head_at = self.core.now()
+        pending.head_at = now
         session = WsSession(self, pending, handle, agreed)
         self.sessions[request_id] = session
-        self.arm(self.core.now())
+        self.arm(now)
         client.take_over(head, session)
 
     def send(self, handle, message):
