@@ -40,15 +40,23 @@ def write_app(project, version):
     (project / 'verapp.py').write_text(APP.format(version=version))
 
 
-def new_pid(server, count):
-    deadline = time.monotonic() + 30
+def logged_pid(server, pattern, count=1, timeout=30):
+    """The pid that the `count`th line of the server's log matching
+    `pattern` (one group) names."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = re.findall(r'the new dispatcher \(pid (\d+)\) is ready',
-                           server.log())
+        found = re.findall(pattern, server.log())
         if len(found) >= count:
             return int(found[count - 1])
-        time.sleep(0.05)
-    raise AssertionError(f"upgrade {count} never completed:\n{server.log()}")
+        time.sleep(0.02)
+    raise AssertionError(f"no {count} line(s) matching {pattern!r}:\n"
+                         f"{server.log()}")
+
+
+def new_pid(server, count):
+    """The pid of the new dispatcher of the `count`th hot upgrade done."""
+    return logged_pid(server, r'the new dispatcher \(pid (\d+)\) is ready',
+                      count)
 
 
 def current_version(server):

@@ -4,13 +4,12 @@ not import, stops with its workers, is reaped, and the old dispatcher logs
 an ERROR with the reason and goes on serving."""
 
 import os
-import re
 import signal
 import textwrap
 import time
 
 from test_cli import Running
-from test_upgrade import wait_for_log, write_app
+from test_upgrade import logged_pid, wait_for_log, write_app
 
 SETUP_APP = textwrap.dedent('''
     import time
@@ -50,16 +49,10 @@ def start_v1(project):
     return Running(project, 'verapp:App', '--host', '127.0.0.1', '--port', '0')
 
 
-def started_copy(server, count=1, timeout=15):
+def started_copy(server, count=1):
     """The pid of the `count`th new dispatcher a hot upgrade started."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.findall(r'started a new dispatcher \(pid (\d+)\)',
-                           server.log())
-        if len(found) >= count:
-            return int(found[count - 1])
-        time.sleep(0.02)
-    raise AssertionError(f"no new dispatcher started:\n{server.log()}")
+    return logged_pid(server, r'started a new dispatcher \(pid (\d+)\)',
+                      count, timeout=15)
 
 
 def answers_until(server, done, timeout=30):
