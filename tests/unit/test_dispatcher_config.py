@@ -84,6 +84,15 @@ def test_same_pool_twice():
     assert_names(ValueError, 'pools', pools=[shared, shared])
 
 
+def test_two_pools_of_one_worker_class_are_named_apart():
+    # the name keys metrics, broker streams and config-file entries
+    first, second, third = (pool(AWorker, ['/a/**']), pool(BWorker, ['/b/**']),
+                            pool(AWorker, ['/c/**']))
+    workers.Dispatcher(pools=[first, second, third])
+    assert [first.name, second.name, third.name] == [
+        'AWorker', 'BWorker', 'AWorker-2']
+
+
 def test_pool_of_another_dispatcher():
     shared = pool(AWorker, ['/a/**'])
     workers.Dispatcher(pools=[shared])

@@ -183,7 +183,19 @@ def check_pools(pools, owner=None):
                     "Dispatcher pools: only one pool may have routes=None "
                     f"(the fallback): {fallback!r} and {pool!r}")
             fallback = pool
+    name_apart(pools)
     return list(pools), fallback
+
+
+def name_apart(pools):
+    """A pool is named after its worker class, and the name keys its
+    metrics, its broker stream and its config-file entry; so the second pool
+    of one class is named 'Class-2', the third 'Class-3', in list order."""
+    taken = {}
+    for pool in pools:
+        base = pool.worker_class.__name__
+        taken[base] = taken.get(base, 0) + 1
+        pool.name = base if taken[base] == 1 else f"{base}-{taken[base]}"
 
 
 def static_mounts(static_routes):
