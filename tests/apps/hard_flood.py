@@ -1,6 +1,7 @@
 """Overload (tests/hardening/test_hard_overload.py): max_pending from
 HARD_MAX_PENDING (default 20000), max_waiting_clients from HARD_MAX_CLIENTS
-(default 40000), a fast route and a slow one."""
+(default 40000), access_log when HARD_ACCESS_LOG is set, a fast route and a
+slow one."""
 import os
 import time
 
@@ -31,5 +32,6 @@ if __name__ == '__main__':
     App(port=0, address='127.0.0.1',
         max_pending=int(os.environ.get('HARD_MAX_PENDING', '20000')),
         max_waiting_clients=int(os.environ.get('HARD_MAX_CLIENTS', '40000')),
+        access_log=bool(os.environ.get('HARD_ACCESS_LOG')),
         pools=[_workers.WorkerPool(FastWorker, num_workers=2, routes=['/api/**'],
                                    queue_warning=0)]).run()

@@ -5,6 +5,8 @@ make no room (slow handlers) the excess gets 503 with Retry-After within a
 second, and sync routes keep answering."""
 
 import http.client
+import re
+import socket
 import threading
 import time
 
@@ -124,4 +126,30 @@ def test_a_request_waiting_unread_is_never_evicted_as_idle(app_server):
     for index, outcome in sorted(outcomes.items()):
         assert [final.status in (200, 503) for final in outcome.finals] == [
             True], (index, outcome)
+    probe(server)
+
+
+def test_a_request_whose_client_left_while_held_back_is_not_run(app_server):
+    """While the clients are held back, a request can wait unread in its
+    socket long after its client gave up and closed. When it is read at
+    last, the close is there behind it: the request ends as the client's
+    departure (499) instead of being run for nobody while the workers
+    are the scarce thing."""
+    server = app_server('hard_flood', env={'HARD_MAX_PENDING': '1',
+                                           'HARD_ACCESS_LOG': '1'})
+    first = threading.Thread(target=exchange, args=(server.port, request_bytes(
+        'GET', '/api/slow?s=0.3', {'Connection': 'close'})),
+        kwargs={'timeout': 20})
+    first.start()
+    # (not asked through /_status: with a limit of 1 that would wait too)
+    time.sleep(0.1)
+    # the limit is reached: these wait unread, and their clients leave
+    for _ in range(5):
+        sock = socket.create_connection(('127.0.0.1', server.port), timeout=5)
+        sock.sendall(request_bytes('GET', '/api/slow?s=0.3'))
+        sock.close()
+    first.join(20)
+    log = server.wait_log(r'"GET /api/slow" 499', timeout=20, count=5)
+    assert len(re.findall(r'"GET /api/slow" 200', log)) == 1, log[-3000:]
+    assert server.get('/_status').json['pending'] == 0
     probe(server)

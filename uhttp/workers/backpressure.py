@@ -9,6 +9,11 @@ the pending requests fall below RESUME_AT of the limit. Only when the
 workers make no room for SHED_AFTER seconds (slow handlers) does the loop
 read again and answer what does not fit 503 with Retry-After, promptly,
 until there is room again.
+
+Near the limit a request read may have waited unread long enough for its
+client to give up and close: the dispatcher then looks behind it
+(may_have_waited) and ends it as the client's departure (499) instead of
+giving the workers a request nobody waits for.
 """
 
 import time as _time
@@ -41,6 +46,12 @@ class Backpressure:
             return False
         self.pause()
         return True
+
+    def may_have_waited(self):
+        """True when the request just admitted may have waited unread in
+        its socket while the clients were held back: the pending requests
+        (it included) are at the level reading resumes at, or above."""
+        return self.core.pending.waiting >= self.resume_below
 
     def pause(self):
         loop = self.core.loop

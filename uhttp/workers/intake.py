@@ -276,6 +276,9 @@ class Intake:
         pending = self.core.pending.open(client, pool, self.core.now())
         pending.path = client.path
         client.pending = pending
+        if self.core.backpressure.may_have_waited() and client.has_left():
+            client.close()  # ends it as disconnected (499): nobody waits
+            return None
         if 'on_request_accepted' in self.hooks.replaced and (
                 not self.accepted(pending, client, pool)):
             return None

@@ -3,6 +3,8 @@ case in as few steps as it takes.
 
 While a request is out with a worker, only the client leaving is watched
 for; bytes it sends meanwhile (a pipelined request) are kept for later.
+has_left() looks whether the client already closed behind the request it
+sent (a request that waited unread while the clients were held back).
 Most events on a client connection are the next request arriving on an
 idle keep-alive connection, and most answers leave nothing behind (no
 file being sent, no spool file, no body buffer). For the first, the head
@@ -14,6 +16,7 @@ that both ways leave a connection in the same state.
 """
 
 import errno as _errno
+import socket as _socket
 import time as _time
 
 import uhttp.server as _server
@@ -43,6 +46,20 @@ class KeepAliveCycle:
         self._server.refused(self, err.status, body)
         self.respond(data=body, status=err.status,
                      headers=dict(_REFUSAL_HEADERS))
+
+    def has_left(self):
+        """True when the client has gone: the end of its stream (or a
+        reset) waits in the socket, with no byte before it. A TLS socket
+        cannot be peeked at and counts as still there."""
+        try:
+            return self._socket.recv(
+                1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT) == b''
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ConnectionError:
+            return True
+        except (OSError, ValueError, AttributeError):  # TLS, or closed
+            return False
 
     def _read_while_pending(self):
         """The client's request is with a worker: only watch for it leaving.
