@@ -91,6 +91,35 @@ def test_slow_workers_shed_promptly_and_sync_routes_answer(app_server):
         thread.join(30)
 
 
+def test_a_crowd_behind_a_small_limit_is_shed_not_queued(app_server):
+    """max_pending=1 in front of a 0.3 s handler: the workers do make room,
+    one request at a time, but 30 clients would wait up to 9 s in TCP for
+    it; the crowd is answered 503 within about a second instead."""
+    server = app_server('hard_flood', env={'HARD_MAX_PENDING': '1'})
+    timings = []
+
+    def ask(index):
+        started = time.monotonic()
+        found = []
+        hammer(server.port, ['/api/slow?s=0.3'], found, index)
+        timings.append((found[0][2], found[0][4], time.monotonic() - started))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(40)
+    assert len(timings) == 30, timings
+    statuses = [status for status, _, _ in timings]
+    assert set(statuses) <= {200, 503}, statuses
+    shed = [(retry, took) for status, retry, took in timings if status == 503]
+    assert len(shed) >= 20, statuses
+    for retry_after, took in shed:
+        assert retry_after == '1'
+        assert took < 2.0, f"503 after {took:.2f}s"
+    probe(server)
+
+
 def test_a_request_waiting_unread_is_never_evicted_as_idle(app_server):
     """At max_waiting_clients a new connection evicts the oldest idle one;
     while the clients are held back, a connection whose request waits

@@ -10,6 +10,14 @@ workers make no room for SHED_AFTER seconds (slow handlers) does the loop
 read again and answer what does not fit 503 with Retry-After, promptly,
 until there is room again.
 
+Waiting in the kernel is only worth it while it is brief. When the workers
+do make room, but slowly for the crowd behind (a small limit, slow
+handlers), the clients' wait is estimated from the saturated spell: the
+connections with no request read, over the rate requests were taken in.
+Past HELD_AT_MOST seconds of that, the excess is read and answered 503 as
+well, so `max_pending=1` in front of a 200 ms handler sheds the other
+clients at once instead of serving them one by one for a minute.
+
 Near the limit a request read may have waited unread long enough for its
 client to give up and close: the dispatcher then looks behind it
 (may_have_waited) and ends it as the client's departure (499) instead of
@@ -20,6 +28,7 @@ import time as _time
 
 RESUME_AT = 0.9
 SHED_AFTER = 0.5
+HELD_AT_MOST = 1.0  # the longest wait in the kernel worth it (estimated)
 
 _monotonic = _time.monotonic
 
@@ -36,6 +45,9 @@ class Backpressure:
         self.paused_at = None
         self.shedding = False
         self.pauses = 0
+        # the saturated spell: (since, requests opened by then), None while
+        # a turn reads all that is ready without reaching the limit
+        self.spell = None
 
     def full(self):
         """True when no more requests should be read now: the pending
@@ -59,21 +71,49 @@ class Backpressure:
             loop.pause(loop.clients)
             self.paused_at = now = _monotonic()
             self.pauses += 1
+            if self.spell is None:
+                self.spell = (now, self.core.pending.opened)
             loop.call_at(now + SHED_AFTER, self.check)  # the loop may sleep
 
     def check(self, now):
         """Each turn: resume when there is room again, or shed when the
-        workers made none for SHED_AFTER seconds."""
+        workers made none for SHED_AFTER seconds, or too little for the
+        clients held back to wait briefly."""
         loop = self.core.loop
         waiting = self.core.pending.waiting
         if self.shedding and waiting < self.resume_below:
             self.shedding = False
         if loop.clients is None or not loop.clients.paused:
+            if waiting < self.limit:
+                self.spell = None  # what was ready fitted: nobody held back
             return
-        if waiting < self.resume_below or self.core.stopping:
-            loop.resume(loop.clients)
-            self.paused_at = None
-        elif now - self.paused_at >= SHED_AFTER:
+        if self.core.stopping:
+            self.resume()
+        elif self.held_too_long(now) or (
+                waiting >= self.resume_below
+                and now - self.paused_at >= SHED_AFTER):
             self.shedding = True
-            loop.resume(loop.clients)
-            self.paused_at = None
+            self.spell = None
+            self.resume()
+        elif waiting < self.resume_below:
+            self.resume()
+
+    def resume(self):
+        self.core.loop.resume(self.core.loop.clients)
+        self.paused_at = None
+
+    def held_too_long(self, now):
+        """True when the clients held back would wait more than
+        HELD_AT_MOST at the rate requests were taken in this spell."""
+        if self.spell is None:
+            return False
+        since, opened = self.spell
+        elapsed = now - since
+        if elapsed < SHED_AFTER:
+            return False  # too short a spell to tell its rate
+        table = self.core.pending
+        taken = table.opened - opened
+        if elapsed > 4 * SHED_AFTER:  # the recent rate counts: keep half
+            self.spell = (since + elapsed / 2, opened + taken // 2)
+        held = len(self.core.server.connections) - len(table.requests)
+        return held > taken / elapsed * HELD_AT_MOST

@@ -363,8 +363,9 @@ class Core:
         room = limit - table.waiting
         if room <= 0 and self.backpressure.full():
             return
-        events = self.loop.clients.poll(room if 0 < room < CLIENT_EVENTS
-                                        else None)
+        events = self.loop.clients.poll(
+            room if 0 < room < CLIENT_EVENTS
+            and not self.backpressure.shedding else None)
         on_request = self.intake.on_request
         for index, (key, mask) in enumerate(events):
             if index and not index % CLIENT_BATCH:

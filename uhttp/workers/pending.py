@@ -133,6 +133,11 @@ class PendingTable:
         return self.requests.get(request_id)
 
     @property
+    def opened(self):
+        """How many requests were opened so far."""
+        return self._last_id
+
+    @property
     def waiting(self):
         """Requests waiting for an answer (open streams do not count)."""
         return len(self.requests) - self.streams
