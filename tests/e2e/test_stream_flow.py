@@ -43,8 +43,21 @@ class ExportWorker(_workers.Worker):
                 break
         return _workers.DEFERRED
 
+    @_workers.api('/api/endless', 'GET')
+    def endless(self, request):
+        request.response_stream('application/octet-stream')
+        sent = 0
+        while request.send_chunk(b'x' * CHUNK):   # until its client leaves
+            sent += 1
+        self.sent[request.request_id] = (sent, request.is_open)
+        return _workers.DEFERRED
+
     def on_disconnect(self, request_id):
         self.gone.append(request_id)
+
+    @_workers.api('/api/sent', 'GET')
+    def sent_counts(self, request):
+        return {'sent': list(self.sent.values())}
 
     @_workers.api('/api/gone', 'GET')
     def gone_ids(self, request):
@@ -130,6 +143,34 @@ def test_a_client_that_stops_reading_is_dropped_and_its_worker_goes_on():
         # the worker was only held, never lost: it serves on
         assert read_all(server, '/api/export/3') == (
             200, 3 * CHUNK, expected_digest(3))
+        server.assert_no_errors()
+
+
+def test_a_worker_writing_in_a_loop_hears_that_its_client_left():
+    """The client reads a little of an endless stream and leaves: the
+    worker's next sends return False (while its handler still runs), so
+    the loop ends, and on_disconnect follows once."""
+    with TestServer(_workers.Dispatcher, [pool()]) as server:
+        sock = socket.create_connection(('127.0.0.1', server.port),
+                                        timeout=WAIT)
+        try:
+            sock.sendall(b'GET /api/endless HTTP/1.1\r\nHost: x\r\n\r\n')
+            received = 0
+            while received < 4 * CHUNK:
+                data = sock.recv(CHUNK)
+                assert data
+                received += len(data)
+        finally:
+            sock.close()
+        sent = wait_for(lambda: server.get('/api/sent').json()['sent'],
+                        'the handler to stop writing')
+        assert len(sent) == 1 and sent[0][0] >= 4 and sent[0][1] is False
+        gone = wait_for(lambda: server.get('/api/gone').json()['gone'],
+                        'on_disconnect')
+        assert len(gone) == 1
+        assert read_all(server, '/api/export/3') == (
+            200, 3 * CHUNK, expected_digest(3))
+        assert server.get('/api/gone').json()['gone'] == gone
         server.assert_no_errors()
 
 

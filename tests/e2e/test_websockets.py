@@ -393,6 +393,23 @@ def test_a_flood_reaches_a_client_that_reads_it_whole(served):
     run(talk())
 
 
+def test_a_worker_sending_in_a_loop_hears_that_the_client_closed(served):
+    """ws.send() returns False once the client has closed, even while
+    the handler that sends is still running: the loop ends and
+    on_ws_close follows."""
+    server, log = served
+    before = len(closes(log))
+
+    async def talk():
+        async with connect(f'ws://127.0.0.1:{server.port}/ws/echo/endless',
+                           max_size=None, compression=None) as ws:
+            await ws.recv()   # hello
+            await ws.send('endless')
+            assert len(await ws.recv()) == 65536
+    run(talk())
+    assert wait_for(lambda: [c for c in closes(log)[before:] if c[1] == 1000])
+
+
 def rss_mb(pid):
     with open(f'/proc/{pid}/status', encoding='ascii') as status:
         for line in status:

@@ -65,6 +65,9 @@ class WsWorker(_workers.Worker):
             os._exit(3)
         elif message == 'pid':
             ws.send(str(os.getpid()))
+        elif message == 'endless':
+            while ws.send('x' * 65536):  # until the connection closes
+                pass
         elif message == 'flood':
             chunk = 'x' * 65536
             for _ in range(400):

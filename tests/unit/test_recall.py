@@ -21,6 +21,7 @@ from uhttp.workers import scheduler as scheduler_mod
 from uhttp.workers.dispatcher import core_of
 from uhttp.workers import messages as msg
 from uhttp.workers.pool import WorkerHandle, WorkerPool
+from uhttp.workers import backlog as backlog_mod
 from uhttp.workers.backlog import Backlog as _Backlog
 
 
@@ -111,6 +112,23 @@ class TestBacklog:
         backlog.fill()     # (a request id is never used twice: this is only
         assert backlog.pop(True)[1] == 8   # the set being emptied)
         assert recorder.events == [('claim', 8)]
+
+    def test_gone_reads_the_pipe_for_a_sender_on_the_loop_thread(self):
+        recorder = Recorder()
+        backlog = recorder.backlog(FakeReader([
+            [request(1), (msg.M_DISCONNECT, 5)], [(msg.M_WS_CLOSED, 6, 1000, '')]]))
+        assert backlog.gone(5) is False         # not the loop's thread
+        backlog.loop_thread = threading.get_ident()
+        assert backlog.gone(5) is True
+        assert backlog.gone(6) is False         # read again only later
+        time.sleep(backlog_mod.GONE_READ_INTERVAL)
+        assert backlog.gone(6) is True
+        # what it read stays for the loop, in order, unclaimed until popped
+        assert len(backlog) == 3 and recorder.events == []
+        assert backlog.pop(True)[1] == 1
+        assert backlog.pop(True) == (msg.M_DISCONNECT, 5)
+        assert backlog.pop(True)[0] == msg.M_WS_CLOSED
+        assert not backlog.gone(5) and not backlog.gone(6)
 
     def test_fill_reports_eof(self):
         reader = FakeReader()

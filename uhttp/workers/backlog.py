@@ -6,9 +6,19 @@ dispatcher, never both.
 
 import collections as _collections
 import threading as _threading
+import time as _time
 
 from . import channel as _channel
 from . import messages as _msg
+
+
+GONE_READ_INTERVAL = 0.05  # seconds between gone()'s reads of the pipe
+
+
+def client_gone(runtime, request_id):
+    """The runtime's Backlog.gone(request_id); False where it has none."""
+    backlog = getattr(runtime, 'backlog', None)
+    return backlog is not None and backlog.gone(request_id)
 
 
 class Backlog:
@@ -42,9 +52,12 @@ class Backlog:
         self.lock = _threading.Lock()
         self.reader = reader
         self._messages = _collections.deque()
-        self._gone = set()     # request ids whose M_DISCONNECT is in the backlog
+        # request ids whose M_DISCONNECT (or M_WS_CLOSED) is in the backlog
+        self._gone = set()
         self._claim = claim    # claim(seq, request_id): mark it started
         self._send = send      # send(message) to the dispatcher
+        self.loop_thread = None  # the worker loop's thread, once it runs
+        self._gone_read_at = 0.0
 
     def __len__(self):
         return len(self._messages)
@@ -53,12 +66,35 @@ class Backlog:
         """Read every complete message the pipe holds now into the backlog
         (ChannelError on a corrupt frame); True once the pipe is at EOF."""
         with self.lock:
-            messages = self.reader.read()
-            for message in messages:
-                if message[0] == _msg.M_DISCONNECT:
-                    self._gone.add(message[1])
-            self._messages.extend(messages)
+            self._take(self.reader.read())
             return self.reader.eof
+
+    def gone(self, request_id):
+        """True when the pipe has said that the client of a stream or
+        WebSocket left, though the loop has not handled that yet (a handler
+        still writing to it: its M_DISCONNECT or M_WS_CLOSED waits here).
+        Only the loop's thread reads the pipe for it, at most every
+        GONE_READ_INTERVAL seconds; the loop handles what it read once the
+        running callback returns."""
+        if self.loop_thread != _threading.get_ident():
+            return False
+        now = _time.monotonic()
+        if now - self._gone_read_at < GONE_READ_INTERVAL:
+            return request_id in self._gone
+        self._gone_read_at = now
+        with self.lock:
+            try:
+                self._take(self.reader.read())
+            except _channel.ChannelError:
+                pass  # the loop reads it again, reports it and stops
+            return request_id in self._gone
+
+    def _take(self, messages):
+        for message in messages:
+            kind = message[0]
+            if kind == _msg.M_DISCONNECT or kind == _msg.M_WS_CLOSED:
+                self._gone.add(message[1])
+        self._messages.extend(messages)
 
     def pop(self, accepting):
         """The next message, or None. A request is claimed as it is popped
@@ -77,7 +113,7 @@ class Backlog:
                         continue
                     if accepting:
                         self._claim(message[1], message[2])
-                elif kind == _msg.M_DISCONNECT:
+                elif kind == _msg.M_DISCONNECT or kind == _msg.M_WS_CLOSED:
                     self._gone.discard(message[1])
                 return message
             return None
@@ -91,7 +127,7 @@ class Backlog:
         with self.lock:
             look = False
             try:
-                self._messages.extend(self.reader.read())
+                self._take(self.reader.read())
             except _channel.ChannelError:
                 look = True  # the loop reads it again, reports it and stops
             seqs = []

@@ -11,6 +11,7 @@ import sys as _sys
 import time as _time
 import traceback as _traceback
 
+from . import backlog as _backlog
 from . import fds as _fds
 from . import log as _log
 from . import messages as _msg
@@ -320,7 +321,11 @@ class _WorkerState:
         return True
 
     def stream_data(self, request, data):
-        self.runtime.send((_msg.W_STREAM_DATA, request.request_id, data))
+        runtime = self.runtime
+        if _backlog.client_gone(runtime, request.request_id):
+            _msg.mark_closed(request)  # the loop calls on_disconnect next
+            return False
+        runtime.send((_msg.W_STREAM_DATA, request.request_id, data))
         return True
 
     def end_stream(self, request):

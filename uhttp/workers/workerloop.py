@@ -184,11 +184,10 @@ def _serve(worker, runtime):
     """The worker loop: requests, control messages, user fds, on_idle()."""
     table = build_table(worker)
     runtime.send((_msg.W_ROUTES, tuple(table.patterns)))
-    slot = runtime.slot
-    selector = runtime.selector
+    slot, selector = runtime.slot, runtime.selector
     # non-blocking: the recall thread may empty the pipe after select()
     _os.set_blocking(runtime.in_fd, False)
-    selector.register(runtime.in_fd, _selectors.EVENT_READ, None)
+    in_key = selector.register(runtime.in_fd, _selectors.EVENT_READ, None)
     wake_fd = runtime.start_recall()
     if wake_fd is not None:
         selector.register(wake_fd, _selectors.EVENT_READ, _WAKE)
@@ -196,13 +195,16 @@ def _serve(worker, runtime):
     next_idle = _monotonic() + interval
     backlog = runtime.backlog
     log = worker.log
+    backlog.loop_thread = _threading.get_ident()
     while runtime.running:
         now = _monotonic()
         timeout = next_idle - now
-        if timeout < 0:
+        if timeout < 0 or len(backlog):  # gone() read what a callback left
             timeout = 0
         slot.beat(now, runtime.busy, runtime.count)
         events = selector.select(timeout)
+        if len(backlog) and all(key is not in_key for key, _ in events):
+            events.append((in_key, _selectors.EVENT_READ))
         now = _monotonic()
         slot.beat(now)
         for key, mask in events:

@@ -11,6 +11,7 @@ once, through `Worker.on_ws_close(ws, code, reason)`.
 
 import traceback as _traceback
 
+from . import backlog as _backlog
 from . import messages as _msg
 from . import routing as _routing
 
@@ -102,7 +103,10 @@ class WebSocket:
         elif not isinstance(message, (str, bytes)):
             raise TypeError(f"ws.send() takes str or bytes, not "
                             f"{type(message).__name__}")
-        self._runtime().send((_msg.W_WS_SEND, self.request_id, message))
+        runtime = self._runtime()
+        if _backlog.client_gone(runtime, self.request_id):
+            return False  # closed: the loop calls on_ws_close next
+        runtime.send((_msg.W_WS_SEND, self.request_id, message))
         return True
 
     def close(self, code=1000, reason=''):
