@@ -338,6 +338,38 @@ def test_every_close_is_told_once(served):
     assert len(closes(log)) == before + 4  # never twice
 
 
+@pytest.mark.parametrize('code', [1004, 1005, 1006, 1015, 2999, 5000])
+def test_a_close_code_no_endpoint_may_send_is_refused(served, code):
+    """ws.close() raises ValueError for the reserved codes (1004, and 1005,
+    1006, 1015 that only report what happened), instead of putting on the
+    wire a close frame its client takes for a protocol error."""
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/codes')) as ws:
+            await ws.recv()   # hello
+            await ws.send(f'close {code}')
+            assert await ws.recv() == f'refused {code}'
+            await ws.send('still open')
+            assert await ws.recv() == 'still open'
+    run(talk())
+
+
+@pytest.mark.parametrize('code', [1001, 1003, 1011, 1014, 3000, 4999])
+def test_a_close_code_the_worker_may_send_reaches_the_client(served, code):
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/codes')) as ws:
+            await ws.recv()   # hello
+            await ws.send(f'close {code}')
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                code, 'with a code')
+    run(talk())
+
+
 def test_status_counts_websockets(served):
     server, _ = served
 

@@ -61,6 +61,12 @@ class WsWorker(_workers.Worker):
             self.sink_message(ws, message)
         elif message == 'close':
             ws.close(4000, 'asked')
+        elif isinstance(message, str) and message.startswith('close '):
+            code = int(message.split()[1])
+            try:
+                ws.close(code, 'with a code')
+            except ValueError:
+                ws.send(f'refused {code}')
         elif message == 'crash':
             os._exit(3)
         elif message == 'pid':

@@ -114,12 +114,18 @@ class WebSocket:
         if self._state != _ACCEPTED:
             return False
         if not isinstance(code, int) or not (
-                code == 1000 or 3000 <= code <= 4999 or 1001 <= code <= 1014):
+                3000 <= code <= 4999 or 1000 <= code <= 1014) or (
+                    code in _NOT_SENT):
             raise ValueError(f"invalid close code {code!r}")
         self._state = _CLOSING
         self._runtime().send((_msg.W_WS_CLOSE, self.request_id, code,
                               str(reason)))
         return True
+
+
+# reserved (1004), or only reporting what happened (no code, no close
+# frame, a TLS failure): RFC 6455 7.4.1, never put in a close frame
+_NOT_SENT = frozenset((1004, 1005, 1006, 1015))
 
 
 def error_data(status):
