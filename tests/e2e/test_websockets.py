@@ -495,6 +495,28 @@ def test_a_flood_to_a_busy_worker_is_held_back_not_buffered(tmp_path):
         server.stop()
 
 
+def test_a_close_the_client_never_answers_ends_without_pings(tmp_path):
+    """ws_ping_interval=0: the worker's close frame, never answered, still
+    ends the connection after wssession.CLOSE_TIMEOUT, and the worker gets
+    its on_ws_close."""
+    server, log = start(tmp_path, ws_ping_interval=0)
+    try:
+        sock, head = handshake(server.port)
+        try:
+            assert head.startswith('HTTP/1.1 101')
+            assert read_frame(sock)[0] == 1  # hello
+            sock.sendall(frame(1, b'close'))
+            assert read_until_close(sock) == 4000   # ... and never answered
+            assert read_frame(sock) is None         # the server hangs up
+        finally:
+            sock.close()
+        assert wait_for(lambda: [c for c in closes(log) if c[1] == 4000])
+        assert wait_for(lambda: server.get('/_status').json()['websockets']
+                        == 0)
+    finally:
+        server.stop()
+
+
 def test_ping_timeout(tmp_path):
     server, log = start(tmp_path, ws_ping_interval=0.3)
     try:

@@ -10,6 +10,7 @@ from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionType
 from wsproto import events
 
+from uhttp.workers import loop as _loop
 from uhttp.workers import streamhold as _streamhold
 from uhttp.workers import channel as _channel
 from uhttp.workers import messages as _msg
@@ -145,6 +146,7 @@ class FakeHub:
         self.log = types.SimpleNamespace(warning=lambda *args: None)
         self.core = types.SimpleNamespace(
             stopping=False,
+            loop=_loop.Timers(self.log),   # run by the test: run_due(now)
             streamhold=_streamhold.StreamHold(None),  # (no pipe: not held)
             end=lambda pending, reason, tell_worker=None: self.ended.append(
                 reason))
@@ -243,6 +245,31 @@ def test_worker_close_waits_for_the_answer():
     ws.data_received(peer.send(got[0].response()))
     assert hub.told == [(_msg.M_WS_CLOSED, 7, 4000, 'done')]
     assert hub.ended == ['stream_closed']   # the worker ended it
+
+
+def test_an_unanswered_worker_close_ends_after_the_close_timeout():
+    """Without any keepalive pings (ws_ping_interval=0) too: the close's
+    own timer ends it, and the worker is told its code."""
+    ws, hub, connection, peer = session()
+    ws.close(4000, 'done')
+    assert server_events(peer, connection)[0].code == 4000
+    (when, _, _), = hub.core.loop.entries()
+    hub.core.loop.run_due(when - 0.1)
+    assert hub.told == [] and not connection.closed
+    hub.core.loop.run_due(when)
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 4000, '')]
+    assert hub.ended == ['stream_closed'] and connection.closed
+    assert hub.core.loop.entries() == []
+
+
+def test_a_close_answered_in_time_leaves_the_timer_nothing_to_do():
+    ws, hub, connection, peer = session()
+    ws.close(4000, 'done')
+    got = server_events(peer, connection)
+    ws.data_received(peer.send(got[0].response()))
+    (when, _, _), = hub.core.loop.entries()
+    hub.core.loop.run_due(when)
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 4000, 'done')]   # once
 
 
 def test_lost_connection_is_1006_and_ended_by_the_server_1011():

@@ -259,8 +259,20 @@ class WsSession:
         if self.finished or self.proto.state != _State.OPEN:
             return
         self.close_code = code
-        self.closing_since = _monotonic()
+        self.closing_since = now = _monotonic()
+        self.hub.core.loop.call_at(now + CLOSE_TIMEOUT, self.close_timed_out)
         self.write(self.proto.send(_events.CloseConnection(code, reason)))
+
+    def close_timed_out(self, now):
+        """The peer never answered our close frame: end without it (a
+        session its worker holds back is not read, so it waits on)."""
+        if self.finished:
+            return
+        if self.paused:
+            self.hub.core.loop.call_at(now + CLOSE_TIMEOUT,
+                                       self.close_timed_out)
+            return
+        self.finish(self.close_code or ABNORMAL, '', flush=False)
 
     def abort(self, code, reason):
         """Send a close frame and end now, without waiting for its answer."""
@@ -429,8 +441,7 @@ class WsHub:
             self.core.loop.call_at(now + self.ping_interval, self.ping_round)
 
     def ping_round(self, now):
-        """Ping the quiet, close those that did not answer the last ping
-        and those whose close handshake did not end."""
+        """Ping the quiet, close those that did not answer the last ping."""
         self.timer = False
         quiet = now - self.ping_interval / 2
         for session in list(self.sessions.values()):
@@ -439,10 +450,8 @@ class WsHub:
                 session.awaiting_pong = False
                 continue
             if session.closing_since is not None:
-                if now - session.closing_since > CLOSE_TIMEOUT:
-                    session.finish(session.close_code or ABNORMAL, '',
-                                   flush=False)
-            elif session.awaiting_pong:
+                continue  # ends by its answer or close_timed_out()
+            if session.awaiting_pong:
                 session.abort(INTERNAL, 'keepalive ping timeout')
             elif session.last_seen < quiet:
                 session.ping(now)
