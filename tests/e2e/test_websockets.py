@@ -338,6 +338,25 @@ def test_every_close_is_told_once(served):
     assert len(closes(log)) == before + 4  # never twice
 
 
+def test_text_that_is_not_utf8_is_refused_in_the_worker(served):
+    """ws.send() of a str with a lone surrogate raises UnicodeEncodeError
+    in the worker (instead of returning True while the dispatcher fails to
+    encode it and the message is lost)."""
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/surrogate')) as ws:
+            await ws.recv()   # hello
+            await ws.send('surrogate')
+            assert await ws.recv() == "refused 'a\\ud800'"
+            assert await ws.recv() == "refused '\\udcff'"
+            await ws.send('ünïcode ok')
+            assert await ws.recv() == 'ünïcode ok'
+    run(talk())
+    assert not [record for record in list(server.logs)
+                if 'UnicodeEncodeError' in record.message]
+
+
 @pytest.mark.parametrize('code', [1004, 1005, 1006, 1015, 2999, 5000])
 def test_a_close_code_no_endpoint_may_send_is_refused(served, code):
     """ws.close() raises ValueError for the reserved codes (1004, and 1005,

@@ -71,6 +71,12 @@ class WsWorker(_workers.Worker):
             os._exit(3)
         elif message == 'pid':
             ws.send(str(os.getpid()))
+        elif message == 'surrogate':
+            for text in ('a\ud800', '\udcff'):
+                try:
+                    ws.send(text)
+                except UnicodeEncodeError:
+                    ws.send(f'refused {text!a}')
         elif message == 'endless':
             while ws.send('x' * 65536):  # until the connection closes
                 pass

@@ -100,7 +100,9 @@ class WebSocket:
             return False
         if isinstance(message, (bytearray, memoryview)):
             message = bytes(message)
-        elif not isinstance(message, (str, bytes)):
+        elif isinstance(message, str):
+            _check_text(message)
+        elif not isinstance(message, bytes):
             raise TypeError(f"ws.send() takes str or bytes, not "
                             f"{type(message).__name__}")
         runtime = self._runtime()
@@ -117,10 +119,18 @@ class WebSocket:
                 3000 <= code <= 4999 or 1000 <= code <= 1014) or (
                     code in _NOT_SENT):
             raise ValueError(f"invalid close code {code!r}")
+        reason = _check_text(str(reason))
         self._state = _CLOSING
-        self._runtime().send((_msg.W_WS_CLOSE, self.request_id, code,
-                              str(reason)))
+        self._runtime().send((_msg.W_WS_CLOSE, self.request_id, code, reason))
         return True
+
+
+def _check_text(text):
+    """`text`, once it is known to encode as UTF-8 (UnicodeEncodeError
+    here, in the worker, for a lone surrogate, not in the dispatcher)."""
+    if not text.isascii():
+        text.encode('utf-8')
+    return text
 
 
 # reserved (1004), or only reporting what happened (no code, no close
