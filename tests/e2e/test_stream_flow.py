@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import os
 import socket
+import threading
 import time
 
 import uhttp.workers as _workers
@@ -66,6 +67,35 @@ class ExportWorker(_workers.Worker):
     @_workers.api('/api/pid', 'GET')
     def pid(self, request):
         return {'pid': os.getpid()}
+
+
+class IdleStreamer(_workers.Worker):
+    """Streams to its subscribers from on_idle() for a while: the sends
+    read the request pipe (to hear of clients that left), and what they
+    read there must still be served."""
+
+    def setup(self):
+        self.subscribers = {}
+
+    @_workers.api('/api/subscribe', 'GET')
+    def subscribe(self, request):
+        request.response_stream()
+        self.subscribers[request.request_id] = request
+        return _workers.DEFERRED
+
+    @_workers.api('/api/ping', 'GET')
+    def ping(self, request):
+        return {'ok': True}
+
+    def on_idle(self):
+        until = time.monotonic() + 0.3
+        while time.monotonic() < until:
+            for subscriber in list(self.subscribers.values()):
+                subscriber.send_event(data='tick')
+            time.sleep(0.01)
+
+    def on_disconnect(self, request_id):
+        self.subscribers.pop(request_id, None)
 
 
 def expected_digest(count):
@@ -172,6 +202,38 @@ def test_a_worker_writing_in_a_loop_hears_that_its_client_left():
             200, 3 * CHUNK, expected_digest(3))
         assert server.get('/api/gone').json()['gone'] == gone
         server.assert_no_errors()
+
+
+def test_requests_read_by_a_stream_sent_from_on_idle_are_served():
+    streamer = _workers.WorkerPool(IdleStreamer, num_workers=1,
+                                   routes=['/api/**'], heartbeat_interval=0.5,
+                                   stuck_timeout=10)
+    with TestServer(_workers.Dispatcher, [streamer]) as server:
+        sock = socket.create_connection(('127.0.0.1', server.port),
+                                        timeout=WAIT)
+        try:
+            sock.sendall(b'GET /api/subscribe HTTP/1.1\r\nHost: x\r\n\r\n')
+            assert sock.recv(12) == b'HTTP/1.1 200'
+            reader = threading.Thread(target=drain, args=(sock,), daemon=True)
+            reader.start()
+            for _ in range(30):   # many of them arrive while on_idle() runs
+                assert server.get('/api/ping', timeout=WAIT).json() == {
+                    'ok': True}
+                time.sleep(0.05)
+        finally:
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        reader.join(WAIT)
+        server.assert_no_errors()
+
+
+def drain(sock):
+    """Read `sock` until its end (a client that keeps up)."""
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
 
 
 def test_a_worker_held_by_a_slow_reader_is_not_taken_for_stuck():
