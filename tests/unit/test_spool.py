@@ -80,6 +80,15 @@ def test_bad_directories(tmp_path):
     assert spool.SpoolPolicy(0, tmp_path).directory == str(tmp_path)
 
 
+def test_a_directory_that_cannot_hold_a_file_is_refused_at_once():
+    # /proc is a directory no file can be made in, whoever runs the test
+    # (a directory without write permission is writable to root)
+    with pytest.raises(ValueError, match="spool_dir '/proc' cannot hold"):
+        spool.SpoolPolicy(0, '/proc')
+    with pytest.raises(ValueError, match="spool_dir '/proc' cannot hold"):
+        config.DispatcherSettings(spool_dir='/proc')
+
+
 @pytest.mark.parametrize('opener', [spool.open_unnamed, spool.unlinked_file])
 def test_spool_files_have_no_name_and_mode_0600(tmp_path, opener):
     fd = opener(str(tmp_path))

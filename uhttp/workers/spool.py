@@ -39,7 +39,9 @@ def check_threshold(value):
 
 
 def check_directory(value):
-    """spool_dir: None (the system's temporary directory) or a directory."""
+    """spool_dir: None (the system's temporary directory) or a directory
+    a spool file can be made in (one is made and dropped to know: a
+    directory that refuses files would else answer every large upload 507)."""
     if value is None:
         return None
     if not isinstance(value, (str, _os.PathLike)):
@@ -48,6 +50,11 @@ def check_directory(value):
     value = _os.fspath(value)
     if not _os.path.isdir(value):
         raise ValueError(f"Dispatcher spool_dir {value!r} is not a directory")
+    try:
+        _close_fd(open_unnamed(value))
+    except OSError as err:
+        raise ValueError(f"Dispatcher spool_dir {value!r} cannot hold spool "
+                         f"files: {err.strerror or err}") from None
     return value
 
 
