@@ -16,6 +16,7 @@ class Owner:
         self.failed = []
         self.gone = []
         self.refused = []   # statuses the HTTP layer answered by itself
+        self.spool_errors = []   # (error, spool directory) of 507s
 
     def connection_failed(self, connection, err):
         self.failed.append(err)
@@ -28,6 +29,9 @@ class Owner:
 
     def request_refused(self, connection, status, size):
         self.refused.append(status)
+
+    def spool_refused(self, connection, err, directory):
+        self.spool_errors.append((err, directory))
 
     def accept_exhausted(self, err):
         pass

@@ -520,6 +520,9 @@ def test_a_disk_that_refuses_the_body_answers_507(tmp_path_factory):
         status, body = send_chunked(app.port, '/api/hash',
                                     pattern(3 * 1024 * 1024))
         assert status == 507
+        # the operator learns why from the log: one ERROR per refused body
+        app.wait_log(r'ERROR .*request body from 127\.0\.0\.1:\d+ cannot '
+                     r'be spooled to .*: File too large', count=2)
         app.wait_until(lambda: nothing_left(app, app.spool_dir),
                        what='the refused bodies dropped')
         data = pattern(1024 * 1024)

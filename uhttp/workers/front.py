@@ -4,6 +4,7 @@ limit it needs, and the callbacks the HTTP layer makes.
 """
 
 import os as _os
+import tempfile as _tempfile
 import time as _time
 import traceback as _traceback
 
@@ -89,6 +90,14 @@ class Front:
         431, 501, 505, 507, or 503 for too many connections)."""
         if self.core.observe is not None:
             self.core.observe.refused_early(connection, status, size)
+
+    def spool_refused(self, connection, err, directory):
+        """A request body could not be written to its spool file: the
+        client is answered 507, the log says why and where."""
+        self.log.error(
+            "request body from %s cannot be spooled to %s: %s",
+            _peer(connection), directory or _tempfile.gettempdir(),
+            err.strerror or err)
 
     def client_stalled(self, connection, limit):
         self.log.warning(

@@ -128,6 +128,14 @@ class Server(_server.HttpServer):
     def client_gone(self, pending):
         self._owner.client_gone(pending)
 
+    def spool_refused(self, connection, err):
+        """No spool file could be made, or it refused bytes (`err`, an
+        OSError), for the body `connection` is receiving (answered 507)."""
+        try:
+            self._owner.spool_refused(connection, err, self.spool.directory)
+        except Exception as error:  # pylint: disable=broad-except
+            self._owner.connection_failed(connection, error)
+
     def refused(self, connection, status, body):
         """The HTTP layer answers `connection` with `status` and `body`
         (bytes) before any request reached the dispatcher (a malformed or

@@ -52,9 +52,6 @@ except ImportError:  # pragma: no cover - Python without ssl
     _SSL_WANT = ()
 
 
-def _storage_error(err):
-    return _server.HttpErrorWithResponse(
-        507, f"The request body cannot be stored: {err.strerror or err}")
 
 
 class SpoolBody:
@@ -77,17 +74,24 @@ class SpoolBody:
         policy = getattr(self._server, 'spool', None)
         return policy is not None and policy.wants(size)
 
+    def _storage_error(self, err):
+        """The 507 for a body its spool file refused (`err`), told to the
+        server first (the owner logs it: the client only sees a status)."""
+        self._server.spool_refused(self, err)
+        return _server.HttpErrorWithResponse(
+            507, f"The request body cannot be stored: {err.strerror or err}")
+
     def _open_spool(self):
         try:
             self._spool = self._server.spool.open()
         except OSError as err:
-            raise _storage_error(err) from None
+            raise self._storage_error(err) from None
 
     def _spool_write(self, data):
         try:
             self._spool.write(data)
         except _spool.StorageError as err:
-            raise _storage_error(err) from None
+            raise self._storage_error(err) from None
 
     def _spool_data(self, length):
         """A Content-Length body that is spooled: move what the buffer
@@ -161,7 +165,7 @@ class SpoolBody:
         try:
             return self._spool.splice_from(sock.fileno(), count, pipe)
         except _spool.StorageError as err:
-            raise _storage_error(err) from None
+            raise self._storage_error(err) from None
 
     def _spool_chunks(self):
         """A chunked body: once its data crosses the threshold, it moves
