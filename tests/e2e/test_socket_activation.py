@@ -70,3 +70,63 @@ def test_serves_on_the_inherited_socket(tmp_path):
         except (ProcessLookupError, PermissionError):
             pass
         proc.wait(timeout=10)
+
+
+def unix_exchange(path, raw, timeout=10):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(raw)
+        data = b''
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason='systemd-socket-activate is '
+                    'not installed (Debian package systemd)')
+def test_serves_on_an_inherited_unix_socket(tmp_path):
+    # ListenStream=/run/app.sock: a Unix socket, which has no port; the
+    # startup line names its path (it failed to format, "%d" of a str)
+    path = str(tmp_path / 'app.sock')
+    log_path = tmp_path / 'out.log'
+    inherited = [os.path.abspath(p) for p in
+                 os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    pythonpath = os.pathsep.join([ROOT] + inherited)
+    with open(log_path, 'wb') as log:
+        proc = subprocess.Popen(
+            [ACTIVATE, '-l', path, '-E', f'PYTHONPATH={pythonpath}',
+             '-E', 'PYTHONUNBUFFERED=1', sys.executable,
+             os.path.join(APPS, 'smoke.py')],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        reply = None
+        while time.monotonic() < deadline:
+            try:
+                reply = unix_exchange(path, b'GET /api/hello HTTP/1.1\r\n'
+                                      b'Host: x\r\nConnection: close\r\n\r\n')
+                if reply.startswith(b'HTTP/1.1 200'):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert reply and reply.startswith(b'HTTP/1.1 200'), (
+            reply, log_path.read_text())
+        reply = unix_exchange(path, b'GET /_status HTTP/1.1\r\nHost: x\r\n'
+                              b'Connection: close\r\n\r\n')
+        assert reply.startswith(b'HTTP/1.1 200'), reply
+        text = log_path.read_text()
+        assert f'listening on http on unix:{path} (1 pools, 2 workers)' in text, text
+        assert 'log formatting failed' not in text, text
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(timeout=10)

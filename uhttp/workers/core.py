@@ -130,9 +130,11 @@ class Core:
         return _monotonic()
 
     def port(self):
-        """The port listened on (the real one once running with port=0)."""
-        if self.server is not None and self.server.port:
-            return self.server.port
+        """The port listened on (the real one once running with port=0;
+        None on an inherited Unix socket)."""
+        server = self.server
+        if server is not None and server.socket is not None:
+            return server.port
         return self.settings.port
 
     def status(self):
@@ -274,11 +276,8 @@ class Core:
         self.control.listening()
         for pool in self.pools:
             self.supervisor.start_pool(pool)
-        settings = self.settings
-        address = self.server.socket.getsockname()[0]
-        self.log.info("listening on %s://%s:%d (%d pools, %d workers)",
-                      'https' if settings.ssl_context else 'http',
-                      address, self.port(), len(self.pools),
+        self.log.info("listening on %s (%d pools, %d workers)",
+                      self.front.where(), len(self.pools),
                       sum(pool.num_workers for pool in self.pools))
         now = _monotonic()
         self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)

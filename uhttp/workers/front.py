@@ -51,6 +51,16 @@ class Front:
         # accepted even while the clients' side is paused (backpressure)
         core.server.listen_in(core.loop.selector)
 
+    def where(self):
+        """What the startup line names: http://127.0.0.1:8080, or for a
+        Unix socket (inherited: ListenStream=/run/app.sock) its path."""
+        scheme = 'https' if self.core.settings.ssl_context else 'http'
+        name = self.core.server.socket.getsockname()
+        if not isinstance(name, tuple):
+            return f"{scheme} on unix:{name}"
+        host = f"[{name[0]}]" if ':' in name[0] else name[0]
+        return f"{scheme}://{host}:{name[1]}"
+
     def raise_fd_limit(self):
         connections = self.core.settings.http_options['max_waiting_clients']
         want = connections + 256 + 4 * sum(pool.num_workers

@@ -77,7 +77,10 @@ class Server(_server.HttpServer):
 
     @property
     def port(self):
-        return self._socket.getsockname()[1] if self._socket else None
+        """The port listened on; None once closed, or on a Unix socket
+        (socket activation: its name is a path)."""
+        name = self._socket.getsockname() if self._socket else None
+        return name[1] if isinstance(name, tuple) else None
 
     @property
     def connections(self):
