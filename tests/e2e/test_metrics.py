@@ -286,6 +286,33 @@ def test_access_log_gives_the_size_of_every_body_it_knows(tmp_path):
                      f'GET /api/item/1 401 {denied}'], lines
 
 
+
+class Parked(workers.Worker):
+    @workers.api('/api/parked', 'GET')
+    def parked(self, request):
+        os._exit(3)  # permanent_failure_exitcode: the slot is parked
+
+
+def test_access_log_gives_the_size_of_an_admission_refusal():
+    # a 503 of admission (degraded, no worker, the broker down) was logged
+    # with "-" for its size, like a stream, though its body is known
+    pool = workers.WorkerPool(Parked, num_workers=1, routes=['/api/parked'],
+                              permanent_failure_exitcode=3)
+    with TestServer(App, [pool], access_log='{method} {path} {status} '
+                    '{bytes}') as server:
+        assert server.get('/api/parked').status == 500  # and it is parked
+        wait_for(lambda: server.status()['pools'][0]['parked_count'] == 1,
+                 what='the slot to be parked')
+        reply = server.get('/api/parked')
+        assert reply.status == 503, reply
+        assert server.request('HEAD', '/api/parked').status == 503
+        lines = wait_for(lambda: (lambda found: found if any(
+            line.startswith('HEAD') for line in found) else None)(
+            [record.message for record in list(server.logs)
+             if record.name == 'access']), what='the HEAD access line')
+    assert lines[-2:] == [f'GET /api/parked 503 {len(reply.content)}',
+                          'HEAD /api/parked 503 0'], lines
+
 def exchange(port, data, timeout=10):
     """Send raw bytes; everything read until the server closes."""
     with socket.create_connection(('127.0.0.1', port), timeout=timeout) as sock:

@@ -18,6 +18,7 @@ from . import files as _files
 from .hooks import USER_CODE_ERRORS
 from . import static as _static
 from . import wssession as _wssession
+from .probe import probe_status
 
 
 def sync_table(cls):
@@ -47,6 +48,7 @@ class Intake:
         self.static = core.settings.static
         self.sync = sync_table(type(core.app))
         self.max_pending = core.settings.max_pending
+        self.refused_size = None  # of the last 503 admit() answered
         self.check_own_paths(core.settings)
 
     def check_own_paths(self, settings):
@@ -265,13 +267,17 @@ class Intake:
 
     def admit(self, client, pool):
         """Queue the request for `pool`, or answer 503: the refusal's
-        reason then, else None."""
+        reason then (and `refused_size`, its body's size, for the access
+        log), else None."""
         refused = self.refusal(pool)
         if refused is not None:
             if refused[0] == MAX_PENDING:
                 _replies.shed(client)  # pre-serialized: one send
+                self.refused_size = _replies.SHED.size
             else:
-                _replies.answer_error(client, 503, *refused[1:])
+                with probe_status(client) as probe:
+                    _replies.answer_error(client, 503, *refused[1:])
+                self.refused_size = probe.size
             return refused[0]
         pending = self.core.pending.open(client, pool, self.core.now())
         pending.path = client.path

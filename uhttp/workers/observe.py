@@ -21,7 +21,6 @@ from . import log as _log
 from . import metrics as _metrics
 from . import feed as _feed
 from . import intake as _intake
-from . import replies as _replies
 from . import routing as _routing
 from . import wssession as _wssession
 from .http.parse import METHODS as _METHODS
@@ -315,8 +314,7 @@ class Observer(_feed.DashboardFeed):
         key = (pool.name, reason)
         self.rejected[key] = self.rejected.get(key, 0) + 1
         if reason == MAX_PENDING:  # the canned answer
-            size = 0 if (method or client.method) == 'HEAD' else (
-                _replies.SHED.size)
+            size = 0 if (method or client.method) == 'HEAD' else size
         self.served(client, began, status, '', pool.name, size=size,
                     method=method, path=path)
 
@@ -499,7 +497,8 @@ class Observer(_feed.DashboardFeed):
                 return
         reason = intake.admit(client, pool)
         if reason is not None:  # admission refused it (and answered 503)
-            self.refused(client, began, pool, reason, 503, method, path)
+            self.refused(client, began, pool, reason, 503, method, path,
+                         intake.refused_size)
 
 
 
