@@ -448,6 +448,23 @@ class TestLogName:
         dispatcher.log.error('still delivered')
         assert 'still delivered' in capsys.readouterr().err
 
+    def test_a_failing_on_log_is_reported_once_with_its_traceback(
+            self, capsys):
+        # its records reached the default output, but nothing said why:
+        # a broken log sink went unnoticed
+        class Broken(workers.Dispatcher):
+            def on_log(self, name, level, message):
+                raise RuntimeError('sink down')
+
+        dispatcher = Broken()
+        dispatcher.log.error('first')
+        dispatcher.log.error('second')
+        err = capsys.readouterr().err
+        assert 'first' in err and 'second' in err
+        assert err.count("on_log() raised RuntimeError('sink down')") == 1, err
+        assert 'Traceback (most recent call last)' in err
+        assert "raise RuntimeError('sink down')" in err
+
 
 def test_a_sync_route_on_the_metrics_or_dashboard_path_is_refused():
     class App(workers.Dispatcher):

@@ -71,6 +71,7 @@ class Core:
         self.log_taps = []
         self.log_style = self.settings.log_style or _log.detect_style()
         self.record_source = None   # who sent the record on_log() now has
+        self.on_log_quiet_until = 0.0  # when a failing on_log() is told again
         self.log_stream = _sys.stderr
         self.log = _log.Logger(type(app).__name__, self.log_record,
                                self.log_level)
@@ -203,9 +204,16 @@ class Core:
         self.record_source = source
         try:
             self.app.on_log(name, level, text)
-        except USER_CODE_ERRORS:
+        except USER_CODE_ERRORS as err:
             try:
                 self.base.on_log(self.app, name, level, text)
+                now = _monotonic()
+                if now >= self.on_log_quiet_until:  # said at most every 10 s
+                    self.on_log_quiet_until = now + 10.0
+                    self.base.on_log(self.app, self.log.name, _log.LOG_ERROR, (
+                        f"on_log() raised {err!r}; its records go to the "
+                        f"default output meanwhile\n"
+                        + _traceback.format_exc().rstrip()))
             except Exception:  # pylint: disable=broad-except
                 pass
         self.record_source = None
