@@ -211,3 +211,27 @@ def test_dashboard_shows_pools_load_and_a_crash(browser):
             "Array.from(document.querySelectorAll('#log li')).some("
             f"li => li.textContent.indexOf('pid {victim}') >= 0)",
             what='the death in the log list')
+
+
+def test_the_page_asks_for_no_favicon(browser):
+    # the browser fetched /favicon.ico: a 404 in its console, an access
+    # line and a counted 404 for every page opened, on a server with none
+    pool = workers.WorkerPool(Work, num_workers=1, routes=['/api/**'])
+    with TestServer(workers.Dispatcher, [pool], dashboard_path='/_dashboard',
+                    access_log='{path} {status}') as server:
+        browser.navigate(server.url + '/_dashboard')
+        browser.wait_for("document.getElementById('conn').textContent == "
+                         "'live'", what='the page to be live')
+        assert browser.evaluate(
+            "document.querySelector('link[rel=icon]').href") == 'data:,'
+        # the page's own requests are all logged by now (the favicon one
+        # comes right after the document)
+        assert server.get('/api/work/1').status == 200
+        deadline = time.monotonic() + 10
+        while not any(record.message == '/api/work/1 200'
+                      for record in list(server.logs)):
+            assert time.monotonic() < deadline, 'no access line'
+            time.sleep(0.05)
+        paths = [record.message for record in list(server.logs)
+                 if record.name == 'access']
+        assert not [line for line in paths if 'favicon' in line], paths

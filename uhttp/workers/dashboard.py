@@ -9,6 +9,7 @@ import json as _json
 _PAGE = r"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>uhttp-workers</title>
 <style>
 body{font:13px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#222}
