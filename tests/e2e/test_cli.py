@@ -339,6 +339,14 @@ def test_version(project):
     assert re.match(r'uhttp-workers \d+\.\d+', result.stdout)
 
 
+def test_help_names_the_worker_command(project):
+    # `uhttp-workers worker ...` (remote pools) was found only in the README
+    result = run(project, '--help')
+    assert result.returncode == 0
+    assert 'uhttp-workers worker module:WorkerClass --broker URL' in (
+        ' '.join(result.stdout.split())), result.stdout
+
+
 def test_port_in_use_is_reported(project):
     import socket
     blocker = socket.socket()

@@ -47,7 +47,10 @@ def parser():
     parse = _argparse.ArgumentParser(
         prog='uhttp-workers',
         description='Run a uhttp-workers dispatcher: TARGET is module:attribute '
-                    '(a Dispatcher subclass, instance, or a callable returning one).')
+                    '(a Dispatcher subclass, instance, or a callable returning one).',
+        epilog='uhttp-workers worker module:WorkerClass --broker URL runs '
+               'worker processes of a remote pool instead (see: uhttp-workers '
+               'worker --help).')
     parse.add_argument('target', metavar='TARGET')
     parse.add_argument('--host', help='listen address')
     parse.add_argument('--port', type=int, help='listen port (0: a free one)')
