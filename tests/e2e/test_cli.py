@@ -297,6 +297,21 @@ def test_check_config_lists_every_mistake(project):
         assert needle in text, (needle, text)
 
 
+def test_an_unknown_pool_is_named_with_where_it_was_named(project):
+    # the message did not say which file or flag named the pool, and an
+    # empty table for a misspelt pool was taken without a word
+    config = project / 'app.toml'
+    config.write_text('[pools.ItemWorkr]\n\n[pools.Nobody]\ntimeout = 3\n')
+    result = run(project, 'myapp:App', '--config', str(config), '--workers',
+                 'Elsewhere=2', '--check-config')
+    assert result.returncode == 1
+    text = result.stderr
+    for needle in (f"{config}: [pools.ItemWorkr]: no pool named 'ItemWorkr'",
+                   f"{config}: [pools.Nobody]: no pool named 'Nobody'",
+                   "--workers 'Elsewhere=2': no pool named 'Elsewhere'"):
+        assert needle in text, (needle, text)
+
+
 def test_unknown_pool_is_a_configuration_error(project):
     result = run(project, 'myapp:App', '--workers', 'Nobody=2',
                  '--check-config')

@@ -132,6 +132,7 @@ def command_line_overrides(args):
             problems.append(f"--workers {item!r}: expected POOL=N")
             continue
         overrides.pools.setdefault(name.strip(), {})['num_workers'] = int(count)
+        overrides.pool_sources.setdefault(name.strip(), f"--workers {item!r}")
     return overrides, problems
 
 
@@ -182,10 +183,11 @@ def apply(dispatcher, overrides):
         except (TypeError, ValueError) as err:
             problems.append(str(err))
     pools = {pool.name: pool for pool in core.pools}
-    for name in set(overrides.pools) | set(overrides.pool_kwargs):
+    for name in (set(overrides.pools) | set(overrides.pool_kwargs)
+                 | set(overrides.pool_sources)):
         pool = pools.get(name)
         if pool is None:
-            problems.append(f"no pool named {name!r} (pools: "
+            problems.append(f"{unknown_pool(overrides, name)} (pools: "
                             f"{', '.join(pools) or 'none'})")
             continue
         try:
@@ -195,6 +197,12 @@ def apply(dispatcher, overrides):
         pool.kwargs.update(overrides.pool_kwargs.get(name, {}))
     if problems:
         raise ConfigError(problems)
+
+
+def unknown_pool(overrides, name):
+    """The problem of a pool name no pool has, saying where it was named."""
+    where = overrides.pool_sources.get(name)
+    return f"{where + ': ' if where else ''}no pool named {name!r}"
 
 
 def effective_config(dispatcher):
@@ -294,9 +302,10 @@ def reread(args, core):
     flags, _ = command_line_overrides(args)
     loaded.update(flags)          # the command line still wins
     pools = {pool.name: pool for pool in core.pools}
-    for name in set(loaded.pools) | set(loaded.pool_kwargs):
+    for name in (set(loaded.pools) | set(loaded.pool_kwargs)
+                 | set(loaded.pool_sources)):
         if name not in pools:
-            problems.append(f"no pool named {name!r}")
+            problems.append(unknown_pool(loaded, name))
     if problems:
         raise ConfigError(problems)
     given = core.settings.given

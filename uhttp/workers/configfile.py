@@ -50,9 +50,12 @@ class Overrides:
         self.dispatcher = {}
         self.pools = {}        # pool name -> {setting: value}
         self.pool_kwargs = {}  # pool name -> {kwarg: value}
+        self.pool_sources = {}  # pool name -> where it was first named
 
     def update(self, other):
         self.dispatcher.update(other.dispatcher)
+        for name, where in other.pool_sources.items():
+            self.pool_sources.setdefault(name, where)
         for name, values in other.pools.items():
             self.pools.setdefault(name, {}).update(values)
         for name, values in other.pool_kwargs.items():
@@ -105,6 +108,7 @@ def load(path):
 
 
 def _load_pool(path, name, table, overrides, problems):
+    overrides.pool_sources[name] = f"{path}: [pools.{name}]"
     if not isinstance(table, dict):
         problems.append(f"{path}: pools.{name} must be a table")
         return
