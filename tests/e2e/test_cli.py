@@ -260,6 +260,50 @@ def test_check_config_lists_flag_file_and_pool_mistakes_together(project):
         assert needle in text, (needle, text)
 
 
+BROKER_APP = """
+import uhttp.workers as _workers
+
+class JobWorker(_workers.Worker):
+    @_workers.api('/api/job', 'GET')
+    def job(self, request):
+        return {}
+
+class LocalWorker(_workers.Worker):
+    @_workers.api('/api/local', 'GET')
+    def local(self, request):
+        return {}
+
+def make():
+    return _workers.Dispatcher(port=0, pools=[
+        _workers.WorkerPool(JobWorker, routes=['/api/job'], num_workers=0,
+                            broker='redis://127.0.0.1:1/0'),
+        _workers.WorkerPool(LocalWorker, routes=['/api/local'])])
+"""
+
+
+def test_a_broker_pool_may_have_no_local_worker_in_the_file(project):
+    # --print-config wrote num_workers = 0 for a pool with a broker (as
+    # the README allows), and the file was then refused: "must be >= 1"
+    pytest.importorskip('redis')
+    (project / 'brokerapp.py').write_text(BROKER_APP)
+    printed = run(project, 'brokerapp:make', '--print-config')
+    assert printed.returncode == 0, printed.stderr
+    assert 'num_workers = 0' in printed.stdout
+    config = project / 'printed.toml'
+    config.write_text(printed.stdout)
+    again = run(project, 'brokerapp:make', '--config', str(config),
+                '--check-config')
+    assert again.returncode == 0, again.stderr
+    # a local pool still needs a worker, from the file or a flag
+    config.write_text('[pools.LocalWorker]\nnum_workers = 0\n')
+    refused = run(project, 'brokerapp:make', '--config', str(config),
+                  '--check-config')
+    assert refused.returncode == 1
+    assert 'LocalWorker' in refused.stderr and 'num_workers' in refused.stderr
+    assert run(project, 'brokerapp:make', '--workers', 'JobWorker=0',
+               '--check-config').returncode == 0
+
+
 def test_check_config_good(project):
     config = project / 'app.toml'
     config.write_text('[dispatcher]\nport = 8080\n')

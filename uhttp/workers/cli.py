@@ -132,7 +132,7 @@ def command_line_overrides(args):
             problems.append(f"--workers {item!r}: expected POOL=N")
             continue
         overrides.pools.setdefault(name.strip(), {})['num_workers'] = int(count)
-        overrides.pool_sources.setdefault(name.strip(), f"--workers {item!r}")
+        overrides.pool_sources[name.strip()] = f"--workers {item!r}"
     return overrides, problems
 
 
@@ -190,8 +190,15 @@ def apply(dispatcher, overrides):
             problems.append(f"{unknown_pool(overrides, name)} (pools: "
                             f"{', '.join(pools) or 'none'})")
             continue
+        values = dict(overrides.pools.get(name, {}))
+        if 'num_workers' in values:  # 0 is for a pool with a broker only
+            try:
+                pool.configure(num_workers=values.pop('num_workers'))
+            except (TypeError, ValueError) as err:
+                problems.append(f"{overrides.pool_sources.get(name, name)} "
+                                f"num_workers: {err}")
         try:
-            pool.configure(**overrides.pools.get(name, {}))
+            pool.configure(**values)
         except (TypeError, ValueError) as err:
             problems.append(f"pool {name}: {err}")
         pool.kwargs.update(overrides.pool_kwargs.get(name, {}))
@@ -306,6 +313,15 @@ def reread(args, core):
                  | set(loaded.pool_sources)):
         if name not in pools:
             problems.append(unknown_pool(loaded, name))
+    for name, values in loaded.pools.items():
+        size = values.get('num_workers')
+        if name in pools and size is not None and (
+                size != pools[name].num_workers):
+            try:  # what resize() takes (0 only at start, for a broker's)
+                _configfile.POOL_SETTINGS['num_workers'](size)
+            except (TypeError, ValueError) as err:
+                problems.append(f"{loaded.pool_sources.get(name, name)} "
+                                f"num_workers: {err}")
     if problems:
         raise ConfigError(problems)
     given = core.settings.given

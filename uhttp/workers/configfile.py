@@ -25,7 +25,7 @@ import re as _re
 from . import config as _config
 from . import http as _http
 from . import log as _log
-from .pool import SETTINGS as POOL_SETTINGS
+from .pool import SETTINGS as POOL_SETTINGS, broker_pool_count
 
 try:
     import tomllib as _toml
@@ -50,12 +50,11 @@ class Overrides:
         self.dispatcher = {}
         self.pools = {}        # pool name -> {setting: value}
         self.pool_kwargs = {}  # pool name -> {kwarg: value}
-        self.pool_sources = {}  # pool name -> where it was first named
+        self.pool_sources = {}  # pool name -> where it was named
 
     def update(self, other):
         self.dispatcher.update(other.dispatcher)
-        for name, where in other.pool_sources.items():
-            self.pool_sources.setdefault(name, where)
+        self.pool_sources.update(other.pool_sources)  # the last one wins
         for name, values in other.pools.items():
             self.pools.setdefault(name, {}).update(values)
         for name, values in other.pool_kwargs.items():
@@ -153,6 +152,8 @@ def check_pool_key(key, value, where):
                          "and a kwargs table)")
     if key == 'log_level':
         value = level(value, 'log_level')
+    if key == 'num_workers':  # 0 is for a pool with a broker: the pool
+        check = broker_pool_count  # itself refuses it for a local one
     return key, check(value)
 
 

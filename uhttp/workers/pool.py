@@ -338,7 +338,7 @@ class WorkerPool:
                 raise TypeError(f"WorkerPool has no setting {name!r} "
                                 f"(settings: {', '.join(sorted(SETTINGS))})")
             if name == 'num_workers' and getattr(self, 'broker', None):
-                check = _local_count  # remote workers may serve it alone
+                check = broker_pool_count  # remote workers may serve it alone
             checked[name] = check(value)
         beat = checked.get('heartbeat_interval',
                            getattr(self, 'heartbeat_interval', None))
@@ -471,7 +471,7 @@ def _exit_code(value):
     return value
 
 
-def _local_count(value):
+def broker_pool_count(value):
     """num_workers of a pool with a broker: local workers besides the
     remote ones, 0 or more."""
     return _number(value, 'num_workers', minimum=0, integer=True)
