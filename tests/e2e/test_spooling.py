@@ -459,6 +459,35 @@ def test_body_over_the_limit_is_a_413(strict):
     assert post(strict, '/api/hash', data).json['sha256'] == sha(data)
 
 
+@pytest.mark.parametrize('framing', ['content-length', 'chunked'])
+def test_a_client_that_sends_all_before_reading_gets_its_413(strict, framing):
+    """A client that writes its whole body before it reads (http.client,
+    most libraries) gets the 413, not a reset: the refused connection
+    reads and drops the rest of the body before it closes."""
+    body = os.urandom(9 * 1024 * 1024)
+    outcomes = []
+    for _ in range(5):
+        connection = http.client.HTTPConnection('127.0.0.1', strict.port,
+                                                timeout=20)
+        try:
+            if framing == 'chunked':
+                connection.request('POST', '/api/hash', encode_chunked=True,
+                                   body=iter([body[:4096], body[4096:]]))
+            else:
+                connection.request('POST', '/api/hash', body=body)
+            reply = connection.getresponse()
+            outcomes.append((reply.status, reply.getheader('connection')))
+            reply.read()
+        except OSError as err:
+            outcomes.append(type(err).__name__)
+        finally:
+            connection.close()
+    assert outcomes == [(413, 'close')] * 5, outcomes
+    assert post(strict, '/api/hash', b'after').status == 200
+    strict.wait_until(lambda: nothing_left(strict, strict.spool_dir),
+                      what='the refused bodies dropped')
+
+
 def test_stalled_upload_times_out_and_leaves_nothing(strict):
     sock = socket.create_connection(('127.0.0.1', strict.port), timeout=15)
     try:

@@ -17,6 +17,7 @@ from .bodyinto import BodyInto
 from . import serialize as _serialize
 from .canned import SendsCanned
 from .keepalive import KeepAliveCycle
+from .linger import LingeringClose
 from .sendfile import SendFile
 from .spoolbody import SpoolBody
 from .streamdrain import StreamDrain
@@ -48,7 +49,7 @@ def _refusal(err):
 
 
 class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
-                 SpoolBody, BodyInto, _server.HttpConnection):
+                 SpoolBody, BodyInto, LingeringClose, _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,

@@ -44,6 +44,7 @@ class KeepAliveCycle:
         is told, for the counts and the access log."""
         body = str(err).encode('utf-8')
         self._server.refused(self, err.status, body)
+        self.linger_on_close()  # the client may still be sending
         self.respond(data=body, status=err.status,
                      headers=dict(_REFUSAL_HEADERS))
 

@@ -15,6 +15,7 @@ import uhttp.server as _server
 
 from .. import spool as _spool
 from .connection import EVENT_READ, Connection
+from .linger import Lingering
 
 ACCEPT_BATCH = 64  # connections accepted per readable event
 EVICT_PEEKS = 16   # idle-looking connections looked into for one eviction
@@ -53,6 +54,8 @@ class Server(_server.HttpServer):
             self._maintenance_interval, self._send_timeout / 2,
             MAINTENANCE_EVERY)
         self._waiting_connections = {}
+        # refused connections' sockets, reading their clients' last bytes
+        self.lingering = Lingering(self.selector)
         self._socket.setblocking(False)
         self._accepting = True
 
@@ -152,6 +155,7 @@ class Server(_server.HttpServer):
     def close(self):
         self.stop_listening()
         super().close()
+        self.lingering.close()
 
     def stop_listening(self):
         """Close the listening socket; existing connections stay, and so do
@@ -271,6 +275,8 @@ class Server(_server.HttpServer):
             return
         self._last_maintenance = now
         mono = _monotonic()
+        if self.lingering:
+            self.lingering.expire(mono)
         send_limit = self._send_timeout
         for connection in list(self._waiting_connections):
             if not connection.is_open:
@@ -291,6 +297,7 @@ class Server(_server.HttpServer):
                 continue
             if connection.is_timed_out or connection.request_overdue(now):
                 self.refused(connection, 408, _REQUEST_TIMEOUT)
+                connection.linger_on_close()  # it may still be sending
                 connection.respond(
                     _REQUEST_TIMEOUT, status=408,
                     headers={'connection': 'close',
