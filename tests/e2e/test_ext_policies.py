@@ -68,10 +68,15 @@ def test_degraded_is_sticky_without_recovery_interval_and_recovers_with_it(
     assert server.get('/flaky/ping').status == 200
     _degrade(server, 'StickyWorker')
     server.wait_log(r'WARNING .*StickyWorker.*degraded')
-    assert server.get('/sticky/ping').status == 503
+    sticky = server.get('/sticky/ping')
+    # degraded for good: no time to come back is promised
+    assert (sticky.status, sticky.headers.get('retry-after')) == (503, None)
     _degrade(server, 'FlakyWorker')
     server.wait_log(r'WARNING .*FlakyWorker.*degraded')
-    assert server.get('/flaky/ping').status == 503
+    flaky = server.get('/flaky/ping')
+    # recovery_interval=2: the 503 says when to come back
+    assert flaky.status == 503
+    assert flaky.headers.get('retry-after') in ('1', '2'), flaky.headers
     # recovery_interval=2: back by itself, with an INFO line
     server.wait_log(r'INFO .*FlakyWorker.*recover', timeout=15)
     server.wait_until(lambda: not pool(server, 'FlakyWorker')['degraded'],

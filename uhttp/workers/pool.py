@@ -325,6 +325,7 @@ class WorkerPool:
         self.retired = {}        # reason -> workers retired for it
         self.core = None         # the dispatcher's core, once it has one
         self.degraded = False
+        self.recovers_at = None  # when a degraded pool recovers (monotonic)
         self.configs = []        # the latest send_config(), for new workers
         self._alive = 0          # handles whose process is alive
 

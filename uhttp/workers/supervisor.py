@@ -7,6 +7,7 @@ was running, gives others what it had not started, and asks the restart
 policy what to do with the slot (restart now, later, or park it).
 """
 
+import math as _math
 import os as _os
 import signal as _signal
 import time as _time
@@ -220,9 +221,13 @@ class Supervisor:
             pool.name, pool.max_restarts, pool.restart_window,
             f" until it recovers in {pool.recovery_interval}s"
             if pool.recovery_interval else '')
-        self.fail_queue(pool, 503, 'Service Unavailable')
+        retry = None
         if pool.recovery_interval:
-            self.loop.call_at(now + pool.recovery_interval, self.recover, pool)
+            pool.recovers_at = now + pool.recovery_interval
+            self.loop.call_at(pool.recovers_at, self.recover, pool)
+            retry = {'retry-after': str(max(1, _math.ceil(
+                pool.recovery_interval)))}
+        self.fail_queue(pool, 503, 'Service Unavailable', retry)
 
     def schedule_restart(self, handle, now, delay):
         if delay <= 0:
@@ -258,6 +263,7 @@ class Supervisor:
         if not pool.degraded:
             return
         pool.degraded = False
+        pool.recovers_at = None
         pool.policy.reset()
         for handle in pool.handles:
             handle.record.streak = 0
