@@ -250,6 +250,39 @@ class TestBuildTable:
         assert params == {'id': 7}
         assert handler(msg.Request(path_params=params)) == {'id': 7}
 
+    def test_handler_whose_init_skips_super_still_has_its_worker(self):
+        class CacheHandler(workers.ApiHandler):
+            PATTERN = '/api/cache'
+
+            def __init__(self, worker):     # no super().__init__(worker)
+                self.cache = {'size': worker.kwargs['size']}
+
+            @workers.api('', 'GET')
+            def show(self, request):
+                return {'cache': self.cache, 'tag': self.worker.kwargs['tag']}
+
+        class EarlyHandler(workers.ApiHandler):
+            PATTERN = '/api/early'
+
+            def __init__(self, worker):     # self.worker before super()
+                self.tag = self.worker.kwargs['tag']
+                super().__init__(worker)
+
+            @workers.api('', 'GET')
+            def show(self, request):
+                return {'tag': self.tag}
+
+        class CacheWorker(workers.Worker):
+            HANDLERS = [CacheHandler, EarlyHandler]
+
+        worker = CacheWorker(size=5, tag='t')
+        table = _build_table(worker)
+        handler, _ = table.lookup('GET', '/api/cache')
+        assert handler.__self__.worker is worker
+        assert handler(msg.Request()) == {'cache': {'size': 5}, 'tag': 't'}
+        handler, _ = table.lookup('GET', '/api/early')
+        assert handler(msg.Request()) == {'tag': 't'}
+
     def test_inherited_handler_routes_under_subclass_prefix(self):
         worker = self.make_worker()
         table = _build_table(worker)

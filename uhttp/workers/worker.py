@@ -218,6 +218,16 @@ class Worker:
                 f"pid={state.pid}>")
 
 
+def new_handler(handler_class, worker):
+    """An ApiHandler of `worker`, with `self.worker` set before its
+    __init__ runs: a subclass's __init__ may use it, and one that does not
+    call super().__init__() still has it."""
+    handler = handler_class.__new__(handler_class)
+    handler.worker = worker
+    handler.__init__(worker)
+    return handler
+
+
 def state_of(worker):
     """The library's state of `worker` (read from the instance dict, so no
     class member of the user's can stand in for it)."""

@@ -258,7 +258,7 @@ def build_table(worker):
         table.add(pattern, methods, _wsworker.target(
             member, _routing.bind(member, worker), worker))
     for handler_class in type(worker).HANDLERS:
-        handler = handler_class(worker)
+        handler = _worker.new_handler(handler_class, worker)
         for _, member, pattern, methods in _routing.class_routes(handler_class):
             table.add(pattern, methods, _wsworker.target(
                 member, _routing.bind(member, handler), worker))
