@@ -154,6 +154,20 @@ def test_forward_is_recorded():
     assert client.forwarded == [('/internal/save', {'x': 1})]
 
 
+def test_worker_init_without_super_is_named():
+    # a user's __init__ that forgets super().__init__() left the worker
+    # without log or state: "setup() failed: AttributeError('... no
+    # attribute 'log'')" from inside the library, in a restart loop
+    class CountingWorker(_workers.Worker):
+        def __init__(self, **kwargs):
+            self.count = 0
+
+    with pytest.raises(TypeError) as caught:
+        WorkerClient(CountingWorker)
+    assert 'CountingWorker.__init__() did not call super().__init__' in str(
+        caught.value)
+
+
 def test_setup_errors_reach_the_test():
     class Broken(_workers.Worker):
         def setup(self):

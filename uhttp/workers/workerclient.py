@@ -191,6 +191,7 @@ class WorkerClient(Verbs):
                                        **kwargs)
         finally:
             _worker.set_runtime(None)
+        _worker.check_constructed(self.worker)
         self.worker.setup()
         self.table = _workerloop.build_table(self.worker)
         for config in configs:

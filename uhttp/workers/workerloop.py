@@ -495,6 +495,7 @@ def _run_worker(spec, runtime):
     try:
         worker = spec.worker_class(
             worker_id=spec.worker_id, pool_name=spec.pool_name, **spec.kwargs)
+        _worker.check_constructed(worker)
         name = runtime.log_name = worker.log.name
         worker.setup()
     except StopWorker:
