@@ -93,6 +93,22 @@ def test_two_pools_of_one_worker_class_are_named_apart():
         'AWorker', 'BWorker', 'AWorker-2']
 
 
+def test_init_without_super_is_named():
+    # a subclass __init__ that forgets super().__init__(**kwargs) got
+    # KeyError: '_uhttp' from run(), status() and the read-only properties
+    class KeyDispatcher(workers.Dispatcher):
+        def __init__(self, valid_keys, **kwargs):
+            self.valid_keys = valid_keys
+
+    dispatcher = KeyDispatcher({'k'}, port=0)
+    for use in (dispatcher.run, dispatcher.status, lambda: dispatcher.port,
+                lambda: dispatcher.is_running, lambda: dispatcher._find_pool('/')):
+        with pytest.raises(TypeError) as caught:
+            use()
+        assert 'KeyDispatcher.__init__() did not call super().__init__' in str(
+            caught.value)
+
+
 def test_pool_of_another_dispatcher():
     shared = pool(AWorker, ['/a/**'])
     workers.Dispatcher(pools=[shared])

@@ -21,7 +21,7 @@ from .pending import (  # noqa: F401  (public names)
 def core_of(dispatcher):
     """The core of a Dispatcher: how the library's own modules (the command
     line, the test client) reach what it keeps under `_uhttp`."""
-    return dispatcher.__dict__[_ns.STATE]
+    return _ns.state(dispatcher)
 
 
 class Dispatcher:
@@ -61,7 +61,7 @@ class Dispatcher:
     @property
     def port(self):
         """The port listened on (the real one once running with port=0)."""
-        return self.__dict__[_ns.STATE].port()
+        return core_of(self).port()
 
     address = _ns.Info(lambda core: core.settings.address, "The listen address.")
     pools = _ns.Info(lambda core: list(core.pools), "The pools, in order.")
@@ -76,29 +76,29 @@ class Dispatcher:
         pending requests, open streams and connections, queued requests.
         (A member of a subclass named `status` replaces this method there;
         `Dispatcher.status(self)` still reaches it.)"""
-        return self.__dict__[_ns.STATE].status()
+        return core_of(self).status()
 
     def reload(self):
         """Rolling reload (as SIGHUP does): every worker of every pool is
         replaced, reload_batch slots at a time, without failing a request.
         Thread-safe. (A member of a subclass named `reload` replaces this
         method there; `Dispatcher.reload(self)` still reaches it.)"""
-        self.__dict__[_ns.STATE].control.request_action('reload')
+        core_of(self).control.request_action('reload')
 
     def _find_pool(self, path):
         """The pool for `path`: the first whose routes match, else the
         fallback pool, else None."""
-        return self.__dict__[_ns.STATE].find_pool(path)
+        return core_of(self).find_pool(path)
 
     # -- running ---------------------------------------------------------------
 
     def run(self):
         """Serve until SIGTERM/SIGINT (or stop()), then shut down gracefully."""
-        self.__dict__[_ns.STATE].run()
+        core_of(self).run()
 
     def stop(self):
         """Ask a running dispatcher to shut down gracefully (thread-safe)."""
-        self.__dict__[_ns.STATE].stop()
+        core_of(self).stop()
 
     # -- hooks to override --------------------------------------------------------
 
@@ -125,7 +125,7 @@ class Dispatcher:
         """Called when a worker process ended unexpectedly. `victims` are
         the (request_id, pending) pairs it held; the default logs each at
         ERROR and answers it 500 (or closes its stream)."""
-        core = self.__dict__[_ns.STATE]
+        core = core_of(self)
         for request_id, pending in victims:
             core.log.error(
                 "request %s (%s %s) lost: worker %s[%s] died (%s)", request_id,
@@ -137,7 +137,7 @@ class Dispatcher:
     def on_forward(self, route, data):
         """Route a worker's forward(route, data) to a pool: the default
         queues it as a request_id=-1 POST to the pool matching `route`."""
-        core = self.__dict__[_ns.STATE]
+        core = core_of(self)
         pool = core.find_pool(route)
         if pool is None:
             core.log.warning("forward(%r): no pool serves this route; dropped",
@@ -159,34 +159,34 @@ class Dispatcher:
 
     def on_log(self, name, level, message):
         """Write one log record (from any process); override to forward."""
-        self.__dict__[_ns.STATE].write_record(name, level, message)
+        core_of(self).write_record(name, level, message)
 
     # -- user file descriptors -------------------------------------------------
 
     def register_reader(self, fd, callback):
         """Call `callback(fd)` when `fd` (int or object with fileno()) is
         readable, from the dispatcher loop. May be called before run()."""
-        self.__dict__[_ns.STATE].fd_callbacks().register(
+        core_of(self).fd_callbacks().register(
             fd, EVENT_READ, callback)
 
     def register_writer(self, fd, callback):
         """Call `callback(fd)` when `fd` is writable (register only while
         there is something to write)."""
-        self.__dict__[_ns.STATE].fd_callbacks().register(
+        core_of(self).fd_callbacks().register(
             fd, EVENT_WRITE, callback)
 
     def unregister_reader(self, fd):
-        core = self.__dict__[_ns.STATE]
+        core = core_of(self)
         if core.user_fds is not None:
             core.user_fds.unregister(fd, EVENT_READ)
 
     def unregister_writer(self, fd):
-        core = self.__dict__[_ns.STATE]
+        core = core_of(self)
         if core.user_fds is not None:
             core.user_fds.unregister(fd, EVENT_WRITE)
 
     def __repr__(self):
-        core = self.__dict__[_ns.STATE]
+        core = core_of(self)
         return (f"<{type(self).__name__} {core.settings.address}:{core.port()} "
                 f"pools={[pool.name for pool in core.pools]}>")
 

@@ -66,6 +66,20 @@ DISPATCHER = Names(
              'unregister_writer'))
 
 
+def state(instance):
+    """The library's state of `instance` (read from the instance dict, so
+    no class member of the user's can stand in for it); a TypeError naming
+    the class when its __init__ did not call the base class's."""
+    try:
+        return instance.__dict__[STATE]
+    except KeyError:
+        name = type(instance).__name__
+        raise TypeError(
+            f"{name}.__init__() did not call super().__init__(...): {name} "
+            "has no log, settings or state of the library; call it first "
+            "in your __init__") from None
+
+
 class Info:
     """A read-only view of the library's state of an instance: `read(state)`
     gives the value. A non-data descriptor: a subclass's own member of the
@@ -79,7 +93,7 @@ class Info:
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        return self.read(instance.__dict__[STATE])
+        return self.read(state(instance))
 
 
 def collisions(cls, names, route_kind):

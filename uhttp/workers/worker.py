@@ -39,7 +39,7 @@ class _MetricsView:
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        state = instance.__dict__[_ns.STATE]
+        state = _ns.state(instance)
         found = getattr(state.runtime, 'metrics', None)
         if found is None:
             found = _metrics.WorkerMetrics((), state.pool_name)
@@ -231,18 +231,13 @@ def new_handler(handler_class, worker):
 def check_constructed(worker):
     """A TypeError naming the class when its __init__ did not call
     Worker.__init__ (the worker has no log, kwargs or state of ours)."""
-    if _ns.STATE not in worker.__dict__:
-        name = type(worker).__name__
-        raise TypeError(
-            f"{name}.__init__() did not call super().__init__(**kwargs): "
-            f"{name} has no log, kwargs or state of the library; call it "
-            "first in your __init__ (or set things up in setup())")
+    _ns.state(worker)
 
 
 def state_of(worker):
     """The library's state of `worker` (read from the instance dict, so no
     class member of the user's can stand in for it)."""
-    return worker.__dict__[_ns.STATE]
+    return _ns.state(worker)
 
 
 class _WorkerState:
