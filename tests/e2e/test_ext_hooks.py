@@ -758,6 +758,45 @@ def test_sync_answers_keep_the_framing_and_the_connection_in_step():
         assert b'data: first' in data
 
 
+class TwiceApp(_workers.Dispatcher):
+    @_workers.sync('/twice')
+    def twice(self, client, path_params):
+        client.respond('one')
+        client.respond('two')              # a bug: the request is answered
+
+    def do_check_sync(self, client):
+        if client.path == '/checked':
+            client.respond({'error': 'no'}, status=401)
+            client.respond({'error': 'again'}, status=401)
+            raise _workers.RejectRequest()
+
+    @_workers.sync('/checked')
+    def checked(self, client, path_params):
+        client.respond('never')
+
+
+def test_a_second_respond_in_sync_code_is_refused_not_sent():
+    # the second answer went out too, and a keep-alive client took it for
+    # the answer to its next request (pipelined here: /pairs got "two")
+    with TestServer(TwiceApp, []) as server:
+        for path in (b'/twice', b'/checked'):
+            with socket.create_connection(('127.0.0.1', server.port),
+                                          timeout=5) as sock:
+                sock.sendall(b'GET ' + path + b' HTTP/1.1\r\nHost: x\r\n\r\n'
+                             b'GET /twice HTTP/1.1\r\nHost: x\r\n\r\n')
+                data = b''
+                while data.count(b'HTTP/1.1 ') < 2 or not data.endswith(b'one'):
+                    chunk = sock.recv(65536)
+                    assert chunk, data
+                    data += chunk
+            assert b'two' not in data and b'again' not in data, data
+        deadline = time.monotonic() + 10
+        while logged_errors(server).count('respond() called again') < 3:
+            assert time.monotonic() < deadline, logged_errors(server)
+            time.sleep(0.02)
+        assert 'sync handler twice for GET /twice failed' in logged_errors(server)
+
+
 class RefusingWorker(_workers.Worker):
     def do_check(self, request):
         if request.path == '/api/denied':

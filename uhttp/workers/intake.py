@@ -122,9 +122,13 @@ class Intake:
 
     def check(self, client, name):
         """Run a do_check hook; False when it refused (answered) the request."""
-        before = client.responses
+        before = client.answering = client.responses
+        method, path = client.method, client.path  # gone once it is answered
         try:
-            result = getattr(self.app, name)(client)
+            try:
+                result = getattr(self.app, name)(client)
+            finally:
+                client.answering = None
             if result is not None and not client.answered_since(before):
                 return self.refused_by_result(client, name, result, before)
         except _msg.RejectRequest as reject:
@@ -141,7 +145,7 @@ class Intake:
             return False
         except USER_CODE_ERRORS as err:
             self.log.error("%s() failed for %s %s: %r\n%s", name,
-                           client.method, client.path, err,
+                           method, path, err,
                            _traceback.format_exc().rstrip())
             _replies.answer_error(client, 500, before=before)
             return False
@@ -228,15 +232,19 @@ class Intake:
         if self.hooks.overridden('do_check_sync') and not self.check(
                 client, 'do_check_sync'):
             return
-        before = client.responses
+        before = client.answering = client.responses
+        method, path = client.method, client.path  # gone once it is answered
         try:
-            _routing.bind(member, self.app)(client, params)
+            try:
+                _routing.bind(member, self.app)(client, params)
+            finally:
+                client.answering = None
         except _server.HttpErrorWithResponse as err:
             _replies.answer_error(client, err.status, str(err), before=before)
             return
         except USER_CODE_ERRORS as err:
             self.log.error("sync handler %s for %s %s failed: %r\n%s", name,
-                           client.method, client.path, err,
+                           method, path, err,
                            _traceback.format_exc().rstrip())
             if client.answered_since(before) and client.is_streaming:
                 client.close()   # a stream it began cannot go on
@@ -245,7 +253,7 @@ class Intake:
             return
         if not client.answered_since(before):
             self.log.error("sync handler %s returned without answering %s %s",
-                           name, client.method, client.path)
+                           name, method, path)
             _replies.answer_error(client, 500)
 
     # -- admission -------------------------------------------------------------

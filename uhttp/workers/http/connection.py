@@ -43,8 +43,7 @@ except ImportError:  # pragma: no cover - Python without ssl
 
 
 def _refusal(err):
-    """uhttp-server's error for a ProtocolError: process_request() answers
-    it with its status and text, then closes."""
+    """uhttp-server's error for a ProtocolError (answered, then closed)."""
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
@@ -60,6 +59,7 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
     def __init__(self, server, sock, addr, **kwargs):
         self.pending = None
         self.responses = 0
+        self.answering = None    # `responses` while a sync handler / do_check runs
         self._chunks = None      # ChunkedBody while a chunked body arrives
         self._ip = None
         self._head = False
@@ -375,12 +375,14 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
             self._response_started)
 
     def respond(self, data=None, status=200, headers=None, cookies=None):
-        """uhttp-server's respond(), made exact for HEAD and empty bodies:
-        a HEAD answer carries the length but no body, and a response
-        without data says Content-Length: 0 so keep-alive clients do not
-        wait for a body that never comes."""
+        """uhttp-server's respond(), exact for HEAD and empty bodies (a
+        HEAD answer has the length but no body; no data: Content-Length: 0),
+        and once per request while user code runs for it (`answering`)."""
         if self._socket is None:
             return
+        if self.answering is not None and self.responses != self.answering:
+            raise _server.HttpError("respond() called again: this request "
+                                    "was answered already")
         headers, cookies = _serialize.respond_headers(status, headers,
                                                       cookies)
         self.pending = None
@@ -437,9 +439,8 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
         return True
 
     def _write_gather(self, header, body):
-        """_write() for a large body: head and body go out in one
-        sendmsg() without being joined first; only what the socket did not
-        take is copied into the send buffer."""
+        """_write() for a large body: head and body in one sendmsg(), not
+        joined; only what the socket did not take is copied to the buffer."""
         if self._send_buffer or self._file_handle is not None:
             self._write(header + body)
             return
