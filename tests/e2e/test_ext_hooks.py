@@ -774,12 +774,18 @@ class TwiceApp(_workers.Dispatcher):
     def checked(self, client, path_params):
         client.respond('never')
 
+    def on_static_served(self, client, file_path, status):
+        client.respond('from the hook')    # the file was the answer
 
-def test_a_second_respond_in_sync_code_is_refused_not_sent():
+
+def test_a_second_respond_in_sync_code_is_refused_not_sent(tmp_path):
     # the second answer went out too, and a keep-alive client took it for
     # the answer to its next request (pipelined here: /pairs got "two")
-    with TestServer(TwiceApp, []) as server:
-        for path in (b'/twice', b'/checked'):
+    static = tmp_path / 'static'
+    static.mkdir()
+    (static / 'one.txt').write_bytes(b'one')
+    with TestServer(TwiceApp, [], static_routes={'/s/': str(static)}) as server:
+        for path in (b'/twice', b'/checked', b'/s/one.txt'):
             with socket.create_connection(('127.0.0.1', server.port),
                                           timeout=5) as sock:
                 sock.sendall(b'GET ' + path + b' HTTP/1.1\r\nHost: x\r\n\r\n'
@@ -790,8 +796,9 @@ def test_a_second_respond_in_sync_code_is_refused_not_sent():
                     assert chunk, data
                     data += chunk
             assert b'two' not in data and b'again' not in data, data
+            assert b'from the hook' not in data, data
         deadline = time.monotonic() + 10
-        while logged_errors(server).count('respond() called again') < 3:
+        while logged_errors(server).count('respond() called again') < 4:
             assert time.monotonic() < deadline, logged_errors(server)
             time.sleep(0.02)
         assert 'sync handler twice for GET /twice failed' in logged_errors(server)

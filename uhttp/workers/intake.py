@@ -223,7 +223,11 @@ class Intake:
 
     def static_served(self, client, path, status):
         if self.hooks.overridden('on_static_served'):
-            self.hooks.call('on_static_served', client, path, status)
+            client.answering = -1  # answered: a respond() there is refused
+            try:
+                self.hooks.call('on_static_served', client, path, status)
+            finally:
+                client.answering = None
 
     # -- sync handlers -----------------------------------------------------------
 
