@@ -777,6 +777,9 @@ class TwiceApp(_workers.Dispatcher):
     def on_static_served(self, client, file_path, status):
         client.respond('from the hook')    # the file was the answer
 
+    def on_request_accepted(self, request_id, client, pool):
+        client.respond('from the hook')    # its worker answers it
+
 
 def test_a_second_respond_in_sync_code_is_refused_not_sent(tmp_path):
     # the second answer went out too, and a keep-alive client took it for
@@ -784,7 +787,8 @@ def test_a_second_respond_in_sync_code_is_refused_not_sent(tmp_path):
     static = tmp_path / 'static'
     static.mkdir()
     (static / 'one.txt').write_bytes(b'one')
-    with TestServer(TwiceApp, [], static_routes={'/s/': str(static)}) as server:
+    pool = _workers.WorkerPool(OrderWorker, num_workers=1, routes=['/api/**'])
+    with TestServer(TwiceApp, [pool], static_routes={'/s/': str(static)}) as server:
         for path in (b'/twice', b'/checked', b'/s/one.txt'):
             with socket.create_connection(('127.0.0.1', server.port),
                                           timeout=5) as sock:
@@ -798,9 +802,19 @@ def test_a_second_respond_in_sync_code_is_refused_not_sent(tmp_path):
             assert b'two' not in data and b'again' not in data, data
             assert b'from the hook' not in data, data
         deadline = time.monotonic() + 10
-        while logged_errors(server).count('respond() called again') < 4:
+        # a respond() in on_request_accepted sent the worker a request
+        # without headers, and the worker's loop died of it
+        with socket.create_connection(('127.0.0.1', server.port),
+                                      timeout=5) as sock:
+            sock.sendall(b'GET /api/order HTTP/1.1\r\nHost: x\r\n\r\n')
+            data = sock.recv(65536)
+        assert data.startswith(b'HTTP/1.1 500 '), data
+        assert b'from the hook' not in data, data
+        while logged_errors(server).count('respond() called again') < 3 or (
+                logged_errors(server).count('respond() is refused here') < 2):
             assert time.monotonic() < deadline, logged_errors(server)
             time.sleep(0.02)
+        assert server.status()['pools'][0]['restarts_in_window'] == 0
         assert 'sync handler twice for GET /twice failed' in logged_errors(server)
 
 

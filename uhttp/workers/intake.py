@@ -311,11 +311,14 @@ class Intake:
         """The user's on_request_accepted(): its value is the request's
         context. When it raises, the request goes no further: it is logged
         and answered 500 (the handler must not run without its context)."""
+        client.answering = -1  # the worker answers: a respond() is refused
         try:
             pending.context = self.app.on_request_accepted(
                 pending.request_id, client, pool)
         except USER_CODE_ERRORS as err:
+            client.answering = None
             self.hooks.failed('on_request_accepted', err)
             self.core.fail(pending, 500, None, _pending.PENDING_COMPLETED)
             return False
+        client.answering = None
         return True

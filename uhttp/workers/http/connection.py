@@ -381,8 +381,7 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
         if self._socket is None:
             return
         if self.answering is not None and self.responses != self.answering:
-            raise _server.HttpError("respond() called again: this request "
-                                    "was answered already")
+            raise _server.HttpError(_serialize.REFUSED_RESPOND[self.answering < 0])
         headers, cookies = _serialize.respond_headers(status, headers,
                                                       cookies)
         self.pending = None

@@ -143,6 +143,14 @@ def respond_headers(status, headers, cookies):
 
 _RESPOND_FRAMING = frozenset(('content-length', 'transfer-encoding'))
 
+# why respond() is refused while user code runs for an answered request:
+# [False] a second answer (sync handler, do_check), [True] one in a hook
+# whose request the worker or a static file answers
+REFUSED_RESPOND = (
+    "respond() called again: this request was answered already",
+    "respond() is refused here: this request is answered by its worker "
+    "or its static file")
+
 
 def check_cookies(cookies):
     """`cookies` (name -> value, None deleting it) checked as cookie lines
