@@ -69,6 +69,14 @@ class HookDispatcher(_workers.Dispatcher):
                     'result': response.data,
                 }))
 
+    @_workers.sync('/_forward/{path:path}')
+    def forward_to(self, client, path_params):
+        # a fire-and-forget request to any path of the storage pool
+        self._find_pool('/internal/storage').request_queue.put(_workers.Request(
+            request_id=-1, method='POST', path='/' + path_params['path'],
+            data={'forwarded': True}))
+        client.respond({'queued': path_params['path']})
+
     @_workers.sync('/_seen')
     def seen_responses(self, client, path_params):
         client.respond({'seen': self.seen, 'pending': len(self._pending)})

@@ -1,6 +1,7 @@
 """Dispatcher hooks over real HTTP: on_response() sees the response and the
 pending request and forwards to a storage pool with request_id=-1; on_idle()
 runs every SELECT_TIMEOUT seconds (0.2 in the app)."""
+import re
 import time
 
 import pytest
@@ -155,3 +156,13 @@ def test_dispatcher_on_idle_runs_under_traffic(module_server):
         assert module_server.get('/text/plain').status == 200
     second = module_server.get('/_idle').json
     assert second['idle_calls'] - first['idle_calls'] >= 3
+
+
+def test_fire_and_forget_request_refused_by_its_worker_is_logged(module_server):
+    # a request_id=-1 request to a path its pool has no route for (a typo
+    # in on_response) was answered 404 into the void: the data was lost
+    # without a word
+    assert module_server.get('/_forward/internal/storage/sav').status == 200
+    module_server.wait_log(re.escape(
+        'POST /internal/storage/sav (request_id=-1, fire-and-forget) was '
+        'answered 404'), timeout=5)

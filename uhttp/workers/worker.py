@@ -228,6 +228,15 @@ def new_handler(handler_class, worker):
     return handler
 
 
+def warn_unheard(worker, request, reply):
+    """A fire-and-forget request (request_id=-1) refused with a 4xx: its
+    answer goes nowhere, so say so (a 500 is logged where it happens)."""
+    if reply[0] == _msg.W_RESPONSE and 400 <= reply[2] < 500:
+        worker.log.warning(
+            "%s %s (request_id=-1, fire-and-forget) was answered %s: "
+            "nobody gets that answer", request.method, request.path, reply[2])
+
+
 def check_constructed(worker):
     """A TypeError naming the class when its __init__ did not call
     Worker.__init__ (the worker has no log, kwargs or state of ours)."""

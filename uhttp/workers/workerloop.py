@@ -251,8 +251,7 @@ def _drain(fd):
 
 
 def build_table(worker):
-    """The worker's route table; handlers are bound from their classes, so
-    no instance attribute can shadow one."""
+    """The worker's route table (handlers bound from their classes)."""
     table = _routing.RouteTable()
     for _, member, pattern, methods in _routing.class_routes(type(worker)):
         table.add(pattern, methods, _wsworker.target(
@@ -322,16 +321,16 @@ def handle_request(worker, runtime, table, message):
         remote_address=remote_address, context=context)
     _msg.set_route(request, None, started)
     _msg.attach(request, _worker.state_of(worker))
-    reply = _bodyview.keep_body(request, body, worker.log)
-    if reply is not None:
-        pass  # the body's descriptor never came: 500
-    elif parsed:
+    reply = _bodyview.keep_body(request, body, worker.log)  # (a 500: no fd)
+    if reply is None and parsed:
         request.data = body
-    else:
+    elif reply is None:
         reply = _parse_body(request, body, headers.get('content-type', ''))
     if reply is None:
         reply = _run_handler(worker, table, request)
     if reply is not None:
+        if request_id == -1:
+            _worker.warn_unheard(worker, request, reply)
         runtime.send(reply + _msg.route_info(request))
     elif not _msg.is_released(request):
         _msg.mark_released(request)
