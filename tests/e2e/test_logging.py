@@ -500,3 +500,40 @@ def test_dispatcher_log_level():
         assert not re.search(r'\bINFO\b[^\n]*listening on', log)
     finally:
         app.cleanup()
+
+
+
+def test_library_records_of_a_worker_with_its_own_self_log():
+    # a worker that keeps a standard library logger of its own at self.log
+    # (as much code does): the library's own records (a handler's
+    # traceback, a result that cannot be sent) went to that logger, outside
+    # the dispatcher, on_log() and assert_no_errors(); they reach the
+    # dispatcher
+    import logging
+    import uhttp.workers as _workers
+    from uhttp.workers.testing import TestServer
+
+    class OwnLoggerWorker(_workers.Worker):
+        def setup(self):
+            self.log = logging.getLogger('own-logger-worker')
+
+        @_workers.api('/fails', 'GET')
+        def fails(self, request):
+            raise ValueError('handler failed')
+
+        @_workers.api('/unsendable', 'GET')
+        def unsendable(self, request):
+            return {1, 2}
+
+    pool = _workers.WorkerPool(OwnLoggerWorker, num_workers=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        assert server.get('/fails').status == 500
+        assert server.get('/unsendable').status == 500
+        deadline = time.monotonic() + 10
+        while True:
+            text = '\n'.join(record.message for record in list(server.logs)
+                             if record.level >= _workers.LOG_ERROR)
+            if 'handler failed' in text and 'cannot be sent' in text:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.02)

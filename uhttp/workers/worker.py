@@ -119,7 +119,8 @@ class Worker:
         self.kwargs = kwargs
         self._accepting = True
         level = _runtime.log_level if _runtime else _log.LOG_WARNING
-        self.log = _log.Logger(state.format_log_name(), state.log_sink, level)
+        self.log = state.log = _log.Logger(state.format_log_name(),
+                                           state.log_sink, level)
 
     # -- hooks to override -------------------------------------------------
 
@@ -154,7 +155,7 @@ class Worker:
 
     def on_request_error(self, request, err):
         """Called when a handler raises; the default logs and answers 500."""
-        self.log.error(
+        log_of(self).error(
             "%s %s failed in %s: %s\n%s", request.method, request.path,
             handler_name(_msg.handler_of(request)), repr(err),
             ''.join(_traceback.format_exception(type(err), err,
@@ -232,7 +233,7 @@ def warn_unheard(worker, request, reply):
     """A fire-and-forget request (request_id=-1) refused with a 4xx: its
     answer goes nowhere, so say so (a 500 is logged where it happens)."""
     if reply[0] == _msg.W_RESPONSE and 400 <= reply[2] < 500:
-        worker.log.warning(
+        log_of(worker).warning(
             "%s %s (request_id=-1, fire-and-forget) was answered %s: "
             "nobody gets that answer", request.method, request.path, reply[2])
 
@@ -241,6 +242,12 @@ def check_constructed(worker):
     """A TypeError naming the class when its __init__ did not call
     Worker.__init__ (the worker has no log, kwargs or state of ours)."""
     _ns.state(worker)
+
+
+def log_of(worker):
+    """The library's logger of `worker` (its own records keep going to the
+    dispatcher when the user's code puts another logger at self.log)."""
+    return _ns.state(worker).log
 
 
 def state_of(worker):
@@ -253,7 +260,7 @@ class _WorkerState:
     """What the library keeps for one Worker instance: its identity, its
     process runtime, and the answering paths Request uses."""
 
-    __slots__ = ('worker', 'worker_id', 'pool_name', 'pid', 'runtime')
+    __slots__ = ('worker', 'worker_id', 'pool_name', 'pid', 'runtime', 'log')
 
     def __init__(self, worker, worker_id, pool_name, runtime):
         self.worker = worker
@@ -261,10 +268,7 @@ class _WorkerState:
         self.pool_name = pool_name
         self.pid = _os.getpid()
         self.runtime = runtime
-
-    @property
-    def log(self):
-        return self.worker.log
+        self.log = None  # the library's logger: self.log unless replaced
 
     # -- naming and logging ----------------------------------------------
 
@@ -295,7 +299,7 @@ class _WorkerState:
         if runtime is None:
             raise RuntimeError("register_*() works only inside a running worker")
         if runtime.fds is None:
-            runtime.fds = _fds.FdCallbacks(runtime.selector, self.worker.log)
+            runtime.fds = _fds.FdCallbacks(runtime.selector, self.log)
         runtime.fds.register(fd, event, callback)
 
     def unregister(self, fd, event):

@@ -55,6 +55,7 @@ def exit_status(code):
     return 1
 
 _monotonic = _time.monotonic
+_log_of = _worker.log_of  # the library's logger (the user may replace self.log)
 # the runtime of this process, once it is a worker (for the signal handler)
 _process_runtime = [None]
 _worker_pid = [None]     # the worker process (not a child its code forked)
@@ -69,8 +70,9 @@ def _out_of_memory(worker, request, handler):
     then end the worker so the dispatcher starts a fresh one."""
     runtime = _worker.state_of(worker).runtime
     try:
-        worker.log.error("%s ran out of memory on %s %s; the worker restarts",
-                         _worker.handler_name(handler), request.method, request.path)
+        _log_of(worker).error(
+            "%s ran out of memory on %s %s; the worker restarts",
+            _worker.handler_name(handler), request.method, request.path)
     except MemoryError:
         pass
     if runtime is not None:
@@ -194,7 +196,7 @@ def _serve(worker, runtime):
     interval = runtime.heartbeat_interval
     next_idle = _monotonic() + interval
     backlog = runtime.backlog
-    log = worker.log
+    log = _log_of(worker)
     backlog.loop_thread = _threading.get_ident()
     while runtime.running:
         now = _monotonic()
@@ -278,17 +280,17 @@ def handle_message(worker, runtime, table, message):
             try:
                 worker.on_disconnect(message[1])
             except Exception as err:  # pylint: disable=broad-except
-                worker.log.error("on_disconnect(%s) failed: %r\n%s",
-                                 message[1], err,
-                                 _traceback.format_exc().rstrip())
+                _log_of(worker).error("on_disconnect(%s) failed: %r\n%s",
+                                      message[1], err,
+                                      _traceback.format_exc().rstrip())
     elif kind == _msg.M_WS_MESSAGE or kind == _msg.M_WS_CLOSED:
         _wsworker.handle_message(worker, runtime, message)
     elif kind == _msg.M_CONFIG:
         try:
             worker.on_config(message[1])
         except Exception as err:  # pylint: disable=broad-except
-            worker.log.error("on_config() failed: %r\n%s", err,
-                             _traceback.format_exc().rstrip())
+            _log_of(worker).error("on_config() failed: %r\n%s", err,
+                                  _traceback.format_exc().rstrip())
     elif kind == _msg.M_STOP:
         runtime.running = False
 
@@ -321,7 +323,7 @@ def handle_request(worker, runtime, table, message):
         remote_address=remote_address, context=context)
     _msg.set_route(request, None, started)
     _msg.attach(request, _worker.state_of(worker))
-    reply = _bodyview.keep_body(request, body, worker.log)  # (a 500: no fd)
+    reply = _bodyview.keep_body(request, body, _log_of(worker))  # (a 500: no fd)
     if reply is None and parsed:
         request.data = body
     elif reply is None:
@@ -384,7 +386,7 @@ def _run_handler(worker, table, request):
         if result is _msg.DEFERRED or not _msg.is_unanswered(request):
             if result is not _msg.DEFERRED and result is not None and not (
                     _msg.is_unanswered(request)):
-                worker.log.warning(
+                _log_of(worker).warning(
                     "%s returned a value for request %s that it already "
                     "answered or streams; the value is dropped (return "
                     "DEFERRED)", _worker.handler_name(handler),
@@ -397,11 +399,11 @@ def _run_handler(worker, table, request):
     except (StopWorker, SystemExit):
         raise
     except _msg.ResponseError as err:
-        worker.log.error("%s for %s %s returned a result that cannot be sent: %s",
-                         _worker.handler_name(handler), request.method, request.path,
-                         err)
+        _log_of(worker).error(
+            "%s for %s %s returned a result that cannot be sent: %s",
+            _worker.handler_name(handler), request.method, request.path, err)
     except BaseException as err:  # pylint: disable=broad-except
-        worker.log.error(  # (on_request_error() raised, CancelledError too)
+        _log_of(worker).error(  # (on_request_error() raised, CancelledError too)
             "%s for %s %s: answering failed: %r\n%s", _worker.handler_name(handler),
             request.method, request.path, err, _traceback.format_exc().rstrip())
     _msg.mark_answered(request)
@@ -495,7 +497,7 @@ def _run_worker(spec, runtime):
         worker = spec.worker_class(
             worker_id=spec.worker_id, pool_name=spec.pool_name, **spec.kwargs)
         _worker.check_constructed(worker)
-        name = runtime.log_name = worker.log.name
+        name = runtime.log_name = _log_of(worker).name
         worker.setup()
     except StopWorker:
         raise
@@ -525,7 +527,7 @@ def _run_worker(spec, runtime):
     except Exception as err:  # pylint: disable=broad-except
         code = EXIT_LOOP_FAILED
         try:
-            runtime.send((_msg.W_LOG, worker.log.name, _log.LOG_CRITICAL,
+            runtime.send((_msg.W_LOG, _log_of(worker).name, _log.LOG_CRITICAL,
                           f"worker loop failed: {err!r}\n"
                           + _traceback.format_exc().rstrip()))
         except StopWorker:
@@ -538,8 +540,8 @@ def _run_worker(spec, runtime):
         pass
     except Exception as err:  # pylint: disable=broad-except
         try:
-            worker.log.error("teardown() failed: %r\n%s", err,
-                             _traceback.format_exc().rstrip())
+            _log_of(worker).error("teardown() failed: %r\n%s", err,
+                                  _traceback.format_exc().rstrip())
         except StopWorker:
             pass
     if runtime.metrics is not None:

@@ -13,6 +13,7 @@ import traceback as _traceback
 
 from . import backlog as _backlog
 from . import messages as _msg
+from . import namespace as _ns
 from . import routing as _routing
 
 _NEW = 0
@@ -190,5 +191,5 @@ def _call(worker, name, *args):
     try:
         getattr(worker, name)(*args)
     except Exception as err:  # pylint: disable=broad-except
-        worker.log.error("%s(%r) failed: %r\n%s", name, args[0], err,
-                         _traceback.format_exc().rstrip())
+        _ns.state(worker).log.error("%s(%r) failed: %r\n%s", name, args[0],
+                                    err, _traceback.format_exc().rstrip())
