@@ -568,6 +568,17 @@ class TestDeclaredRoutes:
 
         assert shape(declared_routes(Owner)) == [('s', '/s', ())]
 
+    def test_route_on_top_of_staticmethod(self):
+        # @api written above @staticmethod marked the staticmethod object,
+        # where nothing looked: the route was dropped without a word (404)
+        class Owner:
+            @api('/s', 'GET')
+            @staticmethod
+            def s(request):
+                pass
+
+        assert shape(declared_routes(Owner)) == [('s', '/s', ('GET',))]
+
 
 class TestCompileRoutes:
     def test_compiles_with_prefix(self):

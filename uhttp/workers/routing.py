@@ -257,6 +257,13 @@ _API_ROUTES = '_uhttp_api_routes'
 _SYNC_ROUTES = '_uhttp_sync_routes'
 
 
+def _function_of(member):
+    """The function of a staticmethod or classmethod, else `member`."""
+    if isinstance(member, (staticmethod, classmethod)):
+        return member.__func__
+    return member
+
+
 def _declare(attr, kind, pattern, methods):
     if not isinstance(pattern, str):
         raise TypeError(
@@ -266,10 +273,11 @@ def _declare(attr, kind, pattern, methods):
     def decorator(func):
         if not callable(func):
             raise TypeError(f"@{kind}({pattern!r}) must decorate a function")
-        routes = list(getattr(func, attr, ()))
+        marked = _function_of(func)  # where route_marks() looks
+        routes = list(getattr(marked, attr, ()))
         routes.append((pattern, methods))
         try:
-            setattr(func, attr, tuple(routes))
+            setattr(marked, attr, tuple(routes))
         except AttributeError as err:
             raise TypeError(
                 f"@{kind}({pattern!r}) cannot mark {func!r}") from err
@@ -297,16 +305,14 @@ def websocket(pattern):
 
     def decorator(func):
         func = mark(func)
-        setattr(func, _WEBSOCKET, True)
+        setattr(_function_of(func), _WEBSOCKET, True)
         return func
     return decorator
 
 
 def is_websocket(member):
     """True for a member marked with @websocket."""
-    if isinstance(member, (staticmethod, classmethod)):
-        member = member.__func__
-    return getattr(member, _WEBSOCKET, False)
+    return getattr(_function_of(member), _WEBSOCKET, False)
 
 
 def sync(pattern, *methods):
@@ -338,9 +344,7 @@ def route_marks(value, kind='api'):
     """The (pattern, methods) pairs a class member was marked with by
     @api (kind 'api') or @sync (kind 'sync')."""
     attr = _API_ROUTES if kind == 'api' else _SYNC_ROUTES
-    if isinstance(value, (staticmethod, classmethod)):
-        value = value.__func__
-    return getattr(value, attr, ())
+    return getattr(_function_of(value), attr, ())
 
 
 def bind(member, instance):
