@@ -568,6 +568,41 @@ class TestDeclaredRoutes:
 
         assert shape(declared_routes(Owner)) == [('s', '/s', ())]
 
+    def test_one_route_twice_in_a_class_body(self):
+        # the second handler was never reached, without a word
+        with pytest.raises(PatternError) as info:
+            class Items:
+                @api('/items', 'GET')
+                def list_items(self, request):
+                    pass
+
+                @api('/items', 'POST', 'GET')
+                def all_items(self, request):
+                    pass
+
+            declared_routes(Items)
+        message = str(info.value)
+        assert 'Items.all_items' in message and 'Items.list_items' in message
+        assert "'/items' (GET)" in message
+
+    def test_a_subclass_may_replace_a_route_of_its_base(self):
+        class Base:
+            @api('/items', 'GET')
+            def list_items(self, request):
+                pass
+
+        class Child(Base):
+            @api('/items', 'GET')
+            def list_all(self, request):
+                pass
+
+            @api('/items', 'POST')
+            @api('/other', 'POST')
+            def add(self, request):
+                pass
+        assert [route[0] for route in declared_routes(Child)] == [
+            'list_all', 'add', 'add', 'list_items']
+
     def test_route_on_top_of_staticmethod(self):
         # @api written above @staticmethod marked the staticmethod object,
         # where nothing looked: the route was dropped without a word (404)

@@ -331,13 +331,29 @@ def declared_routes(cls, kind='api'):
     result = []
     seen = set()
     for klass in cls.__mro__:
+        here = {}   # (pattern, method) -> name, in this class body
         for name, value in vars(klass).items():
             if name in seen:
                 continue
             seen.add(name)
             for pattern, methods in route_marks(value, kind):
                 result.append((name, value, pattern, methods))
+                if klass is cls:
+                    _check_unique(cls, here, name, pattern, methods)
     return result
+
+
+def _check_unique(cls, here, name, pattern, methods):
+    """Two members of one class body on the same pattern and method: the
+    second would never run, so it is a mistake (a subclass replacing a
+    base class's route is not)."""
+    for method in methods or ('*',):
+        other = here.setdefault((pattern, method), name)
+        if other != name:
+            raise PatternError(
+                f"{cls.__name__}.{name}: route {pattern!r} "
+                f"({'every method' if method == '*' else method}) is "
+                f"{cls.__name__}.{other}'s too; only one of them would run")
 
 
 def route_marks(value, kind='api'):
