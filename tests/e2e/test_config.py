@@ -512,3 +512,46 @@ def test_ssl_context_serves_https(tmp_path):
             assert body and json.loads(body) == expected
     finally:
         app.cleanup()
+
+
+def test_send_config_from_another_thread_of_the_dispatcher():
+    # the spec's "dispatcher side" loop, run by a thread of the user's (a
+    # config watcher) while the loop runs: it wrote into the workers' pipe
+    # buffers beside the loop (BufferError in that thread, later configs
+    # lost: the workers kept an early one)
+    import uhttp.workers as _workers
+    from uhttp.workers.testing import TestServer
+
+    class RateWorker(_workers.Worker):
+        def setup(self):
+            self.rate = None
+
+        def on_config(self, config):
+            self.rate = config['rate_limit']
+
+        @_workers.api('/rate', 'GET')
+        def rate(self, request):
+            return {'rate': self.rate, 'pid': os.getpid()}
+
+    class WatchingDispatcher(_workers.Dispatcher):
+        def on_idle(self):
+            if getattr(self, 'watcher', None) is None:
+                self.watcher = threading.Thread(target=self.watch, daemon=True)
+                self.watcher.start()
+
+        def watch(self):
+            for number in range(1, 301):
+                for pool in self._pools:
+                    pool.send_config({'rate_limit': number})
+                time.sleep(0.002)
+
+    pool = _workers.WorkerPool(RateWorker, num_workers=2)
+    with TestServer(WatchingDispatcher, [pool]) as server:
+        deadline = time.monotonic() + 20
+        seen = {}
+        while len(seen) < 2 or set(seen.values()) != {300}:
+            assert time.monotonic() < deadline, seen
+            reply = server.get('/rate').json()
+            seen[reply['pid']] = reply['rate']
+            time.sleep(0.02)
+        server.assert_no_errors()

@@ -11,6 +11,7 @@ to start never names itself in it.
 """
 
 import os as _os
+import threading as _threading
 
 from . import systemd as _systemd
 from . import upgrade as _upgrade
@@ -30,8 +31,19 @@ class Control:
         self.takeover = None       # a hot upgrade's new copy: its side
         self.pid_file = None       # the command line's --pid-file
         self.pid_file_written = False
+        self.loop_thread = None    # the thread that runs the loop
+
+    def call_in_loop(self, func):
+        """func() now in the loop's thread (or with no loop running), else
+        queued for the loop, which it wakes: only the loop writes to the
+        workers' pipes (pool.send_config() from another thread)."""
+        if not self.core.running or _threading.get_ident() == self.loop_thread:
+            func()
+        else:
+            self.request_action(func)
 
     def start(self, now):
+        self.loop_thread = _threading.get_ident()
         interval = _systemd.watchdog_interval()
         if interval is not None:
             self.core.loop.call_at(now, self.watchdog_tick, interval)
@@ -63,8 +75,8 @@ class Control:
             self.notifier.status(self.summary())
 
     def request_action(self, action):
-        """Queue 'reload', 'more', 'fewer' or 'upgrade' for the loop (from a
-        signal handler or another thread)."""
+        """Queue 'reload', 'more', 'fewer', 'upgrade' or a callable for the
+        loop (from a signal handler or another thread)."""
         self.pending_actions.append(action)
         if self.core.loop.wakeup is not None:
             self.core.loop.wakeup.wake()
@@ -74,7 +86,9 @@ class Control:
             action = self.pending_actions.pop(0)
             if self.core.stopping:
                 continue
-            if action == 'reload':
+            if callable(action):   # call_in_loop()
+                action()
+            elif action == 'reload':
                 self.reload()
             elif action in ('more', 'fewer'):
                 step = 1 if action == 'more' else -1

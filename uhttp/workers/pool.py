@@ -456,6 +456,12 @@ class WorkerPool:
             raise TypeError(f"send_config(): config cannot be sent: {err!r}") from err
         self.configs = [config]
         if self.core is not None:
+            self.core.control.call_in_loop(lambda: self._tell_all(frame))
+        elif self.remote is not None:
+            self._tell_all(frame)
+
+    def _tell_all(self, frame):
+        if self.core is not None:
             for handle in self.handles:
                 self.core.delivery.tell(handle, frame)
         if self.remote is not None:
