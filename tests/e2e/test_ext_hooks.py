@@ -774,6 +774,10 @@ class TwiceApp(_workers.Dispatcher):
     def checked(self, client, path_params):
         client.respond('never')
 
+    @_workers.sync('/returned')
+    def returned(self, client, path_params):
+        return {'status': 'ok'}            # as a worker's handler would
+
     def on_static_served(self, client, file_path, status):
         client.respond('from the hook')    # the file was the answer
 
@@ -816,6 +820,13 @@ def test_a_second_respond_in_sync_code_is_refused_not_sent(tmp_path):
             time.sleep(0.02)
         assert server.status()['pools'][0]['restarts_in_window'] == 0
         assert 'sync handler twice for GET /twice failed' in logged_errors(server)
+        # a sync handler that returns its answer, as a worker's does, is
+        # told how a sync handler answers
+        assert server.get('/returned').status == 500
+        while 'it returned a dict: a sync handler answers with client.respond(' \
+                not in logged_errors(server):
+            assert time.monotonic() < deadline, logged_errors(server)
+            time.sleep(0.02)
 
 
 class RefusingWorker(_workers.Worker):

@@ -240,7 +240,7 @@ class Intake:
         method, path = client.method, client.path  # gone once it is answered
         try:
             try:
-                _routing.bind(member, self.app)(client, params)
+                result = _routing.bind(member, self.app)(client, params)
             finally:
                 client.answering = None
         except _server.HttpErrorWithResponse as err:
@@ -256,8 +256,11 @@ class Intake:
             _replies.answer_error(client, 500, before=before)
             return
         if not client.answered_since(before):
-            self.log.error("sync handler %s returned without answering %s %s",
-                           name, method, path)
+            self.log.error(
+                "sync handler %s returned without answering %s %s%s", name,
+                method, path, '' if result is None else (
+                    f" (it returned a {type(result).__name__}: a sync handler "
+                    "answers with client.respond(data, status=...))"))
             _replies.answer_error(client, 500)
 
     # -- admission -------------------------------------------------------------
