@@ -29,8 +29,7 @@ from . import sharedbody as _sharedbody
 from . import worker as _worker
 from . import wsworker as _wsworker
 
-# exit codes of a worker process (sysexits-style, away from small codes a
-# user may pick for permanent_failure_exitcode or sys.exit())
+# a worker's exit codes: sysexits-style, apart from a user's small ones
 EXIT_OK = 0
 EXIT_SETUP_FAILED = 70
 EXIT_LOOP_FAILED = 71
@@ -56,8 +55,7 @@ def exit_status(code):
 
 _monotonic = _time.monotonic
 _log_of = _worker.log_of  # the library's logger (the user may replace self.log)
-# the runtime of this process, once it is a worker (for the signal handler)
-_process_runtime = [None]
+_process_runtime = [None]  # this process's runtime once a worker (signals)
 _worker_pid = [None]     # the worker process (not a child its code forked)
 
 
