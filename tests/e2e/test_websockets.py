@@ -203,6 +203,20 @@ def test_oversized_message_closes_1009(served):
     assert run(talk()) == 1009
 
 
+def test_compressed_message_inflating_past_the_limit_closes_1009(served):
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/big'), compression='deflate',
+                           max_size=None) as ws:
+            await ws.recv()
+            await ws.send(b'z' * (256 * 1024))  # a few hundred bytes on the wire
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            return info.value.rcvd.code, info.value.rcvd.reason
+    assert run(talk()) == (1009, 'message too big')
+
+
 def test_oversized_fragmented_message_closes_1009(served):
     server, _ = served
 

@@ -197,8 +197,9 @@ class WsSession:
         state = self.proto.state
         if state == _State.OPEN:
             # the peer broke the protocol (bad UTF-8 1007, unmasked frame
-            # 1002, ...): wsproto made the code, we close with it
-            self.abort(code, reason)
+            # 1002, ...): wsproto made the code, we close with it (a
+            # message inflating past the limit: its reason is ours)
+            self.abort(code, 'message too big' if code == TOO_BIG else reason)
         elif state == _State.REMOTE_CLOSING:  # the peer closed
             if code in (1005, ABNORMAL):
                 answer = _events.CloseConnection(NORMAL)
