@@ -543,7 +543,9 @@ def test_a_close_the_client_never_answers_ends_without_pings(tmp_path):
             assert read_frame(sock) is None         # the server hangs up
         finally:
             sock.close()
-        assert wait_for(lambda: [c for c in closes(log) if c[1] == 4000])
+        # on_ws_close() gets the code and the reason the worker closed with
+        assert wait_for(lambda: [c for c in closes(log)
+                                 if c[1:] == (4000, 'asked')])
         assert wait_for(lambda: server.get('/_status').json()['websockets']
                         == 0)
     finally:

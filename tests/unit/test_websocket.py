@@ -257,7 +257,7 @@ def test_an_unanswered_worker_close_ends_after_the_close_timeout():
     hub.core.loop.run_due(when - 0.1)
     assert hub.told == [] and not connection.closed
     hub.core.loop.run_due(when)
-    assert hub.told == [(_msg.M_WS_CLOSED, 7, 4000, '')]
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 4000, 'done')]
     assert hub.ended == ['stream_closed'] and connection.closed
     assert hub.core.loop.entries() == []
 

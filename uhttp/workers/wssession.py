@@ -146,6 +146,7 @@ class WsSession:
         self.awaiting_pong = False
         self.closing_since = None
         self.close_code = None    # what the worker is told
+        self.close_reason = ''    # with the code: the reason it gave
         self.finished = False
         self.paused = False       # not read while its worker is behind
 
@@ -259,7 +260,7 @@ class WsSession:
         """Start the close handshake (the worker is told once it ends)."""
         if self.finished or self.proto.state != _State.OPEN:
             return
-        self.close_code = code
+        self.close_code, self.close_reason = code, reason
         self.closing_since = now = _monotonic()
         self.hub.core.loop.call_at(now + CLOSE_TIMEOUT, self.close_timed_out)
         self.write(self.proto.send(_events.CloseConnection(code, reason)))
@@ -273,7 +274,8 @@ class WsSession:
             self.hub.core.loop.call_at(now + CLOSE_TIMEOUT,
                                        self.close_timed_out)
             return
-        self.finish(self.close_code or ABNORMAL, '', flush=False)
+        self.finish(self.close_code or ABNORMAL, self.close_reason,
+                    flush=False)
 
     def abort(self, code, reason):
         """Send a close frame and end now, without waiting for its answer."""
