@@ -86,6 +86,12 @@ class FileWorker(_workers.Worker):
         return _workers.FileResponse(io.BytesIO(b'name,items\nbolts,12\n'),
                                      download_name='report.csv')
 
+    @_workers.api('/api/status-file')
+    def status_file(self, request):
+        # /proc files say they are empty (st_size 0) but are not
+        return _workers.FileResponse('/proc/self/status',
+                                     content_type='text/plain')
+
     @_workers.api('/api/missing')
     def missing(self, request):
         return _workers.FileResponse('/nonexistent/uw-no-such-file')

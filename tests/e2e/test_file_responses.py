@@ -222,6 +222,15 @@ def test_keep_alive_connection_serves_files_then_json(server):
         conn.close()
 
 
+def test_a_file_whose_size_says_zero_is_sent_as_it_reads(server):
+    reply = server.get('/api/status-file')
+    assert reply.status == 200
+    assert reply.body.startswith(b'Name:\t') and b'\nPid:\t' in reply.body
+    assert int(reply.headers['content-length']) == len(reply.body)
+    empty = server.get('/api/file/0')  # a really empty file stays empty
+    assert (empty.status, empty.body) == (200, b'')
+
+
 def test_missing_file_is_404_and_directory_500_with_a_log_line(server):
     reply = server.get('/api/missing')
     assert reply.status == 404

@@ -109,6 +109,9 @@ def parse_range(header, size):
 
 # -- worker side ---------------------------------------------------------------
 
+SIZELESS_LIMIT = 16 << 20  # read of a file whose size says 0
+
+
 def open_file(response):
     """(fd, name) for a FileResponse, opened for reading and checked to be
     a regular file. Raises FileNotFoundError, IsADirectoryError or OSError
@@ -135,10 +138,24 @@ def open_file(response):
             raise IsADirectoryError(f"{what!r} is a directory")
         if not _stat.S_ISREG(info.st_mode):
             raise OSError(f"{what!r} is not a regular file")
+        if not info.st_size:
+            fd = _sized(fd)
     except BaseException:
         _os.close(fd)
         raise
     return fd, response.name()
+
+
+def _sized(fd):
+    """`fd`, or for a file that says it is empty but is not (/proc, /sys:
+    made as they are read) a memory file of what it reads, so that its
+    length is known; at most SIZELESS_LIMIT bytes are read."""
+    data = _os.pread(fd, SIZELESS_LIMIT, 0)
+    if not data:
+        return fd
+    held = _memory_file(data)
+    _os.close(fd)
+    return held
 
 
 def descriptor_of(source):
