@@ -377,3 +377,20 @@ def test_settings_that_would_break_the_workers_are_refused(kwargs, message):
     with pytest.raises(ValueError, match='must be longer'):
         pool.configure(heartbeat_interval=3)   # against the current one
     assert pool.heartbeat_interval == 0.5
+
+
+@pytest.mark.parametrize('typo, meant', [
+    ('num_worker', 'num_workers'), ('timeuot', 'timeout'),
+    ('stuck_timout', 'stuck_timeout'), ('route', 'routes')])
+def test_a_keyword_a_letter_off_a_setting_warns(typo, meant):
+    with pytest.warns(UserWarning, match=f"{typo!r} is not a setting.*"
+                      f"did you mean {meant!r}"):
+        pool = WorkerPool(EchoWorker, **{typo: 4})
+    assert pool.kwargs == {typo: 4}  # still the worker's, as documented
+
+
+def test_ordinary_worker_keywords_do_not_warn(recwarn):
+    pool = WorkerPool(EchoWorker, db_login='reader', db_timeout=3, items=[],
+                      name='shop', status='open')
+    assert not recwarn.list
+    assert pool.kwargs['db_timeout'] == 3

@@ -8,9 +8,11 @@ worker (those it had not started yet).
 """
 
 import collections as _collections
+import difflib as _difflib
 import os as _os
 import signal as _signal
 import time as _time
+import warnings as _warnings
 
 from . import broker as _broker
 from . import channel as _channel
@@ -37,6 +39,15 @@ _RESERVED_KWARGS = ('worker_id', 'pool_name')
 ACTIVE = 'active'
 REPLACEMENT = 'replacement'
 RETIRING = 'retiring'
+
+
+def _warn_if_misspelt(worker_class, name):
+    """A worker keyword a letter off a setting (num_worker=4): a typo."""
+    for near in _difflib.get_close_matches(
+            name, [*SETTINGS, 'routes', 'metrics', 'broker'], 1, 0.85):
+        _warnings.warn(f"WorkerPool({worker_class.__name__}): {name!r} is not "
+                       "a setting, so it goes to the workers' self.kwargs; "
+                       f"did you mean {near!r}?", stacklevel=3)
 
 
 def _number(value, name, allow_none=False, minimum=0.0, strict=False,
@@ -292,6 +303,8 @@ class WorkerPool:
                     f"WorkerPool keyword {name!r} is reserved (set by the pool)")
         self.worker_class = worker_class
         self.kwargs = kwargs
+        for name in kwargs:
+            _warn_if_misspelt(worker_class, name)
         self.metrics = _metrics.check_declarations(metrics)
         self.broker = None if broker is None else _broker.check_url(broker)
         self.name = worker_class.__name__
