@@ -26,6 +26,8 @@ giving the workers a request nobody waits for.
 
 import time as _time
 
+from .loop import CLIENT_EVENTS as _CLIENT_EVENTS
+
 RESUME_AT = 0.9
 SHED_AFTER = 0.5
 HELD_AT_MOST = 1.0  # the longest wait in the kernel worth it (estimated)
@@ -48,6 +50,7 @@ class Backpressure:
         # the saturated spell: (since, requests opened by then), None while
         # a turn reads all that is ready without reaching the limit
         self.spell = None
+        self.crowd_turns = 0  # turns left of reading a crowd (shed_crowd)
 
     def full(self):
         """True when no more requests should be read now: the pending
@@ -77,43 +80,64 @@ class Backpressure:
 
     def check(self, now):
         """Each turn: resume when there is room again, or shed when the
-        workers made none for SHED_AFTER seconds, or too little for the
-        clients held back to wait briefly."""
+        workers made none for SHED_AFTER seconds (until there is room), or
+        too little for the clients held back to wait briefly (the excess,
+        once: see shed_crowd)."""
         loop = self.core.loop
         waiting = self.core.pending.waiting
+        if self.crowd_turns:
+            self.crowd_turns -= 1
+            if not self.crowd_turns:
+                self.shedding = False
         if self.shedding and waiting < self.resume_below:
             self.shedding = False
+            self.crowd_turns = 0
         if loop.clients is None or not loop.clients.paused:
             if waiting < self.limit:
                 self.spell = None  # what was ready fitted: nobody held back
             return
         if self.core.stopping:
             self.resume()
-        elif self.held_too_long(now) or (
-                waiting >= self.resume_below
-                and now - self.paused_at >= SHED_AFTER):
+            return
+        excess = self.held_excess(now)
+        if excess:
+            self.shed_crowd(excess)
+        elif (waiting >= self.resume_below
+              and now - self.paused_at >= SHED_AFTER):
             self.shedding = True
             self.spell = None
             self.resume()
         elif waiting < self.resume_below:
             self.resume()
 
+    def shed_crowd(self, excess):
+        """Read the clients held back for as many turns as `excess` of them
+        take (CLIENT_EVENTS a turn), answering 503 what does not fit, then
+        hold the rest back again: clients that ask again at once (benchmark
+        tools, impatient retries) get one 503 a spell, not one per turn,
+        so the 503s do not take the dispatcher from the work it can do."""
+        self.shedding = True
+        self.crowd_turns = -(-excess // _CLIENT_EVENTS) + 1
+        self.spell = None
+        self.resume()
+
     def resume(self):
         self.core.loop.resume(self.core.loop.clients)
         self.paused_at = None
 
-    def held_too_long(self, now):
-        """True when the clients held back would wait more than
-        HELD_AT_MOST at the rate requests were taken in this spell."""
+    def held_excess(self, now):
+        """How many of the clients held back would wait more than
+        HELD_AT_MOST at the rate requests were taken in this spell (0 when
+        they all wait briefly, or the spell is too short to tell)."""
         if self.spell is None:
-            return False
+            return 0
         since, opened = self.spell
         elapsed = now - since
         if elapsed < SHED_AFTER:
-            return False  # too short a spell to tell its rate
+            return 0
         table = self.core.pending
         taken = table.opened - opened
         if elapsed > 4 * SHED_AFTER:  # the recent rate counts: keep half
             self.spell = (since + elapsed / 2, opened + taken // 2)
         held = len(self.core.server.connections) - len(table.requests)
-        return held > taken / elapsed * HELD_AT_MOST
+        return max(0, held - int(taken / elapsed * HELD_AT_MOST))
