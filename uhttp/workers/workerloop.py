@@ -18,6 +18,7 @@ import traceback as _traceback
 from . import backlog as _backlog
 from . import bodyview as _bodyview
 from . import channel as _channel
+from . import childsignals as _childsignals
 from . import files as _files
 from . import log as _log
 from . import memlimit as _memlimit
@@ -450,9 +451,7 @@ def child_main(spec):
                     _signal.SIGUSR2):
             _signal.signal(sig, _signal.SIG_IGN)
         _worker_pid[0] = _os.getpid()
-        _signal.signal(_signal.SIGTERM, _on_sigterm)
-        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
+        _childsignals.install(_on_sigterm)
         _set_parent_death_signal(_signal.SIGTERM)
         if _os.getppid() != spec.parent_pid:
             _os._exit(EXIT_OK)
