@@ -22,6 +22,7 @@ import uhttp.workers as _workers
 from status_app import StatusDispatcher
 
 MULTI_LINES = 30
+FORKED_RECORDS = 30
 
 
 class LogWorker(_workers.Worker):
@@ -73,6 +74,27 @@ class LogWorker(_workers.Worker):
         lines += [f'{tag} line {i:02d} ' + 'x' * 150 for i in range(MULTI_LINES)]
         lines.append(f'multi-end {tag}')
         self.log.warning('\n'.join(lines))
+        return {'worker': self.worker_id}
+
+    @_workers.api('/{area}/forked/{tag}')
+    def forked(self, request):
+        """Three forked children and the worker log long records at once."""
+        tag = request.path_params['tag']
+        children = []
+        for child in range(3):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    for i in range(FORKED_RECORDS):
+                        self.log.warning(f"forked {tag} c{child} {i} "
+                                         + 'z' * 100000)
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        for i in range(FORKED_RECORDS):
+            self.log.warning(f"forked {tag} parent {i} " + 'p' * 100000)
+        for pid in children:
+            os.waitpid(pid, 0)
         return {'worker': self.worker_id}
 
     @_workers.api('/{area}/sleep/{ms:int}')

@@ -265,6 +265,23 @@ def test_concurrent_multiline_records_stay_whole(full):
         assert sum(1 for line in lines if f'{tag} line ' in line) == MULTI_LINES
 
 
+def test_records_of_processes_a_worker_forks_stay_whole(full):
+    # the children write into the worker's pipe too: frames above PIPE_BUF
+    # of several processes must not mix (a corrupt frame killed the worker)
+    reply = full.get('/info/forked/f1', timeout=60)
+    assert reply.status == 200, reply
+    full.wait_log(r'forked f1 parent 29 p+\n', timeout=30)
+    lines = full.log().split('\n')
+    for who, filler in (('c0', 'z'), ('c1', 'z'), ('c2', 'z'),
+                        ('parent', 'p')):
+        found = [line for line in lines if f'forked f1 {who} ' in line]
+        numbers = [int(line.split(f'forked f1 {who} ')[1].split()[0])
+                   for line in found]
+        assert numbers == list(range(30)), who
+        assert all(line.endswith(' ' + filler * 100000) for line in found), who
+    assert 'corrupt' not in full.log()
+
+
 def test_on_log_receives_worker_and_dispatcher_records(full):
     full.get('/info/emit/o1')
     full.get('/dlog/o1')

@@ -20,6 +20,7 @@ from . import bodyview as _bodyview
 from . import channel as _channel
 from . import childsignals as _childsignals
 from . import files as _files
+from . import forklock as _forklock
 from . import log as _log
 from . import memlimit as _memlimit
 from . import messages as _msg
@@ -97,9 +98,8 @@ class _Runtime:
         self.log_level = log_level
         self.heartbeat_interval = heartbeat_interval
         self.reader = _channel.FrameReader(in_fd, tail_type=bytes)
-        # pipe writes above PIPE_BUF are not atomic between threads (an
-        # RLock: a file answer sends its messages under it)
-        self.send_lock = _threading.RLock()
+        # whole frames among threads and forked processes (forklock.py)
+        self.send_lock = _forklock.SendLock(lambda: setattr(self, 'lent', None))
         # large answers lent to the pipe (pipelend.py), under send_lock
         self.lent = _pipelend.LentBuffers(out_fd) if (
             _pipelend.available()) else None
