@@ -46,6 +46,29 @@ class TestFormatMessage:
         assert format_message(42, (), {}) == '42'
         assert format_message({'a': 1}, (), {}) == "{'a': 1}"
 
+    def test_message_whose_str_fails(self):
+        class Broken:
+            def __str__(self):
+                raise RuntimeError('no str')
+
+            def __repr__(self):
+                return '<Broken>'
+
+        text = format_message(Broken(), (), {})
+        assert text.startswith('<Broken> [log message str() failed: ')
+        assert 'no str' in text
+
+    def test_message_whose_str_and_repr_fail(self):
+        class Broken:
+            def __str__(self):
+                raise RuntimeError('no str')
+
+            def __repr__(self):
+                raise RuntimeError('no repr')
+
+        text = format_message(Broken(), ('a',), {'k': 1})
+        assert text.startswith('<Broken without a usable repr> [log message')
+
     @pytest.mark.parametrize('message,args,kwargs', [
         ('count %d', ('many',), {}),
         ('two %s %s', ('one',), {}),

@@ -75,7 +75,7 @@ def format_message(message, args, kwargs):
     is returned with them appended, so a mistake in a log call is visible
     but never costs the request.
     """
-    text = message if isinstance(message, str) else str(message)
+    text = message if isinstance(message, str) else _message_text(message)
     options = None
     if kwargs and any(key in kwargs for key in _LOGGING_KEYWORDS):
         kwargs = dict(kwargs)
@@ -95,6 +95,16 @@ def format_message(message, args, kwargs):
     if options:
         text += _traceback_text(options)
     return text
+
+
+def _message_text(message):
+    """str() of a message that is not a str, or what can be said of it
+    when its __str__ raises."""
+    try:
+        return str(message)
+    except Exception as err:  # pylint: disable=broad-except
+        return (f"{_safe_repr(message)} [log message str() failed: "
+                f"{_safe_repr(err)}]")
 
 
 def _traceback_text(options):
