@@ -554,3 +554,71 @@ def test_library_records_of_a_worker_with_its_own_self_log():
                 break
             assert time.monotonic() < deadline, text
             time.sleep(0.02)
+
+
+# -- a log output nobody reads ----------------------------------------------------
+
+def _start_with_stderr_pipe():
+    """logging_app 'style' with stderr a pipe: (proc, read end, port)."""
+    read_fd, write_fd = os.pipe()
+    env = dict(os.environ)
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    env.pop('JOURNAL_STREAM', None)
+    proc = subprocess.Popen(
+        [sys.executable, APP, 'style'], cwd=ROOT, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=write_fd,
+        start_new_session=True)
+    os.close(write_fd)
+    seen = b''
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([read_fd], [], [], 0.2)
+        if ready:
+            seen += os.read(read_fd, 65536)
+            found = LISTENING.search(seen.decode('utf-8', 'replace'))
+            if found:
+                return proc, read_fd, int(found.group(1))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    os.close(read_fd)
+    raise AssertionError(f"no 'listening on':\n{seen[-3000:]!r}")
+
+
+def test_dispatcher_serves_while_nobody_reads_its_log_output():
+    # the default on_log() wrote to stderr with a blocking write: once the
+    # pipe was full the dispatcher stopped answering, and did not even stop
+    # on SIGTERM
+    proc, read_fd, port = _start_with_stderr_pipe()
+    try:
+        for i in range(40):  # ~200 KiB of records, above a pipe's 64 KiB
+            assert get_json(port, f'/debug/multi/p{i}')[0] == 200
+        for i in range(5):
+            assert get_json(port, f'/dlog/p{i}')[0] == 200
+            assert get_json(port, f'/debug/emit/p{i}')[0] == 200
+        # read at last: what was queued meanwhile comes out, in order (or
+        # a WARNING says how many records were dropped)
+        chunks = []
+
+        def read_all():
+            while True:
+                chunk = os.read(read_fd, 1 << 20)
+                if not chunk:
+                    return
+                chunks.append(chunk)
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        reader.join(timeout=20)
+        text = b''.join(chunks)
+        text = text.decode('utf-8', 'replace')
+        assert 'multi-begin p39' in text
+        assert text.index('multi-end p0') < text.index('multi-begin p39') \
+            < text.index('emit-critical p4') < text.index(': stopped')
+        assert 'dropped' not in text  # 200 KiB is far from the queue's limit
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        os.close(read_fd)

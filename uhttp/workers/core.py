@@ -31,6 +31,7 @@ from . import observe as _observe
 from . import replies as _replies
 from .hooks import USER_CODE_ERRORS
 from .intake import Intake
+from .logoutput import LogOutput
 from .loop import CLIENT_EVENTS, Loop, Signals
 from .pending import (
     PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT, PendingTable)
@@ -73,6 +74,8 @@ class Core:
         self.record_source = None   # who sent the record on_log() now has
         self.on_log_quiet_until = 0.0  # when a failing on_log() is told again
         self.log_stream = _sys.stderr
+        self.log_output = LogOutput(self.log_stream, lambda text: _log.render(
+            self.log_style, self.log.name, _log.LOG_WARNING, text))
         self.log = _log.Logger(type(app).__name__, self.log_record,
                                self.log_level)
         self.hooks = _hooks.Hooks(app, base, self.log)
@@ -233,12 +236,12 @@ class Core:
             _logging.getLogger(f'uhttp.workers.{name}').log(
                 level, '%s', text, extra=self.source_fields())
             return
-        try:
-            self.log_stream.write(_log.render(
-                self.log_style, name, level, text, source=self.source_fields()))
-            self.log_stream.flush()
-        except (OSError, ValueError):
-            pass
+        output = self.log_output
+        if output.stream is not self.log_stream:
+            output = self.log_output = LogOutput(
+                self.log_stream, self.log_output.render)
+        output.write(_log.render(self.log_style, name, level, text,
+                                 source=self.source_fields()))
 
     # -- running ---------------------------------------------------------------
 
@@ -538,5 +541,6 @@ class Core:
                 pass
         self.loop.close()
         self.control.notifier.close()
+        self.log_output.drain(2.0)  # the records still queued, if it can
         self.user_fds = None
         self.delivery.dirty = set()
