@@ -173,6 +173,24 @@ class TestLikeStandardLogging:
 
 
 class TestLogger:
+    def test_brace_fields_named_like_the_parameters(self):
+        # {message}, {level} and {self} are fields like any other
+        sink = Sink()
+        logger = Logger('n', sink, LOG_DEBUG)
+        logger.info('said {message}', message='hi')
+        logger.warning('{self} {message}', self='me', message='m')
+        logger.log(LOG_ERROR, 'level {level}', level=3)
+        logger.critical('{message}', message='c')
+        logger.debug('{message}', message='d')
+        logger.error('{message}', message='e')
+        try:
+            raise ValueError('v')
+        except ValueError:
+            logger.exception('failed {message}', message='x')
+        texts = [record[2] for record in sink.records]
+        assert texts[:6] == ['said hi', 'me m', 'level 3', 'c', 'd', 'e']
+        assert texts[6].startswith('failed x\nTraceback')
+
     def test_default_level_warning(self):
         sink = Sink()
         logger = Logger('n', sink)

@@ -165,36 +165,36 @@ class Logger:
     def is_critical(self):
         return self.level <= LOG_CRITICAL
 
-    def log(self, level, message, *args, **kwargs):
+    def log(self, level, message, /, *args, **kwargs):
         if level < self.level:
             return
         self._sink(self.name, level, format_message(message, args, kwargs))
 
-    def debug(self, message, *args, **kwargs):
+    def debug(self, message, /, *args, **kwargs):
         if LOG_DEBUG >= self.level:
             self._sink(self.name, LOG_DEBUG, format_message(message, args, kwargs))
 
-    def info(self, message, *args, **kwargs):
+    def info(self, message, /, *args, **kwargs):
         if LOG_INFO >= self.level:
             self._sink(self.name, LOG_INFO, format_message(message, args, kwargs))
 
-    def warning(self, message, *args, **kwargs):
+    def warning(self, message, /, *args, **kwargs):
         if LOG_WARNING >= self.level:
             self._sink(self.name, LOG_WARNING, format_message(message, args, kwargs))
 
     warn = warning
 
-    def error(self, message, *args, **kwargs):
+    def error(self, message, /, *args, **kwargs):
         if LOG_ERROR >= self.level:
             self._sink(self.name, LOG_ERROR, format_message(message, args, kwargs))
 
-    def critical(self, message, *args, **kwargs):
+    def critical(self, message, /, *args, **kwargs):
         if LOG_CRITICAL >= self.level:
             self._sink(self.name, LOG_CRITICAL, format_message(message, args, kwargs))
 
     fatal = critical
 
-    def exception(self, message, *args, exc_info=True, **kwargs):
+    def exception(self, message, /, *args, exc_info=True, **kwargs):
         """error() with the traceback of the exception being handled."""
         if LOG_ERROR >= self.level:
             self._sink(self.name, LOG_ERROR, format_message(
