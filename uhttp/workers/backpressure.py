@@ -47,8 +47,8 @@ class Backpressure:
         self.paused_at = None
         self.shedding = False
         self.pauses = 0
-        # the saturated spell: (since, requests opened by then), None while
-        # a turn reads all that is ready without reaching the limit
+        # the saturated spell: (since, requests opened by then), None once
+        # a turn found fewer clients ready than it could take
         self.spell = None
         self.crowd_turns = 0  # turns left of reading a crowd (shed_crowd)
 
@@ -85,28 +85,23 @@ class Backpressure:
         once: see shed_crowd)."""
         loop = self.core.loop
         waiting = self.core.pending.waiting
-        if self.crowd_turns:
-            self.crowd_turns -= 1
-            if not self.crowd_turns:
-                self.shedding = False
         if self.shedding and waiting < self.resume_below:
             self.shedding = False
             self.crowd_turns = 0
         if loop.clients is None or not loop.clients.paused:
-            if waiting < self.limit:
-                self.spell = None  # what was ready fitted: nobody held back
             return
         if self.core.stopping:
+            self.resume()
+            return
+        if (waiting >= self.resume_below
+                and now - self.paused_at >= SHED_AFTER):
+            self.shedding = True  # no room made: until there is some
+            self.spell = None
             self.resume()
             return
         excess = self.held_excess(now)
         if excess:
             self.shed_crowd(excess)
-        elif (waiting >= self.resume_below
-              and now - self.paused_at >= SHED_AFTER):
-            self.shedding = True
-            self.spell = None
-            self.resume()
         elif waiting < self.resume_below:
             self.resume()
 
@@ -117,9 +112,22 @@ class Backpressure:
         tools, impatient retries) get one 503 a spell, not one per turn,
         so the 503s do not take the dispatcher from the work it can do."""
         self.shedding = True
-        self.crowd_turns = -(-excess // _CLIENT_EVENTS) + 1
+        self.crowd_turns = -(-excess // _CLIENT_EVENTS)
         self.spell = None
         self.resume()
+
+    def polled(self, events, asked):
+        """A turn read `events` ready clients of the `asked` it could take.
+        Fewer than asked: nothing more was ready, so nobody is held back
+        (the saturated spell ends, and so does shedding a crowd); a crowd
+        is also shed for its turns only."""
+        if events < asked:
+            self.spell = None
+        if self.crowd_turns:
+            self.crowd_turns -= 1
+            if self.crowd_turns <= 0 or events < asked:
+                self.crowd_turns = 0
+                self.shedding = False
 
     def resume(self):
         self.core.loop.resume(self.core.loop.clients)

@@ -373,9 +373,10 @@ class Core:
         room = limit - table.waiting
         if room <= 0 and self.backpressure.full():
             return
+        asked = (room if 0 < room < CLIENT_EVENTS
+                 and not self.backpressure.shedding else CLIENT_EVENTS)
         events = self.loop.clients.poll(
-            room if 0 < room < CLIENT_EVENTS
-            and not self.backpressure.shedding else None)
+            asked if asked < CLIENT_EVENTS else None)
         on_request = self.intake.on_request
         for index, (key, mask) in enumerate(events):
             if index and not index % CLIENT_BATCH:
@@ -392,6 +393,7 @@ class Core:
                     on_request(ready)
             except Exception as err:  # pylint: disable=broad-except
                 self.event_failed(data, err)
+        self.backpressure.polled(len(events), asked)
 
     def serve_pipelined(self):
         """Requests that were waiting in a connection's buffer get their turn."""
