@@ -170,3 +170,22 @@ def test_many_streams_vanish_together(server):
     assert _subs(server)['disconnects'] == before + 100
     wait_for(lambda: fd_count(server.pid) <= baseline, 20, 0.1, f'fds back to {baseline}')
     probe(server)
+
+
+def test_reset_before_the_answer_is_no_error(server):
+    """A client that sends a request and resets the connection at once: the
+    answer's send() fails with ECONNRESET, which closes the connection
+    quietly (no ERROR, no traceback in the log)."""
+    probe(server)
+    offset = len(server.log())
+    for _ in range(200):
+        sock = _connect(server)
+        sock.sendall(request_bytes('GET', '/api/probe'))
+        _vanish(sock, True)
+    wait_for(lambda: _status(server)['pending'] == 0, 20, 0.1,
+             'pending table to empty')
+    wait_for(lambda: _status(server)['connections'] <= 1, 20, 0.1,
+             'connections to be closed')
+    probe(server)
+    log = server.log()[offset:]
+    assert 'ERROR' not in log and 'Traceback' not in log, log[:3000]

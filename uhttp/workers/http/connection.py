@@ -37,9 +37,9 @@ HTTP_OPTIONS = frozenset((
 _GATHER_MIN = 16 * 1024  # bodies above this go out without being joined
 try:
     import ssl as _ssl
-    _SSLWant = (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+    _WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError)
 except ImportError:  # pragma: no cover - Python without ssl
-    _SSLWant = ()
+    _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 
 
 def _refusal(err):
@@ -476,7 +476,7 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
             return
         try:
             sent = self._socket.send(data)
-        except (BlockingIOError, InterruptedError, _SSLWant):
+        except _WOULD_BLOCK:
             sent = 0
         except OSError:
             self.close()
