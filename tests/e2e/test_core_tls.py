@@ -141,3 +141,39 @@ def test_plain_http_to_https_port_does_not_get_an_answer(tls):
         assert fetch(conn, 'GET', '/health')[0] == 200
     finally:
         conn.close()
+
+
+def read_to_tls_end(tls, request):
+    """Send `request` and read until the connection ends; a client that
+    does not forgive a TCP end without TLS close_notify raises SSLEOFError."""
+    app, context = tls
+    raw = socket.create_connection(('127.0.0.1', app.port), timeout=10)
+    sock = context.wrap_socket(raw, server_hostname='127.0.0.1',
+                               suppress_ragged_eofs=False)
+    try:
+        sock.sendall(request)
+        data = b''
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize('request_bytes', [
+    b'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    b'GET /api/hello HTTP/1.0\r\n\r\n',
+    b'GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    b'NONSENSE\r\n\r\n',
+], ids=['sync-close', 'pool-http10', 'not-found-close', 'bad-request'])
+def test_answer_that_ends_the_connection_ends_with_close_notify(
+        tls, request_bytes):
+    data = read_to_tls_end(tls, request_bytes)
+    assert data.startswith(b'HTTP/1.1 ')
+    head, _, body = data.partition(b'\r\n\r\n')
+    assert b'connection: close' in head.lower()
+    length = [line for line in head.lower().split(b'\r\n')
+              if line.startswith(b'content-length:')]
+    assert length and int(length[0].split(b':')[1]) == len(body)

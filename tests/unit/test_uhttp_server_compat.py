@@ -95,6 +95,8 @@ KEEPALIVE_PRIVATE = (
 # HttpConnection's private names that http/streamdrain.py (streams queued
 # whole while the dispatcher holds their worker back) uses
 STREAMDRAIN_PRIVATE = ('_socket', '_send_buffer')
+# ... and that http/closenotify.py (a TLS connection's close_notify) uses
+CLOSENOTIFY_PRIVATE = ('_is_streaming',)
 
 SERVER_PUBLIC = (
     'socket', 'selector', 'is_secure', 'close', 'handle_event',
@@ -113,11 +115,13 @@ GLUE = {'connection.py': (_server.HttpConnection, CONNECTION_PRIVATE),
         'spoolbody.py': (_server.HttpConnection, SPOOLBODY_PRIVATE),
         'bodyinto.py': (_server.HttpConnection, BODYINTO_PRIVATE),
         'keepalive.py': (_server.HttpConnection, KEEPALIVE_PRIVATE),
-        'streamdrain.py': (_server.HttpConnection, STREAMDRAIN_PRIVATE)}
+        'streamdrain.py': (_server.HttpConnection, STREAMDRAIN_PRIVATE),
+        'closenotify.py': (_server.HttpConnection, CLOSENOTIFY_PRIVATE)}
 # Connection and the mixins it is made of: the private names one of them
 # defines are the others' own too
 MIXINS = {'connection.py': ('takeover.py', 'sendfile.py', 'spoolbody.py',
-                             'bodyinto.py', 'keepalive.py', 'streamdrain.py'),
+                             'bodyinto.py', 'keepalive.py', 'streamdrain.py',
+                             'closenotify.py'),
           'streamdrain.py': ('connection.py',),
           'keepalive.py': ('connection.py', 'spoolbody.py', 'bodyinto.py'),
           'spoolbody.py': ('connection.py',),
@@ -237,7 +241,7 @@ def test_glue_uses_listed_privates_of_its_own_base_class_only(connection,
     instances = {'connection.py': connection, 'server.py': server,
                  'takeover.py': connection, 'spoolbody.py': connection,
                  'bodyinto.py': connection, 'keepalive.py': connection,
-                 'streamdrain.py': connection}
+                 'streamdrain.py': connection, 'closenotify.py': connection}
     for name, (_, listed) in GLUE.items():
         uses, defined = private_uses(os.path.join(HTTP, name))
         for mixin in MIXINS.get(name, ()):  # Connection's own parts

@@ -7,6 +7,7 @@ uhttp-server's state (and so its `client` API) in step.
 
 import json as _json
 import selectors as _selectors
+import ssl as _ssl
 import time as _time
 
 import uhttp.server as _server
@@ -16,6 +17,7 @@ from . import parse as _parse
 from .bodyinto import BodyInto
 from . import serialize as _serialize
 from .canned import SendsCanned
+from .closenotify import CloseNotify
 from .keepalive import KeepAliveCycle
 from .linger import LingeringClose
 from .sendfile import SendFile
@@ -35,11 +37,8 @@ HTTP_OPTIONS = frozenset((
     'spool_dir'))
 
 _GATHER_MIN = 16 * 1024  # bodies above this go out without being joined
-try:
-    import ssl as _ssl
-    _WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError)
-except ImportError:  # pragma: no cover - Python without ssl
-    _WOULD_BLOCK = (BlockingIOError, InterruptedError)
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError,
+                _ssl.SSLWantWriteError)
 
 
 def _refusal(err):
@@ -48,7 +47,8 @@ def _refusal(err):
 
 
 class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
-                 SpoolBody, BodyInto, LingeringClose, _server.HttpConnection):
+                 SpoolBody, BodyInto, LingeringClose, CloseNotify,
+                 _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,
