@@ -177,3 +177,22 @@ def test_answer_that_ends_the_connection_ends_with_close_notify(
     length = [line for line in head.lower().split(b'\r\n')
               if line.startswith(b'content-length:')]
     assert length and int(length[0].split(b':')[1]) == len(body)
+
+
+def test_body_over_the_limit_sent_whole_before_reading_gets_its_413(tls):
+    """http.client sends its whole body before it reads: the refusal must
+    not be lost to a connection reset while the body still arrives."""
+    conn = https(tls, timeout=30)
+    try:
+        status, body, response = fetch(
+            conn, 'POST', '/api/echo', body=b'x' * (40 << 20),
+            headers={'Content-Type': 'application/octet-stream'})
+        assert status == 413
+        assert response.getheader('connection') == 'close'
+    finally:
+        conn.close()
+    conn = https(tls)
+    try:
+        assert fetch(conn, 'GET', '/health')[0] == 200
+    finally:
+        conn.close()

@@ -47,7 +47,7 @@ def _refusal(err):
 
 
 class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
-                 SpoolBody, BodyInto, LingeringClose, CloseNotify,
+                 SpoolBody, BodyInto, CloseNotify, LingeringClose,
                  _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 

@@ -11,8 +11,10 @@ connection's socket is kept a little longer: its sending side is shut
 (the answer is followed by the end of the stream), and what the client
 still sends is read and dropped until it closes too, for at most
 LINGER_SECONDS and LINGER_BYTES, and for at most LINGER_AT_MOST sockets at
-once (beyond that, one closes at once, as before). A TLS socket closes at
-once: its records cannot be dropped unread.
+once (beyond that, one closes at once, as before). A TLS socket lingers the
+same way once its close_notify is out (closenotify.py, which runs first):
+the client's last records are dropped as they come, undecrypted, from a
+plain copy of its descriptor.
 """
 
 import selectors as _selectors
@@ -71,12 +73,12 @@ class Lingering:
 
     def take(self, sock):
         """Keep `sock` (whose connection closes now) lingering: True, or
-        False when it closes at once (TLS, too many, already reset)."""
-        if isinstance(sock, _ssl.SSLSocket) or (
-                len(self.sockets) >= LINGER_AT_MOST):
+        False when it closes at once (too many, already reset)."""
+        if len(self.sockets) >= LINGER_AT_MOST:
             return False
-        try:
-            kept = sock.dup()  # the connection closes its own descriptor
+        try:  # the connection closes its own descriptor
+            kept = (_socket.fromfd(sock.fileno(), sock.family, sock.type)
+                    if isinstance(sock, _ssl.SSLSocket) else sock.dup())
         except OSError:
             return False
         try:
