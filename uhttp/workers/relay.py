@@ -52,8 +52,12 @@ class Relay:
     # -- reading a worker's pipe ---------------------------------------------
 
     def worker_event(self, handle, fileobj, mask):
-        if fileobj == handle.to_fd:
-            self.core.delivery.mark_dirty(handle)  # its request pipe has room again
+        if fileobj != handle.from_fd:
+            if fileobj == handle.to_fd:
+                self.core.delivery.mark_dirty(handle)  # its pipe has room again
+            # else an event polled before this turn closed the pipe (its
+            # worker was reaped): the number may be a new client's socket
+            # now, which a read here would rob of its request
             return
         try:
             messages = handle.reader.read()

@@ -184,6 +184,8 @@ class Supervisor:
 
     def close_fds(self, handle):
         handle.close_files()
+        if handle.reader is not None:
+            handle.reader.eof = True  # nothing more is read from that fd
         for fd in handle.fds:
             if fd is not None:
                 if self.loop.workers is not None:
