@@ -6,6 +6,7 @@ admits the request; 405 when the path exists under other methods only;
 worker, or `max_pending` requests already wait for answers.
 """
 
+import contextlib as _contextlib
 import math as _math
 import traceback as _traceback
 
@@ -20,6 +21,20 @@ from .hooks import USER_CODE_ERRORS
 from . import static as _static
 from . import wssession as _wssession
 from .probe import probe_status
+
+
+NO_RESPOND = -1  # Connection.answering: user code runs, respond() is refused
+
+
+@_contextlib.contextmanager
+def user_code(client, answering):
+    """While user code runs for `client`: `answering` is its response
+    count then (respond() may add one) or NO_RESPOND (it may add none)."""
+    client.answering = answering
+    try:
+        yield
+    finally:
+        client.answering = None
 
 
 def sync_table(cls):
@@ -122,13 +137,11 @@ class Intake:
 
     def check(self, client, name):
         """Run a do_check hook; False when it refused (answered) the request."""
-        before = client.answering = client.responses
+        before = client.responses
         method, path = client.method, client.path  # gone once it is answered
         try:
-            try:
+            with user_code(client, before):
                 result = getattr(self.app, name)(client)
-            finally:
-                client.answering = None
             if result is not None and not client.answered_since(before):
                 return self.refused_by_result(client, name, result, before)
         except _msg.RejectRequest as reject:
@@ -223,11 +236,8 @@ class Intake:
 
     def static_served(self, client, path, status):
         if self.hooks.overridden('on_static_served'):
-            client.answering = -1  # answered: a respond() there is refused
-            try:
+            with user_code(client, NO_RESPOND):  # the file was the answer
                 self.hooks.call('on_static_served', client, path, status)
-            finally:
-                client.answering = None
 
     # -- sync handlers -----------------------------------------------------------
 
@@ -236,13 +246,11 @@ class Intake:
         if self.hooks.overridden('do_check_sync') and not self.check(
                 client, 'do_check_sync'):
             return
-        before = client.answering = client.responses
+        before = client.responses
         method, path = client.method, client.path  # gone once it is answered
         try:
-            try:
+            with user_code(client, before):
                 result = _routing.bind(member, self.app)(client, params)
-            finally:
-                client.answering = None
         except _server.HttpErrorWithResponse as err:
             _replies.answer_error(client, err.status, str(err), before=before)
             return
@@ -314,14 +322,12 @@ class Intake:
         """The user's on_request_accepted(): its value is the request's
         context. When it raises, the request goes no further: it is logged
         and answered 500 (the handler must not run without its context)."""
-        client.answering = -1  # the worker answers: a respond() is refused
         try:
-            pending.context = self.app.on_request_accepted(
-                pending.request_id, client, pool)
+            with user_code(client, NO_RESPOND):  # the worker answers it
+                pending.context = self.app.on_request_accepted(
+                    pending.request_id, client, pool)
         except USER_CODE_ERRORS as err:
-            client.answering = None
             self.hooks.failed('on_request_accepted', err)
             self.core.fail(pending, 500, None, _pending.PENDING_COMPLETED)
             return False
-        client.answering = None
         return True
