@@ -7,7 +7,6 @@ worker, or `max_pending` requests already wait for answers.
 """
 
 import contextlib as _contextlib
-import math as _math
 import traceback as _traceback
 
 import uhttp.server as _server
@@ -277,10 +276,8 @@ class Intake:
         """(reason, text, headers) of the 503 `pool` answers now, or None;
         the reason is what the metrics count (rejected_total)."""
         if pool.degraded:
-            if pool.recovers_at is None:
-                return DEGRADED, 'Service Unavailable', None  # until a reload
-            wait = max(1, _math.ceil(pool.recovers_at - self.core.now()))
-            return DEGRADED, 'Service Unavailable', {'retry-after': str(wait)}
+            return DEGRADED, 'Service Unavailable', _replies.degraded_headers(
+                pool, self.core.now())
         if pool.remote is not None and pool.remote.refusal() is not None:
             return pool.remote.refusal()
         if not pool.alive_count:

@@ -4,6 +4,7 @@ client that cannot be answered is closed, so nothing is left hanging.
 """
 
 import json as _json
+import math as _math
 
 import uhttp.server as _server
 
@@ -36,6 +37,14 @@ def answer_error(client, status, text=None, headers=None, before=None):
         return
     if not client.answered_since(count):
         client.close()  # could not answer: never leave it hanging
+
+
+def degraded_headers(pool, now):
+    """The headers of a degraded pool's 503: Retry-After with the seconds
+    until it recovers (`now` monotonic), or None when it stays degraded."""
+    if pool.recovers_at is None:
+        return None
+    return {'retry-after': str(max(1, _math.ceil(pool.recovers_at - now)))}
 
 
 def shed(client):

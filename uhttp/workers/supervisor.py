@@ -7,13 +7,13 @@ was running, gives others what it had not started, and asks the restart
 policy what to do with the slot (restart now, later, or park it).
 """
 
-import math as _math
 import os as _os
 import signal as _signal
 import time as _time
 
 from . import channel as _channel
 from . import policy as _policy
+from . import replies as _replies
 from . import spawn as _spawn
 from .fds import close_fd
 from .loop import EVENT_READ
@@ -223,13 +223,11 @@ class Supervisor:
             pool.name, pool.max_restarts, pool.restart_window,
             f" until it recovers in {pool.recovery_interval}s"
             if pool.recovery_interval else '')
-        retry = None
         if pool.recovery_interval:
             pool.recovers_at = now + pool.recovery_interval
             self.loop.call_at(pool.recovers_at, self.recover, pool)
-            retry = {'retry-after': str(max(1, _math.ceil(
-                pool.recovery_interval)))}
-        self.fail_queue(pool, 503, 'Service Unavailable', retry)
+        self.fail_queue(pool, 503, 'Service Unavailable',
+                        _replies.degraded_headers(pool, now))
 
     def schedule_restart(self, handle, now, delay):
         if delay <= 0:
