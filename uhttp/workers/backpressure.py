@@ -50,7 +50,7 @@ class Backpressure:
         # the saturated spell: (since, requests opened by then), None once
         # a turn found fewer clients ready than it could take
         self.spell = None
-        self.crowd_turns = 0  # turns left of reading a crowd (shed_crowd)
+        self.crowd_turns = 0  # turns left of reading a crowd (see check)
 
     def full(self):
         """True when no more requests should be read now: the pending
@@ -82,12 +82,11 @@ class Backpressure:
         """Each turn: resume when there is room again, or shed when the
         workers made none for SHED_AFTER seconds (until there is room), or
         too little for the clients held back to wait briefly (the excess,
-        once: see shed_crowd)."""
+        once a spell)."""
         loop = self.core.loop
         waiting = self.core.pending.waiting
         if self.shedding and waiting < self.resume_below:
-            self.shedding = False
-            self.crowd_turns = 0
+            self.stop_shedding()
         if loop.clients is None or not loop.clients.paused:
             return
         if self.core.stopping:
@@ -95,26 +94,30 @@ class Backpressure:
             return
         if (waiting >= self.resume_below
                 and now - self.paused_at >= SHED_AFTER):
-            self.shedding = True  # no room made: until there is some
-            self.spell = None
-            self.resume()
+            self.shed()  # no room made: until there is some
             return
         excess = self.held_excess(now)
         if excess:
-            self.shed_crowd(excess)
+            # a crowd: read it for as many turns as `excess` of it takes
+            # (CLIENT_EVENTS a turn), then hold the rest back again, so
+            # that clients asking again at once (benchmark tools, impatient
+            # retries) get one 503 a spell, not one per turn, and the 503s
+            # do not take the dispatcher from the work it can do
+            self.shed(crowd_turns=-(-excess // _CLIENT_EVENTS))
         elif waiting < self.resume_below:
             self.resume()
 
-    def shed_crowd(self, excess):
-        """Read the clients held back for as many turns as `excess` of them
-        take (CLIENT_EVENTS a turn), answering 503 what does not fit, then
-        hold the rest back again: clients that ask again at once (benchmark
-        tools, impatient retries) get one 503 a spell, not one per turn,
-        so the 503s do not take the dispatcher from the work it can do."""
+    def shed(self, crowd_turns=0):
+        """Read the clients again, answering 503 what does not fit: until
+        there is room, or for `crowd_turns` turns (see polled())."""
         self.shedding = True
-        self.crowd_turns = -(-excess // _CLIENT_EVENTS)
+        self.crowd_turns = crowd_turns
         self.spell = None
         self.resume()
+
+    def stop_shedding(self):
+        self.shedding = False
+        self.crowd_turns = 0
 
     def polled(self, events, asked):
         """A turn read `events` ready clients of the `asked` it could take.
@@ -126,8 +129,7 @@ class Backpressure:
         if self.crowd_turns:
             self.crowd_turns -= 1
             if self.crowd_turns <= 0 or events < asked:
-                self.crowd_turns = 0
-                self.shedding = False
+                self.stop_shedding()
 
     def resume(self):
         self.core.loop.resume(self.core.loop.clients)
