@@ -188,6 +188,17 @@ class AppServer:
             return []
 
 
+def read_to_end(sock):
+    """Every byte `sock` receives until its peer ends the stream (the
+    socket's own timeout bounds each wait)."""
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b''.join(chunks)
+        chunks.append(chunk)
+
+
 def exchange(port, data, timeout=5, read_until_close=True):
     """Send raw bytes on a new connection to 127.0.0.1:`port`; return what
     came back until close, a reset or `timeout` (a server may refuse before

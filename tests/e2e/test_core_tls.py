@@ -8,7 +8,7 @@ import ssl
 import pytest
 import trustme
 
-from harness import AppServer
+from harness import AppServer, read_to_end
 
 
 @pytest.fixture(scope='module')
@@ -43,6 +43,15 @@ def fetch(conn, method, path, body=None, headers=None):
     conn.request(method, path, body=body, headers=headers or {})
     response = conn.getresponse()
     return response.status, response.read(), response
+
+
+def assert_still_serving(tls):
+    """After a bad client, the server goes on serving good ones."""
+    conn = https(tls)
+    try:
+        assert fetch(conn, 'GET', '/health')[0] == 200
+    finally:
+        conn.close()
 
 
 def test_log_says_https(tls):
@@ -111,12 +120,7 @@ def test_untrusting_client_fails_verification(tls):
             conn.request('GET', '/health')
     finally:
         conn.close()
-    # the server goes on serving verified clients
-    conn = https(tls)
-    try:
-        assert fetch(conn, 'GET', '/health')[0] == 200
-    finally:
-        conn.close()
+    assert_still_serving(tls)  # verified clients
 
 
 def test_plain_http_to_https_port_does_not_get_an_answer(tls):
@@ -136,11 +140,7 @@ def test_plain_http_to_https_port_does_not_get_an_answer(tls):
         assert b'"status": "ok"' not in data
     finally:
         sock.close()
-    conn = https(tls)
-    try:
-        assert fetch(conn, 'GET', '/health')[0] == 200
-    finally:
-        conn.close()
+    assert_still_serving(tls)
 
 
 def read_to_tls_end(tls, request):
@@ -152,12 +152,7 @@ def read_to_tls_end(tls, request):
                                suppress_ragged_eofs=False)
     try:
         sock.sendall(request)
-        data = b''
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
+        return read_to_end(sock)
     finally:
         sock.close()
 
@@ -191,8 +186,4 @@ def test_body_over_the_limit_sent_whole_before_reading_gets_its_413(tls):
         assert response.getheader('connection') == 'close'
     finally:
         conn.close()
-    conn = https(tls)
-    try:
-        assert fetch(conn, 'GET', '/health')[0] == 200
-    finally:
-        conn.close()
+    assert_still_serving(tls)

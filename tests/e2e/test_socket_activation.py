@@ -2,6 +2,7 @@
 package) the dispatcher serves on the socket it inherits as fd 3 instead of
 binding, and its workers do not hold that socket."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from harness import APPS, ROOT, exchange
+from harness import APPS, ROOT, exchange, read_to_end
 
 ACTIVATE = shutil.which('systemd-socket-activate')
 
@@ -23,17 +24,23 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.mark.skipif(ACTIVATE is None, reason='systemd-socket-activate is '
-                    'not installed (Debian package systemd)')
-def test_serves_on_the_inherited_socket(tmp_path):
-    port = free_port()
+HELLO = b'GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+
+
+@contextlib.contextmanager
+def activated(tmp_path, listen, ask):
+    """tests/apps/smoke.py under systemd-socket-activate listening on
+    `listen`, once `ask(raw)` got a 200 from it (the first connection makes
+    systemd-socket-activate start the app, which then accepts it on the
+    inherited socket): (process, log path); its process group is killed
+    at the end."""
     log_path = tmp_path / 'out.log'
     inherited = [os.path.abspath(p) for p in
                  os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
     pythonpath = os.pathsep.join([ROOT] + inherited)
     with open(log_path, 'wb') as log:
         proc = subprocess.Popen(
-            [ACTIVATE, '-l', f'127.0.0.1:{port}', '-E', f'PYTHONPATH={pythonpath}',
+            [ACTIVATE, '-l', listen, '-E', f'PYTHONPATH={pythonpath}',
              '-E', 'PYTHONUNBUFFERED=1', sys.executable,
              os.path.join(APPS, 'smoke.py')],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -43,10 +50,7 @@ def test_serves_on_the_inherited_socket(tmp_path):
         reply = None
         while time.monotonic() < deadline:
             try:
-                # the first connection makes systemd-socket-activate start
-                # the app, which then accepts it on the inherited socket
-                reply = exchange(port, b'GET /api/hello HTTP/1.1\r\nHost: x\r\n'
-                                 b'Connection: close\r\n\r\n', timeout=10)
+                reply = ask(HELLO)
                 if reply.startswith(b'HTTP/1.1 200'):
                     break
             except OSError:
@@ -54,16 +58,7 @@ def test_serves_on_the_inherited_socket(tmp_path):
             time.sleep(0.1)
         assert reply and reply.startswith(b'HTTP/1.1 200'), (
             reply, log_path.read_text())
-        text = log_path.read_text()
-        assert f'listening on http://127.0.0.1:{port}' in text
-        # the port was not bound a second time: the process has no other
-        # listening socket than the inherited one
-        for _ in range(20):
-            reply = exchange(port, b'GET /api/hello HTTP/1.1\r\nHost: x\r\n'
-                             b'Connection: close\r\n\r\n')
-            assert reply.startswith(b'HTTP/1.1 200')
-        os.kill(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        yield proc, log_path
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -72,17 +67,30 @@ def test_serves_on_the_inherited_socket(tmp_path):
         proc.wait(timeout=10)
 
 
+@pytest.mark.skipif(ACTIVATE is None, reason='systemd-socket-activate is '
+                    'not installed (Debian package systemd)')
+def test_serves_on_the_inherited_socket(tmp_path):
+    port = free_port()
+    with activated(tmp_path, f'127.0.0.1:{port}',
+                   lambda raw: exchange(port, raw, timeout=10)) as (
+                       proc, log_path):
+        text = log_path.read_text()
+        assert f'listening on http://127.0.0.1:{port}' in text
+        # the port was not bound a second time: the process has no other
+        # listening socket than the inherited one
+        for _ in range(20):
+            reply = exchange(port, HELLO)
+            assert reply.startswith(b'HTTP/1.1 200')
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
 def unix_exchange(path, raw, timeout=10):
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(raw)
-        data = b''
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
+        return read_to_end(sock)
 
 
 @pytest.mark.skipif(ACTIVATE is None, reason='systemd-socket-activate is '
@@ -91,31 +99,8 @@ def test_serves_on_an_inherited_unix_socket(tmp_path):
     # ListenStream=/run/app.sock: a Unix socket, which has no port; the
     # startup line names its path (it failed to format, "%d" of a str)
     path = str(tmp_path / 'app.sock')
-    log_path = tmp_path / 'out.log'
-    inherited = [os.path.abspath(p) for p in
-                 os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
-    pythonpath = os.pathsep.join([ROOT] + inherited)
-    with open(log_path, 'wb') as log:
-        proc = subprocess.Popen(
-            [ACTIVATE, '-l', path, '-E', f'PYTHONPATH={pythonpath}',
-             '-E', 'PYTHONUNBUFFERED=1', sys.executable,
-             os.path.join(APPS, 'smoke.py')],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 15
-        reply = None
-        while time.monotonic() < deadline:
-            try:
-                reply = unix_exchange(path, b'GET /api/hello HTTP/1.1\r\n'
-                                      b'Host: x\r\nConnection: close\r\n\r\n')
-                if reply.startswith(b'HTTP/1.1 200'):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        assert reply and reply.startswith(b'HTTP/1.1 200'), (
-            reply, log_path.read_text())
+    with activated(tmp_path, path, lambda raw: unix_exchange(path, raw)) as (
+            proc, log_path):
         reply = unix_exchange(path, b'GET /_status HTTP/1.1\r\nHost: x\r\n'
                               b'Connection: close\r\n\r\n')
         assert reply.startswith(b'HTTP/1.1 200'), reply
@@ -124,9 +109,3 @@ def test_serves_on_an_inherited_unix_socket(tmp_path):
         assert 'log formatting failed' not in text, text
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait(timeout=10)

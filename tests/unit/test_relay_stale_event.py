@@ -17,10 +17,15 @@ class ItemWorker(workers.Worker):
     pass
 
 
-def test_an_event_of_a_closed_pipe_reads_nothing_from_its_number():
+def relay_and_handle():
+    """A dispatcher's relay (not running) and a slot of its one pool."""
     pool = workers.WorkerPool(ItemWorker, routes=['/items/**'])
     core = core_of(workers.Dispatcher(pools=[pool], port=0))
-    handle = WorkerHandle(pool, 0)
+    return core.relay, WorkerHandle(pool, 0)
+
+
+def test_an_event_of_a_closed_pipe_reads_nothing_from_its_number():
+    relay, handle = relay_and_handle()
     client, peer = socket.socketpair()
     try:
         # the handle's pipe had this number; it was closed and reaped, and
@@ -28,7 +33,7 @@ def test_an_event_of_a_closed_pipe_reads_nothing_from_its_number():
         handle.reader = channel.FrameReader(client.fileno())
         handle.closed()
         peer.sendall(b'POST /items HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc')
-        core.relay.worker_event(handle, client.fileno(), EVENT_READ)
+        relay.worker_event(handle, client.fileno(), EVENT_READ)
         client.setblocking(False)
         assert client.recv(100).startswith(b'POST /items HTTP/1.1')
     finally:
@@ -37,15 +42,13 @@ def test_an_event_of_a_closed_pipe_reads_nothing_from_its_number():
 
 
 def test_an_event_of_the_live_pipe_is_read():
-    pool = workers.WorkerPool(ItemWorker, routes=['/items/**'])
-    core = core_of(workers.Dispatcher(pools=[pool], port=0))
-    handle = WorkerHandle(pool, 0)
+    relay, handle = relay_and_handle()
     read_end, write_end = os.pipe()
     try:
         handle.from_fd = read_end
         handle.reader = channel.FrameReader(read_end)
         os.write(write_end, b'x')  # half a frame: read, kept for later
-        core.relay.worker_event(handle, read_end, EVENT_READ)
+        relay.worker_event(handle, read_end, EVENT_READ)
         os.set_blocking(read_end, False)
         try:
             left = os.read(read_end, 10)

@@ -8,6 +8,8 @@ import pytest
 
 from uhttp.workers import upgrade
 
+from harness import read_to_end
+
 
 @pytest.fixture
 def channel():
@@ -23,20 +25,11 @@ def channel():
         os.close(int(value))
 
 
-def everything(sock):
-    data = b''
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return data
-        data += chunk
-
-
 def test_a_copy_that_gives_up_says_why_and_closes_the_channel(channel):
     ours, environ = channel
     assert upgrade.started_by_upgrade(environ)
     assert upgrade.report_failure("cannot import module 'app'", environ)
-    assert everything(ours) == b"Fcannot import module 'app'"
+    assert read_to_end(ours) == b"Fcannot import module 'app'"
     assert not upgrade.started_by_upgrade(environ)
     assert not upgrade.report_ready(environ)   # once only
 
@@ -44,14 +37,14 @@ def test_a_copy_that_gives_up_says_why_and_closes_the_channel(channel):
 def test_a_ready_copy_says_ready(channel):
     ours, environ = channel
     assert upgrade.report_ready(environ)
-    assert everything(ours) == upgrade.READY
+    assert read_to_end(ours) == upgrade.READY
 
 
 def test_an_old_dispatcher_that_knows_only_ready_sees_the_channel_close(channel):
     ours, environ = channel
     del environ[upgrade.READY_PID]   # an older version started this copy
     assert upgrade.report_failure('no workers', environ)
-    assert everything(ours) == b''   # never mistaken for READY
+    assert read_to_end(ours) == b''   # never mistaken for READY
 
 
 def test_a_channel_inherited_by_another_process_is_left_alone(channel):
@@ -67,7 +60,7 @@ def test_a_channel_inherited_by_another_process_is_left_alone(channel):
 def test_a_long_reason_is_cut_to_the_report_limit(channel):
     ours, environ = channel
     upgrade.report_failure('x' * (3 * upgrade.REPORT_LIMIT), environ)
-    assert len(everything(ours)) == upgrade.REPORT_LIMIT
+    assert len(read_to_end(ours)) == upgrade.REPORT_LIMIT
 
 
 def test_no_channel_no_report():
