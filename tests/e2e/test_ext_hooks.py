@@ -566,6 +566,17 @@ def logged_errors(server):
                      if record.level >= _workers.LOG_ERROR)
 
 
+def wait_logged(server, needle, count=1, deadline=None):
+    """Wait until `needle` was logged at ERROR `count` times, until
+    `deadline` (monotonic; 10 s from now by default): the records come over
+    a pipe, and may trail the answer they are about."""
+    if deadline is None:
+        deadline = time.monotonic() + 10
+    while logged_errors(server).count(needle) < count:
+        assert time.monotonic() < deadline, (needle, logged_errors(server))
+        time.sleep(0.02)
+
+
 class EscapingWorker(_workers.Worker):
     @_workers.api('/api/cancelled', 'GET')
     def cancelled(self, request):
@@ -622,10 +633,9 @@ def test_base_exceptions_from_user_code_never_end_a_process():
         assert server.get('/api/pid').json()['pid'] == first  # never restarted
         status = server.status()['pools'][0]
         assert not status['degraded'] and status['restarts_in_window'] == 0
-        errors = logged_errors(server)
         for needle in ('sync handler health', 'CancelledError',
                        'KeyboardInterrupt', 'SystemExit', 'on_response()'):
-            assert needle in errors, (needle, errors)
+            wait_logged(server, needle)
 
 
 class OrderWorker(_workers.Worker):
@@ -682,14 +692,10 @@ def test_sync_answers_that_cannot_be_sent_are_500_and_logged():
         assert reply.status == 200
         assert reply.headers['X-Request-Id'] == '42'
         assert reply.headers['X-Links'] == 'a, b'
-        # (the records come over the control channel: they may trail)
         deadline = time.monotonic() + 10
         for needle in ('cannot send data of type set', 'bad HTTP status 999',
                        'contains a control character'):
-            while needle not in logged_errors(server):
-                assert time.monotonic() < deadline, (needle,
-                                                     logged_errors(server))
-                time.sleep(0.02)
+            wait_logged(server, needle, deadline=deadline)
 
 
 class FramingApp(_workers.Dispatcher):
@@ -814,19 +820,16 @@ def test_a_second_respond_in_sync_code_is_refused_not_sent(tmp_path):
             data = sock.recv(65536)
         assert data.startswith(b'HTTP/1.1 500 '), data
         assert b'from the hook' not in data, data
-        while logged_errors(server).count('respond() called again') < 3 or (
-                logged_errors(server).count('respond() is refused here') < 2):
-            assert time.monotonic() < deadline, logged_errors(server)
-            time.sleep(0.02)
+        wait_logged(server, 'respond() called again', 3, deadline)
+        wait_logged(server, 'respond() is refused here', 2, deadline)
         assert server.status()['pools'][0]['restarts_in_window'] == 0
-        assert 'sync handler twice for GET /twice failed' in logged_errors(server)
+        wait_logged(server, 'sync handler twice for GET /twice failed',
+                    deadline=deadline)
         # a sync handler that returns its answer, as a worker's does, is
         # told how a sync handler answers
         assert server.get('/returned').status == 500
-        while 'it returned a dict: a sync handler answers with client.respond(' \
-                not in logged_errors(server):
-            assert time.monotonic() < deadline, logged_errors(server)
-            time.sleep(0.02)
+        wait_logged(server, 'it returned a dict: a sync handler answers '
+                    'with client.respond(', deadline=deadline)
 
 
 class RefusingWorker(_workers.Worker):
@@ -899,7 +902,7 @@ def test_a_refusal_returned_by_the_dispatchers_do_check_is_never_ignored():
                            headers={'x-api-key': 'k'}).status == 201
         assert server.post('/api/orders', json={'id': 1},
                            headers={'x-api-key': 'odd'}).status == 500
-        assert 'must return None or (data, status)' in logged_errors(server)
+        wait_logged(server, 'must return None or (data, status)')
         sync = server.get('/status')
         assert sync.status == 401 and sync.headers['www-authenticate'] == 'Key'
         assert server.get('/status', headers={'x-api-key': 'k'}).json() == {
