@@ -13,7 +13,8 @@ A client that reads nothing for STALL_LIMIT seconds while it holds its
 worker is dropped (the stream ends, its worker told as for any client
 that left; a WebSocket closes with 1008 'slow reader'), so one stuck
 client holds its worker back for about that long at most. A held worker
-is not taken for stuck: it waits on the dispatcher.
+is not taken for stuck: it waits on the dispatcher, and is given its
+stuck_timeout again once let go (its handler goes on streaming).
 """
 
 from time import monotonic as _monotonic
@@ -26,6 +27,7 @@ class StreamHold:
     def __init__(self, core):
         self.core = core
         self.held = {}    # handle -> {connection: (on_stall, args)}
+        self.let_go = {}  # handle -> when it was last let go
 
     def can_hold(self, handle):
         """True for a local worker, whose pipe can be left unread; a remote
@@ -58,6 +60,7 @@ class StreamHold:
             return
         if not waiting:
             del self.held[handle]
+            self.let_go[handle] = _monotonic()
             if handle.from_fd is not None:
                 self.core.loop.workers.hold(handle.from_fd, False)
 
@@ -74,10 +77,14 @@ class StreamHold:
         self.release(handle, connection)
         on_stall(*args)
 
-    def holds(self, handle):
-        return handle in self.held
+    def holds(self, handle, since=None):
+        """True while `handle` is held, or if it was let go after `since`."""
+        if handle in self.held:
+            return True
+        return since is not None and self.let_go.get(handle, since) > since
 
     def forget(self, handle):
         """`handle`'s process is gone (its pipe unregistered): a new
         process in the slot starts unheld."""
         self.held.pop(handle, None)
+        self.let_go.pop(handle, None)

@@ -290,8 +290,8 @@ class Supervisor:
         limit = handle.pool.stuck_timeout
         if now - handle.slot.read()[0] <= limit:
             return False
-        if self.core.streamhold.holds(handle):
-            return False  # its send waits on a stream's client, and us
+        if self.core.streamhold.holds(handle, now - limit):
+            return False  # its send waits (or waited) on a stream's client
         # re-read: a torn read must not kill a healthy worker
         age = _monotonic() - handle.slot.read()[0]
         if age <= limit:
