@@ -1,7 +1,9 @@
 """SendLock: frames written by a process and the processes it forks into
 one pipe stay whole, and the lock stays a reentrant lock."""
 import os
+import signal
 import threading
+import time
 
 from uhttp.workers import forklock
 
@@ -94,3 +96,41 @@ def test_reentrant_and_usable_in_a_child():
     assert calls == []
     with lock:  # the parent still takes it after the child left
         pass
+
+
+def test_a_child_killed_while_it_holds_the_lock_leaves_nobody_waiting():
+    """A forked child SIGKILLed inside `with lock:` (a frame half written,
+    a log record in a dying subprocess) must not take the lock with it:
+    the worker would wait on it for every message it sends."""
+    lock = forklock.SendLock()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with lock:
+                os.write(write_fd, b'held')
+                time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    try:
+        assert os.read(read_fd, 4) == b'held'
+        taken = threading.Event()
+        waiter = threading.Thread(target=_take, args=(lock, taken),
+                                  daemon=True)
+        waiter.start()
+        assert not taken.wait(0.3)         # the child excludes the parent
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pid = None
+        assert taken.wait(10)              # and is gone with its lock
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(read_fd)
+
+
+def _take(lock, taken):
+    with lock:
+        taken.set()
