@@ -1,6 +1,7 @@
 """The connection and server glue over a socket pair: parse and serialize
 driven through uhttp-server's classes, and the state accessors."""
 
+import select
 import socket
 import threading
 import time
@@ -426,10 +427,16 @@ def test_a_spooled_body_of_one_byte_chunks(tmp_path):
                           spool_dir=str(tmp_path)):
         connection, peer = accepted(server)
         try:
+            # sendall's timeout is for the whole 1.5 MB, which a busy
+            # machine parses in more than the pair's usual 2 s
+            peer.settimeout(60)
             sender = threading.Thread(target=peer.sendall, args=(wire,))
             sender.start()
             events, ready = 0, None
             while ready is None and events < 10000:
+                # as the loop does: an event only when there is something
+                # to read (a sender slowed by a busy machine is waited for)
+                assert select.select([connection.socket], [], [], 5)[0]
                 before = connection._rx_bytes_counter
                 ready = connection.handle_event(connection.socket,
                                                 _http.EVENT_READ)
