@@ -11,6 +11,9 @@ from status_app import StatusDispatcher
 
 EVIL_VALUE = 'v\r\nX-Injected: yes'
 EVIL_NAME = 'X-Injected: yes\r\nX-Evil'
+BYTES_VALUE = b'caf\xe9'            # Latin-1 bytes, not UTF-8
+BYTES_UTF8 = 'na\u00efve'.encode('utf-8')
+TEXT_VALUE = 'na\u00efve'
 
 
 class RespWorker(_workers.Worker):
@@ -60,6 +63,22 @@ class RespWorker(_workers.Worker):
         return _workers.DEFERRED
 
     # -- CR/LF in headers and cookies -------------------------------------------
+
+    # header values given as bytes go out as those bytes; text as UTF-8
+    @_workers.api('/r/bytes-headers', 'GET')
+    def bytes_headers(self, request):
+        return {'shape': 'bytes'}, 200, {
+            'X-Latin': BYTES_VALUE, 'X-Text': TEXT_VALUE,
+            'X-Raw': bytearray(BYTES_UTF8)}
+
+    @_workers.api('/r/bytes-respond', 'GET')
+    def bytes_respond(self, request):
+        request.respond(data='ok', headers=[('X-Latin', BYTES_VALUE),
+                                            ('X-Latin', b'second')])
+
+    @_workers.api('/r/bad/unencodable', 'GET')
+    def unencodable(self, request):
+        return {'never': 'sent'}, 200, {'X-Half': 'a\ud800b'}
 
     @_workers.api('/r/bad/tuple-value', 'GET')
     def bad_tuple_value(self, request):
@@ -146,6 +165,13 @@ class StreamWorker(_workers.Worker):
         request.response_stream_end()
         return _workers.DEFERRED
 
+    @_workers.api('/st/bytes-headers', 'GET')
+    def bytes_stream(self, request):
+        request.response_ndjson(headers={'X-Latin': BYTES_VALUE})
+        request.send_ndjson({'one': 1})
+        request.response_stream_end()
+        return _workers.DEFERRED
+
     @_workers.api('/st/slow', 'GET')
     def slow(self, request):
         total = int((request.query or {}).get('n', 8))
@@ -184,6 +210,15 @@ class RespDispatcher(StatusDispatcher):
     def sync_ok(self, client, path_params):
         client.respond({'sync': True}, status=200, headers={'X-Sync': '1'},
                        cookies={'sc': 'sync-cookie'})
+
+    @_workers.sync('/s/bytes-headers')
+    def sync_bytes(self, client, path_params):
+        client.respond({'sync': True}, headers={'X-Latin': BYTES_VALUE,
+                                                'X-Text': TEXT_VALUE})
+
+    @_workers.sync('/s/bad-unencodable')
+    def sync_unencodable(self, client, path_params):
+        client.respond({'never': 'sent'}, headers={'X-Half': 'a\ud800b'})
 
     @_workers.sync('/s/bad-value')
     def sync_bad_value(self, client, path_params):

@@ -104,6 +104,51 @@ def test_deferred_request_respond_later(module_server):
     assert data['shape'] == 'respond-later' and data['id'] > 0
 
 
+def raw_header_values(raw, name):
+    """The bytes of every `name:` line's value in a raw response head."""
+    head = raw.partition(b'\r\n\r\n')[0]
+    found = []
+    for line in head.split(b'\r\n')[1:]:
+        key, _, value = line.partition(b':')
+        if key.strip().lower() == name:
+            found.append(value.strip())
+    return found
+
+
+@pytest.mark.parametrize('path', ['/r/bytes-headers', '/s/bytes-headers'])
+def test_bytes_header_values_go_out_as_given(module_server, path):
+    raw = raw_get(module_server, path)
+    assert raw.startswith(b'HTTP/1.1 200'), raw[:200]
+    assert raw_header_values(raw, b'x-latin') == [b'caf\xe9']
+    # text is sent as UTF-8
+    assert raw_header_values(raw, b'x-text') == ['na\u00efve'.encode()]
+    if path.startswith('/r/'):
+        assert raw_header_values(raw, b'x-raw') == ['na\u00efve'.encode()]
+
+
+@pytest.mark.parametrize('path', ['/r/bad/unencodable', '/s/bad-unencodable'])
+def test_text_with_no_bytes_to_send_is_500_and_logged(module_server, path):
+    logged = r'(?m)ERROR .*lone surrogate'
+    before = len(re.findall(logged, module_server.log()))
+    raw = raw_get(module_server, path)
+    assert raw, "no answer at all to a header that cannot be encoded"
+    status, _, body = parse_raw(raw)
+    assert status == 500 and b'never' not in body
+    module_server.wait_log(logged, count=before + 1)
+    assert module_server.get('/s/ok').status == 200
+    assert module_server.get('/r/tuple2').status == 202
+
+
+def test_bytes_header_values_of_respond_and_streams(module_server):
+    raw = raw_get(module_server, '/r/bytes-respond')
+    assert raw.startswith(b'HTTP/1.1 200'), raw[:200]
+    assert raw_header_values(raw, b'x-latin') == [b'caf\xe9, second']
+    raw = raw_get(module_server, '/st/bytes-headers')
+    assert raw.startswith(b'HTTP/1.1 200'), raw[:200]
+    assert raw_header_values(raw, b'x-latin') == [b'caf\xe9']
+    assert b'{"one": 1}' in raw or b'{"one":1}' in raw
+
+
 # -- CR/LF injection is refused ----------------------------------------------------
 
 @pytest.mark.parametrize('path', [

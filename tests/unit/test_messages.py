@@ -351,8 +351,12 @@ class TestCheckHeaders:
             ('Vary', 'Accept, Cookie')]
 
     def test_as_they_are_sent(self):
-        assert check_headers({b'X-Request-Id': b'42', 'X-Tag': bytearray(
-            b'caf\xe9')}) == [('X-Request-Id', '42'), ('X-Tag', 'caf\u00e9')]
+        checked = check_headers({b'X-Request-Id': b'42', 'X-Tag': bytearray(
+            b'caf\xe9')})
+        assert checked[0] == ('X-Request-Id', '42')
+        # bytes kept byte for byte (sent with 'surrogateescape')
+        assert checked[1][0] == 'X-Tag'
+        assert checked[1][1].encode('utf-8', 'surrogateescape') == b'caf\xe9'
         assert check_headers({'Link': ['</a>', '</b>']}) == [
             ('Link', '</a>, </b>')]
 

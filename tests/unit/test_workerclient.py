@@ -195,6 +195,19 @@ class AnswerWorker(_workers.Worker):
     def huge(self, request):
         raise MemoryError()
 
+    @_workers.api('/name', 'GET')
+    def name(self, request):
+        return 'hi', 200, {'X-Latin': b'caf\xe9', 'X-Text': 'na\u00efve',
+                           'X-Utf': 'na\u00efve'.encode()}
+
+
+def test_bytes_header_values_read_as_a_client_reads_them():
+    reply = WorkerClient(AnswerWorker).get('/name')
+    assert reply.headers['x-latin'] == 'caf\u00e9'    # Latin-1 bytes
+    assert reply.headers['x-text'] == 'na\u00efve'
+    assert reply.headers['x-utf'] == 'na\u00efve'     # UTF-8 bytes
+    assert ('X-Latin', 'caf\u00e9') in reply.header_list
+
 
 def test_answers_are_what_the_server_would_send():
     client = WorkerClient(AnswerWorker)

@@ -321,7 +321,8 @@ class WorkerClient(Verbs):
 def _set_headers(response, headers):
     """The handler's headers on `response`: as given, and by lower-case
     name with repeats joined by ', ' (as HTTP clients show them)."""
-    response.header_list = list(headers or ())
+    response.header_list = [(name, _readable(value))
+                            for name, value in headers or ()]
     joined = {}
     for name, value in response.header_list:
         name = name.lower()
@@ -329,3 +330,13 @@ def _set_headers(response, headers):
             continue   # the dispatcher's own framing replaces them
         joined[name] = f'{joined[name]}, {value}' if name in joined else value
     response.headers = joined
+
+
+def _readable(value):
+    """A header value as a client reading the line as Latin-1 sees the
+    bytes a handler gave (text stays as it was given)."""
+    try:
+        value.encode('utf-8')
+    except UnicodeEncodeError:   # bytes that were not UTF-8 (surrogates)
+        return value.encode('utf-8', 'surrogateescape').decode('latin-1')
+    return value

@@ -122,7 +122,8 @@ def switching_head(request_headers, subprotocol, extra, extensions,
     for name, lower, value in _serialize.header_fields(extra):
         if lower not in _SWITCHING_OWN:   # ours: never twice, never other
             lines.append(f'{name}: {value}')
-    return ('\r\n'.join(lines) + '\r\n\r\n').encode('utf-8'), agreed
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode(
+        'utf-8', 'surrogateescape'), agreed
 
 
 _SWITCHING_OWN = frozenset((

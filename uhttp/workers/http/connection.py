@@ -326,8 +326,7 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
     def process_pipelined(self):
         """Parse a request already waiting in the buffer (no new bytes)."""
         try:
-            if self._socket is None or self.pending is not None or (
-                    self._response_started):
+            if self._socket is None or self.pending or self._response_started:
                 return None
             if self.process_request():
                 return self
@@ -343,8 +342,9 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
         return headers
 
     def _build_response_header(self, status=200, headers=None, cookies=None):
-        try:
-            return super()._build_response_header(status, headers, cookies)
+        try:  # (bytes: a bytes header value goes out as those bytes)
+            return super()._build_response_header(
+                status, headers, cookies).encode('utf-8', 'surrogateescape')
         except _server.HttpError:
             self.responses -= 1  # refused (CR/LF): nothing was sent
             raise

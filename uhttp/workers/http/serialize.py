@@ -216,7 +216,8 @@ def response_head(status, headers, cookies, length, keep, dated=True):
         date = date_line() if dated and not own_date else ''
         return (start + date + (_KEEP if keep else _CLOSE) if tail is None
                 else f'{start}{date}content-length: {length}\r\n'
-                f'{tail if keep else _CLOSE}').encode('utf-8'), keep
+                f'{tail if keep else _CLOSE}').encode(
+                    'utf-8', 'surrogateescape'), keep
     parts, own_keep, own_date = _head_lines(status, headers)
     keep = keep and own_keep
     if cookies:
@@ -226,7 +227,7 @@ def response_head(status, headers, cookies, length, keep, dated=True):
     if not bodiless(status):
         parts.append(f'content-length: {length}\r\n')
     parts.append(_KEEP if keep else _CLOSE)
-    return ''.join(parts).encode('utf-8'), keep
+    return ''.join(parts).encode('utf-8', 'surrogateescape'), keep
 
 
 def header_fields(headers):
@@ -250,9 +251,12 @@ def header_fields(headers):
             item = item if type(item) is str else _text(item)
             if _bad_value(item):
                 raise ValueError(f"header {name!r} contains CR or LF")
-            if _CONTROL.search(item):
+            bad = _CONTROL.search(item)
+            if bad:
                 raise ValueError(
-                    f"header {name!r} contains a control character")
+                    f"header {name!r} contains a control character"
+                    if bad.group() < '\ud800' else f"header {name!r} "
+                    "contains text that cannot be sent (a lone surrogate)")
             yield name, lower, item
 
 
@@ -274,8 +278,11 @@ def joined_fields(headers):
 
 
 def _text(value):
+    # bytes stay those bytes on the wire: UTF-8 decodes as itself, any
+    # other byte as a lone surrogate that encoding a head
+    # with 'surrogateescape' turns back into it
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode('latin-1')
+        return bytes(value).decode('utf-8', 'surrogateescape')
     return str(value)
 
 
@@ -344,7 +351,7 @@ def stream_head(status, headers, cookies):
     if 'date' not in names:
         parts.append(date_line())
     parts.append(_CLOSE)
-    return ''.join(parts).encode('utf-8')
+    return ''.join(parts).encode('utf-8', 'surrogateescape')
 
 
 def _cookie_lines(parts, cookies):
@@ -358,4 +365,6 @@ def _bad_value(text):
 
 
 _TOKEN = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_CONTROL = _re.compile('[\x00-\x08\x0a-\x1f\x7f]')  # (tab is allowed)
+# control characters (tab is allowed), and lone surrogates but those that
+# stand for bytes (_text): text that has no bytes to be sent as
+_CONTROL = _re.compile('[\x00-\x08\x0a-\x1f\x7f\ud800-\udc7f\udd00-\udfff]')
