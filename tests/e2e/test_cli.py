@@ -212,6 +212,10 @@ def test_print_config_shows_the_effective_settings(project):
     assert printed['dispatcher']['log_level'] == 30
     assert printed['pools']['ItemWorker']['num_workers'] == 4
     assert printed['pools']['ItemWorker']['timeout'] == 12.5
+    # unlimited requests per connection, the default: no internal number
+    assert 'keep_alive_max_requests' not in printed['dispatcher']
+    assert '# keep_alive_max_requests is not set' in result.stdout
+    assert str(1 << 62) not in result.stdout
 
 
 def test_print_config_gives_every_setting_back_to_config(project):

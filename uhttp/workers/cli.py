@@ -22,6 +22,7 @@ import sys as _sys
 
 from . import configfile as _configfile
 from . import upgrade as _upgrade
+from .config import UNLIMITED_REQUESTS
 from .dispatcher import Dispatcher, core_of
 
 EXIT_OK = 0
@@ -226,6 +227,8 @@ def effective_config(dispatcher):
     values['ws_origins'] = (None if settings.ws_origins is None
                             else sorted(settings.ws_origins))
     values.update(settings.http_options)
+    if values.get('keep_alive_max_requests') == UNLIMITED_REQUESTS:
+        values['keep_alive_max_requests'] = None   # its default: unlimited
     if settings.static:
         values['static_routes'] = {mount.prefix: static_entry(mount)
                                    for mount in settings.static}

@@ -15,6 +15,8 @@ from . import spool as _spool
 from . import static as _static
 from .pool import WorkerPool
 
+UNLIMITED_REQUESTS = 1 << 62   # keep_alive_max_requests's default
+
 # defaults the dispatcher gives the HTTP layer (uhttp-server's own are for
 # microcontrollers: backlog 8, 32 connections, 512 KiB bodies, 100 requests
 # per keep-alive connection)
@@ -24,7 +26,7 @@ HTTP_DEFAULTS = {
     'max_content_length': 16 * 1024 * 1024,
     'max_send_buffer_size': 256 * 1024,
     'keep_alive_timeout': 30,
-    'keep_alive_max_requests': 1 << 62,
+    'keep_alive_max_requests': UNLIMITED_REQUESTS,
     'request_timeout': 30,
     'send_timeout': 60,
     'spool_threshold': _spool.DEFAULT_THRESHOLD,
