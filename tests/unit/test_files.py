@@ -51,9 +51,17 @@ def test_parse_range(header, size, expected):
                    "filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"),
     ('../etc/passwd', 'attachment; filename=".._etc_passwd"'),
     ('line\r\nbreak', 'attachment; filename="linebreak"'),
+    ('', 'attachment'),
+    ('\r\n', 'attachment'),
 ])
 def test_content_disposition(name, expected):
     assert _files.content_disposition(name) == expected
+
+
+@pytest.mark.parametrize('name', [b'a.txt', 5, ['a.txt']])
+def test_a_download_name_is_text(name):
+    with pytest.raises(TypeError, match='download_name must be a str'):
+        _workers.FileResponse('/etc/hostname', download_name=name)
 
 
 def test_file_response_needs_path_or_file():

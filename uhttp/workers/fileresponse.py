@@ -22,6 +22,9 @@ class FileResponse:
             raise TypeError(
                 "FileResponse needs a path or a binary file object (with "
                 f"fileno() or read()), not {type(path_or_file).__name__}")
+        if download_name is not None and not isinstance(download_name, str):
+            raise TypeError("FileResponse download_name must be a str or "
+                            f"None, not {type(download_name).__name__}")
         self.path_or_file = path_or_file
         self.content_type = content_type
         self.download_name = download_name

@@ -61,9 +61,12 @@ def file_message(request_id, data, status, headers, cookies):
 
 def content_disposition(download_name):
     """`attachment; filename="..."` for `download_name`, with `filename*`
-    (RFC 6266 / 5987) when the name is not plain ASCII."""
+    (RFC 6266 / 5987) when the name is not plain ASCII; `attachment`
+    alone for an empty name."""
     name = str(download_name).replace('\r', '').replace('\n', '')
     name = name.replace('/', '_').replace('\\', '_')
+    if not name:   # an attachment without a name: the client picks one
+        return 'attachment'
     fallback = ''.join(
         char if 0x20 <= ord(char) < 0x7f else '_' for char in name)
     fallback = fallback.replace('"', '_')
