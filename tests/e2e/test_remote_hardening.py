@@ -103,6 +103,15 @@ def test_broker_errors_are_told_in_the_brokers_own_words(app_server, servers):
     app.wait_until(lambda: 'DB index is out of range' in (
         broker_status(app)['error'] or ''), what='the reason in status()')
     assert PASSWORD not in app.log() + json.dumps(app.status())
+    # the worker command: a setting to fix, not an outage to wait out
+    command = subprocess.run(
+        [sys.executable, '-m', 'uhttp.workers', 'worker',
+         'remote_app:ItemWorker', '--broker',
+         f'redis://:{PASSWORD}@127.0.0.1:{redis_server.port}/99'], cwd=APPS,
+        env=command_env(), capture_output=True, text=True, timeout=30)
+    assert command.returncode == 2, command.stderr
+    assert 'DB index is out of range' in command.stderr
+    assert PASSWORD not in command.stderr
     closed = app_server('remote_app', f'redis://127.0.0.1:{free_port()}/0')
     closed.wait_log(r'unreachable \(ConnectionError: .*Connection refused')
     assert 'Connection refused' in broker_status(closed)['error']

@@ -58,6 +58,12 @@ def refused_credentials(err):
     return text.startswith(('WRONGPASS', 'NOAUTH', 'NOPERM'))
 
 
+def refused_url(err):
+    """True when the broker refuses what the URL asks of it: its
+    credentials, or a database it does not have (both settings to fix)."""
+    return refused_credentials(err) or 'DB index is out of range' in str(err)
+
+
 def describe(err, url=None):
     """A broker error, as the logs and status() tell it: the broker's or
     the system's own words (`Connection refused`, `DB index is out of

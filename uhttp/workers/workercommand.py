@@ -30,7 +30,7 @@ from . import remoteworker as _remoteworker
 from . import sharedbody as _sharedbody
 from . import spawn as _spawn
 from . import workerloop as _workerloop
-from .remotelink import broker_errors, connect, describe, refused_credentials
+from .remotelink import broker_errors, connect, describe, refused_url
 from .worker import Worker
 
 _monotonic = _time.monotonic
@@ -172,7 +172,7 @@ class WorkerCommand:
                     return True
                 why = 'no dispatcher has published pool settings yet'
             except errors as err:
-                if refused_credentials(err):
+                if refused_url(err):
                     self.say(_log.LOG_ERROR, f"{_broker.redact(self.url)}: "
                              f"{describe(err)}")
                     self.refused = True
