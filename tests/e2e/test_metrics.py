@@ -32,6 +32,14 @@ class Jobs(workers.Worker):
         time.sleep(float(request.query.get('s', '2')) if request.query else 2)
         return {'slow': True}
 
+    @workers.api('/api/batch/{start:int}', 'GET')
+    def batch(self, request):
+        # label values taken from the request: the mistake the limit is for
+        start = request.path_params['start']
+        for number in range(start, start + 100):
+            self.metrics['jobs_total'].inc(kind=f'user-{number}')
+        return {'counted': 100}
+
     @workers.api('/api/pid', 'GET')
     def get_pid(self, request):
         return {'pid': os.getpid()}
@@ -238,6 +246,35 @@ def test_streams_count_with_their_route(server):
                                       status='200') == 1 else None)(
             scrape(server)), what='the stream to be counted')
     assert value(families, P + 'streams_open', pool='Jobs') == 0
+
+
+def test_label_sets_of_a_family_stop_at_the_limit_with_one_warning(server):
+    for start in range(0, 1200, 100):
+        assert server.get(f'/api/batch/{start}').status == 200
+
+    def kept():
+        _, families = scrape(server)
+        found = [sample for family in families for sample in family.samples
+                 if sample.name == 'jobs_total'
+                 and sample.labels.get('kind', '').startswith('user-')]
+        return found if len(found) >= 1000 else None
+    found = wait_for(kept, what='1,000 label sets scraped')
+    assert len(found) == 1000
+    assert all(sample.value == 1 for sample in found)
+    warnings = wait_for(lambda: [
+        record.message for record in list(server.logs)
+        if "metric 'jobs_total' has 1000 label sets" in record.message],
+        what='the warning')
+    time.sleep(0.5)   # (the later drops are not told again)
+    assert len([record for record in list(server.logs)
+                if 'label sets' in record.message]) == 1
+    assert warnings[0].startswith('pool Jobs: ')
+    # a new label set past the limit is dropped; the request is not hurt
+    assert server.get('/api/item/3').status == 200
+    families = wait_for(lambda: (lambda got: got if value(
+        got, 'job_seconds_count', pool='Jobs') == 1 else None)(
+            scrape(server)[1]), what="the item's observation")
+    assert value(families, 'jobs_total', pool='Jobs', kind='item') == 0
 
 
 def test_access_log_one_line_per_request(server):

@@ -201,6 +201,34 @@ class TestPoolTotals:
         assert totals.gauge_values('other', lambda _: 0) == []
 
 
+    def test_label_sets_stop_at_the_limit_and_the_first_drop_is_told(
+            self, monkeypatch):
+        monkeypatch.setattr(m, 'MAX_LABEL_SETS', 3)
+        totals = m.PoolTotals(declared())
+        many = {(str(i),): 1 for i in range(5)}
+        assert totals.add(1, {'c': {'jobs_total': many}}) == ['jobs_total']
+        assert sorted(totals.counters['jobs_total']) == [('0',), ('1',), ('2',)]
+        # the kept ones still count; new ones are dropped, told only once
+        assert totals.add(1, {'c': {'jobs_total': {('0',): 4, ('9',): 1}}}) == []
+        assert totals.counters['jobs_total'][('0',)] == 5
+        assert ('9',) not in totals.counters['jobs_total']
+        assert totals.dropped == {'jobs_total': 3}
+
+    def test_histograms_and_gauges_have_the_limit_too(self, monkeypatch):
+        monkeypatch.setattr(m, 'MAX_LABEL_SETS', 2)
+        totals = m.PoolTotals([
+            m.Histogram('h', 'doc', labels=['k'], buckets=(1,)),
+            m.Gauge('g', 'doc', labels=['k'])])
+        cells = {(str(i),): [1, 0, 0.5] for i in range(3)}
+        gauges = {(str(i),): i for i in range(3)}
+        assert sorted(totals.add('w0', {'h': {'h': cells}, 'g': {'g': gauges}})
+                      ) == ['g', 'h']
+        assert len(totals.histograms['h']) == 2
+        assert len(totals.gauge_values('g', lambda _: 0)) == 2
+        totals.add('w0', {'g': {'g': {('0',): 7}}})   # a kept one changes
+        assert (0, ('0',), 7) in totals.gauge_values('g', lambda _: 0)
+
+
 def test_bucket_index():
     bounds = (0.1, 1.0, 10.0)
     assert [m.bucket_index(bounds, v) for v in (0, 0.1, 0.5, 1.0, 10, 11)] == [

@@ -26,6 +26,11 @@ _bisect_left = _bisect.bisect_left
 FLUSH_INTERVAL = 0.2
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0)
+# label sets one family keeps (counters and histograms per pool, gauges
+# per worker): label values taken from requests (ids, paths) would grow
+# the dispatcher's memory and the scrape without end; past it a new label
+# set is dropped and the dispatcher warns once per family
+MAX_LABEL_SETS = 1000
 COUNTER = 'counter'
 GAUGE = 'gauge'
 HISTOGRAM = 'histogram'
@@ -346,15 +351,22 @@ class PoolTotals:
         self.histograms = {d.name: {} for d in declarations
                            if d.kind == HISTOGRAM}
         self.gauges = {}   # worker handle -> {name: {labels: value}}
+        self.dropped = {}  # name -> label sets dropped past MAX_LABEL_SETS
 
     def add(self, source, deltas):
-        """Add one W_METRICS message's deltas from worker `source`."""
+        """Add one W_METRICS message's deltas from worker `source`; the
+        names whose label sets first went past MAX_LABEL_SETS (a list,
+        for the caller to warn about once)."""
+        full = []
         for name, values in deltas.get('c', {}).items():
             totals = self.counters.get(name)
             if totals is None:
                 continue
             for key, amount in values.items():
-                totals[key] = totals.get(key, 0) + amount
+                if key in totals:
+                    totals[key] += amount
+                elif self._room(totals, name, full):
+                    totals[key] = amount
         for name, values in deltas.get('h', {}).items():
             totals = self.histograms.get(name)
             if totals is None:
@@ -362,7 +374,8 @@ class PoolTotals:
             for key, cell in values.items():
                 mine = totals.get(key)
                 if mine is None:
-                    totals[key] = list(cell)
+                    if self._room(totals, name, full):
+                        totals[key] = list(cell)
                 elif len(mine) == len(cell):
                     for index, count in enumerate(cell):
                         mine[index] += count
@@ -371,7 +384,21 @@ class PoolTotals:
             mine = self.gauges.setdefault(source, {})
             for name, values in gauges.items():
                 if name in self.declarations:
-                    mine.setdefault(name, {}).update(values)
+                    kept = mine.setdefault(name, {})
+                    for key, value in values.items():
+                        if key in kept or self._room(kept, name, full):
+                            kept[key] = value
+        return full
+
+    def _room(self, kept, name, full):
+        """Whether `kept` takes one more label set of `name`; a refusal is
+        counted in `dropped`, and the first one listed in `full`."""
+        if len(kept) < MAX_LABEL_SETS:
+            return True
+        if name not in self.dropped:
+            full.append(name)
+        self.dropped[name] = self.dropped.get(name, 0) + 1
+        return False
 
     def forget(self, source):
         """A worker ended: its gauges go (a new one starts from nothing)."""

@@ -356,7 +356,12 @@ class Observer(_feed.DashboardFeed):
     def worker_metrics(self, handle, deltas):
         totals = self.user.get(handle.pool)
         if totals is not None:
-            totals.add(handle, deltas)
+            for name in totals.add(handle, deltas):
+                self.core.log.warning(
+                    "pool %s: metric %r has %d label sets; new ones are "
+                    "dropped (label values taken from requests, such as "
+                    "ids, grow without end)", handle.pool.name, name,
+                    _metrics.MAX_LABEL_SETS)
 
     def restarted(self, handle, reason):
         key = (handle.pool.name, reason)
