@@ -348,6 +348,9 @@ def test_settings_are_checked():
         DispatcherSettings(ws_max_message_size=0)
     with pytest.raises(TypeError):
         DispatcherSettings(ws_deflate='yes')
+    # uhttp-server's name for the limit would do nothing here: refused
+    with pytest.raises(TypeError, match="take 'ws_max_message_size'"):
+        DispatcherSettings(max_ws_message_length=4096)
 
 
 def test_config_file_takes_the_ws_settings(tmp_path):

@@ -36,8 +36,9 @@ CONNECTIONS_PER_PENDING = 10
 
 _POSITIVE_INTS = ('listen', 'max_waiting_clients', 'max_headers_length',
                   'max_content_length', 'max_send_buffer_size',
-                  'keep_alive_max_requests', 'file_chunk_size',
-                  'max_ws_message_length')
+                  'keep_alive_max_requests', 'file_chunk_size')
+# uhttp-server's options that the dispatcher has its own names for
+_RENAMED = {'max_ws_message_length': 'ws_max_message_size'}
 _POSITIVE_TIMES = ('keep_alive_timeout', 'request_timeout', 'send_timeout')
 
 
@@ -232,6 +233,9 @@ def static_mounts(static_routes):
 def http_settings(given, max_pending):
     """The HTTP layer's options: our defaults, then what the user gave."""
     for name in given:
+        if name in _RENAMED:
+            raise TypeError(f"Dispatcher() takes no {name!r}: its WebSockets "
+                            f"take {_RENAMED[name]!r}")
         if name not in _http.HTTP_OPTIONS:
             raise TypeError(
                 f"Dispatcher() got an unexpected keyword argument {name!r} "

@@ -31,7 +31,7 @@ EVENT_WRITE = _selectors.EVENT_WRITE
 # HttpServer / HttpConnection options a Dispatcher passes through
 HTTP_OPTIONS = frozenset((
     'listen', 'max_waiting_clients', 'max_headers_length',
-    'max_content_length', 'max_ws_message_length', 'file_chunk_size',
+    'max_content_length', 'file_chunk_size',
     'max_send_buffer_size', 'keep_alive_timeout', 'keep_alive_max_requests',
     'request_timeout', 'trusted_proxies', 'send_timeout', 'spool_threshold',
     'spool_dir'))
