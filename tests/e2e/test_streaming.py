@@ -458,6 +458,33 @@ class FailingStreams(_workers.Worker):
         request.send_event(data='only')
         return {'done': True}
 
+    @_workers.api('/events/forgotten', 'GET')
+    def events_forgotten(self, request):
+        request.response_stream()
+        request.send_event(data='still open')   # no DEFERRED, no end
+
+
+def test_a_stream_whose_handler_returns_none_stays_open_with_a_warning():
+    pool = _workers.WorkerPool(FailingStreams, num_workers=1,
+                               routes=['/events/**'], timeout=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        with socket.create_connection(('127.0.0.1', server.port),
+                                      timeout=5) as sock:
+            sock.sendall(b'GET /events/forgotten HTTP/1.1\r\nHost: x\r\n\r\n')
+            got = b''
+            while b'data: still open' not in got:
+                chunk = sock.recv(4096)
+                assert chunk, got      # open: not ended under the client
+                got += chunk
+            deadline = time.monotonic() + 5
+            while 'the stream stays open until response_stream_end()' not in (
+                    server.log_text()):
+                assert time.monotonic() < deadline, server.log_text()
+                time.sleep(0.05)
+            text = server.log_text()
+            assert 'FailingStreams.events_forgotten returned None' in text
+            assert server.status()['streams'] == 1
+
 
 def test_a_stream_whose_handler_fails_is_ended():
     """A handler that raises after starting its stream (itself, or in

@@ -238,6 +238,22 @@ def warn_unheard(worker, request, reply):
             "nobody gets that answer", request.method, request.path, reply[2])
 
 
+def warn_late(worker, handler, request, result):
+    """A handler's result for a request it already answered, streams or
+    closed: a value is dropped, and None leaves a stream open (often a
+    forgotten DEFERRED or response_stream_end()); say so."""
+    if result is not None and result is not _msg.DEFERRED:
+        what = ("a value for request %s that it already answered or "
+                "streams; the value is dropped (return DEFERRED)")
+    elif result is None and request.is_streaming:
+        what = ("None for request %s that it streams: the stream stays open "
+                "until response_stream_end() (return DEFERRED to say so)")
+    else:
+        return
+    log_of(worker).warning('%s returned ' + what, handler_name(handler),
+                           request.request_id)
+
+
 def check_constructed(worker):
     """A TypeError naming the class when its __init__ did not call
     Worker.__init__ (the worker has no log, kwargs or state of ours)."""

@@ -383,13 +383,7 @@ def _run_handler(worker, table, request):
                 request.response_stream_end()
                 return None
         if result is _msg.DEFERRED or not _msg.is_unanswered(request):
-            if result is not _msg.DEFERRED and result is not None and not (
-                    _msg.is_unanswered(request)):
-                _log_of(worker).warning(
-                    "%s returned a value for request %s that it already "
-                    "answered or streams; the value is dropped (return "
-                    "DEFERRED)", _worker.handler_name(handler),
-                    request.request_id)
+            _worker.warn_late(worker, handler, request, result)
             return None
         data, status, headers = _msg.split_result(result)
         message = _msg.response_message(request.request_id, data, status, headers)
