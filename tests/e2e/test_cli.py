@@ -345,6 +345,18 @@ def test_check_config_lists_every_mistake(project):
         assert needle in text, (needle, text)
 
 
+@pytest.mark.parametrize('name', ['worker_id', 'pool_name'])
+def test_a_reserved_worker_kwarg_in_the_file_is_refused(project, name):
+    # WorkerPool refuses these two (the pool sets them); from the file they
+    # passed --check-config and every worker then died in its constructor
+    config = project / 'app.toml'
+    config.write_text(f'[pools.ItemWorker.kwargs]\n{name} = "x"\n')
+    for extra in (['--check-config'], ['--host', '127.0.0.1', '--port', '0']):
+        result = run(project, 'myapp:App', '--config', str(config), *extra)
+        assert result.returncode == 1, result.stderr
+        assert f'[pools.ItemWorker] kwargs.{name}: reserved' in result.stderr
+
+
 def test_an_unknown_pool_is_named_with_where_it_was_named(project):
     # the message did not say which file or flag named the pool, and an
     # empty table for a misspelt pool was taken without a word

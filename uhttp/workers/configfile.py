@@ -25,7 +25,7 @@ import re as _re
 from . import config as _config
 from . import http as _http
 from . import log as _log
-from .pool import SETTINGS as POOL_SETTINGS, broker_pool_count
+from .pool import RESERVED_KWARGS, SETTINGS as POOL_SETTINGS, broker_pool_count
 
 try:
     import tomllib as _toml
@@ -114,10 +114,14 @@ def _load_pool(path, name, table, overrides, problems):
     for key, value in table.items():
         where = f"{path}: [pools.{name}] {key}"
         if key == 'kwargs':
-            if isinstance(value, dict):
-                overrides.pool_kwargs.setdefault(name, {}).update(value)
-            else:
+            if not isinstance(value, dict):
                 problems.append(f"{where}: must be a table of keyword arguments")
+                continue
+            for reserved in RESERVED_KWARGS:  # the pool sets them itself
+                if reserved in value:
+                    problems.append(f"{where}.{reserved}: reserved, set by the pool")
+            overrides.pool_kwargs.setdefault(name, {}).update(
+                {k: v for k, v in value.items() if k not in RESERVED_KWARGS})
             continue
         checked = _checked(where, check_pool_key, key, value, problems)
         if checked is not None:

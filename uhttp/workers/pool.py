@@ -32,7 +32,7 @@ from .workerloop import EXIT_REASONS
 
 _monotonic = _time.monotonic
 
-_RESERVED_KWARGS = ('worker_id', 'pool_name')
+RESERVED_KWARGS = ('worker_id', 'pool_name')
 
 # a handle's role: the slot's worker; the new process that will take over a
 # slot once it is ready; the old process, finishing what it holds
@@ -297,7 +297,7 @@ class WorkerPool:
             raise TypeError(
                 f"WorkerPool worker_class must be a Worker subclass, "
                 f"not {worker_class!r}")
-        for name in _RESERVED_KWARGS:
+        for name in RESERVED_KWARGS:
             if name in kwargs:
                 raise TypeError(
                     f"WorkerPool keyword {name!r} is reserved (set by the pool)")
