@@ -57,6 +57,8 @@ class HookDispatcher(_workers.Dispatcher):
             'pool': pending.pool.name,
             'client_path': pending.client.path,
             'client_method': pending.client.method,
+            # the type the spec names, reachable from the one module
+            'is_pending_request': isinstance(pending, _workers._PendingRequest),
         })
         if response.status == 200 and pending.pool.name == 'LprWorker':
             storage_pool = self._find_pool('/internal/storage')

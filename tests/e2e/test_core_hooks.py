@@ -61,6 +61,7 @@ def test_on_response_sees_status_data_and_pool(module_server):
                       'on_response call')
     assert entry['status'] == 200
     assert entry['pool'] == 'LprWorker'
+    assert entry['is_pending_request']
 
 
 @pytest.mark.parametrize('connection', ['keep-alive', 'close'])

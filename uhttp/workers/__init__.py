@@ -8,7 +8,8 @@ processes; it supervises them, streams their answers and prints their logs.
 from .bodyview import SpooledBytes
 from .dispatcher import (
     Dispatcher, PENDING_COMPLETED, PENDING_DISCONNECTED, PENDING_SHUTDOWN,
-    PENDING_STREAM_CLOSED, PENDING_TIMEOUT, PENDING_WORKER_DIED)
+    PENDING_STREAM_CLOSED, PENDING_TIMEOUT, PENDING_WORKER_DIED,
+    _PendingRequest)
 from .log import (
     LOG_CRITICAL, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARNING, Logger)
 from .messages import DEFERRED, FileResponse, RejectRequest, Request, Response
@@ -26,6 +27,6 @@ __all__ = [
     'PENDING_DISCONNECTED', 'PENDING_SHUTDOWN', 'PENDING_STREAM_CLOSED',
     'MetricError', 'PENDING_TIMEOUT', 'PENDING_WORKER_DIED', 'RejectRequest',
     'Request', 'Response', 'SpooledBytes', 'UnknownMetric', 'WebSocket',
-    'Worker', 'WorkerPool',
+    'Worker', 'WorkerPool', '_PendingRequest',
     'api', 'sync', 'websocket',
 ]
