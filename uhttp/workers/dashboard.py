@@ -81,7 +81,7 @@ function renderPool(pool){
   if(pool.parked) h.appendChild(el('span',{'class':'badge parked'},pool.parked+' parked'));
   s.appendChild(h);
   const st=el('div',{'class':'stats'});
-  [['queue','queue'],['in_flight','in flight'],['streams','streams'],
+  [['queue','queue'],['in_flight','in flight'],['streams','streams'],['websockets','websockets'],
    ['requests','requests'],['restarts','restarts'],['timeouts','timeouts'],
    ['rejected','rejected']].forEach(([k,label])=>{
     const d=el('span',{},label+' ');d.appendChild(el('b',{'data-stat':k},pool[k]));st.appendChild(d);});

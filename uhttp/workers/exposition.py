@@ -103,14 +103,15 @@ class Collector:
             P + 'requests_in_flight', 'Requests handed to the pool and not '
             'answered yet (streams not counted)', labels=['pool'])
         streams = GaugeMetricFamily(
-            P + 'streams_open', 'Open streamed responses', labels=['pool'])
+            P + 'streams_open', 'Open streamed responses (SSE, NDJSON; '
+            'WebSockets are websockets_open)', labels=['pool'])
         degraded = GaugeMetricFamily(
             P + 'pool_degraded', '1 while the pool is degraded (answers 503)',
             labels=['pool'])
         counts = observer.pool_counts()
         for pool in core.pools:
             depth.add_metric([pool.name], pool.queue_size)
-            flying, open_streams = counts.get(pool.name, (0, 0))
+            flying, open_streams, _ = counts.get(pool.name, (0, 0, 0))
             in_flight.add_metric([pool.name], flying)
             streams.add_metric([pool.name], open_streams)
             degraded.add_metric([pool.name], 1 if pool.degraded else 0)

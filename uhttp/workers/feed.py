@@ -180,11 +180,12 @@ class DashboardFeed:
             if pool.remote is not None:
                 handles += list(pool.remote.roster.handles.values())
             workers = [self.worker_row(handle, now) for handle in handles]
-            in_flight, streams = counts.get(pool.name, (0, 0))
+            in_flight, streams, sockets = counts.get(pool.name, (0, 0, 0))
             pools.append({
                 'name': pool.name, 'degraded': pool.degraded,
                 'queue': pool.queue_size, 'in_flight': in_flight,
-                'streams': streams, 'parked': pool.parked_count,
+                'streams': streams, 'websockets': sockets,
+                'parked': pool.parked_count,
                 'workers': workers,
                 'restarts': sum(value for (name, _), value
                                 in self.restarts.items() if name == pool.name),

@@ -431,12 +431,17 @@ class Observer(_feed.DashboardFeed):
         return fallback
 
     def pool_counts(self):
-        """{pool name: [in flight, streams]} from the pending table."""
-        counts = {pool.name: [0, 0] for pool in self.core.pools}
+        """{pool name: [in flight, streams, websockets]} from the pending
+        table (an accepted WebSocket is not a stream, as in status())."""
+        counts = {pool.name: [0, 0, 0] for pool in self.core.pools}
+        hub = getattr(self.core, 'ws', None)
+        sockets = {} if hub is None else hub.sessions
         for pending in list(self.core.pending.requests.values()):
             entry = counts.get(pending.pool.name)
             if entry is not None:
-                if pending.streaming:
+                if pending.request_id in sockets:
+                    entry[2] += 1
+                elif pending.streaming:
                     entry[1] += 1
                 else:
                     entry[0] += 1
