@@ -60,6 +60,25 @@ class TestSettings:
         with pytest.raises(ValueError, match='same path'):
             workers.Dispatcher(metrics_path='/m', dashboard_path='/m')
 
+    @pytest.mark.parametrize('metrics', ['/ops/events', '/ops/data'])
+    def test_metrics_path_among_the_dashboards_own(self, metrics):
+        # the dashboard's events and data answered there: the metrics
+        # were never served
+        with pytest.raises(ValueError, match='is also a path of the dashboard'):
+            workers.Dispatcher(metrics_path=metrics, dashboard_path='/ops')
+
+    @pytest.mark.parametrize('below', ['events', 'data'])
+    def test_a_sync_route_on_the_dashboards_events_or_data(self, below):
+        class App(workers.Dispatcher):
+            @workers.sync(f'/ops/{below}')
+            def mine(self, client, path_params):
+                client.respond({'mine': True})
+
+        with pytest.raises(ValueError, match=f"serves '/ops/{below}' is also "
+                           "the path of the sync handler mine"):
+            App(dashboard_path='/ops')
+        App(dashboard_path='/other')   # elsewhere it is fine
+
     def test_bad_access_format(self):
         with pytest.raises(ValueError, match='fields: remote'):
             workers.Dispatcher(access_log='{nope}')

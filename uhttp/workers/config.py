@@ -42,6 +42,25 @@ _RENAMED = {'max_ws_message_length': 'ws_max_message_size'}
 _POSITIVE_TIMES = ('keep_alive_timeout', 'request_timeout', 'send_timeout')
 
 
+def own_paths(metrics_path, dashboard_path):
+    """[(what, path)] the dispatcher answers itself before any route: the
+    metrics, the dashboard page, its events and its data. A metrics_path
+    among the dashboard's would never be answered: a ValueError."""
+    paths = []
+    if dashboard_path:
+        page, events, data = _observe.dashboard_paths(dashboard_path)
+        serves = f'dashboard_path {dashboard_path!r} serves'
+        paths = [('dashboard_path', page), (serves, events), (serves, data)]
+        if metrics_path in (events, data):
+            raise ValueError(
+                f"Dispatcher metrics_path {metrics_path!r} is also a path of "
+                f"the dashboard ({serves} {page}, {events} and {data}); "
+                "choose another path for one")
+    if metrics_path:
+        paths.insert(0, ('metrics_path', metrics_path))
+    return paths
+
+
 def positive(value, name, allow_zero=False):
     """`value` when it is a number > 0 (or >= 0), else TypeError/ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -98,6 +117,7 @@ class DispatcherSettings:
         if self.metrics_path and self.metrics_path == self.dashboard_path:
             raise ValueError("Dispatcher metrics_path and dashboard_path "
                              f"are the same path {self.metrics_path!r}")
+        self.own_paths = own_paths(self.metrics_path, self.dashboard_path)
         self.static = static_mounts(static_routes)
         self.http_options = http_settings(http_options, self.max_pending)
         self.ws_ping_interval = positive(

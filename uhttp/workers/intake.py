@@ -67,12 +67,12 @@ class Intake:
         self.check_own_paths(core.settings)
 
     def check_own_paths(self, settings):
-        """metrics_path and dashboard_path answer before any sync route:
-        one on the same path would never run, so it is a mistake."""
-        for key in ('metrics_path', 'dashboard_path'):
-            path = getattr(settings, key)
+        """metrics_path and dashboard_path (its events and data too) answer
+        before any sync route: one on the same path would never run, so it
+        is a mistake."""
+        for key, path in settings.own_paths:
             target = self.sync.lookup('GET', path)[0] if (
-                path and self.sync is not None) else None
+                self.sync is not None) else None
             if target is not None:
                 raise ValueError(
                     f"Dispatcher {key} {path!r} is also the path of the sync "

@@ -70,6 +70,12 @@ def check_path(value, name):
     return value
 
 
+def dashboard_paths(dashboard_path):
+    """The paths `dashboard_path` serves: the page, its events, its data."""
+    base = dashboard_path.rstrip('/') or ''
+    return (dashboard_path, base + '/events', base + '/data')
+
+
 def check_access_format(value):
     """The access log format of Dispatcher(access_log=...), or None."""
     if value is False:
@@ -188,11 +194,11 @@ class Observer(_feed.DashboardFeed):
             self.collector = exposition.Exposition(self)
             self.endpoints[metrics_path] = self.serve_metrics
         if dashboard_path:
-            base = dashboard_path.rstrip('/') or ''
+            _, events, data = dashboard_paths(dashboard_path)
             self.endpoints[dashboard_path] = self.serve_dashboard
-            self.endpoints[base + '/events'] = self.serve_events
-            self.endpoints[base + '/data'] = self.serve_data
-            self.events_path = base + '/events'
+            self.endpoints[events] = self.serve_events
+            self.endpoints[data] = self.serve_data
+            self.events_path = events
         declared = {}
         for pool in core.pools:
             for declaration in pool.metrics:
