@@ -230,6 +230,34 @@ def test_oversized_fragmented_message_closes_1009(served):
     assert run(talk()) == 1009
 
 
+def test_a_client_still_sending_past_the_limit_gets_a_clean_close(served):
+    # the close frame and then the end of the stream, not a reset: closing
+    # a socket with the rest of the message unread would reset it (a
+    # browser then reports the close as not clean, or loses the frame)
+    server, _ = served
+    sock, head = handshake(server.port)
+    try:
+        assert head.startswith('HTTP/1.1 101')
+        assert read_frame(sock)[0] == 1  # hello
+        message = frame(2, b'x' * (1 << 20))  # 16 times the limit
+        failed = []
+
+        def send():
+            try:
+                sock.sendall(message)
+            except OSError as err:
+                failed.append(err)
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        assert read_until_close(sock) == 1009
+        sender.join(WAIT)
+        assert not failed, failed
+        sock.sendall(frame(8, struct.pack('!H', 1009)))
+        assert sock.recv(1024) == b''   # ConnectionResetError before
+    finally:
+        sock.close()
+
+
 def test_invalid_utf8_closes_1007(served):
     server, _ = served
     sock, head = handshake(server.port)

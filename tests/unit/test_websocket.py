@@ -97,6 +97,10 @@ class FakeConnection:
         self.max_send_buffer_size = room
         self.ended = self.closed = False
         self.reading = True
+        self.lingers = False
+
+    def linger_on_close(self):
+        self.lingers = True
 
     def send_raw(self, data):
         if len(self.sent) + len(data) > self.room:
@@ -221,6 +225,7 @@ def test_too_big_closes_1009_and_tells_once():
     assert isinstance(got[0], events.CloseConnection) and got[0].code == 1009
     assert hub.told == [(_msg.M_WS_CLOSED, 7, 1009, 'message too big')]
     assert hub.ended == ['stream_closed'] and connection.ended
+    assert connection.lingers   # the client may still be sending the rest
     ws.connection_lost()
     assert len(hub.told) == 1 and 7 not in hub.sessions
     assert hub.ended == ['stream_closed']   # ended once, by the server

@@ -279,11 +279,15 @@ class WsSession:
                     flush=False)
 
     def abort(self, code, reason):
-        """Send a close frame and end now, without waiting for its answer."""
+        """Send a close frame and end now, without waiting for its answer.
+        The client may still be sending (the rest of a message too big):
+        the socket lingers, reading it, so that a reset does not take the
+        close frame with it."""
         if self.proto.state == _State.OPEN:
             if not self.write(self.proto.send(
                     _events.CloseConnection(code, reason))):
                 return
+        self.connection.linger_on_close()
         self.finish(code, reason)
 
     def ended(self):
@@ -292,6 +296,7 @@ class WsSession:
         code = GOING_AWAY if self.hub.core.stopping else INTERNAL
         if self.proto.state == _State.OPEN:
             self.write(self.proto.send(_events.CloseConnection(code)))
+            self.connection.linger_on_close()  # for the client's answer
         self.finish(code, '', drop=False, end=False)  # the caller ends it
 
     def finish(self, code, reason, flush=True, drop=True, end=True,
