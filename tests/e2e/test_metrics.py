@@ -414,6 +414,29 @@ def test_access_log_format():
         assert lines == ['GET /api/item/2 200 /api/item/{id:int} Jobs 0']
 
 
+def test_access_log_gives_the_forwarded_client_behind_a_trusted_proxy():
+    # the address request.remote_address has, not the proxy's: the answer
+    # resets the connection's headers before the line is written
+    forwarded = {'X-Forwarded-For': '203.0.113.7'}
+    with TestServer(App, [jobs_pool(num_workers=1)],
+                    trusted_proxies=['127.0.0.1'],
+                    access_log='{remote} {path} {status}') as server:
+        assert server.get('/api/item/2', headers=forwarded).status == 200
+        assert server.get('/health', headers=forwarded).status == 200
+        assert server.get('/nowhere', headers=forwarded).status == 404
+        assert server.get('/api/item/3', headers=dict(
+            forwarded, **{'x-deny': '1'})).status == 401
+        assert server.get('/api/item/4').status == 200   # no proxy header
+        lines = wait_for(lambda: (lambda found: found if len(found) == 5
+                                  else None)([
+            record.message for record in list(server.logs)
+            if record.name == 'access']))
+        assert sorted(lines) == sorted([
+            '203.0.113.7 /api/item/2 200', '203.0.113.7 /health 200',
+            '203.0.113.7 /nowhere 404', '203.0.113.7 /api/item/3 401',
+            '127.0.0.1 /api/item/4 200'])
+
+
 def test_dashboard_page_data_and_events(server):
     page = server.get('/_dashboard')
     assert page.status == 200

@@ -169,6 +169,12 @@ class Observer(_feed.DashboardFeed):
         self.metrics_path = metrics_path
         self.dashboard_path = dashboard_path
         self.access = AccessLog(access_format) if access_format else None
+        # behind trusted proxies the client's address comes from the
+        # request's X-Forwarded-For, gone once the answer reset the
+        # connection: it is read while the request is there
+        self.forwarded = self.access is not None and bool(
+            core.settings.http_options.get('trusted_proxies'))
+        self.remote = None      # that address, for the request on_request() routes
         self.started = _time.time()
         self.requests = {}      # (pool, route, method, status) -> count
         self.durations = {}     # (pool, route) -> histogram cell
@@ -256,7 +262,7 @@ class Observer(_feed.DashboardFeed):
             self.access_line(pending.client, pending.method, pending.path,
                              status, pending.size, duration, pool,
                              None if handle is None else handle.index, route,
-                             pending.request_id)
+                             pending.request_id, pending.remote)
 
     def route_of(self, pending, handle):
         """The route pattern a request no answer labelled would have taken,
@@ -311,7 +317,8 @@ class Observer(_feed.DashboardFeed):
         self.count(pool, route, method, status, duration)
         if self.access is not None:
             self.access_line(client, method, path or client.path, status,
-                             size, duration, pool, None, route, None)
+                             size, duration, pool, None, route, None,
+                             self.remote)
 
     def refused(self, client, began, pool, reason, status, method=None,
                 path=None, size=None):
@@ -342,11 +349,12 @@ class Observer(_feed.DashboardFeed):
         self.timeouts[pool.name] = self.timeouts.get(pool.name, 0) + 1
 
     def access_line(self, client, method, path, status, size, duration, pool,
-                    slot, route, request_id):
-        try:
-            remote = client.client_ip
-        except Exception:  # pylint: disable=broad-except
-            remote = None
+                    slot, route, request_id, remote=None):
+        if remote is None:
+            try:
+                remote = client.client_ip
+            except Exception:  # pylint: disable=broad-except
+                remote = None
         try:
             text = self.access.line(remote, method, path, status, size,
                                     duration, pool, slot, route, request_id)
@@ -459,6 +467,11 @@ class Observer(_feed.DashboardFeed):
         began = intake.core.now()
         path = client.path
         method = client.method
+        if self.forwarded:
+            try:
+                self.remote = client.client_ip
+            except Exception:  # pylint: disable=broad-except
+                self.remote = None
         if intake.core.stopping:
             with probe_status(client) as probe:
                 refused = intake.refused_while_stopping(client)

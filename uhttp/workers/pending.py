@@ -43,7 +43,8 @@ class _PendingRequest:
 
     __slots__ = ('request_id', 'client', 'pool', 'worker', 'state',
                  'deadline', 'accepted', 'context', 'method', 'reason',
-                 'path', 'route', 'started', 'status', 'size', 'head_at')
+                 'path', 'route', 'started', 'status', 'size', 'head_at',
+                 'remote')
 
     def __init__(self, request_id, client, pool, now):
         self.request_id = request_id
@@ -65,6 +66,7 @@ class _PendingRequest:
         self.status = None
         self.size = None
         self.head_at = None
+        self.remote = None       # the client's address, behind trusted proxies
 
     @property
     def done(self):
