@@ -414,6 +414,22 @@ def test_access_log_format():
         assert lines == ['GET /api/item/2 200 /api/item/{id:int} Jobs 0']
 
 
+def test_access_log_gives_0_bytes_for_head_of_the_dispatchers_own_paths():
+    with TestServer(App, [jobs_pool(num_workers=1)], metrics_path='/metrics',
+                    dashboard_path='/_dashboard',
+                    access_log='{method} {path} {status} {bytes}') as server:
+        for path in ('/metrics', '/_dashboard', '/_dashboard/data'):
+            answer = server.request('HEAD', path)
+            assert answer.status == 200 and answer.content == b''
+        assert server.request('HEAD', '/health').status == 200
+        lines = wait_for(lambda: (lambda found: found if len(found) == 4
+                                  else None)([
+            record.message for record in list(server.logs)
+            if record.name == 'access']))
+        assert lines == ['HEAD /metrics 200 0', 'HEAD /_dashboard 200 0',
+                         'HEAD /_dashboard/data 200 0', 'HEAD /health 200 0']
+
+
 def test_access_log_gives_the_forwarded_client_behind_a_trusted_proxy():
     # the address request.remote_address has, not the proxy's: the answer
     # resets the connection's headers before the line is written

@@ -64,6 +64,8 @@ class DashboardFeed:
                                 _traceback.format_exc().rstrip())
             _replies.answer_error(client, 500)
             status, size = 500, None
+        if method == 'HEAD':
+            size = 0   # the head only, as for every other HEAD answer
         self.served(client, began, status, path, size=size, method=method,
                     path=path)
 
