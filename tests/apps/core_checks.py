@@ -40,7 +40,15 @@ class CheckWorker(_workers.Worker):
             raise _workers.RejectRequest({'error': 'teapot'}, 418)
         if mode == 'reject-default':
             raise _workers.RejectRequest()
+        if mode == 'user':   # what the check found, for the handler
+            request.user = {'name': request.headers.get('x-user')}
+            request.started = 'checked'
         return None
+
+    @_workers.api('/check/whoami', 'GET')
+    def whoami(self, request):
+        return {'user': getattr(request, 'user', None),
+                'started': getattr(request, 'started', None)}
 
     @_workers.api('/check/open', 'GET')
     def open_route(self, request):

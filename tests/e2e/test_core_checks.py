@@ -21,6 +21,17 @@ def test_do_check_none_lets_request_through(module_server):
     assert calls(module_server) == before + 1
 
 
+def test_do_check_can_leave_attributes_of_its_own_on_the_request(
+        module_server):
+    reply = module_server.get('/check/whoami',
+                              headers={'X-Check': 'user', 'X-User': 'ada'})
+    assert reply.status == 200, reply
+    assert reply.json == {'user': {'name': 'ada'}, 'started': 'checked'}
+    # the next request starts without them
+    reply = module_server.get('/check/whoami')
+    assert reply.json == {'user': None, 'started': None}
+
+
 def test_do_check_tuple_rejects(module_server):
     before = calls(module_server)
     reply = module_server.get('/check/open', headers={'X-Check': 'tuple'})

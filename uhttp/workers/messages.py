@@ -270,7 +270,8 @@ class Request(RequestBody):
     __slots__ = (
         'request_id', 'method', 'path', 'path_params', 'query', 'data',
         'headers', 'remote_address', 'context', '_content_type', '_cookies',
-        '_worker', '_state', '_released', '_handler', '_route', '_started')
+        '_worker', '_state', '_released', '_handler', '_route', '_started',
+        '__dict__')   # attributes of the user's own: request.user = ...
 
     # _state values
     _OPEN = 0
