@@ -458,10 +458,31 @@ class FailingStreams(_workers.Worker):
         request.send_event(data='only')
         return {'done': True}
 
+    @_workers.api('/events/unstarted', 'GET')
+    def events_unstarted(self, request):
+        request.send_event(data='no stream yet')   # response_stream() missed
+        return _workers.DEFERRED
+
     @_workers.api('/events/forgotten', 'GET')
     def events_forgotten(self, request):
         request.response_stream()
         request.send_event(data='still open')   # no DEFERRED, no end
+
+
+def test_sending_on_a_stream_never_started_is_a_500_at_once():
+    pool = _workers.WorkerPool(FailingStreams, num_workers=1,
+                               routes=['/events/**'], timeout=30)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        began = time.monotonic()
+        reply = server.get('/events/unstarted')
+        assert reply.status == 500                # not a 504 after 30 s
+        assert time.monotonic() - began < 10
+        deadline = time.monotonic() + 5
+        while 'send_event() on request' not in server.log_text():
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.05)
+        assert 'before response_stream()' in server.log_text()
+        assert server.get('/events/unstarted').status == 500  # still serving
 
 
 def test_a_stream_whose_handler_returns_none_stays_open_with_a_warning():

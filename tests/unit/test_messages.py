@@ -132,12 +132,12 @@ class TestRequest:
         with pytest.raises(RuntimeError):
             Request().response_stream()
 
-    def test_stream_calls_without_stream_return_false(self):
-        request = Request()
-        assert request.send_event(data='x') is False
-        assert request.send_chunk(b'x') is False
-        assert request.send_ndjson({}) is False
-        assert request.response_stream_end() is False
+    def test_stream_calls_outside_worker(self):
+        for call in (lambda r: r.send_event(data='x'),
+                     lambda r: r.send_chunk(b'x'), lambda r: r.send_ndjson({}),
+                     lambda r: r.response_stream_end()):
+            with pytest.raises(RuntimeError, match='a worker received'):
+                call(Request())
 
     def test_open_state(self):
         request = Request()

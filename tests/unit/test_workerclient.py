@@ -195,10 +195,27 @@ class AnswerWorker(_workers.Worker):
     def huge(self, request):
         raise MemoryError()
 
+    @_workers.api('/ended', 'GET')
+    def ended(self, request):
+        request.response_stream()
+        request.send_event(data='one')
+        request.response_stream_end()
+        self.after_end = [request.send_event(data='late'),
+                          request.send_chunk(b'x'), request.send_ndjson({}),
+                          request.response_stream_end()]
+        return _workers.DEFERRED
+
     @_workers.api('/name', 'GET')
     def name(self, request):
         return 'hi', 200, {'X-Latin': b'caf\xe9', 'X-Text': 'na\u00efve',
                            'X-Utf': 'na\u00efve'.encode()}
+
+
+def test_a_streams_sends_after_its_end_are_false():
+    client = WorkerClient(AnswerWorker)
+    reply = client.get('/ended')
+    assert reply.ended and [event['data'] for event in reply.events] == ['one']
+    assert client.worker.after_end == [False, False, False, False]
 
 
 def test_bytes_header_values_read_as_a_client_reads_them():

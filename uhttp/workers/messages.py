@@ -132,7 +132,7 @@ def _check_token(value, what):
 
 def check_headers(headers):
     """Validate response headers, returning them as a list of (name, value)
-    as the dispatcher will send them (bytes as Latin-1; a repeated name or
+    as the dispatcher will send them (bytes as given; a repeated name or
     a list value joined with ', ', except Set-Cookie: one line each)."""
     if not headers:
         return None
@@ -292,13 +292,10 @@ class Request(RequestBody):
         self.remote_address = remote_address
         self.context = context
         self.path_params = {} if path_params is None else path_params
-        self._cookies = None
-        self._worker = None
+        self._cookies = self._worker = self._handler = self._started = None
         self._state = self._OPEN
         self._released = False
-        self._handler = None
         self._route = NO_ROUTE
-        self._started = None
 
     def __repr__(self):
         return (f"Request(request_id={self.request_id!r}, "
@@ -346,6 +343,9 @@ class Request(RequestBody):
                 f"{what}() works only on a request a worker received")
         return worker
 
+    def _no_stream(self, what):
+        return self._sender(what).not_streaming(self, what)
+
     def respond(self, data=None, status=200, headers=None, cookies=None):
         """Answer the request (for DEFERRED requests, from anywhere in the worker).
 
@@ -376,14 +376,14 @@ class Request(RequestBody):
     def send_event(self, data=None, event=None, event_id=None, retry=None):
         """Send one Server-Sent Event; dict/list data goes as JSON."""
         if self._state != self._STREAMING:
-            return False
+            return self._no_stream('send_event')
         return self._worker.stream_data(
             self, format_event(data, event, event_id, retry))
 
     def send_chunk(self, data):
         """Send raw bytes (or str, as UTF-8) on the stream."""
         if self._state != self._STREAMING:
-            return False
+            return self._no_stream('send_chunk')
         if isinstance(data, str):
             data = data.encode('utf-8')
         elif not isinstance(data, bytes):
@@ -393,14 +393,14 @@ class Request(RequestBody):
     def send_ndjson(self, obj):
         """Send one JSON value as a line of an NDJSON stream."""
         if self._state != self._STREAMING:
-            return False
+            return self._no_stream('send_ndjson')
         return self._worker.stream_data(
             self, _json.dumps(obj).encode('utf-8') + b'\n')
 
     def response_stream_end(self):
         """End the stream and close the connection."""
         if self._state != self._STREAMING:
-            return False
+            return self._no_stream('response_stream_end')
         return self._worker.end_stream(self)
 
 

@@ -373,6 +373,17 @@ class _WorkerState:
         runtime.send((_msg.W_STREAM_DATA, request.request_id, data))
         return True
 
+    def not_streaming(self, request, what):
+        """A stream's send on a request that has none: False once it was
+        answered or its stream ended (its client may have left); before
+        response_stream() a RuntimeError (the client would wait for a
+        stream that never starts, until its 504)."""
+        if _msg.is_unanswered(request):
+            raise RuntimeError(f"{what}() on request {request.request_id} "
+                               "before response_stream(): start the stream "
+                               "first (response_stream or response_ndjson)")
+        return False
+
     def end_stream(self, request):
         _msg.mark_closed(request)
         self.runtime.open_requests.pop(request.request_id, None)
