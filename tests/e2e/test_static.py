@@ -188,7 +188,8 @@ def test_directory_without_trailing_slash_is_redirected(server, target,
             conn.close()
         assert response.status == 301, (response.status, body)
         assert response.getheader('location') == location
-        assert body == b''
+        assert body == b'' and response.getheader('content-length') == '0'
+        assert response.getheader('content-type') is None   # no body to type
     assert server.get('/static/sub/index.html').body == b'<p>sub index</p>'
 
 

@@ -213,7 +213,7 @@ class Intake:
             return True
         location = _static.directory_location(rest, real, client.url)
         if location is not None:  # /docs -> /docs/ (as web servers do)
-            client.respond(b'', status=301, headers={'location': location})
+            client.respond(None, status=301, headers={'location': location})
             self.static_served(client, real, 301)
             return True
         try:
