@@ -145,6 +145,23 @@ def test_shutdown_timeout_answers_503_and_kills_stuck_workers(app_server, tmp_pa
     assert not {f'teardown-{pid}' for pid in busy_pids} & done, done
 
 
+def test_every_answer_during_shutdown_closes_its_connection(app_server):
+    """A worker's answer and the dispatcher's own 503 at shutdown_timeout
+    alike say Connection: close: the server is about to go, and a client
+    that reused the connection would find it gone."""
+    server = start(app_server, 'sup_shutdown', env={
+        'SUP_WORKERS': '2', 'SUP_SHUTDOWN_TIMEOUT': '1'})
+    quick, slow = Call(server, '/api/sleep/0.5'), Call(server, '/api/sleep/6')
+    wait_busy(server, 2)
+    server.send_signal(signal.SIGTERM)
+    for call, status in ((quick, 200), (slow, 503)):
+        reply = call.result()
+        assert reply.status == status, reply
+        assert reply.headers.get('connection') == 'close', (
+            status, reply.headers)
+    assert server.proc.wait(timeout=15) == 0
+
+
 def test_shutdown_under_load_answers_every_request_once(app_server):
     server = start(app_server, 'sup_shutdown', env={
         'SUP_WORKERS': '4', 'SUP_SHUTDOWN_TIMEOUT': '10'})

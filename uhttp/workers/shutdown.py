@@ -40,6 +40,7 @@ class Shutdown:
         self.log.info("shutting down (%s): %d pending request(s)",
                       core.stop_requested or 'stop', len(core.pending))
         core.server.stop_listening()
+        core.server.closing = True  # every answer from now on closes
         deadline = _monotonic() + core.settings.shutdown_timeout
         self.drain(deadline)
         if core.handing_over:

@@ -41,8 +41,8 @@ class Server(_server.HttpServer):
             kwargs.pop('spool_threshold', _spool.DEFAULT_THRESHOLD),
             kwargs.pop('spool_dir', None))
         self._scheduled = []
-        # True while the dispatcher hands over to another (hot upgrade):
-        # every answer says Connection: close
+        # True while the dispatcher shuts down or hands over to another
+        # (hot upgrade): every answer says Connection: close
         self.closing = False
         if listening is not None:
             address, port = '127.0.0.1', 0  # a stand-in, replaced below
