@@ -1,7 +1,12 @@
 """A handler that runs a multiprocessing pool (forked children) per
-request; the children must end the way they would outside a worker."""
+request; the children must end the way they would outside a worker.
+/api/torn forks a child that logs a 64 MiB record and kills it halfway
+through sending it."""
 
 import multiprocessing
+import os
+import signal
+import time
 
 import uhttp.workers as _workers
 from status_app import StatusDispatcher
@@ -16,6 +21,25 @@ class ComputeWorker(_workers.Worker):
     def squares(self, request):
         with multiprocessing.get_context('fork').Pool(2) as pool:
             return {'squares': pool.map(square, range(8))}
+
+    @_workers.api('/api/torn', 'GET')
+    def torn(self, request):
+        pid = os.fork()
+        if pid == 0:
+            self.log.warning('huge %s', 'q' * (64 << 20))
+            os._exit(0)
+        deadline = time.monotonic() + 10
+        while not _writing(pid) and time.monotonic() < deadline:
+            time.sleep(0.0005)  # until its record is on its way
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return {'torn': True}
+
+
+def _writing(pid):
+    """True while `pid` waits in a write to a full pipe."""
+    with open(f'/proc/{pid}/wchan', encoding='ascii') as file:
+        return file.read().strip().endswith('pipe_write')
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 stop, orphaned by a killed dispatcher, pipe closed), its exceptions logged;
 worker_memory_limit_mb ends only the worker that runs away."""
 import os
+import re
 import signal
 
 import pytest
@@ -187,3 +188,21 @@ def test_processes_a_handler_forks_end_as_they_would_elsewhere(app_server):
     log = server.log()
     assert 'StopWorker' not in log and 'Traceback' not in log, log[-2000:]
     assert server.get('/_status').json['pools'][0]['workers'][0]['restarts'] == 0
+
+
+def test_a_child_killed_halfway_through_a_record_restarts_its_worker(app_server):
+    """A forked child killed while it sends a large record leaves a torn
+    frame on the worker's pipe, which the dispatcher would fill with the
+    worker's later messages: every answer of the worker was lost (504s,
+    for as long as it lived, no ERROR). The worker's next message finds
+    the torn frame and ends the worker, which is restarted."""
+    server = app_server('fork_pool')
+    first = server.get('/_status').json['pools'][0]['workers'][0]['pid']
+    assert server.get('/api/torn', timeout=15).status in (200, 500)
+    server.wait_until(lambda: server.get('/_status').json['pools'][0][
+        'workers'][0]['pid'] != first, timeout=15, what='the worker restarted')
+    for _ in range(3):
+        reply = server.get('/api/squares', timeout=15)
+        assert reply.status == 200, reply
+    log = server.log()
+    assert re.search(r'ERROR\s.*died: exited with code 71', log), log[-2000:]

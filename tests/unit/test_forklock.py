@@ -101,8 +101,10 @@ def test_reentrant_and_usable_in_a_child():
 def test_a_child_killed_while_it_holds_the_lock_leaves_nobody_waiting():
     """A forked child SIGKILLed inside `with lock:` (a frame half written,
     a log record in a dying subprocess) must not take the lock with it:
-    the worker would wait on it for every message it sends."""
-    lock = forklock.SendLock()
+    the worker would wait on it for every message it sends. The next
+    holder is told the frame may be torn (by default it ends the worker)."""
+    torn = []
+    lock = forklock.SendLock(on_torn=lambda: torn.append(os.getpid()))
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -124,6 +126,10 @@ def test_a_child_killed_while_it_holds_the_lock_leaves_nobody_waiting():
         os.waitpid(pid, 0)
         pid = None
         assert taken.wait(10)              # and is gone with its lock
+        assert torn == [os.getpid()]       # leaving its mark
+        with lock:                         # which the next holder cleared
+            pass
+        assert torn == [os.getpid()]
     finally:
         if pid is not None:
             os.kill(pid, signal.SIGKILL)

@@ -16,24 +16,37 @@ token passed through a pipe would have gone with it and stopped the
 worker's every message). Until a fork it costs what an RLock costs. In
 the child, the lock is made anew (a thread of the parent may have held
 it, and that thread is not there) and `on_child()` is called.
+
+The holder also marks the file while it writes: a process killed halfway
+through a frame leaves the mark, and whoever takes the lock next finds it.
+The pipe then holds a torn frame, which the dispatcher would take the
+next frames for the rest of (up to its length, which may be gigabytes
+away), so every later message of the worker would be lost: the finder
+ends the worker (exit code 71, or SIGKILL from a forked process), and
+the dispatcher restarts it.
 """
 
 import fcntl as _fcntl
 import os as _os
+import signal as _signal
 import threading as _threading
 import weakref as _weakref
 
 _LOCKS = _weakref.WeakSet()  # every SendLock of this process
+_CLEAR = bytes(8)
+EXIT_TORN = 71  # the worker's "loop failed" exit code
 
 
 class SendLock:
     """`with lock:` around the writing of one frame (reentrant)."""
 
-    def __init__(self, on_child=None):
+    def __init__(self, on_child=None, on_torn=None):
         self._lock = _threading.RLock()
         self._depth = 0
         self._shared = None     # the locked file's fd, once the process forked
         self._on_child = on_child
+        self._on_torn = on_torn  # (tests) instead of ending the worker
+        self._owner = _os.getpid()  # the worker
         _LOCKS.add(self)
 
     def __enter__(self):
@@ -42,6 +55,9 @@ class SendLock:
         if self._depth == 1 and self._shared is not None:
             try:
                 _fcntl.lockf(self._shared, _fcntl.LOCK_EX)
+                if _os.pread(self._shared, 8, 0).strip(b'\0'):
+                    self._torn()
+                _os.pwrite(self._shared, _os.getpid().to_bytes(8, 'big'), 0)
             except BaseException:
                 self._depth -= 1
                 self._lock.release()
@@ -52,9 +68,30 @@ class SendLock:
         self._depth -= 1
         try:
             if self._depth == 0 and self._shared is not None:
-                _fcntl.lockf(self._shared, _fcntl.LOCK_UN)
+                try:
+                    _os.pwrite(self._shared, _CLEAR, 0)
+                finally:
+                    _fcntl.lockf(self._shared, _fcntl.LOCK_UN)
         finally:
             self._lock.release()
+
+    def _torn(self):
+        """The last holder died mid-frame: end the worker."""
+        if self._on_torn is not None:
+            self._on_torn()
+            return
+        try:
+            _os.write(2, (f"uhttp-workers: worker {self._owner}: a process "
+                          "it forked died while sending a message, leaving "
+                          "it torn on the pipe; the worker ends\n").encode())
+        except OSError:
+            pass
+        if _os.getpid() != self._owner:
+            try:
+                _os.kill(self._owner, _signal.SIGKILL)
+            except OSError:
+                pass
+        _os._exit(EXIT_TORN)
 
     # -- os.register_at_fork hooks -------------------------------------
 
