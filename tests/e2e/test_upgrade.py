@@ -167,6 +167,45 @@ def test_a_failed_upgrade_leaves_the_pid_file_naming_the_old_one(tmp_path):
         server.close()
 
 
+SLOW_TO_START = textwrap.dedent('''
+    import time
+
+    import uhttp.workers as _workers
+
+
+    class VersionWorker(_workers.Worker):
+        def setup(self):   # the new copy is still starting when stopped
+            time.sleep(20)
+
+
+    class App(_workers.Dispatcher):
+        def __init__(self, **kwargs):
+            super().__init__(pools=[_workers.WorkerPool(
+                VersionWorker, num_workers=1, routes=['/api/**'],
+                stuck_timeout=60)], **kwargs)
+''')
+
+
+def test_sigterm_during_an_upgrade_stops_the_new_copy_too(tmp_path):
+    """SIGTERM while the new copy still starts: the old dispatcher used to
+    leave, and the new one went on to take the socket and serve, alone,
+    after the service was told to stop."""
+    from harness import wait_gone
+    server, pid_file = start_v1_with_pid_file(tmp_path)
+    try:
+        (tmp_path / 'verapp.py').write_text(SLOW_TO_START)
+        os.kill(server.proc.pid, signal.SIGUSR2)
+        copy = logged_pid(server, r'started a new dispatcher \(pid (\d+)\)')
+        time.sleep(0.5)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=20) == 0
+        assert wait_gone([copy], timeout=10), server.log()
+        assert 'hot upgrade abandoned' in server.log()
+        assert not pid_file.exists()
+    finally:
+        server.close()
+
+
 def test_the_old_dispatcher_hands_over_to_systemd_without_stopping(tmp_path):
     write_app(tmp_path, 'v1')
     notify = NotifySocket(tmp_path)

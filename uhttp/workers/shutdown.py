@@ -37,6 +37,9 @@ class Shutdown:
         core.stopping = True
         core.stop_began = _time.time()  # (requests begun before: in flight)
         core.control.stopping()  # (not after a hot upgrade's hand-over)
+        upgrader = core.control.upgrader
+        if not core.handing_over:
+            upgrader.abandon()  # a new copy still starting stops too
         self.log.info("shutting down (%s): %d pending request(s)",
                       core.stop_requested or 'stop', len(core.pending))
         core.server.stop_listening()
@@ -48,6 +51,8 @@ class Shutdown:
         self.refuse_the_rest()
         self.supervisor.stop_all()
         self.wait_for_workers(deadline)
+        core.run_until(lambda: not upgrader.leaving, _monotonic() + KILL_WAIT)
+        upgrader.end_leaving()
         core.run_until(self.clients_flushed, _monotonic() + FLUSH_GRACE)
         self.log.info("stopped")
 

@@ -306,6 +306,32 @@ class Upgrade:
         self.log.error("hot upgrade failed: the new dispatcher (pid %s) %s; "
                        "this one goes on serving", pid, why)
 
+    def abandon(self):
+        """Shutdown begins while a new copy starts: stop that copy (it
+        has accepted nothing yet) instead of leaving it to serve alone."""
+        pid = self.pid
+        if pid is None:
+            return
+        self.close()
+        self.log.warning("hot upgrade abandoned, this dispatcher shuts "
+                         "down: stopping the new one (pid %d)", pid)
+        try:
+            _os.kill(pid, _signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.leaving[pid] = _monotonic() + EXIT_GRACE
+        self.schedule_check()
+
+    def end_leaving(self):
+        """At exit: kill and reap the copies still running."""
+        for pid in list(self.leaving):
+            _kill(pid)
+            try:
+                _os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.leaving.clear()
+
     def close(self):
         self.close_channel()
         self.pid = None
