@@ -143,6 +143,8 @@ def test_ttin_ttou_signals(app_server):
         time.sleep(0.3)
         server.wait_until(lambda: settled(server, count), timeout=15,
                           what=f'{count} workers (never below one)')
+    server.wait_log(r'pool ItemWorker stays at 1 worker')
+    assert server.log().count('resized to 1 workers') == 1
 
 
 def test_reload_whose_new_workers_cannot_start_keeps_the_old_ones(

@@ -93,7 +93,11 @@ class Control:
             elif action in ('more', 'fewer'):
                 step = 1 if action == 'more' else -1
                 for pool in self.core.pools:
-                    pool.resize(max(1, pool.num_workers + step))
+                    size = max(1, pool.num_workers + step)
+                    if size == pool.num_workers:   # (never below one)
+                        self.log.info("pool %s stays at 1 worker", pool.name)
+                    else:
+                        pool.resize(size)
             elif action == 'upgrade':
                 self.upgrade()
 
