@@ -354,6 +354,17 @@ def test_a_broker_pool_with_no_worker_yet_says_when_to_retry(app_server,
     assert reply.status == 503 and reply.headers['retry-after'] == '1'
 
 
+def test_sigttou_leaves_a_broker_pool_of_no_local_worker_at_none(
+        app_server, redis_server):
+    app = app_server('remote_app', redis_server.url)   # remote workers only
+    app.send_signal(signal.SIGTTOU)
+    app.wait_log(r'pool ItemWorker stays at 0 worker\(s\)')
+    app.wait_log(r'pool LocalWorker stays at 1 worker\(s\)')
+    pools = {pool['name']: pool for pool in app.status()['pools']}
+    assert pools['ItemWorker']['workers'] == []   # no local one was started
+    assert app.get('/local/pid').status == 200
+
+
 def test_frozen_redis_is_a_prompt_503_not_a_hang(app_server, redis_server, groups):
     import os
     app = app_server('remote_app', redis_server.url, 3, 10)

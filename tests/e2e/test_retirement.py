@@ -143,7 +143,7 @@ def test_ttin_ttou_signals(app_server):
         time.sleep(0.3)
         server.wait_until(lambda: settled(server, count), timeout=15,
                           what=f'{count} workers (never below one)')
-    server.wait_log(r'pool ItemWorker stays at 1 worker')
+    server.wait_log(r'pool ItemWorker stays at 1 worker\(s\)')
     assert server.log().count('resized to 1 workers') == 1
 
 

@@ -93,9 +93,13 @@ class Control:
             elif action in ('more', 'fewer'):
                 step = 1 if action == 'more' else -1
                 for pool in self.core.pools:
-                    size = max(1, pool.num_workers + step)
-                    if size == pool.num_workers:   # (never below one)
-                        self.log.info("pool %s stays at 1 worker", pool.name)
+                    # never below one (none stays none: a broker's pool
+                    # with remote workers only)
+                    size = max(min(pool.num_workers, 1),
+                               pool.num_workers + step)
+                    if size == pool.num_workers:
+                        self.log.info("pool %s stays at %d worker(s)",
+                                      pool.name, size)
                     else:
                         pool.resize(size)
             elif action == 'upgrade':
