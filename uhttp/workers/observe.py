@@ -76,6 +76,16 @@ def dashboard_paths(dashboard_path):
     return (dashboard_path, base + '/events', base + '/data')
 
 
+def client_address(client):
+    """The client's address as the access log gives it (X-Forwarded-For
+    from a trusted proxy while the request is there), None when it cannot
+    be told."""
+    try:
+        return client.client_ip
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
 def check_access_format(value):
     """The access log format of Dispatcher(access_log=...), or None."""
     if value is False:
@@ -351,10 +361,7 @@ class Observer(_feed.DashboardFeed):
     def access_line(self, client, method, path, status, size, duration, pool,
                     slot, route, request_id, remote=None):
         if remote is None:
-            try:
-                remote = client.client_ip
-            except Exception:  # pylint: disable=broad-except
-                remote = None
+            remote = client_address(client)
         try:
             text = self.access.line(remote, method, path, status, size,
                                     duration, pool, slot, route, request_id)
@@ -468,10 +475,7 @@ class Observer(_feed.DashboardFeed):
         path = client.path
         method = client.method
         if self.forwarded:
-            try:
-                self.remote = client.client_ip
-            except Exception:  # pylint: disable=broad-except
-                self.remote = None
+            self.remote = client_address(client)
         if intake.core.stopping:
             with probe_status(client) as probe:
                 refused = intake.refused_while_stopping(client)
