@@ -17,6 +17,7 @@ class Owner:
         self.gone = []
         self.refused = []   # statuses the HTTP layer answered by itself
         self.spool_errors = []   # (error, spool directory) of 507s
+        self.early = None   # the status to answer a 100 Continue head with
 
     def connection_failed(self, connection, err):
         self.failed.append(err)
@@ -35,6 +36,12 @@ class Owner:
 
     def accept_exhausted(self, err):
         pass
+
+    def answer_before_body(self, connection):
+        if self.early is None:
+            return False
+        connection.respond({'error': 'early'}, status=self.early)
+        return True
 
 
 def serving(**options):

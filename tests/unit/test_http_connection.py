@@ -153,6 +153,19 @@ def test_a_body_within_the_limit_gets_100_continue(pair):
     assert feed(connection, peer, b'x' * 64) is connection
 
 
+def test_a_head_the_server_answers_gets_no_100_and_closes(server, pair):
+    # the body it asked about is not wanted: the answer closes the
+    # connection (the body would be read as the next request) and lingers
+    connection, peer = pair
+    server.owner.early = 404
+    assert feed(connection, peer, b'POST / HTTP/1.1\r\nHost: h\r\n'
+                b'Content-Length: 64\r\nExpect: 100-continue\r\n\r\n') is None
+    data = received(peer)
+    assert data.startswith(b'HTTP/1.1 404 ') and b'100 Continue' not in data
+    assert b'connection: close' in data and data.endswith(b'<EOF>')
+    assert not connection.is_open and server.owner.failed == []
+
+
 def test_a_chunked_body_in_pieces(pair):
     connection, peer = pair
     assert feed(connection, peer, b'POST / HTTP/1.1\r\nHost: h\r\n'

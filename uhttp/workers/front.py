@@ -101,6 +101,11 @@ class Front:
         if self.core.observe is not None:
             self.core.observe.refused_early(connection, status, size)
 
+    def answer_before_body(self, connection):
+        """A request asks for 100 Continue: answered now when its answer
+        does not depend on its body (intake.py); True when it was."""
+        return self.core.intake.answer_before_body(connection)
+
     def spool_refused(self, connection, err, directory):
         """A request body could not be written to its spool file: the
         client is answered 507, the log says why and where."""

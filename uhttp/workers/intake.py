@@ -108,6 +108,42 @@ class Intake:
             return
         self.admit(client, pool)
 
+    def answer_before_body(self, client):
+        """`client`'s request asks for 100 Continue and its body has not
+        come: answer it now when the body could not change its answer
+        (404 or 405: no route serves it; the 503 its pool's admission
+        gives now), so that no body is sent for nothing; True when it was
+        answered. Sync routes, static files, the dispatcher's own paths
+        and the check hooks see the whole request, as always."""
+        core = self.core
+        method, path = client.method, client.path
+        if core.stopping or (core.observe is not None
+                             and path in core.observe.endpoints):
+            return False
+        if self.static and (method == 'GET' or method == 'HEAD') and (
+                self.mount_for(path)[0] is not None):
+            return False
+        allowed = None
+        if self.sync is not None:
+            route, allowed = self.sync.lookup(method, path)
+            if route is not None:
+                return False
+        pool = core.find_pool(path)
+        refused = None if pool is None else self.refusal(pool)
+        if pool is not None and refused is None:
+            return False
+        began = core.now()
+        with probe_status(client) as probe:
+            if refused is None:
+                status = self.not_found(client, allowed)
+            else:
+                status = 503
+                _replies.answer_error(client, 503, *refused[1:])
+        if core.observe is not None:
+            core.observe.answered_early(client, began, status, probe.size,
+                                        pool, refused and refused[0])
+        return True
+
     def refused_while_stopping(self, client):
         """While the dispatcher stops, a request begun after the stop is
         answered 503 (closing); one whose first bytes came before it is in

@@ -108,9 +108,8 @@ def proc_times(pid):
         with open(f'/proc/{pid}/stat', 'rb') as stat:
             fields = stat.read().rsplit(b')', 1)[1].split()
         # after the ')': state is field 3, utime 14, stime 15, rss 24
-        cpu = (int(fields[11]) + int(fields[12])) / _TICKS
-        rss = int(fields[21]) * _PAGE
-        return cpu, rss
+        return (int(fields[11]) + int(fields[12])) / _TICKS, (
+            int(fields[21]) * _PAGE)
     except (OSError, ValueError, IndexError):
         return None
 
@@ -341,6 +340,13 @@ class Observer(_feed.DashboardFeed):
         self.served(client, began, status, '', pool.name, size=size,
                     method=method, path=path)
 
+    def answered_early(self, client, began, status, size, pool, reason):
+        """A request answered from its head (intake.answer_before_body())."""
+        self.remote = client_address(client) if self.forwarded else None
+        if reason is None:
+            return self.served(client, began, status, size=size)
+        return self.refused(client, began, pool, reason, status, size=size)
+
     def refused_early(self, client, status, size=None):
         """The HTTP layer answered before a request was routed (`size`
         bytes of body): counted with pool and route '', and its method
@@ -532,8 +538,6 @@ class Observer(_feed.DashboardFeed):
         if reason is not None:  # admission refused it (and answered 503)
             self.refused(client, began, pool, reason, 503, method, path,
                          intake.refused_size)
-
-
 
 
 def create(core):

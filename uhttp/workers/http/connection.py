@@ -18,6 +18,7 @@ from .bodyinto import BodyInto
 from . import serialize as _serialize
 from .canned import SendsCanned
 from .closenotify import CloseNotify
+from .continuation import Continuation
 from .keepalive import KeepAliveCycle
 from .linger import LingeringClose
 from .sendfile import SendFile
@@ -46,7 +47,7 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
+class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
                  SpoolBody, BodyInto, CloseNotify, LingeringClose,
                  _server.HttpConnection):
     """A client connection as the dispatcher uses it.
@@ -124,9 +125,8 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
         if framing != _parse.CHUNKED and (
                 head.content_length > self._max_content_length):
             raise _server.HttpErrorWithResponse(413)  # and no 100 first
-        if head.expect_continue:
-            self._expect_continue = True
-            self._send_100_continue()
+        if head.expect_continue and self._continue_or_answer():
+            return  # answered from its head: the body is not wanted
         if framing == _parse.CHUNKED:
             self._content_length = False
             self._chunks = _parse.ChunkedBody(self._max_content_length)
@@ -399,15 +399,6 @@ class Connection(KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
             data = None
         super().respond(data=data, status=status, headers=headers,
                         cookies=cookies)
-
-    def keep_alive_after(self, close, answer=None):
-        """Whether the connection stays open after this request's answer
-        (the request's Connection header, the count, `close` asked, the
-        answer's own Connection header)."""
-        asked = self._headers.get('connection', '') if self._headers else ''
-        return _serialize.keep_alive(
-            self._protocol, asked, self._requests_count,
-            self._keep_alive_max_requests, close, answer)
 
     def send_response(self, status, headers, body, cookies=None, head=False,
                       close=False):

@@ -21,6 +21,8 @@ import time as _time
 
 import uhttp.server as _server
 
+from . import serialize as _serialize
+
 _WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
 _REFUSAL_HEADERS = {'connection': 'close',
                     'content-type': 'text/plain; charset=UTF-8'}
@@ -29,6 +31,8 @@ _REFUSAL_HEADERS = {'connection': 'close',
 class KeepAliveCycle:
     """Mixin of Connection: the next request's head, bytes that come while
     a request is out, and the plain reset."""
+
+    _body_withheld = False  # answering before the body came: then close
 
     def _awaits_request(self):
         """True when a read event on this connection (whose request line
@@ -127,6 +131,17 @@ class KeepAliveCycle:
             return False
         return self.has_data_to_send or (
             self._request_start is not None and not self._response_started)
+
+    def keep_alive_after(self, close, answer=None):
+        """Whether the connection stays open after this request's answer
+        (the request's Connection header, the count, `close` asked, the
+        answer's own Connection header; closed when the body was not
+        read: continuation.py)."""
+        asked = self._headers.get('connection', '') if self._headers else ''
+        return _serialize.keep_alive(
+            self._protocol, asked, self._requests_count,
+            self._keep_alive_max_requests, close or self._body_withheld,
+            answer)
 
     def _should_keep_alive(self, response_headers=None):
         """uhttp-server's keep-alive rule for respond(): the one the

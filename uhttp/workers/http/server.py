@@ -142,6 +142,16 @@ class Server(_server.HttpServer):
         except Exception as error:  # pylint: disable=broad-except
             self._owner.connection_failed(connection, error)
 
+    def answer_before_body(self, connection):
+        """`connection`'s request asks for 100 Continue: True when the
+        owner answered it from its head (continuation.py). A failure there
+        is logged and the body is asked for, as if nothing was answered."""
+        try:
+            return bool(self._owner.answer_before_body(connection))
+        except Exception as err:  # pylint: disable=broad-except
+            self._owner.connection_failed(connection, err)
+            return connection.response_started or not connection.is_open
+
     def refused(self, connection, status, body):
         """The HTTP layer answers `connection` with `status` and `body`
         (bytes) before any request reached the dispatcher (a malformed or
