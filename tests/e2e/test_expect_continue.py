@@ -2,6 +2,8 @@
 change the answer: a path no route serves (404), a sync route's path
 asked with another method (405), a pool that refuses now (503). Everything else gets 100
 Continue first, and the check hooks see the whole request."""
+import os
+import signal
 import socket
 import threading
 import time
@@ -140,3 +142,34 @@ def test_a_wanted_body_gets_100_continue_and_the_checks_see_it():
                 assert reply.json() == {'size': len(body)}
         assert server.get('/checked').json()['checked'] == [len(body)] * 2
         server.assert_no_errors()
+
+
+def test_a_head_after_the_shutdown_began_is_refused_before_its_body():
+    with serve() as server:
+        kept = socket.create_connection(('127.0.0.1', server.port), timeout=5)
+        try:
+            kept.sendall(b'GET /checked HTTP/1.1\r\nHost: t\r\n\r\n')
+            assert kept.recv(65536).startswith(b'HTTP/1.1 200 ')
+            slow = threading.Thread(target=server.get, args=('/slow/2',),
+                                    kwargs={'timeout': 10,
+                                            'headers': {'x-api-key': 'k'}})
+            slow.start()   # keeps the dispatcher draining for 2 s
+            deadline = time.monotonic() + 5
+            while server.status()['pending'] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(server.pid, signal.SIGTERM)
+            time.sleep(0.3)
+            kept.sendall(b'POST /api/upload HTTP/1.1\r\nHost: t\r\n'
+                         b'Content-Length: 1000000000\r\n'
+                         b'Expect: 100-continue\r\n\r\n')
+            data = b''
+            while b'\r\n\r\n' not in data:
+                chunk = kept.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            assert data.startswith(b'HTTP/1.1 503 '), data
+            assert b'connection: close' in data.lower()
+            slow.join(10)
+        finally:
+            kept.close()

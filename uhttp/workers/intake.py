@@ -111,14 +111,22 @@ class Intake:
     def answer_before_body(self, client):
         """`client`'s request asks for 100 Continue and its body has not
         come: answer it now when the body could not change its answer
-        (404 or 405: no route serves it; the 503 its pool's admission
-        gives now), so that no body is sent for nothing; True when it was
-        answered. Sync routes, static files, the dispatcher's own paths
-        and the check hooks see the whole request, as always."""
+        (the shutdown's 503; 404 or 405: no route serves it; the 503 its
+        pool's admission gives now), so that no body is sent for nothing;
+        True when it was answered. Sync routes, static files, the
+        dispatcher's own paths and the check hooks see the whole request,
+        as always."""
         core = self.core
         method, path = client.method, client.path
-        if core.stopping or (core.observe is not None
-                             and path in core.observe.endpoints):
+        began = core.now()
+        if core.stopping:
+            with probe_status(client) as probe:
+                refused = self.refused_while_stopping(client)
+            if refused and core.observe is not None:
+                core.observe.answered_early(client, began, 503, probe.size,
+                                            None, None)
+            return refused
+        if core.observe is not None and path in core.observe.endpoints:
             return False
         if self.static and (method == 'GET' or method == 'HEAD') and (
                 self.mount_for(path)[0] is not None):
@@ -132,7 +140,6 @@ class Intake:
         refused = None if pool is None else self.refusal(pool)
         if pool is not None and refused is None:
             return False
-        began = core.now()
         with probe_status(client) as probe:
             if refused is None:
                 status = self.not_found(client, allowed)
