@@ -52,11 +52,11 @@ CONNECTION_PRIVATE = (
     '_headers_repeated', '_data', '_data_loaded', '_path', '_query',
     '_content_length', '_is_streaming', '_response_started',
     '_response_keep_alive', '_file_handle', '_requests_count',
-    '_expect_continue', '_request_start', '_headers_scanned',
+    '_request_start', '_headers_scanned',
     '_max_headers_length', '_max_content_length', '_max_send_buffer_size',
-    '_keep_alive_max_requests', '_request_timeout',
+    '_request_timeout',
     # methods called
-    '_recv_to_buffer', '_send', '_send_100_continue', '_update_interest',
+    '_recv_to_buffer', '_send', '_update_interest',
     '_register',
     # methods overridden: uhttp-server must still call them by these names
     '_read_headers', '_process_data', '_prepare_response',
@@ -90,7 +90,12 @@ KEEPALIVE_PRIVATE = (
     '_buffer', '_addr', '_rx_bytes_counter', '_last_activity',
     '_file_handle', '_body_file_handle', '_max_headers_length',
     '_read_paused', '_update_interest', '_should_keep_alive',
-    '_request_start')
+    '_request_start', '_headers', '_protocol', '_requests_count',
+    '_keep_alive_max_requests')
+
+# HttpConnection's private names that http/continuation.py (100 Continue
+# once the server wants the body, a mixin of Connection) uses
+CONTINUATION_PRIVATE = ('_server', '_expect_continue', '_send_100_continue')
 
 # HttpConnection's private names that http/streamdrain.py (streams queued
 # whole while the dispatcher holds their worker back) uses
@@ -116,14 +121,16 @@ GLUE = {'connection.py': (_server.HttpConnection, CONNECTION_PRIVATE),
         'bodyinto.py': (_server.HttpConnection, BODYINTO_PRIVATE),
         'keepalive.py': (_server.HttpConnection, KEEPALIVE_PRIVATE),
         'streamdrain.py': (_server.HttpConnection, STREAMDRAIN_PRIVATE),
-        'closenotify.py': (_server.HttpConnection, CLOSENOTIFY_PRIVATE)}
+        'closenotify.py': (_server.HttpConnection, CLOSENOTIFY_PRIVATE),
+        'continuation.py': (_server.HttpConnection, CONTINUATION_PRIVATE)}
 # Connection and the mixins it is made of: the private names one of them
 # defines are the others' own too
 MIXINS = {'connection.py': ('takeover.py', 'sendfile.py', 'spoolbody.py',
                              'bodyinto.py', 'keepalive.py', 'streamdrain.py',
-                             'closenotify.py'),
+                             'closenotify.py', 'continuation.py'),
           'streamdrain.py': ('connection.py',),
-          'keepalive.py': ('connection.py', 'spoolbody.py', 'bodyinto.py'),
+          'keepalive.py': ('connection.py', 'spoolbody.py', 'bodyinto.py',
+                           'continuation.py'),
           'spoolbody.py': ('connection.py',),
           'bodyinto.py': ('connection.py', 'spoolbody.py')}
 
@@ -241,7 +248,8 @@ def test_glue_uses_listed_privates_of_its_own_base_class_only(connection,
     instances = {'connection.py': connection, 'server.py': server,
                  'takeover.py': connection, 'spoolbody.py': connection,
                  'bodyinto.py': connection, 'keepalive.py': connection,
-                 'streamdrain.py': connection, 'closenotify.py': connection}
+                 'streamdrain.py': connection, 'closenotify.py': connection,
+                 'continuation.py': connection}
     for name, (_, listed) in GLUE.items():
         uses, defined = private_uses(os.path.join(HTTP, name))
         for mixin in MIXINS.get(name, ()):  # Connection's own parts
