@@ -72,6 +72,45 @@ def test_every_collision_is_named_at_once():
     assert 'UserClass.log' in str(info.value)
 
 
+@pytest.mark.parametrize('base,names,kind,name', [
+    pytest.param(base, names, kind, name, id=f'{base.__name__}.{name}')
+    for base, names, kind in BASES for name in sorted(names.members)])
+@pytest.mark.parametrize('order', ['mixin first', 'mixin last'])
+def test_a_mixin_member_named_like_a_member_raises(base, names, kind, name,
+                                                   order):
+    # a plain class mixed in gives the subclass its members as its own:
+    # first in the MRO they replace the library's, after the base a
+    # route of the same name would never be served
+    mixin_route = type('Routes', (), {name: route(kind, name)})
+    mixin_attr = type('Attrs', (), {name: 42})
+    for mixin in (mixin_route, mixin_attr):
+        bases = (mixin, base) if order == 'mixin first' else (base, mixin)
+        with pytest.raises(TypeError) as info:
+            type('UserClass', bases, {})
+        message = str(info.value)
+        assert f'UserClass.{name} (from {mixin.__name__})' in message
+        assert f'{names.base}.{name}' in message
+
+
+def test_mixins_of_ordinary_names_and_hooks_are_free():
+    class Routes:
+        def setup(self):
+            self.items = []
+
+        @workers.api('/api/items')
+        def items_route(self, request):
+            return self.items
+
+    class ItemWorker(Routes, workers.Worker):
+        pass
+
+    class MoreItems(ItemWorker):    # checked once, where it was mixed in
+        pass
+
+    assert [name for name, _, _, _ in class_routes(MoreItems)] == [
+        'items_route']
+
+
 def test_route_of_the_wrong_kind_is_refused():
     with pytest.raises(TypeError, match='@sync'):
         define(workers.Worker, {'health': route('sync', 'health')})

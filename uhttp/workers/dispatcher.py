@@ -40,7 +40,7 @@ class Dispatcher:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _ns.check_subclass(cls, _ns.DISPATCHER, 'sync')
+        _ns.check_subclass(cls, _ns.DISPATCHER, 'sync', Dispatcher)
         _routing.set_class_routes(cls, _routing.compile_routes(
             cls.__name__, _routing.declared_routes(cls, 'sync')))
 

@@ -96,39 +96,61 @@ class Info:
         return self.read(state(instance))
 
 
-def collisions(cls, names, route_kind):
-    """Problems of the members `cls` itself defines, as messages.
+def collisions(cls, names, route_kind, base=None):
+    """Problems of the members `cls` itself defines, and of those it takes
+    from mixins (bases that are not `base` or a subclass of it, which are
+    checked when they are defined), as messages.
 
     `route_kind` is the kind of route this class may declare ('api' or
     'sync'); a route of the other kind is reported too, since it would
     never be served.
     """
     problems = []
+    for klass in [cls] + (mixins(cls, base) if base is not None else []):
+        where = cls.__name__ + '.{}'
+        if klass is not cls:
+            where += f' (from {klass.__name__})'
+        problems += _body_collisions(klass, where, names, route_kind)
+    return problems
+
+
+def mixins(cls, base):
+    """The classes `cls` inherits from that are neither `base`, a base of
+    it, nor a subclass of it: their members become the subclass's own."""
+    return [klass for klass in cls.__mro__[1:]
+            if klass not in base.__mro__ and not issubclass(klass, base)]
+
+
+def _body_collisions(klass, where, names, route_kind):
+    """Problems of the members of one class body; `where` formats a
+    member's name for the messages."""
+    problems = []
     other_kind = 'sync' if route_kind == 'api' else 'api'
-    for name, value in vars(cls).items():
+    for name, value in vars(klass).items():
         if name.startswith('__') and name.endswith('__'):
             continue
         is_route = bool(_routing.route_marks(value, route_kind))
         if _routing.route_marks(value, other_kind):
             problems.append(
-                f"{cls.__name__}.{name} is marked @{other_kind}, which has "
+                f"{where.format(name)} is marked @{other_kind}, which has "
                 f"no effect on a {names.base} subclass (use @{route_kind})")
         what = names.what(name)
         if what is None:
             continue
         if is_route:
             problems.append(
-                f"the route {cls.__name__}.{name} collides with {what}; "
+                f"the route {where.format(name)} collides with {what}; "
                 "give the handler another name")
         elif name in names.members:
             problems.append(
-                f"{cls.__name__}.{name} collides with {what}; "
+                f"{where.format(name)} collides with {what}; "
                 "choose another name")
     return problems
 
 
-def check_subclass(cls, names, route_kind):
-    """Raise TypeError naming every collision of the subclass `cls`."""
-    problems = collisions(cls, names, route_kind)
+def check_subclass(cls, names, route_kind, base=None):
+    """Raise TypeError naming every collision of the subclass `cls` of
+    `base`, its mixins' included."""
+    problems = collisions(cls, names, route_kind, base)
     if problems:
         raise TypeError('; '.join(problems))

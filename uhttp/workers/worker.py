@@ -62,7 +62,7 @@ class ApiHandler:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _ns.check_subclass(cls, _ns.API_HANDLER, 'api')
+        _ns.check_subclass(cls, _ns.API_HANDLER, 'api', ApiHandler)
         if not isinstance(cls.PATTERN, str):
             raise TypeError(
                 f"{cls.__name__}.PATTERN must be a str, "
@@ -98,7 +98,7 @@ class Worker:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _ns.check_subclass(cls, _ns.WORKER, 'api')
+        _ns.check_subclass(cls, _ns.WORKER, 'api', Worker)
         handlers = cls.HANDLERS
         if not isinstance(handlers, (list, tuple)):
             raise TypeError(
