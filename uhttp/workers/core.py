@@ -277,6 +277,7 @@ class Core:
             self.supervisor.reap()
 
     def start(self):
+        self.hooks.refresh()  # hooks assigned on the object since __init__
         self.front.raise_fd_limit()
         _allocator.keep_freed_memory()  # before any worker is forked
         self.loop.open(self.on_wake)

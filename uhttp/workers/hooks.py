@@ -3,7 +3,8 @@
 `Hooks.call(name, *args)` runs the hook and logs an exception (with its
 traceback) instead of raising it; `Hooks.overridden(name)` (or `name in
 Hooks.replaced`, on the hot path) tells whether the user's class replaced a
-hook, so the dispatcher can skip the work a default hook does not need.
+hook (in its class, or assigned on the object before run()), so the
+dispatcher can skip the work a default hook does not need.
 """
 
 import traceback as _traceback
@@ -23,13 +24,22 @@ class Hooks:
 
     def __init__(self, app, base, log):
         self.app = app
+        self._base = base
         self._log = log
-        cls = type(app)
+        self.refresh()
+
+    def refresh(self):
+        """Find the hooks replaced, by the user's class or on the object
+        itself (`dispatcher.do_check = check`, assigned after it was
+        made: run() calls this again as it starts)."""
+        cls = type(self.app)
+        own = vars(self.app)
         self.replaced = frozenset(
             name for name in ('do_check', 'do_check_sync',
                               'on_request_accepted', 'on_response',
                               'on_pending_removed', 'on_static_served')
-            if getattr(cls, name) is not getattr(base, name))
+            if name in own or getattr(cls, name) is not getattr(
+                self._base, name))
         # True when a hook runs once a worker's answer is sent (on_response
         # or on_pending_removed): the client is held until then
         self.after_answer = bool(self.replaced & _AFTER_ANSWER)
