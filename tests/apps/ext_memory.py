@@ -31,6 +31,11 @@ class MemWorker(_workers.Worker):
         block = bytearray(10 ** 10)
         return {'allocated': len(block)}
 
+    @_workers.api('/m/answer', 'GET')
+    def answer(self, request):
+        # the handler returns; encoding its JSON (over 300 MB) runs out
+        return ['x' * 100] * 3_000_000
+
     @_workers.api('/m/grow', 'GET')
     def grow(self, request):
         hoard = []

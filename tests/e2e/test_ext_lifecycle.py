@@ -160,6 +160,10 @@ def test_memory_limit_growing_allocation(module_memory):
     check_runaway(module_memory, '/m/grow')
 
 
+def test_memory_limit_reached_encoding_the_answer(module_memory):
+    check_runaway(module_memory, '/m/answer')
+
+
 def test_memory_limit_does_not_touch_other_workers(module_memory):
     server = module_memory
     server.wait_until(lambda: all_ready(server), what='all workers ready')

@@ -395,6 +395,8 @@ def _run_handler(worker, table, request):
         _log_of(worker).error(
             "%s for %s %s returned a result that cannot be sent: %s",
             _worker.handler_name(handler), request.method, request.path, err)
+    except MemoryError:   # encoding the answer, or in on_request_error()
+        _out_of_memory(worker, request, handler)
     except BaseException as err:  # pylint: disable=broad-except
         _log_of(worker).error(  # (on_request_error() raised, CancelledError too)
             "%s for %s %s: answering failed: %r\n%s", _worker.handler_name(handler),
