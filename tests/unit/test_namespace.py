@@ -204,3 +204,45 @@ def test_bind_keeps_static_and_class_methods():
     owner = Owner()
     assert bind(vars(Owner)['s'], owner)(None) == 's'
     assert bind(vars(Owner)['c'], owner)(None) == 'Owner'
+
+
+@pytest.mark.parametrize('decorate', [
+    lambda: workers.api('/api/items'), lambda: workers.websocket('/ws'),
+    lambda: workers.sync('/health')], ids=['api', 'websocket', 'sync'])
+def test_a_route_that_calling_does_not_run_raises(decorate):
+    # an async def or a generator would give a coroutine or a generator
+    # object back, never run its body, and answer 500 at every request
+    async def items(self, request):
+        return []
+
+    def pages(self, request):
+        yield 'page'
+
+    for handler, kind in ((items, 'an async def'), (pages, 'a generator')):
+        with pytest.raises(TypeError) as info:
+            decorate()(handler)
+        assert handler.__qualname__ in str(info.value)
+        assert kind in str(info.value)
+
+
+@pytest.mark.parametrize('base,names,kind,name', [
+    pytest.param(base, names, kind, name, id=f'{base.__name__}.{name}')
+    for base, names, kind in BASES for name in sorted(names.hooks)])
+def test_an_async_hook_raises(base, names, kind, name):
+    async def hook(self, *args):
+        return None
+
+    with pytest.raises(TypeError) as info:
+        define(base, {name: hook})
+    assert f'UserClass.{name} is an async def' in str(info.value)
+
+
+def test_async_helpers_of_the_users_own_are_free():
+    class Helpers(workers.Worker):
+        async def fetch(self):
+            return 1
+
+        def walk(self):
+            yield 1
+
+    assert class_routes(Helpers) == []

@@ -137,6 +137,12 @@ def _body_collisions(klass, where, names, route_kind):
         what = names.what(name)
         if what is None:
             continue
+        not_plain = (name in names.hooks
+                     and _routing.not_a_plain_function(value))
+        if not_plain:
+            problems.append(
+                f"{where.format(name)} is {not_plain}: {what} is called, "
+                "not awaited or iterated, so its body would never run")
         if is_route:
             problems.append(
                 f"the route {where.format(name)} collides with {what}; "

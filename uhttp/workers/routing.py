@@ -4,6 +4,7 @@ Pure logic, no I/O: the dispatcher uses `PrefixRoutes` to pick a pool,
 workers and sync handlers use `RouteTable` to pick a handler.
 """
 
+import inspect as _inspect
 import re as _re
 import weakref as _weakref
 
@@ -274,6 +275,14 @@ def _declare(attr, kind, pattern, methods):
         if not callable(func):
             raise TypeError(f"@{kind}({pattern!r}) must decorate a function")
         marked = _function_of(func)  # where route_marks() looks
+        not_plain = not_a_plain_function(marked)
+        if not_plain:
+            raise TypeError(
+                f"@{kind}({pattern!r}) cannot mark {marked.__qualname__}, "
+                f"{not_plain}: handlers are called, not awaited or iterated, "
+                "and answer with what they return" + (
+                    " (stream with request.response_stream())"
+                    if kind == 'api' else ''))
         routes = list(getattr(marked, attr, ()))
         routes.append((pattern, methods))
         try:
@@ -283,6 +292,18 @@ def _declare(attr, kind, pattern, methods):
                 f"@{kind}({pattern!r}) cannot mark {func!r}") from err
         return func
     return decorator
+
+
+def not_a_plain_function(func):
+    """What kind of function `func` is when calling it runs nothing (an
+    async def, a generator), else ''."""
+    if _inspect.iscoroutinefunction(func):
+        return 'an async def'
+    if _inspect.isasyncgenfunction(func):
+        return 'an async generator'
+    if _inspect.isgeneratorfunction(func):
+        return 'a generator'
+    return ''
 
 
 def api(pattern, *methods):
