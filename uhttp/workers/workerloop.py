@@ -132,9 +132,11 @@ class _Runtime:
                 message, _ANSWER_BODY if message[0] == _msg.W_RESPONSE else None)
         except Exception as err:  # pylint: disable=broad-except
             # only user values (forward data) can fail to pickle
+            what = (f"forward({message[1]!r}, ...) dropped: its data"
+                    if message[0] == _msg.W_FORWARD else f"message {message[0]}")
             parts = _channel.pack_parts((
                 _msg.W_LOG, self.log_name, _log.LOG_ERROR,
-                f"message {message[0]} could not be sent: {err!r}"))
+                f"{what} could not be sent: {err!r}"))
         try:
             with self.send_lock:
                 _channel.write_parts(self.out_fd, *parts, lent=self.lent)
