@@ -9,6 +9,7 @@ GET /api/fixed              returns FileResponse of $EXT_FILES_FIXED (a
                             file that does not change: conditional GET)
 GET /api/missing            a path that does not exist (404)
 GET /api/directory          a directory (500)
+GET /api/write-only         a file object opened for writing only (500)
 GET /api/typed              a named .txt file (content type from the name)
 GET /api/exit/{size:int}    answers with a file, then the worker exits
 GET /api/pid                the worker's pid
@@ -99,6 +100,13 @@ class FileWorker(_workers.Worker):
     @_workers.api('/api/directory')
     def directory(self, request):
         return _workers.FileResponse(tempfile.gettempdir())
+
+    @_workers.api('/api/write-only')
+    def write_only(self, request):
+        path = temp_file(1000)
+        handle = open(path, 'ab')
+        os.unlink(path)
+        return _workers.FileResponse(handle)
 
     @_workers.api('/api/typed')
     def typed(self, request):

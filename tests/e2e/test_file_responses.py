@@ -240,6 +240,14 @@ def test_missing_file_is_404_and_directory_500_with_a_log_line(server):
     server.wait_log(r"ERROR .*is a directory; answering 500")
 
 
+def test_a_file_open_for_writing_only_is_500_with_a_log_line(server):
+    # not a 200 head whose body never comes
+    reply = server.get('/api/write-only')
+    assert reply.status == 500
+    server.wait_log(r"ERROR .*is open for writing only; answering 500")
+    assert server.get('/api/pid').status == 200
+
+
 def test_many_concurrent_downloads(server):
     size = 1024 * 1024 + 7
     expected = digest(pattern(size))

@@ -18,6 +18,7 @@ Static files take the same way from the dispatcher's own mounts
 
 import array as _array
 import email.utils as _email_utils
+import fcntl as _fcntl
 import os as _os
 import socket as _socket
 import stat as _stat
@@ -33,6 +34,7 @@ from .fileresponse import FileResponse
 
 _TAG = _struct.Struct('>q')  # the request id that travels with a descriptor
 _FD_SIZE = _array.array('i').itemsize
+_O_ACCMODE = getattr(_os, 'O_ACCMODE', 3)
 _RECV_FLAGS = _socket.MSG_DONTWAIT | getattr(_socket, 'MSG_CMSG_CLOEXEC', 0)
 
 UNSATISFIABLE = 'unsatisfiable'
@@ -141,6 +143,10 @@ def open_file(response):
             raise IsADirectoryError(f"{what!r} is a directory")
         if not _stat.S_ISREG(info.st_mode):
             raise OSError(f"{what!r} is not a regular file")
+        if _fcntl.fcntl(fd, _fcntl.F_GETFL) & _O_ACCMODE == _os.O_WRONLY:
+            # (a file object opened 'wb' or 'ab': the dispatcher's
+            # sendfile() would fail after the head had gone)
+            raise OSError(f"{what!r} is open for writing only")
         if not info.st_size:
             fd = _sized(fd)
     except BaseException:
