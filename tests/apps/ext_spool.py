@@ -15,7 +15,8 @@ GET  /seen               what on_response saw of the last /api/big answer
 Settings from the environment: SPOOL_DIR, SPOOL_THRESHOLD,
 SPOOL_MAX_CONTENT, SPOOL_REQUEST_TIMEOUT; SPOOL_CERT / SPOOL_KEY serve HTTPS;
 SPOOL_FSIZE caps the size of every file the processes write (RLIMIT_FSIZE:
-a disk that fills up).
+a disk that fills up); SPOOL_WORKER_MEMORY_MB is the body pool's
+worker_memory_limit_mb.
 """
 import hashlib
 import json
@@ -157,8 +158,10 @@ if __name__ == '__main__':
         max_content_length=int(env.get('SPOOL_MAX_CONTENT', 2 << 30)),
         request_timeout=float(env.get('SPOOL_REQUEST_TIMEOUT', 30)),
         pools=[
-            _workers.WorkerPool(BodyWorker, num_workers=2,
-                                routes=['/api/**'], timeout=120),
+            _workers.WorkerPool(
+                BodyWorker, num_workers=2, routes=['/api/**'], timeout=120,
+                worker_memory_limit_mb=int(
+                    env.get('SPOOL_WORKER_MEMORY_MB', 0)) or None),
             _workers.WorkerPool(LprWorker, num_workers=1,
                                 routes=['/lpr/**']),
             _workers.WorkerPool(StorageWorker, num_workers=1,

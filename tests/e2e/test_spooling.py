@@ -561,6 +561,33 @@ def test_a_disk_that_refuses_the_body_answers_507(tmp_path_factory):
             app.cleanup()
 
 
+def test_a_body_too_large_for_a_capped_worker_is_a_500(tmp_path_factory):
+    # a worker's address space too small to map the body: that request
+    # answers 500 with an ERROR line, and no worker dies of it (a worker
+    # that failed to read the message would die, and so would each one the
+    # request went to next, until the pool was degraded)
+    app = None
+    try:
+        app = start(tmp_path_factory, 'capped', SPOOL_WORKER_MEMORY_MB=200)
+        small = pattern(1024 * 1024)
+        assert post(app, '/api/hash', small).json['sha256'] == sha(small)
+        workers = sorted(app.children())
+        reply = post(app, '/api/hash', bytes(160 * 1024 * 1024))
+        assert reply.status == 500
+        assert b'too large for this worker' in reply.body
+        app.wait_log(r'ERROR .*POST /api/hash: its 167772160-byte body '
+                     r'cannot be mapped in this worker: .*capped at 200 MiB')
+        for _ in range(3):
+            assert post(app, '/api/hash', small).json['sha256'] == sha(small)
+        assert sorted(app.children()) == workers
+        assert 'died' not in app.log()
+        app.wait_until(lambda: nothing_left(app, app.spool_dir),
+                       what='the refused body dropped')
+    finally:
+        if app is not None:
+            app.cleanup()
+
+
 # -- large answers through shared memory ---------------------------------------------------
 
 @pytest.mark.parametrize('size', [THRESHOLD, THRESHOLD + 1, 3 * 1024 * 1024])

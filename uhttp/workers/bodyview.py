@@ -261,12 +261,30 @@ def _lost():
     return LOST
 
 
+class Unmapped(_Lost):
+    """A body whose file came but cannot be mapped in this process (no
+    address space left for it: worker_memory_limit_mb): the worker
+    answers 500 instead of failing to read the message, and dying."""
+
+    def __init__(self, size, error):
+        self.size = size
+        self.error = error  # text: the exception would keep the frames
+        # (and the pipe's buffer they read from) alive
+
+    def __repr__(self):
+        return f"<Unmapped {self.size} bytes: {self.error}>"
+
+
 def _received(token, size):
     inbox = _inbox[0]
     fd = inbox.take(token) if inbox is not None else None
     if fd is None:
         return LOST
-    return SpooledBytes(fd, size)
+    try:
+        return SpooledBytes(fd, size)
+    except OSError as err:   # ENOMEM under RLIMIT_AS
+        _close_fd(fd)
+        return Unmapped(size, str(err))
 
 
 # -- a worker's Request --------------------------------------------------------
@@ -317,18 +335,34 @@ class RequestBody:
 
 def keep_body(request, body, log=None):
     """Remember `body` as `request`'s raw body; the 500 message to answer
-    with (None when all is well) when its descriptor never came (logged
-    on `log`, with the likely cause)."""
-    if body is LOST:
-        request._body = None
-        if log is not None:
-            log.error("%s %s: its body's file descriptor never arrived; "
-                      "%s", request.method, request.path, _fd_room())
-        from . import messages as _msg  # pylint: disable=import-outside-toplevel
-        return _msg.error_message(request.request_id, 500,
-                                  "The request body was lost on its way")
-    request._body = body
-    return None
+    with (None when all is well) when its descriptor never came or its
+    file cannot be mapped here (logged on `log`, with the likely cause)."""
+    if not isinstance(body, _Lost):
+        request._body = body
+        return None
+    request._body = None
+    if log is not None and isinstance(body, Unmapped):
+        log.error("%s %s: its %d-byte body cannot be mapped in this "
+                  "worker: %s%s", request.method, request.path, body.size,
+                  body.error, _address_space_cap())
+    elif log is not None:
+        log.error("%s %s: its body's file descriptor never arrived; "
+                  "%s", request.method, request.path, _fd_room())
+    from . import messages as _msg  # pylint: disable=import-outside-toplevel
+    return _msg.error_message(request.request_id, 500, (
+        "The request body is too large for this worker"
+        if isinstance(body, Unmapped) else
+        "The request body was lost on its way"))
+
+
+def _address_space_cap():
+    """A note on this process's address-space cap, when it has one."""
+    import resource  # pylint: disable=import-outside-toplevel
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return ""
+    return (f" (its address space is capped at {limit >> 20} MiB: "
+            "worker_memory_limit_mb)")
 
 
 def _fd_room():
