@@ -7,6 +7,7 @@ GET /api/file/{size:int}    writes `size` bytes of a deterministic pattern
 GET /api/file-object/{size:int}  the same through an open file object
 GET /api/fixed              returns FileResponse of $EXT_FILES_FIXED (a
                             file that does not change: conditional GET)
+GET /api/weak               the same with a weak ETag of its own
 GET /api/missing            a path that does not exist (404)
 GET /api/directory          a directory (500)
 GET /api/write-only         a file object opened for writing only (500)
@@ -68,6 +69,11 @@ class FileWorker(_workers.Worker):
     def versioned(self, request):   # its own validators, as a cache sees them
         return _workers.FileResponse(os.environ['EXT_FILES_FIXED'], headers={
             'ETag': '"v1"', 'Last-Modified': 'Sun, 01 Nov 2026 10:00:00 GMT'})
+
+    @_workers.api('/api/weak')
+    def weak(self, request):        # a weak ETag of its own
+        return _workers.FileResponse(os.environ['EXT_FILES_FIXED'],
+                                     headers={'ETag': 'W/"v1"'})
 
     @_workers.api('/api/file-object/{size:int}')
     def file_object(self, request):

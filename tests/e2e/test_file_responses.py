@@ -194,6 +194,26 @@ def test_the_handlers_own_validators_are_the_ones_checked(server):
     assert stale.status == 200 and stale.body == pattern(1000)
 
 
+def test_a_weak_etag_matches_weakly_and_never_vouches_for_a_range(server):
+    first = server.get('/api/weak')
+    assert first.status == 200 and first.headers['etag'] == 'W/"v1"'
+    for sent in ('W/"v1"', '"v1"', '"v0", W/"v1"'):   # weak comparison
+        assert server.get('/api/weak', headers={
+            'If-None-Match': sent}).status == 304, sent
+    assert server.get('/api/weak', headers={
+        'If-None-Match': 'W/"v0"'}).status == 200
+    # If-Range takes a strong match only: the whole file, not a range
+    # that might be stitched onto another version's bytes
+    for sent in ('W/"v1"', '"v1"'):
+        reply = server.get('/api/weak', headers={'Range': 'bytes=0-1',
+                                                 'If-Range': sent})
+        assert reply.status == 200 and reply.body == pattern(1000), sent
+    tag = server.get('/api/fixed').headers['etag']
+    reply = server.get('/api/fixed', headers={'Range': 'bytes=0-1',
+                                              'If-Range': 'W/' + tag})
+    assert reply.status == 200 and reply.body == pattern(1000)
+
+
 def test_head_has_the_length_and_no_body(server):
     raw = exchange(server.port, b'HEAD /api/fixed HTTP/1.1\r\nHost: x\r\n'
                    b'Connection: close\r\n\r\n', timeout=10)

@@ -379,8 +379,9 @@ def plan(fd, request_headers, method, headers):
         return 304, headers, 0, 0
     wanted = request_headers.get('range')
     if_range = request_headers.get('if-range')
-    if wanted and if_range and if_range.strip() not in (tag, modified):
-        wanted = None
+    if wanted and if_range and not _static.strong_match(if_range, tag) and (
+            if_range.strip() != modified):
+        wanted = None  # (a weak ETag cannot vouch for the bytes of a range)
     found = parse_range(wanted, size) if method in ('GET', 'HEAD') else None
     if found is None:
         return 200, headers, 0, size

@@ -175,17 +175,25 @@ def not_modified(request_headers, tag, mtime):
     if match is not None:
         if match.strip() == '*':
             return True
-        for candidate in match.split(','):
-            candidate = candidate.strip()
-            if candidate.startswith('W/'):
-                candidate = candidate[2:]
-            if candidate == tag:
-                return True
-        return False
+        # the weak comparison: W/"x" and "x" match either way round (a
+        # handler's own ETag may be weak)
+        return any(_opaque(candidate) == _opaque(tag)
+                   for candidate in match.split(','))
     when = http_time(request_headers.get('if-modified-since'))
     if when is None:
         return False
     return int(mtime) <= when
+
+
+def strong_match(candidate, tag):
+    """If-Range's comparison: the same tag, and neither of them weak."""
+    candidate, tag = candidate.strip(), tag.strip()
+    return candidate == tag and not tag.startswith('W/')
+
+
+def _opaque(tag):
+    tag = tag.strip()
+    return tag[2:] if tag.startswith('W/') else tag
 
 
 def http_time(text):
