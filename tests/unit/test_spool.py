@@ -356,6 +356,14 @@ def test_view_behaves_like_bytes_where_mmap_does_not(tmp_path):
     assert view.startswith((b'x', b'\x89P')) and view.startswith(b'PNG', 1)
     assert view.endswith(b'trailer') and view.endswith((b'no', b'iler'))
     assert not view.endswith(b'head') and view.endswith(b'')
+    # a str prefix is a mistake bytes would raise on, not a quiet False
+    for call in (view.startswith, view.endswith):
+        with pytest.raises(TypeError, match='bytes or a tuple of bytes'):
+            call('trailer')
+        with pytest.raises(TypeError):
+            call((b'x', 'trailer'))
+    assert view.startswith(bytearray(b'\x89P')) and view.endswith(
+        memoryview(b'ler'))
     assert b'header' in view and b'absent' not in view and 0x89 in view
     assert list(view) == list(data)
     assert view + b'!' == data + b'!' and b'>' + view == b'>' + data

@@ -86,14 +86,14 @@ class SpooledBytes(_mmap.mmap):
 
     def startswith(self, prefix, start=0, end=None):
         start, end, _ = slice(start, end).indices(len(self))
-        prefixes = prefix if isinstance(prefix, tuple) else (prefix,)
+        prefixes = _affixes(prefix, 'startswith')
         return any(start + len(item) <= end
                    and self[start:start + len(item)] == item
                    for item in prefixes)
 
     def endswith(self, suffix, start=0, end=None):
         start, end, _ = slice(start, end).indices(len(self))
-        suffixes = suffix if isinstance(suffix, tuple) else (suffix,)
+        suffixes = _affixes(suffix, 'endswith')
         return any(end - len(item) >= start
                    and self[end - len(item):end] == item
                    for item in suffixes)
@@ -134,6 +134,17 @@ class SpooledBytes(_mmap.mmap):
 
     def __repr__(self):
         return f"<SpooledBytes {len(self)} bytes>"
+
+
+def _affixes(value, name):
+    """startswith()'s or endswith()'s argument as a tuple of bytes; for
+    anything else (a str) the TypeError bytes raises, not a quiet False."""
+    items = value if isinstance(value, tuple) else (value,)
+    try:
+        return tuple(bytes(memoryview(item)) for item in items)
+    except TypeError:
+        raise TypeError(f"{name} first arg must be bytes or a tuple of "
+                        f"bytes, not {type(value).__name__}") from None
 
 
 class _Reader(_io.RawIOBase):
