@@ -562,23 +562,29 @@ def test_a_disk_that_refuses_the_body_answers_507(tmp_path_factory):
 
 
 def test_a_body_too_large_for_a_capped_worker_is_a_500(tmp_path_factory):
-    # a worker's address space too small to map the body: that request
-    # answers 500 with an ERROR line, and no worker dies of it (a worker
-    # that failed to read the message would die, and so would each one the
-    # request went to next, until the pool was degraded)
+    # a worker's address space too small for the body, spooled (its file
+    # cannot be mapped) or in memory (the pipe's frame cannot be held):
+    # that request answers 500 with an ERROR line, and no worker dies of it
+    # (one that failed to read the message would die, and so would each
+    # one the request went to next, until the pool was degraded)
     app = None
     try:
-        app = start(tmp_path_factory, 'capped', SPOOL_WORKER_MEMORY_MB=200)
+        app = start(tmp_path_factory, 'capped', SPOOL_WORKER_MEMORY_MB=120,
+                    SPOOL_THRESHOLD=100 * 1024 * 1024)
         small = pattern(1024 * 1024)
         assert post(app, '/api/hash', small).json['sha256'] == sha(small)
         workers = sorted(app.children())
-        reply = post(app, '/api/hash', bytes(160 * 1024 * 1024))
-        assert reply.status == 500
-        assert b'too large for this worker' in reply.body
-        app.wait_log(r'ERROR .*POST /api/hash: its 167772160-byte body '
-                     r'cannot be mapped in this worker: .*capped at 200 MiB')
-        for _ in range(3):
-            assert post(app, '/api/hash', small).json['sha256'] == sha(small)
+        # spooled; in memory, too large for its buffer, or for the copy
+        # of it the worker's request.data (bytes) is
+        for size in (110 << 20, 96 << 20, 60 << 20):
+            reply = post(app, '/api/hash', bytes(size))
+            assert reply.status == 500, size
+            assert b'too large for this worker' in reply.body
+            app.wait_log(rf'ERROR .*POST /api/hash: its {size}-byte body '
+                         r'cannot be held in this worker: .*capped at 120 MiB')
+            for _ in range(3):
+                assert post(app, '/api/hash', small).json['sha256'] == sha(
+                    small)
         assert sorted(app.children()) == workers
         assert 'died' not in app.log()
         app.wait_until(lambda: nothing_left(app, app.spool_dir),

@@ -273,9 +273,10 @@ def _lost():
 
 
 class Unmapped(_Lost):
-    """A body whose file came but cannot be mapped in this process (no
-    address space left for it: worker_memory_limit_mb): the worker
-    answers 500 instead of failing to read the message, and dying."""
+    """A body whose file came but cannot be mapped in this process, or
+    that came in the pipe and cannot be held (no address space left for
+    it: worker_memory_limit_mb): the worker answers 500 instead of failing
+    to read the message, and dying."""
 
     def __init__(self, size, error):
         self.size = size
@@ -284,6 +285,12 @@ class Unmapped(_Lost):
 
     def __repr__(self):
         return f"<Unmapped {self.size} bytes: {self.error}>"
+
+
+def unheld(size):
+    """The stand-in for a body of `size` bytes sent in the pipe that this
+    worker has no memory to hold (channel.FrameReader's too_large)."""
+    return Unmapped(size, "no memory to hold it")
 
 
 def _received(token, size):
@@ -353,7 +360,7 @@ def keep_body(request, body, log=None):
         return None
     request._body = None
     if log is not None and isinstance(body, Unmapped):
-        log.error("%s %s: its %d-byte body cannot be mapped in this "
+        log.error("%s %s: its %d-byte body cannot be held in this "
                   "worker: %s%s", request.method, request.path, body.size,
                   body.error, _address_space_cap())
     elif log is not None:

@@ -112,17 +112,21 @@ class FrameReader:
 
     A tail frame's body is read straight into a buffer of its own
     (`tail_type`, bytearray by default: no copy; bytes costs one) once its
-    head is in.
+    head is in. One there is no memory for is a ChannelError, or with
+    `too_large` read and dropped: the message comes with
+    `too_large(size)` in the body's place (a worker answers it 500 and
+    goes on, where dying would hand it to the next worker).
     """
 
-    __slots__ = ('fd', '_buffer', 'eof', '_tail', 'tail_type')
+    __slots__ = ('fd', '_buffer', 'eof', '_tail', 'tail_type', 'too_large')
 
-    def __init__(self, fd, tail_type=bytearray):
+    def __init__(self, fd, tail_type=bytearray, too_large=None):
         self.fd = fd
         self._buffer = bytearray()
         self.eof = False
         self._tail = None  # the _TailFrame being read into its buffers
         self.tail_type = tail_type
+        self.too_large = too_large
 
     def read(self, budget=READ_SIZE * 4):
         """Read what is available (up to about `budget` bytes).
@@ -191,7 +195,7 @@ class FrameReader:
         tail.filled += count
         if not tail.left:
             self._tail = None
-            result.append(tail.message(self.tail_type))
+            result.append(tail.message(self.tail_type, self.too_large))
         return count if count == wanted else None
 
     def messages(self):
@@ -218,7 +222,8 @@ class FrameReader:
                     result.append(_decode_tail(view, start, end, self.tail_type)
                                   if tail else _decode(view[start:end]))
                 elif tail and size - start >= _TAIL_HEAD_SIZE:
-                    self._tail = _TailFrame(view, start, end)
+                    self._tail = _TailFrame(view, start, end,
+                                            self.too_large is not None)
                     self._tail.put(view[start + _TAIL_HEAD_SIZE:])
                     pos = size
                     break
@@ -263,42 +268,60 @@ class _TailFrame:
     """A tail frame being read: its pickle and its body, each into a
     buffer of its exact size."""
 
-    __slots__ = ('index', 'head', 'body', 'filled')
+    __slots__ = ('index', 'head', 'body', 'length', 'filled')
 
-    def __init__(self, view, start, end):
+    def __init__(self, view, start, end, droppable=False):
         _mark, self.index, size = _TAIL_HEAD.unpack_from(view, start)
         rest = end - start - _TAIL_HEAD_SIZE
         if size > rest:
             raise ChannelError("corrupt frame: its pickle overruns it")
+        self.length = rest - size
         try:
             self.head = bytearray(size)
-            self.body = bytearray(rest - size)
+            self.body = bytearray(self.length)
         except MemoryError:
-            raise ChannelError(f"frame of {rest} bytes: no memory") from None
+            if not droppable or not hasattr(self, 'head'):
+                raise ChannelError(
+                    f"frame of {rest} bytes: no memory") from None
+            self.body = None  # read into _DROP and dropped
         self.filled = 0
 
     @property
     def left(self):
-        return len(self.head) + len(self.body) - self.filled
+        return len(self.head) + self.length - self.filled
 
     def views(self):
         done, head = self.filled, len(self.head)
-        if done < head:
-            return [memoryview(self.head)[done:], memoryview(self.body)]
-        return [memoryview(self.body)[done - head:]]
+        past = max(0, done - head)
+        body = memoryview(self.body)[past:] if self.body is not None else (
+            _DROP[:min(len(_DROP), self.length - past)])
+        return [memoryview(self.head)[done:], body] if done < head else [body]
 
     def put(self, data):
         """Take bytes that were read before the frame was recognised."""
         head = self.head
         cut = min(len(data), len(head))
         head[:cut] = data[:cut]
-        if len(data) > cut:
+        if len(data) > cut and self.body is not None:
             self.body[:len(data) - cut] = data[cut:]
         self.filled = len(data)
 
-    def message(self, tail_type):
-        body = self.body if tail_type is bytearray else tail_type(self.body)
+    def message(self, tail_type, too_large=None):
+        body, self.body = self.body, None
+        if body is not None and tail_type is not bytearray:
+            try:
+                body = tail_type(body)
+            except MemoryError:
+                if too_large is None:
+                    raise ChannelError(f"frame of {self.length} bytes: no "
+                                       "memory") from None
+                body = None
+        if body is None:
+            body = too_large(self.length)
         return _with_tail(_decode(self.head), self.index, body)
+
+
+_DROP = memoryview(bytearray(64 * 1024))  # where a dropped body is read
 
 
 class OutBuffer:

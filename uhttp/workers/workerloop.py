@@ -97,7 +97,8 @@ class _Runtime:
         self.slot = slot
         self.log_level = log_level
         self.heartbeat_interval = heartbeat_interval
-        self.reader = _channel.FrameReader(in_fd, tail_type=bytes)
+        self.reader = _channel.FrameReader(
+            in_fd, tail_type=bytes, too_large=_bodyview.unheld)
         # whole frames among threads and forked processes (forklock.py)
         self.send_lock = _forklock.SendLock(lambda: setattr(self, 'lent', None))
         # large answers lent to the pipe (pipelend.py), under send_lock
