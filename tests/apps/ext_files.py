@@ -71,9 +71,11 @@ class FileWorker(_workers.Worker):
             'ETag': '"v1"', 'Last-Modified': 'Sun, 01 Nov 2026 10:00:00 GMT'})
 
     @_workers.api('/api/weak')
-    def weak(self, request):        # a weak ETag of its own
-        return _workers.FileResponse(os.environ['EXT_FILES_FIXED'],
-                                     headers={'ETag': 'W/"v1"'})
+    def weak(self, request):        # a weak ETag of its own (and range
+        # headers, which are the server's)
+        return _workers.FileResponse(os.environ['EXT_FILES_FIXED'], headers={
+            'ETag': 'W/"v1"', 'Accept-Ranges': 'none',
+            'Content-Range': 'bytes 0-1/2'})
 
     @_workers.api('/api/file-object/{size:int}')
     def file_object(self, request):

@@ -214,6 +214,21 @@ def test_a_weak_etag_matches_weakly_and_never_vouches_for_a_range(server):
     assert reply.status == 200 and reply.body == pattern(1000)
 
 
+def test_range_headers_of_a_file_answer_are_the_servers_own(server):
+    # the handler's Accept-Ranges and Content-Range are not sent besides
+    # (and against) the server's
+    raw = exchange(server.port, b'GET /api/weak HTTP/1.1\r\nHost: x\r\n'
+                   b'Range: bytes=5-9\r\nConnection: close\r\n\r\n',
+                   timeout=10)
+    head = raw.partition(b'\r\n\r\n')[0].decode('latin-1').lower()
+    assert head.startswith('http/1.1 206')
+    assert head.count('accept-ranges:') == 1 and 'accept-ranges: bytes' in head
+    assert head.count('content-range:') == 1
+    assert 'content-range: bytes 5-9/1000' in head
+    status, headers, body = split(raw)
+    assert status == 206 and body == pattern(1000)[5:10]
+
+
 def test_head_has_the_length_and_no_body(server):
     raw = exchange(server.port, b'HEAD /api/fixed HTTP/1.1\r\nHost: x\r\n'
                    b'Connection: close\r\n\r\n', timeout=10)

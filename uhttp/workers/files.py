@@ -355,9 +355,12 @@ def plan(fd, request_headers, method, headers):
     """What to send for a 200 file answer: (status, headers, offset,
     length) given the request's conditional and Range headers. `headers`
     (a list) gets ETag, Last-Modified, Accept-Ranges and, for 206/416,
-    Content-Range."""
+    Content-Range (the last two are the server's own: a handler's would
+    contradict them)."""
     info = _os.fstat(fd)
     size = info.st_size
+    headers[:] = [(key, value) for key, value in headers
+                  if key.lower() not in ('accept-ranges', 'content-range')]
     own = {key.lower(): value for key, value in headers}
     # the handler's own validators, when it gave them, are the ones the
     # client has seen and sends back
