@@ -8,6 +8,7 @@ GET /api/file-object/{size:int}  the same through an open file object
 GET /api/fixed              returns FileResponse of $EXT_FILES_FIXED (a
                             file that does not change: conditional GET)
 GET /api/weak               the same with a weak ETag of its own
+GET /api/status-file, /api/sys-file   /proc and /sys files (sizes that lie)
 GET /api/missing            a path that does not exist (404)
 GET /api/directory          a directory (500)
 GET /api/write-only         a file object opened for writing only (500)
@@ -99,6 +100,12 @@ class FileWorker(_workers.Worker):
     def status_file(self, request):
         # /proc files say they are empty (st_size 0) but are not
         return _workers.FileResponse('/proc/self/status',
+                                     content_type='text/plain')
+
+    @_workers.api('/api/sys-file')
+    def sys_file(self, request):
+        # sysfs files say they hold a page (4096 bytes) but are not
+        return _workers.FileResponse('/sys/class/net/lo/mtu',
                                      content_type='text/plain')
 
     @_workers.api('/api/missing')

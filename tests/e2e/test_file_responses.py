@@ -266,6 +266,20 @@ def test_a_file_whose_size_says_zero_is_sent_as_it_reads(server):
     assert (empty.status, empty.body) == (200, b'')
 
 
+
+@pytest.mark.skipif(not os.path.exists('/sys/class/net/lo/mtu'),
+                    reason='no sysfs')
+def test_a_sysfs_file_is_sent_as_it_reads(server):
+    # its size says 4096 bytes; a Content-Length of that and a body of a
+    # few bytes would leave the client waiting, then cut
+    with open('/sys/class/net/lo/mtu', 'rb') as file:
+        expected = file.read()
+    assert os.stat('/sys/class/net/lo/mtu').st_size != len(expected)
+    reply = server.get('/api/sys-file')
+    assert reply.status == 200 and reply.body == expected
+    assert reply.headers['content-length'] == str(len(expected))
+
+
 def test_missing_file_is_404_and_directory_500_with_a_log_line(server):
     reply = server.get('/api/missing')
     assert reply.status == 404

@@ -19,6 +19,7 @@ Static files take the same way from the dispatcher's own mounts
 import array as _array
 import email.utils as _email_utils
 import fcntl as _fcntl
+import mmap as _mmap
 import os as _os
 import socket as _socket
 import stat as _stat
@@ -35,6 +36,7 @@ from .fileresponse import FileResponse
 _TAG = _struct.Struct('>q')  # the request id that travels with a descriptor
 _FD_SIZE = _array.array('i').itemsize
 _O_ACCMODE = getattr(_os, 'O_ACCMODE', 3)
+_PAGE = _mmap.PAGESIZE  # what a sysfs attribute file says it holds
 _RECV_FLAGS = _socket.MSG_DONTWAIT | getattr(_socket, 'MSG_CMSG_CLOEXEC', 0)
 
 UNSATISFIABLE = 'unsatisfiable'
@@ -147,20 +149,22 @@ def open_file(response):
             # (a file object opened 'wb' or 'ab': the dispatcher's
             # sendfile() would fail after the head had gone)
             raise OSError(f"{what!r} is open for writing only")
-        if not info.st_size:
-            fd = _sized(fd)
+        if not info.st_size or (info.st_size == _PAGE
+                                and not info.st_blocks):
+            # /proc says 0 bytes, /sys one page: neither is what it reads
+            fd = _sized(fd, info.st_size)
     except BaseException:
         _os.close(fd)
         raise
     return fd, response.name()
 
 
-def _sized(fd):
-    """`fd`, or for a file that says it is empty but is not (/proc, /sys:
-    made as they are read) a memory file of what it reads, so that its
-    length is known; at most SIZELESS_LIMIT bytes are read."""
+def _sized(fd, size):
+    """`fd`, or for a file whose `size` does not tell what it holds (/proc,
+    /sys: made as they are read) a memory file of what it reads, so that
+    its length is known; at most SIZELESS_LIMIT bytes are read."""
     data = _os.pread(fd, SIZELESS_LIMIT, 0)
-    if not data:
+    if len(data) == size:   # (an empty file, a page of holes)
         return fd
     held = _memory_file(data)
     _os.close(fd)
