@@ -53,6 +53,20 @@ class ExportWorker(_workers.Worker):
         self.sent[request.request_id] = (sent, request.is_open)
         return _workers.DEFERRED
 
+    @_workers.api('/api/lines/{seconds:float}', 'GET')
+    def lines(self, request):
+        """Small lines for `seconds`, as fast as they go: a client that
+        keeps up never has enough waiting to hold the worker back."""
+        request.response_stream('application/x-ndjson')
+        until = time.monotonic() + request.path_params['seconds']
+        sent = 0
+        while time.monotonic() < until:
+            if not request.send_ndjson({'line': sent}):
+                break
+            sent += 1
+        request.response_stream_end()
+        return _workers.DEFERRED
+
     def on_disconnect(self, request_id):
         self.gone.append(request_id)
 
@@ -267,5 +281,29 @@ def test_a_worker_held_by_a_slow_reader_is_not_taken_for_stuck():
         assert not [record for record in list(server.logs)
                     if 'stuck' in record.message or 'dropped' in
                     record.message], server.log_text()
+        assert server.get('/api/pid').json()['pid'] == pid   # not killed
+        server.assert_no_errors()
+
+
+def test_a_worker_streaming_to_a_client_that_keeps_up_is_not_taken_for_stuck():
+    """An export of small lines for five times its stuck_timeout, read as
+    fast as it comes: the handler never returns to the worker's loop and
+    its client never lets enough wait to hold it back, but it is alive."""
+    quick = pool(stuck_timeout=0.6, heartbeat_interval=0.2)
+    with TestServer(_workers.Dispatcher, [quick]) as server:
+        pid = server.get('/api/pid').json()['pid']
+        connection = http.client.HTTPConnection('127.0.0.1', server.port,
+                                                timeout=WAIT)
+        try:
+            connection.request('GET', '/api/lines/3')
+            reply = connection.getresponse()
+            body = reply.read()
+        finally:
+            connection.close()
+        assert reply.status == 200
+        lines = body.splitlines()
+        assert lines and lines[-1] == b'{"line": %d}' % (len(lines) - 1)
+        assert not [record for record in list(server.logs)
+                    if 'stuck' in record.message], server.log_text()
         assert server.get('/api/pid').json()['pid'] == pid   # not killed
         server.assert_no_errors()

@@ -48,7 +48,7 @@ class Backlog:
     them (it never fails them or lets a second copy run).
     """
 
-    def __init__(self, reader, claim, send):
+    def __init__(self, reader, claim, send, beat=None):
         self.lock = _threading.Lock()
         self.reader = reader
         self._messages = _collections.deque()
@@ -56,6 +56,7 @@ class Backlog:
         self._gone = set()
         self._claim = claim    # claim(seq, request_id): mark it started
         self._send = send      # send(message) to the dispatcher
+        self._beat = beat      # beat(now): the heartbeat, from gone()
         self.loop_thread = None  # the worker loop's thread, once it runs
         self._gone_read_at = 0.0
 
@@ -75,13 +76,21 @@ class Backlog:
         still writing to it: its M_DISCONNECT or M_WS_CLOSED waits here).
         Only the loop's thread reads the pipe for it, at most every
         GONE_READ_INTERVAL seconds; the loop handles what it read once the
-        running callback returns."""
+        running callback returns.
+
+        Each such read also beats the heartbeat: a handler that streams
+        in a loop to a client that reads (an export longer than
+        stuck_timeout, its sends waiting only on the dispatcher's pace)
+        is alive, not stuck. One held back for a client that stopped
+        reading is streamhold.py's to judge."""
         if self.loop_thread != _threading.get_ident():
             return False
         now = _time.monotonic()
         if now - self._gone_read_at < GONE_READ_INTERVAL:
             return request_id in self._gone
         self._gone_read_at = now
+        if self._beat is not None:
+            self._beat(now)
         with self.lock:
             try:
                 self._take(self.reader.read())

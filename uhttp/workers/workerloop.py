@@ -104,7 +104,8 @@ class _Runtime:
         # large answers lent to the pipe (pipelend.py), under send_lock
         self.lent = _pipelend.LentBuffers(out_fd) if (
             _pipelend.available()) else None
-        self.backlog = _backlog.Backlog(self.reader, self._claim, self.send)
+        self.backlog = _backlog.Backlog(self.reader, self._claim, self.send,
+                                        lambda now: self.slot.beat(now))
         self.claim_lock = self.backlog.lock
         self._wake_fd = None
         self.selector = _selectors.DefaultSelector()
