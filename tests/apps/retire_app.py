@@ -1,6 +1,7 @@
 """Zero-downtime operations: a pool configured from the environment
 (RETIRE_WORKERS, RETIRE_MAX_REQUESTS, RETIRE_JITTER, RETIRE_RSS_MB,
-RETIRE_TIMEOUT, RETIRE_MAX_RESTARTS; setup() fails while the file RETIRE_FAIL_FLAG exists),
+RETIRE_TIMEOUT, RETIRE_MAX_RESTARTS; setup() fails while the file RETIRE_FAIL_FLAG exists;
+teardown() takes RETIRE_TEARDOWN seconds),
 handlers that are fast, slow, deferred, streaming and leaking, and sync
 routes to reload and resize."""
 
@@ -70,6 +71,9 @@ class ItemWorker(_workers.Worker):
 
     def on_disconnect(self, request_id):
         self.streams.pop(request_id, None)
+
+    def teardown(self):
+        time.sleep(number('RETIRE_TEARDOWN', 0, float))  # slow to stop
 
 
 class App(StatusDispatcher):

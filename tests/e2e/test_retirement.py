@@ -98,6 +98,32 @@ def test_open_stream_survives_its_worker_retiring(app_server):
     sock.close()
 
 
+def test_shutdown_while_a_worker_retires_with_a_stream_logs_no_error(
+        app_server):
+    """SIGTERM while a reloaded worker still keeps its open stream: the
+    shutdown stops it with the others, and the retirement's own checks,
+    which go on until it has exited, find it stopping without an error."""
+    server = start(app_server, workers=1, teardown=1)
+    sock = server.connection(timeout=20)
+    sock.request('GET', '/api/stream/1000')
+    reply = sock.getresponse()
+    assert reply.status == 200
+    assert server.post('/_reload').status == 200
+    server.wait_until(lambda: any(w['retiring'] for w in pool_status(
+        server)['workers']) and settled_but_retiring(server), timeout=15,
+        what='the old worker retiring, its replacement ready')
+    assert server.stop() == 0
+    sock.close()
+    log = server.log()
+    assert 'ERROR' not in log, log
+    assert 'stopped' in log
+
+
+def settled_but_retiring(server):
+    workers = pool_status(server)['workers']
+    return len(workers) == 2 and all(w['ready'] for w in workers)
+
+
 def test_max_requests_recycles_without_failing(app_server):
     server = start(app_server, workers=2, max_requests=100, jitter=20)
     load = load_on(server)

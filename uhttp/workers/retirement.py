@@ -137,6 +137,8 @@ class Retirements:
             return
         self.loop.call_at(now + POLL, self.check, handle, pid, hard_deadline)
         if handle.stopping:
+            if handle.stop_deadline is None:
+                return  # stopped by the shutdown, whose deadlines apply
             if now >= handle.stop_deadline and handle.kill_reason is None:
                 self.log.warning("%s (pid %s) did not stop after retiring; "
                                  "killing it", handle.name, handle.pid)
