@@ -130,6 +130,23 @@ class TestBacklog:
         assert backlog.pop(True)[0] == msg.M_WS_CLOSED
         assert not backlog.gone(5) and not backlog.gone(6)
 
+    def test_gone_beats_the_heartbeat_while_the_client_is_there(self):
+        beats = []
+        backlog = _Backlog(FakeReader([[], [(msg.M_DISCONNECT, 5)], []]),
+                           Recorder().claim, Recorder().send, beats.append)
+        assert backlog.gone(5) is False         # not the loop's thread
+        assert beats == []
+        backlog.loop_thread = threading.get_ident()
+        assert backlog.gone(5) is False         # a read: the client is there
+        assert len(beats) == 1
+        assert backlog.gone(5) is False         # no read this soon, no beat
+        assert len(beats) == 1
+        time.sleep(backlog_mod.GONE_READ_INTERVAL)
+        assert backlog.gone(5) is True          # it left: sending on is no
+        time.sleep(backlog_mod.GONE_READ_INTERVAL)   # sign of life
+        assert backlog.gone(5) is True
+        assert len(beats) == 1
+
     def test_fill_reports_eof(self):
         reader = FakeReader()
         backlog = Recorder().backlog(reader)

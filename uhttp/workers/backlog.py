@@ -78,25 +78,27 @@ class Backlog:
         GONE_READ_INTERVAL seconds; the loop handles what it read once the
         running callback returns.
 
-        Each such read also beats the heartbeat: a handler that streams
-        in a loop to a client that reads (an export longer than
-        stuck_timeout, its sends waiting only on the dispatcher's pace)
-        is alive, not stuck. One held back for a client that stopped
-        reading is streamhold.py's to judge."""
+        Each such read that finds the client still there also beats the
+        heartbeat: a handler that streams in a loop to a client that
+        reads (an export longer than stuck_timeout, its sends waiting
+        only on the dispatcher's pace) is alive, not stuck; one that goes
+        on sending to a client that left is not. One held back for a
+        client that stopped reading is streamhold.py's to judge."""
         if self.loop_thread != _threading.get_ident():
             return False
         now = _time.monotonic()
         if now - self._gone_read_at < GONE_READ_INTERVAL:
             return request_id in self._gone
         self._gone_read_at = now
-        if self._beat is not None:
-            self._beat(now)
         with self.lock:
             try:
                 self._take(self.reader.read())
             except _channel.ChannelError:
                 pass  # the loop reads it again, reports it and stops
-            return request_id in self._gone
+            gone = request_id in self._gone
+        if not gone and self._beat is not None:
+            self._beat(now)
+        return gone
 
     def _take(self, messages):
         for message in messages:
