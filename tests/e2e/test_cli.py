@@ -252,6 +252,27 @@ def test_print_config_gives_every_setting_back_to_config(project):
     assert second.stdout == result.stdout
 
 
+def test_print_config_escapes_control_characters(project):
+    # a worker kwarg with a carriage return or another control character
+    # was printed raw inside its quotes, which is not TOML: the printed
+    # configuration could not be read back
+    config = project / 'app.toml'
+    config.write_text('[pools.ItemWorker.kwargs]\n'
+                      'banner = "one\\r\\ntwo\\u0001\\u007f\\b\\f\\t\\"\\\\"\n')
+    result = run(project, 'myapp:App', '--config', str(config),
+                 '--print-config')
+    assert result.returncode == 0, result.stderr
+    printed = tomllib.loads(result.stdout)
+    assert printed['pools']['ItemWorker']['kwargs'] == {
+        'banner': 'one\r\ntwo\x01\x7f\b\f\t"\\'}
+    again = project / 'printed.toml'
+    again.write_text(result.stdout)
+    second = run(project, 'myapp:App', '--config', str(again),
+                 '--print-config')
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == result.stdout
+
+
 def test_check_config_lists_flag_file_and_pool_mistakes_together(project):
     config = project / 'app.toml'
     config.write_text('[pools.ItemWorker]\ntimeout = -1\n')

@@ -164,6 +164,16 @@ def check_pool_key(key, value, where):
 # -- printing the effective configuration ---------------------------------------
 
 _BARE_KEY = _re.compile(r'[A-Za-z0-9_-]+\Z')
+# what a TOML basic string may not hold as it is: the quote, the backslash
+# and control characters (tab may, but reads better escaped)
+_ESCAPED = _re.compile(r'["\\\x00-\x1f\x7f]')
+_SHORT = {'"': '\\"', '\\': '\\\\', '\b': '\\b', '\t': '\\t', '\n': '\\n',
+          '\f': '\\f', '\r': '\\r'}
+
+
+def _escape(match):
+    char = match.group()
+    return _SHORT.get(char) or f'\\u{ord(char):04x}'
 
 
 def toml_key(key):
@@ -180,9 +190,7 @@ def toml_value(value):
             return 'inf' if value > 0 else '-inf'
         return repr(value)
     if isinstance(value, str):
-        escaped = value.replace('\\', '\\\\').replace('"', '\\"')
-        escaped = escaped.replace('\n', '\\n').replace('\t', '\\t')
-        return f'"{escaped}"'
+        return '"' + _ESCAPED.sub(_escape, value) + '"'
     if isinstance(value, (list, tuple)):
         return '[' + ', '.join(toml_value(item) for item in value) + ']'
     if isinstance(value, dict):
