@@ -508,6 +508,38 @@ def test_a_worker_sending_in_a_loop_hears_that_the_client_closed(served):
     assert wait_for(lambda: [c for c in closes(log)[before:] if c[1] == 1000])
 
 
+def test_a_worker_sending_to_a_client_that_keeps_up_is_not_taken_for_stuck(
+        tmp_path):
+    """Small messages in a loop for five times the pool's stuck_timeout,
+    read as they come: the handler is alive all along."""
+    pool = _workers.WorkerPool(WsWorker, num_workers=1, routes=['/ws/**'],
+                               close_log=str(tmp_path / 'closes.txt'),
+                               heartbeat_interval=0.2, stuck_timeout=0.6)
+    with TestServer(WsDispatcher, [pool], port=0,
+                    address='127.0.0.1') as server:
+        async def talk():
+            async with connect(f'ws://127.0.0.1:{server.port}/ws/echo/lines',
+                               max_size=None, compression=None) as ws:
+                await ws.recv()   # hello
+                await ws.send('pid')
+                pid = await ws.recv()
+                await ws.send('lines 3')
+                got = 0
+                while True:
+                    message = await ws.recv()
+                    if message.startswith('done'):
+                        break
+                    assert message == f'line {got}'
+                    got += 1
+                assert message == f'done {got}' and got > 0
+                await ws.send('pid')
+                assert await ws.recv() == pid   # the same worker
+        run(talk())
+        assert not [record for record in list(server.logs)
+                    if 'stuck' in record.message], server.log_text()
+        server.assert_no_errors()
+
+
 def rss_mb(pid):
     with open(f'/proc/{pid}/status', encoding='ascii') as status:
         for line in status:

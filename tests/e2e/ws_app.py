@@ -80,6 +80,12 @@ class WsWorker(_workers.Worker):
         elif message == 'endless':
             while ws.send('x' * 65536):  # until the connection closes
                 pass
+        elif isinstance(message, str) and message.startswith('lines '):
+            until = time.monotonic() + float(message.split()[1])
+            count = 0
+            while time.monotonic() < until and ws.send(f'line {count}'):
+                count += 1   # small messages, as fast as they go
+            ws.send(f'done {count}')
         elif message == 'flood':
             chunk = 'x' * 65536
             for _ in range(400):
