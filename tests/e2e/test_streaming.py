@@ -463,6 +463,11 @@ class FailingStreams(_workers.Worker):
         request.send_event(data='no stream yet')   # response_stream() missed
         return _workers.DEFERRED
 
+    @_workers.api('/events/badhead', 'GET')
+    def events_badhead(self, request):
+        request.response_stream(headers={'X-Note': 'a\r\nInjected: 1'})
+        return _workers.DEFERRED
+
     @_workers.api('/events/forgotten', 'GET')
     def events_forgotten(self, request):
         request.response_stream()
@@ -483,6 +488,21 @@ def test_sending_on_a_stream_never_started_is_a_500_at_once():
             time.sleep(0.05)
         assert 'before response_stream()' in server.log_text()
         assert server.get('/events/unstarted').status == 500  # still serving
+
+
+def test_a_stream_whose_head_cannot_be_sent_is_a_500_like_any_other():
+    # its 500 had no body and no content type, unlike the JSON error of
+    # every other answer a worker cannot send
+    pool = _workers.WorkerPool(FailingStreams, num_workers=1,
+                               routes=['/events/**'])
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        reply = server.get('/events/badhead')
+        assert reply.status == 500
+        assert reply.headers['content-type'] == 'application/json'
+        assert reply.json() == {'error': 'Internal Server Error'}
+        assert 'Injected' not in reply.headers
+        assert "header 'X-Note' contains CR or LF" in server.log_text()
+        assert server.status()['streams'] == 0
 
 
 def test_a_stream_whose_handler_returns_none_stays_open_with_a_warning():

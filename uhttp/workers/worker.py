@@ -351,7 +351,8 @@ class _WorkerState:
         except _msg.ResponseError as err:
             self.log.error("stream for %s %s cannot start: %s",
                            request.method, request.path, err)
-            self.send_response(request, None, 500, None, None)
+            self.send_response(request, {'error': 'Internal Server Error'},
+                               500, None, None)  # as any answer that fails
             return False
         names = {name.lower() for name, _ in headers}
         if 'content-type' not in names:
