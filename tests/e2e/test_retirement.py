@@ -3,6 +3,7 @@ reload()), recycling by max_requests and by memory, resizing (resize() and
 SIGTTIN/SIGTTOU). Every request gets its answer, no connection is reset,
 retirements are logged at INFO and not counted as restarts."""
 
+import os
 import re
 import signal
 import time
@@ -171,6 +172,30 @@ def test_ttin_ttou_signals(app_server):
                           what=f'{count} workers (never below one)')
     server.wait_log(r'pool ItemWorker stays at 1 worker\(s\)')
     assert server.log().count('resized to 1 workers') == 1
+
+
+def test_shrinking_a_pool_drops_a_slot_waiting_for_its_restart(
+        app_server, tmp_path):
+    """A slot whose worker keeps failing in setup() waits for a backed-off
+    restart; a resize that removes it removes the restart too (it fired
+    on the freed slot and failed with an ERROR)."""
+    flag = tmp_path / 'setup-fails'
+    server = start(app_server, workers=2, max_restarts=50, fail_flag=flag)
+    flag.touch()
+    victim = [w for w in pool_status(server)['workers'] if w['id'] == 1][0]
+    os.kill(victim['pid'], signal.SIGKILL)
+    waiting = server.wait_until(lambda: [
+        w for w in pool_status(server)['workers']
+        if w['id'] == 1 and (w['restart_in'] or 0) > 0.3], timeout=15,
+        what='slot 1 waiting for a backed-off restart')
+    assert server.post('/_resize/1').status == 200
+    due = time.monotonic() + waiting[0]['restart_in'] + 1.0
+    server.wait_until(lambda: time.monotonic() > due, timeout=70,
+                      what='the restart it waited for to be due')
+    flag.unlink()
+    assert [w['id'] for w in pool_status(server)['workers']] == [0]
+    assert server.get('/api/pid').status == 200
+    assert 'timer restart failed' not in server.log(), server.log()
 
 
 def test_reload_whose_new_workers_cannot_start_keeps_the_old_ones(

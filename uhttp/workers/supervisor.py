@@ -242,6 +242,8 @@ class Supervisor:
         handle.restart_at = None
         if self.core.stopping or handle.alive or handle.parked:
             return
+        if handle not in handle.pool.handles:
+            return  # its slot was removed by a resize while it waited
         self.spawn(handle)
 
     def after_capacity_change(self, pool):
