@@ -244,12 +244,17 @@ def test_print_config_gives_every_setting_back_to_config(project):
     assert printed['static_routes'] == {'/static/': {
         'path': str((project / 'static').resolve()),
         'headers': {'Cache-Control': 'max-age=60'}, 'authoritative': True}}
+    assert_reads_back(project, result.stdout)
+
+
+def assert_reads_back(project, printed):
+    """What --print-config printed is a config file that prints the same."""
     again = project / 'printed.toml'
-    again.write_text(result.stdout)
+    again.write_text(printed)
     second = run(project, 'myapp:App', '--config', str(again),
                  '--print-config')
     assert second.returncode == 0, second.stderr
-    assert second.stdout == result.stdout
+    assert second.stdout == printed
 
 
 def test_print_config_escapes_control_characters(project):
@@ -265,12 +270,7 @@ def test_print_config_escapes_control_characters(project):
     printed = tomllib.loads(result.stdout)
     assert printed['pools']['ItemWorker']['kwargs'] == {
         'banner': 'one\r\ntwo\x01\x7f\b\f\t"\\'}
-    again = project / 'printed.toml'
-    again.write_text(result.stdout)
-    second = run(project, 'myapp:App', '--config', str(again),
-                 '--print-config')
-    assert second.returncode == 0, second.stderr
-    assert second.stdout == result.stdout
+    assert_reads_back(project, result.stdout)
 
 
 def test_check_config_lists_flag_file_and_pool_mistakes_together(project):
