@@ -31,6 +31,10 @@ class ItemWorker(_workers.Worker):
     def pid(self, request):
         return {'pid': os.getpid()}
 
+    @_workers.api('/api/name', 'GET')
+    def name(self, request):
+        return {}, 200, {'X-Name': 'café', 'X-Raw': b'caf\xe9'}
+
     @_workers.api('/api/fail', 'GET')
     def fail(self, request):
         raise RuntimeError('deliberate failure')
@@ -66,6 +70,8 @@ def test_requests_json_headers_and_status():
         assert reply.headers['x-stored'] == 'yes'
         assert reply.headers['X-STORED'] == 'yes'
         assert 'content-type' in reply.headers
+        named = server.get('/api/name').headers  # as WorkerClient shows them
+        assert (named['x-name'], named['x-raw']) == ('café', 'caf\xe9')
         assert server.get('/nowhere').status == 404
         assert server.request('POST', '/health').status == 405
         assert server.delete('/api/items').status == 405

@@ -79,6 +79,16 @@ class Headers(dict):
         return super().get(name.lower(), default)
 
 
+def as_sent(value):
+    """A header value as http.client gives it (each byte read as Latin-1)
+    shown as the server sent it: text when its bytes are UTF-8, as a
+    handler's text value is sent, else Latin-1 as read."""
+    try:
+        return value.encode('latin-1').decode('utf-8')
+    except UnicodeError:
+        return value
+
+
 class TestResponse:
     """One HTTP response: status, headers, content, text, json()."""
 
@@ -334,8 +344,9 @@ class TestServer(Verbs):
             connection.request(method, path, body=body, headers=headers)
             reply = connection.getresponse()
             content = reply.read()
-            return TestResponse(reply.status, Headers(reply.getheaders()),
-                                content)
+            return TestResponse(reply.status, Headers(
+                (name, as_sent(value)) for name, value in reply.getheaders()),
+                content)
         finally:
             connection.close()
 
