@@ -8,9 +8,11 @@ of tests/apps/remote_app.py.
 """
 
 import hashlib
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -191,6 +193,14 @@ def test_a_request_body_above_the_broker_limit_is_a_413(
     small = app.post('/api/digest', body=b'x' * 1000,
                      headers={'content-type': 'application/octet-stream'})
     assert small.status == 200 and small.json['size'] == 1000
+    # asked with Expect: 100-continue, the client is told before the body
+    with socket.create_connection(('127.0.0.1', app.port), timeout=10) as sock:
+        sock.sendall(f'POST /api/digest HTTP/1.1\r\nHost: t\r\n'
+                     f'Content-Length: {over}\r\n'
+                     'Expect: 100-continue\r\n\r\n'.encode())
+        early = http.client.HTTPResponse(sock)
+        early.begin()
+        assert early.status == 413 and early.getheader('connection') == 'close'
 
 
 def test_a_full_redis_is_a_prompt_answer_with_the_brokers_reason(

@@ -12,6 +12,7 @@ import traceback as _traceback
 import uhttp.server as _server
 
 from . import messages as _msg
+from .broker import BODY_LIMIT
 from . import pending as _pending
 from . import replies as _replies
 from . import routing as _routing
@@ -44,6 +45,17 @@ def sync_table(cls):
     for name, member, pattern, methods in _routing.class_routes(cls):
         table.add(pattern, methods, (name, member, pattern.text))
     return table if len(table) else None
+
+
+def over_broker_limit(client, pool):
+    """True when `client`'s head declares a body larger than the broker of
+    `pool` (a remote pool) carries: it would be answered 413 once read."""
+    if pool is None or pool.remote is None:
+        return False
+    try:
+        return int(client.headers.get('content-length', 0)) > BODY_LIMIT
+    except ValueError:
+        return False
 
 
 # why admission refuses a request (the metrics' rejected_total reasons)
@@ -112,7 +124,8 @@ class Intake:
         """`client`'s request asks for 100 Continue and its body has not
         come: answer it now when the body could not change its answer
         (the shutdown's 503; 404 or 405: no route serves it; the 503 its
-        pool's admission gives now), so that no body is sent for nothing;
+        pool's admission gives now; the 413 of a body larger than a remote
+        pool's broker takes), so that no body is sent for nothing;
         True when it was answered. Sync routes, static files, the
         dispatcher's own paths and the check hooks see the whole request,
         as always."""
@@ -138,10 +151,14 @@ class Intake:
                 return False
         pool = core.find_pool(path)
         refused = None if pool is None else self.refusal(pool)
-        if pool is not None and refused is None:
+        too_large = refused is None and over_broker_limit(client, pool)
+        if pool is not None and refused is None and not too_large:
             return False
         with probe_status(client) as probe:
-            if refused is None:
+            if too_large:
+                status = 413
+                client.respond({'error': 'Payload Too Large'}, status=413)
+            elif refused is None:
                 status = self.not_found(client, allowed)
             else:
                 status = 503
