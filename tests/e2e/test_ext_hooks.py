@@ -884,8 +884,12 @@ class ReturningApp(_workers.Dispatcher):
         return None
 
     def do_check_sync(self, client):
-        if client.headers.get('x-api-key') is None:
+        key = client.headers.get('x-api-key')
+        if key is None:
             return {'error': 'unauthorized'}, 401, {'WWW-Authenticate': 'Key'}
+        if key == 'odd':
+            return 'no'
+        return None
 
     @_workers.sync('/status')
     def status(self, client, path_params):
@@ -907,3 +911,6 @@ def test_a_refusal_returned_by_the_dispatchers_do_check_is_never_ignored():
         assert sync.status == 401 and sync.headers['www-authenticate'] == 'Key'
         assert server.get('/status', headers={'x-api-key': 'k'}).json() == {
             'status': 'ok'}
+        # the mistake is named after the hook that made it
+        assert server.get('/status', headers={'x-api-key': 'odd'}).status == 500
+        wait_logged(server, 'do_check_sync() must return None or (data, status)')

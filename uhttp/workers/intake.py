@@ -234,7 +234,7 @@ class Intake:
                     f"{name}() must return None or (data, status), not a "
                     "Response")
             data, status, headers = _msg.split_result(
-                _msg.checked_refusal(result))
+                _msg.checked_refusal(result, name))
             client.respond(data, status=status, headers=headers)
         except Exception as err:  # pylint: disable=broad-except
             self.log.error("%s() for %s %s: %s", name, client.method,

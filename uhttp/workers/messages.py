@@ -112,15 +112,16 @@ def check_status(status):
     return status
 
 
-def checked_refusal(result):
-    """do_check()'s result other than None: a Response, or a (data, status
-    [, headers]) tuple with a valid status; ResponseError otherwise."""
+def checked_refusal(result, name='do_check'):
+    """A check hook's (`name`'s) result other than None: a Response, or a
+    (data, status [, headers]) tuple with a valid status; ResponseError
+    otherwise."""
     if isinstance(result, Response) or (
             type(result) is tuple and 2 <= len(result) <= 3
             and check_status(result[1])):
         return result
     raise ResponseError(
-        f"do_check() must return None or (data, status), not {result!r}")
+        f"{name}() must return None or (data, status), not {result!r}")
 
 
 def _check_token(value, what):
