@@ -51,10 +51,13 @@ class StaticApp(StatusDispatcher):
 if __name__ == '__main__':
     www = os.environ['STATIC_WWW']
     deep = os.environ['STATIC_DEEP']
+    # the shorter prefix is listed first on purpose
+    routes = {'/static/': www, '/files/': www, '/static/deep/': deep}
+    if os.environ.get('STATIC_SITE'):  # a site served from '/'
+        routes = {'/': os.environ['STATIC_SITE']}
     StaticApp(
         port=0, address='127.0.0.1',
-        # the shorter prefix is listed first on purpose
-        static_routes={'/static/': www, '/files/': www, '/static/deep/': deep},
+        static_routes=routes,
         pools=[_workers.WorkerPool(EchoWorker, num_workers=1,
                                    routes=['/static/**'])],
     ).run()

@@ -193,6 +193,30 @@ def test_directory_without_trailing_slash_is_redirected(server, target,
     assert server.get('/static/sub/index.html').body == b'<p>sub index</p>'
 
 
+@pytest.fixture(scope='module')
+def site(tree):
+    app = harness.AppServer('static_app', env={
+        'STATIC_WWW': tree['www'], 'STATIC_DEEP': tree['deep'],
+        'STATIC_SITE': tree['www']})
+    app.start()
+    yield app
+    app.cleanup()
+
+
+@pytest.mark.parametrize('target, location', [
+    (b'//sub', '/sub/'),
+    (b'///sub?page=2', '/sub/?page=2'),
+    (b'http://evil.example/sub', '/sub/'),
+    (b'/sub', '/sub/'),
+])
+def test_directory_redirect_stays_on_this_server(site, target, location):
+    # '//sub/' in a Location is a browser's http://sub/: a link to
+    # http://site//sub would send its reader to another host
+    reply = raw_request(site, target)
+    assert reply.status == 301, reply
+    assert reply.headers['location'] == location
+
+
 def test_symlink_inside_root_is_served(server):
     assert server.get('/files/link_in.txt').body == b'hello static\n'
     assert server.get('/files/link_in_dir/other.txt').body == b'sub other'

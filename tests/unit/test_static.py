@@ -378,6 +378,11 @@ class TestNotModified:
     ('/sub/', '/www/sub/index.html', '/static/sub/', None),
     ('/sub/index.html', '/www/sub/index.html', '/static/sub/index.html', None),
     ('/a.txt', '/www/a.txt', '/static/a.txt', None),
+    # never another host: '//sub/' is a browser's http://sub/
+    ('//sub', '/www/sub/index.html', '//sub', '/sub/'),
+    ('///sub', '/www/sub/index.html', '///sub?a=1', '/sub/?a=1'),
+    ('/sub', '/www/sub/index.html', 'http://evil.example/sub', '/sub/'),
+    ('', '/www/index.html', 'http://evil.example', '/'),
 ])
 def test_a_directory_named_without_its_slash_is_sent_to_it(rest, real, target,
                                                            expected):

@@ -155,13 +155,19 @@ class StaticMount:
 def directory_location(rest, real, target):
     """Where to send a request that names a directory without its
     trailing slash (its index's relative links would resolve one level
-    up): `target` (the request target as sent) with the slash added
-    before its query; None when `rest` does not name one that way."""
+    up): the path of `target` (the request target as sent) with the
+    slash added before its query; None when `rest` does not name one that
+    way. The location is always a path on this server: an absolute-form
+    target loses its scheme and host, and leading slashes are one, since a
+    browser reads '//name/' (or '///name/') as another host's URL."""
     if rest.endswith('/') or _os.path.basename(real) != INDEX_FILE or (
             rest.rsplit('/', 1)[-1] == INDEX_FILE):
         return None
     path, sep, query = target.partition('?')
-    return f'{path}/{sep}{query}'
+    if not path.startswith('/'):  # 'http://host/docs'
+        path = path.partition('://')[2].partition('/')[2]
+    path = '/' + path.lstrip('/')
+    return f"{path.rstrip('/')}/{sep}{query}"
 
 
 def etag(info):
