@@ -832,6 +832,42 @@ def test_a_second_respond_in_sync_code_is_refused_not_sent(tmp_path):
                     'with client.respond(', deadline=deadline)
 
 
+class TwiceStatusApp(_workers.Dispatcher):
+    @_workers.sync('/twice')
+    def twice(self, client, path_params):
+        client.respond('one')
+        client.respond({'error': 'second'}, status=404)   # refused
+
+    def do_check_sync(self, client):
+        if client.path == '/checked':
+            client.respond({'error': 'no'}, status=401)
+            client.respond({'error': 'again'}, status=402)   # refused
+            raise _workers.RejectRequest()
+
+    @_workers.sync('/checked')
+    def checked(self, client, path_params):
+        client.respond('never')
+
+
+def test_a_refused_second_respond_is_not_what_the_access_log_says():
+    # the access log and the counts took the status of the refused
+    # respond() (404, 402) for the answer, which was the first one
+    with TestServer(TwiceStatusApp, [],
+                    access_log='{path} {status} {bytes}') as server:
+        reply = server.get('/twice')
+        assert (reply.status, reply.content) == (200, b'one')
+        assert server.get('/checked').status == 401
+        deadline = time.monotonic() + 10
+        while True:
+            lines = [record.message for record in server.logs
+                     if record.name == 'access']
+            if len(lines) >= 2:
+                break
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.02)
+        assert lines == ['/twice 200 3', '/checked 401 15'], lines
+
+
 class RefusingWorker(_workers.Worker):
     def do_check(self, request):
         if request.path == '/api/denied':

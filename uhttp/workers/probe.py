@@ -6,6 +6,7 @@ answers, for the counts and the access log.
 # -- the status of answers made by user code in the dispatcher ------------------------
 
 _PROBES = {}
+_NOTES = ('_uhttp_status', '_uhttp_size')
 
 
 def _probe_class(cls):
@@ -17,34 +18,48 @@ def _probe_class(cls):
         return probe
 
     class StatusProbe(cls):
-        def respond(self, data=None, status=200, *args, **kwargs):
+        def _noted(self, status, size, call, *args, **kwargs):
+            # noted before the call, so that an answer it makes of its own
+            # (respond_file()'s 404) wins; put back when it raises, since a
+            # call refused (a second respond(), a bad header) sent nothing
+            noted = {name: self.__dict__[name] for name in _NOTES
+                     if name in self.__dict__}
             self._uhttp_status = status
-            return super().respond(data, status, *args, **kwargs)
+            if size is not None:
+                self._uhttp_size = 0 if self.method == 'HEAD' else size
+            try:
+                return call(*args, **kwargs)
+            except BaseException:
+                for name in _NOTES:
+                    self.__dict__.pop(name, None)
+                self.__dict__.update(noted)
+                raise
+
+        def respond(self, data=None, status=200, *args, **kwargs):
+            return self._noted(status, None, super().respond, data, status,
+                               *args, **kwargs)
 
         def respond_file(self, *args, **kwargs):
-            self._uhttp_status = 200
-            return super().respond_file(*args, **kwargs)
+            return self._noted(200, None, super().respond_file, *args,
+                               **kwargs)
 
         def response_stream(self, *args, **kwargs):
-            self._uhttp_status = 200
-            return super().response_stream(*args, **kwargs)
+            return self._noted(200, None, super().response_stream, *args,
+                               **kwargs)
 
         def start_stream(self, status, *args, **kwargs):
-            self._uhttp_status = status
-            return super().start_stream(status, *args, **kwargs)
+            return self._noted(status, None, super().start_stream, status,
+                               *args, **kwargs)
 
         def send_response(self, status, headers, body, *args, **kwargs):
-            self._uhttp_status = status
-            self._uhttp_size = 0 if self.method == 'HEAD' else len(body)
-            return super().send_response(status, headers, body, *args,
-                                         **kwargs)
+            return self._noted(status, len(body), super().send_response,
+                               status, headers, body, *args, **kwargs)
 
         def send_file(self, status, headers, cookies, fd, offset, length,
                       *args, **kwargs):
-            self._uhttp_status = status
-            self._uhttp_size = 0 if self.method == 'HEAD' else length
-            return super().send_file(status, headers, cookies, fd, offset,
-                                     length, *args, **kwargs)
+            return self._noted(status, length, super().send_file, status,
+                               headers, cookies, fd, offset, length, *args,
+                               **kwargs)
 
         def _prepare_response(self, headers=None, is_streaming=False):
             headers = super()._prepare_response(headers, is_streaming)
