@@ -3,8 +3,9 @@
 Well-formed chunked bodies reach the handler whole (chunk extensions and
 trailers allowed, in pieces as slow as a client likes, pipelined requests
 after them kept); malformed framing is a 400, a body over the limit a 413,
-Transfer-Encoding together with Content-Length (request smuggling) a 400
-and other transfer codings a 501. The server keeps serving after each.
+trailers over the header limit a 431, Transfer-Encoding together with
+Content-Length (request smuggling) a 400 and other transfer codings a
+501. The server keeps serving after each.
 """
 
 import json
@@ -81,6 +82,17 @@ def test_pipelined_request_after_a_chunked_body(server):
 def test_malformed_chunked_framing_is_a_400(server, body):
     final, = answers(server, HEAD + b'\r\n' + body)
     assert final.status == 400
+    probe(server)
+
+
+def test_trailers_beyond_the_header_limit_are_a_431(server):
+    # trailers are a header section: without a limit of their own a client
+    # could keep the dispatcher parsing them until request_timeout
+    trailer = b'X-Pad: ' + b'v' * 1000 + b'\r\n'
+    body = b'2\r\n[]\r\n0\r\n' + trailer * 40 + b'\r\n'
+    final, = answers(server, HEAD + b'\r\n' + body)
+    assert final.status == 431
+    assert b'Trailers too large' in final.body
     probe(server)
 
 

@@ -129,7 +129,8 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile, 
             return  # answered from its head: the body is not wanted
         if framing == _parse.CHUNKED:
             self._content_length = False
-            self._chunks = _parse.ChunkedBody(self._max_content_length)
+            self._chunks = _parse.ChunkedBody(
+                self._max_content_length, self._max_headers_length)
             self._read_chunks()
             return
         length = self._content_length = head.content_length

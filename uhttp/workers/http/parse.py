@@ -275,14 +275,18 @@ class ChunkedBody:
 
     `feed(buffer)` consumes what it can and returns how many bytes it used;
     `done` tells when the last chunk and the trailers are in. Malformed
-    framing is a 400, a body above `limit` bytes a 413.
+    framing is a 400, a body above `limit` bytes a 413, trailers above
+    `trailer_limit` bytes (the head's limit: they are a header section) a
+    431.
     """
 
     _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
     MAX_LINE = 4096
 
-    def __init__(self, limit):
+    def __init__(self, limit, trailer_limit=None):
         self._limit = limit
+        self._trailer_limit = trailer_limit
+        self._trailer_size = 0
         self._parts = []
         self._held = 0
         self._size = 0
@@ -346,6 +350,12 @@ class ChunkedBody:
             self.done = True
         elif not _HEADER_LINE.match(line):
             raise ProtocolError(400, "Chunked body: malformed trailer")
+        else:
+            self._trailer_size += len(line) + 2
+            limit = self._trailer_limit
+            if limit is not None and self._trailer_size > limit:
+                raise ProtocolError(
+                    431, f"Trailers too large: over {limit} bytes")
 
     def _start_chunk(self, line):
         found = _CHUNK_SIZE.match(line)
