@@ -574,6 +574,20 @@ def test_expect_100_continue_over_limit(server):
     probe(server)
 
 
+def test_content_length_of_thousands_of_digits(server):
+    # int() refuses 4300 digits and more: that must not be a failed
+    # connection in the log, but the body limit the number is far beyond,
+    # or (leading zeros) the length it says
+    for digits, status in ((b'9' * 5000, 413), (b'0' * 5000 + b'5', 200)):
+        data = (b'POST /api/echo HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                b'Connection: close\r\n'
+                b'Content-Length: ' + digits + b'\r\n\r\nhello')
+        outcome = exchange(server.port, data, timeout=8)
+        assert [final.status for final in outcome.finals] == [status], outcome
+    probe(server)
+    assert 'failed: ValueError' not in server.log()
+
+
 def test_alive_after_all(server):
     probe(server)
     status = server.get('/_status').json

@@ -17,6 +17,8 @@ METHODS = frozenset((
     'TRACE'))
 PROTOCOLS = frozenset(('HTTP/1.0', 'HTTP/1.1'))
 
+MAX_LENGTH_DIGITS = 100  # a longer Content-Length is over any body limit
+
 # how a request body is framed (RequestHead.framing)
 NO_BODY = 'none'
 LENGTH = 'length'
@@ -261,7 +263,10 @@ def body_framing(protocol, headers):
         return NO_BODY, None, False
     if not length.isdigit():
         raise ProtocolError(400, f"Wrong content length {length}")
-    length = int(length)
+    digits = length.lstrip('0')  # (int() refuses 4300 digits and more)
+    if len(digits) > MAX_LENGTH_DIGITS:
+        raise ProtocolError(413, f"Content-Length of {len(digits)} digits")
+    length = int(digits or '0')
     return LENGTH, length, bool(length) and protocol != 'HTTP/1.0' and (
         _asks_continue(headers))  # (RFC 9110 10.1.1: 1.0 ignores it)
 
