@@ -167,3 +167,21 @@ def test_nothing_outside_the_root_is_served(server, tree, method):
     assert not failures, f"{len(failures)} of {len(paths)}: {failures[:20]}"
     probe(server)
     assert 'static file' not in server.log()
+
+
+@pytest.mark.parametrize('header, status, body', [
+    ('Range: bytes=' + '9' * 5000 + '-', 416, b''),
+    ('Range: bytes=0-' + '9' * 5000, 206, PUBLIC),
+    ('Range: bytes=-' + '9' * 5000, 206, PUBLIC),
+    ('Range: bytes=' + '0' * 5000 + '1-1', 206, PUBLIC[1:2]),
+    ('If-Modified-Since: Thu, 03 Dec 99999999999 09:54:00 GMT', 200, PUBLIC),
+])
+def test_absurd_numbers_in_conditional_headers(server, header, status, body):
+    # numbers int() refuses (4300 digits and more) or that overflow a C
+    # long are read as far past the end, or as no date: never a 500
+    data = (f'GET /static/a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\n'
+            'Connection: close\r\n\r\n').encode('latin-1')
+    outcome = exchange(server.port, data, timeout=10)
+    assert outcome.rest == b'' and len(outcome.finals) == 1, outcome
+    assert (outcome.finals[0].status, outcome.finals[0].body) == (status, body)
+    assert 'static file' not in server.log()

@@ -80,6 +80,17 @@ def content_disposition(download_name):
     return value
 
 
+_FAR = 10 ** 18   # a byte position of more digits is past any file's end
+
+
+def _position(digits):
+    """A Range header's byte position; a number of more than 18 digits
+    (which int() may refuse: 4300 and more) is past the end of any file,
+    and so is _FAR."""
+    digits = digits.lstrip('0')
+    return int(digits or '0') if len(digits) <= 18 else _FAR
+
+
 def parse_range(header, size):
     """The byte range a Range header asks of a `size`-byte file.
 
@@ -101,13 +112,13 @@ def parse_range(header, size):
             last and not last.isdigit()) or not (first or last):
         return None
     if not first:  # a suffix: the last N bytes
-        count = int(last)
+        count = _position(last)
         if count == 0 or size == 0:
             return UNSATISFIABLE
         return max(0, size - count), size - 1
-    start = int(first)
-    end = size - 1 if not last else min(int(last), size - 1)
-    if last and int(last) < start:
+    start = _position(first)
+    end = size - 1 if not last else min(_position(last), size - 1)
+    if last and _position(last) < start:
         return None  # invalid: ignored
     if start >= size:
         return UNSATISFIABLE

@@ -209,6 +209,6 @@ def http_time(text):
         return None
     try:
         when = _email_utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None  # (OverflowError: a year too large for a C long)
     return None if when is None else when.timestamp()
