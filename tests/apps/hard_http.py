@@ -35,6 +35,10 @@ class EchoWorker(_workers.Worker):
         return {'path': request.path, 'rest': request.path_params['rest'],
                 'query': request.query}
 
+    @_workers.api('/api/ratio/{x:float}', 'GET')
+    def ratio(self, request):
+        return {'x': request.path_params['x']}
+
     @_workers.api('/api/probe', 'GET')
     def probe(self, request):
         return {'ok': True, 'worker': self.worker_id}

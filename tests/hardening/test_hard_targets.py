@@ -77,6 +77,14 @@ def test_path_is_percent_decoded_once(server, target, rest):
     assert json.loads(reply.body)['rest'] == rest
 
 
+def test_a_float_parameter_too_long_for_a_float_does_not_match(server):
+    # 400 digits make float() infinite: a handler must never get inf (nor
+    # the client the invalid JSON 'Infinity' of an echo)
+    assert json.loads(one(server, 'GET', '/api/ratio/-2.5').body) == {'x': -2.5}
+    for text in ('9' * 400, '-' + '9' * 400 + '.5'):
+        assert one(server, 'GET', '/api/ratio/' + text).status == 404
+
+
 def test_plus_in_query_is_a_space(server):
     reply = one(server, 'GET', '/api/path/x?q=a+b')
     assert json.loads(reply.body)['query'] == {'q': 'a b'}

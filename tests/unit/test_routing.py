@@ -84,7 +84,8 @@ class TestPatternParams:
         assert result == {'amount': value}
         assert type(result['amount']) is float
 
-    @pytest.mark.parametrize('text', ['abc', '1.2.3', '', 'nan', 'inf', '1,5'])
+    @pytest.mark.parametrize('text', ['abc', '1.2.3', '', 'nan', 'inf', '1,5',
+                                      '9' * 400, '-' + '9' * 400 + '.5'])
     def test_float_rejects(self, text):
         assert Pattern('/price/{amount:float}').match('/price/' + text) is None
 

@@ -5,6 +5,7 @@ workers and sync handlers use `RouteTable` to pick a handler.
 """
 
 import inspect as _inspect
+import math as _math
 import re as _re
 import weakref as _weakref
 
@@ -12,11 +13,21 @@ METHODS = frozenset((
     'GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE',
     'CONNECT'))
 
+
+def _finite_float(text):
+    """float(text), refusing (ValueError) a number of so many digits that
+    it is infinite."""
+    value = float(text)
+    if _math.isinf(value):
+        raise ValueError(f"{text[:40]}...: beyond a float")
+    return value
+
+
 # converter name -> (regex for one match, function turning the text into a value)
 CONVERTERS = {
     'str': (r'[^/]+', str),
     'int': (r'-?[0-9]+', int),
-    'float': (r'-?[0-9]+(?:\.[0-9]+)?', float),
+    'float': (r'-?[0-9]+(?:\.[0-9]+)?', _finite_float),
     'path': (r'.+', str),
 }
 
