@@ -270,6 +270,25 @@ def test_invalid_utf8_closes_1007(served):
         sock.close()
 
 
+@pytest.mark.parametrize('offer', [
+    'client_max_window_bits=abc', 'server_max_window_bits=1.5',
+    'client_max_window_bits=' + '9' * 5000])
+def test_a_deflate_offer_with_a_bad_number_is_declined(served, offer):
+    # RFC 7692 7.1: the WebSocket is accepted without the extension (the
+    # number's int() failing was a 500 with an ERROR in the log)
+    server, _ = served
+    sock, head = handshake(server.port, extra=(
+        f'Sec-WebSocket-Extensions: permessage-deflate; {offer}\r\n'))
+    try:
+        assert head.startswith('HTTP/1.1 101'), head
+        assert 'sec-websocket-extensions' not in head.lower(), head
+        assert read_frame(sock)[0] == 1  # hello
+        sock.sendall(frame(1, b'plain'))
+        assert read_frame(sock) == (1, b'plain')
+    finally:
+        sock.close()
+
+
 def test_unmasked_client_frame_closes_1002(served):
     server, _ = served
     sock, head = handshake(server.port)

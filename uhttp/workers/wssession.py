@@ -113,8 +113,11 @@ def switching_head(request_headers, subprotocol, extra, extensions,
     offers = request_headers.get('sec-websocket-extensions')
     if offers and extensions:
         deflate = BoundedDeflate(max_message_size)
-        value = _extensions(
-            [part for part in offers.split(',') if part.strip()], [deflate])
+        try:
+            value = _extensions(
+                [part for part in offers.split(',') if part.strip()], [deflate])
+        except ValueError:  # a parameter that is no number ('bits=abc')
+            value = None    # RFC 7692 7.1: such an offer is declined
         if value is not None:
             lines.append('Sec-WebSocket-Extensions: ' + value.decode('ascii'))
             deflate.finalize(value.decode('ascii'))
