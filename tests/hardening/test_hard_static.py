@@ -5,7 +5,8 @@ directory whose name starts with the root's name); symlinks inside the root
 point out of it (to a file, to a directory, to /etc). Every encoding of
 '..' and '/' the test knows, absolute paths, backslashes and NULs are sent
 raw; the secret's content must never appear in any reply, and no hostile
-request may get a 200.
+request may get a 200. Absurd numbers in Range and If-Modified-Since are
+answered as HTTP says, never with a 500.
 """
 import os
 import shutil
