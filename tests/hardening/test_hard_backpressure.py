@@ -182,3 +182,40 @@ def test_a_request_whose_client_left_while_held_back_is_not_run(app_server):
     assert len(re.findall(r'"GET /api/slow" 200', log)) == 1, log[-3000:]
     assert server.get('/_status').json['pending'] == 0
     probe(server)
+
+
+def test_a_connection_refused_for_too_many_ends_cleanly(app_server):
+    """Past max_waiting_clients with no idle connection to evict, a new
+    connection is answered 503 and closed; its request, unread, must not
+    turn the close into a reset that loses the answer in the client's
+    buffer: the close lingers, as for the other refusals."""
+    server = app_server('hard_flood', env={'HARD_MAX_CLIENTS': '4'})
+    held = []
+    try:
+        for _ in range(4):  # heads begun, not idle: nothing to evict
+            sock = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+            sock.sendall(b'GET /api/n/1 HTTP/1.1\r\nHost: t\r\n')
+            held.append(sock)
+        time.sleep(0.3)
+        resets = []
+        for _ in range(20):
+            with socket.create_connection(('127.0.0.1', server.port),
+                                          timeout=10) as sock:
+                sock.sendall(request_bytes('GET', '/api/n/2') + b'x' * 65536)
+                data = b''
+                try:
+                    while True:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except ConnectionResetError:
+                    resets.append(data[:12])
+                assert data.startswith(b'HTTP/1.1 503 '), data[:200]
+        assert not resets, resets
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: server.get('/probe', timeout=10).status == 200, 10, 0.1,
+             'room again once the held connections closed')
+    probe(server)

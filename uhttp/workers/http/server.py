@@ -259,6 +259,7 @@ class Server(_server.HttpServer):
 
     def _refuse(self, connection):
         self.refused(connection, 503, _TOO_MANY)
+        connection.linger_on_close()  # its request, unread, must not reset it
         try:
             connection.respond(
                 data=_TOO_MANY, status=503,
