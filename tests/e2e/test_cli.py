@@ -493,6 +493,59 @@ def test_sighup_rereads_the_config_file(project):
         server.close()
 
 
+TWO_POOLS = textwrap.dedent('''
+    import uhttp.workers as _workers
+    from myapp import ItemWorker
+
+
+    class OtherWorker(_workers.Worker):
+        @_workers.api('/other', 'GET')
+        def other(self, request):
+            return {}
+
+
+    class App(_workers.Dispatcher):
+        @_workers.sync('/settings')
+        def settings(self, client, path_params):
+            client.respond({'log_level': self.log.level, **{
+                pool.name: pool.settings() for pool in self._pools}})
+
+
+    dispatcher = App(port=9, pools=[
+        _workers.WorkerPool(ItemWorker, routes=['/api/**']),
+        _workers.WorkerPool(OtherWorker, routes=['/other'])])
+''')
+
+
+def test_a_refused_reload_changes_no_pool_and_no_log_level(project):
+    # a mistake found in a later pool (stuck_timeout not above the
+    # heartbeat_interval) used to be found after the earlier pools and the
+    # log level had taken the new values, though the ERROR says the running
+    # configuration stays
+    (project / 'twopools.py').write_text(TWO_POOLS)
+    config = project / 'two.toml'
+    config.write_text('[pools.ItemWorker]\ntimeout = 30\n')
+    server = Running(project, 'twopools:dispatcher', '--config', str(config),
+                     '--host', '127.0.0.1', '--port', '0')
+    try:
+        before = server.get('/settings')[1]
+        config.write_text('[dispatcher]\nlog_level = "debug"\n'
+                          '[pools.ItemWorker]\ntimeout = 5\n'
+                          '[pools.OtherWorker]\nstuck_timeout = 0.5\n')
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while 'reload refused' not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        refusal = server.log().split('reload refused')[1]
+        assert '[pools.OtherWorker]' in refusal and 'stuck_timeout' in refusal
+        after = server.get('/settings')[1]
+        assert after == before
+        assert after['ItemWorker']['timeout'] == 30
+    finally:
+        server.close()
+
+
 def test_access_log_flag(project):
     server = Running(project, 'myapp:App', '--host', '127.0.0.1', '--port', '0',
                      '--access-log')

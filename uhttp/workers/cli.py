@@ -306,7 +306,8 @@ def main(argv=None):
 def reread(args, core):
     """On a reload: the config file read again; pool settings (sizes,
     timeouts, log levels) and the dispatcher's log level applied. A file
-    with problems raises ConfigError and changes nothing; a changed
+    with problems raises ConfigError and changes nothing (every pool's
+    settings are checked before any is applied); a changed
     dispatcher setting other than log_level waits for the next start."""
     loaded, problems = _configfile.load(args.config)
     flags, _ = command_line_overrides(args)
@@ -317,14 +318,20 @@ def reread(args, core):
         if name not in pools:
             problems.append(unknown_pool(loaded, name))
     for name, values in loaded.pools.items():
-        size = values.get('num_workers')
+        values = dict(values)
+        size = values.pop('num_workers', None)
+        where = loaded.pool_sources.get(name, name)
         if name in pools and size is not None and (
                 size != pools[name].num_workers):
             try:  # what resize() takes (0 only at start, for a broker's)
                 _configfile.POOL_SETTINGS['num_workers'](size)
             except (TypeError, ValueError) as err:
-                problems.append(f"{loaded.pool_sources.get(name, name)} "
-                                f"num_workers: {err}")
+                problems.append(f"{where} num_workers: {err}")
+        try:  # together, as configure() takes them (stuck > heartbeat)
+            if name in pools:
+                pools[name].check_settings(values)
+        except (TypeError, ValueError) as err:
+            problems.append(f"{where}: {err}")
     if problems:
         raise ConfigError(problems)
     given = core.settings.given

@@ -63,10 +63,9 @@ def _number(value, name, allow_none=False, minimum=0.0, strict=False,
         raise ValueError(f"WorkerPool {name} must be a number, not NaN")
     if finite and value in (float('inf'), float('-inf')):
         raise ValueError(f"WorkerPool {name} must be finite, got {value}")
-    if strict and value <= minimum:
-        raise ValueError(f"WorkerPool {name} must be > {minimum}, got {value}")
-    if not strict and value < minimum:
-        raise ValueError(f"WorkerPool {name} must be >= {minimum}, got {value}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"WorkerPool {name} must be {'>' if strict else '>='} "
+                         f"{minimum}, got {value}")
     return value
 
 
@@ -345,6 +344,16 @@ class WorkerPool:
     def configure(self, **settings):
         """Check and set pool settings (the constructor's keywords but
         worker_class, routes and the workers' kwargs); all or nothing."""
+        for name, value in self.check_settings(settings).items():
+            setattr(self, name, value)
+        policy = getattr(self, 'policy', None)
+        if policy is not None:
+            policy.max_restarts = self.max_restarts
+            policy.window = self.restart_window
+            policy.permanent_exitcode = self.permanent_failure_exitcode
+
+    def check_settings(self, settings):
+        """{name: checked value} of what configure() would set; sets nothing."""
         checked = {}
         for name, value in settings.items():
             check = SETTINGS.get(name)
@@ -363,13 +372,7 @@ class WorkerPool:
                 f"WorkerPool stuck_timeout ({stuck}) must be longer than "
                 f"heartbeat_interval ({beat}): a worker beats once per "
                 "interval, so it would be killed as stuck while idle")
-        for name, value in checked.items():
-            setattr(self, name, value)
-        policy = getattr(self, 'policy', None)
-        if policy is not None:
-            policy.max_restarts = self.max_restarts
-            policy.window = self.restart_window
-            policy.permanent_exitcode = self.permanent_failure_exitcode
+        return checked
 
     def settings(self):
         """The current value of every setting configure() takes."""
@@ -499,8 +502,7 @@ def broker_pool_count(value):
 
 MIN_HEARTBEAT = 0.01   # seconds: below, the loops would only beat
 
-# setting -> its check (returns the value, raises TypeError/ValueError
-# naming the setting)
+# setting -> its check: the value, or TypeError/ValueError naming the setting
 SETTINGS = {
     'num_workers': lambda v: _number(v, 'num_workers', minimum=1, integer=True),
     'timeout': lambda v: _number(v, 'timeout', strict=True),
@@ -509,8 +511,7 @@ SETTINGS = {
                                             minimum=MIN_HEARTBEAT,
                                             finite=True),
     'log_level': lambda v: _log.check_level(v, 'WorkerPool log_level'),
-    'max_restarts': lambda v: _number(v, 'max_restarts', minimum=1,
-                                      integer=True),
+    'max_restarts': lambda v: _number(v, 'max_restarts', minimum=1, integer=True),
     'restart_window': lambda v: _number(v, 'restart_window', strict=True),
     'queue_warning': lambda v: _number(v, 'queue_warning', integer=True),
     'worker_memory_limit_mb': lambda v: _number(
@@ -519,8 +520,7 @@ SETTINGS = {
     'recovery_interval': lambda v: _number(v, 'recovery_interval',
                                            allow_none=True, strict=True),
     'permanent_failure_exitcode': _exit_code,
-    'reload_batch': lambda v: _number(v, 'reload_batch', minimum=1,
-                                      integer=True),
+    'reload_batch': lambda v: _number(v, 'reload_batch', minimum=1, integer=True),
     'retire_timeout': lambda v: _number(v, 'retire_timeout', strict=True),
     'max_requests': lambda v: _number(v, 'max_requests', allow_none=True,
                                       minimum=1, integer=True),
