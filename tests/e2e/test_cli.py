@@ -546,6 +546,59 @@ def test_a_refused_reload_changes_no_pool_and_no_log_level(project):
         server.close()
 
 
+SLOW_SETUP = textwrap.dedent('''
+    import time
+    import uhttp.workers as _workers
+
+
+    class SlowWorker(_workers.Worker):
+        def setup(self):
+            for _ in range(15):
+                time.sleep(0.1)
+                self.keep_alive()
+
+        @_workers.api('/api/slow', 'GET')
+        def slow(self, request):
+            return {}
+
+
+    dispatcher = _workers.Dispatcher(port=9, pools=[
+        _workers.WorkerPool(SlowWorker, num_workers=2, routes=['/api/**'])])
+''')
+
+
+def test_a_reload_to_a_shorter_stuck_timeout_spares_the_old_workers(project):
+    # the workers still to be replaced beat at the old heartbeat_interval
+    # (1 s); judged by the new stuck_timeout (0.5 s) while a replacement
+    # starts, they were killed as stuck
+    (project / 'slowsetup.py').write_text(SLOW_SETUP)
+    config = project / 'slow.toml'
+    config.write_text('[pools.SlowWorker]\nnum_workers = 2\n')
+    server = Running(project, 'slowsetup:dispatcher', '--config', str(config),
+                     '--host', '127.0.0.1', '--port', '0')
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if server.get('/api/slow')[0] == 200:
+                    break
+            except (OSError, ValueError):
+                pass
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        config.write_text('[pools.SlowWorker]\nnum_workers = 2\n'
+                          'heartbeat_interval = 0.1\nstuck_timeout = 0.5\n')
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while 'reload finished' not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        assert 'stuck' not in server.log(), server.log()
+        assert server.get('/api/slow')[0] == 200
+    finally:
+        server.close()
+
+
 def test_access_log_flag(project):
     server = Running(project, 'myapp:App', '--host', '127.0.0.1', '--port', '0',
                      '--access-log')

@@ -121,6 +121,7 @@ class WorkerHandle:
         self.stop_deadline = None
         self.taken = 0           # requests it took to the end (answered, ...)
         self.recycle_at = None   # max_requests (+ jitter) for this process
+        self.beats = None        # (heartbeat_interval, stuck_timeout) at its start
         self.replace_failures = 0  # replacements in a row that never got ready
         self.replace_after = 0.0   # no new replacement before (monotonic)
         self.pid = None
@@ -524,8 +525,7 @@ SETTINGS = {
     'retire_timeout': lambda v: _number(v, 'retire_timeout', strict=True),
     'max_requests': lambda v: _number(v, 'max_requests', allow_none=True,
                                       minimum=1, integer=True),
-    'max_requests_jitter': lambda v: _number(v, 'max_requests_jitter',
-                                             integer=True),
+    'max_requests_jitter': lambda v: _number(v, 'max_requests_jitter', integer=True),
     'max_worker_rss_mb': lambda v: _number(v, 'max_worker_rss_mb',
                                            allow_none=True, strict=True),
 }

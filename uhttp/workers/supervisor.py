@@ -65,6 +65,7 @@ class Supervisor:
                        pipes.recall_write, _monotonic(),
                        file_fd=pipes.file_parent)
         handle.recycle_at = self.core.retirements.recycle_limit(pool)
+        handle.beats = (pool.heartbeat_interval, pool.stuck_timeout)
         handle.on_event = self.core.relay.worker_event
         self.by_pid[pid] = handle
         self.loop.workers.register(handle.from_fd, EVENT_READ, handle)
@@ -290,6 +291,9 @@ class Supervisor:
 
     def is_stuck(self, handle, now):
         limit = handle.pool.stuck_timeout
+        beat, limit_at_start = handle.beats
+        if limit <= beat:  # a reload lowered it below what this process
+            limit = limit_at_start  # beats at: it keeps its own until replaced
         if now - handle.slot.read()[0] <= limit:
             return False
         if self.core.streamhold.holds(handle, now - limit):
