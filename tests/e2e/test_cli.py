@@ -216,6 +216,9 @@ def test_print_config_shows_the_effective_settings(project):
     assert 'keep_alive_max_requests' not in printed['dispatcher']
     assert '# keep_alive_max_requests is not set' in result.stdout
     assert str(1 << 62) not in result.stdout
+    # every HTTP option of the configuration reference, default or not
+    assert printed['dispatcher']['file_chunk_size'] == 4096
+    assert '# trusted_proxies is not set' in result.stdout
 
 
 def test_print_config_gives_every_setting_back_to_config(project):

@@ -29,6 +29,8 @@ HTTP_DEFAULTS = {
     'keep_alive_max_requests': UNLIMITED_REQUESTS,
     'request_timeout': 30,
     'send_timeout': 60,
+    'file_chunk_size': 4 * 1024,
+    'trusted_proxies': None,
     'spool_threshold': _spool.DEFAULT_THRESHOLD,
     'spool_dir': None,
 }
