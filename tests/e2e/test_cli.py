@@ -102,6 +102,17 @@ class Running:
     def log(self):
         return self.log_path.read_text(errors='replace')
 
+    def reload(self, config, text, logged, timeout=10):
+        """Write `text` to `config`, SIGHUP, and wait until the log says
+        `logged`; what the log says after it."""
+        config.write_text(text)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while logged not in self.log():
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.05)
+        return self.log().split(logged, 1)[1]
+
     def get(self, path):
         raw = exchange(self.port, f'GET {path} HTTP/1.1\r\nHost: x\r\n'
                        'Connection: close\r\n\r\n'.encode())
@@ -483,17 +494,23 @@ def test_sighup_rereads_the_config_file(project):
             time.sleep(0.05)
         assert server.get('/api/pid')[1]['kwargs'] == {'region': 'north'}
         # a file with mistakes is refused; the running configuration stays
-        config.write_text('[pools.ItemWorker]\nnum_workers = 0\n')
-        server.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while 'reload refused' not in server.log():
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.05)
-        assert 'num_workers' in server.log().split('reload refused')[1]
+        refusal = server.reload(config, '[pools.ItemWorker]\nnum_workers = 0\n',
+                                'reload refused')
+        assert 'num_workers' in refusal
         status, body = server.get('/status')
         assert len(body['pools'][0]['workers']) == 2
     finally:
         server.close()
+
+
+def app_with_config(project, module, source, text):
+    """(a Running server of `module`:dispatcher, written from `source`,
+    with a config file holding `text`; that file)."""
+    (project / f'{module}.py').write_text(source)
+    config = project / f'{module}.toml'
+    config.write_text(text)
+    return Running(project, f'{module}:dispatcher', '--config', str(config),
+                   '--host', '127.0.0.1', '--port', '0'), config
 
 
 TWO_POOLS = textwrap.dedent('''
@@ -525,22 +542,14 @@ def test_a_refused_reload_changes_no_pool_and_no_log_level(project):
     # heartbeat_interval) used to be found after the earlier pools and the
     # log level had taken the new values, though the ERROR says the running
     # configuration stays
-    (project / 'twopools.py').write_text(TWO_POOLS)
-    config = project / 'two.toml'
-    config.write_text('[pools.ItemWorker]\ntimeout = 30\n')
-    server = Running(project, 'twopools:dispatcher', '--config', str(config),
-                     '--host', '127.0.0.1', '--port', '0')
+    server, config = app_with_config(project, 'twopools', TWO_POOLS,
+                                     '[pools.ItemWorker]\ntimeout = 30\n')
     try:
         before = server.get('/settings')[1]
-        config.write_text('[dispatcher]\nlog_level = "debug"\n'
-                          '[pools.ItemWorker]\ntimeout = 5\n'
-                          '[pools.OtherWorker]\nstuck_timeout = 0.5\n')
-        server.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while 'reload refused' not in server.log():
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.05)
-        refusal = server.log().split('reload refused')[1]
+        refusal = server.reload(config, '[dispatcher]\nlog_level = "debug"\n'
+                                '[pools.ItemWorker]\ntimeout = 5\n'
+                                '[pools.OtherWorker]\nstuck_timeout = 0.5\n',
+                                'reload refused')
         assert '[pools.OtherWorker]' in refusal and 'stuck_timeout' in refusal
         after = server.get('/settings')[1]
         assert after == before
@@ -574,11 +583,8 @@ def test_a_reload_to_a_shorter_stuck_timeout_spares_the_old_workers(project):
     # the workers still to be replaced beat at the old heartbeat_interval
     # (1 s); judged by the new stuck_timeout (0.5 s) while a replacement
     # starts, they were killed as stuck
-    (project / 'slowsetup.py').write_text(SLOW_SETUP)
-    config = project / 'slow.toml'
-    config.write_text('[pools.SlowWorker]\nnum_workers = 2\n')
-    server = Running(project, 'slowsetup:dispatcher', '--config', str(config),
-                     '--host', '127.0.0.1', '--port', '0')
+    server, config = app_with_config(project, 'slowsetup', SLOW_SETUP,
+                                     '[pools.SlowWorker]\nnum_workers = 2\n')
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -589,13 +595,9 @@ def test_a_reload_to_a_shorter_stuck_timeout_spares_the_old_workers(project):
                 pass
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.05)
-        config.write_text('[pools.SlowWorker]\nnum_workers = 2\n'
-                          'heartbeat_interval = 0.1\nstuck_timeout = 0.5\n')
-        server.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while 'reload finished' not in server.log():
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.05)
+        server.reload(config, '[pools.SlowWorker]\nnum_workers = 2\n'
+                      'heartbeat_interval = 0.1\nstuck_timeout = 0.5\n',
+                      'reload finished', timeout=30)
         assert 'stuck' not in server.log(), server.log()
         assert server.get('/api/slow')[0] == 200
     finally:
