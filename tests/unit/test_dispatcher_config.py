@@ -267,6 +267,13 @@ class TestDefaults:
         assert options['keep_alive_max_requests'] > 100
         assert options['max_waiting_clients'] >= 50
 
+    def test_keep_alive_max_requests_none_is_the_unlimited_default(self):
+        default = workers.Dispatcher()._uhttp.settings.http_options
+        unlimited = workers.Dispatcher(
+            keep_alive_max_requests=None)._uhttp.settings.http_options
+        assert unlimited['keep_alive_max_requests'] == default[
+            'keep_alive_max_requests']
+
     def test_values_kept(self):
         dispatcher = workers.Dispatcher(port=9000, address='127.0.0.1',
                                         max_pending=5, shutdown_timeout=2.5)

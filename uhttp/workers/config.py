@@ -265,6 +265,8 @@ def http_settings(given, max_pending):
     options = dict(HTTP_DEFAULTS)
     options['max_waiting_clients'] = CONNECTIONS_PER_PENDING * max_pending
     options.update(given)
+    if options.get('keep_alive_max_requests', 0) is None:  # "unlimited"
+        options['keep_alive_max_requests'] = UNLIMITED_REQUESTS
     for name in _POSITIVE_INTS:
         if name in options:
             value = options[name]
