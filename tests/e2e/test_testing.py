@@ -31,6 +31,10 @@ class ItemWorker(_workers.Worker):
     def pid(self, request):
         return {'pid': os.getpid()}
 
+    @_workers.api('/api/ratio', 'GET')
+    def ratio(self, request):
+        return {'ratio': float('nan')}
+
     @_workers.api('/api/name', 'GET')
     def name(self, request):
         return {}, 200, {'X-Name': 'café', 'X-Raw': b'caf\xe9'}
@@ -231,3 +235,16 @@ def test_an_interrupted_stop_still_kills_every_process(monkeypatch):
         assert time.monotonic() < deadline, [p for p in pids if pid_alive(p)]
         time.sleep(0.05)
     client.join(10)
+
+
+def test_a_nan_answer_is_a_500_with_the_reason_not_invalid_json():
+    with TestServer(App, pools=pools(1)) as server:
+        reply = server.get('/api/ratio')
+        assert reply.status == 500 and reply.json() == {
+            'error': 'Internal Server Error'}
+        deadline = time.monotonic() + 5
+        while not any('not JSON compliant' in record.message
+                      for record in list(server.logs)):
+            assert time.monotonic() < deadline, server.logs
+            time.sleep(0.05)
+        assert server.get('/api/items').status == 200   # the worker goes on

@@ -233,6 +233,16 @@ class TestBodies:
         with pytest.raises(ResponseError):
             encode_body({'s': {1, 2}})
 
+    def test_nan_and_infinity_are_no_json(self):
+        # json.dumps would write NaN / Infinity: not JSON, which a client
+        # parsing application/json refuses
+        for value in (float('nan'), float('inf'), -float('inf')):
+            with pytest.raises(ResponseError, match='not JSON compliant'):
+                encode_body({'ratio': value})
+            with pytest.raises(ValueError):
+                format_event(data=[value])
+        assert encode_body({'ratio': 1.5})[0] == b'{"ratio": 1.5}'
+
     def test_circular(self):
         data = []
         data.append(data)

@@ -13,6 +13,8 @@ from .bodyview import BYTES_LIKE, RequestBody, as_body
 from .http import serialize as _serialize
 from .fileresponse import FileResponse
 
+to_json = _json.JSONEncoder(allow_nan=False).encode  # NaN, inf: no JSON
+
 # dispatcher -> worker
 M_REQUEST = 1       # (M_REQUEST, seq, request_id, method, path, query, headers,
 #                      body, parsed, remote_address, context)
@@ -169,11 +171,10 @@ def encode_body(data):
     if isinstance(data, str):
         return data.encode('utf-8'), BODY_TEXT, CONTENT_TYPE_TEXT
     try:
-        body = _json.dumps(data)
+        return to_json(data).encode('utf-8'), BODY_JSON, CONTENT_TYPE_JSON
     except (TypeError, ValueError, RecursionError) as err:
         raise ResponseError(
             f"result of type {type(data).__name__} cannot be sent: {err}") from err
-    return body.encode('utf-8'), BODY_JSON, CONTENT_TYPE_JSON
 
 
 def decode_body(body, kind):
@@ -202,7 +203,7 @@ def format_event(data=None, event=None, event_id=None, retry=None):
         if isinstance(data, (bytes, bytearray)):
             data = bytes(data).decode('utf-8')
         if not isinstance(data, str):
-            data = _json.dumps(data)
+            data = to_json(data)
         for line in data.replace('\r\n', '\n').replace('\r', '\n').split('\n'):
             lines.append(f'data: {line}')
     if not lines:
@@ -396,7 +397,7 @@ class Request(RequestBody):
         if self._state != self._STREAMING:
             return self._no_stream('send_ndjson')
         return self._worker.stream_data(
-            self, _json.dumps(obj).encode('utf-8') + b'\n')
+            self, to_json(obj).encode('utf-8') + b'\n')
 
     def response_stream_end(self):
         """End the stream and close the connection."""
@@ -469,8 +470,7 @@ def error_message(request_id, status, text=None):
                     500: 'Internal Server Error'}.get(status, 'Error')
     body = _json.dumps({'error': text}).encode()
     return (W_RESPONSE, request_id, status,
-            [('content-type', CONTENT_TYPE_JSON)], body, BODY_JSON,
-            None)
+            [('content-type', CONTENT_TYPE_JSON)], body, BODY_JSON, None)
 
 
 def split_result(result):
