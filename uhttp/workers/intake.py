@@ -50,12 +50,8 @@ def sync_table(cls):
 def over_broker_limit(client, pool):
     """True when `client`'s head declares a body larger than the broker of
     `pool` (a remote pool) carries: it would be answered 413 once read."""
-    if pool is None or pool.remote is None:
-        return False
-    try:
-        return int(client.headers.get('content-length', 0)) > BODY_LIMIT
-    except ValueError:
-        return False
+    return pool is not None and pool.remote is not None and (
+        client.content_length or 0) > BODY_LIMIT
 
 
 # why admission refuses a request (the metrics' rejected_total reasons)
