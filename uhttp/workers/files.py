@@ -117,9 +117,10 @@ def parse_range(header, size):
             return UNSATISFIABLE
         return max(0, size - count), size - 1
     start = _position(first)
-    end = size - 1 if not last else min(_position(last), size - 1)
-    if last and _position(last) < start:
+    final = _position(last) if last else None
+    if final is not None and final < start:
         return None  # invalid: ignored
+    end = size - 1 if final is None else min(final, size - 1)
     if start >= size:
         return UNSATISFIABLE
     return start, end
