@@ -47,8 +47,8 @@ def _refusal(err):
     return _server.HttpErrorWithResponse(err.status, err.message)
 
 
-class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile, SendsCanned,
-                 SpoolBody, BodyInto, CloseNotify, LingeringClose,
+class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
+                 SendsCanned, SpoolBody, BodyInto, CloseNotify, LingeringClose,
                  _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
