@@ -54,6 +54,9 @@ def over_broker_limit(client, pool):
         client.content_length or 0) > BODY_LIMIT
 
 
+# where a request goes (Intake.destination)
+SYNC, POOL, NOWHERE = 'sync', 'pool', 'nowhere'
+
 # why admission refuses a request (the metrics' rejected_total reasons)
 DEGRADED = 'degraded'
 NO_WORKER = 'no_worker'
@@ -98,23 +101,37 @@ class Intake:
         if self.static and (client.method == 'GET' or client.method == 'HEAD'):
             if self.serve_static(client):
                 return
-        allowed = None
-        if self.sync is not None:
-            route, params = self.sync.lookup(client.method, client.path)
-            if route is not None:
-                self.run_sync(client, route, params)
-                return
-            allowed = params
-        pool = self.core.find_pool(client.path)
-        if pool is None:
-            self.not_found(client, allowed)
-            return
+        kind, target, params = self.destination(client.method, client.path)
+        if kind is SYNC:
+            self.run_sync(client, target, params)
+        elif kind is NOWHERE:
+            self.not_found(client, target)
+        elif self.passes_checks(client):
+            self.admit(client, target)
+
+    def passes_checks(self, client):
+        """do_check (when it is replaced), then a WebSocket upgrade's own
+        checks; False when one refused (answered) the request."""
         if 'do_check' in self.hooks.replaced and not self.check(
                 client, 'do_check'):
-            return
-        if _wssession.is_upgrade(client) and self.core.ws.refuse(client):
-            return
-        self.admit(client, pool)
+            return False
+        return not (_wssession.is_upgrade(client) and
+                    self.core.ws.refuse(client))
+
+    def destination(self, method, path):
+        """Where a request goes once no static file answered it:
+        (SYNC, route, params), (POOL, pool, None), or (NOWHERE, the
+        methods the path is served under or None, None)."""
+        allowed = None
+        if self.sync is not None:
+            route, params = self.sync.lookup(method, path)
+            if route is not None:
+                return SYNC, route, params
+            allowed = params
+        pool = self.core.find_pool(path)
+        if pool is None:
+            return NOWHERE, allowed, None
+        return POOL, pool, None
 
     def answer_before_body(self, client):
         """`client`'s request asks for 100 Continue and its body has not
@@ -140,12 +157,10 @@ class Intake:
         if self.static and (method == 'GET' or method == 'HEAD') and (
                 self.mount_for(path)[0] is not None):
             return False
-        allowed = None
-        if self.sync is not None:
-            route, allowed = self.sync.lookup(method, path)
-            if route is not None:
-                return False
-        pool = core.find_pool(path)
+        kind, target, _ = self.destination(method, path)
+        if kind is SYNC:
+            return False
+        pool = target if kind is POOL else None
         refused = None if pool is None else self.refusal(pool)
         too_large = refused is None and over_broker_limit(client, pool)
         if pool is not None and refused is None and not too_large:
@@ -155,7 +170,7 @@ class Intake:
                 status = 413
                 client.respond({'error': 'Payload Too Large'}, status=413)
             elif refused is None:
-                status = self.not_found(client, allowed)
+                status = self.not_found(client, target)
             else:
                 status = 503
                 _replies.answer_error(client, 503, *refused[1:])

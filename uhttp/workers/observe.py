@@ -503,23 +503,20 @@ class Observer(_feed.DashboardFeed):
                                 mount.prefix, size=probe.size, method=method,
                                 path=path)
                     return
-        allowed = None
-        if intake.sync is not None:
-            route, params = intake.sync.lookup(method, path)
-            if route is not None:
-                with probe_status(client) as probe:
-                    intake.run_sync(client, route, params)
-                self.served(client, began, probe.status or 500, route[2],
-                            size=probe.size, method=method, path=path)
-                return
-            allowed = params
-        pool = intake.core.find_pool(path)
-        if pool is None:
+        kind, target, params = intake.destination(method, path)
+        if kind is _intake.SYNC:
             with probe_status(client) as probe:
-                status = intake.not_found(client, allowed)
+                intake.run_sync(client, target, params)
+            self.served(client, began, probe.status or 500, target[2],
+                        size=probe.size, method=method, path=path)
+            return
+        if kind is _intake.NOWHERE:
+            with probe_status(client) as probe:
+                status = intake.not_found(client, target)
             self.served(client, began, status, size=probe.size,
                         method=method, path=path)
             return
+        pool = target
         if intake.hooks.overridden('do_check'):
             with probe_status(client) as probe:
                 admitted = intake.check(client, 'do_check')
