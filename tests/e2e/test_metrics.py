@@ -324,6 +324,53 @@ def test_access_log_gives_the_size_of_every_body_it_knows(tmp_path):
 
 
 
+def test_access_log_gives_the_query_the_client_sent(tmp_path):
+    # the default line is the request as sent, query string included, as
+    # servers' common log formats have it; {path} alone stays the path
+    (tmp_path / 'hello.txt').write_bytes(b'hello\n')
+    with TestServer(App, [jobs_pool(num_workers=1)],
+                    static_routes={'/static/': str(tmp_path)},
+                    access_log=True) as server:
+        assert server.get('/api/item/7?page=2&q=caf%C3%A9').status == 200
+        assert server.get('/health?probe=1').status == 200
+        assert server.get('/static/hello.txt?v=3').status == 200
+        assert server.get('/nothing?x').status == 404
+        assert server.get('/api/item/7?', headers={'x-deny': '1'}
+                          ).status == 401
+        assert server.get('/api/item/8').status == 200
+        lines = wait_for(lambda: (lambda found: found if len(found) >= 6
+                                  else None)(
+            [record.message for record in list(server.logs)
+             if record.name == 'access']), what='six access lines')
+    assert '"GET /api/item/7?page=2&q=caf%C3%A9" 200 ' in lines[0], lines
+    assert '"GET /health?probe=1" 200 ' in lines[1], lines
+    assert '"GET /static/hello.txt?v=3" 200 ' in lines[2], lines
+    assert '"GET /nothing?x" 404 ' in lines[3], lines
+    assert '"GET /api/item/7?" 401 ' in lines[4], lines
+    assert '"GET /api/item/8" 200 ' in lines[5], lines
+
+
+def test_access_log_query_field_of_pooled_requests_on_one_connection():
+    # each pooled request keeps its own query, though the connection has
+    # gone on to the next request when the answer comes
+    with TestServer(App, [jobs_pool(num_workers=2)],
+                    access_log='{path} {query} {status}') as server:
+        with socket.create_connection(('127.0.0.1', server.port),
+                                      timeout=10) as sock:
+            sock.sendall(b'GET /api/slow?s=0.5 HTTP/1.1\r\nHost: h\r\n\r\n'
+                         b'GET /api/item/4?n=4 HTTP/1.1\r\nHost: h\r\n\r\n')
+            received = b''
+            while received.count(b'HTTP/1.1 200') < 2:
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
+        lines = wait_for(lambda: (lambda found: found if len(found) >= 2
+                                  else None)(
+            [record.message for record in list(server.logs)
+             if record.name == 'access']), what='two access lines')
+    assert sorted(lines) == ['/api/item/4 n=4 200', '/api/slow s=0.5 200']
+
+
 class Parked(workers.Worker):
     @workers.api('/api/parked', 'GET')
     def parked(self, request):

@@ -9,6 +9,7 @@ import re
 import time
 
 import uhttp.workers as workers
+from uhttp.workers import accesslog
 from uhttp.workers import feed
 from uhttp.workers import observe as ob
 from uhttp.workers import probe as probe_mod
@@ -48,7 +49,7 @@ class TestSettings:
         app, _ = dispatcher(access_log=True)
         observer = core_of(app).observe
         assert observer is not None and observer.collector is None
-        assert observer.access.template == ob.DEFAULT_ACCESS_FORMAT
+        assert observer.access.template == accesslog.DEFAULT_ACCESS_FORMAT
 
     @pytest.mark.parametrize('name', ['metrics_path', 'dashboard_path'])
     @pytest.mark.parametrize('value', ['metrics', '/a b', 3, '/x?y'])
@@ -91,51 +92,6 @@ class TestSettings:
         assert sorted(core_of(app).observe.endpoints) == [
             '/_dashboard', '/_dashboard/data', '/_dashboard/events',
             '/metrics']
-
-
-# -- the access log -------------------------------------------------------------------
-
-class TestAccessLog:
-    def test_default_line(self):
-        log = ob.AccessLog(ob.DEFAULT_ACCESS_FORMAT)
-        line = log.line('10.0.0.1', 'GET', '/api/item/3', 200, 17, 0.0012,
-                        'Jobs', 1, '/api/item/{id:int}', 5, when=0)
-        assert line.startswith('10.0.0.1 - - [')
-        assert line.endswith('] "GET /api/item/3" 200 17 1.200ms Jobs[1]')
-
-    def test_what_a_client_sends_cannot_forge_a_line(self):
-        log = ob.AccessLog(ob.DEFAULT_ACCESS_FORMAT)
-        forged = '/x" 200 1 0.1ms P[0]\r\n1.2.3.4 - - [now] "GET /admin'
-        line = log.line('10.0.0.1', 'GET', forged, 404, 22, 0.001, '', None,
-                        '', None, when=0)
-        assert '\r' not in line and '\n' not in line
-        assert len(re.findall(r'(?<!\\)"', line)) == 2   # its own quotes only
-        assert '\\x0d\\x0a' in line and '/x\\" 200' in line
-
-    def test_log_safe_keeps_text_and_escapes_controls(self):
-        assert ob.log_safe('/caf\u00e9/ok') == '/caf\u00e9/ok'
-        assert ob.log_safe('a\\b') == 'a\\\\b'
-        assert ob.log_safe('\x00\x1b\x7f') == '\\x00\\x1b\\x7f'
-        assert ob.log_safe('\u2028') == '\\u2028'
-
-    def test_unknowns_are_dashes(self):
-        log = ob.AccessLog('{remote} {bytes} {pool}[{slot}] {route} '
-                           '{request_id}')
-        assert log.line(None, 'GET', '/', 404, None, 0.0, '', None, '',
-                        None) == '- - -[-] - -'
-
-    def test_every_field(self):
-        template = ' '.join('{%s}' % name for name in ob.ACCESS_FIELDS)
-        log = ob.AccessLog(ob.check_access_format(template))
-        parts = log.line('1.2.3.4', 'POST', '/x', 201, 3, 0.5, 'P', 0, '/x',
-                         9, when=86400).split(' ')
-        assert parts[0] == '1.2.3.4' and parts[3:] == [
-            'POST', '/x', '201', '3', '0.500000', '500.000', 'P', '0', '/x',
-            '9']
-
-    def test_the_stamp_is_cached_per_second(self):
-        log = ob.AccessLog(ob.DEFAULT_ACCESS_FORMAT)
-        assert log.stamp(100.2) is log.stamp(100.9)
 
 
 # -- the collector ----------------------------------------------------------------------

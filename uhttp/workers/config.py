@@ -8,6 +8,7 @@ longest prefix first, the options for the HTTP layer).
 
 import ipaddress as _ipaddress
 
+from . import accesslog as _accesslog
 from . import http as _http
 from . import log as _log
 from . import observe as _observe
@@ -112,7 +113,7 @@ class DispatcherSettings:
         self.use_logging = check_flag(use_logging, 'use_logging')
         self.log_style = _log.check_format(log_format)
         self.access_log = check_access_log(access_log)
-        self.access_format = _observe.check_access_format(self.access_log)
+        self.access_format = _accesslog.check_access_format(self.access_log)
         self.metrics_path = _observe.check_path(metrics_path, 'metrics_path')
         self.dashboard_path = _observe.check_path(dashboard_path,
                                                   'dashboard_path')

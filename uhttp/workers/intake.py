@@ -377,8 +377,10 @@ class Intake:
         pending = self.core.pending.open(client, pool, self.core.now())
         pending.path = client.path
         observe = self.core.observe
-        if observe is not None and observe.forwarded:
-            pending.remote = client.client_ip
+        if observe is not None and observe.access is not None:
+            pending.query = observe.query
+            if observe.forwarded:
+                pending.remote = client.client_ip
         client.pending = pending
         if self.core.backpressure.may_have_waited() and client.has_left():
             client.close()  # ends it as disconnected (499): nobody waits

@@ -17,6 +17,7 @@ import os as _os
 import time as _time
 
 from . import heartbeat as _heartbeat
+from .accesslog import ACCESS_NAME, AccessLog, client_address, query_of
 from . import log as _log
 from . import metrics as _metrics
 from . import feed as _feed
@@ -38,12 +39,6 @@ SAMPLE_CAP = 20000    # durations kept per pool per second for percentiles
 LOG_RING = 50         # warnings and errors the dashboard shows
 DISCONNECTED = 499    # the status counted when the client left unanswered
 
-DEFAULT_ACCESS_FORMAT = ('{remote} - - [{time}] "{method} {path}" {status} '
-                         '{bytes} {duration_ms}ms {pool}[{slot}]')
-ACCESS_FIELDS = ('remote', 'time', 'method', 'path', 'status', 'bytes',
-                 'duration', 'duration_ms', 'pool', 'slot', 'route',
-                 'request_id')
-ACCESS_NAME = 'access'
 
 # rejected_total reasons
 MAX_PENDING, DEGRADED, NO_WORKER = (
@@ -76,32 +71,6 @@ def dashboard_paths(dashboard_path):
     return (dashboard_path, base + '/events', base + '/data')
 
 
-def client_address(client):
-    """The client's address as the access log gives it (X-Forwarded-For
-    from a trusted proxy while the request is there), None when it cannot
-    be told."""
-    try:
-        return client.client_ip
-    except Exception:  # pylint: disable=broad-except
-        return None
-
-
-def check_access_format(value):
-    """The access log format of Dispatcher(access_log=...), or None."""
-    if value is False:
-        return None
-    if value is True:
-        return DEFAULT_ACCESS_FORMAT
-    sample = {name: '-' for name in ACCESS_FIELDS}
-    try:
-        value.format(**sample)
-    except (KeyError, IndexError, ValueError, AttributeError) as err:
-        raise ValueError(
-            f"Dispatcher access_log format {value!r} does not format "
-            f"({err!r}); fields: {', '.join(ACCESS_FIELDS)}") from None
-    return value
-
-
 def proc_times(pid):
     """(cpu seconds, rss bytes) of process `pid` from /proc, or None."""
     try:
@@ -112,56 +81,6 @@ def proc_times(pid):
             int(fields[21]) * _PAGE)
     except (OSError, ValueError, IndexError):
         return None
-
-
-def log_safe(text):
-    """`text` from a client (path, method, address) made safe for a log
-    line: quotes and backslashes escaped, control characters as \\xHH, so
-    a request cannot forge a line or end the quoted field early."""
-    if text.isprintable() and '"' not in text and '\\' not in text:
-        return text
-    out = []
-    for char in text:
-        if char == '"' or char == '\\':
-            out.append('\\' + char)
-        elif char.isprintable():
-            out.append(char)
-        else:
-            code = ord(char)
-            out.append(f'\\x{code:02x}' if code < 0x100 else
-                       f'\\u{code:04x}' if code < 0x10000 else
-                       f'\\U{code:08x}')
-    return ''.join(out)
-
-
-class AccessLog:
-    """Formats one access log line per finished request."""
-
-    def __init__(self, template):
-        self.template = template
-        self._second = None
-        self._stamp = ''
-
-    def stamp(self, when):
-        second = int(when)
-        if second != self._second:
-            self._second = second
-            self._stamp = _time.strftime('%d/%b/%Y:%H:%M:%S %z',
-                                         _time.localtime(second))
-        return self._stamp
-
-    def line(self, remote, method, path, status, size, duration, pool, slot,
-             route, request_id, when=None):
-        return self.template.format(
-            remote=log_safe(remote) if remote else '-', time=self.stamp(
-                _time.time() if when is None else when),
-            method=log_safe(method) if method else '-',
-            path=log_safe(path) if path else '-', status=status,
-            bytes='-' if size is None else size,
-            duration=f'{duration:.6f}', duration_ms=f'{duration * 1000:.3f}',
-            pool=pool or '-', slot='-' if slot is None else slot,
-            route=route or '-', request_id='-' if request_id is None
-            else request_id)
 
 
 def histogram_cell():
@@ -184,6 +103,7 @@ class Observer(_feed.DashboardFeed):
         self.forwarded = self.access is not None and bool(
             core.settings.http_options.get('trusted_proxies'))
         self.remote = None      # that address, for the request on_request() routes
+        self.query = None       # and its query string, for the access log
         self.started = _time.time()
         self.requests = {}      # (pool, route, method, status) -> count
         self.durations = {}     # (pool, route) -> histogram cell
@@ -271,7 +191,7 @@ class Observer(_feed.DashboardFeed):
             self.access_line(pending.client, pending.method, pending.path,
                              status, pending.size, duration, pool,
                              None if handle is None else handle.index, route,
-                             pending.request_id, pending.remote)
+                             pending.request_id, pending.remote, pending.query)
 
     def route_of(self, pending, handle):
         """The route pattern a request no answer labelled would have taken,
@@ -327,7 +247,7 @@ class Observer(_feed.DashboardFeed):
         if self.access is not None:
             self.access_line(client, method, path or client.path, status,
                              size, duration, pool, None, route, None,
-                             self.remote)
+                             self.remote, self.query)
 
     def refused(self, client, began, pool, reason, status, method=None,
                 path=None, size=None):
@@ -343,6 +263,7 @@ class Observer(_feed.DashboardFeed):
     def answered_early(self, client, began, status, size, pool, reason):
         """A request answered from its head (intake.answer_before_body())."""
         self.remote = client_address(client) if self.forwarded else None
+        self.query = query_of(client)
         if reason is None:
             return self.served(client, began, status, size=size)
         return self.refused(client, began, pool, reason, status, size=size)
@@ -359,18 +280,20 @@ class Observer(_feed.DashboardFeed):
         self.count('', '', method, status, duration)
         if self.access is not None:
             self.access_line(client, method, client.path, status, size,
-                             duration, '', None, '', None)
+                             duration, '', None, '', None,
+                             query=query_of(client))
 
     def timed_out(self, pool):
         self.timeouts[pool.name] = self.timeouts.get(pool.name, 0) + 1
 
     def access_line(self, client, method, path, status, size, duration, pool,
-                    slot, route, request_id, remote=None):
+                    slot, route, request_id, remote=None, query=None):
         if remote is None:
             remote = client_address(client)
         try:
             text = self.access.line(remote, method, path, status, size,
-                                    duration, pool, slot, route, request_id)
+                                    duration, pool, slot, route, request_id,
+                                    query=query)
         except Exception as err:  # pylint: disable=broad-except
             text = f"access log format failed: {err!r}"
         self.core.log_record(ACCESS_NAME, _log.LOG_INFO, text)
@@ -482,6 +405,8 @@ class Observer(_feed.DashboardFeed):
         method = client.method
         if self.forwarded:
             self.remote = client_address(client)
+        if self.access is not None:
+            self.query = query_of(client)
         if intake.core.stopping:
             with probe_status(client) as probe:
                 refused = intake.refused_while_stopping(client)

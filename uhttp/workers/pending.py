@@ -44,7 +44,7 @@ class _PendingRequest:
     __slots__ = ('request_id', 'client', 'pool', 'worker', 'state',
                  'deadline', 'accepted', 'context', 'method', 'reason',
                  'path', 'route', 'started', 'status', 'size', 'head_at',
-                 'remote')
+                 'remote', 'query')
 
     def __init__(self, request_id, client, pool, now):
         self.request_id = request_id
@@ -67,6 +67,7 @@ class _PendingRequest:
         self.size = None
         self.head_at = None
         self.remote = None       # the client's address, behind trusted proxies
+        self.query = None        # the query string it was sent with
 
     @property
     def done(self):
