@@ -82,6 +82,65 @@ class TestWorkerClassCreation:
             class BadWorker(workers.Worker):  # noqa: F841
                 HANDLERS = [Handler(None)]
 
+    def test_two_handlers_on_one_route_are_refused(self):
+        # only the first in the table would ever run: a silent dead route
+        class Users(workers.ApiHandler):
+            PATTERN = '/api/user'
+
+            @workers.api('', 'GET')
+            def list_users(self, request):
+                return []
+
+        class People(workers.ApiHandler):
+            PATTERN = '/api'
+
+            @workers.api('/user', 'GET')
+            def people(self, request):
+                return []
+
+            @workers.api('/user', 'POST')
+            def add(self, request):
+                return {}
+
+        with pytest.raises(ValueError) as info:
+            class BadWorker(workers.Worker):  # noqa: F841
+                HANDLERS = [Users, People]
+        assert "'/api/user' (GET)" in str(info.value)
+        assert 'People.people' in str(info.value)
+        assert 'Users.list_users' in str(info.value)
+        with pytest.raises(ValueError) as info:
+            class OwnToo(workers.Worker):  # noqa: F841
+                HANDLERS = [Users]
+
+                @workers.api('/api/user', 'GET')
+                def users(self, request):
+                    return []
+        assert 'OwnToo.users' in str(info.value)
+
+        class Fine(workers.Worker):  # other methods, other prefixes
+            HANDLERS = [Users]
+
+            @workers.api('/api/user', 'POST')
+            def add(self, request):
+                return {}
+
+        class Admin(Users):
+            PATTERN = '/admin/user'
+
+        class AlsoFine(workers.Worker):
+            HANDLERS = [Users, Admin]
+
+        assert Fine and AlsoFine
+
+    def test_a_handler_listed_twice_is_refused(self):
+        class Handler(workers.ApiHandler):
+            PATTERN = '/h'
+
+        with pytest.raises(TypeError) as info:
+            class BadWorker(workers.Worker):  # noqa: F841
+                HANDLERS = [Handler, Handler]
+        assert 'Handler more than once' in str(info.value)
+
     def test_subclass_inherits_and_overrides_routes(self):
         class Base(workers.Worker):
             @workers.api('/a', 'GET')

@@ -419,6 +419,25 @@ def compile_routes(owner, routes, prefix=''):
     return compiled
 
 
+def check_distinct(owner, groups):
+    """`groups`: (label, compiled routes) in the order a worker's route
+    table takes them (its own, then each of its HANDLERS). Two of them on
+    the same pattern and method are a PatternError: only the first would
+    ever run."""
+    taken = {}
+    for index, (label, routes) in enumerate(groups):
+        for name, _, pattern, methods in routes:
+            for method in methods or ('*',):
+                first = taken.setdefault((pattern.text, method),
+                                         (index, f'{label}.{name}'))
+                if first[0] != index:
+                    raise PatternError(
+                        f"{owner}: route {pattern.text!r} "
+                        f"({'every method' if method == '*' else method}) "
+                        f"of {label}.{name} is {first[1]}'s too; only "
+                        f"{first[1]} would run")
+
+
 # compiled routes of each Worker, ApiHandler and Dispatcher class, kept
 # here rather than on the class, out of the user's namespace
 _COMPILED = _weakref.WeakKeyDictionary()

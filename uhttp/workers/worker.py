@@ -109,8 +109,15 @@ class Worker:
                 raise TypeError(
                     f"{cls.__name__}.HANDLERS: {handler!r} is not an "
                     "ApiHandler subclass")
-        _routing.set_class_routes(cls, _routing.compile_routes(
-            cls.__name__, _routing.declared_routes(cls)))
+            if list(handlers).count(handler) > 1:
+                raise TypeError(f"{cls.__name__}.HANDLERS lists "
+                                f"{handler.__name__} more than once")
+        own = _routing.compile_routes(cls.__name__,
+                                      _routing.declared_routes(cls))
+        _routing.check_distinct(cls.__name__, [(cls.__name__, own)] + [
+            (handler.__name__, _routing.class_routes(handler))
+            for handler in handlers])
+        _routing.set_class_routes(cls, own)
 
     def __init__(self, worker_id=0, pool_name=None, **kwargs):
         state = _WorkerState(self, worker_id, pool_name or type(self).__name__,
