@@ -80,6 +80,21 @@ class TestSettings:
             App(dashboard_path='/ops')
         App(dashboard_path='/other')   # elsewhere it is fine
 
+    def test_a_pools_exact_route_on_an_own_path(self):
+        # the dispatcher answers /metrics first: the pool's route is dead
+        pool = workers.WorkerPool(Jobs, routes=['/metrics', '/api/**'])
+        with pytest.raises(ValueError, match="metrics_path '/metrics' is "
+                           "also a route of pool 'Jobs'"):
+            workers.Dispatcher(pools=[pool], metrics_path='/metrics')
+        pool = workers.WorkerPool(Jobs, routes=['/ops/data'])
+        with pytest.raises(ValueError, match="route of pool 'Jobs'"):
+            workers.Dispatcher(pools=[pool], dashboard_path='/ops')
+        # a prefix that covers it, or the fallback pool, is no mistake
+        for routes in (['/**'], None):
+            pool = workers.WorkerPool(Jobs, routes=routes)
+            workers.Dispatcher(pools=[pool], metrics_path='/metrics',
+                               dashboard_path='/ops')
+
     def test_bad_access_format(self):
         with pytest.raises(ValueError, match='fields: remote'):
             workers.Dispatcher(access_log='{nope}')

@@ -79,8 +79,9 @@ class Intake:
 
     def check_own_paths(self, settings):
         """metrics_path and dashboard_path (its events and data too) answer
-        before any sync route: one on the same path would never run, so it
-        is a mistake."""
+        before any sync route or pool: a sync route or a pool's exact route
+        on the same path would never be reached, so it is a mistake (a
+        pool's prefix route that covers it is not)."""
         for key, path in settings.own_paths:
             target = self.sync.lookup('GET', path)[0] if (
                 self.sync is not None) else None
@@ -88,6 +89,12 @@ class Intake:
                 raise ValueError(
                     f"Dispatcher {key} {path!r} is also the path of the sync "
                     f"handler {target[0]}(); choose another path for one")
+            for pool in self.core.pools:
+                if path in (pool.routes or ()):
+                    raise ValueError(
+                        f"Dispatcher {key} {path!r} is also a route of pool "
+                        f"{pool.name!r}, which would never be asked for it; "
+                        "choose another path for one")
 
     # -- routing -------------------------------------------------------------
 
