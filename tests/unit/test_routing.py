@@ -167,6 +167,17 @@ class TestPatternErrors:
         assert text in str(info.value)
         assert 'id' in str(info.value)
 
+    @pytest.mark.parametrize('text', ['/files/**', '/files/*', '/**',
+                                      '/a/*/b'])
+    def test_a_star_segment_is_no_wildcard(self, text):
+        # written as in WorkerPool(routes=...), it would match only itself
+        with pytest.raises(ValueError) as info:
+            Pattern(text)
+        assert text in str(info.value) and '{rest:path}' in str(info.value)
+
+    def test_a_star_inside_a_segment_is_a_literal(self):
+        assert Pattern('/v1/a*b').match('/v1/a*b') == {}
+
     def test_must_start_with_slash(self):
         with pytest.raises(ValueError) as info:
             Pattern('api/x')

@@ -54,6 +54,11 @@ class Pattern:
                 f"{text!r}")
         if text and not text.startswith('/'):
             raise PatternError(f"route pattern {text!r} must start with '/'")
+        if any(part and part.strip('*') == '' for part in text.split('/')):
+            raise PatternError(
+                f"route pattern {text!r} is matched literally: '*' is no "
+                "wildcard here; '/files/{rest:path}' takes everything below "
+                "/files ('/**' prefixes are for WorkerPool(routes=...))")
         self.text = text
         regex = []
         converters = {}
