@@ -683,10 +683,14 @@ class AnsweringApp(_workers.Dispatcher):
     def control(self, client, path_params):
         client.respond({'ok': True}, headers={'X-Trace': 'a\x00b'})
 
+    @_workers.sync('/ratio')
+    def ratio(self, client, path_params):
+        client.respond({'ratio': float('nan'), 'max': float('inf')})
+
 
 def test_sync_answers_that_cannot_be_sent_are_500_and_logged():
     with TestServer(AnsweringApp, []) as server:
-        for path in ('/tags', '/weird', '/control'):
+        for path in ('/tags', '/weird', '/control', '/ratio'):
             assert server.get(path).status == 500, path
         reply = server.get('/bytes')
         assert reply.status == 200
@@ -694,7 +698,8 @@ def test_sync_answers_that_cannot_be_sent_are_500_and_logged():
         assert reply.headers['X-Links'] == 'a, b'
         deadline = time.monotonic() + 10
         for needle in ('cannot send data of type set', 'bad HTTP status 999',
-                       'contains a control character'):
+                       'contains a control character',
+                       'sync handler ratio for GET /ratio failed'):
             wait_logged(server, needle, deadline=deadline)
 
 

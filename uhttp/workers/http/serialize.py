@@ -9,6 +9,7 @@ bytes out.
 """
 
 import email.utils as _email_utils
+import json as _json
 import re as _re
 import time as _time
 
@@ -176,9 +177,24 @@ def check_cookies(cookies):
     return checked
 
 
+_JSON_KINDS = (dict, list, tuple, int, float)  # what respond() sends as JSON
+_to_json = _json.JSONEncoder(allow_nan=False).encode
+
+
 def respond_data(headers, data):
     """uhttp-server's encoding of respond()'s data, with TypeError (a bug
-    in the caller, a 500) instead of its 415 for a type it cannot send."""
+    in the caller, a 500) instead of its 415 for a type it cannot send,
+    and ValueError for NaN or infinity, which JSON has no word for (they
+    would go out as a body no JSON parser reads)."""
+    if isinstance(data, _JSON_KINDS):
+        try:
+            body = _to_json(data).encode('utf-8')
+        except ValueError as err:
+            raise ValueError(f"respond() cannot send {err}") from None
+        if _server.CONTENT_TYPE not in headers:
+            headers[_server.CONTENT_TYPE] = _server.CONTENT_TYPE_JSON
+        headers[_server.CONTENT_LENGTH] = len(body)
+        return body
     try:
         return _server.encode_response_data(headers, data)
     except _server.HttpErrorWithResponse:
