@@ -6,6 +6,7 @@ the pool timeout; on_disconnect() told to the owning worker only, and sends
 after a disconnect dropped quietly."""
 import http.client
 import json
+import os
 import re
 import socket
 import time
@@ -613,3 +614,105 @@ def test_websocket_accept_headers_cannot_replace_the_handshake():
         assert not [line for line in lines if line.startswith(
             (b'content-length', b'connection: close'))]
         assert 'x-user: snow \u2603'.encode() in lines
+
+
+# -- chunked streams: a stream cut short can be told from a whole one ----------
+
+class Exports(_workers.Worker):
+    @_workers.api('/export', 'GET')
+    def export(self, request):
+        chunked = request.query is None or 'plain' not in request.query
+        request.response_ndjson(headers={'Transfer-Encoding': 'chunked'}
+                                if chunked else None)
+        for index in range(3):
+            request.send_ndjson({'row': index})
+        if request.query and 'die' in request.query:
+            os._exit(1)                        # the worker dies mid-export
+        request.send_chunk(b'')                # nothing: no chunk, no end
+        request.send_chunk('tail\n')
+        request.response_stream_end()
+        return _workers.DEFERRED
+
+    @_workers.api('/events', 'GET')
+    def events(self, request):
+        request.response_stream(headers=[('transfer-encoding', 'Chunked')])
+        request.send_event(data={'n': 1}, event='tick')
+        request.response_stream_end()
+        return _workers.DEFERRED
+
+
+ROWS = b'{"row": 0}\n{"row": 1}\n{"row": 2}\n'
+
+
+def exchange(server, request):
+    """Everything the server sends back to `request` until it closes."""
+    with socket.create_connection(('127.0.0.1', server.port),
+                                  timeout=10) as sock:
+        sock.sendall(request)
+        return read_to_eof(sock, request)
+
+
+def unchunk(body):
+    """A chunked body decoded, and whether its last chunk came."""
+    decoded = b''
+    while body:
+        size_line, _, body = body.partition(b'\r\n')
+        size = int(size_line, 16)
+        if size == 0:
+            return decoded, body == b'\r\n'
+        assert body[size:size + 2] == b'\r\n', body
+        decoded += body[:size]
+        body = body[size + 2:]
+    return decoded, False
+
+
+def test_a_stream_that_asks_for_chunks_is_chunked_and_ends_whole():
+    pool = _workers.WorkerPool(Exports, num_workers=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        raw = exchange(server, b'GET /export HTTP/1.1\r\nHost: x\r\n\r\n')
+        head, _, body = raw.partition(b'\r\n\r\n')
+        assert b'\r\ntransfer-encoding: chunked\r\n' in head.lower(), head
+        assert b'content-length' not in head.lower()
+        assert unchunk(body) == (ROWS + b'tail\n', True)
+        # what HTTP clients read of it
+        conn = http.client.HTTPConnection('127.0.0.1', server.port,
+                                          timeout=10)
+        conn.request('GET', '/events')
+        reply = conn.getresponse()
+        assert reply.getheader('transfer-encoding') == 'chunked'
+        assert reply.read() == b'event: tick\ndata: {"n": 1}\n\n'
+        conn.close()
+
+
+def test_a_chunked_stream_whose_worker_dies_lacks_its_last_chunk():
+    pool = _workers.WorkerPool(Exports, num_workers=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        raw = exchange(server,
+                       b'GET /export?die=1 HTTP/1.1\r\nHost: x\r\n\r\n')
+        _, _, body = raw.partition(b'\r\n\r\n')
+        assert unchunk(body) == (ROWS, False)
+        conn = http.client.HTTPConnection('127.0.0.1', server.port,
+                                          timeout=10)
+        conn.request('GET', '/export?die=1')
+        reply = conn.getresponse()
+        try:
+            reply.read()
+        except http.client.IncompleteRead as err:
+            assert err.partial == ROWS
+        else:
+            raise AssertionError('a cut stream was read as a whole one')
+        finally:
+            conn.close()
+
+
+def test_streams_without_chunks_and_to_http_1_0_end_with_the_connection():
+    pool = _workers.WorkerPool(Exports, num_workers=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        for request in (b'GET /export?plain=1 HTTP/1.1\r\nHost: x\r\n\r\n',
+                        b'GET /export HTTP/1.0\r\n\r\n'):
+            raw = exchange(server, request)
+            head, _, body = raw.partition(b'\r\n\r\n')
+            assert b'transfer-encoding' not in head.lower(), head
+            assert body == ROWS + b'tail\n'
+        raw = exchange(server, b'HEAD /export HTTP/1.1\r\nHost: x\r\n\r\n')
+        assert raw.endswith(b'\r\n\r\n') and b'row' not in raw

@@ -329,6 +329,36 @@ def test_a_stream(pair):
                               b'connection: close\r\n\r\ndata: 1\n\n<EOF>')
 
 
+def test_a_stream_that_asks_for_chunks(pair):
+    # both ways a stream's bytes go out (stream_send for a local worker's,
+    # send_chunk for a remote one's) are framed; the end adds the last one
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    assert connection.start_stream(
+        200, [('Transfer-Encoding', 'chunked')], None)
+    connection.stream_send(b'data: 1\n\n')
+    connection.send_chunk('data: 22\n\n')
+    connection.send_chunk(b'')
+    connection.end_stream()
+    assert received(peer) == (b'HTTP/1.1 200 OK\r\n'
+                              b'content-type: text/event-stream\r\n'
+                              b'cache-control: no-cache\r\n'
+                              b'transfer-encoding: chunked\r\n'
+                              b'connection: close\r\n\r\n'
+                              b'9\r\ndata: 1\n\n\r\n'
+                              b'a\r\ndata: 22\n\n\r\n0\r\n\r\n<EOF>')
+
+
+def test_a_chunked_stream_cut_short_has_no_last_chunk(pair):
+    connection, peer = pair
+    feed(connection, peer, b'GET / HTTP/1.1\r\nHost: h\r\n\r\n')
+    assert connection.start_stream(
+        200, {'transfer-encoding': 'chunked'}.items(), None)
+    connection.stream_send(b'x')
+    connection.end_stream(whole=False)
+    assert received(peer).endswith(b'\r\n\r\n1\r\nx\r\n<EOF>')
+
+
 def test_an_exception_while_handling_is_a_400_and_a_log(server, pair):
     connection, peer = pair
 

@@ -66,7 +66,7 @@ def end_for(pending, status, data=None, headers=None):
         return
     client.pending = None
     if pending.streaming:
-        client.end_stream()
+        client.end_stream(whole=False)  # cut: no last chunk says it is whole
     elif client.is_open and not client.response_started:
         try:
             with probe_status(client) as probe:  # its size, for the log

@@ -480,14 +480,18 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
         self._update_interest()
 
     def start_stream(self, status, headers, cookies=None):
-        """Send the head of a streamed response (no Content-Length; the
-        stream ends when the connection closes). Header names are matched
-        without regard to case. Raises ValueError (nothing sent) for CR/LF."""
+        """Send the head of a streamed response (see stream_head(); its
+        headers may ask for chunks). Raises ValueError (nothing sent) for
+        CR/LF."""
         if self._socket is None:
             return False
         if self._response_started:
             raise _server.HttpError("Response already sent for this request")
-        data = _serialize.stream_head(status, headers, cookies)
+        chunked = self._protocol == 'HTTP/1.1' and not self._head and (
+            not _serialize.bodiless(status)) and _serialize.asks_chunked(
+                headers)
+        data = _serialize.stream_head(status, headers, cookies, chunked)
+        self._chunked = chunked
         self._response_started = True
         self.responses += 1
         self._is_streaming = True
@@ -499,8 +503,9 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
             return False
         return True
 
-    def end_stream(self):
-        """Finish a streamed response: close once buffered bytes are out."""
+    def end_stream(self, whole=True):
+        """Finish a streamed response: close once buffered bytes are out
+        (a chunked one that failed, not `whole`, without its last chunk)."""
         handler = self._taken
         if handler is not None:
             self._taken = None
@@ -510,6 +515,8 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
         self._response_keep_alive = False
         if self._socket is None:
             return
+        if whole:
+            self.end_chunks()
         if self.has_data_to_send:
             self._update_interest()  # closes in _finalize_sent_response
         else:

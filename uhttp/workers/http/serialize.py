@@ -345,9 +345,11 @@ def _remember_head(key):
     return known
 
 
-def stream_head(status, headers, cookies):
-    """The head of a streamed response: no Content-Length, the stream ends
-    when the connection closes. Content-Type defaults to
+def stream_head(status, headers, cookies, chunked=False):
+    """The head of a streamed response: no Content-Length; the stream ends
+    when the connection closes, and when `chunked` its body is framed in
+    chunks too (each says its size, a last, empty one that the stream is
+    whole). Content-Type defaults to
     text/event-stream and Cache-Control to no-cache (names matched
     without regard to case); the caller's Content-Length, Connection and
     Transfer-Encoding are dropped. Raises ValueError for CR/LF."""
@@ -366,8 +368,17 @@ def stream_head(status, headers, cookies):
         _cookie_lines(parts, cookies)
     if 'date' not in names:
         parts.append(date_line())
+    if chunked:
+        parts.append('transfer-encoding: chunked\r\n')
     parts.append(_CLOSE)
     return ''.join(parts).encode('utf-8', 'surrogateescape')
+
+
+def asks_chunked(headers):
+    """True when a stream's own headers ask for Transfer-Encoding:
+    chunked (the stream's head then says it itself, see stream_head())."""
+    return any(lower == 'transfer-encoding' and value.strip().lower() == (
+        'chunked') for _, lower, value in header_fields(headers))
 
 
 def _cookie_lines(parts, cookies):

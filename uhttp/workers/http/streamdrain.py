@@ -13,6 +13,7 @@ the queue is down to a mark again or the connection closed.
 class StreamDrain:
     _drain_mark = 0
     _drained = None   # callback(connection), or None: nobody waits
+    _chunked = False  # the stream's body is chunked (start_stream())
 
     def stream_send(self, data):
         """Queue `data` (bytes) of a stream and send what the socket takes;
@@ -20,9 +21,31 @@ class StreamDrain:
         if self._socket is None:
             return False
         if data:
-            self._send_buffer.extend(data)
+            buffer = self._send_buffer
+            if self._chunked:
+                buffer.extend(b'%x\r\n' % len(data))
+                buffer.extend(data)
+                buffer.extend(b'\r\n')
+            else:
+                buffer.extend(data)
             self.try_send()
         return self._socket is not None
+
+    def send_chunk(self, data):
+        """uhttp-server's send_chunk() (a stream's bytes, refused over the
+        send buffer's limit), framed as a chunk when the stream is."""
+        if self._chunked and data:
+            if isinstance(data, str):
+                data = data.encode('utf-8')
+            data = b'%x\r\n%b\r\n' % (len(data), data)
+        return super().send_chunk(data)
+
+    def end_chunks(self):
+        """A chunked stream is whole: its last, empty chunk is queued."""
+        if self._chunked:
+            self._chunked = False
+            self._send_buffer.extend(b'0\r\n\r\n')
+            self.try_send()
 
     def when_drained(self, mark, callback):
         """Call `callback(self)` once at most `mark` bytes wait to be sent,
