@@ -7,6 +7,10 @@ Dispatcher.do_check looks at the 'x-block' header:
   'custom'  -> raise RejectRequest({'error': 'blocked'}, 429) (no respond)
   'default' -> raise RejectRequest() (no respond: {'error': 'Rejected'}, 403)
 and counts its calls; GET /_checks reports the count.
+
+The sync route /sync-reject/{how} raises RejectRequest itself, as a worker
+handler may: 'custom' -> RejectRequest({'error': 'no token'}, 401),
+'default' -> RejectRequest(), 'after' -> respond first, then raise.
 """
 import os
 
@@ -69,6 +73,15 @@ class RoutingDispatcher(_workers.Dispatcher):
     @_workers.sync('/api/compute/sync')
     def compute_sync(self, client, path_params):
         client.respond({'served_by': 'sync'})
+
+    @_workers.sync('/sync-reject/{how}')
+    def sync_reject(self, client, path_params):
+        how = path_params['how']
+        if how == 'custom':
+            raise _workers.RejectRequest({'error': 'no token'}, 401)
+        if how == 'after':
+            client.respond({'answered': 'first'}, status=202)
+        raise _workers.RejectRequest()
 
     @_workers.sync('/sync/{name}')
     def named(self, client, path_params):

@@ -133,6 +133,21 @@ def test_reject_request_defaults(server):
     assert reply.json == {'error': 'Rejected'}
 
 
+def test_reject_request_raised_by_a_sync_handler(server):
+    # as from do_check() or a worker's handler: data with status, no 500
+    reply = server.get('/sync-reject/custom')
+    assert reply.status == 401
+    assert reply.json == {'error': 'no token'}
+    reply = server.get('/sync-reject/default')
+    assert reply.status == 403
+    assert reply.json == {'error': 'Rejected'}
+    # answered before it raised: the answer stands
+    reply = server.get('/sync-reject/after')
+    assert reply.status == 202
+    assert reply.json == {'answered': 'first'}
+    assert 'sync_reject' not in server.log()   # no ERROR: it is no failure
+
+
 def test_blocked_header_ignored_for_static_and_sync(server):
     block = {'X-Block': 'custom'}
     reply = server.get('/static/a.txt', headers=block)

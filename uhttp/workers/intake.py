@@ -222,13 +222,7 @@ class Intake:
             if result is not None and not client.answered_since(before):
                 return self.refused_by_result(client, name, result, before)
         except _msg.RejectRequest as reject:
-            if not client.answered_since(before):
-                try:
-                    client.respond(reject.data, status=reject.status)
-                except Exception as err:  # pylint: disable=broad-except
-                    self.log.error("%s(): RejectRequest data cannot be sent: %r",
-                                   name, err)
-                    _replies.answer_error(client, 500, before=before)
+            self.answer_reject(client, reject, f"{name}()", before)
             return False
         except _server.HttpErrorWithResponse as err:  # e.g. reading bad JSON
             _replies.answer_error(client, err.status, str(err), before=before)
@@ -240,6 +234,18 @@ class Intake:
             _replies.answer_error(client, 500, before=before)
             return False
         return not client.answered_since(before)  # it may answer without raising
+
+    def answer_reject(self, client, reject, where, before):
+        """A RejectRequest raised by a hook or a sync handler: its data
+        with its status, unless the request was answered before it."""
+        if client.answered_since(before):
+            return
+        try:
+            client.respond(reject.data, status=reject.status)
+        except Exception as err:  # pylint: disable=broad-except
+            self.log.error("%s: RejectRequest data cannot be sent: %r",
+                           where, err)
+            _replies.answer_error(client, 500, before=before)
 
     def refused_by_result(self, client, name, result, before):
         """A do_check hook returned a value, as a worker's do_check() may:
@@ -330,6 +336,12 @@ class Intake:
                 result = _routing.bind(member, self.app)(client, params)
         except _server.HttpErrorWithResponse as err:
             _replies.answer_error(client, err.status, str(err), before=before)
+            return
+        except _msg.RejectRequest as reject:  # as from do_check or a worker
+            if client.answered_since(before) and client.is_streaming:
+                client.close()   # a stream it began cannot go on
+                return
+            self.answer_reject(client, reject, f"sync handler {name}", before)
             return
         except USER_CODE_ERRORS as err:
             self.log.error("sync handler %s for %s %s failed: %r\n%s", name,
