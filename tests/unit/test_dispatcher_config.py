@@ -516,3 +516,32 @@ def test_values_that_would_fail_later_are_refused_at_construction(kwargs,
         workers.Dispatcher(port=0, **kwargs)
     workers.Dispatcher(port=0, trusted_proxies=['10.0.0.1', '::1'],
                        ws_origins=['https://example.com'])
+
+
+# -- SELECT_TIMEOUT ----------------------------------------------------------------------
+# 0 or a negative value made the loop re-run on_idle() forever without
+# serving a request; None or a str crashed run() after it listened
+
+@pytest.mark.parametrize('value, exc', [
+    (0, ValueError), (-1, ValueError), (float('inf'), ValueError),
+    (float('nan'), ValueError), (None, TypeError), ('1', TypeError),
+    (True, TypeError)])
+def test_select_timeout_checked_when_the_class_is_defined(value, exc):
+    with pytest.raises(exc) as info:
+        type('IdleDispatcher', (workers.Dispatcher,), {'SELECT_TIMEOUT': value})
+    assert 'IdleDispatcher.SELECT_TIMEOUT' in str(info.value), str(info.value)
+
+
+def test_select_timeout_set_on_the_object_is_checked():
+    class Later(workers.Dispatcher):
+        def __init__(self, **kwargs):
+            self.SELECT_TIMEOUT = 0
+            super().__init__(**kwargs)
+    with pytest.raises(ValueError, match='SELECT_TIMEOUT'):
+        Later(pools=[pool()])
+
+
+@pytest.mark.parametrize('value', [0.001, 0.5, 1, 30])
+def test_select_timeout_accepted(value):
+    cls = type('IdleDispatcher', (workers.Dispatcher,), {'SELECT_TIMEOUT': value})
+    assert cls(pools=[pool()]).SELECT_TIMEOUT == value

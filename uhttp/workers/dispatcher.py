@@ -18,6 +18,19 @@ from .pending import (  # noqa: F401  (public names)
     _PendingRequest)
 
 
+def check_select_timeout(value, where):
+    """`value` when it is a usable SELECT_TIMEOUT (seconds between
+    on_idle() calls: a finite number > 0), else TypeError/ValueError: 0
+    re-ran on_idle() without end and served nothing, None crashed run()."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{where}.SELECT_TIMEOUT must be a number of seconds "
+                        f"(between on_idle() calls), not {value!r}")
+    if not 0 < value < float('inf'):
+        raise ValueError(f"{where}.SELECT_TIMEOUT must be a finite number of "
+                         f"seconds > 0 (between on_idle() calls), got {value}")
+    return value
+
+
 def core_of(dispatcher):
     """The core of a Dispatcher: how the library's own modules (the command
     line, the test client) reach what it keeps under `_uhttp`."""
@@ -41,12 +54,14 @@ class Dispatcher:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _ns.check_subclass(cls, _ns.DISPATCHER, 'sync', Dispatcher)
+        check_select_timeout(cls.SELECT_TIMEOUT, cls.__name__)
         _routing.set_class_routes(cls, _routing.compile_routes(
             cls.__name__, _routing.declared_routes(cls, 'sync')))
 
     def __init__(self, port=8080, address='0.0.0.0', pools=None,
                  static_routes=None, shutdown_timeout=10, max_pending=1000,
                  ssl_context=None, log_level=_log.LOG_INFO, **kwargs):
+        check_select_timeout(self.SELECT_TIMEOUT, type(self).__name__)
         core = Core(self, Dispatcher, port, address, pools, static_routes,
                     shutdown_timeout, max_pending, ssl_context, log_level,
                     **kwargs)
