@@ -31,6 +31,14 @@ class StorageWorker(_workers.Worker):
         self.request_ids.append(request.request_id)
         return {'saved': len(self.saved)}
 
+    @_workers.api('/internal/storage/meta', 'POST')
+    def meta(self, request):
+        self.saved.append({'headers': request.headers,
+                           'content_type': request.content_type,
+                           'cookies': request.cookies})
+        self.request_ids.append(request.request_id)
+        return {'saved': len(self.saved)}
+
     @_workers.api('/storage/list', 'GET')
     def list_saved(self, request):
         return {'saved': self.saved, 'request_ids': self.request_ids}
@@ -78,6 +86,21 @@ class HookDispatcher(_workers.Dispatcher):
             request_id=-1, method='POST', path='/' + path_params['path'],
             data={'forwarded': True}))
         client.respond({'queued': path_params['path']})
+
+    @_workers.sync('/_forward_meta/{tag}')
+    def forward_meta(self, client, path_params):
+        # headers named as people write them, and a content_type given apart
+        queue = self._find_pool('/internal/storage').request_queue
+        queue.put(_workers.Request(
+            request_id=-1, method='POST', path='/internal/storage/meta',
+            data=b'x', headers={'X-Tag': path_params['tag'],
+                                'Content-Type': 'application/json',
+                                'Cookie': 'sid=s1'}))
+        queue.put(_workers.Request(
+            request_id=-1, method='POST', path='/internal/storage/meta',
+            data=b'x', headers={'X-Tag': path_params['tag'] + '-2'},
+            content_type='text/csv'))
+        client.respond({'queued': 2})
 
     @_workers.sync('/_seen')
     def seen_responses(self, client, path_params):

@@ -125,6 +125,28 @@ def test_forwarded_response_is_ignored_by_dispatcher(module_server):
     assert ' ERROR ' not in log and ' WARNING ' not in log, log[-3000:]
 
 
+def test_forwarded_request_headers_and_content_type_reach_the_worker(module_server):
+    # a Request put on a pool's queue is seen as an HTTP request is:
+    # lower-case header names, content_type and cookies read from them, and
+    # a content_type given to Request() kept
+    assert module_server.get('/_forward_meta/t1').status == 200
+
+    def records():
+        found = [record for record in stored(module_server)['saved']
+                 if isinstance(record, dict) and 'headers' in record
+                 and str(record['headers'].get('x-tag', '')).startswith('t1')]
+        return found if len(found) == 2 else None
+    first, second = sorted(module_server.wait_until(
+        records, timeout=5, what='two forwarded requests'),
+        key=lambda record: record['headers']['x-tag'])
+    assert first['headers'] == {'x-tag': 't1', 'content-type': 'application/json',
+                                'cookie': 'sid=s1'}
+    assert first['content_type'] == 'application/json'
+    assert first['cookies'] == {'sid': 's1'}
+    assert second['content_type'] == 'text/csv'
+    assert second['headers'] == {'x-tag': 't1-2', 'content-type': 'text/csv'}
+
+
 def test_storage_reachable_directly(module_server):
     reply = module_server.post('/internal/storage/save', json_body={'direct': True})
     assert reply.status == 200

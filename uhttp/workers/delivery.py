@@ -22,6 +22,29 @@ def _pack_request(message):
     return _channel.pack_parts(message, _BODY)
 
 
+def queued_message(item, seq):
+    """The M_REQUEST tuple of a Request put on a pool's queue. Its
+    headers reach the worker as an HTTP request's do, with lower-case
+    names (so `request.content_type` and `request.cookies` find theirs),
+    and a content_type given to Request() among them."""
+    return (_msg.M_REQUEST, seq, item.request_id, item.method, item.path,
+            item.query, _queued_headers(item), item.data, True,
+            item.remote_address, item.context)
+
+
+def _queued_headers(item):
+    given = item.headers or {}
+    try:
+        headers = {str(name).lower(): value for name, value in (
+            given.items() if hasattr(given, 'items') else given)}
+    except (TypeError, ValueError):  # not headers at all: sent as they are
+        return given
+    content_type = item.content_type or headers.get('content-type')
+    if content_type:
+        headers['content-type'] = content_type
+    return headers
+
+
 class Delivery:
     """The outgoing side of every worker's pipes (for `core`)."""
 
@@ -41,11 +64,8 @@ class Delivery:
 
     def request_frame(self, handle, seq, item):
         if not hasattr(item, 'client'):  # a Request put on the queue
-            message = (_msg.M_REQUEST, seq, item.request_id, item.method,
-                       item.path, item.query, item.headers, item.data, True,
-                       item.remote_address, item.context)
             try:
-                return self.pack(handle, message)
+                return self.pack(handle, queued_message(item, seq))
             except Exception as err:  # pylint: disable=broad-except
                 self.log.error("request to %s %s cannot be sent (%r); "
                                "dropped", item.method, item.path, err)

@@ -18,6 +18,7 @@ import time as _time
 
 from . import broker as _broker
 from . import channel as _channel
+from . import delivery as _delivery
 from . import heartbeat as _heartbeat
 from . import messages as _msg
 from . import remote as _remote
@@ -46,9 +47,7 @@ def request_message(item):
     """The M_REQUEST tuple for a pending request or a queued Request (its
     seq is the worker's to set)."""
     if not hasattr(item, 'client'):
-        return (_msg.M_REQUEST, 0, item.request_id, item.method, item.path,
-                item.query, item.headers, item.data, True, item.remote_address,
-                item.context)
+        return _delivery.queued_message(item, 0)
     client = item.client
     try:
         remote = client.client_ip
