@@ -306,3 +306,30 @@ def test_head_gets_the_get_routes_answer_without_its_body():
     client = WorkerClient(PlainNames)
     reply = client.request('HEAD', '/api/tag/x')
     assert (reply.status, reply.content, reply.data) == (200, b'', None)
+
+
+class CheckingWorker(_workers.Worker):
+    def do_check(self, request):
+        if request.headers.get('x-mode') == 'raise':
+            raise LookupError('session store down')
+        if request.headers.get('x-mode') == 'bad-refusal':
+            return {'error': 'no'}, 99
+        return None
+
+    @_workers.api('/api/open', 'GET')
+    def open_route(self, request):
+        return {'open': True}
+
+
+def test_a_failing_do_check_is_named_in_the_log():
+    # the ERROR used to say "failed in handler" (or "handler for ..."),
+    # sending the reader to look for a route that never ran
+    client = WorkerClient(CheckingWorker)
+    assert client.get('/api/open', headers={'X-Mode': 'raise'}).status == 500
+    assert client.get('/api/open', headers={'X-Mode': 'bad-refusal'}).status == 500
+    errors = [record.message for record in client.logs if record.level == 40]
+    assert len(errors) == 2, errors
+    assert all('CheckingWorker.do_check' in text for text in errors), errors
+    assert not any('in handler' in text or text.startswith('handler ')
+                   for text in errors), errors
+    assert client.get('/api/open').data == {'open': True}

@@ -353,10 +353,10 @@ def handle_request(worker, runtime, table, message):
 def _run_handler(worker, table, request):
     """Run do_check and the handler; return a W_RESPONSE message or None
     when the request was answered, streamed or deferred."""
-    handler = None
+    handler = worker.do_check  # what the logs name until a route is found
     try:
         try:
-            result = worker.do_check(request)
+            result = handler(request)
             if result is None:
                 handler, params, route = table.find(request.method,
                                                     request.path)
