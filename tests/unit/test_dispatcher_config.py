@@ -488,6 +488,25 @@ class TestLogName:
         assert 'Traceback (most recent call last)' in err
         assert "raise RuntimeError('sink down')" in err
 
+    def test_a_record_logged_inside_on_log_goes_to_the_default_output(
+            self, capsys):
+        # a sink that logs what it forwarded through self.log was called
+        # again for that record, hundreds of calls deep until a
+        # RecursionError: one record came out hundreds of times
+        class Chatty(workers.Dispatcher):
+            def on_log(self, name, level, message):
+                self.__dict__.setdefault('seen', []).append(message)
+                self.log.warning('forwarded %d characters', len(message))
+
+        dispatcher = Chatty()
+        dispatcher.log.error('one record')
+        dispatcher.log.error('another')
+        assert dispatcher.seen == ['one record', 'another']
+        err = capsys.readouterr().err
+        assert err.count('forwarded 10 characters') == 1, err[-2000:]
+        assert err.count('forwarded 7 characters') == 1, err[-2000:]
+        assert err.count('forwarded') == 2, err[-2000:]
+
 
 def test_a_sync_route_on_the_metrics_or_dashboard_path_is_refused():
     class App(workers.Dispatcher):

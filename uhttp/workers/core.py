@@ -13,7 +13,6 @@ The user's Dispatcher object (`app`) holds nothing but its hooks, its
 sync handlers, the documented names and this core, under `_uhttp`.
 """
 
-import logging as _logging
 import os as _os
 import sys as _sys
 import time as _time
@@ -29,9 +28,9 @@ from . import log as _log
 from . import messages as _msg
 from . import observe as _observe
 from . import replies as _replies
-from .hooks import USER_CODE_ERRORS
 from .intake import Intake
 from .logoutput import LogOutput
+from .records import Records
 from .loop import CLIENT_EVENTS, Loop, Signals
 from .pending import (
     PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT, PendingTable)
@@ -57,7 +56,7 @@ _TELL_WORKER = frozenset((PENDING_DISCONNECTED, PENDING_TIMEOUT,
                           PENDING_SHUTDOWN))
 
 
-class Core:
+class Core(Records):
     """Everything one Dispatcher does (see the module docstring)."""
 
     stop_frame = _channel.pack((_msg.M_STOP,))
@@ -73,6 +72,7 @@ class Core:
         self.log_style = self.settings.log_style or _log.detect_style()
         self.record_source = None   # who sent the record on_log() now has
         self.on_log_quiet_until = 0.0  # when a failing on_log() is told again
+        self.in_on_log = False  # a record logged inside on_log(): not again
         self.log_stream = _sys.stderr
         self.log_output = LogOutput(self.log_stream, lambda text: _log.render(
             self.log_style, self.log.name, _log.LOG_WARNING, text))
@@ -194,54 +194,6 @@ class Core:
                             f"invalid LOG_NAME {template!r} ({err!r}); "
                             "using the default")
             return name
-
-    def log_record(self, name, level, text, source=None):
-        """Every record of every process goes through the app's on_log()
-        (and to the taps: callables the test client listens with).
-        `source` is the worker handle a worker's record came from."""
-        for tap in self.log_taps:
-            try:
-                tap(name, level, text)
-            except Exception:  # pylint: disable=broad-except
-                pass
-        self.record_source = source
-        try:
-            self.app.on_log(name, level, text)
-        except USER_CODE_ERRORS as err:
-            try:
-                self.base.on_log(self.app, name, level, text)
-                now = _monotonic()
-                if now >= self.on_log_quiet_until:  # said at most every 10 s
-                    self.on_log_quiet_until = now + 10.0
-                    self.base.on_log(self.app, self.log.name, _log.LOG_ERROR, (
-                        f"on_log() raised {err!r}; its records go to the "
-                        f"default output meanwhile\n"
-                        + _traceback.format_exc().rstrip()))
-            except Exception:  # pylint: disable=broad-except
-                pass
-        self.record_source = None
-
-    def source_fields(self):
-        """pool, worker_id and pid of the record being logged."""
-        handle = self.record_source
-        if handle is None:
-            return {'pool': None, 'worker_id': None, 'pid': _os.getpid()}
-        return {'pool': handle.pool.name, 'worker_id': handle.index,
-                'pid': handle.pid}
-
-    def write_record(self, name, level, text):
-        """The default on_log(): the standard library's logging when
-        use_logging is on, else a line on the log stream."""
-        if self.settings.use_logging:
-            _logging.getLogger(f'uhttp.workers.{name}').log(
-                level, '%s', text, extra=self.source_fields())
-            return
-        output = self.log_output
-        if output.stream is not self.log_stream:
-            output = self.log_output = LogOutput(
-                self.log_stream, self.log_output.render)
-        output.write(_log.render(self.log_style, name, level, text,
-                                 source=self.source_fields()))
 
     # -- running ---------------------------------------------------------------
 
