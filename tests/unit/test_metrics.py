@@ -87,6 +87,36 @@ class TestDeclarations:
                 workers.WorkerPool(B, metrics=[m.Gauge('n_total', 'd')])])
 
 
+    @pytest.mark.parametrize('first,second', [
+        (m.Counter('jobs', 'd'), m.Counter('jobs_total', 'd')),
+        (m.Histogram('lat', 'd'), m.Gauge('lat_bucket', 'd')),
+        (m.Counter('reqs', 'd'), m.Gauge('reqs_total', 'd')),
+        (m.Histogram('lat', 'd'), m.Counter('lat_count', 'd'))])
+    def test_names_that_would_export_the_same_series_are_refused(
+            self, first, second):
+        # both were exported under one name (two '# TYPE jobs_total'
+        # blocks), a scrape Prometheus refuses as a whole
+        class A(workers.Worker):
+            pass
+
+        class B(workers.Worker):
+            pass
+        with pytest.raises(ValueError, match='same series'):
+            workers.WorkerPool(A, metrics=[first, second])
+        with pytest.raises(ValueError, match='same series'):
+            workers.Dispatcher(metrics_path='/metrics', pools=[
+                workers.WorkerPool(A, routes=['/a/**'], metrics=[first]),
+                workers.WorkerPool(B, metrics=[second])])
+
+    def test_names_that_only_look_alike_are_fine(self):
+        class A(workers.Worker):
+            pass
+        workers.WorkerPool(A, metrics=[
+            m.Counter('a', 'd'), m.Counter('a_created', 'd'),
+            m.Histogram('lat', 'd'), m.Gauge('lat_total', 'd'),
+            m.Gauge('lat_max', 'd')])
+
+
 # -- in the worker -----------------------------------------------------------------
 
 class TestWorkerMetrics:

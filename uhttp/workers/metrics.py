@@ -145,7 +145,33 @@ def check_declarations(declarations, where='WorkerPool metrics'):
         if declaration.name in seen:
             raise ValueError(f"{where}: {declaration.name!r} declared twice")
         seen[declaration.name] = declaration
+    check_series(declarations, where)
     return tuple(declarations)
+
+
+def series_names(declaration):
+    """The names a declaration takes in an exposition: its family's and
+    its samples' (a counter 'jobs' and 'jobs_total' both are jobs_total)."""
+    name = declaration.name
+    if declaration.kind == COUNTER:
+        base = name[:-len('_total')] if name.endswith('_total') else name
+        return {base, base + '_total'}
+    if declaration.kind == HISTOGRAM:
+        return {name, name + '_bucket', name + '_count', name + '_sum'}
+    return {name}
+
+
+def check_series(declarations, where):
+    """ValueError when two declarations of other names would export the
+    same series: one scrape with both is refused by Prometheus."""
+    taken = {}
+    for declaration in declarations:
+        for series in series_names(declaration):
+            other = taken.setdefault(series, declaration)
+            if other.name != declaration.name:
+                raise ValueError(
+                    f"{where}: {other!r} and {declaration!r} would export the "
+                    f"same series {series!r}; rename one")
 
 
 def label_key(declaration, labels, what):

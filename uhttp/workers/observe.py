@@ -142,6 +142,7 @@ class Observer(_feed.DashboardFeed):
                     raise ValueError(
                         f"metric {declaration.name!r} is declared differently "
                         f"on two pools ({other!r} and {declaration!r})")
+        _metrics.check_series(list(declared.values()), 'the pools\' metrics')
         core.log_taps.append(self.tap)
 
     # -- life ------------------------------------------------------------------------
