@@ -66,6 +66,17 @@ class TestAccessLog:
         assert '"GET /a?x=\\"\\x0a" 200' in line
         assert len(re.findall(r'(?<!\\)"', line)) == 2
 
+    def test_durations_and_status_take_format_specs(self):
+        # '{duration_ms:.1f}' was refused at construction ("Unknown format
+        # code 'f' for object of type 'str'"): the durations were text
+        template = accesslog.check_access_format(
+            '{duration_ms:.1f}ms {duration:.2f}s {status:d} {duration_ms:>9}'
+            ' {duration}')
+        log = accesslog.AccessLog(template)
+        assert log.line('1.2.3.4', 'GET', '/x', 200, 3, 0.01234, 'P', 0,
+                        '/x', 9, when=0) == (
+            '12.3ms 0.01s 200    12.340 0.012340')
+
     def test_the_stamp_is_cached_per_second(self):
         log = accesslog.AccessLog(accesslog.DEFAULT_ACCESS_FORMAT)
         assert log.stamp(100.2) is log.stamp(100.9)

@@ -1,6 +1,8 @@
 """The access log: one line per finished request, in a format the
 operator chooses (Dispatcher(access_log=...)), its fields made safe to
-read in a log whatever the client sent."""
+read in a log whatever the client sent. `duration` and `duration_ms` are
+numbers that print with fixed decimals unless the template asks for
+another format (`{duration_ms:.1f}`), and `status` is an int."""
 
 import time as _time
 
@@ -10,6 +12,29 @@ ACCESS_FIELDS = ('remote', 'time', 'method', 'path', 'query', 'target',
                  'status', 'bytes', 'duration', 'duration_ms', 'pool',
                  'slot', 'route', 'request_id')
 ACCESS_NAME = 'access'
+
+_FLOAT_TYPES = frozenset('eEfFgGn%')
+
+
+class Seconds(float):
+    """A duration in a line: PLACES decimals by default, as the template
+    asks otherwise ('>9' keeps the decimals, '.1f' chooses them)."""
+
+    __slots__ = ()
+    PLACES = 6
+
+    def __format__(self, spec):
+        if not spec or (spec[-1] not in _FLOAT_TYPES and '.' not in spec):
+            spec = f'{spec}.{self.PLACES}f'
+        return float.__format__(self, spec)
+
+    def __str__(self):
+        return self.__format__('')
+
+
+class Milliseconds(Seconds):
+    __slots__ = ()
+    PLACES = 3
 
 
 def client_address(client):
@@ -39,6 +64,8 @@ def check_access_format(value):
     if value is True:
         return DEFAULT_ACCESS_FORMAT
     sample = {name: '-' for name in ACCESS_FIELDS}
+    sample.update(status=200, duration=Seconds(0.0),
+                  duration_ms=Milliseconds(0.0))
     try:
         value.format(**sample)
     except (KeyError, IndexError, ValueError, AttributeError) as err:
@@ -96,7 +123,8 @@ class AccessLog:
             target=path if query is None else f'{path}?{query}',
             status=status,
             bytes='-' if size is None else size,
-            duration=f'{duration:.6f}', duration_ms=f'{duration * 1000:.3f}',
+            duration=Seconds(duration),
+            duration_ms=Milliseconds(duration * 1000),
             pool=pool or '-', slot='-' if slot is None else slot,
             route=route or '-', request_id='-' if request_id is None
             else request_id)
