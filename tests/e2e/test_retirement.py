@@ -198,6 +198,26 @@ def test_shrinking_a_pool_drops_a_slot_waiting_for_its_restart(
     assert 'timer restart failed' not in server.log(), server.log()
 
 
+def test_a_reload_with_no_live_worker_to_replace_finishes(app_server,
+                                                       tmp_path):
+    """A slot waiting for a backed-off restart has no worker to replace:
+    the reload still ends (its last line, and READY=1 under systemd)."""
+    flag = tmp_path / 'setup-fails'
+    server = start(app_server, workers=1, max_restarts=50, fail_flag=flag)
+    flag.touch()
+    os.kill(pool_status(server)['workers'][0]['pid'], signal.SIGKILL)
+    server.wait_until(lambda: (pool_status(server)['workers'][0]['restart_in']
+                               or 0) > 0.3, timeout=15,
+                      what='the slot waiting for a backed-off restart')
+    server.send_signal(signal.SIGHUP)
+    server.wait_log(r'reloading: replacing every worker', timeout=10)
+    server.wait_log(r'reload finished', timeout=10)
+    flag.unlink()
+    server.wait_until(lambda: settled(server, 1), timeout=70,
+                      what='the slot restarted')
+    assert server.get('/api/pid').status == 200
+
+
 def test_reload_whose_new_workers_cannot_start_keeps_the_old_ones(
         app_server, tmp_path):
     flag = tmp_path / 'setup-fails'

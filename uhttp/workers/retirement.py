@@ -227,6 +227,8 @@ class Retirements:
             handle = queue.popleft()
             if self.replace(handle, RELOAD):
                 busy += 1
+        if not busy:   # none left had a live worker to replace (parked,
+            self.reload_done()   # dead waiting for its restart): done here
 
     def give_up_reload(self, pool):
         queue = self.reloads.get(pool)
