@@ -97,6 +97,33 @@ class LogWorker(_workers.Worker):
             os.waitpid(pid, 0)
         return {'worker': self.worker_id}
 
+    @_workers.api('/{area}/outlive/{tag}')
+    def outlive(self, request):
+        """A forked child that goes on logging once its worker is gone;
+        it writes what its log calls did to the file `?result=`."""
+        tag, result = request.path_params['tag'], request.query['result']
+        worker = os.getpid()
+        if os.fork() == 0:
+            outcome = 'ok'
+            try:
+                deadline = time.monotonic() + 10
+                while os.getppid() == worker and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                for i in range(20):   # the dispatcher closes the pipe meanwhile
+                    self.log.warning(f"outlive {tag} {i}")
+                    time.sleep(0.1)
+            except BaseException as err:  # pylint: disable=broad-except
+                outcome = repr(err)
+            finally:
+                with open(result, 'w', encoding='utf-8') as file:
+                    file.write(outcome)
+                os._exit(0)
+        return {'pid': worker}
+
+    @_workers.api('/{area}/exit')
+    def exit_now(self, request):
+        os._exit(3)   # between two messages: none is left torn
+
     @_workers.api('/{area}/sleep/{ms:int}')
     def sleep(self, request):
         self.log.info("sleep-start request_id=%s", request.request_id)

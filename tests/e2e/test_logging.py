@@ -282,6 +282,19 @@ def test_records_of_processes_a_worker_forks_stay_whole(full):
     assert 'corrupt' not in full.log()
 
 
+def test_a_forked_process_logs_on_quietly_after_its_worker_died(full,
+                                                                tmp_path):
+    # its records have nowhere to go then: dropped, no exception of the
+    # library's own (a BaseException) thrown into the user's process
+    result = tmp_path / 'outcome'
+    reply = full.get(f'/victim/outlive/k1?result={result}')
+    assert reply.status == 200, reply
+    assert full.get('/victim/exit').status == 500
+    wait_new_pid(full, 'VictimWorker', reply.json['pid'])
+    full.wait_until(result.exists, timeout=20, what='the child finished')
+    assert result.read_text() == 'ok'
+
+
 def test_on_log_receives_worker_and_dispatcher_records(full):
     full.get('/info/emit/o1')
     full.get('/dlog/o1')

@@ -143,8 +143,9 @@ class _Runtime:
             with self.send_lock:
                 _channel.write_parts(self.out_fd, *parts, lent=self.lent)
         except (BrokenPipeError, ConnectionResetError, OSError):
-            # the dispatcher has gone: nobody is left to answer
-            self.running = False
+            if _worker_pid[0] not in (None, _os.getpid()):
+                return  # a process the worker forked outlived it: dropped
+            self.running = False  # the dispatcher has gone: nobody answers
             raise StopWorker() from None
 
     def _claim(self, seq, request_id):
