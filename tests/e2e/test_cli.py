@@ -671,3 +671,57 @@ def test_a_low_open_file_limit_is_warned_about_with_what_is_needed(project):
     assert found, log_path.read_text()
     limit, need, connections = map(int, found.groups())
     assert limit == 600 and need > connections >= 10000 > limit
+
+
+CHDIR_APP = textwrap.dedent('''
+    import os
+    import uhttp.workers as _workers
+    from myapp import ItemWorker
+
+
+    class App(_workers.Dispatcher):
+        def __init__(self, **kwargs):
+            os.chdir('www')   # the app works from a directory of its own
+            super().__init__(pools=[_workers.WorkerPool(
+                ItemWorker, num_workers=1, routes=['/api/**'])], **kwargs)
+
+        @_workers.sync('/status')
+        def status(self, client, path_params):
+            client.respond(_workers.Dispatcher.status(self))
+''')
+
+
+def test_relative_paths_hold_for_an_app_that_changes_directory(project):
+    """--config and --pid-file name files of the directory it started in,
+    for the pid file, a reload and a hot upgrade's new copy alike."""
+    (project / 'chdirapp.py').write_text(CHDIR_APP)
+    (project / 'www').mkdir()
+    (project / 'app.toml').write_text('[pools.ItemWorker]\nnum_workers = 1\n')
+    pid_file = project / 'app.pid'
+    server = Running(project, 'chdirapp:App', '--config', 'app.toml',
+                     '--pid-file', 'app.pid', '--host', '127.0.0.1',
+                     '--port', '0')
+    try:
+        wait_ready(server, 1)
+        deadline = time.monotonic() + 10
+        while not pid_file.exists():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        assert pid_file.read_text().strip() == str(server.proc.pid)
+        server.reload(project / 'app.toml',
+                      '[pools.ItemWorker]\nnum_workers = 2\n',
+                      'reload finished')
+        assert 'reload refused' not in server.log()
+        wait_ready(server, 2)
+        server.proc.send_signal(signal.SIGUSR2)
+        assert server.proc.wait(timeout=30) == 0, server.log()
+        assert 'hot upgrade failed' not in server.log(), server.log()
+        new_pid = int(pid_file.read_text().strip())
+        assert new_pid != server.proc.pid
+        assert wait_ready(server, 2)
+    finally:
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        server.close()

@@ -281,6 +281,9 @@ def main(argv=None):
         args = parser().parse_args(argv)
     except SystemExit as exit_:
         return EXIT_OK if exit_.code in (0, None) else EXIT_USAGE
+    for name in ('config', 'pid_file'):   # of this directory, should the
+        if getattr(args, name):             # app change it (reload, exit)
+            setattr(args, name, _os.path.abspath(getattr(args, name)))
     try:
         dispatcher = prepare(args)
     except TargetError as err:

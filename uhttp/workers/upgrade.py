@@ -43,6 +43,10 @@ REPORT_LIMIT = 4000    # bytes of a failure report kept
 POLL = 0.2
 
 _monotonic = _time.monotonic
+try:  # where the command line was given: the new copy starts there
+    START_DIR = _os.getcwd()   # (its relative paths), whatever the app
+except OSError:                # changed its directory to since
+    START_DIR = None
 
 
 def command_line():
@@ -184,6 +188,10 @@ class Upgrade:
             environ[READY_FD] = str(ready)
             environ[READY_PID] = str(_os.getpid())
             _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+            try:
+                _os.chdir(START_DIR or '.')
+            except OSError:
+                pass  # gone: the new copy starts where this one is
             _os.execve(self.argv[0], self.argv, environ)
         except BaseException:  # pylint: disable=broad-except
             pass
