@@ -236,6 +236,23 @@ def test_ndjson_stream_from_a_remote_worker(app_server, redis_server, groups):
     assert {line['pid'] for line in lines} == {worker['pid']}
 
 
+def test_a_long_stream_from_a_remote_worker_arrives_whole(
+        app_server, redis_server, groups):
+    """A worker writes many more chunks than its link to Redis holds at
+    once (a fast loop, as an export is written): each one reaches the
+    client, in order, none dropped on the way."""
+    app = app_server('remote_app', redis_server.url, 30, 60)
+    groups(redis_server.url, 1)
+    wait_workers(app, 1)
+    count = 150_000
+    reply = app.get(f'/api/items/stream/{count}', timeout=120)
+    assert reply.status == 200
+    numbers = [json.loads(line)['n'] for line in reply.text.splitlines()]
+    assert len(numbers) == count and numbers == list(range(count)), (
+        len(numbers), [(a, b) for a, b in zip(numbers, numbers[1:])
+                       if b != a + 1][:5])
+
+
 def test_local_workers_serve_the_stream_too(app_server, redis_server, groups):
     app = app_server('remote_app', redis_server.url, 3, 10, 2)
     local = wait_workers(app, 2)

@@ -20,7 +20,6 @@ local worker:
   request it runs) every heartbeat interval.
 """
 
-import collections as _collections
 import os as _os
 import socket as _socket
 import sys as _sys
@@ -31,13 +30,13 @@ from . import broker as _broker
 from . import channel as _channel
 from . import files as _files
 from . import messages as _msg
+from .outbox import Outbox
 from .remotelink import broker_errors, connect, describe, let_go
 
 _monotonic = _time.monotonic
 
 RETRY_DELAY = 0.5
 CLAIM_EVERY = 1.0        # seconds between two looks for abandoned requests
-OUTBOX_LIMIT = 100_000   # entries kept while the broker is down
 # what the worker sends that frees it for the next request (item 1: its id)
 _RELEASES = frozenset((_msg.W_RESPONSE, _msg.W_FILE_RESPONSE, _msg.W_DEFERRED,
                        _msg.W_STREAM_START, _msg.W_WS_ACCEPT, _msg.W_BOUNCE))
@@ -71,9 +70,8 @@ class WorkerLink:
         self.stop_fd = stop_fd
         self.in_read, self.in_write = _channel.make_pipe()
         self._write_lock = _threading.Lock()
-        self._cond = _threading.Condition()
-        self._outbox = _collections.deque()
-        self._numbers = {}        # stream -> entries numbered so far
+        # what goes to the broker; a putter waiting for room is alive
+        self.outbox = Outbox(self.name, lambda now: self.slot.beat(now))
         self._replies = {}        # request_id -> its dispatcher's stream
         self._entries = {}        # request_id -> its entry's fields (bounces)
         self.free = _threading.Event()
@@ -82,7 +80,6 @@ class WorkerLink:
         self.accepting = True
         self.stopping = False
         self.seq = 0
-        self.dropped = 0          # entries dropped: the outbox was full
         self.runtime = None
         self.errors = broker_errors()
         # keep_alive() reaches the dispatcher at once, at most this often:
@@ -111,11 +108,7 @@ class WorkerLink:
         if not streams:
             return
         self._kept_alive_at = now
-        notice = _broker.encode_keepalive(self.name)
-        with self._cond:
-            if len(self._outbox) < OUTBOX_LIMIT:
-                self._outbox.extend((stream, notice, None) for stream in streams)
-                self._cond.notify()
+        self.outbox.put_notices(streams, _broker.encode_keepalive(self.name))
 
     def start(self):
         for target, name in ((self._feed_loop, 'broker-feed'),
@@ -176,24 +169,10 @@ class WorkerLink:
         self._replies.pop(request_id, None)
         if taken is None or stream is None:
             return
-        entry_id, fields = taken
-        with self._cond:
-            number = self._numbers.get(stream, 0) + 1
-            self._numbers[stream] = number
-            notice = _broker.encode_reply(self.name, number, message)
-            self._outbox.append((stream, notice, (entry_id, fields)))
-            self._cond.notify()
+        self.outbox.put_requeue(stream, message, taken)
 
-    def _queue(self, stream, message):
-        with self._cond:
-            number = self._numbers.get(stream, 0) + 1
-            self._numbers[stream] = number
-            if len(self._outbox) >= OUTBOX_LIMIT:
-                self._outbox.popleft()
-                self.dropped += 1
-            self._outbox.append(
-                (stream, _broker.encode_reply(self.name, number, message), None))
-            self._cond.notify()
+    def _queue(self, stream, message, wait=True):
+        self.outbox.put(stream, message, wait)
 
     def write_frame(self, frame):
         with self._write_lock:
@@ -208,10 +187,7 @@ class WorkerLink:
     def on_exit(self, code):
         """The process ends: what is queued goes out, the roster and the
         dispatchers learn that it left."""
-        deadline = _monotonic() + 2.0
-        with self._cond:
-            while self._outbox and _monotonic() < deadline:
-                self._cond.wait(0.05)
+        self.outbox.wait_empty(2.0)
         try:
             client = connect(self.url, timeout=1.0)
             pipe = client.pipeline(transaction=False)
@@ -344,10 +320,7 @@ class WorkerLink:
     def _send_loop(self):
         client = None
         while True:
-            with self._cond:
-                while not self._outbox:
-                    self._cond.wait(1.0)
-                batch = list(self._outbox)[:512]
+            batch = self.outbox.take(512)
             try:
                 if client is None:
                     client = connect(self.url)
@@ -357,16 +330,13 @@ class WorkerLink:
                 results = pipe.execute(raise_on_error=False)
             except self.errors:
                 client = None
+                self.outbox.stalled()
                 _time.sleep(RETRY_DELAY)
                 continue
             if self._refused(batch, results):
                 let_go(client)
                 client = None
-            with self._cond:
-                for item in batch:  # (unless dropped meanwhile)
-                    if self._outbox and self._outbox[0] is item:
-                        self._outbox.popleft()
-                self._cond.notify_all()
+            self.outbox.done(batch)
 
     def _refused(self, batch, results):
         """Entries the broker refused (an error answer, not a lost
@@ -377,7 +347,6 @@ class WorkerLink:
         for item, result in zip(batch, results):
             if isinstance(result, Exception):
                 refused = True
-                self.dropped += 1
                 reason = describe(result, self.url)
                 report(f"uhttp-workers worker {self.name}: the broker refused "
                        f"an entry for {item[0]}: {reason}; dropped")
@@ -402,10 +371,10 @@ class WorkerLink:
             _msg.W_LOG, getattr(self.runtime, 'log_name', 'worker'), 40,
             f"remote worker {self.name}: the broker refused its entry for "
             f"request {request_id} ({len(fields.get('m') or b'')} bytes): "
-            f"{reason}{'; answering 500' if tail else ''}"))
+            f"{reason}{'; answering 500' if tail else ''}"), wait=False)
         if tail is not None:
             self._queue(stream, _msg.error_message(request_id, 500)
-                        + tuple(message[tail:]))
+                        + tuple(message[tail:]), wait=False)
 
     def _write(self, pipe, stream, fields, requeue):
         """One outbox entry into the pipeline: an event, an answer (its
