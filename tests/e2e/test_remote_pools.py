@@ -253,6 +253,23 @@ def test_a_long_stream_from_a_remote_worker_arrives_whole(
                        if b != a + 1][:5])
 
 
+def test_a_restarted_dispatcher_lists_the_running_workers_ready(
+        app_server, redis_server, groups):
+    """Remote workers that said they were ready to an earlier dispatcher
+    are ready to the next one too (status, metrics), not 'starting'."""
+    first = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    pid = wait_workers(first, 1)[0]['pid']
+    assert first.stop() == 0
+    second = app_server('remote_app', redis_server.url)
+    assert wait_workers(second, 1)[0]['pid'] == pid
+    assert second.get('/api/pid').json['pid'] == pid
+    second.wait_until(
+        lambda: re.search(r'uhttp_workers_remote_workers\{[^}]*state="ready"'
+                          r'\} 1', second.get('/metrics').text),
+        what='the worker counted ready in the metrics')
+
+
 def test_local_workers_serve_the_stream_too(app_server, redis_server, groups):
     app = app_server('remote_app', redis_server.url, 3, 10, 2)
     local = wait_workers(app, 2)

@@ -359,6 +359,8 @@ class Roster:
                                         now - keepalive_age)
         if 'accepting' in info:
             handle.accepting = info['accepting']
+        if info.get('ready'):  # (its W_READY went to an earlier dispatcher)
+            handle.ready = True
 
     def grace(self, now):
         """After the broker was unreachable: nobody is judged on the time
