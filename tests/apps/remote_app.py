@@ -91,6 +91,20 @@ class ItemWorker(_workers.Worker):
         request.response_stream_end()
         return _workers.DEFERRED
 
+    @_workers.api('/api/subscribe', 'GET')
+    def subscribe(self, request):
+        request.response_stream()
+        self.subscribers[request.request_id] = request
+        return _workers.DEFERRED
+
+    @_workers.api('/api/subscribers', 'GET')
+    def subscriber_count(self, request):
+        return {'count': len(self.subscribers)}
+
+    def on_disconnect(self, request_id):
+        if self.subscribers.pop(request_id, None) is not None:
+            self.log.info("subscriber %s gone", request_id)
+
     @_workers.api('/api/items/stream/{count:int}', 'GET')
     def items_stream(self, request):
         request.response_stream('application/x-ndjson')

@@ -13,6 +13,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -268,6 +269,29 @@ def test_a_restarted_dispatcher_lists_the_running_workers_ready(
         lambda: re.search(r'uhttp_workers_remote_workers\{[^}]*state="ready"'
                           r'\} 1', second.get('/metrics').text),
         what='the worker counted ready in the metrics')
+
+
+def test_a_killed_dispatchers_streams_end_in_its_remote_workers(
+        app_server, redis_server, groups):
+    """A dispatcher killed (no goodbye to its workers) leaves remote
+    workers holding its open streams: once its key in Redis is gone for
+    a while, they end as if their clients had left (on_disconnect)."""
+    first = app_server('remote_app', redis_server.url)
+    groups(redis_server.url, 1)
+    wait_workers(first, 1)
+    for _ in range(5):  # (the next dispatcher's first ids are not its)
+        assert first.get('/api/pid').status == 200
+    stream = socket.create_connection(('127.0.0.1', first.port), timeout=10)
+    try:
+        stream.sendall(b'GET /api/subscribe HTTP/1.1\r\nHost: x\r\n\r\n')
+        assert stream.recv(4096).startswith(b'HTTP/1.1 200')
+        first.kill()
+    finally:
+        stream.close()
+    second = app_server('remote_app', redis_server.url)
+    wait_workers(second, 1)
+    second.wait_log(r'subscriber 6 gone', timeout=40)
+    assert second.get('/api/subscribers').json['count'] == 0
 
 
 def test_local_workers_serve_the_stream_too(app_server, redis_server, groups):

@@ -17,6 +17,7 @@ import threading as _threading
 import time as _time
 
 from . import broker as _broker
+from .remotewatch import alive_key, alive_ms
 
 _monotonic = _time.monotonic
 
@@ -150,7 +151,8 @@ class DispatcherLink:
         for thread in self._threads:
             thread.join(max(0.0, deadline - _monotonic()))
         try:  # this dispatcher's answer stream is not read any more
-            connect(self.url, timeout=0.5).delete(self.reply_stream)
+            connect(self.url, timeout=0.5).delete(
+                self.reply_stream, alive_key(self.reply_stream))
         except self.errors:
             pass
 
@@ -291,6 +293,8 @@ class DispatcherLink:
                 if now >= next_roster:
                     next_roster = now + self.interval
                     client.expire(self.reply_stream, self.reply_ttl)
+                    client.set(alive_key(self.reply_stream), '1',
+                               px=alive_ms(self.interval))
                     result = client.eval(
                         _broker.ROSTER_SCRIPT, 3, self.keys.workers,
                         self.keys.info, self.keys.requests,

@@ -32,6 +32,7 @@ from . import files as _files
 from . import messages as _msg
 from .outbox import Outbox
 from .remotelink import broker_errors, connect, describe, let_go
+from .remotewatch import DispatcherWatch
 
 _monotonic = _time.monotonic
 
@@ -87,6 +88,7 @@ class WorkerLink:
         self.keepalive_gap = (max(0.05, min(interval, timeout / 4))
                               if timeout else None)
         self._kept_alive_at = 0.0
+        self.watch = DispatcherWatch(interval)
 
     # -- the worker's side -------------------------------------------------------
 
@@ -452,6 +454,10 @@ class WorkerLink:
                 client.eval(_broker.HEARTBEAT_SCRIPT, 2, self.keys.workers,
                             self.keys.info, self.name, int(age * 1000),
                             _broker.encode_info(info))
+                for request_id in self.watch.gone(client, self._replies):
+                    frame = _channel.pack((_msg.M_DISCONNECT, request_id))
+                    self.forget_ended(frame)  # its dispatcher is gone
+                    self.write_frame(frame)
             except self.errors:
                 client = None
             _time.sleep(self.interval)
