@@ -2,7 +2,7 @@
 `uhttp-workers worker remote_app:ItemWorker`) beside a local pool.
 
 Usage: remote_app.py REDIS_URL [stuck_timeout] [timeout] [local workers]
-[max_content_length] [heartbeat_interval]
+[max_content_length] [heartbeat_interval] [db, a keyword argument]
 """
 import hashlib
 import json
@@ -179,11 +179,12 @@ if __name__ == '__main__':
     limits = ({'max_content_length': int(sys.argv[5])} if len(sys.argv) > 5
               and sys.argv[5] != '-' else {})
     interval = float(sys.argv[6]) if len(sys.argv) > 6 else 0.25
+    db = sys.argv[7] if len(sys.argv) > 7 else 'items.db'
     App(port=0, address='127.0.0.1', metrics_path='/metrics', **limits,
         dashboard_path='/_dashboard', pools=[
         _workers.WorkerPool(ItemWorker, broker=url, num_workers=local,
                             routes=['/api/**'], stuck_timeout=stuck,
                             timeout=timeout, heartbeat_interval=interval,
-                            log_level=_workers.LOG_INFO, db='items.db'),
+                            log_level=_workers.LOG_INFO, db=db),
         _workers.WorkerPool(LocalWorker, num_workers=1, routes=['/local/**']),
     ]).run()

@@ -271,6 +271,27 @@ def test_a_restarted_dispatcher_lists_the_running_workers_ready(
         what='the worker counted ready in the metrics')
 
 
+def test_a_worker_restarted_after_a_dispatcher_restart_gets_its_settings(
+        app_server, redis_server, groups):
+    """The worker command outlives a dispatcher that is restarted with
+    other settings (its kwargs here): a process it starts after that
+    gets the new ones, not those the command read when it started."""
+    first = app_server('remote_app', redis_server.url, 3, 10, 0, '-', 0.25,
+                       'first.db')
+    groups(redis_server.url, 1)
+    wait_workers(first, 1)
+    assert first.get('/api/pid').json['kwargs'] == {'db': 'first.db'}
+    assert first.stop() == 0
+    second = app_server('remote_app', redis_server.url, 3, 10, 0, '-', 0.25,
+                        'second.db')
+    old = wait_workers(second, 1)[0]['pid']
+    assert second.get('/api/exit/3').status == 500
+    second.wait_until(lambda: [w for w in remote_workers(second)
+                               if w['pid'] != old], timeout=20,
+                      what='the worker restarted by its command')
+    assert second.get('/api/pid').json['kwargs'] == {'db': 'second.db'}
+
+
 def test_a_killed_dispatchers_streams_end_in_its_remote_workers(
         app_server, redis_server, groups):
     """A dispatcher killed (no goodbye to its workers) leaves remote

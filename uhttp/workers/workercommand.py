@@ -185,6 +185,19 @@ class WorkerCommand:
             self.wait(0.5)
         return False
 
+    def latest_settings(self):
+        """The settings its dispatcher published last (a dispatcher
+        restarted since the command started may have changed them): a
+        process started now gets them."""
+        try:
+            blob = connect(self.url).get(self.keys.settings)
+        except broker_errors():
+            return
+        if blob is not None:
+            self.settings = _broker.decode_settings(blob)
+            self.policy.permanent_exitcode = self.settings.get(
+                'permanent_failure_exitcode')
+
     def configs(self):
         try:
             frame = connect(self.url).get(self.keys.config)
@@ -198,6 +211,7 @@ class WorkerCommand:
 
     def spawn(self, child):
         child.slot.reset()
+        self.latest_settings()
         configs = self.configs()
         stop_read, stop_write = _os.pipe()
         token = _secrets.token_hex(3)
