@@ -315,6 +315,33 @@ def test_a_killed_dispatchers_streams_end_in_its_remote_workers(
     assert second.get('/api/subscribers').json['count'] == 0
 
 
+def test_two_remote_pools_on_one_redis_database(app_server, redis_server,
+                                                groups):
+    """Each pool of a dispatcher reads its own answers: none is lost to
+    (or dropped as late by) the other pool of the same Redis database."""
+    app = app_server('remote_two', redis_server.url)
+    groups(redis_server.url, 2)
+    groups(redis_server.url, 2, target='remote_two:ReportWorker')
+    wait_workers(app, 2)
+    app.wait_until(lambda: len(remote_workers(app, 'ReportWorker')) >= 2,
+                   what='2 ReportWorker workers ready')
+    results = {}
+
+    def load(path):
+        results[path] = tagged(app, path, 60)
+
+    threads = [threading.Thread(target=load, args=(path,)) for path in
+               ('/api/sleep/0.001', '/reports/pid')]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(status == 200 for answers in results.values()
+               for status, _, _ in answers), results
+    assert [len(answers) for answers in results.values()] == [60, 60]
+    assert 'late answer' not in app.log()
+
+
 def test_local_workers_serve_the_stream_too(app_server, redis_server, groups):
     app = app_server('remote_app', redis_server.url, 3, 10, 2)
     local = wait_workers(app, 2)

@@ -21,9 +21,11 @@ def test_key_names_are_per_pool():
     assert keys.workers == 'uhttp:ItemWorker:workers'
     assert keys.control_of('vm:12') == 'uhttp:ItemWorker:control:vm:12'
     reply = keys.reply('vm:1:ab')
-    assert reply == 'uhttp:reply:vm:1:ab'
+    assert reply == 'uhttp:reply:vm:1:ab:ItemWorker'
     assert keys.cancelled(reply) == reply + ':cancelled'
     assert broker.Keys('Other').requests != keys.requests
+    # each pool of a dispatcher reads (and trims) answers of its own
+    assert broker.Keys('Other').reply('vm:1:ab') != reply
 
 
 def test_request_round_trip_as_redis_returns_it():

@@ -12,7 +12,7 @@ A pool named P lives under `uhttp:P:`:
     config          string: the latest send_config(), for workers started later
     settings        string: the pool's settings, published by the dispatcher
 
-and each dispatcher reads its answers on `uhttp:reply:D`.
+and each dispatcher D reads a pool's answers on `uhttp:reply:D:<pool>`.
 
 Payloads are pickles, as on the local pipes: the broker is trusted.
 A request is started at most once because starting it is the acknowledgment
@@ -94,8 +94,8 @@ class Keys:
         return self._control_of + worker
 
     def reply(self, dispatcher):
-        """The answer stream of dispatcher `dispatcher`."""
-        return f'{self.prefix}:reply:{dispatcher}'
+        """The answer stream of dispatcher `dispatcher` for this pool."""
+        return f'{self.prefix}:reply:{dispatcher}:{self.pool}'
 
     @staticmethod
     def cancelled(reply_stream):
