@@ -76,6 +76,7 @@ class RedisServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited ({self.proc.returncode})")
             time.sleep(0.05)
+        self.kill()  # (no fixture yields it: nobody else would)
         raise RuntimeError("redis-server did not start")
 
     def _answers(self):
