@@ -11,6 +11,8 @@ POST /lpr/read           the spec's recognition pool: answers a plate;
                          on_response forwards the image to the storage pool
 GET  /internal/storage/last  what the storage pool stored last
 GET  /seen               what on_response saw of the last /api/big answer
+POST /sync/echo          a sync route answering client.data (a spooled body:
+                         its SpooledBytes view), with X-Kind its type
 
 Settings from the environment: SPOOL_DIR, SPOOL_THRESHOLD,
 SPOOL_MAX_CONTENT, SPOOL_REQUEST_TIMEOUT; SPOOL_CERT / SPOOL_KEY serve HTTPS;
@@ -138,6 +140,11 @@ class SpoolDispatcher(_workers.Dispatcher):
     @_workers.sync('/seen')
     def last_seen(self, client, path_params):
         client.respond(type(self).seen)
+
+    @_workers.sync('/sync/echo', 'POST')
+    def sync_echo(self, client, path_params):
+        client.respond(client.data, headers={
+            'X-Kind': type(client.data).__name__})
 
 
 if __name__ == '__main__':

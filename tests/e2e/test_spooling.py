@@ -630,6 +630,27 @@ def test_echo_of_a_spooled_body(server):
                       what='the echoed body closed')
 
 
+def test_sync_route_answers_its_spooled_body(server):
+    # client.data of a spooled body is a SpooledBytes; respond() sends it
+    # (from its file) as it sends bytes, instead of a 500
+    conn = http.client.HTTPConnection('127.0.0.1', server.port, timeout=30)
+    try:
+        for seed in (12, 13):   # twice on one keep-alive connection
+            data = pattern(3 * 1024 * 1024, seed)
+            conn.request('POST', '/sync/echo', body=data, headers={
+                'Content-Type': 'application/octet-stream'})
+            reply = conn.getresponse()
+            body = reply.read()
+            assert reply.status == 200, body[:200]
+            assert reply.getheader('x-kind') == 'SpooledBytes'
+            assert reply.getheader('content-type') == 'application/octet-stream'
+            assert sha(body) == sha(data)
+    finally:
+        conn.close()
+    server.wait_until(lambda: nothing_left(server, server.spool_dir),
+                      what='the answered body closed')
+
+
 def pattern_of_app(size):
     block = bytes(range(251)) * (65536 // 251 + 1)
     out = bytearray()

@@ -12,7 +12,7 @@ import time as _time
 
 import uhttp.server as _server
 
-from ..bodyview import as_bytes
+from ..bodyview import SpooledBytes, as_bytes
 from . import parse as _parse
 from .bodyinto import BodyInto
 from . import serialize as _serialize
@@ -389,6 +389,8 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
         headers.setdefault('date', _serialize.http_date())
         if self._server.closing:
             headers['connection'] = 'close'  # the server is handing over
+        if isinstance(data, SpooledBytes):
+            return self.send_view(status, headers, cookies, data)
         no_body = _serialize.bodiless(status)
         if _serialize.contentless(status):  # (205: no body, a length of 0)
             data = None

@@ -80,6 +80,21 @@ class SendFile:
             self.close()
         return True
 
+    def send_view(self, status, headers, cookies, view):
+        """respond() of a spooled body's view (a SpooledBytes, what
+        `client.data` is for a body above spool_threshold): its file, sent
+        like a FileResponse's, never read into the dispatcher's memory.
+        `headers` is respond()'s dict."""
+        headers.setdefault(_server.CONTENT_TYPE,
+                           _server.CONTENT_TYPE_OCTET_STREAM)
+        fd = _os.dup(view.fileno())
+        try:
+            return self.send_file(status, list(headers.items()), cookies, fd,
+                                  0, len(view), head=self._head)
+        except BaseException:
+            close_fd(fd)   # refused, nothing sent: the descriptor is ours
+            raise
+
     def forget_file(self):
         """In a forked child: close its copy of the descriptor being sent
         (the dispatcher's stays open and goes on sending)."""
