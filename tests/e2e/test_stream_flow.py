@@ -307,3 +307,35 @@ def test_a_worker_streaming_to_a_client_that_keeps_up_is_not_taken_for_stuck():
                     if 'stuck' in record.message], server.log_text()
         assert server.get('/api/pid').json()['pid'] == pid   # not killed
         server.assert_no_errors()
+
+
+def test_a_slow_client_that_keeps_reading_is_not_dropped():
+    """A client that reads all the time, but slowly (16 KiB every 40 ms,
+    ~400 KB/s): once the kernel's buffers are full, its send queue holds
+    megabytes and the socket takes nothing more for seconds, until half of
+    it has drained, so nothing leaves the dispatcher's own buffer for
+    longer than STALL_LIMIT. The client is reading meanwhile: the stream
+    must reach it whole, not be dropped as a client that reads nothing."""
+    count = 96   # 6 MiB: past what the kernel's buffers hold
+    with TestServer(_workers.Dispatcher, [pool()]) as server:
+        sock = socket.create_connection(('127.0.0.1', server.port),
+                                        timeout=WAIT)
+        try:
+            sock.sendall(f'GET /api/export/{count} HTTP/1.1\r\nHost: x\r\n'
+                         '\r\n'.encode())
+            received = bytearray()
+            while True:
+                data = sock.recv(16384)
+                if not data:
+                    break
+                received += data
+                time.sleep(0.04)
+        finally:
+            sock.close()
+        head, _, body = bytes(received).partition(b'\r\n\r\n')
+        assert head.startswith(b'HTTP/1.1 200')
+        assert not [record for record in list(server.logs)
+                    if 'dropped' in record.message], server.log_text()
+        assert (len(body), hashlib.sha256(body).hexdigest()) == (
+            count * CHUNK, expected_digest(count))
+        server.assert_no_errors()

@@ -7,7 +7,30 @@ cut the stream); the dispatcher watches the queue instead
 (`holdback.py`) and, once it is over `max_send_buffer_size`, stops
 reading the worker's pipe and asks to be told, by `when_drained()`, when
 the queue is down to a mark again or the connection closed.
+
+Whether a client reads at all is told by its bytes leaving, from our
+buffer or from the kernel's send queue (`kernel_unsent()`): a slow
+client's kernel queue can hold megabytes and take no more for seconds
+while it drains, with the client reading all the time.
 """
+
+import fcntl as _fcntl
+import struct as _struct
+import termios as _termios
+
+_OUTQ = getattr(_termios, 'TIOCOUTQ', None)   # Linux's SIOCOUTQ
+
+
+def kernel_unsent(sock):
+    """Bytes of `sock`'s send queue the kernel has not sent (or had
+    acknowledged) yet, or None where it cannot tell."""
+    if _OUTQ is None or sock is None:
+        return None
+    try:
+        return _struct.unpack('i', _fcntl.ioctl(sock.fileno(), _OUTQ,
+                                                b'\0\0\0\0'))[0]
+    except (OSError, ValueError):
+        return None
 
 
 class StreamDrain:
