@@ -333,3 +333,34 @@ def test_a_failing_do_check_is_named_in_the_log():
     assert not any('in handler' in text or text.startswith('handler ')
                    for text in errors), errors
     assert client.get('/api/open').data == {'open': True}
+
+
+class BodyWorker(_workers.Worker):
+    @_workers.api('/api/body', 'POST')
+    def body(self, request):
+        return {'kind': type(request.data).__name__,
+                'size': len(request.data),
+                'first': bytes(request.body_file.read(3)).decode(),
+                'spooled': isinstance(request.data, _workers.SpooledBytes)}
+
+    @_workers.api('/api/echo', 'POST')
+    def echo(self, request):
+        return request.data
+
+
+@pytest.mark.parametrize('size, spooled', [(256 * 1024, False),
+                                           (256 * 1024 + 1, True)])
+def test_a_body_above_the_spool_threshold_is_spooled_as_in_a_server(
+        size, spooled):
+    """A worker process gets a body above the dispatcher's spool_threshold
+    (256 KiB by default) as a SpooledBytes view of its file: a handler
+    tested here sees the same type it will see served."""
+    client = WorkerClient(BodyWorker)
+    data = b'abc' + b'x' * (size - 3)
+    reply = client.post('/api/body', data=data)
+    assert reply.data == {'kind': 'SpooledBytes' if spooled else 'bytes',
+                          'size': size, 'first': 'abc', 'spooled': spooled}
+    assert client.post('/api/echo', data=data).content == data
+    reply = client.post('/api/body', data=data,
+                        headers={'Content-Type': 'application/json'})
+    assert reply.status == 400   # JSON bodies are parsed, spooled or not

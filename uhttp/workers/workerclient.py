@@ -13,14 +13,17 @@ business-logic test runs in microseconds. Its logs are kept in `logs`.
 
 import collections as _collections
 import json as _json
+import os as _os
 import selectors as _selectors
 
 import uhttp.server as _server
 
+from . import bodyview as _bodyview
 from . import log as _log
 from . import files as _files
 from . import messages as _msg
 from . import metrics as _metrics
+from . import spool as _spool
 from . import worker as _worker
 from . import workerloop as _workerloop
 from .http import parse as _parse
@@ -100,6 +103,22 @@ def request_body(json, data, headers):
     if isinstance(data, str):
         return data.encode()
     return data
+
+
+def spooled(body):
+    """`body` as a worker process gets it: above the dispatcher's default
+    spool_threshold, a SpooledBytes view of an unnamed file holding it."""
+    if body is None or len(body) <= _spool.DEFAULT_THRESHOLD:
+        return body
+    fd = _spool.open_unnamed()
+    try:
+        view = memoryview(body).cast('B')
+        while view:
+            view = view[_os.write(fd, view):]
+        return _bodyview.SpooledBytes(fd, len(body))
+    except BaseException:
+        _os.close(fd)
+        raise
 
 
 class WorkerResponse:
@@ -204,7 +223,7 @@ class WorkerClient(Verbs):
         """Run one request through the worker; its WorkerResponse."""
         headers = {name.lower(): str(value)
                    for name, value in (headers or {}).items()}
-        body = request_body(json, data, headers)
+        body = spooled(request_body(json, data, headers))
         method = method.upper()
         path, mark, raw_query = path.partition('?')
         query = _server.parse_query(raw_query.encode()) if mark else None
