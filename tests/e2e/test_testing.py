@@ -31,6 +31,11 @@ class ItemWorker(_workers.Worker):
     def pid(self, request):
         return {'pid': os.getpid()}
 
+    @_workers.api('/api/form', 'POST')
+    def form(self, request):
+        return {'body': bytes(request.data).decode(),
+                'type': request.content_type}
+
     @_workers.api('/api/ratio', 'GET')
     def ratio(self, request):
         return {'ratio': float('nan')}
@@ -80,6 +85,20 @@ def test_requests_json_headers_and_status():
         assert server.request('POST', '/health').status == 405
         assert server.delete('/api/items').status == 405
         server.assert_no_errors()
+
+
+def test_a_dict_as_data_is_sent_as_a_form():
+    # data={'a': ...} as with `requests`: form-encoded, not a TypeError
+    # from deep inside http.client
+    with TestServer(App, pools=pools(1)) as server:
+        reply = server.post('/api/form', data={'q': 'a b', 'n': 1})
+        assert reply.json() == {'body': 'q=a+b&n=1', 'type':
+                                'application/x-www-form-urlencoded'}
+        reply = server.post('/api/form', data=b'raw',
+                            headers={'Content-Type': 'text/plain'})
+        assert reply.json() == {'body': 'raw', 'type': 'text/plain'}
+        with pytest.raises(TypeError, match='data'):
+            server.post('/api/form', data=object())
 
 
 def test_sse_events_are_parsed():

@@ -364,3 +364,21 @@ def test_a_body_above_the_spool_threshold_is_spooled_as_in_a_server(
     reply = client.post('/api/body', data=data,
                         headers={'Content-Type': 'application/json'})
     assert reply.status == 400   # JSON bodies are parsed, spooled or not
+
+
+def test_a_dict_as_data_is_sent_as_a_form_as_over_http():
+    """The handler gets what a worker gets for a form: its raw bytes,
+    never the dict itself."""
+    client = WorkerClient(BodyWorker)
+    reply = client.post('/api/echo', data={'q': 'a b', 'n': 1})
+    assert reply.content == b'q=a+b&n=1'
+    with pytest.raises(TypeError, match='data'):
+        client.post('/api/echo', data=object())
+
+
+def test_an_open_file_as_data_is_its_content(tmp_path):
+    path = tmp_path / 'upload.bin'
+    path.write_bytes(b'file content')
+    client = WorkerClient(BodyWorker)
+    with open(path, 'rb') as file:
+        assert client.post('/api/echo', data=file).content == b'file content'

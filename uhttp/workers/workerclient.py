@@ -15,6 +15,7 @@ import collections as _collections
 import json as _json
 import os as _os
 import selectors as _selectors
+from urllib.parse import urlencode as _urlencode
 
 import uhttp.server as _server
 
@@ -96,12 +97,25 @@ class Verbs:
 
 
 def request_body(json, data, headers):
-    """The body bytes of a test request (`json` encoded, with its type)."""
+    """The body bytes of a test request: `json` encoded, or `data` (bytes,
+    text, an open file's content, or a dict or list of pairs form-encoded,
+    as `curl -d` sends it), with its type; TypeError for anything else."""
     if json is not None:
         headers.setdefault('content-type', 'application/json')
         return _json.dumps(json).encode()
     if isinstance(data, str):
         return data.encode()
+    if isinstance(data, (dict, list, tuple)):
+        headers.setdefault('content-type', 'application/x-www-form-urlencoded')
+        return _urlencode(data).encode()
+    if hasattr(data, 'read'):   # an open file: its content
+        data = data.read()
+    if data is not None:
+        try:
+            memoryview(data)
+        except TypeError:
+            raise TypeError(f"data must be bytes, str, a file or a dict of "
+                            f"form fields, not {type(data).__name__}") from None
     return data
 
 
