@@ -23,7 +23,7 @@ from .keepalive import KeepAliveCycle
 from .linger import LingeringClose
 from .sendfile import SendFile
 from .spoolbody import SpoolBody
-from .streamdrain import StreamDrain, kernel_unsent
+from .streamdrain import StreamDrain
 from .takeover import TakeOver
 
 EVENT_READ = _selectors.EVENT_READ
@@ -523,20 +523,6 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
             self._update_interest()  # closes in _finalize_sent_response
         else:
             self.close()
-
-    def stalled(self, now, limit):
-        """True when bytes have waited to be sent, with no progress (here
-        or in the kernel's send queue), for more than `limit` seconds."""
-        size = self.send_buffer_size
-        if not size and self._file_handle is None:
-            self._stall = None
-            return False
-        position = (size, self._file_handle.tell() if self._file_handle else 0,
-                    kernel_unsent(self._socket))   # the client reads on
-        if self._stall is None or self._stall[0] != position:
-            self._stall = (position, now)
-            return False
-        return now - self._stall[1] > limit
 
     def close(self):
         handler = getattr(self, '_taken', None)

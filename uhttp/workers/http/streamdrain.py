@@ -70,6 +70,20 @@ class StreamDrain:
             self._send_buffer.extend(b'0\r\n\r\n')
             self.try_send()
 
+    def stalled(self, now, limit):
+        """True when bytes have waited to be sent, with no progress (here
+        or in the kernel's send queue), for more than `limit` seconds."""
+        size = self.send_buffer_size
+        if not size and self._file_handle is None:
+            self._stall = None
+            return False
+        position = (size, self._file_handle.tell() if self._file_handle else 0,
+                    kernel_unsent(self._socket))   # the client reads on
+        if self._stall is None or self._stall[0] != position:
+            self._stall = (position, now)
+            return False
+        return now - self._stall[1] > limit
+
     def when_drained(self, mark, callback):
         """Call `callback(self)` once at most `mark` bytes wait to be sent,
         or when the connection closes (one waiter at a time)."""
