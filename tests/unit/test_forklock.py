@@ -1,6 +1,7 @@
 """SendLock: frames written by a process and the processes it forks into
 one pipe stay whole, and the lock stays a reentrant lock."""
 import os
+import select
 import signal
 import threading
 import time
@@ -140,3 +141,56 @@ def test_a_child_killed_while_it_holds_the_lock_leaves_nobody_waiting():
 def _take(lock, taken):
     with lock:
         taken.set()
+
+
+def _worker_finding_a_torn_frame(depth, report_fd):
+    """A 'worker' process whose descendant `depth` generations down finds
+    a torn frame; it reports 'alive' if it outlives that."""
+    lock = forklock.SendLock()           # owned by this process
+    pid = os.fork()
+    if pid == 0:
+        for _ in range(depth - 1):       # further down the family
+            below = os.fork()
+            if below:
+                os.waitpid(below, 0)
+                os._exit(0)
+        lock._torn()                     # exits 71 (EXIT_TORN)
+    os.waitpid(pid, 0)
+    time.sleep(0.2)                      # a SIGKILL would have come
+    os.write(report_fd, b'alive')
+
+
+def _run_worker(depth):
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            _worker_finding_a_torn_frame(depth, write_fd)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], 10)
+        said = os.read(read_fd, 5) if ready else b''
+        _, status = os.waitpid(pid, 0)
+        pid = None
+        return said, status
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(read_fd)
+
+
+def test_a_torn_frame_found_by_a_child_ends_its_worker():
+    said, status = _run_worker(depth=1)
+    assert said == b'' and os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL
+
+
+def test_a_torn_frame_found_further_down_kills_no_one_by_pid():
+    # the worker is not its parent: the pid it has may be another
+    # process's by now (the worker finds the mark itself when it sends)
+    said, status = _run_worker(depth=2)
+    assert said == b'alive' and os.WIFEXITED(status)

@@ -22,7 +22,7 @@ through a frame leaves the mark, and whoever takes the lock next finds it.
 The pipe then holds a torn frame, which the dispatcher would take the
 next frames for the rest of (up to its length, which may be gigabytes
 away), so every later message of the worker would be lost: the finder
-ends the worker (exit code 71, or SIGKILL from a forked process), and
+ends the worker (exit code 71, or SIGKILL from a child of it), and
 the dispatcher restarts it.
 """
 
@@ -86,7 +86,10 @@ class SendLock:
                           "it torn on the pipe; the worker ends\n").encode())
         except OSError:
             pass
-        if _os.getpid() != self._owner:
+        if _os.getpid() != self._owner and _os.getppid() == self._owner:
+            # (only a worker that is still this process's parent: once it
+            # died, its pid may be another process's; a worker that is a
+            # grandparent finds the mark itself at its next send)
             try:
                 _os.kill(self._owner, _signal.SIGKILL)
             except OSError:
