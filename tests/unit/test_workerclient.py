@@ -382,3 +382,32 @@ def test_an_open_file_as_data_is_its_content(tmp_path):
     client = WorkerClient(BodyWorker)
     with open(path, 'rb') as file:
         assert client.post('/api/echo', data=file).content == b'file content'
+
+
+class ForgetfulWorker(_workers.Worker):
+    def on_request_error(self, request, err):
+        self.log.error("%s failed: %r", request.path, err)   # no return
+
+    @_workers.api('/api/fails', 'GET')
+    def fails(self, request):
+        raise KeyError('gone')
+
+    @_workers.api('/api/answers', 'GET')
+    def answers(self, request):
+        raise KeyError('gone')
+
+
+class AnsweringOnError(ForgetfulWorker):
+    def on_request_error(self, request, err):
+        request.respond({'sorry': True}, status=503)   # answers itself
+
+
+def test_an_error_hook_that_returns_nothing_still_answers_500():
+    # it used to turn the failed request into a 200 with an empty body
+    client = WorkerClient(ForgetfulWorker)
+    reply = client.get('/api/fails')
+    assert reply.status == 500 and reply.data == {
+        'error': 'Internal Server Error'}
+    assert any('failed' in record.message for record in client.logs)
+    reply = WorkerClient(AnsweringOnError).get('/api/answers')
+    assert (reply.status, reply.data) == (503, {'sorry': True})

@@ -245,6 +245,17 @@ def warn_unheard(worker, request, reply):
             "nobody gets that answer", request.method, request.path, reply[2])
 
 
+def error_answer(worker, request, err):
+    """What the worker's on_request_error() answers for a handler that
+    raised: an override that returns None without answering gets the
+    default 500 (a failed request never passes for a 200)."""
+    result = worker.on_request_error(request, err)
+    if result is None and _msg.is_unanswered(request) and (
+            not request.is_streaming):
+        return {'error': 'Internal Server Error'}, 500
+    return result
+
+
 def warn_late(worker, handler, request, result):
     """A handler's result for a request it already answered, streams or
     closed: a value is dropped, and None leaves a stream open (often a

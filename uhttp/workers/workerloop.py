@@ -383,7 +383,7 @@ def _run_handler(worker, table, request):
             _out_of_memory(worker, request, handler)
         except BaseException as err:  # pylint: disable=broad-except
             _msg.set_handler(request, handler)  # (CancelledError too)
-            result = worker.on_request_error(request, err)
+            result = _worker.error_answer(worker, request, err)
             if request.is_streaming:  # it cannot go on: end it
                 request.response_stream_end()
                 return None
