@@ -198,14 +198,18 @@ class Observer(_feed.DashboardFeed):
         """The route pattern a request no answer labelled would have taken,
         matched here against its worker's (or its pool's) route table; ''
         when none matches. Off the common path: answers carry the index."""
+        return self.route_for(pending.pool, handle, pending.method,
+                              pending.path)
+
+    def route_for(self, pool, handle, method, path):
         routes = handle.routes if handle is not None else ()
         if not routes:
-            others = pending.pool.handles
+            others = pool.handles
             if isinstance(others, dict):    # a remote pool's, by name
                 others = others.values()
             routes = next((other.routes for other in others
                            if other.routes), ())
-        if not routes or pending.path is None:
+        if not routes or path is None:
             return ''
         table = self.route_tables.get(routes)
         if table is None:
@@ -218,7 +222,7 @@ class Observer(_feed.DashboardFeed):
             if len(self.route_tables) > 64:
                 self.route_tables.clear()
             self.route_tables[routes] = table
-        target, _ = table.lookup(pending.method, pending.path)
+        target, _ = table.lookup(method, path)
         return '' if target is None else routes[target]
 
     def count(self, pool, route, method, status, duration):
@@ -256,9 +260,13 @@ class Observer(_feed.DashboardFeed):
         answer of `size` bytes)."""
         key = (pool.name, reason)
         self.rejected[key] = self.rejected.get(key, 0) + 1
+        route = ''
         if reason == MAX_PENDING:  # the canned answer
             size = 0 if (method or client.method) == 'HEAD' else size
-        self.served(client, began, status, '', pool.name, size=size,
+        elif reason == CHECK:      # do_check's 401 or 403, per route
+            route = self.route_for(pool, None, method or client.method,
+                                   path or client.path)
+        self.served(client, began, status, route, pool.name, size=size,
                     method=method, path=path)
 
     def answered_early(self, client, began, status, size, pool, reason):
