@@ -143,10 +143,14 @@ class DispatcherLink:
             items.append(inbox.popleft())
         return items
 
-    def close(self, timeout=1.0):
+    def stop(self):
+        """Tell the link's threads to end (close() waits for them)."""
         with self._lock:
             self._closed = True
             self._lock.notify_all()
+
+    def close(self, timeout=1.0):
+        self.stop()
         deadline = _monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - _monotonic()))

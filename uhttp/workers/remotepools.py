@@ -203,6 +203,8 @@ class RemotePools:
         for state in self.pools:
             state.pool.scheduler.drain()  # never to start: cancelled
             self.stop_local(state)
+            state.link.stop()   # every link's threads end at once: each
+        for state in self.pools:  # waits out its blocking read only once
             state.link.close()
         self.pools = []
         if self.wakeup is not None:
