@@ -178,8 +178,8 @@ def test_a_request_whose_client_left_while_held_back_is_not_run(app_server):
         sock.sendall(request_bytes('GET', '/api/slow?s=0.3'))
         sock.close()
     first.join(20)
-    log = server.wait_log(r'"GET /api/slow" 499', timeout=20, count=5)
-    assert len(re.findall(r'"GET /api/slow" 200', log)) == 1, log[-3000:]
+    log = server.wait_log(r'"GET /api/slow\?s=0\.3" 499', timeout=20, count=5)
+    assert len(re.findall(r'"GET /api/slow\?s=0\.3" 200', log)) == 1, log[-3000:]
     assert server.get('/_status').json['pending'] == 0
     probe(server)
 
