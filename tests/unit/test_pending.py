@@ -2,6 +2,7 @@
 and deadlines (pure, no processes)."""
 
 import itertools
+import time
 
 import pytest
 
@@ -142,3 +143,12 @@ def test_extend_puts_the_deadline_back_in_order():
             break
         order.append(due.request_id)
     assert order == [2, 3, 1, 4, 5]
+
+
+def test_ids_start_at_one_without_a_remote_pool_and_from_the_clock_with():
+    assert p.first_request_id(False) == 1
+    first = p.first_request_id(True)
+    time.sleep(0.002)
+    assert p.first_request_id(True) > first > 10 ** 12
+    table = p.PendingTable(first)
+    assert table.opened == 0

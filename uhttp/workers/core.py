@@ -33,7 +33,8 @@ from .logoutput import LogOutput
 from .records import Records
 from .loop import CLIENT_EVENTS, Loop, Signals
 from .pending import (
-    PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT, PendingTable)
+    PENDING_DISCONNECTED, PENDING_SHUTDOWN, PENDING_TIMEOUT, PendingTable,
+    first_request_id)
 from .backpressure import Backpressure
 from .control import Control
 from .delivery import Delivery
@@ -79,7 +80,8 @@ class Core(Records):
         self.log = _log.Logger(type(app).__name__, self.log_record,
                                self.log_level)
         self.hooks = _hooks.Hooks(app, base, self.log)
-        self.pending = PendingTable()
+        self.pending = PendingTable(first_request_id(any(
+            pool.broker is not None for pool in self.pools)))
         self.loop = Loop(self.log)
         self.signals = None
         self.user_fds = None

@@ -117,13 +117,29 @@ def held(pending):
         pending.state = HELD
 
 
+def first_request_id(remote):
+    """The id a dispatcher's first request gets: 1, or, with a remote pool
+    (whose workers may still hold a previous run's deferred requests and
+    streams, or a second dispatcher's during a hot upgrade), a number
+    taken from the clock, microseconds since 2026, so that a later run
+    starts above every id an earlier one reached (unless it opened more
+    than a million requests a second)."""
+    if not remote:
+        return 1
+    return max(1, int((_time.time() - EPOCH_2026) * 1_000_000))
+
+
+EPOCH_2026 = 1767225600  # 2026-01-01T00:00:00Z
+
+
 class PendingTable:
     """Every pending request by id, the open-stream count, the deadlines."""
 
-    def __init__(self):
+    def __init__(self, first_id=1):
         self.requests = {}       # request_id -> _PendingRequest
         self.streams = 0
-        self._last_id = 0
+        self._first_id = first_id
+        self._last_id = first_id - 1
         self._deadlines = {}     # pool -> OrderedDict(request_id -> pending)
 
     def __len__(self):
@@ -138,7 +154,7 @@ class PendingTable:
     @property
     def opened(self):
         """How many requests were opened so far."""
-        return self._last_id
+        return self._last_id - self._first_id + 1
 
     @property
     def waiting(self):
