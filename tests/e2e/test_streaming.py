@@ -716,3 +716,29 @@ def test_streams_without_chunks_and_to_http_1_0_end_with_the_connection():
             assert body == ROWS + b'tail\n'
         raw = exchange(server, b'HEAD /export HTTP/1.1\r\nHost: x\r\n\r\n')
         assert raw.endswith(b'\r\n\r\n') and b'row' not in raw
+
+
+class SyncStreams(_workers.Dispatcher):
+    @_workers.sync('/sync/export')
+    def export(self, client, path_params):
+        client.response_stream('application/x-ndjson',
+                               headers={'Transfer-Encoding': 'chunked'})
+        for index in range(3):
+            client.send_ndjson({'row': index})
+        client.send_event(data='tail', event='end')
+        client.response_stream_end()
+
+
+def test_a_sync_handlers_stream_asks_for_chunks_as_a_workers_does():
+    # the header used to go out as given over an unframed body: a body no
+    # HTTP client could read
+    with TestServer(SyncStreams, []) as server:
+        raw = exchange(server, b'GET /sync/export HTTP/1.1\r\nHost: x\r\n\r\n')
+        head, _, body = raw.partition(b'\r\n\r\n')
+        assert head.lower().count(b'transfer-encoding: chunked') == 1, head
+        assert b'content-type: application/x-ndjson' in head.lower()
+        assert unchunk(body) == (ROWS + b'event: end\ndata: tail\n\n', True)
+        raw = exchange(server, b'GET /sync/export HTTP/1.0\r\n\r\n')
+        head, _, body = raw.partition(b'\r\n\r\n')
+        assert b'transfer-encoding' not in head.lower()
+        assert body == ROWS + b'event: end\ndata: tail\n\n'

@@ -493,7 +493,6 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
             not _serialize.bodiless(status)) and _serialize.asks_chunked(
                 headers)
         data = _serialize.stream_head(status, headers, cookies, chunked)
-        self._chunked = chunked
         self._response_started = True
         self.responses += 1
         self._is_streaming = True
@@ -503,6 +502,7 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
         except OSError:
             self.close()
             return False
+        self._chunked = chunked   # (what is sent from now on)
         return True
 
     def end_stream(self, whole=True):

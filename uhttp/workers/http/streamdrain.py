@@ -54,14 +54,35 @@ class StreamDrain:
             self.try_send()
         return self._socket is not None
 
-    def send_chunk(self, data):
-        """uhttp-server's send_chunk() (a stream's bytes, refused over the
-        send buffer's limit), framed as a chunk when the stream is."""
-        if self._chunked and data:
-            if isinstance(data, str):
-                data = data.encode('utf-8')
-            data = b'%x\r\n%b\r\n' % (len(data), data)
-        return super().send_chunk(data)
+    def _send(self, *parts):
+        """uhttp-server's queueing of bytes (refused over the send buffer's
+        limit), through which its send_chunk(), send_event() and
+        send_ndjson() write: each call is one chunk when the stream is
+        chunked."""
+        if self._chunked:
+            parts = [part.encode('utf-8') if isinstance(part, str) else part
+                     for part in parts]
+            size = sum(len(part) for part in parts)
+            if size:
+                parts = [b'%x\r\n' % size, *parts, b'\r\n']
+        super()._send(*parts)
+
+    def response_stream(self, content_type=None, headers=None, cookies=None):
+        """uhttp-server's response_stream() for a sync handler, as a
+        worker's stream starts (start_stream(): its headers may ask for
+        chunks; the connection closes after it)."""
+        if hasattr(headers, 'items'):
+            headers = list(headers.items())
+        headers = list(headers or ())
+        if content_type and not any(str(name).lower() == 'content-type'
+                                    for name, _ in headers):
+            headers.append(('content-type', content_type))
+        return self.start_stream(200, headers, cookies)
+
+    def response_stream_end(self):
+        """uhttp-server's response_stream_end(), as a worker's stream ends:
+        the last chunk, and the close once what is queued is out."""
+        self.end_stream()
 
     def end_chunks(self):
         """A chunked stream is whole: its last, empty chunk is queued."""
