@@ -4,6 +4,7 @@ process are captured, start-up failures raise TestServerError, and no
 process outlives the server. The pytest fixture comes from the plugin."""
 
 import os
+import sys
 import time
 
 import pytest
@@ -160,6 +161,25 @@ def test_a_setup_that_raises_fails_the_start_at_once_with_its_traceback():
     assert "setup() failed" in str(info.value)
     assert 'database unreachable' in info.value.traceback
     assert 'database unreachable' in info.value.log
+
+
+class ExitsInSetup(_workers.Worker):
+    def setup(self):
+        sys.exit(self.kwargs['code'])
+
+
+@pytest.mark.parametrize('settings', [
+    {'code': 3},                                      # restarted, backing off
+    {'code': 9, 'permanent_failure_exitcode': 9},     # parked
+], ids=['sys-exit', 'parked'])
+def test_a_worker_that_ends_before_ready_fails_the_start_at_once(settings):
+    began = time.monotonic()
+    with pytest.raises(TestServerError) as info:
+        TestServer(App, pools=[_workers.WorkerPool(ExitsInSetup, **settings)],
+                   startup_timeout=30).start()
+    assert time.monotonic() - began < 10      # not the whole startup_timeout
+    assert 'ended before it was ready: ExitsInSetup[0]' in str(info.value)
+    assert f"exited with code {settings['code']}" in info.value.log
 
 
 class SlowToStart(_workers.Worker):

@@ -42,6 +42,16 @@ LogRecord = _collections.namedtuple('LogRecord', 'name level message')
 _WHAT_NEXT = ('restarting', 'degraded', 'parked', 'giving up')
 
 
+def _ended_before_ready(status):
+    """The name of a worker that ended before it ever got ready (it is
+    parked, or restarted with back-off: it would only end again), or None."""
+    for pool in status['pools']:
+        for worker in pool['workers']:
+            if not worker['ready'] and (worker['parked'] or worker['restarts']):
+                return f"{pool['name']}[{worker['id']}]"
+    return None
+
+
 class TestServerError(RuntimeError):
     """The server did not start; `log` holds what it logged, `traceback`
     the exception that stopped it, if any."""
@@ -271,6 +281,12 @@ class TestServer(Verbs):
                 raise TestServerError(
                     f"a worker's setup() failed: {failed.name}",
                     self.log_text(), failed.message)
+            ended = _ended_before_ready(status)
+            if ended is not None:    # sys.exit() in setup(), a crash, parked
+                self._wait_for_account_of(LogRecord(ended, 0, ''))
+                raise TestServerError(
+                    f"a worker ended before it was ready: {ended}",
+                    self.log_text())
             if _time.monotonic() > deadline:
                 raise TestServerError("timed out waiting for the workers to "
                                       f"get ready: {status}", self.log_text())
