@@ -375,7 +375,7 @@ class TestBuildTable:
             LOG_NAME = '{nope}-{worker_id}'
 
         worker = Named(worker_id=1, pool_name='p')
-        assert worker.log.name == 'Named[1]'
+        assert worker.log.name == 'p[1]'
         err = capsys.readouterr().err
         assert 'LOG_NAME' in err
 

@@ -87,7 +87,7 @@ class Worker:
     """
 
     HANDLERS = []
-    LOG_NAME = '{cls}[{worker_id}]'
+    LOG_NAME = '{pool_name}[{worker_id}]'
 
     worker_id = _ns.Info(lambda state: state.worker_id,
                          "This worker's slot in its pool (0..N-1).")
