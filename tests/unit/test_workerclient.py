@@ -295,6 +295,16 @@ def test_the_path_is_read_as_the_dispatcher_reads_it():
     assert bad.status == 400 and 'encoding' in bad.data['error']
 
 
+def test_a_query_the_dispatcher_cannot_decode_is_a_400_reply():
+    # served, '?x=%E9' (Latin-1, not UTF-8) is answered 400 before any
+    # worker; the client gave that reply too instead of raising
+    client = WorkerClient(PlainNames)
+    for target in ('/api/tag/x?x=%E9', '/api/tag/x?%ff'):
+        bad = client.get(target)
+        assert bad.status == 400 and 'encoding' in bad.data['error']
+    assert client.get('/api/tag/x?x=%C3%A9').status == 200
+
+
 def test_sys_exit_in_a_handler_is_a_500_and_the_exit_code():
     client = WorkerClient(PlainNames)
     reply = client.post('/api/stop')

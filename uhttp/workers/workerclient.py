@@ -240,7 +240,6 @@ class WorkerClient(Verbs):
         body = spooled(request_body(json, data, headers))
         method = method.upper()
         path, mark, raw_query = path.partition('?')
-        query = _server.parse_query(raw_query.encode()) if mark else None
         self._last_id += 1
         request_id = self._last_id
         response = self.responses[request_id] = WorkerResponse(request_id)
@@ -248,6 +247,10 @@ class WorkerClient(Verbs):
             path = _parse.unquote_path(path)   # as the dispatcher reads it
         except _parse.ProtocolError as err:
             return response.failed(err.status, err.message)
+        try:   # the dispatcher answers a query it cannot decode 400
+            query = _server.parse_query(raw_query.encode()) if mark else None
+        except _server.HttpErrorWithResponse as err:
+            return response.failed(err.status, 'Invalid query string encoding')
         message = (_msg.M_REQUEST, request_id, request_id, method,
                    path, query, headers, body or None, False, remote_address,
                    context)
