@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import pickle
+import resource
 import socket
 import stat
 
@@ -113,6 +114,33 @@ def test_spool_writes_then_finishes_as_a_view(tmp_path):
     assert view == b'hello world'
     del view
     assert closed(fd)
+
+
+def test_a_spool_that_cannot_be_mapped_closes_its_file(tmp_path):
+    # mmap() takes a descriptor of its own: out of descriptors (or of
+    # address space) the view cannot be made, and the file must not stay
+    # open in the dispatcher for ever
+    part = spool.SpoolPolicy(0, str(tmp_path)).open()
+    part.write(b'x' * 1000)
+    fd = part.fd
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    filler = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (fd + 16, hard))
+    try:
+        with pytest.raises(spool.StorageError) as caught:
+            while True:   # every free descriptor taken
+                try:
+                    filler.append(os.open(os.devnull, os.O_RDONLY))
+                except OSError as err:
+                    assert err.errno == errno.EMFILE
+                    break
+            part.finish()
+    finally:
+        for each in filler:
+            os.close(each)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert caught.value.errno == errno.EMFILE
+    assert part.fd == -1 and closed(fd)
 
 
 def test_discarded_spool_closes_its_file(tmp_path):

@@ -150,9 +150,16 @@ class Spool:
         return moved
 
     def finish(self):
-        """The whole body, as a read-only view that owns the file."""
-        fd, self.fd = self.fd, -1
-        return SpooledBytes(fd, self.size)
+        """The whole body, as a read-only view that owns the file;
+        StorageError (the file closed) when it cannot be mapped: mmap()
+        takes a descriptor of its own (EMFILE) and address space (ENOMEM)."""
+        try:
+            view = SpooledBytes(self.fd, self.size)
+        except OSError as err:
+            self.discard()
+            raise StorageError(err.errno, err.strerror) from err
+        self.fd = -1
+        return view
 
     def discard(self):
         """Drop the body (the client left, a limit, a timeout)."""

@@ -105,9 +105,17 @@ class SpoolBody:
                 self._spool_write(view[:take])
             del buffer[:take]
         if self._spool.size >= length:
-            self._data = self._spool.finish()
-            self._spool = None
+            self._data = self._spool_finish()
             self._data_loaded = True
+
+    def _spool_finish(self):
+        """The spooled body as its view (a 507 when it cannot be had)."""
+        try:
+            body = self._spool.finish()
+        except _spool.StorageError as err:
+            raise self._storage_error(err) from None
+        self._spool = None
+        return body
 
     def _recv_to_buffer(self, size):
         if self._spool is not None and self._chunks is None:
@@ -186,9 +194,7 @@ class SpoolBody:
         if self._spool is None:
             return self._chunks.body() or None
         self._spool_chunks()
-        body = self._spool.finish()
-        self._spool = None
-        return body
+        return self._spool_finish()
 
     def _drop_spool(self):
         spool, self._spool = getattr(self, '_spool', None), None
