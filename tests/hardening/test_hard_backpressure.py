@@ -120,6 +120,41 @@ def test_a_crowd_behind_a_small_limit_is_shed_not_queued(app_server):
     probe(server)
 
 
+def test_idle_keep_alive_connections_are_no_crowd_to_shed(app_server):
+    """The crowd held back is the connections with a request waiting,
+    not every connection without one: 300 idle keep-alive connections
+    (browsers between clicks) beside a few busy clients of a 50 ms
+    handler behind max_pending=10 are no reason to answer those 503;
+    the workers keep up with them."""
+    server = app_server('hard_flood', env={'HARD_MAX_PENDING': '10'})
+    idle = []
+    try:
+        for _ in range(300):
+            sock = socket.create_connection(('127.0.0.1', server.port),
+                                            timeout=10)
+            sock.sendall(request_bytes('GET', '/probe'))
+            assert sock.recv(4096).startswith(b'HTTP/1.1 200')
+            idle.append(sock)
+        assert server.get('/_status').json['connections'] >= 300
+        results = []
+        threads = [threading.Thread(target=hammer, args=(
+            server.port, ['/api/slow?s=0.05'] * 40, results, index))
+            for index in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+        statuses = [status for _, _, status, _, _ in results]
+        assert len(statuses) == 16 * 40, statuses[:5]
+        assert statuses.count(200) == len(statuses), (
+            statuses.count(200), statuses.count(503))
+    finally:
+        for sock in idle:
+            sock.close()
+    probe(server)
+
+
 def test_a_request_waiting_unread_is_never_evicted_as_idle(app_server):
     """At max_waiting_clients a new connection evicts the oldest idle one;
     while the clients are held back, a connection whose request waits

@@ -13,7 +13,8 @@ until there is room again.
 Waiting in the kernel is only worth it while it is brief. When the workers
 do make room, but slowly for the crowd behind (a small limit, slow
 handlers), the clients' wait is estimated from the saturated spell: the
-connections with no request read, over the rate requests were taken in.
+connections with a request waiting unread in the kernel (idle keep-alive
+connections ask nothing), over the rate requests were taken in.
 Past HELD_AT_MOST seconds of that, the excess is read and answered 503 as
 well, so `max_pending=1` in front of a 200 ms handler sheds the other
 clients at once instead of serving them one by one for a minute.
@@ -149,5 +150,12 @@ class Backpressure:
         taken = table.opened - opened
         if elapsed > 4 * SHED_AFTER:  # the recent rate counts: keep half
             self.spell = (since + elapsed / 2, opened + taken // 2)
+        reached = int(taken / elapsed * HELD_AT_MOST)
+        # the connections with no request read are an upper bound only:
+        # idle keep-alive connections ask nothing, so only those with
+        # bytes waiting in the kernel are held back
         held = len(self.core.server.connections) - len(table.requests)
-        return max(0, held - int(taken / elapsed * HELD_AT_MOST))
+        if held <= reached:
+            return 0
+        held = self.core.loop.clients.readable(held)
+        return max(0, held - reached)
