@@ -10,7 +10,8 @@ import socket
 import threading
 import time
 
-from hard_util import exchange, probe, request_bytes, wait_for
+from hard_util import (exchange, many_exchanges, probe, request_bytes,
+                       wait_for)
 
 
 def hammer(port, paths, results, index):
@@ -152,6 +153,28 @@ def test_idle_keep_alive_connections_are_no_crowd_to_shed(app_server):
     finally:
         for sock in idle:
             sock.close()
+    probe(server)
+
+
+def test_pipelined_requests_over_max_pending_are_held_back_not_shed(app_server):
+    """Requests pipelined on a connection wait in its buffer while the
+    workers are full, as requests waiting in the kernel do: 100
+    connections of 20 pipelined fast requests each, behind a limit of
+    10, are all served, in order, none answered 503."""
+    server = app_server('hard_flood', env={'HARD_MAX_PENDING': '10'})
+    connections, per_connection = 100, 20
+    payloads = [b''.join(request_bytes('GET', f'/api/n/{conn * 100 + k}')
+                         for k in range(per_connection))
+                for conn in range(connections)]
+    results = many_exchanges(server.port, payloads,
+                             [per_connection] * connections, timeout=60)
+    for conn, (responses, closed, rest) in enumerate(results):
+        assert rest == b'', (conn, rest[:200])
+        assert [(resp.status, resp.body) for resp in responses] == [
+            (200, b'{"n": %d}' % (conn * 100 + k))
+            for k in range(per_connection)], (conn, closed, responses[:3])
+    wait_for(lambda: server.get('/_status').json['pending'] == 0, 20, 0.1,
+             'pending to drain')
     probe(server)
 
 

@@ -19,6 +19,10 @@ Past HELD_AT_MOST seconds of that, the excess is read and answered 503 as
 well, so `max_pending=1` in front of a 200 ms handler sheds the other
 clients at once instead of serving them one by one for a minute.
 
+Requests pipelined behind one another wait the same way, in their
+connections' buffers (`pipelined`), rather than being answered 503 as
+soon as the one before them is answered.
+
 Near the limit a request read may have waited unread long enough for its
 client to give up and close: the dispatcher then looks behind it
 (may_have_waited) and ends it as the client's departure (499) instead of
@@ -52,6 +56,9 @@ class Backpressure:
         # a turn found fewer clients ready than it could take
         self.spell = None
         self.crowd_turns = 0  # turns left of reading a crowd (see check)
+        # connections whose next request, read with an earlier one, waits
+        # in their buffer for room (pipelining): held back like the others
+        self.pipelined = []
 
     def full(self):
         """True when no more requests should be read now: the pending
@@ -62,6 +69,18 @@ class Backpressure:
             return False
         self.pause()
         return True
+
+    def hold_pipelined(self, connections):
+        self.pipelined = connections
+
+    def take_pipelined(self, scheduled):
+        """The connections held back with a pipelined request, then those
+        `scheduled` now, in that order (the oldest first)."""
+        held = self.pipelined
+        if not held:
+            return scheduled
+        self.pipelined = []
+        return held + scheduled
 
     def may_have_waited(self):
         """True when the request just admitted may have waited unread in
@@ -157,5 +176,5 @@ class Backpressure:
         held = len(self.core.server.connections) - len(table.requests)
         if held <= reached:
             return 0
-        held = self.core.loop.clients.readable(held)
+        held = self.core.loop.clients.readable(held) + len(self.pipelined)
         return max(0, held - reached)

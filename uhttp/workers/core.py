@@ -271,7 +271,7 @@ class Core(Records):
         less when a timer or a request deadline is due), handle them, then
         flush worker pipes and run what is due."""
         self.handle_events(self.loop.select(self.wait_time(longest)))
-        if self.server.has_scheduled:
+        if self.server.has_scheduled or self.backpressure.pipelined:
             self.serve_pipelined()
         try:
             self.housekeeping()
@@ -351,8 +351,17 @@ class Core(Records):
         self.backpressure.polled(len(events), asked)
 
     def serve_pipelined(self):
-        """Requests that were waiting in a connection's buffer get their turn."""
-        for connection in self.server.take_scheduled():
+        """Requests that were waiting in a connection's buffer get their
+        turn; while the workers are full they wait there, held back as
+        the clients' sockets are, until there is room (or 503s are due)."""
+        backpressure = self.backpressure
+        connections = backpressure.take_pipelined(self.server.take_scheduled())
+        table = self.pending
+        for index, connection in enumerate(connections):
+            if (len(table.requests) - table.streams >= backpressure.limit
+                    and backpressure.full()):
+                backpressure.hold_pipelined(connections[index:])
+                return
             ready = connection.process_pipelined()
             if ready is not None:
                 try:
