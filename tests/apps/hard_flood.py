@@ -1,7 +1,7 @@
 """Overload (tests/hardening/test_hard_overload.py): max_pending from
 HARD_MAX_PENDING (default 20000), max_waiting_clients from HARD_MAX_CLIENTS
-(default 40000), access_log when HARD_ACCESS_LOG is set, a fast route and a
-slow one."""
+(default 40000), access_log when HARD_ACCESS_LOG is set, an open file limit
+of HARD_NOFILE (soft and hard) when set, a fast route and a slow one."""
 import os
 import time
 
@@ -29,6 +29,10 @@ class App(StatusDispatcher):
 
 
 if __name__ == '__main__':
+    if os.environ.get('HARD_NOFILE'):
+        import resource
+        limit = int(os.environ['HARD_NOFILE'])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
     App(port=0, address='127.0.0.1',
         max_pending=int(os.environ.get('HARD_MAX_PENDING', '20000')),
         max_waiting_clients=int(os.environ.get('HARD_MAX_CLIENTS', '40000')),

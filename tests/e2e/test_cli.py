@@ -671,6 +671,8 @@ def test_a_low_open_file_limit_is_warned_about_with_what_is_needed(project):
     assert found, log_path.read_text()
     limit, need, connections = map(int, found.groups())
     assert limit == 600 and need > connections >= 10000 > limit
+    # 10 x max_pending by default: that is the setting to lower
+    assert 'or lower max_pending' in log_path.read_text()
 
 
 CHDIR_APP = textwrap.dedent('''

@@ -147,3 +147,17 @@ def test_5000_concurrent_connections(flood_server):
     wait_for(lambda: fd_count(server.pid) <= fds + 2, 30, 0.2,
              'the dispatcher to close the 5000 connections')
     probe(server)
+
+
+def test_a_low_open_file_limit_names_the_setting_to_lower(app_server):
+    """The connections the open file limit cannot hold come from
+    max_waiting_clients when it is given, else from max_pending (10 x;
+    tests/e2e/test_cli.py): the warning names the one to lower."""
+    server = app_server('hard_flood', env={
+        'HARD_MAX_PENDING': '10', 'HARD_MAX_CLIENTS': '3000',
+        'HARD_NOFILE': '600'})
+    log = server.wait_log(r'open file limit is 600, below', timeout=10)
+    line = next(line for line in log.splitlines()
+                if 'open file limit is 600' in line)
+    assert line.rstrip().endswith('or lower max_waiting_clients'), line
+    probe(server)

@@ -74,11 +74,15 @@ class Front:
                     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
                     soft = target
             if soft != resource.RLIM_INFINITY and soft < want:
+                # the setting the connections come from: its default is
+                # 10 x max_pending
+                setting = ('max_waiting_clients' if 'max_waiting_clients' in
+                           self.core.settings.given else 'max_pending')
                 self.log.warning(
                     "open file limit is %d, below the %d descriptors that %d "
                     "connections and the workers' pipes need; raise it "
-                    "(ulimit -n) or lower max_pending", soft, want,
-                    connections)
+                    "(ulimit -n) or lower %s", soft, want, connections,
+                    setting)
         except (ImportError, ValueError, OSError):
             pass
 
