@@ -143,6 +143,28 @@ def test_expect_continue_then_the_answer(wire):
     assert not client.closes(0.2)
 
 
+@pytest.mark.parametrize('request_head', [
+    b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\n\r\n' % (b'a' * LIMIT),
+    b'HEAD /api/json?%s HTTP/1.1\r\nHost: x\r\n\r\n' % (b'a' * LIMIT),
+    b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nX-Long: %s' % (b'a' * LIMIT),
+])
+def test_a_head_request_refused_431_gets_no_body(wire, request_head):
+    client = wire()
+    client.request('HEAD', '/api/json', raw=request_head)
+    status, head, body, _ = client.response()
+    assert status == 431
+    assert client.closes()      # and no byte of a body before the close
+
+
+def test_a_head_request_timed_out_408_gets_no_body(wire):
+    client = wire()
+    client.request('HEAD', '/api/json',
+                   raw=b'HEAD /api/json HTTP/1.1\r\nHost: x\r\n')
+    status, head, body, _ = client.response()
+    assert status == 408
+    assert client.closes()
+
+
 @pytest.mark.parametrize('request_head, status', [
     (b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n', 413),
     (b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nX: 1\r\n folded\r\n\r\n', 400),

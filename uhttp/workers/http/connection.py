@@ -99,13 +99,21 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
             head = _parse.parse_head(block, _server.parse_query)
         except _parse.ProtocolError as err:
             # a HEAD request refused before it was parsed still gets no body
-            self._head = block is not None and _parse.asks_head(block)
+            # (also one refused before its head was whole: a 431)
+            self._head = _parse.asks_head(
+                block if block is not None else bytes(buffer))
             raise _refusal(err) from None
         except _server.HttpErrorWithResponse:  # a bad query (parse_query)
             self._head = _parse.asks_head(block)
             raise
         self._head = head.method == 'HEAD'
         self._start_request(head)
+
+    def note_head_asked(self):
+        """Before its head is whole, tell from what came of it whether the
+        request is a HEAD one, whose refusal (a 408) carries no body."""
+        if self._method is None:
+            self._head = _parse.asks_head(bytes(self._buffer))
 
     def _start_request(self, head):
         """Take a parsed head as this connection's request: the fields
