@@ -47,6 +47,19 @@ class WireWorker(_workers.Worker):
     def empty(self, request):
         return None, request.path_params['code']
 
+    @_workers.api('/api/headers/{kind}')
+    def headers(self, request):
+        kind = request.path_params['kind']
+        given = {'length': {'Content-Length': '999'},
+                 'te': {'Transfer-Encoding': 'chunked'},
+                 'close': {'Connection': 'close'},
+                 'keep': {'Connection': 'keep-alive'},
+                 'date': {'Date': 'Mon, 01 Jan 2024 00:00:00 GMT'},
+                 'type': [('content-type', 'text/plain'),
+                          ('Content-Type', 'text/csv')]}[kind]
+        status = int(request.query['status']) if request.query else 200
+        return 'body', status, given
+
     @_workers.api('/api/redirect', 'GET')
     def redirect(self, request):
         return None, 301, {'Location': '/api/json'}
@@ -121,6 +134,29 @@ class App(_workers.Dispatcher):
     @_workers.sync('/sync/304')
     def sync_304(self, client, path_params):
         client.respond(None, status=304, headers={'ETag': '"x"'})
+
+    @_workers.sync('/sync/headers/{kind}')
+    def sync_headers(self, client, path_params):
+        kind = path_params['kind']
+        given = {'length': {'Content-Length': '999'},
+                 'te': {'Transfer-Encoding': 'chunked'},
+                 'close': {'Connection': 'close'},
+                 'keep': {'Connection': 'keep-alive'},
+                 'date': {'Date': 'Mon, 01 Jan 2024 00:00:00 GMT'},
+                 'type': [('content-type', 'text/plain'),
+                          ('Content-Type', 'text/csv')]}[kind]
+        status = int(client.query['status']) if client.query else 200
+        client.respond('body', status=status, headers=given)
+
+    @_workers.sync('/sync/stream')
+    def sync_stream(self, client, path_params):
+        chunked = client.query and client.query.get('chunked')
+        client.response_stream(
+            'application/x-ndjson',
+            headers={'Transfer-Encoding': 'chunked'} if chunked else None)
+        for n in range(3):
+            client.send_chunk(b'{"n": %d}\n' % n)
+        client.response_stream_end()
 
     @_workers.sync('/sync/reject')
     def sync_reject(self, client, path_params):

@@ -19,6 +19,11 @@ TARGETS = [
     '/nothing', '/sync/json', '/sync/204', '/sync/304', '/sync/reject',
     '/sync/cookie', '/static/a.txt', '/static/docs', '/static/docs/',
     '/static/missing', '/metrics', '/_dashboard', '/_dashboard/data',
+    # the server's own headers given by the handler: one of each is sent
+    '/api/headers/length', '/api/headers/te', '/api/headers/date',
+    '/api/headers/length?status=204', '/api/headers/te?status=304',
+    '/sync/headers/length', '/sync/headers/te', '/sync/headers/date',
+    '/sync/headers/length?status=204', '/sync/headers/te?status=304',
 ]
 RANGED = ('/api/file', '/static/a.txt')
 LIMIT = 4096   # the app's max_headers_length
@@ -97,6 +102,26 @@ def test_streams_end_with_their_connection(wire, method, target):
     if method == 'GET':
         assert body.count(b'\n') >= 3
     assert client.closes()
+
+
+@pytest.mark.parametrize('method', ['GET', 'HEAD'])
+@pytest.mark.parametrize('target', ['/sync/stream', '/sync/stream?chunked=1'])
+def test_a_sync_handlers_stream_is_framed_as_a_workers(wire, method, target):
+    client = wire()
+    status, head, body = answer(client, method, target)
+    assert status == 200 and head['connection'] == 'close'
+    chunked = 'chunked' in target and method == 'GET'
+    assert (head.get('transfer-encoding') == 'chunked') is chunked
+    assert body == (b'{"n": 0}\n{"n": 1}\n{"n": 2}\n' if method == 'GET'
+                    else b'')
+    assert client.closes()
+
+
+def test_head_of_the_dashboards_events_is_only_a_head(wire):
+    client = wire()
+    status, head, body = answer(client, 'HEAD', '/_dashboard/events')
+    assert status == 200
+    assert client.closes(5)     # and no event before the close
 
 
 @pytest.mark.parametrize('methods', [('GET',), ('HEAD',), ('GET', 'HEAD')])

@@ -94,8 +94,10 @@ class DashboardFeed:
         if not client.start_stream(200, [('content-type', 'text/event-stream'),
                                          ('cache-control', 'no-cache')]):
             return 200, None
-        self.viewers.append(client)
-        self.push(client, self.snapshot_text())
+        if self.push(client, self.snapshot_text()):
+            self.viewers.append(client)
+        else:
+            client.end_stream()   # a HEAD request: the head was all of it
         return 200, None
 
     @staticmethod

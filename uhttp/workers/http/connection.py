@@ -511,6 +511,7 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
             self.close()
             return False
         self._chunked = chunked   # (what is sent from now on)
+        self._head_only = self._head
         return True
 
     def end_stream(self, whole=True):

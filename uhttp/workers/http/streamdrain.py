@@ -37,11 +37,12 @@ class StreamDrain:
     _drain_mark = 0
     _drained = None   # callback(connection), or None: nobody waits
     _chunked = False  # the stream's body is chunked (start_stream())
+    _head_only = False  # a stream answering HEAD: its head was all of it
 
     def stream_send(self, data):
         """Queue `data` (bytes) of a stream and send what the socket takes;
         False when the connection is closed."""
-        if self._socket is None:
+        if self._socket is None or self._head_only:
             return False
         if data:
             buffer = self._send_buffer
@@ -59,6 +60,8 @@ class StreamDrain:
         limit), through which its send_chunk(), send_event() and
         send_ndjson() write: each call is one chunk when the stream is
         chunked."""
+        if self._head_only:
+            return
         if self._chunked:
             parts = [part.encode('utf-8') if isinstance(part, str) else part
                      for part in parts]
@@ -66,6 +69,11 @@ class StreamDrain:
             if size:
                 parts = [b'%x\r\n' % size, *parts, b'\r\n']
         super()._send(*parts)
+
+    def send_chunk(self, data):
+        """uhttp-server's send_chunk(); False for a stream answering HEAD
+        (its head was all of it)."""
+        return False if self._head_only else super().send_chunk(data)
 
     def response_stream(self, content_type=None, headers=None, cookies=None):
         """uhttp-server's response_stream() for a sync handler, as a
