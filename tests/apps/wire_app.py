@@ -2,7 +2,10 @@
 (tests/e2e/test_wire_h11.py): worker results of each type, statuses
 with and without bodies, Response objects with cookies, RejectRequest,
 a deferred answer, a 504, SSE and NDJSON streams (plain and chunked),
-FileResponse, static files, sync handlers, /metrics and the dashboard.
+FileResponse, static files, sync handlers and their streams, /metrics
+and the dashboard, handlers that give the server's own headers,
+WebSocket routes (/ws/accept, /ws/reject, /ws/nothing) and a chunked
+stream whose worker dies after one event (/api/cut).
 
 argv[1]: a directory with static/ (served at /static/) and big.bin.
 Short timeouts: a pool request 1 s (504), a request's head and body 3 s
@@ -116,6 +119,21 @@ class WireWorker(_workers.Worker):
         request.response_stream_end()
         return _workers.DEFERRED
 
+    @_workers.api('/api/cut', 'GET')
+    def cut(self, request):
+        request.response_stream(headers={'Transfer-Encoding': 'chunked'})
+        request.send_event(data='first')
+        time.sleep(0.2)
+        os._exit(3)   # the worker dies mid-stream
+
+    @_workers.websocket('/ws/{how}')
+    def ws(self, ws):
+        how = ws.path_params['how']
+        if how == 'accept':
+            ws.accept()
+        elif how == 'reject':
+            ws.reject({'error': 'no'}, status=409)
+
     @_workers.api('/api/file', 'GET')
     def file(self, request):
         return _workers.FileResponse(os.path.join(ROOT, 'big.bin'),
@@ -173,4 +191,4 @@ if __name__ == '__main__':
         metrics_path='/metrics', dashboard_path='/_dashboard',
         max_content_length=4096, max_headers_length=4096,
         pools=[_workers.WorkerPool(WireWorker, num_workers=2, timeout=1,
-                                   routes=['/api/**'])]).run()
+                                   routes=['/api/**', '/ws/**'])]).run()

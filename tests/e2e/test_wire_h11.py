@@ -4,6 +4,7 @@ type and status, Response objects, RejectRequest, deferred answers, 504s,
 streams, FileResponse and static files with ranges and validators, sync
 handlers, /metrics and the dashboard, refusals of the HTTP layer; each
 as GET and HEAD, one after another and pipelined on one connection."""
+import h11
 import pytest
 
 from harness import AppServer
@@ -218,3 +219,47 @@ def test_odd_but_valid_requests(wire, request_head, status):
     got, head, body, _ = client.response()
     assert got == status
     assert answer(client, 'GET', '/api/json')[0] == 200
+
+
+KEY = 'dGhlIHNhbXBsZSBub25jZQ=='
+UPGRADE = [('Connection', 'Upgrade'), ('Upgrade', 'websocket'),
+           ('Sec-WebSocket-Version', '13'), ('Sec-WebSocket-Key', KEY)]
+
+
+@pytest.mark.parametrize('method', ['GET', 'HEAD'])
+@pytest.mark.parametrize('target, headers', [
+    ('/ws/accept', []),                        # a plain request: 426
+    ('/ws/reject', UPGRADE),                   # the handler's refusal
+    ('/ws/nothing', UPGRADE),                  # no decision: 403
+    ('/ws/accept', UPGRADE[:2] + [('Sec-WebSocket-Version', '8'),
+                                  ('Sec-WebSocket-Key', KEY)]),
+    ('/ws/accept', UPGRADE[:3]),               # no key
+])
+def test_websocket_refusals_are_plain_answers(wire, method, target, headers):
+    client = wire()
+    status, head, body = answer(client, method, target, headers)
+    assert 400 <= status < 500
+    if head['connection'] == 'keep-alive':
+        assert answer(client, 'GET', '/api/json')[0] == 200
+    else:
+        assert client.closes()
+
+
+def test_websocket_accept_is_a_101_h11_switches_on(wire):
+    client = wire()
+    client.request('GET', '/ws/accept', UPGRADE)
+    event = client.conn.next_event()
+    while event is h11.NEED_DATA:
+        client.conn.receive_data(client.sock.recv(65536))
+        event = client.conn.next_event()
+    assert isinstance(event, h11.InformationalResponse)
+    assert event.status_code == 101
+    assert client.conn.their_state is h11.SWITCHED_PROTOCOL
+
+
+def test_a_chunked_stream_cut_short_is_told_from_a_whole_one(wire):
+    client = wire()
+    client.request('GET', '/api/cut')   # its worker dies after one event
+    with pytest.raises(h11.RemoteProtocolError, match='incomplete chunked'):
+        client.response()
+
