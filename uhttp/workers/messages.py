@@ -13,7 +13,7 @@ from .bodyview import BYTES_LIKE, RequestBody, as_body
 from .http import serialize as _serialize
 from .fileresponse import FileResponse
 
-to_json = _json.JSONEncoder(allow_nan=False).encode  # NaN, inf: no JSON
+to_json = _serialize.to_json  # NaN, inf: no JSON
 
 # dispatcher -> worker
 M_REQUEST = 1       # (M_REQUEST, seq, request_id, method, path, query, headers,

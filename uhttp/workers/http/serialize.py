@@ -178,7 +178,7 @@ def check_cookies(cookies):
 
 
 _JSON_KINDS = (dict, list, tuple, int, float)  # what respond() sends as JSON
-_to_json = _json.JSONEncoder(allow_nan=False).encode
+to_json = _json.JSONEncoder(allow_nan=False).encode  # NaN, inf: no JSON
 
 
 def respond_data(headers, data):
@@ -188,7 +188,7 @@ def respond_data(headers, data):
     would go out as a body no JSON parser reads)."""
     if isinstance(data, _JSON_KINDS):
         try:
-            body = _to_json(data).encode('utf-8')
+            body = to_json(data).encode('utf-8')
         except ValueError as err:
             raise ValueError(f"respond() cannot send {err}") from None
         if _server.CONTENT_TYPE not in headers:
