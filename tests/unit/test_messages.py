@@ -324,6 +324,13 @@ class TestFormatEvent:
         with pytest.raises(ValueError):
             format_event(data='x', event_id=value)
 
+    @pytest.mark.parametrize('field', ['event_id', 'event'])
+    def test_nul_in_id_or_name_raises(self, field):
+        # A browser ignores an id holding NUL (its Last-Event-ID would
+        # never come back): refused where it is written, not lost.
+        with pytest.raises(ValueError, match='NUL'):
+            format_event(data='x', **{field: 'a\0b'})
+
     @pytest.mark.parametrize('retry', [-1, 'x', 1.5, True])
     def test_bad_retry_raises(self, retry):
         with pytest.raises(ValueError):

@@ -128,8 +128,8 @@ def checked_refusal(result, name='do_check'):
 
 def _check_token(value, what):
     value = value if isinstance(value, str) else str(value)
-    if '\r' in value or '\n' in value:
-        raise ResponseError(f"{what} contains CR or LF: {value!r}")
+    if '\r' in value or '\n' in value or '\0' in value:
+        raise ResponseError(f"{what} contains CR, LF or NUL: {value!r}")
     return value
 
 
