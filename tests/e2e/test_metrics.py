@@ -445,12 +445,39 @@ def test_refusals_before_routing_are_counted_and_logged():
                                   else None)(
             [record.message for record in list(server.logs)
              if record.name == 'access']), what='five access lines')
-        # each with the size of the body it was sent
-        assert f'"- -" 400 {sizes[0]} ' in lines[0]
+        # each with the size of the body it was sent, and the request's
+        # method and target as sent though its head could not be parsed
+        assert f'"GET /x" 400 {sizes[0]} ' in lines[0]
         assert f'"POST /api/item/1" 413 {sizes[1]} ' in lines[1]
-        assert f'"- -" 431 {sizes[2]} ' in lines[2]
-        assert f'"- -" 408 {sizes[3]} ' in lines[3]
+        assert f'"GET /" 431 {sizes[2]} ' in lines[2]
+        assert f'"GET /api/item/1" 408 {sizes[3]} ' in lines[3]
         assert '"GET /api/item/1" 200 ' in lines[4]
+
+
+def test_refused_heads_are_logged_with_what_was_sent():
+    """A head refused unparsed still names its request in the access log
+    (method and target as sent, made safe for the log); junk gives its
+    first word, a bare line gives dashes."""
+    with TestServer(App, [jobs_pool(num_workers=1)],
+                    access_log='{method} {path} {status}') as server:
+        for raw in (b'GET /api/item/%zz HTTP/1.1\r\nHost: h\r\n\r\n',
+                    b'GET /api/item/1?q=%zz HTTP/1.1\r\nHost: h\r\n\r\n',
+                    b'GET /a"b\x1b HTTP/1.1\r\nHost: h\r\n\r\n',
+                    b'\x16\x03\x01\x02\x00\x01\r\n\r\n',
+                    b'GET ' + b'/x' * 400 + b' HTTP/1.1\r\nBad\r\n\r\n',
+                    b'\r\n\r\n'):
+            assert exchange(server.port, raw).startswith(b'HTTP/1.1 400 ')
+        lines = wait_for(lambda: (lambda found: found if len(found) >= 6
+                                  else None)(
+            [record.message for record in list(server.logs)
+             if record.name == 'access']), what='six access lines')
+        assert lines[0] == 'GET /api/item/%zz 400'
+        assert lines[1] == 'GET /api/item/1?q=%zz 400'
+        assert lines[2] == 'GET /a\\"b\\x1b 400'
+        assert lines[3] == '\\x16\\x03\\x01\\x02\\x00\\x01 - 400'
+        assert lines[4].startswith('GET /x/x') and len(lines[4]) < 530
+        assert lines[5] == '- - 400'
+        assert server.get('/api/item/1').status == 200
 
 
 def test_access_log_format():

@@ -280,17 +280,21 @@ class Observer(_feed.DashboardFeed):
     def refused_early(self, client, status, size=None):
         """The HTTP layer answered before a request was routed (`size`
         bytes of body): counted with pool and route '', and its method
-        when the head was read."""
-        method = client.method if client.method in _METHODS else ''
-        if method == 'HEAD':
+        when the head was read; the access line gives the method and
+        target as sent when the head could not be parsed."""
+        sent, path, query = client.method, client.path, query_of(client)
+        if sent is None and client.refused_line:
+            sent, _, path = client.refused_line.partition(' ')
+            path, query = path.rpartition(' HTTP/')[0] or path, None
+        if sent == 'HEAD':
             size = 0
         started = client.request_started
         duration = max(0.0, _time.time() - started) if started else 0.0
-        self.count('', '', method, status, duration)
+        self.count('', '', client.method if client.method in _METHODS else '',
+                   status, duration)
         if self.access is not None:
-            self.access_line(client, method, client.path, status, size,
-                             duration, '', None, '', None,
-                             query=query_of(client))
+            self.access_line(client, sent or '', path, status, size, duration,
+                             '', None, '', None, query=query)
 
     def timed_out(self, pool):
         self.timeouts[pool.name] = self.timeouts.get(pool.name, 0) + 1

@@ -70,6 +70,7 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
         self._value = None
         self._stall = None
         self._taken = None       # the WebSocket session reading the socket
+        self.refused_line = None  # a head refused unparsed: its first line
         super().__init__(server, sock, addr, **kwargs)
 
     # -- request side ----------------------------------------------------------
@@ -100,20 +101,22 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
         except _parse.ProtocolError as err:
             # a HEAD request refused before it was parsed still gets no body
             # (also one refused before its head was whole: a 431)
-            self._head = _parse.asks_head(
-                block if block is not None else bytes(buffer))
+            self.note_head_asked(block)
             raise _refusal(err) from None
         except _server.HttpErrorWithResponse:  # a bad query (parse_query)
-            self._head = _parse.asks_head(block)
+            self.note_head_asked(block)
             raise
         self._head = head.method == 'HEAD'
         self._start_request(head)
 
-    def note_head_asked(self):
-        """Before its head is whole, tell from what came of it whether the
-        request is a HEAD one, whose refusal (a 408) carries no body."""
+    def note_head_asked(self, block=None):
+        """A request refused before its head was parsed (or whole): tell
+        from what came of it whether it is a HEAD one, whose refusal
+        carries no body, and keep its first line for the access log."""
         if self._method is None:
-            self._head = _parse.asks_head(bytes(self._buffer))
+            block = bytes(self._buffer) if block is None else block
+            self._head = _parse.asks_head(block)
+            self.refused_line = _parse.first_line(block)
 
     def _start_request(self, head):
         """Take a parsed head as this connection's request: the fields

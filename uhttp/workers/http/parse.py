@@ -18,6 +18,7 @@ METHODS = frozenset((
 PROTOCOLS = frozenset(('HTTP/1.0', 'HTTP/1.1'))
 
 MAX_LENGTH_DIGITS = 100  # a longer Content-Length is over any body limit
+FIRST_LINE_LIMIT = 512  # what of a refused head's first line is kept
 
 # how a request body is framed (RequestHead.framing)
 NO_BODY = 'none'
@@ -122,6 +123,13 @@ def asks_head(block):
     """True when a head block (even a malformed one) is a HEAD request:
     its answer, refusals included, carries no body."""
     return block.lstrip(b'\r\n').startswith(b'HEAD ')
+
+
+def first_line(block, limit=FIRST_LINE_LIMIT):
+    """The first line of a head block (even a malformed or partial one),
+    as text of at most `limit` characters, for telling a refusal apart."""
+    line = block.lstrip(b'\r\n')[:limit].partition(b'\n')[0]
+    return line.rstrip(b'\r').decode('latin-1')
 
 
 def parse_head(block, parse_query=None):

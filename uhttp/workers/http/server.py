@@ -307,9 +307,9 @@ class Server(_server.HttpServer):
             if connection.is_loaded:
                 continue
             if connection.is_timed_out or connection.request_overdue(now):
+                connection.note_head_asked()
                 self.refused(connection, 408, _REQUEST_TIMEOUT)
                 connection.linger_on_close()  # it may still be sending
-                connection.note_head_asked()
                 connection.respond(
                     _REQUEST_TIMEOUT, status=408,
                     headers={'connection': 'close',
