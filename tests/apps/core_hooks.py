@@ -1,5 +1,6 @@
 """Dispatcher hooks: on_response() forwarding to a storage pool with
 request_id=-1, and on_idle() every SELECT_TIMEOUT seconds."""
+import threading
 import time
 
 import uhttp.workers as _workers
@@ -86,6 +87,20 @@ class HookDispatcher(_workers.Dispatcher):
             request_id=-1, method='POST', path='/' + path_params['path'],
             data={'forwarded': True}))
         client.respond({'queued': path_params['path']})
+
+    @_workers.sync('/_forward_thread/{count:int}')
+    def forward_from_thread(self, client, path_params):
+        # a thread of the user's own (a device poller, a timer) queuing work
+        queue = self._find_pool('/internal/storage').request_queue
+
+        def run():
+            for index in range(path_params['count']):
+                queue.put(_workers.Request(
+                    request_id=-1, method='POST',
+                    path='/internal/storage/save',
+                    data={'thread': index}))
+        threading.Thread(target=run, daemon=True).start()
+        client.respond({'queued': path_params['count']})
 
     @_workers.sync('/_forward_meta/{tag}')
     def forward_meta(self, client, path_params):

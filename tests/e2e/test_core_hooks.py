@@ -147,6 +147,21 @@ def test_forwarded_request_headers_and_content_type_reach_the_worker(module_serv
     assert second['headers'] == {'x-tag': 't1-2', 'content-type': 'text/csv'}
 
 
+def test_requests_put_from_another_thread_all_arrive_in_order(module_server):
+    """request_queue.put() from a thread of the user's: the loop queues
+    them (woken), none lost, in the order they were put."""
+    assert module_server.get('/_forward_thread/300').status == 200
+
+    def arrived():
+        got = [record['thread'] for record in stored(module_server)['saved']
+               if isinstance(record, dict) and 'thread' in record]
+        return got if len(got) >= 300 else None
+    assert module_server.wait_until(
+        arrived, timeout=10, what='300 requests put from a thread') == list(
+            range(300))
+    assert module_server.get('/text/plain').status == 200
+
+
 def test_storage_reachable_directly(module_server):
     reply = module_server.post('/internal/storage/save', json_body={'direct': True})
     assert reply.status == 200

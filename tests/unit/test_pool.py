@@ -1,5 +1,7 @@
 """pool.py: restart policy and WorkerPool configuration (no processes)."""
 
+import threading
+
 import pytest
 
 import uhttp.workers as workers
@@ -330,6 +332,30 @@ class TestRequestQueue:
         assert len(queue) == 3
         assert not queue.empty()
         assert pool.status()['queue_size'] == 3
+
+
+    def test_put_from_another_thread_is_handed_to_the_loop(self):
+        pool = WorkerPool(EchoWorker)
+        queue = pool.request_queue
+        woken = []
+        queue.attach(lambda: woken.append(threading.get_ident()))
+        putter = threading.Thread(target=lambda: [queue.put(workers.Request(
+            path=f'/api/echo/{index}')) for index in range(3)])
+        putter.start()
+        putter.join(5)
+        assert len(woken) == 3 and threading.get_ident() not in woken
+        assert len(pool.scheduler) == 0   # the scheduler is the loop's alone
+        assert queue.qsize() == 3         # yet nothing is lost
+        queue.put(workers.Request(path='/api/echo/own'))  # the loop's thread
+        assert len(pool.scheduler) == 1 and len(woken) == 3
+        queue.take_handed()
+        assert [item.path for item in pool.scheduler.queue] == [
+            '/api/echo/own', '/api/echo/0', '/api/echo/1', '/api/echo/2']
+        queue.detach()
+        putter = threading.Thread(target=lambda: queue.put(workers.Request()))
+        putter.start()
+        putter.join(5)
+        assert len(pool.scheduler) == 5 and len(woken) == 3
 
 
 class TestStatus:

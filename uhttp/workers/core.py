@@ -229,6 +229,8 @@ class Core(Records):
     def on_wake(self, data):
         if not self.signals.installed or Signals.child_ended(data):
             self.supervisor.reap()
+        for pool in self.pools:  # requests put from other threads
+            pool.request_queue.take_handed()
 
     def start(self):
         self.hooks.refresh()  # hooks assigned on the object since __init__
@@ -238,6 +240,8 @@ class Core(Records):
         self.signals = Signals(self.loop.wakeup, self.request_stop,
                                self.control.request_action)
         self.signals.install()
+        for pool in self.pools:
+            pool.request_queue.attach(self.loop.wakeup.wake)
         self.front.listen()
         self.control.listening()
         for pool in self.pools:
@@ -498,6 +502,8 @@ class Core(Records):
     def cleanup(self):
         if self.signals is not None:
             self.signals.restore()
+        for pool in self.pools:
+            pool.request_queue.detach()
         self.supervisor.cleanup()
         self.remotes.close()
         if self.server is not None:

@@ -27,6 +27,7 @@ from .policy import (  # noqa: F401  (re-exported)
 from .scheduler import MAX_WINDOW, START_WINDOW, WINDOW_BUDGET  # noqa: F401
 from .scheduler import PoolScheduler
 from .remote import RemoteScheduler
+from .requestqueue import RequestQueue
 from .worker import Worker
 from .workerloop import EXIT_REASONS
 
@@ -67,39 +68,6 @@ def _number(value, name, allow_none=False, minimum=0.0, strict=False,
         raise ValueError(f"WorkerPool {name} must be {'>' if strict else '>='} "
                          f"{minimum}, got {value}")
     return value
-
-
-class RequestQueue:
-    """The pool's request queue. It lives in the dispatcher; `put()` takes
-    a `Request` (request_id=-1) and hands it to the next free worker."""
-
-    def __init__(self, scheduler):
-        self._scheduler = scheduler
-
-    def put(self, request, block=True, timeout=None):
-        """Queue a Request for this pool (fire and forget: request_id=-1)."""
-        del block, timeout  # never blocks: the queue is unbounded
-        if not isinstance(request, _msg.Request):
-            raise TypeError(
-                f"request_queue.put() takes a Request, not "
-                f"{type(request).__name__}")
-        if request.request_id != -1:
-            raise ValueError(
-                "request_queue.put() takes requests with request_id=-1 (their "
-                "answers are not sent anywhere); HTTP requests get their ids "
-                "from the dispatcher")
-        self._scheduler.enqueue(request)
-
-    put_nowait = put
-
-    def qsize(self):
-        return len(self._scheduler)
-
-    def empty(self):
-        return not len(self._scheduler)
-
-    def __len__(self):
-        return len(self._scheduler)
 
 
 class WorkerHandle:
