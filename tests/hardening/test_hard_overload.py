@@ -7,6 +7,7 @@
 - 5,000 concurrent connections, each with one request: all served.
 """
 import json
+import socket
 import threading
 import time
 
@@ -161,3 +162,45 @@ def test_a_low_open_file_limit_names_the_setting_to_lower(app_server):
                 if 'open file limit is 600' in line)
     assert line.rstrip().endswith('or lower max_waiting_clients'), line
     probe(server)
+
+
+def test_out_of_descriptors_an_idle_keep_alive_connection_makes_room(
+        app_server):
+    """With the open file limit spent on idle keep-alive connections, a
+    new client is not left waiting in the listen backlog until they time
+    out: the oldest idle one is closed to make room (what
+    max_waiting_clients does when it is the limit)."""
+    server = app_server('hard_flood', env={
+        'HARD_MAX_PENDING': '10', 'HARD_MAX_CLIENTS': '3000',
+        'HARD_NOFILE': '64'})
+    server.wait_log(r'open file limit is 64, below', timeout=10)
+    idle = []
+    try:
+        # more idle keep-alive connections than the limit leaves room for:
+        # each asks once, then holds its connection open
+        for index in range(70):
+            sock = socket.create_connection(('127.0.0.1', server.port),
+                                            timeout=10)
+            idle.append(sock)
+            sock.sendall(request_bytes('GET', f'/api/n/{index}'))
+            reply = b''
+            while b'\r\n\r\n' not in reply or not reply.endswith(b'}'):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            assert reply.startswith(b'HTTP/1.1 200 '), (index, reply)
+        started = time.monotonic()
+        reply = exchange(server.port, request_bytes(
+            'GET', '/api/n/999', {'Connection': 'close'}), timeout=10)
+        assert reply.raw.startswith(b'HTTP/1.1 200 '), reply
+        assert time.monotonic() - started < 3  # keep_alive_timeout is 30
+        # the first idle connections were the ones closed, not the last
+        idle[0].settimeout(5)
+        assert idle[0].recv(1) == b''
+        idle[-1].sendall(request_bytes('GET', '/api/n/1000'))
+        assert idle[-1].recv(4096).startswith(b'HTTP/1.1 200 ')
+        probe(server)
+    finally:
+        for sock in idle:
+            sock.close()

@@ -2,7 +2,8 @@
 
 Connections live in a dict (O(1) removal) and are accepted up to
 ACCEPT_BATCH per readable event; past max_waiting_clients the oldest idle
-keep-alive connection is evicted, else the newcomer is refused with 503.
+keep-alive connection is evicted, else the newcomer is refused with 503;
+out of descriptors, such a connection is evicted to make room for it.
 maintenance() closes what waits too long; an exception escaping one
 connection ends in broken() (a 400 or a close), never in the loop.
 """
@@ -18,6 +19,7 @@ from .connection import EVENT_READ, Connection
 from .linger import Lingering
 
 ACCEPT_BATCH = 64  # connections accepted per readable event
+_OUT_OF_FDS = (_errno.EMFILE, _errno.ENFILE)
 EVICT_PEEKS = 16   # idle-looking connections looked into for one eviction
 FRESH_GRACE = 1.0  # seconds a new connection has to send its first request
 # how often timeouts are looked at, at most: a 30 s keep_alive_timeout then
@@ -206,8 +208,9 @@ class Server(_server.HttpServer):
             except (BlockingIOError, InterruptedError):
                 return count
             except OSError as err:
-                if err.errno in (_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS,
-                                 _errno.ENOMEM):
+                if err.errno in _OUT_OF_FDS and self._evict_idle():
+                    continue  # an idle keep-alive connection made room
+                if err.errno in _OUT_OF_FDS + (_errno.ENOBUFS, _errno.ENOMEM):
                     self._owner.accept_exhausted(err)
                 return count
             try:
