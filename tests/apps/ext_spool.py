@@ -13,6 +13,9 @@ GET  /internal/storage/last  what the storage pool stored last
 GET  /seen               what on_response saw of the last /api/big answer
 POST /sync/echo          a sync route answering client.data (a spooled body:
                          its SpooledBytes view), with X-Kind its type
+GET  /sync/exhaust?free=N  the dispatcher opens files until it reaches its
+                         open-file limit, then closes N of them
+GET  /sync/restore       closes them again
 
 Settings from the environment: SPOOL_DIR, SPOOL_THRESHOLD,
 SPOOL_MAX_CONTENT, SPOOL_REQUEST_TIMEOUT; SPOOL_CERT / SPOOL_KEY serve HTTPS;
@@ -23,6 +26,7 @@ worker_memory_limit_mb.
 import hashlib
 import json
 import os
+import resource
 import time
 
 import uhttp.workers as _workers
@@ -140,6 +144,31 @@ class SpoolDispatcher(_workers.Dispatcher):
     @_workers.sync('/seen')
     def last_seen(self, client, path_params):
         client.respond(type(self).seen)
+
+    exhausted = []
+
+    @_workers.sync('/sync/exhaust')
+    def exhaust(self, client, path_params):
+        free = int((client.query or {}).get('free', 1))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        type(self).limits = (soft, hard)
+        highest = max(int(name) for name in os.listdir('/proc/self/fd'))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 64, hard))
+        try:
+            while True:
+                self.exhausted.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        for _ in range(free):
+            os.close(self.exhausted.pop())
+        client.respond({'opened': len(self.exhausted)})
+
+    @_workers.sync('/sync/restore')
+    def restore(self, client, path_params):
+        while self.exhausted:
+            os.close(self.exhausted.pop())
+        resource.setrlimit(resource.RLIMIT_NOFILE, type(self).limits)
+        client.respond({'restored': True})
 
     @_workers.sync('/sync/echo', 'POST')
     def sync_echo(self, client, path_params):

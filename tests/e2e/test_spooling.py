@@ -622,6 +622,51 @@ def test_large_text_answer_and_head(server):
     assert head.headers['content-length'] == str(size)
 
 
+def memory_files(pid):
+    """How many shared-memory answers process `pid` holds open."""
+    count = 0
+    for name in os.listdir(f'/proc/{pid}/fd'):
+        try:
+            count += 'uhttp-answer' in os.readlink(f'/proc/{pid}/fd/{name}')
+        except OSError:
+            pass
+    return count
+
+
+@pytest.mark.parametrize('free', [1, 2])
+def test_large_answer_at_the_open_file_limit(tmp_path_factory, free):
+    # the dispatcher at its open-file limit, with an on_response hook: the
+    # view of the answer it makes for the hook (a dup() and an mmap, each a
+    # descriptor) cannot be had; the client still gets the whole answer,
+    # on_response a copy of it, and no shared memory stays open
+    app = None
+    conn = None
+    try:
+        app = start(tmp_path_factory, 'exhaust')
+        conn = http.client.HTTPConnection('127.0.0.1', app.port, timeout=10)
+
+        def get(path):
+            conn.request('GET', path)
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+
+        size = 3 * THRESHOLD
+        status, body = get(f'/sync/exhaust?free={free}')
+        assert status == 200, body
+        status, body = get(f'/api/big/{size}')
+        assert status == 200 and sha(body) == sha(pattern_of_app(size))
+        assert get('/sync/restore')[0] == 200
+        seen = json.loads(get('/seen')[1])
+        assert seen['sha256'] == sha(pattern_of_app(size))
+        assert memory_files(app.pid) == 0
+        app.wait_log(r'no view of the answer to request \d+ for on_response')
+    finally:
+        if conn is not None:
+            conn.close()
+        if app is not None:
+            app.cleanup()
+
+
 def test_echo_of_a_spooled_body(server):
     data = pattern(3 * 1024 * 1024, 11)
     reply = post(server, '/api/echo', data)

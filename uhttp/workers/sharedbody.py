@@ -91,7 +91,7 @@ def share(message, sock):
 def relay_shared(relay, handle, message):
     """In the dispatcher: a worker's W_SHARED_RESPONSE, sent to its client
     with sendfile() (`relay` is the dispatcher's Relay)."""
-    request_id, status, headers, kind, cookies = message[1:6]
+    request_id = message[1]
     fd = handle.take_file(request_id)
     pending = relay.answered(handle, request_id, message, 6)
     if pending is None:
@@ -101,15 +101,29 @@ def relay_shared(relay, handle, message):
     hold = relay.hooks.after_answer
     if hold:
         client.hold()
+    try:
+        _answer(relay, handle, pending, fd, message)
+    finally:
+        if hold:
+            client.release()
+
+
+def _answer(relay, handle, pending, fd, message):
+    request_id, status, headers, kind, cookies = message[1:6]
+    client = pending.client
     view = None
     if fd is None:
         relay.log.error("%s answered request %s through shared memory but "
                         "its descriptor never came", handle.name, request_id)
         status = _answer_500(client, pending)
     else:
-        size = _os.fstat(fd).st_size
-        if relay.hooks.overridden('on_response'):
-            view = SpooledBytes(_os.dup(fd), size)
+        try:
+            size = _os.fstat(fd).st_size
+            if relay.hooks.overridden('on_response'):
+                view = _view_of(relay, fd, size, request_id)
+        except BaseException:
+            _close(fd)
+            raise
         status = _send(relay, pending, fd, size, status, headers, cookies)
     pending.status = status
     pending.size = 0 if fd is None or pending.method == 'HEAD' else size
@@ -119,8 +133,32 @@ def relay_shared(relay, handle, message):
         response = _msg.response_from_wire(
             request_id, status, headers, body, kind, cookies)
     relay.core.end(pending, PENDING_COMPLETED, response)
-    if hold:
-        client.release()
+
+
+def _view_of(relay, fd, size, request_id):
+    """What on_response() sees of the answer in `fd`: a SpooledBytes on a
+    descriptor of its own, or, when none can be had (the open-file limit
+    is reached: mmap takes a descriptor too), a copy of its bytes; None
+    when even that fails. The client's answer goes out either way."""
+    try:
+        copy = _os.dup(fd)
+    except OSError as err:
+        reason = err
+    else:
+        try:
+            return SpooledBytes(copy, size)
+        except (OSError, ValueError) as err:
+            _close_fd(copy)
+            reason = err
+    relay.log.warning("no view of the answer to request %s for "
+                      "on_response (%s); it gets a copy of its %d bytes",
+                      request_id, reason, size)
+    try:
+        return _files.read_whole(fd)
+    except (OSError, MemoryError) as err:
+        relay.log.error("the answer to request %s could not be read for "
+                        "on_response: %s", request_id, err)
+        return None
 
 
 def _send(relay, pending, fd, size, status, headers, cookies):
