@@ -667,6 +667,38 @@ def test_large_answer_at_the_open_file_limit(tmp_path_factory, free):
             app.cleanup()
 
 
+def test_first_spooled_upload_at_the_open_file_limit(tmp_path_factory):
+    # the dispatcher's first spooled body makes the pipe it splices
+    # through; at the open-file limit (room for the spool file and its
+    # view, not for a pipe) the body is read through a buffer instead of
+    # answering 400
+    app = None
+    conn = None
+    try:
+        app = start(tmp_path_factory, 'exhaust-upload')
+        conn = http.client.HTTPConnection('127.0.0.1', app.port, timeout=10)
+        conn.request('GET', '/sync/exhaust?free=2')
+        reply = conn.getresponse()
+        assert reply.status == 200, reply.read()
+        reply.read()
+        data = pattern(4 * THRESHOLD, 21)
+        conn.request('POST', '/api/hash', body=data, headers={
+            'Content-Type': 'application/octet-stream'})
+        reply = conn.getresponse()
+        body = reply.read()
+        assert reply.status == 200, body[:200]
+        assert json.loads(body)['sha256'] == sha(data)
+        conn.request('GET', '/sync/restore')
+        assert conn.getresponse().status == 200
+        app.wait_until(lambda: nothing_left(app, app.spool_dir),
+                       what='the body dropped')
+    finally:
+        if conn is not None:
+            conn.close()
+        if app is not None:
+            app.cleanup()
+
+
 def test_echo_of_a_spooled_body(server):
     data = pattern(3 * 1024 * 1024, 11)
     reply = post(server, '/api/echo', data)

@@ -185,9 +185,16 @@ _pipe = []  # the pipe bodies are spliced through, once made
 
 def splice_pipe():
     """(read end, write end) of this process's splice pipe, or None where
-    splice() is missing."""
+    splice() is missing, or for now when no pipe can be made (the
+    open-file limit reached: the body is read through a buffer instead)."""
     if not _pipe:
-        _pipe.append(_channel.make_pipe() if hasattr(_os, 'splice') else None)
+        if not hasattr(_os, 'splice'):
+            _pipe.append(None)
+        else:
+            try:
+                _pipe.append(_channel.make_pipe())
+            except OSError:
+                return None
     return _pipe[0]
 
 
