@@ -8,10 +8,13 @@ Environment:
 '/hard/' is authoritative, '/soft/' is not; a pool owns both prefixes and a
 sync handler sits under each, so a test sees what a miss falls through to.
 GET /_ctl?raise=1 makes on_static_served() raise (raise=0 stops it).
+GET /_exhaust opens files in the dispatcher up to its open-file limit;
+GET /_restore closes them.
 EXT_HARD_SOFT=1 makes '/hard/' non-authoritative too (same paths, other
 outcome).
 """
 import os
+import resource
 
 import uhttp.workers as _workers
 
@@ -54,6 +57,27 @@ class StaticDispatcher(_workers.Dispatcher):
     def control(self, client, path_params):
         self.hook_raises = (client.query or {}).get('raise') == '1'
         client.respond({'raise': self.hook_raises})
+
+    @_workers.sync('/_exhaust')
+    def exhaust(self, client, path_params):
+        self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        highest = max(int(name) for name in os.listdir('/proc/self/fd'))
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (highest + 64, self.limits[1]))
+        self.exhausted = []
+        try:
+            while True:
+                self.exhausted.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        client.respond({'opened': len(self.exhausted)})
+
+    @_workers.sync('/_restore')
+    def restore(self, client, path_params):
+        for fd in self.exhausted:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)
+        client.respond({'restored': True})
 
 
 if __name__ == '__main__':

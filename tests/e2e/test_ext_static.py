@@ -1,6 +1,7 @@
 """Static mounts as dicts: per-mount headers, authoritative mounts that own
 their prefix (404 at once, even for traversal attempts), non-authoritative
 mounts that fall through, and on_static_served()."""
+import http.client
 import re
 
 import pytest
@@ -178,3 +179,31 @@ def test_on_static_served_raising_is_logged(server):
         assert server.get('/_ctl?raise=0').json == {'raise': False}
     reply = server.get('/hard/a.txt')
     assert reply.status == 200 and reply.body == b'hard file\n'
+
+
+def test_file_that_cannot_be_opened_is_an_error_not_a_miss(root):
+    # at the dispatcher's open-file limit a file that is there cannot be
+    # opened: that is a 500 with an ERROR line, not a miss (a 404 from an
+    # authoritative mount, the pool's answer from another)
+    app = AppServer('ext_static', env={'EXT_STATIC_ROOT': str(root)})
+    conn = None
+    try:
+        app.start()
+        conn = http.client.HTTPConnection('127.0.0.1', app.port, timeout=10)
+
+        def get(path):
+            conn.request('GET', path)
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+
+        assert get('/_exhaust')[0] == 200
+        soft, hard = get('/soft/b.txt'), get('/hard/a.txt')
+        assert get('/_restore')[0] == 200
+        assert soft[0] == 500 and b'pool' not in soft[1]
+        assert hard[0] == 500
+        app.wait_log(r'ERROR .*static file \S+b\.txt failed: .*Too many open')
+        assert get('/soft/b.txt') == (200, b'soft file\n')
+    finally:
+        if conn is not None:
+            conn.close()
+        app.cleanup()

@@ -418,10 +418,12 @@ def serve_static(client, mount, real_path, close=False):
     """Answer `client` with the file at `real_path` (resolved inside
     `mount`) as plan() says: 200, 206, 304 or 416, sent with sendfile()
     (read in chunks over TLS); HEAD gets the headers alone. The status
-    sent, or None when the file cannot be opened (it went meanwhile)."""
+    sent, or None when the file went meanwhile; OSError when it cannot be
+    opened otherwise (the open-file limit: not a missing file, whose
+    request would fall through to the pools)."""
     try:
         fd = _os.open(real_path, _os.O_RDONLY | getattr(_os, 'O_CLOEXEC', 0))
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     try:
         headers = list(mount.headers.items())
