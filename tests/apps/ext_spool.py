@@ -153,7 +153,10 @@ class SpoolDispatcher(_workers.Dispatcher):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         type(self).limits = (soft, hard)
         highest = max(int(name) for name in os.listdir('/proc/self/fd'))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 64, hard))
+        low = highest + 64
+        if hard != resource.RLIM_INFINITY:
+            low = min(low, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
         try:
             while True:
                 self.exhausted.append(os.open(os.devnull, os.O_RDONLY))

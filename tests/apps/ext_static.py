@@ -62,8 +62,10 @@ class StaticDispatcher(_workers.Dispatcher):
     def exhaust(self, client, path_params):
         self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
         highest = max(int(name) for name in os.listdir('/proc/self/fd'))
-        resource.setrlimit(resource.RLIMIT_NOFILE,
-                           (highest + 64, self.limits[1]))
+        low, hard = highest + 64, self.limits[1]
+        if hard != resource.RLIM_INFINITY:
+            low = min(low, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
         self.exhausted = []
         try:
             while True:
