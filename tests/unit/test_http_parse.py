@@ -718,6 +718,25 @@ def test_data_longer_than_its_chunk_size(data, step):
         400, "Chunked body: data longer than its chunk size")
 
 
+@pytest.mark.parametrize('data', [b'5\r\nhelloXX', b'5\r\nhello\rX',
+                                  b'1\r\nab'])
+def test_data_longer_than_its_chunk_size_is_refused_without_its_newline(data):
+    # no line end follows: the refusal cannot wait for one (a client that
+    # then stops sending would otherwise get a 408 long after)
+    with pytest.raises(ProtocolError) as info:
+        ChunkedBody(1000).feed(bytearray(data))
+    assert (info.value.status, info.value.message) == (
+        400, "Chunked body: data longer than its chunk size")
+
+
+@pytest.mark.parametrize('data', [b'5\r\nhello', b'5\r\nhello\r',
+                                  b'5\r\nhello\n', b'5\r\nhello\r\n'])
+def test_the_end_of_chunk_data_may_come_in_pieces(data):
+    body = ChunkedBody(1000)
+    assert body.feed(bytearray(data)) <= len(data)
+    assert not body.done
+
+
 @pytest.mark.parametrize('step', STEPS)
 @pytest.mark.parametrize('trailer', [b'no colon', b'Bad Name: v', b' folded',
                                      b'X: a\x00', b'X: a\rb'])

@@ -283,6 +283,17 @@ def _asks_continue(headers):
     return headers.get('expect', '').lower() == '100-continue'
 
 
+def _check_data_end(buffer, pos, end):
+    """What follows a chunk's data must be its line end (CRLF, or a bare
+    LF): anything else is refused as it arrives, not waited on for a
+    newline that may never come."""
+    first = buffer[pos]
+    if first == 0x0a or (first == 0x0d and (
+            pos + 1 == end or buffer[pos + 1] == 0x0a)):
+        return
+    raise ProtocolError(400, "Chunked body: data longer than its chunk size")
+
+
 class ChunkedBody:
     """Decoder of a chunked request body (RFC 9112 section 7.1).
 
@@ -336,6 +347,8 @@ class ChunkedBody:
                 if not self._left:
                     self._state = self._DATA_END
                 continue
+            if self._state == self._DATA_END:
+                _check_data_end(buffer, pos, end)
             newline = buffer.find(b'\n', pos)
             if newline < 0:
                 if end - pos > self.MAX_LINE:
