@@ -167,6 +167,9 @@ def test_conditional_get_is_304(server):
     reply = server.get('/api/fixed', headers={'If-None-Match': tag})
     assert reply.status == 304 and reply.body == b''
     assert reply.headers['etag'] == tag
+    # as a static file's 304: no representation metadata
+    assert 'content-type' not in reply.headers
+    assert 'content-disposition' not in reply.headers
     reply = server.get('/api/fixed', headers={'If-None-Match': '"nope"'})
     assert reply.status == 200 and reply.body == pattern(1000)
     reply = server.get('/api/fixed', headers={'If-Modified-Since': modified})

@@ -365,6 +365,7 @@ def receive_fds(sock_fd, into):
         sock.detach()
 
 
+_NOT_FOR_304 = ('content-type', 'content-disposition')
 
 
 def plan(fd, request_headers, method, headers):
@@ -395,7 +396,10 @@ def plan(fd, request_headers, method, headers):
     request_headers = request_headers or {}
     if method in ('GET', 'HEAD') and _static.not_modified(
             request_headers, tag, mtime):
-        return 304, headers, 0, 0
+        # only what guides a cache's update: not the representation's own
+        # metadata (as static files answer it)
+        return 304, [(key, value) for key, value in headers
+                     if key.lower() not in _NOT_FOR_304], 0, 0
     wanted = request_headers.get('range')
     if_range = request_headers.get('if-range')
     if wanted and if_range and not _static.strong_match(if_range, tag) and (
