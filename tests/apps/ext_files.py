@@ -15,6 +15,8 @@ GET /api/write-only         a file object opened for writing only (500)
 GET /api/typed              a named .txt file (content type from the name)
 GET /api/exit/{size:int}    answers with a file, then the worker exits
 GET /api/pid                the worker's pid
+GET /sync/report, /sync/file/{size:int}, /sync/memory, /sync/missing,
+    /sync/directory         the same from sync handlers (in the dispatcher)
 GET /static/<name>          a static file of $EXT_FILES_FIXED's directory
                             (the dispatcher sends it itself)
 
@@ -144,6 +146,36 @@ class FileWorker(_workers.Worker):
         return {'pid': os.getpid()}
 
 
+class FileDispatcher(_workers.Dispatcher):
+    """Sync handlers that answer with a FileResponse themselves."""
+
+    @_workers.sync('/sync/report')
+    def report(self, client, path_params):
+        client.respond(_workers.FileResponse(
+            os.environ['EXT_FILES_FIXED'], download_name='report \u00e9.bin',
+            headers={'X-From': 'sync'}))
+
+    @_workers.sync('/sync/file/{size:int}')
+    def file(self, client, path_params):
+        path = temp_file(path_params['size'])
+        client.respond(_workers.FileResponse(open(path, 'rb')))
+        os.unlink(path)
+
+    @_workers.sync('/sync/memory')
+    def memory(self, client, path_params):
+        client.respond(_workers.FileResponse(io.BytesIO(b'name,items\n'),
+                                             content_type='text/csv'),
+                       status=201)
+
+    @_workers.sync('/sync/missing')
+    def missing(self, client, path_params):
+        client.respond(_workers.FileResponse('/nonexistent/items.bin'))
+
+    @_workers.sync('/sync/directory')
+    def directory(self, client, path_params):
+        client.respond(_workers.FileResponse(tempfile.gettempdir()))
+
+
 if __name__ == '__main__':
     context = None
     if os.environ.get('EXT_FILES_CERT'):  # HTTPS: the file goes in reads
@@ -151,7 +183,7 @@ if __name__ == '__main__':
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(os.environ['EXT_FILES_CERT'],
                                 os.environ['EXT_FILES_KEY'])
-    _workers.Dispatcher(
+    FileDispatcher(
         port=0, address='127.0.0.1', ssl_context=context,
         static_routes={'/static/': os.path.dirname(
             os.environ['EXT_FILES_FIXED'])},

@@ -451,3 +451,39 @@ def test_worker_forked_during_a_download_does_not_hold_the_file(app_server,
         sock.close()
     server.wait_until(lambda: not open_files(server.pid), timeout=20,
                       what='the file closed once the client left')
+
+
+def test_a_sync_handler_answers_with_a_file(server, fixed):
+    """client.respond(FileResponse(...)) in the dispatcher: sent as a
+    worker's is, ranges and conditional GET included."""
+    reply = server.get('/sync/report')
+    assert reply.status == 200 and reply.body == pattern(1000)
+    assert reply.headers['x-from'] == 'sync'
+    assert reply.headers['content-disposition'] == (
+        'attachment; filename="report _.bin"; '
+        "filename*=UTF-8''report%20%C3%A9.bin")
+    tag = reply.headers['etag']
+    assert server.get('/sync/report', headers={
+        'If-None-Match': tag}).status == 304
+    ranged = server.get('/sync/report', headers={'Range': 'bytes=10-19'})
+    assert ranged.status == 206 and ranged.body == pattern(1000)[10:20]
+    assert ranged.headers['content-range'] == 'bytes 10-19/1000'
+    head = server.request('HEAD', '/sync/report')
+    assert head.status == 200 and head.body == b''
+    assert head.headers['content-length'] == '1000'
+    big = server.get('/sync/file/3000000')   # its path deleted at once
+    assert big.status == 200 and digest(big.body) == digest(pattern(3000000))
+    memory = server.get('/sync/memory')
+    assert (memory.status, memory.body) == (201, b'name,items\n')
+    assert memory.headers['content-type'].startswith('text/csv')
+
+
+def test_a_sync_handlers_file_that_cannot_be_sent_is_an_error(server):
+    reply = server.get('/sync/missing')
+    assert reply.status == 404 and reply.json == {'error': 'Not Found'}
+    assert server.get('/sync/directory').status == 500
+    server.wait_log(r"FileResponse for GET /sync/missing: "
+                    r"'/nonexistent/items.bin' cannot be sent", timeout=5)
+    server.wait_log(r"FileResponse for GET /sync/directory: .* is a "
+                    r"directory.*answering 500", timeout=5)
+    assert server.get('/api/pid').status == 200

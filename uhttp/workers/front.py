@@ -105,6 +105,11 @@ class Front:
         if self.core.observe is not None:
             self.core.observe.refused_early(connection, status, size)
 
+    def file_refused(self, connection, response, err, status):
+        self.log.error("FileResponse for %s %s: %r cannot be sent (%s); "
+                       "answering %d", connection.method, connection.path,
+                       response.name() or response.path_or_file, err, status)
+
     def answer_before_body(self, connection):
         """A request asks for 100 Continue: answered now when its answer
         does not depend on its body (intake.py); True when it was."""

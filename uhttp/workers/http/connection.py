@@ -12,7 +12,7 @@ import time as _time
 
 import uhttp.server as _server
 
-from ..bodyview import SpooledBytes, as_bytes
+from ..bodyview import as_bytes
 from . import parse as _parse
 from .bodyinto import BodyInto
 from . import serialize as _serialize
@@ -21,7 +21,7 @@ from .closenotify import CloseNotify
 from .continuation import Continuation
 from .keepalive import KeepAliveCycle
 from .linger import LingeringClose
-from .sendfile import SendFile
+from .sendfile import FILE_ANSWERS, SendFile
 from .spoolbody import SpoolBody
 from .streamdrain import StreamDrain
 from .takeover import TakeOver
@@ -400,8 +400,8 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
         headers.setdefault('date', _serialize.http_date())
         if self._server.closing:
             headers['connection'] = 'close'  # the server is handing over
-        if isinstance(data, SpooledBytes):
-            return self.send_view(status, headers, cookies, data)
+        if isinstance(data, FILE_ANSWERS):
+            return self.send_answer_file(status, headers, cookies, data)
         no_body = _serialize.bodiless(status)
         if _serialize.contentless(status):  # (205: no body, a length of 0)
             data = None

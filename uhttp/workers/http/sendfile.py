@@ -12,7 +12,14 @@ import os as _os
 import uhttp.server as _server
 
 from . import serialize as _serialize
+from .. import files as _files
+from .. import messages as _msg
+from ..bodyview import SpooledBytes
 from ..fds import close_fd
+from ..fileresponse import FileResponse
+
+# what respond() sends from a file: a spooled body's view, a FileResponse
+FILE_ANSWERS = (SpooledBytes, FileResponse)
 
 
 class _FileBody:
@@ -80,6 +87,12 @@ class SendFile:
             self.close()
         return True
 
+    def send_answer_file(self, status, headers, cookies, data):
+        """respond() of one of FILE_ANSWERS; `headers` is its dict."""
+        if isinstance(data, FileResponse):
+            return self.send_file_response(status, headers, cookies, data)
+        return self.send_view(status, headers, cookies, data)
+
     def send_view(self, status, headers, cookies, view):
         """respond() of a spooled body's view (a SpooledBytes, what
         `client.data` is for a body above spool_threshold): its file, sent
@@ -91,6 +104,38 @@ class SendFile:
         try:
             return self.send_file(status, list(headers.items()), cookies, fd,
                                   0, len(view), head=self._head)
+        except BaseException:
+            close_fd(fd)   # refused, nothing sent: the descriptor is ours
+            raise
+
+    def send_file_response(self, status, headers, cookies, response):
+        """respond() of a FileResponse (a sync handler's answer): opened
+        here and sent as a worker's is, with Content-Type and
+        Content-Disposition, and for a 200 ranges and conditional GET. A
+        missing file answers 404, one that cannot be sent 500, each with
+        an ERROR line. `headers` is respond()'s dict."""
+        status = response.status if status == 200 else status
+        extra = _msg.check_headers(response.headers) or []
+        if response.content_type is not None:
+            _msg.check_headers([('content-type', response.content_type)])
+        try:
+            fd, name = _files.open_file(response)
+        except OSError as err:
+            error = 404 if isinstance(err, FileNotFoundError) else 500
+            self._server.file_refused(self, response, err, error)
+            return self.respond({'error': _server.STATUS_CODES[error]},
+                                status=error)
+        try:
+            pairs = list(headers.items())
+            names = {key.lower() for key, _ in pairs}
+            pairs += [item for item in extra if item[0].lower() not in names]
+            pairs = _files.response_headers(response, name, pairs)
+            offset, length = 0, _os.fstat(fd).st_size
+            if status == 200:
+                status, pairs, offset, length = _files.plan(
+                    fd, self.headers, self.method, pairs)
+            return self.send_file(status, pairs, cookies, fd, offset, length,
+                                  head=self._head)
         except BaseException:
             close_fd(fd)   # refused, nothing sent: the descriptor is ours
             raise

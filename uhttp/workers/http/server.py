@@ -144,6 +144,14 @@ class Server(_server.HttpServer):
         except Exception as error:  # pylint: disable=broad-except
             self._owner.connection_failed(connection, error)
 
+    def file_refused(self, connection, response, err, status):
+        """A sync handler's FileResponse cannot be sent (`err`): the owner
+        logs it; `connection` is answered `status`."""
+        try:
+            self._owner.file_refused(connection, response, err, status)
+        except Exception as error:  # pylint: disable=broad-except
+            self._owner.connection_failed(connection, error)
+
     def answer_before_body(self, connection):
         """`connection`'s request asks for 100 Continue: True when the
         owner answered it from its head (continuation.py). A failure there
