@@ -341,11 +341,40 @@ def test_bad_handshakes_are_refused(served, change, status):
     assert answer.startswith(f'HTTP/1.1 {status}'), answer
     if status == 426:
         assert 'sec-websocket-version: 13' in answer.lower()
+        assert_names_upgrade(answer)
+
+
+def assert_names_upgrade(answer):
+    """A 426 says Upgrade: websocket, and names it in Connection as well
+    (RFC 9110 7.8), beside keep-alive or close."""
+    fields = {}
+    for line in answer.split('\r\n\r\n')[0].split('\r\n')[1:]:
+        name, _, value = line.partition(':')
+        fields.setdefault(name.strip().lower(), []).append(value.strip())
+    assert fields.get('upgrade') == ['websocket'], answer
+    assert len(fields.get('connection', ())) == 1, answer
+    options = {option.strip().lower()
+               for option in fields['connection'][0].split(',')}
+    assert 'upgrade' in options, answer
+    assert options & {'keep-alive', 'close'}, answer
 
 
 def test_plain_get_on_a_websocket_route_is_426(served):
     server, _ = served
     assert server.get('/ws/echo/plain').status == 426
+    with socket.create_connection(('127.0.0.1', server.port),
+                                  timeout=WAIT) as sock:
+        for _ in range(2):  # the connection stays open for the next one
+            sock.sendall(b'GET /ws/echo/plain HTTP/1.1\r\nHost: x\r\n\r\n')
+            data = b''
+            while b'}' not in data:
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+            answer = data.decode('latin-1')
+            assert answer.startswith('HTTP/1.1 426'), answer
+            assert_names_upgrade(answer)
+            assert 'keep-alive' in answer.lower().split('connection:')[1]
 
 
 def test_rejections(served):

@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 import uhttp.server as _server
 from uhttp.workers.http.serialize import (
-    bodiless, keep_alive, response_head, status_line, stream_head)
+    bodiless, keep_alive, named_upgrade, respond_headers, response_head,
+    status_line, stream_head)
 
 
 DATE = re.compile(r'date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} '
@@ -176,6 +177,30 @@ def test_the_callers_connection_can_only_close(value, keep, expected):
                                else 'connection: close')
     assert sum(line.lower().startswith('connection:')
                for line in lines(head)) == 1
+
+
+@pytest.mark.parametrize('status,keep', [(426, True), (426, False),
+                                         (200, True), (204, False)])
+def test_a_head_with_upgrade_names_it_in_connection(status, keep):
+    for _ in range(2):  # built, then remembered
+        head, kept = response_head(status, [('Upgrade', 'websocket')], None,
+                                   7, keep)
+        assert kept is keep
+        assert lines(head)[-1] == ('connection: upgrade, keep-alive' if keep
+                                   else 'connection: upgrade, close')
+        assert 'Upgrade: websocket' in lines(head)
+
+
+def test_respond_headers_with_upgrade_name_it_in_connection():
+    headers, _ = respond_headers(426, {'Upgrade': 'websocket'}, None)
+    headers['connection'] = 'keep-alive'   # as uhttp-server sets it
+    assert named_upgrade(headers)['connection'] == 'upgrade, keep-alive'
+    assert named_upgrade(headers)['connection'] == 'upgrade, keep-alive'
+    given = {'upgrade': 'websocket', 'connection': 'Upgrade'}
+    assert named_upgrade(dict(given)) == given
+    assert named_upgrade({'connection': 'close'}) == {'connection': 'close'}
+    streamed = {'upgrade': 'x'}
+    assert named_upgrade(dict(streamed), streaming=True) == streamed
 
 
 def test_every_connection_header_is_heeded():

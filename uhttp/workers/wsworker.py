@@ -160,8 +160,7 @@ def run_handler(handler, request):
     """Run a @websocket handler: 426 for a plain request, the handler's
     rejection (403 without a decision), or nothing once accepted."""
     if 'websocket' not in (request.headers.get('upgrade') or '').lower():
-        return ({'error': 'Upgrade Required'}, 426,
-                {'upgrade': 'websocket', 'connection': 'Upgrade'})
+        return ({'error': 'Upgrade Required'}, 426, {'upgrade': 'websocket'})
     ws = WebSocket(request)
     handler(ws)
     if ws._state == _NEW:  # pylint: disable=protected-access

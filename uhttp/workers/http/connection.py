@@ -351,7 +351,7 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
     def _prepare_response(self, headers=None, is_streaming=False):
         headers = super()._prepare_response(headers, is_streaming)
         self.responses += 1
-        return headers
+        return _serialize.named_upgrade(headers, is_streaming)
 
     def _build_response_header(self, status=200, headers=None, cookies=None):
         try:  # (bytes: a bytes header value goes out as those bytes)

@@ -19,6 +19,11 @@ from uhttp.server import STATUS_CODES as _REASONS
 _STATUS_LINES = {}
 _KEEP = 'connection: keep-alive\r\n\r\n'
 _CLOSE = 'connection: close\r\n\r\n'
+# a head's last line: (kept open, closing); a head with an Upgrade header
+# names it in Connection too (RFC 9110 7.8: the 426 of a WebSocket route)
+_ENDS = (_KEEP, _CLOSE)
+_ENDS_UPGRADE = ('connection: upgrade, keep-alive\r\n\r\n',
+                 'connection: upgrade, close\r\n\r\n')
 # response headers that a stream head sets itself
 _STREAM_OWN = frozenset(('content-length', 'connection', 'transfer-encoding'))
 
@@ -99,9 +104,10 @@ def keep_alive(protocol, asked, served, max_requests, closing=False,
     return keep and served < max_requests
 
 
-# the header names respond() may set itself unless they are given
+# the header names respond() may set itself unless they are given, and
+# looks for (Upgrade: named in Connection then, see named_upgrade())
 _RESPOND_OWN = frozenset(('content-type', 'content-length', 'connection',
-                          'transfer-encoding', 'date'))
+                          'transfer-encoding', 'date', 'upgrade'))
 
 
 def framing_lower(headers):
@@ -111,6 +117,19 @@ def framing_lower(headers):
     for name in [name for name in headers
                  if name.lower() in _RESPOND_OWN and name != name.lower()]:
         headers[name.lower()] = headers.pop(name)
+    return headers
+
+
+def named_upgrade(headers, streaming=False):
+    """respond()'s `headers` (names as framing_lower() leaves them) with
+    'upgrade' among the Connection options when there is an Upgrade header
+    (RFC 9110 7.8: a 426 names the protocol it wants in both), as
+    response_head() does for the heads it makes."""
+    if streaming or 'upgrade' not in headers:
+        return headers
+    value = str(headers.get('connection') or '')
+    if 'upgrade' not in value.lower():
+        headers['connection'] = f'upgrade, {value}' if value else 'upgrade'
     return headers
 
 
@@ -227,14 +246,14 @@ def response_head(status, headers, cookies, length, keep, dated=True):
         except TypeError:  # a header that cannot be a key: built each time
             known = None
     if known is not None:
-        start, own_keep, tail, own_date = known
+        start, own_keep, bodied, own_date, ends = known
         keep = keep and own_keep
         date = date_line() if dated and not own_date else ''
-        return (start + date + (_KEEP if keep else _CLOSE) if tail is None
-                else f'{start}{date}content-length: {length}\r\n'
-                f'{tail if keep else _CLOSE}').encode(
+        end = ends[0] if keep else ends[1]
+        return (f'{start}{date}content-length: {length}\r\n{end}' if bodied
+                else start + date + end).encode(
                     'utf-8', 'surrogateescape'), keep
-    parts, own_keep, own_date = _head_lines(status, headers)
+    parts, own_keep, own_date, ends = _head_lines(status, headers)
     keep = keep and own_keep
     if cookies:
         _cookie_lines(parts, cookies)
@@ -242,7 +261,7 @@ def response_head(status, headers, cookies, length, keep, dated=True):
         parts.append(date_line())
     if not bodiless(status):
         parts.append(f'content-length: {length}\r\n')
-    parts.append(_KEEP if keep else _CLOSE)
+    parts.append(ends[0] if keep else ends[1])
     return ''.join(parts).encode('utf-8', 'surrogateescape'), keep
 
 
@@ -305,11 +324,13 @@ def _text(value):
 def _head_lines(status, headers):
     """The status line and the header lines of a complete response, without
     Content-Length and Connection; whether its own Connection header (if
-    any) lets the connection stay open; and whether it has its own Date:
-    (parts, keep, dated). Raises ValueError as header_fields() does."""
+    any) lets the connection stay open; whether it has its own Date; and
+    its possible last lines, _ENDS or, with an Upgrade header, _ENDS_UPGRADE:
+    (parts, keep, dated, ends). Raises ValueError as header_fields() does."""
     parts = [status_line(status)]
     keep = True
     dated = False
+    ends = _ENDS
     for name, lower, value in header_fields(headers):
         if lower == 'content-length' or lower == 'transfer-encoding':
             continue  # the framing is this function's (RFC 9112 6.2)
@@ -318,8 +339,10 @@ def _head_lines(status, headers):
             continue
         if lower == 'date':
             dated = True
+        elif lower == 'upgrade':
+            ends = _ENDS_UPGRADE
         parts.append(f'{name}: {value}\r\n')
-    return parts, keep, dated
+    return parts, keep, dated, ends
 
 
 _HEADS = {}
@@ -328,14 +351,13 @@ _HEADS_MAX = 256
 
 def _remember_head(key):
     """The head of (status, headers) without its length and Connection:
-    (start, keep allowed, _KEEP or None when bodiless), remembered for the
-    next response with the same status and headers when they are all text
-    (a handler's answers repeat them). Raises ValueError as
-    response_head() does."""
+    (start, keep allowed, whether it has a body, whether it has its own
+    Date, its last lines), remembered for the next response with the same
+    status and headers when they are all text (a handler's answers repeat
+    them). Raises ValueError as response_head() does."""
     status, headers = key
-    parts, keep, dated = _head_lines(status, headers)
-    known = (''.join(parts), keep, None if bodiless(status) else _KEEP,
-             dated)
+    parts, keep, dated, ends = _head_lines(status, headers)
+    known = (''.join(parts), keep, not bodiless(status), dated, ends)
     if all(type(name) is str and type(value) is str
            for name, value in headers):
         # (only text: 1, 1.0 and True are equal keys that print apart)
