@@ -754,6 +754,52 @@ def test_shutdown_closes_1001_after_the_drain(tmp_path):
         server.stop()
 
 
+def test_shutdown_tells_a_worker_held_back_by_a_slow_reader(tmp_path):
+    """A client that reads, but slower than its worker sends, holds that
+    worker back. Once shutdown closes the client's WebSocket, nothing more
+    goes to it: the worker goes on, hears of the close (1001) and stops
+    on its own instead of being killed at shutdown_timeout."""
+    server, log = start(tmp_path, shutdown_timeout=3)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(WAIT)
+    reading = threading.Event()
+    done = threading.Event()
+    try:
+        sock.connect(('127.0.0.1', server.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f'GET /ws/echo/slow HTTP/1.1\r\nHost: x\r\n'
+                      f'Upgrade: websocket\r\nConnection: Upgrade\r\n'
+                      f'Sec-WebSocket-Key: {key}\r\n'
+                      f'Sec-WebSocket-Version: 13\r\n\r\n').encode())
+        sock.sendall(frame(1, b'flood'))   # 25 MiB, as fast as it goes
+
+        def read_slowly():   # never stalled, never caught up
+            while not done.is_set():
+                try:
+                    if not sock.recv(16384):
+                        return
+                except OSError:
+                    return
+                reading.set()
+                done.wait(0.05)
+        reader = threading.Thread(target=read_slowly, daemon=True)
+        reader.start()
+        assert reading.wait(WAIT)
+        time.sleep(0.5)   # the worker is held back by now
+        began = time.monotonic()
+        server.stop()
+        took = time.monotonic() - began
+        assert [code for _, code, _ in closes(log)] == [1001], (
+            server.log_text())
+        assert 'did not stop in time' not in server.log_text()
+        assert took < 3 + 2, server.log_text()  # not the kill at the deadline
+    finally:
+        done.set()
+        sock.close()
+        server.stop()
+
+
 def test_a_retired_worker_closes_its_websockets_1011(tmp_path):
     log = str(tmp_path / 'closes.txt')
     pool = _workers.WorkerPool(WsWorker, num_workers=1, routes=['/ws/**'],

@@ -315,6 +315,10 @@ class WsSession:
         if self.paused:
             self.hub.forget_paused(self)
         handle = self.handle
+        # nothing more is queued for this client: its worker, held back
+        # while the client read slowly, goes on (to hear of the end, and
+        # to stop at shutdown) while what is queued drains or is cut
+        self.hub.core.streamhold.release(handle, self.connection)
         if handle.alive:
             self.hub.tell(handle, (_msg.M_WS_CLOSED, self.request_id, code,
                                    reason))
