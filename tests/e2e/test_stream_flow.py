@@ -339,3 +339,42 @@ def test_a_slow_client_that_keeps_reading_is_not_dropped():
         assert (len(body), hashlib.sha256(body).hexdigest()) == (
             count * CHUNK, expected_digest(count))
         server.assert_no_errors()
+
+
+def test_shutdown_lets_go_of_a_worker_its_slow_reader_holds_back():
+    """A client that reads, but slower than its worker writes, holds that
+    worker back. Shutdown closes the stream: nothing more goes to the
+    client, so the worker goes on, hears of it and stops through its pipe
+    rather than being killed at shutdown_timeout."""
+    server = TestServer(_workers.Dispatcher, [pool()], shutdown_timeout=3)
+    server.start()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(WAIT)
+    reading = threading.Event()
+    done = threading.Event()
+
+    def read_slowly():   # never stalled, never caught up
+        while not done.is_set():
+            try:
+                if not sock.recv(16384):
+                    return
+            except OSError:
+                return
+            reading.set()
+            done.wait(0.05)
+    try:
+        sock.connect(('127.0.0.1', server.port))
+        sock.sendall(b'GET /api/forever HTTP/1.1\r\nHost: x\r\n\r\n')
+        threading.Thread(target=read_slowly, daemon=True).start()
+        assert reading.wait(WAIT)
+        time.sleep(0.5)   # the worker is held back by now
+        began = time.monotonic()
+        server.stop()
+        took = time.monotonic() - began
+        assert 'did not stop in time' not in server.log_text()
+        assert took < 3 + 2, server.log_text()  # not the kill at the deadline
+    finally:
+        done.set()
+        sock.close()
+        server.stop()

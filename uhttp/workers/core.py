@@ -416,6 +416,9 @@ class Core(Records):
         handle = pending.worker
         if handle is not None:
             handle.held.pop(pending.request_id, None)
+            # nothing more goes to its client: a worker held back while
+            # that client read slowly goes on (and stops, at shutdown)
+            self.streamhold.release(handle, pending.client)
             # also a request still waiting in the worker: it is never started
             if tell_worker or (tell_worker is None and reason in _TELL_WORKER):
                 self.delivery.tell(handle, _channel.pack(
