@@ -641,6 +641,30 @@ def test_a_flood_to_a_busy_worker_is_held_back_not_buffered(tmp_path):
         server.stop()
 
 
+def test_small_messages_to_a_busy_worker_all_arrive(tmp_path):
+    """Small messages queued for a busy worker are joined into one buffer
+    and lent to its pipe once the worker reads again: the messages after
+    them must arrive too, with no error in the dispatcher."""
+    server, _ = start(tmp_path)
+    count, size = 600, 8000   # joined: past what a pipe holds
+
+    async def scenario():
+        async with connect(url(server, '/ws/sink'), max_size=None,
+                           compression=None) as ws:
+            await ws.send('sleep 0.5')
+            payload = os.urandom(size)
+            for _ in range(count):
+                await ws.send(payload)
+            await ws.send('count')
+            return await ws.recv()
+
+    try:
+        assert run(scenario()) == f'count {count} {count * size}'
+        server.assert_no_errors()
+    finally:
+        server.stop()
+
+
 def test_a_close_the_client_never_answers_ends_without_pings(tmp_path):
     """ws_ping_interval=0: the worker's close frame, never answered, still
     ends the connection after wssession.CLOSE_TIMEOUT, and the worker gets

@@ -1,5 +1,6 @@
 """channel.py: frames over real pipes, the reader, the non-blocking writer."""
 
+import fcntl
 import os
 import pickle
 import select
@@ -14,6 +15,9 @@ from uhttp.workers.channel import (
     ChannelError, FrameReader, OutBuffer, pack, pack_many, write_all)
 
 DEADLINE = 5.0
+
+
+F_SETPIPE_SZ = 1031   # Linux fcntl
 
 
 @pytest.fixture
@@ -281,6 +285,38 @@ class TestOutBuffer:
                 break
         received += drain(pipe[0])
         assert bytes(received) == first + b'b' * 10
+
+    @pytest.mark.parametrize('pipe_size', [64 * 1024, 1 << 20])
+    def test_small_frames_joined_then_lent_lose_nothing(self, pipe,
+                                                         pipe_size):
+        """Small frames queued while the pipe is busy are joined into one
+        part; past pipelend.LEND_MIN that part is lent to the pipe, partly
+        (a small pipe) or whole (a large one). A frame added afterwards
+        must not be appended to the lent part (resizing it while pinned
+        raised BufferError; appending once it was written lost the frame
+        without a word)."""
+        fcntl.fcntl(pipe[1], F_SETPIPE_SZ, pipe_size)
+        os.set_blocking(pipe[0], False)
+        os.set_blocking(pipe[1], False)
+        out = OutBuffer(pipe[1])
+        sent = bytearray()
+        for index in range(12):   # 12 x 8 KiB: joined, 96 KiB
+            sent += bytes([65 + index]) * 8192
+            out.add(sent[-8192:])
+        received = bytearray()
+        deadline = time.monotonic() + DEADLINE
+        for index in range(3):
+            out.flush()
+            received += drain(pipe[0])
+            out.release()
+            sent += bytes([97 + index]) * 100
+            out.add(sent[-100:])
+        while not out.flush():
+            assert time.monotonic() < deadline, 'flush never completed'
+            received += drain(pipe[0])
+        received += drain(pipe[0])
+        assert len(out) == 0
+        assert bytes(received) == bytes(sent)
 
     def test_closed_buffer_ignores_adds(self, pipe):
         out = OutBuffer(pipe[1])

@@ -423,6 +423,8 @@ class OutBuffer:
         return _os.writev(self.fd, batch)
 
     def _lend(self, part):
+        if part is self._open:  # lent, it must not change: later frames
+            self._open = None   # go in a new part, not in this one
         offset = self._offset
         sent = self._lent.lend(part, offset)
         if sent is None:  # not lent: copied as before
