@@ -464,6 +464,25 @@ def test_a_close_code_no_endpoint_may_send_is_refused(served, code):
     run(talk())
 
 
+def test_a_close_reason_too_long_for_its_frame_is_refused(served):
+    """A reason over 123 bytes (UTF-8) cannot go in a close frame: close()
+    raises ValueError rather than cutting it; 123 bytes still go whole."""
+    server, _ = served
+
+    async def talk():
+        async with connect(url(server, '/ws/echo/codes')) as ws:
+            await ws.recv()   # hello
+            await ws.send('close 4000 ' + 'é' * 62)   # 124 bytes
+            assert await ws.recv() == (
+                'close reason of 124 bytes: at most 123 fit in a close frame')
+            await ws.send('close 4000 ' + 'é' * 61 + 'x')   # 123 bytes
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                4000, 'é' * 61 + 'x')
+    run(talk())
+
+
 @pytest.mark.parametrize('code', [1001, 1003, 1011, 1014, 3000, 4999])
 def test_a_close_code_the_worker_may_send_reaches_the_client(served, code):
     server, _ = served

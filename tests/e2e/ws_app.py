@@ -62,11 +62,11 @@ class WsWorker(_workers.Worker):
         elif message == 'close':
             ws.close(4000, 'asked')
         elif isinstance(message, str) and message.startswith('close '):
-            code = int(message.split()[1])
+            code, _, reason = message[6:].partition(' ')
             try:
-                ws.close(code, 'with a code')
-            except ValueError:
-                ws.send(f'refused {code}')
+                ws.close(int(code), reason or 'with a code')
+            except ValueError as err:
+                ws.send(f'refused {code}' if not reason else str(err))
         elif message == 'crash':
             os._exit(3)
         elif message == 'pid':

@@ -121,6 +121,10 @@ class WebSocket:
                     code in _NOT_SENT):
             raise ValueError(f"invalid close code {code!r}")
         reason = _check_text(str(reason))
+        if len(reason) > 30 and len(reason.encode('utf-8')) > MAX_REASON:
+            raise ValueError(
+                f"close reason of {len(reason.encode('utf-8'))} bytes: at most "
+                f"{MAX_REASON} fit in a close frame")
         self._state = _CLOSING
         self._runtime().send((_msg.W_WS_CLOSE, self.request_id, code, reason))
         return True
@@ -133,6 +137,8 @@ def _check_text(text):
         text.encode('utf-8')
     return text
 
+
+MAX_REASON = 123  # bytes: a close frame's payload is at most 125 (RFC 6455)
 
 # reserved (1004), or only reporting what happened (no code, no close
 # frame, a TLS failure): RFC 6455 7.4.1, never put in a close frame
