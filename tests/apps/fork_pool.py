@@ -1,7 +1,8 @@
 """A handler that runs a multiprocessing pool (forked children) per
 request; the children must end the way they would outside a worker.
 /api/torn forks a child that logs a 64 MiB record and kills it halfway
-through sending it."""
+through sending it. /api/forked-returns forks a child that, like the
+worker, returns from the handler (no os._exit())."""
 
 import multiprocessing
 import os
@@ -21,6 +22,15 @@ class ComputeWorker(_workers.Worker):
     def squares(self, request):
         with multiprocessing.get_context('fork').Pool(2) as pool:
             return {'squares': pool.map(square, range(8))}
+
+    @_workers.api('/api/forked-returns', 'GET')
+    def forked_returns(self, request):
+        child = os.fork()
+        return {'pid': os.getpid(), 'child': child}
+
+    @_workers.api('/api/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid()}
 
     @_workers.api('/api/torn', 'GET')
     def torn(self, request):

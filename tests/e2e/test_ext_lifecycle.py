@@ -194,6 +194,42 @@ def test_processes_a_handler_forks_end_as_they_would_elsewhere(app_server):
     assert server.get('/_status').json['pools'][0]['workers'][0]['restarts'] == 0
 
 
+def process_ended(pid):
+    """True once `pid` is gone or a zombie (its parent did not wait)."""
+    try:
+        with open(f'/proc/{pid}/stat', encoding='ascii') as file:
+            return file.read().rpartition(')')[2].split()[0] == 'Z'
+    except FileNotFoundError:
+        return True
+
+
+def test_a_forked_child_that_returns_from_the_handler_ends(app_server):
+    """A child forked in a handler that returns from it (no os._exit())
+    came back into the worker's loop: its answer went to the client in
+    place of the worker's, and for up to a second it read the worker's
+    pipe and served the requests meant for the worker. It ends with an
+    ERROR naming the request; the worker's own answer is sent."""
+    server = app_server('fork_pool')
+    worker = server.get('/_status').json['pools'][0]['workers'][0]['pid']
+    children = []
+    for _ in range(5):
+        reply = server.get('/api/forked-returns')
+        assert reply.status == 200
+        assert reply.json['pid'] == worker and reply.json['child'] > 0, reply
+        children.append(reply.json['child'])
+        for _ in range(10):
+            assert server.get('/api/pid').json == {'pid': worker}
+    for child in children:
+        server.wait_until(lambda child=child: process_ended(child), timeout=10,
+                          what=f'forked child {child} ended')
+    server.wait_log(r'ERROR\s+ComputeWorker\[0\]: the handler of GET '
+                    r'/api/forked-returns: process \d+, which the worker',
+                    timeout=10)
+    assert server.get('/_status').json['pools'][0]['workers'][0]['restarts'] == 0
+    log = server.log()
+    assert 'Traceback' not in log, log[-2000:]
+
+
 def test_a_child_killed_halfway_through_a_record_restarts_its_worker(app_server):
     """A forked child killed while it sends a large record leaves a torn
     frame on the worker's pipe, which the dispatcher would fill with the

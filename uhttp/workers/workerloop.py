@@ -19,6 +19,7 @@ from . import backlog as _backlog
 from . import bodyview as _bodyview
 from . import channel as _channel
 from . import childsignals as _childsignals
+from . import exits as _exits
 from . import files as _files
 from . import forklock as _forklock
 from . import log as _log
@@ -30,30 +31,8 @@ from . import routing as _routing
 from . import sharedbody as _sharedbody
 from . import worker as _worker
 from . import wsworker as _wsworker
-
-# a worker's exit codes: sysexits-style, apart from a user's small ones
-EXIT_OK = 0
-EXIT_SETUP_FAILED = 70
-EXIT_LOOP_FAILED = 71
-EXIT_OUT_OF_MEMORY = 72
-EXIT_REASONS = {
-    EXIT_SETUP_FAILED: 'setup() failed',
-    EXIT_LOOP_FAILED: 'worker loop failed',
-    EXIT_OUT_OF_MEMORY: 'out of memory',
-}
-
-
-def exit_status(code):
-    """The process exit status sys.exit(code) asks for."""
-    if code is None:
-        return 0
-    if isinstance(code, int) and not isinstance(code, bool):
-        return code & 0xFF
-    try:
-        _sys.stderr.write(f'{code}\n')
-    except Exception:  # pylint: disable=broad-except
-        pass
-    return 1
+from .exits import (EXIT_OK, EXIT_SETUP_FAILED, EXIT_LOOP_FAILED,  # noqa: F401
+                    EXIT_OUT_OF_MEMORY, EXIT_REASONS, exit_status)
 
 _monotonic = _time.monotonic
 _log_of = _worker.log_of  # the library's logger (the user may replace self.log)
@@ -63,6 +42,14 @@ _worker_pid = [None]     # the worker process (not a child its code forked)
 
 class StopWorker(BaseException):
     """Raised inside the worker to leave the loop (orphaned, SIGTERM)."""
+
+
+def _leave_if_forked(worker, request=None):
+    """End this process if the user's code forked it and it came back."""
+    if _worker_pid[0] not in (None, _os.getpid()):
+        what = ('a hook or fd callback' if request is None else
+                f"the handler of {request.method} {request.path}")
+        _exits.end_forked_copy(_log_of(worker), _worker_pid[0], what)
 
 
 def _out_of_memory(worker, request, handler):
@@ -203,6 +190,7 @@ def _serve(worker, runtime):
     log = _log_of(worker)
     backlog.loop_thread = _threading.get_ident()
     while runtime.running:
+        _leave_if_forked(worker)
         now = _monotonic()
         timeout = next_idle - now
         if timeout < 0 or len(backlog):  # gone() read what a callback left
@@ -271,6 +259,7 @@ def build_table(worker):
 
 
 def handle_message(worker, runtime, table, message):
+    _leave_if_forked(worker)
     kind = message[0]
     if kind == _msg.M_REQUEST:
         if not worker._accepting:
@@ -334,6 +323,7 @@ def handle_request(worker, runtime, table, message):
         reply = _parse_body(request, body, headers.get('content-type', ''))
     if reply is None:
         reply = _run_handler(worker, table, request)
+        _leave_if_forked(worker, request)
     if reply is not None:
         if request_id == -1:
             _worker.warn_unheard(worker, request, reply)
