@@ -22,6 +22,8 @@ LIMIT_MB = int(os.environ.get('EXT_MEM_LIMIT_MB') or address_space_mb() + 200)
 
 
 class MemWorker(_workers.Worker):
+    def setup(self):
+        self.hoard = []
     @_workers.api('/m/ping', 'GET')
     def ping(self, request):
         return {'pid': os.getpid(), 'worker': self.worker_id}
@@ -35,6 +37,12 @@ class MemWorker(_workers.Worker):
     def answer(self, request):
         # the handler returns; encoding its JSON (over 300 MB) runs out
         return ['x' * 100] * 3_000_000
+
+    @_workers.api('/m/leak', 'GET')
+    def leak(self, request):
+        # a leak: small blocks kept by the worker, still held as it fails
+        while True:
+            self.hoard.append(bytearray(1000))
 
     @_workers.api('/m/grow', 'GET')
     def grow(self, request):

@@ -1,7 +1,16 @@
-"""worker_memory_limit_mb: a worker process caps its own address space."""
+"""worker_memory_limit_mb: a worker process caps its own address space.
+
+Inside the cap it keeps a few MiB in reserve: a handler that hoards memory
+until an allocation fails leaves none for the ERROR that names it, nor for
+the 500 of its request, so the worker gives the reserve back first."""
+
+import mmap as _mmap
 
 from . import log as _log
 from . import messages as _msg
+
+RESERVE = 4 << 20   # mapped, never touched: address space, not memory
+_reserve = []
 
 
 def address_space():
@@ -32,3 +41,15 @@ def limit_memory(spec, send, name):
     except (ImportError, ValueError, OSError) as err:
         send((_msg.W_LOG, name, _log.LOG_WARNING,
               f"worker_memory_limit_mb not applied: {err!r}"))
+        return
+    try:
+        _reserve[:] = [_mmap.mmap(-1, RESERVE)]
+    except OSError:
+        pass   # (no room even for it: the WARNING above said so)
+
+
+def release_reserve():
+    """Give the reserve back (a MemoryError was caught): enough room to log
+    what ran out and to answer its request."""
+    while _reserve:
+        _reserve.pop().close()

@@ -55,6 +55,7 @@ def _leave_if_forked(worker, request=None):
 def _out_of_memory(worker, request, handler):
     """A MemoryError leaves the process in an unknown state: answer 500,
     then end the worker so the dispatcher starts a fresh one."""
+    _memlimit.release_reserve()
     runtime = _worker.state_of(worker).runtime
     try:
         _log_of(worker).error(
