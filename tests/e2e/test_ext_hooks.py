@@ -513,6 +513,15 @@ def test_forward_to_full_queue_drops_and_never_blocks(server, files):
     time.sleep(0.3)
     delivered = len(sink(server)) - saved_before
     assert 30 <= delivered < 80
+    # one WARNING for the burst, not one per dropped forward (a flood that
+    # buried the log under overload); the rest are counted and said later
+    drops = re.findall(r'WARNING .*forward\(.*dropped', server.log())
+    assert len(drops) == 1, drops[:5]
+    server.wait_log(r'WARNING .*: (\d+) more like this in the last \d+ s: '
+                    r"forward\('/sink/save'\): pool SinkWorker has \d+ "
+                    r'requests queued; dropped', timeout=15)
+    held = re.search(r'(\d+) more like this', server.log()).group(1)
+    assert int(held) == 80 - delivered - 1, (held, delivered)
 
 
 def test_on_forward_raising_is_logged(server):

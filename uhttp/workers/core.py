@@ -45,6 +45,7 @@ from .remotepools import RemotePools
 from .retirement import Retirements
 from .shutdown import Shutdown
 from .supervisor import Supervisor
+from .throttle import Throttle
 from .wssession import WsHub
 
 _monotonic = _time.monotonic
@@ -93,6 +94,7 @@ class Core(Records):
         self.stop_requested = None
         self.hurry = False
         self.queue_warned = {}
+        self.throttle = Throttle(self.log)  # warnings that come in floods
         self.intake = Intake(self)
         self.backpressure = Backpressure(self)
         self.front = Front(self)
@@ -261,6 +263,7 @@ class Core(Records):
     def idle_tick(self, now):
         self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)
         self.control.idle()
+        self.throttle.flush()
         self.hooks.call('on_idle')
 
     # -- the loop ----------------------------------------------------------------

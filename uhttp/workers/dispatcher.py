@@ -155,13 +155,15 @@ class Dispatcher:
         core = core_of(self)
         pool = core.find_pool(route)
         if pool is None:
-            core.log.warning("forward(%r): no pool serves this route; dropped",
-                             route)
+            core.throttle.warning(
+                'forward', "forward(%r): no pool serves this route; dropped",
+                route)
             return
         queued = len(pool.scheduler)
         if queued >= core.settings.max_pending:
-            core.log.warning("forward(%r): pool %s has %d requests queued; "
-                             "dropped", route, pool.name, queued)
+            core.throttle.warning(
+                pool, "forward(%r): pool %s has %d requests queued; dropped",
+                route, pool.name, queued)
             return
         pool.request_queue.put(_msg.Request(
             request_id=-1, method='POST', path=route, data=data))
