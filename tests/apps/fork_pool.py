@@ -2,11 +2,14 @@
 request; the children must end the way they would outside a worker.
 /api/torn forks a child that logs a 64 MiB record and kills it halfway
 through sending it. /api/forked-returns forks a child that, like the
-worker, returns from the handler (no os._exit())."""
+worker, returns from the handler (no os._exit()); /api/forked-exits one
+that ends with sys.exit(), /api/forked-raises one that raises; both are
+waited for, and the worker logs how they ended."""
 
 import multiprocessing
 import os
 import signal
+import sys
 import time
 
 import uhttp.workers as _workers
@@ -27,6 +30,29 @@ class ComputeWorker(_workers.Worker):
     def forked_returns(self, request):
         child = os.fork()
         return {'pid': os.getpid(), 'child': child}
+
+    @_workers.api('/api/forked-exits', 'GET')
+    def forked_exits(self, request):
+        child = os.fork()
+        if child == 0:
+            sys.exit(3)
+        return self.waited(child)
+
+    @_workers.api('/api/forked-raises', 'GET')
+    def forked_raises(self, request):
+        child = os.fork()
+        if child == 0:
+            raise RuntimeError('failed in the child')
+        return self.waited(child)
+
+    def waited(self, child):
+        _, status = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(status)
+        self.log.warning('child %d ended with %d', child, code)
+        return {'pid': os.getpid(), 'child': child, 'code': code}
+
+    def teardown(self):
+        self.log.warning('teardown in pid %d', os.getpid())
 
     @_workers.api('/api/pid', 'GET')
     def pid(self, request):

@@ -244,6 +244,43 @@ def test_a_forked_child_that_returns_from_the_handler_ends(app_server):
     assert 'Traceback' not in log, log[-2000:]
 
 
+def test_a_forked_child_ending_with_sys_exit_leaves_the_worker_alone(app_server):
+    """sys.exit() in a forked child, the usual way to end one, ran the
+    worker's teardown() in the child (closing what it shares with the
+    worker, a database connection say). It only ends the child."""
+    server = app_server('fork_pool')
+    worker = server.get('/_status').json['pools'][0]['workers'][0]['pid']
+    reply = server.get('/api/forked-exits')
+    assert reply.status == 200
+    assert reply.json['pid'] == worker and reply.json['code'] == 3, reply
+    child = reply.json['child']
+    server.wait_log(rf'child {child} ended with 3')
+    assert f'teardown in pid {child}' not in server.log()
+    assert server.get('/api/pid').json == {'pid': worker}
+
+
+def test_a_forked_child_that_raises_from_the_handler_ends(app_server):
+    """An exception in a forked child went to on_request_error() in the
+    child, which logged the request as failed and answered it 500 in
+    place of the worker. The child ends with an ERROR naming what it
+    raised; the worker's answer is sent."""
+    server = app_server('fork_pool')
+    worker = server.get('/_status').json['pools'][0]['workers'][0]['pid']
+    for _ in range(3):
+        reply = server.get('/api/forked-raises')
+        assert reply.status == 200, reply
+        assert reply.json['pid'] == worker, reply
+        assert reply.json['code'] == 71, reply
+        server.wait_log(rf"child {reply.json['child']} ended with 71")
+    log = server.log()
+    assert len(re.findall(
+        r"ERROR\s+ComputeWorker\[0\]: the handler of GET /api/forked-raises: "
+        r"process \d+, which the worker \(pid \d+\) forked, raised "
+        r"RuntimeError\('failed in the child'\)", log)) == 3, log[-3000:]
+    assert 'failed in ComputeWorker' not in log, log[-3000:]
+    assert 'teardown in pid' not in log
+
+
 def test_a_child_killed_halfway_through_a_record_restarts_its_worker(app_server):
     """A forked child killed while it sends a large record leaves a torn
     frame on the worker's pipe, which the dispatcher would fill with the

@@ -3,6 +3,7 @@ user's code forked that came back into the worker's loop."""
 
 import os as _os
 import sys as _sys
+import traceback as _traceback
 
 # a worker's exit codes: sysexits-style, apart from a user's small ones
 EXIT_OK = 0
@@ -29,16 +30,31 @@ def exit_status(code):
     return 1
 
 
-def end_forked_copy(log, worker_pid, what):
+WORKER_PID = [None]   # the worker process's pid, once it runs
+
+
+def forked():
+    """True in a process the worker's code forked (not the worker)."""
+    return WORKER_PID[0] not in (None, _os.getpid())
+
+
+def end_forked_copy(log, request=None, err=None):
     """This process is a fork of the worker (`os.fork()` in a handler or
-    hook) whose code returned instead of ending with `os._exit()`. As a
-    second reader of the worker's pipe it would take requests meant for
-    the worker and send answers in its place: it says so and ends."""
+    hook) whose code returned (or raised `err`) instead of ending with
+    `os._exit()`. As a second reader of the worker's pipe it would take
+    requests meant for the worker and send answers in its place, and run
+    the worker's hooks on what it shares with the worker: it says so and
+    ends."""
     try:
-        log.error("%s: process %d, which the worker (pid %d) forked, "
-                  "returned into the worker's loop; it ends here without "
-                  "answering (end a forked process with os._exit())",
-                  what, _os.getpid(), worker_pid)
+        what = ('a hook or fd callback' if request is None else
+                f"the handler of {request.method} {request.path}")
+        how = "returned" if err is None else f"raised {err!r}"
+        log.error("%s: process %d, which the worker (pid %d) forked, %s "
+                  "into the worker's loop; it ends here without answering "
+                  "(end a forked process with os._exit())%s",
+                  what, _os.getpid(), WORKER_PID[0], how,
+                  '' if err is None else '\n' + ''.join(
+                      _traceback.format_exception(err)).rstrip())
     except BaseException:  # pylint: disable=broad-except
         pass
     for stream in (_sys.stdout, _sys.stderr):

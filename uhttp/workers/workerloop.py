@@ -37,19 +37,18 @@ from .exits import (EXIT_OK, EXIT_SETUP_FAILED, EXIT_LOOP_FAILED,  # noqa: F401
 _monotonic = _time.monotonic
 _log_of = _worker.log_of  # the library's logger (the user may replace self.log)
 _process_runtime = [None]  # this process's runtime once a worker (signals)
-_worker_pid = [None]     # the worker process (not a child its code forked)
+_worker_pid = _exits.WORKER_PID  # the worker (not a child its code forked)
+_forked = _exits.forked
 
 
 class StopWorker(BaseException):
     """Raised inside the worker to leave the loop (orphaned, SIGTERM)."""
 
 
-def _leave_if_forked(worker, request=None):
+def _leave_if_forked(worker, request=None, err=None):
     """End this process if the user's code forked it and it came back."""
-    if _worker_pid[0] not in (None, _os.getpid()):
-        what = ('a hook or fd callback' if request is None else
-                f"the handler of {request.method} {request.path}")
-        _exits.end_forked_copy(_log_of(worker), _worker_pid[0], what)
+    if _forked():
+        _exits.end_forked_copy(_log_of(worker), request, err)
 
 
 def _out_of_memory(worker, request, handler):
@@ -131,7 +130,7 @@ class _Runtime:
             with self.send_lock:
                 _channel.write_parts(self.out_fd, *parts, lent=self.lent)
         except (BrokenPipeError, ConnectionResetError, OSError):
-            if _worker_pid[0] not in (None, _os.getpid()):
+            if _forked():
                 return  # a process the worker forked outlived it: dropped
             self.running = False  # the dispatcher has gone: nobody answers
             raise StopWorker() from None
@@ -373,6 +372,7 @@ def _run_handler(worker, table, request):
         except MemoryError:
             _out_of_memory(worker, request, handler)
         except BaseException as err:  # pylint: disable=broad-except
+            _leave_if_forked(worker, request, err)
             _msg.set_handler(request, handler)  # (CancelledError too)
             result = _worker.error_answer(worker, request, err)
             if request.is_streaming:  # it cannot go on: end it
@@ -469,7 +469,7 @@ def child_main(spec):
             pass
     finally:
         try:
-            if spec.transport is not None:
+            if spec.transport is not None and not _forked():
                 spec.transport.on_exit(code)
             _sys.stdout.flush()
             _sys.stderr.flush()
@@ -521,6 +521,8 @@ def _run_worker(spec, runtime):
                           + _traceback.format_exc().rstrip()))
         except StopWorker:
             pass
+    if _forked():   # sys.exit() in a process forked in a handler or hook:
+        return code  # it ends, and nothing of the worker's ends with it
     runtime.running = False
     runtime.stopping = True
     try:
