@@ -3,7 +3,7 @@ DEFERRED requests.
 
 KeepWorker (/api/**): timeout=1, stuck_timeout=1.5.
 NoKeepWorker (/nk/**): defers and never calls keep_alive(); it records
-on_disconnect() calls.
+on_disconnect() calls. PausedWorker (/pz/**): /pz/pause pauses it.
 """
 import os
 import time
@@ -66,6 +66,17 @@ class NoKeepWorker(_workers.Worker):
         self.disconnected.append(request_id)
 
 
+class PausedWorker(_workers.Worker):
+    @_workers.api('/pz/pause', 'GET')
+    def pause_it(self, request):
+        self.pause()
+        return {'paused': os.getpid()}
+
+    @_workers.api('/pz/ok', 'GET')
+    def ok(self, request):
+        return {'pid': os.getpid()}
+
+
 class App(StatusDispatcher):
     """Serves /probe and /_status (status_app.py)."""
 
@@ -78,4 +89,6 @@ if __name__ == '__main__':
         _workers.WorkerPool(
             NoKeepWorker, num_workers=1, routes=['/nk/**'], timeout=1,
             stuck_timeout=10, heartbeat_interval=0.2),
+        _workers.WorkerPool(
+            PausedWorker, num_workers=1, routes=['/pz/**'], timeout=1),
     ]).run()

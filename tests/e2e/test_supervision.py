@@ -225,6 +225,9 @@ def test_request_timeout_gives_504_and_a_warning(app_server):
     lines = log_lines(server, rf'WARNING\s.*\brequest\D{{0,12}}\b{request_id}\b')
     assert lines, server.log()[-3000:]
     assert re.search(r'\b1(\.0+)? ?s\b|timeout=1\b', lines[0]), lines[0]
+    # ... and says where the request was: its handler still running
+    assert lines[0].endswith(
+        f': its handler still running in KeepWorker[0] (pid {pid})'), lines[0]
     # the worker was slow, not stuck: it is still the same process
     server.wait_until(lambda: workers(server)[0]['current_request'] is None,
                       timeout=5, what='worker idle again')
@@ -261,8 +264,24 @@ def test_keep_alive_keeps_a_deferred_request_alive(app_server):
     assert reply.status == 200, reply
     assert reply.json['deferred'] is True
     assert kept.elapsed >= 2.4
-    assert len(log_lines(server, r'WARNING\s.*timed out')) == 1
+    lines = log_lines(server, r'WARNING\s.*timed out')
+    assert len(lines) == 1
+    assert re.search(r'/nk/deferred\).*: deferred by NoKeepWorker\[0\] '
+                     r'\(pid \d+\)$', lines[0]), lines[0]
     wait_pending(server, 0)
+
+
+def test_timeout_warning_says_every_worker_is_paused(app_server):
+    """A 504 whose pool had every worker paused said only "timed out":
+    nothing pointed at the pause() that left the requests waiting."""
+    server = start(app_server, 'sup_timeout')
+    assert server.get('/pz/pause').status == 200
+    reply = server.get('/pz/ok', timeout=10)
+    assert reply.status == 504, reply
+    lines = log_lines(server, r'WARNING\s.*GET /pz/ok\) timed out')
+    assert lines and lines[0].endswith(
+        'in pool PausedWorker: never started, every worker of the pool '
+        'is paused'), lines
 
 
 # -- max_pending and queue_warning ------------------------------------------------------

@@ -58,6 +58,25 @@ _TELL_WORKER = frozenset((PENDING_DISCONNECTED, PENDING_TIMEOUT,
                           PENDING_SHUTDOWN))
 
 
+def _where(pending, pool):
+    """Where a request was when it timed out, for its WARNING."""
+    if pool.broker is not None:
+        return ''   # (a remote worker's state is not known here)
+    handle = pending.worker
+    if handle is None:
+        live = [each for each in pool.handles if each.alive and each.ready]
+        if live and not any(each.accepting for each in live):
+            return ": never started, every worker of the pool is paused"
+        return (f": never started, {pool.queue_size} request(s) queued "
+                "for a free worker")
+    name = f"{handle.name} (pid {handle.pid})"
+    if pending.request_id in handle.held:
+        return f": deferred by {name}"
+    if handle.alive and handle.slot.read()[3] == pending.request_id:
+        return f": its handler still running in {name}"
+    return f": waiting in {name} behind its running handler"
+
+
 class Core(Records):
     """Everything one Dispatcher does (see the module docstring)."""
 
@@ -460,9 +479,9 @@ class Core(Records):
                 if self.kept_alive(pending, now):
                     continue
                 self.log.warning(
-                    "request %s (%s %s) timed out after %ss in pool %s",
+                    "request %s (%s %s) timed out after %ss in pool %s%s",
                     pending.request_id, pending.method, pending.client.path,
-                    pool.timeout, pool.name)
+                    pool.timeout, pool.name, _where(pending, pool))
                 if self.observe is not None:
                     self.observe.timed_out(pool)
                 self.fail(pending, 504, {'error': 'Gateway Timeout'},
