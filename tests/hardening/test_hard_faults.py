@@ -9,10 +9,15 @@ the faulty pool dies (unless the fault is the death), and the dispatcher
 and the workers keep serving.
 """
 import hashlib
+import http.client
+import json
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -22,6 +27,7 @@ from hard_util import (AppServer, exchange, parse_responses, pid_alive, probe,
                        request_bytes, wait_for)
 
 STATIC_BODY = b'static file body'
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIED = re.compile(r'worker FaultWorker\S* \(pid \d+\) died')
 
 
@@ -268,3 +274,65 @@ def test_alive_after_all_faults(server):
     status = server.get('/_status').json
     assert status['pending'] == 0
     assert 'dispatcher loop error' not in server.log()
+
+
+# -- a dispatcher started with its standard descriptors closed -------------------
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _get(port, path):
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=5)
+    try:
+        conn.request('GET', path)
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def test_started_with_stdio_closed(tmp_path):
+    """Started with descriptors 0..2 closed (`2>&-`), the dispatcher's own
+    pipes and sockets took those numbers and its log, written to
+    descriptor 2, went into one of them (or a client's socket). They
+    are opened on /dev/null first."""
+    def close_stdio():
+        for fd in (0, 1, 2):
+            os.close(fd)
+
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT, os.environ.get('PYTHONPATH', '')]))
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'tests', 'apps', 'closed_stdio.py'),
+         str(port)], env=env, preexec_fn=close_stdio, start_new_session=True)
+    try:
+        def up():
+            try:
+                return _get(port, '/fds')
+            except OSError:
+                return None
+        status, body = wait_for(up, 15, what='the app listening')
+        assert status == 200
+        assert json.loads(body) == {str(fd): os.devnull for fd in (0, 1, 2)}
+        idle = [socket.create_connection(('127.0.0.1', port)) for _ in range(3)]
+        try:
+            time.sleep(0.2)  # accepted
+            assert _get(port, '/api/fail')[0] == 500   # an ERROR is logged
+            for sock in idle:
+                sock.settimeout(0.5)
+                with pytest.raises(socket.timeout):
+                    sock.recv(1024)   # no log text lands in a client socket
+        finally:
+            for sock in idle:
+                sock.close()
+        assert _get(port, '/api/ok') == (200, b'{"ok": true}')
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)

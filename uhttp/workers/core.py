@@ -83,6 +83,7 @@ class Core(Records):
     stop_frame = _channel.pack((_msg.M_STOP,))
 
     def __init__(self, app, base, *args, **kwargs):
+        _fds.open_standard_fds()  # before any descriptor of ours is made
         self.app = app
         self.base = base
         self.settings = _config.DispatcherSettings(*args, **kwargs)

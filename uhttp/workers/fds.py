@@ -1,5 +1,5 @@
-"""File descriptors: closing one quietly, and users' own descriptors in
-a loop's selector.
+"""File descriptors: the standard three kept open, closing one quietly,
+and users' own descriptors in a loop's selector.
 
 Both the dispatcher and the workers let users put sockets, pipes or serial
 ports into their loop: register_reader(fd, callback) and
@@ -12,6 +12,22 @@ import traceback as _traceback
 
 EVENT_READ = _selectors.EVENT_READ
 EVENT_WRITE = _selectors.EVENT_WRITE
+
+
+def open_standard_fds():
+    """Point each of descriptors 0, 1 and 2 that is closed (a process
+    started with `2>&-`, or a daemonizing helper that closed them) at
+    /dev/null. Otherwise the next descriptors made take those numbers: the
+    log, written to descriptor 2, would go into an internal pipe or to
+    whichever client's socket got it."""
+    for fd in (0, 1, 2):
+        try:
+            _os.fstat(fd)
+        except OSError:
+            null = _os.open(_os.devnull, _os.O_RDWR)
+            if null != fd:   # (it takes the lowest free number: fd itself)
+                _os.dup2(null, fd)
+                _os.close(null)
 
 
 def close_fd(fd):
