@@ -78,7 +78,13 @@ class PausedWorker(_workers.Worker):
 
 
 class App(StatusDispatcher):
-    """Serves /probe and /_status (status_app.py)."""
+    """Serves /probe and /_status (status_app.py); /block/{s} holds the
+    dispatcher's loop for s seconds (a sync handler that blocks)."""
+
+    @_workers.sync('/block/{s:float}')
+    def block(self, client, path_params):
+        time.sleep(path_params['s'])
+        client.respond({'blocked': path_params['s']})
 
 
 if __name__ == '__main__':

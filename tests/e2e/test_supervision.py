@@ -271,6 +271,20 @@ def test_keep_alive_keeps_a_deferred_request_alive(app_server):
     wait_pending(server, 0)
 
 
+def test_an_answer_sent_in_time_is_not_a_504_after_a_held_up_loop(app_server):
+    """A worker answered in time while the dispatcher's loop was held up
+    (a sync handler that blocks, a loop short of CPU): the deadline was
+    checked before the pipe that held the answer was read, and the client
+    got a 504 for a request that had been answered."""
+    server = start(app_server, 'sup_timeout')  # KeepWorker: timeout=1
+    call = Call(server, '/api/sleep/0.2')
+    wait_busy(server, 1)
+    assert server.get('/block/1.8', timeout=10).status == 200
+    reply = call.result()
+    assert reply.status == 200, reply
+    assert not log_lines(server, r'timed out'), server.log()[-2000:]
+
+
 def test_timeout_warning_says_every_worker_is_paused(app_server):
     """A 504 whose pool had every worker paused said only "timed out":
     nothing pointed at the pause() that left the requests waiting."""

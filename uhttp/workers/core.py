@@ -21,6 +21,7 @@ import traceback as _traceback
 from . import allocator as _allocator
 from . import channel as _channel
 from . import config as _config
+from . import expiry as _expiry
 from . import fds as _fds
 from . import hooks as _hooks
 from . import http as _http
@@ -56,25 +57,6 @@ POOL_PATHS = 256    # paths whose pool find_pool() remembers
 # reasons a request can end while its worker still holds it: tell the worker
 _TELL_WORKER = frozenset((PENDING_DISCONNECTED, PENDING_TIMEOUT,
                           PENDING_SHUTDOWN))
-
-
-def _where(pending, pool):
-    """Where a request was when it timed out, for its WARNING."""
-    if pool.broker is not None:
-        return ''   # (a remote worker's state is not known here)
-    handle = pending.worker
-    if handle is None:
-        live = [each for each in pool.handles if each.alive and each.ready]
-        if live and not any(each.accepting for each in live):
-            return ": never started, every worker of the pool is paused"
-        return (f": never started, {pool.queue_size} request(s) queued "
-                "for a free worker")
-    name = f"{handle.name} (pid {handle.pid})"
-    if pending.request_id in handle.held:
-        return f": deferred by {name}"
-    if handle.alive and handle.slot.read()[3] == pending.request_id:
-        return f": its handler still running in {name}"
-    return f": waiting in {name} behind its running handler"
 
 
 class Core(Records):
@@ -404,7 +386,7 @@ class Core(Records):
             self.delivery.flush_workers()
         now = _monotonic()
         self.loop.timers.run_due(now)
-        self.expire(now)
+        _expiry.expire(self, now)
         self.backpressure.check(now)
         if not self.signals.installed:
             self.supervisor.reap()
@@ -467,39 +449,6 @@ class Core(Records):
         self.end(pending, reason)
         if hold:
             client.release()
-
-    def expire(self, now):
-        """504 for requests past their pool's timeout (keep_alive() moves a
-        deadline on)."""
-        table = self.pending
-        for pool in self.pools:
-            while True:
-                pending = table.pop_due(pool, now)
-                if pending is None:
-                    break
-                if self.kept_alive(pending, now):
-                    continue
-                self.log.warning(
-                    "request %s (%s %s) timed out after %ss in pool %s%s",
-                    pending.request_id, pending.method, pending.client.path,
-                    pool.timeout, pool.name, _where(pending, pool))
-                if self.observe is not None:
-                    self.observe.timed_out(pool)
-                self.fail(pending, 504, {'error': 'Gateway Timeout'},
-                          PENDING_TIMEOUT)
-
-    def kept_alive(self, pending, now):
-        """True (and a new deadline) when its worker called keep_alive()
-        since the deadline was set."""
-        handle = pending.worker
-        if handle is None or not handle.alive:
-            return False
-        timeout = pending.pool.timeout
-        keepalive = handle.slot.read()[1]
-        if keepalive > pending.deadline - timeout and keepalive + timeout > now:
-            self.pending.extend(pending, keepalive + timeout)
-            return True
-        return False
 
     def check_queue(self, pool):
         """Warn (at most every QUEUE_WARNING_INTERVAL s) about a long queue:

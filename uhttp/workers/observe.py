@@ -6,7 +6,7 @@ last warnings.
 dashboard_path=..., access_log=...) is on; the places that already know
 how a request ended call it (Core.end() for pooled requests, the intake
 for static files, sync handlers, 404/405 and refusals, the supervisor for
-restarts, Core.expire() for timeouts). It keeps plain dicts and ints: the
+restarts, expiry.expire() for timeouts). It keeps plain dicts and ints: the
 Prometheus families are built from them only when /metrics is scraped
 (exposition.py), so no metrics object is touched per request.
 """
