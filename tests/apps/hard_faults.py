@@ -66,6 +66,10 @@ class FaultWorker(_workers.Worker):
     def raise_(self, request):
         raise RuntimeError('boom-handler')
 
+    @_workers.api('/w/raise-named/{name}', 'GET')
+    def raise_named(self, request):
+        raise ValueError('boom-named')
+
     @_workers.api('/w/check-raise', 'GET')
     def check_raise(self, request):
         return {'unreachable': True}

@@ -88,6 +88,22 @@ def test_worker_handler_faults(server, path, status, pattern):
     fault(server, path, status, pattern)
 
 
+def test_a_path_cannot_forge_log_lines(server):
+    """The decoded path went raw into the library's log lines (a handler's
+    failure, a timeout, a lost request): CR LF in it forged whole records,
+    ESC sequences reached the terminal showing the log. Control
+    characters are written as \\xHH, as in the access log."""
+    forged = '2026-01-01 00:00:00.000 CRITICAL forged'
+    path = ('/w/raise-named/x%0d%0a' + forged.replace(' ', '%20')
+            + '%1b%5b2J')
+    fault(server, path, 500, r'ERROR .*boom-named')
+    log = server.log()
+    assert not any(line.startswith(forged) for line in log.splitlines())
+    assert '\x1b' not in log and '\r' not in log
+    assert re.search(r'GET /w/raise-named/x\\x0d\\x0a2026-01-01 .*forged'
+                     r'\\x1b\[2J failed in FaultWorker\.raise_named', log)
+
+
 @pytest.mark.parametrize('kind', RESULT_KINDS)
 def test_unsendable_result(server, kind):
     path = f'/w/result/{kind}'

@@ -451,3 +451,11 @@ class TestCheckLevel:
         with pytest.raises(ValueError) as info:
             check_level(-1, 'Dispatcher log_level')
         assert 'Dispatcher log_level' in str(info.value)
+
+
+def test_client_text_escapes_control_characters():
+    from uhttp.workers.log import client_text
+    assert client_text('/api/item/42') == '/api/item/42'
+    assert client_text('/a\r\nb\x1b[2J\x00') == '/a\\x0d\\x0ab\\x1b[2J\\x00'
+    assert client_text('/caf\u00e9/\u2028') == '/caf\u00e9/\\u2028'
+    assert client_text(None) is None

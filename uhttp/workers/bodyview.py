@@ -24,6 +24,7 @@ import struct as _struct
 import threading as _threading
 import weakref as _weakref
 
+from . import log as _log
 from .fds import close_fd as _close_fd
 
 _TAG = _struct.Struct('>q')  # the token that travels with a descriptor
@@ -361,11 +362,13 @@ def keep_body(request, body, log=None):
     request._body = None
     if log is not None and isinstance(body, Unmapped):
         log.error("%s %s: its %d-byte body cannot be held in this "
-                  "worker: %s%s", request.method, request.path, body.size,
+                  "worker: %s%s", request.method,
+                  _log.client_text(request.path), body.size,
                   body.error, _address_space_cap())
     elif log is not None:
         log.error("%s %s: its body's file descriptor never arrived; "
-                  "%s", request.method, request.path, _fd_room())
+                  "%s", request.method, _log.client_text(request.path),
+                  _fd_room())
     from . import messages as _msg  # pylint: disable=import-outside-toplevel
     return _msg.error_message(request.request_id, 500, (
         "The request body is too large for this worker"

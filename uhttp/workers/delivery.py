@@ -8,6 +8,7 @@ waits on a worker.
 
 from . import bodyview as _bodyview
 from . import channel as _channel
+from . import log as _log
 from . import messages as _msg
 from .loop import EVENT_WRITE
 from .pending import PENDING_COMPLETED
@@ -68,7 +69,8 @@ class Delivery:
                 return self.pack(handle, queued_message(item, seq))
             except Exception as err:  # pylint: disable=broad-except
                 self.log.error("request to %s %s cannot be sent (%r); "
-                               "dropped", item.method, item.path, err)
+                               "dropped", item.method, _log.client_text(item.path),
+                               err)
                 return None
         client = item.client
         if not client.is_open:

@@ -144,7 +144,8 @@ class Dispatcher:
         for request_id, pending in victims:
             core.log.error(
                 "request %s (%s %s) lost: worker %s[%s] died (%s)", request_id,
-                pending.method, pending.client.path, pool.name, worker_id,
+                pending.method, _log.client_text(pending.client.path), pool.name,
+                worker_id,
                 reason)
             core.fail(pending, 500, {'error': 'Worker died'},
                       PENDING_WORKER_DIED)

@@ -5,6 +5,8 @@ import os as _os
 import sys as _sys
 import traceback as _traceback
 
+from . import log as _log
+
 # a worker's exit codes: sysexits-style, apart from a user's small ones
 EXIT_OK = 0
 EXIT_SETUP_FAILED = 70
@@ -47,7 +49,8 @@ def end_forked_copy(log, request=None, err=None):
     ends."""
     try:
         what = ('a hook or fd callback' if request is None else
-                f"the handler of {request.method} {request.path}")
+                f"the handler of {request.method} "
+                f"{_log.client_text(request.path)}")
         how = "returned" if err is None else f"raised {err!r}"
         log.error("%s: process %d, which the worker (pid %d) forked, %s "
                   "into the worker's loop; it ends here without answering "

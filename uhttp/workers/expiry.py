@@ -3,6 +3,7 @@ unless its worker called keep_alive() since; the WARNING says where the
 request was (its handler running, deferred, never started and why)."""
 
 from . import heartbeat as _heartbeat
+from . import log as _log
 from .pending import PENDING_TIMEOUT
 
 
@@ -24,7 +25,8 @@ def expire(core, now):
                 continue
             core.log.warning(
                 "request %s (%s %s) timed out after %ss in pool %s%s",
-                pending.request_id, pending.method, pending.client.path,
+                pending.request_id, pending.method,
+                _log.client_text(pending.client.path),
                 pool.timeout, pool.name, where(pending, pool))
             if core.observe is not None:
                 core.observe.timed_out(pool)

@@ -11,6 +11,7 @@ import traceback as _traceback
 
 import uhttp.server as _server
 
+from . import log as _log
 from . import messages as _msg
 from .broker import BODY_LIMIT
 from . import pending as _pending
@@ -215,8 +216,8 @@ class Intake:
     def check(self, client, name):
         """Run a do_check hook; False when it refused (answered) the request."""
         before = client.responses
-        method, path = client.method, client.path  # gone once it is answered
-        try:
+        method, path = client.method, _log.client_text(client.path)
+        try:   # (both gone once it is answered)
             with user_code(client, before):
                 result = getattr(self.app, name)(client)
             if result is not None and not client.answered_since(before):
@@ -262,7 +263,7 @@ class Intake:
             client.respond(data, status=status, headers=headers)
         except Exception as err:  # pylint: disable=broad-except
             self.log.error("%s() for %s %s: %s", name, client.method,
-                           client.path, err)
+                           _log.client_text(client.path), err)
             _replies.answer_error(client, 500, before=before)
         return False
 
@@ -330,8 +331,8 @@ class Intake:
                 client, 'do_check_sync'):
             return
         before = client.responses
-        method, path = client.method, client.path  # gone once it is answered
-        try:
+        method, path = client.method, _log.client_text(client.path)
+        try:   # (both gone once it is answered)
             with user_code(client, before):
                 result = _routing.bind(member, self.app)(client, params)
         except _server.HttpErrorWithResponse as err:

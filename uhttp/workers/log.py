@@ -47,6 +47,18 @@ FORMATS = {'json': STYLE_JSON, 'plain': STYLE_PLAIN, 'terminal': STYLE_TTY,
 _TRACEBACK = '\nTraceback (most recent call last):'
 
 
+def client_text(text):
+    """Text a client sent (a request's path) for a log line: control
+    characters written as \\xHH, so that a request can neither forge log
+    lines nor send escape sequences to the terminal showing the log."""
+    if not isinstance(text, str) or text.isprintable():
+        return text
+    return ''.join(char if char.isprintable() else
+                   f'\\x{ord(char):02x}' if ord(char) < 0x100 else
+                   f'\\u{ord(char):04x}' if ord(char) < 0x10000 else
+                   f'\\U{ord(char):08x}' for char in text)
+
+
 def level_name(level):
     """Name of a level; numbers between the named ones print as 'LEVEL n'."""
     return LEVEL_NAMES.get(level) or f'LEVEL {level}'

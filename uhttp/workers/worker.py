@@ -163,7 +163,8 @@ class Worker:
     def on_request_error(self, request, err):
         """Called when a handler raises; the default logs and answers 500."""
         log_of(self).error(
-            "%s %s failed in %s: %s\n%s", request.method, request.path,
+            "%s %s failed in %s: %s\n%s", request.method,
+            _log.client_text(request.path),
             handler_name(_msg.handler_of(request)), repr(err),
             ''.join(_traceback.format_exception(type(err), err,
                                                 err.__traceback__)).rstrip())
@@ -242,7 +243,8 @@ def warn_unheard(worker, request, reply):
     if reply[0] == _msg.W_RESPONSE and 400 <= reply[2] < 500:
         log_of(worker).warning(
             "%s %s (request_id=-1, fire-and-forget) was answered %s: "
-            "nobody gets that answer", request.method, request.path, reply[2])
+            "nobody gets that answer", request.method,
+            _log.client_text(request.path), reply[2])
 
 
 def error_answer(worker, request, err):
@@ -354,7 +356,7 @@ class _WorkerState:
                 request.request_id, data, status, headers, cookies)
         except _msg.ResponseError as err:
             self.log.error("response to %s %s cannot be sent: %s",
-                           request.method, request.path, err)
+                           request.method, _log.client_text(request.path), err)
             message = _msg.error_message(request.request_id, 500)
         _msg.mark_answered(request)
         runtime.open_requests.pop(request.request_id, None)
@@ -368,7 +370,7 @@ class _WorkerState:
             cookies = _msg.check_cookies(cookies)
         except _msg.ResponseError as err:
             self.log.error("stream for %s %s cannot start: %s",
-                           request.method, request.path, err)
+                           request.method, _log.client_text(request.path), err)
             self.send_response(request, {'error': 'Internal Server Error'},
                                500, None, None)  # as any answer that fails
             return False

@@ -59,7 +59,8 @@ def _out_of_memory(worker, request, handler):
     try:
         _log_of(worker).error(
             "%s ran out of memory on %s %s; the worker restarts",
-            _worker.handler_name(handler), request.method, request.path)
+            _worker.handler_name(handler), request.method,
+            _log.client_text(request.path))
     except MemoryError:
         pass
     if runtime is not None:
@@ -390,13 +391,15 @@ def _run_handler(worker, table, request):
     except _msg.ResponseError as err:
         _log_of(worker).error(
             "%s for %s %s returned a result that cannot be sent: %s",
-            _worker.handler_name(handler), request.method, request.path, err)
+            _worker.handler_name(handler), request.method,
+            _log.client_text(request.path), err)
     except MemoryError:   # encoding the answer, or in on_request_error()
         _out_of_memory(worker, request, handler)
     except BaseException as err:  # pylint: disable=broad-except
         _log_of(worker).error(  # (on_request_error() raised, CancelledError too)
             "%s for %s %s: answering failed: %r\n%s", _worker.handler_name(handler),
-            request.method, request.path, err, _traceback.format_exc().rstrip())
+            request.method, _log.client_text(request.path), err,
+            _traceback.format_exc().rstrip())
     _msg.mark_answered(request)
     return _msg.error_message(request.request_id, 500)
 

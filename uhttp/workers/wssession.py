@@ -28,6 +28,7 @@ from wsproto.handshake import server_extensions_handshake as _extensions
 from wsproto.utilities import ProtocolError as _ProtocolError
 
 from . import channel as _channel
+from . import log as _log
 from . import messages as _msg
 from . import streamhold as _streamhold
 from .http import serialize as _serialize
@@ -425,7 +426,7 @@ class WsHub:
                                           self.max_message_size)
         except ValueError as err:   # its headers cannot make a head
             self.core.log.error("WebSocket accept for %s refused: %s",
-                                client.path, err)
+                                _log.client_text(client.path), err)
             self.tell(handle, (_msg.M_WS_CLOSED, request_id, ABNORMAL, ''))
             self.core.fail(pending, 500, None, PENDING_COMPLETED)
             return
