@@ -4,6 +4,7 @@ import http.client
 import json
 import socket
 import ssl
+import time
 
 import pytest
 import trustme
@@ -11,9 +12,9 @@ import trustme
 from harness import AppServer, read_to_end
 
 
-@pytest.fixture(scope='module')
-def tls(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('core_tls')
+def tls_app(folder):
+    """An AppServer of core_tls (not started) with a certificate made for
+    127.0.0.1 in `folder`, and a client context that trusts only its CA."""
     ca = trustme.CA()
     cert = ca.issue_cert('127.0.0.1')
     cert_path = folder / 'server.pem'
@@ -24,10 +25,16 @@ def tls(tmp_path_factory):
     cert.private_key_pem.write_to_path(str(key_path))
     app = AppServer('core_tls', env={'CORE_TLS_CERT': str(cert_path),
                                      'CORE_TLS_KEY': str(key_path)})
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return app, context
+
+
+@pytest.fixture(scope='module')
+def tls(tmp_path_factory):
+    app, context = tls_app(tmp_path_factory.mktemp('core_tls'))
     try:
         app.start()
-        context = ssl.create_default_context()
-        ca.configure_trust(context)
         yield app, context
     finally:
         app.cleanup()
@@ -187,3 +194,27 @@ def test_body_over_the_limit_sent_whole_before_reading_gets_its_413(tls):
     finally:
         conn.close()
     assert_still_serving(tls)
+
+
+def test_shutdown_does_not_wait_for_a_connection_that_sent_no_request(
+        tmp_path):
+    """A client that made its TLS handshake and sent nothing yet (browsers
+    open such spare connections) has no request in flight: SIGTERM stops
+    the dispatcher at once, not after shutdown_timeout (10 s)."""
+    app, context = tls_app(tmp_path)
+    spare = None
+    try:
+        app.start()
+        raw = socket.create_connection(('127.0.0.1', app.port), timeout=10)
+        spare = context.wrap_socket(raw, server_hostname='127.0.0.1')
+        conn = http.client.HTTPSConnection(
+            '127.0.0.1', app.port, timeout=10, context=context)
+        assert fetch(conn, 'GET', '/health')[0] == 200  # the handshake is in
+        conn.close()
+        started = time.monotonic()
+        assert app.stop(timeout=20) == 0
+        assert time.monotonic() - started < 5, app.log()
+    finally:
+        if spare is not None:
+            spare.close()
+        app.cleanup()
