@@ -6,6 +6,7 @@ Nothing here calls run(), so no socket is opened and no worker started.
 import ssl
 
 import pytest
+import trustme
 
 import uhttp.workers as workers
 from uhttp.workers import log
@@ -146,9 +147,41 @@ def test_ssl_context_type(value):
     assert_names(TypeError, 'ssl_context', ssl_context=value)
 
 
-def test_ssl_context_accepted():
+def server_context():
+    """A server context with a certificate for 127.0.0.1 (trustme)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert('127.0.0.1').configure_cert(context)
+    return context
+
+
+def test_ssl_context_accepted():
+    context = server_context()
     assert workers.Dispatcher(ssl_context=context)._uhttp.settings.ssl_context is context
+
+
+def test_ssl_context_asking_client_certificates_accepted():
+    context = server_context()
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    assert workers.Dispatcher(ssl_context=context)._uhttp.settings.ssl_context is context
+
+
+def test_ssl_context_without_a_certificate():
+    # it would listen on https:// and fail every handshake, silently
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with pytest.raises(ValueError, match=r'ssl_context.*load_cert_chain'):
+        workers.Dispatcher(ssl_context=context)
+
+
+@pytest.mark.parametrize('make', [
+    ssl.create_default_context,
+    lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)])
+def test_ssl_context_of_a_client(make):
+    context = make()
+    context.check_hostname = False
+    trustme.CA().issue_cert('127.0.0.1').configure_cert(context)
+    with pytest.raises(ValueError, match=r'ssl_context is a client-side'):
+        workers.Dispatcher(ssl_context=context)
 
 
 @pytest.mark.parametrize('value', [['/s/', '.'], '/s/', 5])

@@ -14,6 +14,7 @@ from . import log as _log
 from . import observe as _observe
 from . import spool as _spool
 from . import static as _static
+from . import tlscontext as _tlscontext
 from .pool import WorkerPool
 
 UNLIMITED_REQUESTS = 1 << 62   # keep_alive_max_requests's default
@@ -104,11 +105,7 @@ class DispatcherSettings:
         self.shutdown_timeout = positive(
             shutdown_timeout, 'shutdown_timeout', allow_zero=True)
         self.max_pending = check_max_pending(max_pending)
-        if ssl_context is not None and not hasattr(ssl_context, 'wrap_socket'):
-            raise TypeError(
-                f"Dispatcher ssl_context must be an ssl.SSLContext, "
-                f"not {ssl_context!r}")
-        self.ssl_context = ssl_context
+        self.ssl_context = _tlscontext.check_ssl_context(ssl_context)
         self.log_level = _log.check_level(log_level, 'Dispatcher log_level')
         self.use_logging = check_flag(use_logging, 'use_logging')
         self.log_style = _log.check_format(log_format)
