@@ -27,7 +27,7 @@ def main():
     context.load_cert_chain(os.environ['CORE_TLS_CERT'],
                             os.environ['CORE_TLS_KEY'])
     TlsDispatcher(
-        port=0, address='127.0.0.1', ssl_context=context,
+        port=0, address='127.0.0.1', ssl_context=context, access_log=True,
         pools=[_workers.WorkerPool(TlsWorker, num_workers=2,
                                    routes=['/api/**'])],
     ).run()

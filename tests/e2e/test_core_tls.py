@@ -130,23 +130,29 @@ def test_untrusting_client_fails_verification(tls):
     assert_still_serving(tls)  # verified clients
 
 
-def test_plain_http_to_https_port_does_not_get_an_answer(tls):
+@pytest.mark.parametrize('request_bytes', [
+    b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n',
+    b'POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/'
+    b'octet-stream\r\nContent-Length: 4000000\r\n\r\n' + b'x' * 4000000,
+], ids=['get', 'post-with-body'])
+def test_plain_http_to_https_port_gets_a_400_that_says_so(tls, request_bytes):
+    """Not a reset the client cannot read (curl: "Empty reply from server"
+    or "Connection reset by peer"): a plain-text 400 naming the mistake,
+    also to a client that sends its whole body first."""
     app, _ = tls
-    sock = socket.create_connection(('127.0.0.1', app.port), timeout=5)
+    refusals = app.log().count('"- -" 400 ')
+    sock = socket.create_connection(('127.0.0.1', app.port), timeout=10)
     try:
-        sock.sendall(b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
-        data = b''
-        try:
-            while True:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except (socket.timeout, ConnectionResetError):
-            pass  # a TLS server may reset a plain-text client
-        assert b'"status": "ok"' not in data
+        sock.sendall(request_bytes)
+        data = read_to_end(sock)
     finally:
         sock.close()
+    head, _, body = data.partition(b'\r\n\r\n')
+    assert head.startswith(b'HTTP/1.1 400 '), data[:200]
+    assert b'connection: close' in head.lower()
+    assert b'HTTPS' in body and b'plain HTTP' in body
+    assert b'"status": "ok"' not in data
+    app.wait_log(r'"- -" 400 ', count=refusals + 1)  # logged as a refusal
     assert_still_serving(tls)
 
 

@@ -16,6 +16,7 @@ that both ways leave a connection in the same state.
 """
 
 import errno as _errno
+import os as _os
 import socket as _socket
 import time as _time
 
@@ -26,6 +27,13 @@ from . import serialize as _serialize
 _WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
 _REFUSAL_HEADERS = {'connection': 'close',
                     'content-type': 'text/plain; charset=UTF-8'}
+# OpenSSL's reasons for a handshake that began with a plain HTTP request
+_PLAIN_HTTP = ('HTTP_REQUEST', 'HTTPS_PROXY_REQUEST')
+_PLAIN_HTTP_BODY = b'This port speaks HTTPS: the request came as plain HTTP.\n'
+_PLAIN_HTTP_ANSWER = (
+    b'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=UTF-8\r\n'
+    b'Content-Length: %d\r\nConnection: close\r\n\r\n%s' % (
+        len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY))
 
 
 class KeepAliveCycle:
@@ -51,6 +59,20 @@ class KeepAliveCycle:
         self.linger_on_close()  # the client may still be sending
         self.respond(data=body, status=err.status,
                      headers=dict(_REFUSAL_HEADERS))
+
+    def _answer_plain_http(self):
+        """Plain HTTP came to the TLS port (OpenSSL tells it from the first
+        bytes: a GET, POST, HEAD, PUT or CONNECT). The handshake has
+        failed, so the answer goes out as plain text on the socket itself,
+        as a 400 that says why (instead of a reset the client cannot read);
+        the connection then closes, lingering over what the client still
+        sends. Counted and logged like any refusal."""
+        self._server.refused(self, 400, _PLAIN_HTTP_BODY)
+        try:
+            _os.write(self._socket.fileno(), _PLAIN_HTTP_ANSWER)
+        except OSError:
+            return
+        self.linger_on_close()
 
     def has_left(self):
         """True when the client has gone: the end of its stream (or a
@@ -104,6 +126,8 @@ class KeepAliveCycle:
         except OSError as err:
             if err.errno in _WOULDBLOCK:
                 return  # EAGAIN, or (ENOENT) a TLS handshake in progress
+            if getattr(err, 'reason', None) in _PLAIN_HTTP:
+                self._answer_plain_http()
             raise _server.HttpDisconnected(f"{err}: {self._addr}") from err
         except MemoryError as err:
             raise _server.HttpErrorWithResponse(413) from err
