@@ -224,3 +224,28 @@ def test_shutdown_does_not_wait_for_a_connection_that_sent_no_request(
         if spare is not None:
             spare.close()
         app.cleanup()
+
+
+def test_request_whose_head_ends_inside_a_record_the_server_read_part_of(tls):
+    """The head comes in two TLS records: 10 KB of it, then its end and the
+    whole body. The server reads the second record only up to its head
+    limit; the rest, decrypted, waits inside OpenSSL, where the selector
+    cannot see it (nothing more comes on the socket): it is read anyway,
+    and the request answered at once, not after request_timeout."""
+    app, context = tls
+    raw = socket.create_connection(('127.0.0.1', app.port), timeout=10)
+    sock = context.wrap_socket(raw, server_hostname='127.0.0.1')
+    try:
+        payload = json.dumps({'text': 'b' * 14000}).encode()
+        sock.sendall(b'POST /api/echo HTTP/1.1\r\nHost: x\r\nX-Pad: '
+                     + b'p' * 10000 + b'\r\n')
+        time.sleep(0.3)  # that record is read alone
+        sock.sendall(b'Content-Type: application/json\r\nContent-Length: '
+                     + str(len(payload)).encode() + b'\r\n\r\n' + payload)
+        sock.settimeout(5)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200
+        assert json.loads(response.read()) == {'data': {'text': 'b' * 14000}}
+    finally:
+        sock.close()

@@ -91,7 +91,7 @@ KEEPALIVE_PRIVATE = (
     '_file_handle', '_body_file_handle', '_max_headers_length',
     '_read_paused', '_update_interest', '_should_keep_alive',
     '_request_start', '_headers', '_protocol', '_requests_count',
-    '_keep_alive_max_requests')
+    '_keep_alive_max_requests', '_interest')
 
 # HttpConnection's private names that http/continuation.py (100 Continue
 # once the server wants the body, a mixin of Connection) uses

@@ -282,6 +282,8 @@ class Core(Records):
         self.handle_events(self.loop.select(self.wait_time(longest)))
         if self.server.has_scheduled or self.backpressure.pipelined:
             self.serve_pipelined()
+        if self.front.unread_ready():
+            self.front.serve_unread()
         try:
             self.housekeeping()
         except Exception as err:  # pylint: disable=broad-except
@@ -289,7 +291,8 @@ class Core(Records):
                               err, _traceback.format_exc().rstrip())
 
     def wait_time(self, longest):
-        if self.delivery.dirty or self.server.has_scheduled:
+        if self.delivery.dirty or self.server.has_scheduled or (
+                self.front.unread_ready()):
             return 0
         now = _monotonic()
         timeout = longest
@@ -342,6 +345,7 @@ class Core(Records):
         events = self.loop.clients.poll(
             asked if asked < CLIENT_EVENTS else None)
         on_request = self.intake.on_request
+        secure = self.settings.ssl_context is not None
         for index, (key, mask) in enumerate(events):
             if index and not index % CLIENT_BATCH:
                 if self.delivery.dirty:
@@ -357,6 +361,8 @@ class Core(Records):
                     on_request(ready)
             except Exception as err:  # pylint: disable=broad-except
                 self.event_failed(data, err)
+            if secure:
+                self.server.note_unread(data)
         self.backpressure.polled(len(events), asked)
 
     def serve_pipelined(self):
@@ -372,6 +378,7 @@ class Core(Records):
                 backpressure.hold_pipelined(connections[index:])
                 return
             ready = connection.process_pipelined()
+            self.server.note_unread(connection)  # it may have read (TLS)
             if ready is not None:
                 try:
                     self.intake.on_request(ready)

@@ -4,6 +4,7 @@ limit it needs, and the callbacks the HTTP layer makes.
 """
 
 import os as _os
+from selectors import EVENT_READ
 import tempfile as _tempfile
 import time as _time
 import traceback as _traceback
@@ -87,6 +88,30 @@ class Front:
             pass
 
     # -- callbacks from the HTTP layer ------------------------------------------
+
+    def unread_ready(self):
+        """True when TLS connections hold requests' bytes that OpenSSL
+        decrypted and no event will announce (http/server.py), and the
+        clients are not held back."""
+        core = self.core
+        return (core.settings.ssl_context is not None
+                and not core.loop.clients.paused and core.server.has_unread)
+
+    def serve_unread(self):
+        """Handle those connections as readable, each once a turn; one that
+        read nothing of what OpenSSL holds is left to its next event."""
+        core = self.core
+        server = core.server
+        for connection in server.take_unread():
+            before = connection.tls_pending
+            try:
+                ready = connection.handle_event(connection.socket, EVENT_READ)
+                if ready is not None:
+                    core.intake.on_request(ready)
+            except Exception as err:  # pylint: disable=broad-except
+                core.event_failed(connection, err)
+            if connection.tls_pending != before:
+                server.note_unread(connection)
 
     def connection_failed(self, connection, err):
         self.log.error("connection from %s failed: %r\n%s",

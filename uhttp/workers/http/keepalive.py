@@ -17,6 +17,7 @@ that both ways leave a connection in the same state.
 
 import errno as _errno
 import os as _os
+import selectors as _selectors
 import socket as _socket
 import time as _time
 
@@ -73,6 +74,22 @@ class KeepAliveCycle:
         except OSError:
             return
         self.linger_on_close()
+
+    @property
+    def tls_pending(self):
+        """Bytes OpenSSL has decrypted for this connection and not handed
+        out yet (a read took less than the record held): no event of the
+        selector tells of them (server.py note_unread()). 0 for plain TCP."""
+        try:
+            return self._socket.pending()
+        except (AttributeError, ValueError, OSError):
+            return 0
+
+    @property
+    def wants_read(self):
+        """True while the connection watches its socket for reading."""
+        interest = self._interest
+        return bool(interest and interest & _selectors.EVENT_READ)
 
     def has_left(self):
         """True when the client has gone: the end of its stream (or a

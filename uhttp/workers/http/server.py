@@ -43,6 +43,7 @@ class Server(_server.HttpServer):
             kwargs.pop('spool_threshold', _spool.DEFAULT_THRESHOLD),
             kwargs.pop('spool_dir', None))
         self._scheduled = []
+        self._unread = {}   # TLS connections with decrypted bytes unread
         # True while the dispatcher shuts down or hands over to another
         # (hot upgrade): every answer says Connection: close
         self.closing = False
@@ -116,6 +117,37 @@ class Server(_server.HttpServer):
         if scheduled:
             self._scheduled = []
         return scheduled
+
+    def note_unread(self, connection):
+        """After a TLS connection read: when OpenSSL holds decrypted bytes
+        of it that the read did not take (a request's head came split
+        across records, and the rest of a record waits), the selector
+        will never tell, as the kernel holds nothing more; it is kept,
+        to be handled as readable (take_unread())."""
+        if self._ssl_context and isinstance(connection, Connection) and (
+                connection.tls_pending):
+            self._unread[connection] = None
+
+    @property
+    def has_unread(self):
+        """True when a kept connection would read now (one paused, or
+        answering, waits its turn)."""
+        unread = self._unread
+        for connection in list(unread):
+            if not connection.tls_pending:
+                del unread[connection]
+            elif connection.wants_read:
+                return True
+        return False
+
+    def take_unread(self):
+        """The kept connections that read now; they are kept no longer."""
+        unread = self._unread
+        ready = [connection for connection in unread
+                 if connection.wants_read and connection.tls_pending]
+        for connection in ready:
+            del unread[connection]
+        return ready
 
     def broken(self, connection, err):
         """An exception escaped while handling `connection`: answer 400 if
