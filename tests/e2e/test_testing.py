@@ -4,10 +4,12 @@ process are captured, start-up failures raise TestServerError, and no
 process outlives the server. The pytest fixture comes from the plugin."""
 
 import os
+import ssl
 import sys
 import time
 
 import pytest
+import trustme
 
 import uhttp.workers as _workers
 from uhttp.workers.testing import TestServer, TestServerError
@@ -110,6 +112,20 @@ def test_sse_events_are_parsed():
             ('tick', '{"n": 2}', '2')]
         assert events[3].data == 'two\nlines'
         assert events[3].event == 'message'
+
+
+def test_a_dispatcher_serving_https_is_spoken_to_over_https():
+    # an app whose dispatcher takes its ssl_context is tested as it runs
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert('127.0.0.1').configure_cert(context)
+    with TestServer(App, pools=pools(1), ssl_context=context) as server:
+        assert server.url == f'https://127.0.0.1:{server.port}'
+        assert server.get('/health').json() == {'status': 'ok'}
+        assert server.put('/api/item/1', json={'a': 1}).status == 201
+        events = list(server.sse('/api/ticks'))
+        assert [e.data for e in events] == [
+            '{"n": 0}', '{"n": 1}', '{"n": 2}', 'two\nlines']
+        server.assert_no_errors()
 
 
 def test_status_and_logs_from_every_process():

@@ -23,6 +23,7 @@ import json as _json
 import os as _os
 import signal as _signal
 import socket as _socket
+import ssl as _ssl
 import sys as _sys
 import threading as _threading
 import time as _time
@@ -141,6 +142,7 @@ class TestServer(Verbs):
         self.stop_timeout = stop_timeout
         self.pid = None
         self.port = None
+        self.https = False  # the dispatcher serves HTTPS (its ssl_context)
         self.logs = []
         self._control = None
         self._replies = _collections.deque()
@@ -160,7 +162,20 @@ class TestServer(Verbs):
 
     @property
     def url(self):
-        return f'http://127.0.0.1:{self.port}'
+        scheme = 'https' if self.https else 'http'
+        return f'{scheme}://127.0.0.1:{self.port}'
+
+    def _connection(self, timeout):
+        """A connection to the server: HTTPS when it serves that, its
+        certificate taken unverified (a test's own, made for the test)."""
+        if not self.https:
+            return _http_client.HTTPConnection('127.0.0.1', self.port,
+                                               timeout=timeout)
+        context = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = _ssl.CERT_NONE
+        return _http_client.HTTPSConnection('127.0.0.1', self.port,
+                                            timeout=timeout, context=context)
 
     def start(self):
         if self.pid is not None:
@@ -244,6 +259,7 @@ class TestServer(Verbs):
                                            message['message']))
             elif kind == 'started':
                 self.port = message['port']
+                self.https = message.get('https', False)
             elif kind == 'status':
                 self._replies.append(message['status'])
             elif kind == 'error':
@@ -354,8 +370,7 @@ class TestServer(Verbs):
         """One request on a fresh connection; a TestResponse."""
         headers = {name.lower(): value for name, value in (headers or {}).items()}
         body = request_body(json, data, headers)
-        connection = _http_client.HTTPConnection('127.0.0.1', self.port,
-                                                 timeout=timeout)
+        connection = self._connection(timeout)
         try:
             connection.request(method, path, body=body, headers=headers)
             reply = connection.getresponse()
@@ -370,8 +385,7 @@ class TestServer(Verbs):
     def sse(self, path, *, headers=None, timeout=10.0):
         """Iterate the Server-Sent Events of `path` (closing the stream
         when the loop over it ends); each read waits at most `timeout`."""
-        connection = _http_client.HTTPConnection('127.0.0.1', self.port,
-                                                 timeout=timeout)
+        connection = self._connection(timeout)
         connection.request('GET', path, headers=dict(
             headers or {}, Accept='text/event-stream'))
         reply = connection.getresponse()
@@ -471,7 +485,8 @@ class _ChildChannel:
         core.log_taps.append(lambda name, level, text: self.send(
             {'kind': 'log', 'name': name, 'level': level, 'message': text}))
         core.loop.call_at(0, lambda now: self.send(
-            {'kind': 'started', 'port': core.port()}))
+            {'kind': 'started', 'port': core.port(),
+             'https': core.settings.ssl_context is not None}))
         app.register_reader(self.sock, lambda sock: self.readable(app))
 
     def readable(self, app):
