@@ -9,6 +9,9 @@ import time
 import pytest
 import trustme
 
+import uhttp.workers as workers
+from uhttp.workers.testing import TestServer
+
 from harness import AppServer, read_to_end
 
 
@@ -249,3 +252,50 @@ def test_request_whose_head_ends_inside_a_record_the_server_read_part_of(tls):
         assert json.loads(response.read()) == {'data': {'text': 'b' * 14000}}
     finally:
         sock.close()
+
+
+class HoldWorker(workers.Worker):
+    @workers.api('/api/hold', 'GET')
+    def hold(self, request):
+        time.sleep(float(request.query['s']))
+        return {'held': True}
+
+
+def test_too_many_connections_get_their_503_over_https():
+    """Past max_waiting_clients (none idle to close) a new connection is
+    answered 503; over TLS that answer can only go after the handshake,
+    which needs the client's next flight: it is written then, not left in
+    the buffer of a connection closed at once (the client saw the
+    connection end without an answer)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca = trustme.CA()
+    ca.issue_cert('127.0.0.1').configure_cert(context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    pool = workers.WorkerPool(HoldWorker, num_workers=2, routes=['/api/**'])
+    with TestServer(workers.Dispatcher, [pool], ssl_context=context,
+                    max_waiting_clients=2) as server:
+        busy = []
+        try:
+            for _ in range(2):
+                conn = http.client.HTTPSConnection(
+                    '127.0.0.1', server.port, timeout=10,
+                    context=client_context)
+                conn.request('GET', '/api/hold?s=1.5')
+                busy.append(conn)
+            deadline = time.monotonic() + 5
+            while server.status()['connections'] < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            extra = http.client.HTTPSConnection(
+                '127.0.0.1', server.port, timeout=10, context=client_context)
+            status, body, response = fetch(extra, 'GET', '/api/hold?s=0')
+            extra.close()
+            assert status == 503
+            assert json.loads(body) == {'error': 'Too many connections'}
+            assert response.getheader('retry-after') == '1'
+            for conn in busy:
+                assert conn.getresponse().status == 200
+        finally:
+            for conn in busy:
+                conn.close()

@@ -75,6 +75,12 @@ class KeepAliveCycle:
             return
         self.linger_on_close()
 
+    def hand_over_socket(self):
+        """The socket, which the connection lets go of: closing the
+        connection (or its going away) no longer closes it."""
+        sock, self._socket = self._socket, None
+        return sock
+
     @property
     def tls_pending(self):
         """Bytes OpenSSL has decrypted for this connection and not handed

@@ -17,6 +17,7 @@ import uhttp.server as _server
 from .. import spool as _spool
 from .connection import EVENT_READ, Connection
 from .linger import Lingering
+from .tlsrefusal import Refusals
 
 ACCEPT_BATCH = 64  # connections accepted per readable event
 _OUT_OF_FDS = (_errno.EMFILE, _errno.ENFILE)
@@ -59,6 +60,8 @@ class Server(_server.HttpServer):
         self._waiting_connections = {}
         # refused connections' sockets, reading their clients' last bytes
         self.lingering = Lingering(self.selector)
+        # refused TLS sockets, answered once their handshake is done
+        self.refusals = Refusals(self.selector, self.lingering)
         self._socket.setblocking(False)
         self._accepting = True
 
@@ -207,6 +210,7 @@ class Server(_server.HttpServer):
     def close(self):
         self.stop_listening()
         super().close()
+        self.refusals.close()
         self.lingering.close()
 
     def stop_listening(self):
@@ -302,6 +306,9 @@ class Server(_server.HttpServer):
 
     def _refuse(self, connection):
         self.refused(connection, 503, _TOO_MANY)
+        if self._ssl_context:  # answered after the handshake, or closed
+            self.refusals.take(connection.hand_over_socket(), _TOO_MANY_ANSWER)
+            return
         connection.linger_on_close()  # its request, unread, must not reset it
         try:
             connection.respond(
@@ -331,6 +338,8 @@ class Server(_server.HttpServer):
         mono = _monotonic()
         if self.lingering:
             self.lingering.expire(mono)
+        if self.refusals.sockets:
+            self.refusals.expire(mono)
         send_limit = self._send_timeout
         for connection in list(self._waiting_connections):
             if not connection.is_open:
@@ -363,6 +372,10 @@ class Server(_server.HttpServer):
 
 _BAD_REQUEST = b'Bad Request'
 _TOO_MANY = b'{"error": "Too many connections"}'
+_TOO_MANY_ANSWER = (
+    b'HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n'
+    b'retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s'
+    % (len(_TOO_MANY), _TOO_MANY))
 _REQUEST_TIMEOUT = b'Request Timeout'
 
 
