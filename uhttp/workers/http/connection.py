@@ -83,12 +83,8 @@ class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
         request in the other form was swallowed). Lines are split on LF
         only: a bare CR is no line break (it smuggled headers in).
         """
-        self._recv_head(self._max_headers_length)
+        self._recv_head(self._max_headers_length)  # (its start time too)
         buffer = self._buffer
-        if self._request_start is None:  # not at a TLS handshake's step
-            if not buffer:
-                return
-            self._request_start = _time.time()
         block = None
         try:
             end = _parse.head_end(

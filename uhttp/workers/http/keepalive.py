@@ -140,6 +140,7 @@ class KeepAliveCycle:
         Requests pipelined while one was out may have filled the buffer
         past `limit` already: then the head is looked for in what is
         there, and nothing is read."""
+        self._note_request_start()  # pipelined bytes already buffered
         buffer = self._buffer
         room = limit - len(buffer)
         if room <= 0:
@@ -162,6 +163,14 @@ class KeepAliveCycle:
         self._rx_bytes_counter += len(data)
         buffer += data
         self._last_activity = _time.time()
+        self._note_request_start()
+
+    def _note_request_start(self):
+        """The request's first bytes are in: its start time, once. Not
+        before (a read over TLS may be a handshake's step, with no byte of
+        a request: such a connection has no request in flight)."""
+        if self._request_start is None and self._buffer:
+            self._request_start = _time.time()
 
     @property
     def is_streaming(self):
