@@ -8,7 +8,6 @@ uhttp-server's state (and so its `client` API) in step.
 import json as _json
 import selectors as _selectors
 import ssl as _ssl
-import time as _time
 
 import uhttp.server as _server
 
