@@ -727,3 +727,17 @@ def test_relative_paths_hold_for_an_app_that_changes_directory(project):
         except (OSError, ValueError):
             pass
         server.close()
+
+
+def test_check_config_refuses_a_pid_file_the_start_would_refuse(project):
+    # --check-config said OK, then the real start exited 1 over it
+    missing = project / 'missing' / 'app.pid'
+    result = run(project, 'myapp:App', '--pid-file', str(missing),
+                 '--check-config')
+    assert result.returncode == 1, result.stderr
+    assert f'--pid-file {missing}: no directory' in result.stderr
+    assert 'configuration OK' not in result.stderr
+    assert not missing.parent.exists()
+    good = run(project, 'myapp:App', '--pid-file', 'app.pid', '--check-config')
+    assert good.returncode == 0, good.stderr
+    assert not (project / 'app.pid').exists()

@@ -296,6 +296,11 @@ def main(argv=None):
         _upgrade.report_failure('configuration: ' + '; '.join(err.problems))
         return EXIT_CONFIG
     if args.check_config:
+        problem = args.pid_file and pid_file_problem(args.pid_file)
+        if problem:   # what serve() would refuse
+            print(f"uhttp-workers: configuration: --pid-file "
+                  f"{args.pid_file}: {problem}", file=_sys.stderr)
+            return EXIT_CONFIG
         print("uhttp-workers: configuration OK", file=_sys.stderr)
         return EXIT_OK
     if args.print_config:
