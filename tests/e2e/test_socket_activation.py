@@ -1,9 +1,10 @@
 """Socket activation: under systemd-socket-activate (Debian's systemd
-package) the dispatcher serves on the socket it inherits as fd 3 instead of
+package) the dispatcher serves on the sockets it inherits from fd 3 on instead of
 binding, and its workers do not hold that socket."""
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ HELLO = b'GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
 
 @contextlib.contextmanager
 def activated(tmp_path, listen, ask):
+    """One socket (`listen`) or several (a list), each `-l` of its own."""
     """tests/apps/smoke.py under systemd-socket-activate listening on
     `listen`, once `ask(raw)` got a 200 from it (the first connection makes
     systemd-socket-activate start the app, which then accepts it on the
@@ -40,7 +42,9 @@ def activated(tmp_path, listen, ask):
     pythonpath = os.pathsep.join([ROOT] + inherited)
     with open(log_path, 'wb') as log:
         proc = subprocess.Popen(
-            [ACTIVATE, '-l', listen, '-E', f'PYTHONPATH={pythonpath}',
+            [ACTIVATE, *[arg for where in ([listen] if isinstance(
+                listen, str) else listen) for arg in ('-l', where)],
+             '-E', f'PYTHONPATH={pythonpath}',
              '-E', 'PYTHONUNBUFFERED=1', sys.executable,
              os.path.join(APPS, 'smoke.py')],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -109,3 +113,57 @@ def test_serves_on_an_inherited_unix_socket(tmp_path):
         assert 'log formatting failed' not in text, text
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+def wait_for(predicate, what, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason='systemd-socket-activate is '
+                    'not installed (Debian package systemd)')
+def test_every_inherited_socket_is_served_and_handed_over(tmp_path):
+    # ListenStream= twice and a Unix socket: only the first was served, the
+    # others closed (under systemd, which keeps them, their clients hung)
+    ports = [free_port(), free_port()]
+    path = str(tmp_path / 'app.sock')
+    listens = [f'127.0.0.1:{port}' for port in ports] + [path]
+    new_pid = None
+    with activated(tmp_path, listens,
+                   lambda raw: exchange(ports[0], raw, timeout=10)) as (
+                       proc, log_path):
+        try:
+            def ask_each():
+                for port in ports:
+                    assert exchange(port, HELLO).startswith(
+                        b'HTTP/1.1 200'), port
+                assert unix_exchange(path, HELLO).startswith(b'HTTP/1.1 200')
+
+            ask_each()
+            text = log_path.read_text()
+            assert 'serving the first only' not in text, text
+            assert (f'listening on http://127.0.0.1:{ports[0]} and '
+                    f'http://127.0.0.1:{ports[1]} and http on unix:{path} '
+                    in text), text
+            # a hot upgrade hands every socket to the new dispatcher
+            os.kill(proc.pid, signal.SIGUSR2)
+            assert proc.wait(timeout=30) == 0, log_path.read_text()
+            found = re.search(r'the new dispatcher \(pid (\d+)\) is ready',
+                              log_path.read_text())
+            assert found, log_path.read_text()
+            new_pid = int(found.group(1))
+            ask_each()
+            os.kill(new_pid, signal.SIGTERM)
+            wait_for(lambda: not os.path.exists(f'/proc/{new_pid}') or open(
+                f'/proc/{new_pid}/stat').read().split()[2] == 'Z',
+                log_path.read_text)
+            for port in ports:   # nobody holds them any more
+                with pytest.raises(ConnectionRefusedError):
+                    exchange(port, HELLO)
+        finally:
+            if new_pid is not None:
+                try:
+                    os.kill(new_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

@@ -25,20 +25,15 @@ class Front:
         self.accept_warned = 0.0
 
     def listen(self):
-        """Bind the port, or take the socket systemd (or the dispatcher this
-        one upgrades) passed on as fd 3 (LISTEN_FDS)."""
+        """Bind the port, or take the sockets systemd (or the dispatcher this
+        one upgrades) passed on as fds 3... (LISTEN_FDS), serving them all."""
         core = self.core
         settings = core.settings
         inherited = None
         fds = _systemd.listen_fds()
         if fds:
             _systemd.forget_listen_fds()
-            inherited = _systemd.inherited_socket(fds[0])
-            if len(fds) > 1:
-                self.log.warning("socket activation passed %d sockets; "
-                                 "serving the first only", len(fds))
-            for extra in fds[1:]:
-                _os.close(extra)
+            inherited = [_systemd.inherited_socket(fd) for fd in fds]
         try:
             core.server = _http.Server(
                 self, settings.address, settings.port, settings.ssl_context,
@@ -48,19 +43,25 @@ class Front:
             self.log.critical("cannot listen on %s:%s: %s", settings.address,
                               settings.port, err)
             raise
-        _os.set_inheritable(core.server.socket.fileno(), False)
+        for sock in core.server.listeners:
+            _os.set_inheritable(sock.fileno(), False)
         # accepted even while the clients' side is paused (backpressure)
         core.server.listen_in(core.loop.selector)
 
     def where(self):
         """What the startup line names: http://127.0.0.1:8080, or for a
-        Unix socket (inherited: ListenStream=/run/app.sock) its path."""
+        Unix socket (inherited: ListenStream=/run/app.sock) its path; every
+        socket when systemd passed several."""
         scheme = 'https' if self.core.settings.ssl_context else 'http'
-        name = self.core.server.socket.getsockname()
-        if not isinstance(name, tuple):
-            return f"{scheme} on unix:{name}"
-        host = f"[{name[0]}]" if ':' in name[0] else name[0]
-        return f"{scheme}://{host}:{name[1]}"
+        places = []
+        for sock in self.core.server.listeners:
+            name = sock.getsockname()
+            if not isinstance(name, tuple):
+                places.append(f"{scheme} on unix:{name}")
+                continue
+            host = f"[{name[0]}]" if ':' in name[0] else name[0]
+            places.append(f"{scheme}://{host}:{name[1]}")
+        return ' and '.join(places)
 
     def raise_fd_limit(self):
         connections = self.core.settings.http_options['max_waiting_clients']

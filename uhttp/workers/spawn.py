@@ -91,7 +91,7 @@ def fork_worker(spec, pipes, drop_inherited):
     return pid
 
 
-def drop_in_child(keep, connections, listener, other_fds, wakeup_fds,
+def drop_in_child(keep, connections, listeners, other_fds, wakeup_fds,
                   selectors):
     """In a freshly forked worker: close everything that belongs to the
     dispatcher (sockets above all), keep only the fds in `keep`."""
@@ -104,7 +104,8 @@ def drop_in_child(keep, connections, listener, other_fds, wakeup_fds,
         if forget is not None:
             forget()  # a file being sent: the child must not hold it
         detach_close(connection.socket)
-    detach_close(listener)
+    for listener in listeners:
+        detach_close(listener)
     _spool.forget_in_child()  # bodies' files: only their requests hold them
     for fd in list(other_fds) + list(wakeup_fds):
         if fd is not None and fd not in keep:

@@ -79,7 +79,7 @@ class Supervisor:
         wakeup = core.loop.wakeup
         _spawn.drop_in_child(
             keep, server.connections if server is not None else (),
-            server.socket if server is not None else None, fds,
+            server.listeners if server is not None else (), fds,
             (wakeup.read_fd, wakeup.write_fd) if wakeup is not None else (),
             core.loop.selectors())
 

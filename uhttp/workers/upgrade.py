@@ -1,8 +1,8 @@
 """Hot upgrade (SIGUSR2): a new copy of the dispatcher, code included,
-takes over the listening socket without a refused connection.
+takes over the listening sockets without a refused connection.
 
 The old dispatcher (`Upgrade`) starts its own command line again, passing
-the listening socket as fd 3 (LISTEN_FDS, as systemd's socket activation
+the listening sockets as fds 3... (LISTEN_FDS, as systemd's socket activation
 does) and a channel to report on. The new one (`TakeOver`) holds the
 socket without accepting on it and brings its pools up; once every worker
 is ready it starts accepting and writes READY. Then the old one stops
@@ -99,8 +99,8 @@ def _report(message, environ):
     return True
 
 
-def _dup_high(fd):
-    return _fcntl.fcntl(fd, _fcntl.F_DUPFD_CLOEXEC, 10)
+def _dup_high(fd, low=10):
+    return _fcntl.fcntl(fd, _fcntl.F_DUPFD_CLOEXEC, low)
 
 
 def _reap(pid):
@@ -152,7 +152,7 @@ class Upgrade:
         # sockets, so the channel ends when the new dispatcher does
         ours, theirs = _socket.socketpair()
         read_fd, write_fd = ours.detach(), theirs.detach()
-        listening = self.core.server.socket.fileno()
+        listening = [sock.fileno() for sock in self.core.server.listeners]
         try:
             pid = _os.fork()
         except OSError as err:
@@ -175,15 +175,17 @@ class Upgrade:
                       pid, ' '.join(self.argv))
 
     def _exec(self, listening, read_fd, write_fd):
-        """In the forked child: fd 3 is the listening socket; exec."""
+        """In the forked child: fds 3... are the listening sockets; exec."""
         try:
             _os.close(read_fd)
-            sock = _dup_high(listening)
-            ready = _dup_high(write_fd)
-            _os.dup2(sock, 3, inheritable=True)
+            low = 10 + len(listening)   # above fds 3.. that they become
+            socks = [_dup_high(fd, low) for fd in listening]
+            ready = _dup_high(write_fd, low)
+            for number, sock in enumerate(socks, 3):
+                _os.dup2(sock, number, inheritable=True)
             _os.set_inheritable(ready, True)
             environ = dict(_os.environ)
-            environ['LISTEN_FDS'] = '1'
+            environ['LISTEN_FDS'] = str(len(socks))
             environ['LISTEN_PID'] = str(_os.getpid())
             environ[READY_FD] = str(ready)
             environ[READY_PID] = str(_os.getpid())

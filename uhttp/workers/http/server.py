@@ -45,6 +45,7 @@ class Server(_server.HttpServer):
             kwargs.pop('spool_dir', None))
         self._scheduled = []
         self._unread = {}   # TLS connections with decrypted bytes unread
+        self._more_sockets = []  # socket activation's other sockets
         # True while the dispatcher shuts down or hands over to another
         # (hot upgrade): every answer says Connection: close
         self.closing = False
@@ -62,16 +63,35 @@ class Server(_server.HttpServer):
         self.lingering = Lingering(self.selector)
         # refused TLS sockets, answered once their handshake is done
         self.refusals = Refusals(self.selector, self.lingering)
-        self._socket.setblocking(False)
+        for sock in self.listeners:
+            sock.setblocking(False)
         self._accepting = True
 
     def _adopt(self, listening):
-        """Serve on `listening`, a socket already bound and listening (from
-        systemd's socket activation, or a dispatcher handing over)."""
+        """Serve on `listening`: sockets (or one) already bound and
+        listening, from systemd's socket activation or from a dispatcher
+        handing over. Each is accepted from alike."""
+        if not isinstance(listening, (list, tuple)):
+            listening = [listening]
         self._listen_selector.unregister(self._socket)
         self._socket.close()
-        self._socket = listening
-        self._listen_selector.register(listening, EVENT_READ, self)
+        self._socket = listening[0]
+        self._more_sockets = list(listening[1:])
+        for sock in listening:
+            self._listen_selector.register(sock, EVENT_READ, self)
+
+    @property
+    def listeners(self):
+        """The listening sockets, the first one first; [] once closed."""
+        if self._socket is None:
+            return []
+        return [self._socket] + self._more_sockets
+
+    def handle_event(self, fileobj, mask):
+        """A listening socket is readable: accept from that one."""
+        if self._socket is not None:
+            self._accept(fileobj if fileobj in self._more_sockets
+                         else self._socket)
 
     def listen_in(self, selector):
         """Watch the listening socket in `selector` instead of the one the
@@ -79,9 +99,10 @@ class Server(_server.HttpServer):
         still accepted while the clients' side is paused (their requests
         wait in their sockets; a full accept queue would make the kernel
         drop handshakes, and clients would retry after seconds)."""
-        if self._socket is not None and self._accepting:
-            self._listen_selector.unregister(self._socket)
-            selector.register(self._socket, EVENT_READ, self)
+        if self._accepting:
+            for sock in self.listeners:
+                self._listen_selector.unregister(sock)
+                selector.register(sock, EVENT_READ, self)
         self._listen_selector = selector
 
     @property
@@ -217,35 +238,39 @@ class Server(_server.HttpServer):
         """Close the listening socket; existing connections stay, and so do
         those already waiting in its accept queue (closing it would reset
         them): they are accepted first, and answered."""
-        if self._socket is not None:
-            while self._accepting and self._accept() == ACCEPT_BATCH:
+        for sock in self.listeners:
+            while self._accepting and self._accept(sock) == ACCEPT_BATCH:
                 pass
             try:
-                self._listen_selector.unregister(self._socket)
+                self._listen_selector.unregister(sock)
             except (KeyError, ValueError, OSError):
                 pass
             try:
-                self._socket.close()
+                sock.close()
             except OSError:
                 pass
-            self._socket = None
+        self._socket = None
+        self._more_sockets = []
 
     def pause_accepting(self):
         if self._accepting and self._socket is not None:
             self._accepting = False
-            try:
-                self._listen_selector.unregister(self._socket)
-            except (KeyError, ValueError, OSError):
-                pass
+            for sock in self.listeners:
+                try:
+                    self._listen_selector.unregister(sock)
+                except (KeyError, ValueError, OSError):
+                    pass
 
     def resume_accepting(self):
         if not self._accepting and self._socket is not None:
             self._accepting = True
-            self._listen_selector.register(self._socket, EVENT_READ, self)
+            for sock in self.listeners:
+                self._listen_selector.register(sock, EVENT_READ, self)
 
-    def _accept(self):
-        """Accept up to ACCEPT_BATCH waiting connections; how many."""
-        listener = self._socket
+    def _accept(self, listener=None):
+        """Accept up to ACCEPT_BATCH waiting connections (on `listener`,
+        by default the first listening socket); how many."""
+        listener = self._socket if listener is None else listener
         for count in range(ACCEPT_BATCH):
             try:
                 sock, addr = listener.accept()
