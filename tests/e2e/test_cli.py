@@ -741,3 +741,19 @@ def test_check_config_refuses_a_pid_file_the_start_would_refuse(project):
     good = run(project, 'myapp:App', '--pid-file', 'app.pid', '--check-config')
     assert good.returncode == 0, good.stderr
     assert not (project / 'app.pid').exists()
+
+
+def test_an_import_error_names_the_line_of_the_app_that_raised(project):
+    # the error alone ("NameError: name 'undefined_name' is not defined")
+    # left the user searching every module the app imports
+    (project / 'helper.py').write_text('x = 1\n\n\ndef f():\n'
+                                       '    return undefined_name\n\n\nf()\n')
+    (project / 'lines.py').write_text('import helper\n')
+    result = run(project, 'lines:App')
+    assert result.returncode == 3, result.stderr
+    assert ("cannot import module 'lines': NameError: name 'undefined_name' "
+            f"is not defined ({project / 'helper.py'}, line 5)") in result.stderr
+    missing = run(project, 'nomodule:App')
+    assert missing.returncode == 3
+    assert missing.stderr.strip().endswith("No module named 'nomodule'"), (
+        missing.stderr)

@@ -19,6 +19,7 @@ import argparse as _argparse
 import importlib as _importlib
 import os as _os
 import sys as _sys
+import traceback as _traceback
 
 from . import configfile as _configfile
 from . import upgrade as _upgrade
@@ -93,7 +94,8 @@ def load_target(spec):
         module = _importlib.import_module(module_name)
     except Exception as err:  # pylint: disable=broad-except
         raise TargetError(f"cannot import module {module_name!r}: "
-                          f"{type(err).__name__}: {err}") from err
+                          f"{type(err).__name__}: {err}"
+                          f"{raised_at(err)}") from err
     value = module
     for part in attribute.split('.'):
         try:
@@ -102,6 +104,21 @@ def load_target(spec):
             raise TargetError(f"module {module_name!r} has no attribute "
                               f"{attribute!r}") from None
     return value
+
+
+def raised_at(err):
+    """' (file.py, line N)': where in the app's code an import failed (the
+    innermost frame outside the import machinery), or '' (a SyntaxError
+    names its place itself)."""
+    if isinstance(err, SyntaxError):
+        return ''
+    machinery = (__file__, _importlib.__file__)
+    frames = [frame for frame in _traceback.extract_tb(err.__traceback__)
+              if not frame.filename.startswith('<')
+              and frame.filename not in machinery]
+    if not frames:
+        return ''
+    return f" ({frames[-1].filename}, line {frames[-1].lineno})"
 
 
 def command_line_overrides(args):
