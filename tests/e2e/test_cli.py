@@ -757,3 +757,15 @@ def test_an_import_error_names_the_line_of_the_app_that_raised(project):
     assert missing.returncode == 3
     assert missing.stderr.strip().endswith("No module named 'nomodule'"), (
         missing.stderr)
+
+
+def test_host_and_address_both_in_the_file_is_a_mistake(project):
+    # one of them was silently dropped: the server listened where the
+    # other one said
+    config = project / 'app.toml'
+    config.write_text('[dispatcher]\nhost = "127.0.0.1"\n'
+                      'address = "0.0.0.0"\n')
+    result = run(project, 'myapp:App', '--config', str(config),
+                 '--check-config')
+    assert result.returncode == 1, result.stderr
+    assert 'host and address name the same setting' in result.stderr

@@ -91,6 +91,9 @@ def load(path):
     if not isinstance(table, dict):
         problems.append(f"{path}: 'dispatcher' must be a table")
     else:
+        if 'host' in table and 'address' in table:
+            problems.append(f"{path}: [dispatcher] host and address name the "
+                            "same setting: give one of them")
         for key, value in table.items():
             where = f"{path}: [dispatcher] {key}"
             checked = _checked(where, check_dispatcher_key, key, value,
