@@ -167,3 +167,54 @@ def test_every_inherited_socket_is_served_and_handed_over(tmp_path):
                     os.kill(new_pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason='systemd-socket-activate is '
+                    'not installed (Debian package systemd)')
+@pytest.mark.parametrize('flag', ['--datagram', '--accept'])
+def test_a_socket_that_is_not_listening_is_refused_at_start(tmp_path, flag):
+    # ListenDatagram= (or Accept=yes, one connection per start): the
+    # dispatcher said it was listening, then spun on a socket it could not
+    # accept from, at full CPU
+    port = free_port()
+    inherited = [os.path.abspath(p) for p in
+                 os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    log_path = tmp_path / 'out.log'
+    with open(log_path, 'wb') as log:
+        proc = subprocess.Popen(
+            [ACTIVATE, flag, '-l', f'127.0.0.1:{port}', '-E',
+             'PYTHONPATH=' + os.pathsep.join([ROOT] + inherited),
+             sys.executable, '-m', 'uhttp.workers', 'smoke:App'],
+            cwd=APPS, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        kind = socket.SOCK_DGRAM if flag == '--datagram' else socket.SOCK_STREAM
+        text = ''
+        deadline = time.monotonic() + 20
+        while 'Accept=no' not in text or (
+                flag == '--datagram' and proc.poll() is None):
+            assert time.monotonic() < deadline, text
+            if 'Communication attempt' not in text and (
+                    'Connection from' not in text):
+                # systemd-socket-activate starts the app on the first one
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.settimeout(5)
+                    try:
+                        if kind == socket.SOCK_DGRAM:
+                            sock.sendto(b'x', ('127.0.0.1', port))
+                        else:
+                            sock.connect(('127.0.0.1', port))
+                    except OSError:
+                        pass   # not listening yet
+            time.sleep(0.1)
+            text = log_path.read_text()
+        assert 'is not a listening stream socket' in text, text
+        assert 'listening on http' not in text, text
+        if flag == '--datagram':   # systemd-socket-activate became the app
+            assert proc.wait(timeout=10) == 1, text
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(timeout=10)

@@ -33,7 +33,11 @@ class Front:
         fds = _systemd.listen_fds()
         if fds:
             _systemd.forget_listen_fds()
-            inherited = [_systemd.inherited_socket(fd) for fd in fds]
+            try:
+                inherited = [_systemd.inherited_socket(fd) for fd in fds]
+            except OSError as err:
+                self.log.critical("cannot listen: %s", err)
+                raise
         try:
             core.server = _http.Server(
                 self, settings.address, settings.port, settings.ssl_context,

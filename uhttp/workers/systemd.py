@@ -124,9 +124,21 @@ def forget_listen_fds(environ=None):
 
 
 def inherited_socket(fd):
-    """The listening socket object for an inherited fd (TCP), non-blocking
-    and not inherited further."""
-    sock = _socket.socket(fileno=fd)
+    """The listening socket object for an inherited fd (TCP or Unix),
+    non-blocking and not inherited further. OSError for an fd that is not a
+    listening stream socket (ListenDatagram=, or Accept=yes, which passes
+    one connection): accepting on it would fail at every turn of the loop."""
+    try:
+        sock = _socket.socket(fileno=fd)
+    except OSError as err:
+        raise OSError(err.errno, f"socket activation: fd {fd} is not a "
+                      f"socket ({err.strerror})") from None
+    listening = (sock.type == _socket.SOCK_STREAM and sock.getsockopt(
+        _socket.SOL_SOCKET, _socket.SO_ACCEPTCONN))
+    if not listening:
+        sock.detach()
+        raise OSError(f"socket activation: fd {fd} is not a listening stream "
+                      "socket (use ListenStream= with Accept=no)")
     _os.set_inheritable(fd, False)
     sock.setblocking(False)
     return sock
