@@ -769,3 +769,21 @@ def test_host_and_address_both_in_the_file_is_a_mistake(project):
                  '--check-config')
     assert result.returncode == 1, result.stderr
     assert 'host and address name the same setting' in result.stderr
+
+
+@pytest.mark.parametrize('content, needle', [
+    (b'[dispatcher]\nport = 8080  # caf\xe9\n',
+     'not valid TOML: line 2 is not UTF-8 text (byte 0xe9)'),
+    (b'\xef\xbb\xbf[dispatcher]\nport = 8080\n',
+     'not valid TOML: it begins with a byte order mark'),
+])
+def test_a_config_file_that_is_not_utf8_is_a_configuration_error(
+        project, content, needle):
+    # a Latin-1 comment ended in a UnicodeDecodeError traceback
+    config = project / 'app.toml'
+    config.write_bytes(content)
+    result = run(project, 'myapp:App', '--config', str(config),
+                 '--check-config')
+    assert result.returncode == 1, result.stderr
+    assert f'configuration: {config}: {needle}' in result.stderr
+    assert 'Traceback' not in result.stderr

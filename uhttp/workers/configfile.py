@@ -77,9 +77,18 @@ def load(path):
     overrides = Overrides()
     try:
         with open(path, 'rb') as file:
-            data = _toml.load(file)
+            raw = file.read()
     except OSError as err:
         return overrides, [f"{path}: cannot read: {err.strerror or err}"]
+    if raw.startswith(b'\xef\xbb\xbf'):
+        return overrides, [f"{path}: not valid TOML: it begins with a byte "
+                           "order mark (save it as UTF-8 without one)"]
+    try:
+        data = _toml.loads(raw.decode('utf-8'))
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b'\n') + 1
+        return overrides, [f"{path}: not valid TOML: line {line} is not "
+                           f"UTF-8 text (byte {raw[err.start]:#04x})"]
     except _toml.TOMLDecodeError as err:
         return overrides, [f"{path}: not valid TOML: {err}"]
     problems = []
