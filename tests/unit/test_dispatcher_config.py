@@ -245,6 +245,8 @@ def test_unknown_keyword(name):
 
 @pytest.mark.parametrize('name,value', [
     ('listen', 0), ('listen', -1), ('listen', '128'), ('listen', True),
+    # listen(2) takes a C int: past it the start ended in an OverflowError
+    ('listen', 1 << 31),
     ('max_waiting_clients', 0), ('max_headers_length', 1.5),
     ('max_content_length', 0), ('max_send_buffer_size', -1),
     ('keep_alive_max_requests', 0), ('file_chunk_size', 'x'),

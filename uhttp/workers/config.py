@@ -37,6 +37,7 @@ HTTP_DEFAULTS = {
     'spool_dir': None,
 }
 CONNECTIONS_PER_PENDING = 10
+MAX_BACKLOG = (1 << 31) - 1   # listen(2) takes a C int
 
 _POSITIVE_INTS = ('listen', 'max_waiting_clients', 'max_headers_length',
                   'max_content_length', 'max_send_buffer_size',
@@ -271,6 +272,10 @@ def http_settings(given, max_pending):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(
                     f"Dispatcher {name} must be a positive int, got {value!r}")
+    if options.get('listen', 1) > MAX_BACKLOG:   # what listen(2) takes
+        raise ValueError(f"Dispatcher listen must be at most {MAX_BACKLOG} "
+                         f"(the kernel caps it at net.core.somaxconn), got "
+                         f"{options['listen']!r}")
     for name in _POSITIVE_TIMES:
         positive(options[name], name)
     _spool.check_threshold(options['spool_threshold'])
