@@ -297,3 +297,25 @@ def test_a_child_killed_halfway_through_a_record_restarts_its_worker(app_server)
         assert reply.status == 200, reply
     log = server.log()
     assert re.search(r'ERROR\s.*died: exited with code 71', log), log[-2000:]
+
+
+def test_a_memory_limit_no_rlimit_can_hold_starts_uncapped_with_a_warning():
+    # worker_memory_limit_mb=1e300: every worker died in an OverflowError
+    # traceback before it was ready, and the pool answered 503
+    import uhttp.workers as _workers
+    from uhttp.workers.testing import TestServer
+
+    class RoomyWorker(_workers.Worker):
+        @_workers.api('/api/data', 'GET')
+        def data(self, request):
+            return {'ok': True}
+
+    pool = _workers.WorkerPool(RoomyWorker, num_workers=1,
+                               worker_memory_limit_mb=1e300)
+    with TestServer(_workers.Dispatcher, pools=[pool]) as server:
+        assert server.get('/api/data').json() == {'ok': True}
+        warned = [record.message for record in server.logs
+                  if 'not applied' in record.message]
+        assert warned and "more than the system's limit" in warned[0], (
+            server.logs)
+        server.assert_no_errors()

@@ -38,6 +38,10 @@ def limit_memory(spec, send, name):
                   f"below the {used // (1024 * 1024)} MB the process "
                   "already maps; every allocation will fail"))
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except OverflowError:   # more than an rlimit holds: no cap at all
+        send((_msg.W_LOG, name, _log.LOG_WARNING,
+              f"worker_memory_limit_mb={spec.memory_limit_mb} not applied: "
+              "more than the system's limit can hold"))
     except (ImportError, ValueError, OSError) as err:
         send((_msg.W_LOG, name, _log.LOG_WARNING,
               f"worker_memory_limit_mb not applied: {err!r}"))
