@@ -195,6 +195,15 @@ def test_static_routes_missing_directory(tmp_path):
     assert '/assets/' in str(error)
 
 
+def test_static_routes_to_a_file_says_it_is_not_a_directory(tmp_path):
+    # it said "does not exist" of a file that does
+    path = tmp_path / 'index.html'
+    path.write_text('x')
+    error = assert_names(ValueError, 'static_routes',
+                         static_routes={'/s/': str(path)})
+    assert f"{str(path)!r} is not a directory" in str(error)
+
+
 def test_static_routes_bad_prefix(tmp_path):
     assert_names(ValueError, 'static_routes',
                  static_routes={'assets/': str(tmp_path)})

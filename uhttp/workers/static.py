@@ -85,6 +85,8 @@ class StaticMount:
         root = _os.path.realpath(_os.path.expanduser(_os.fspath(root)))
         if not _os.path.isdir(root):
             raise ValueError(
+                f"{where}[{prefix!r}]: {root!r} is not a directory"
+                if _os.path.exists(root) else
                 f"{where}[{prefix!r}]: directory {root!r} does not exist")
         if headers is not None and not isinstance(headers, dict):
             raise TypeError(f"{where}[{prefix!r}]: headers must be a dict")
