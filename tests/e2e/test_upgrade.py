@@ -225,3 +225,52 @@ def test_the_old_dispatcher_hands_over_to_systemd_without_stopping(tmp_path):
     finally:
         notify.close()
         server.close()
+
+
+def test_the_new_dispatcher_pings_the_watchdog_once_it_takes_over(tmp_path):
+    # systemd names the watched process in WATCHDOG_PID: the new copy
+    # inherited the old one's pid there, took itself for unwatched, and
+    # systemd killed the service WatchdogSec= after the upgrade
+    import subprocess
+    import sys
+    from test_cli import env
+
+    write_app(tmp_path, 'v1')
+    notify = NotifySocket(tmp_path)
+    environ = dict(env(), NOTIFY_SOCKET=notify.env, WATCHDOG_USEC='400000')
+    log_path = tmp_path / 'out.log'
+    new = None
+    with open(log_path, 'wb') as log:
+        proc = subprocess.Popen(
+            ['/bin/sh', '-c', 'WATCHDOG_PID=$$ exec "$0" -m uhttp.workers '
+             'verapp:App --host 127.0.0.1 --port 0', sys.executable],
+            cwd=tmp_path, env=environ, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        notify.wait_for('READY=1')
+        notify.wait_for('WATCHDOG=1')
+        os.kill(proc.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while new is None:
+            assert time.monotonic() < deadline, log_path.read_text()
+            found = re.search(r'the new dispatcher \(pid (\d+)\) is ready',
+                              log_path.read_text())
+            new = int(found.group(1)) if found else None
+            time.sleep(0.02)
+        notify.wait_for(f'MAINPID={new}')
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
+        notify.messages.clear()
+        notify.collect(1.0)    # the old one is gone: the pings are the new one's
+        assert notify.count('WATCHDOG=1') >= 3, notify.messages
+    finally:
+        notify.close()
+        if new is not None:
+            try:
+                os.kill(new, signal.SIGTERM)   # it stops its workers
+            except ProcessLookupError:
+                pass
+        try:   # the session the old one began holds the new one too
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(timeout=10)

@@ -24,6 +24,7 @@ import socket as _socket
 import sys as _sys
 import time as _time
 
+from . import systemd as _systemd
 from .log import LOG_ERROR
 from .loop import EVENT_READ
 from .pool import describe_exit
@@ -187,6 +188,10 @@ class Upgrade:
             environ = dict(_os.environ)
             environ['LISTEN_FDS'] = str(len(socks))
             environ['LISTEN_PID'] = str(_os.getpid())
+            if _systemd.watchdog_interval(environ, _os.getppid()):
+                # systemd's watchdog watched this dispatcher: the new one,
+                # MAINPID once it takes over, pings it from then on
+                environ['WATCHDOG_PID'] = str(_os.getpid())
             environ[READY_FD] = str(ready)
             environ[READY_PID] = str(_os.getpid())
             _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
