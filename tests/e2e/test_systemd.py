@@ -91,3 +91,52 @@ def test_watchdog_for_another_pid_is_not_ours(app_server, tmp_path):
         assert notify.count('WATCHDOG=1') == 0
     finally:
         notify.close()
+
+
+SLOW_RELOAD_APP = '''
+import os
+import time
+import uhttp.workers as _workers
+
+
+class SetupWorker(_workers.Worker):
+    def setup(self):
+        if os.path.exists('slow-setup'):
+            time.sleep(3)
+
+    @_workers.api('/api/pid', 'GET')
+    def pid(self, request):
+        return {'pid': os.getpid()}
+
+
+class App(_workers.Dispatcher):
+    def __init__(self, **kwargs):
+        super().__init__(pools=[_workers.WorkerPool(SetupWorker)], **kwargs)
+'''
+
+
+def test_a_reload_cut_short_by_shutdown_is_not_reported_done(tmp_path):
+    # READY=1 (and "reload finished: every worker replaced") came after
+    # STOPPING=1, with the replacement still in its setup()
+    from test_cli import Running
+    (tmp_path / 'slowapp.py').write_text(SLOW_RELOAD_APP)
+    notify = NotifySocket(tmp_path)
+    server = Running(tmp_path, 'slowapp:App', '--host', '127.0.0.1',
+                     '--port', '0', '--log-level', 'info',
+                     extra_env={'NOTIFY_SOCKET': notify.env})
+    try:
+        notify.wait_for('READY=1')
+        (tmp_path / 'slow-setup').write_text('')
+        server.proc.send_signal(signal.SIGHUP)
+        notify.wait_for('RELOADING=1')
+        server.proc.send_signal(signal.SIGTERM)
+        notify.wait_for('STOPPING=1')
+        assert server.proc.wait(timeout=30) == 0
+        notify.collect(0.3)
+        lines = [line for message in notify.messages
+                 for line in message.split('\n')]
+        assert 'READY=1' not in lines[lines.index('STOPPING=1'):], lines
+        assert 'reload finished' not in server.log(), server.log()
+    finally:
+        notify.close()
+        server.close()

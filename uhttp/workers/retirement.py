@@ -240,6 +240,9 @@ class Retirements:
     def reload_done(self):
         if not self.reloading:
             return
+        if self.core.stopping:   # not finished: cut short by the shutdown
+            self.reloading = False   # (and no READY=1 after STOPPING=1)
+            return
         for pool in self.core.pools:
             if self.reloads.get(pool) or any(
                     handle.role != ACTIVE for handle in pool.handles):
