@@ -787,3 +787,23 @@ def test_a_config_file_that_is_not_utf8_is_a_configuration_error(
     assert result.returncode == 1, result.stderr
     assert f'configuration: {config}: {needle}' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def test_a_dispatcher_class_whose_init_raises_is_reported_on_one_line(project):
+    # os.environ['...'] in __init__ without the variable set: a raw
+    # KeyError traceback, and a hot upgrade's old copy was not told why
+    (project / 'needs.py').write_text(textwrap.dedent('''
+        import os
+        import uhttp.workers as _workers
+
+
+        class App(_workers.Dispatcher):
+            def __init__(self, **kwargs):
+                self.database = os.environ['NEEDED_DATABASE']
+                super().__init__(**kwargs)
+    '''))
+    result = run(project, 'needs:App', '--port', '0')
+    assert result.returncode == 1, result.stderr
+    assert 'Traceback' not in result.stderr, result.stderr
+    assert ("configuration: App() failed: KeyError: 'NEEDED_DATABASE' "
+            f"({project / 'needs.py'}, line 8)") in result.stderr

@@ -166,8 +166,7 @@ def build(target, overrides):
         try:
             dispatcher = target()
         except Exception as err:  # pylint: disable=broad-except
-            raise ConfigError([f"TARGET factory failed: {type(err).__name__}: "
-                               f"{err}"]) from err
+            raise ConfigError([failed("TARGET factory", err)]) from err
         if not isinstance(dispatcher, Dispatcher):
             raise TargetError(f"TARGET returned {dispatcher!r}, not a Dispatcher")
     else:
@@ -186,9 +185,19 @@ def _construct(cls, kwargs):
                 return cls()  # settings are applied afterwards
             except (TypeError, ValueError) as again:
                 raise ConfigError([f"{cls.__name__}(): {again}"]) from again
+            except Exception as again:  # pylint: disable=broad-except
+                raise ConfigError([failed(f"{cls.__name__}()", again)]) from again
         raise ConfigError([f"{cls.__name__}(): {err}"]) from err
     except ValueError as err:
         raise ConfigError([f"{cls.__name__}(): {err}"]) from err
+    except Exception as err:  # pylint: disable=broad-except
+        # the app's own (a missing environment variable, a database down)
+        raise ConfigError([failed(f"{cls.__name__}()", err)]) from err
+
+
+def failed(what, err):
+    """What the app's code raised, said on one line, with where."""
+    return f"{what} failed: {type(err).__name__}: {err}{raised_at(err)}"
 
 
 def apply(dispatcher, overrides):
