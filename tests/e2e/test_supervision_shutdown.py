@@ -70,6 +70,38 @@ def test_graceful_shutdown_finishes_in_flight_requests(app_server, tmp_path, sig
     assert 'did not stop in time' not in text, text[-3000:]
 
 
+def test_the_same_stop_signal_sent_twice_still_drains(app_server):
+    """SIGTERM to the dispatcher and, a moment later, to its process group
+    (what `timeout` and some supervisors send) is one stop, not an
+    operator in a hurry: the requests in flight still finish."""
+    server = start(app_server, 'sup_shutdown', env={
+        'SUP_WORKERS': '2', 'SUP_SHUTDOWN_TIMEOUT': '10'})
+    calls = [Call(server, '/api/sleep/1.0') for _ in range(2)]
+    wait_busy(server, 2)
+    server.send_signal(signal.SIGTERM)
+    time.sleep(0.05)   # (not at once: two pending signals are one)
+    server.send_signal(signal.SIGTERM)
+    for call in calls:
+        assert call.result().status == 200
+    assert server.proc.wait(timeout=15) == 0
+    assert 'did not stop in time' not in server.log()
+
+
+def test_a_second_stop_signal_later_cuts_the_drain_short(app_server):
+    server = start(app_server, 'sup_shutdown', env={
+        'SUP_WORKERS': '2', 'SUP_SHUTDOWN_TIMEOUT': '30'})
+    call = Call(server, '/api/sleep/20')
+    wait_busy(server, 1)
+    server.send_signal(signal.SIGTERM)
+    time.sleep(0.6)
+    signalled = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0
+    assert time.monotonic() - signalled < 10
+    reply = call.result()
+    assert reply.status == 503, reply
+
+
 def test_uploads_and_downloads_under_way_finish_on_sigterm(app_server):
     """In flight are also a request still arriving (its head came before
     the signal) and an answer still being sent: both finish."""

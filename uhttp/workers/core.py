@@ -52,6 +52,7 @@ from .wssession import WsHub
 _monotonic = _time.monotonic
 
 QUEUE_WARNING_INTERVAL = 10.0
+SIGNAL_ECHO = 0.25  # s: a stop signal this soon after the first is the same
 CLIENT_BATCH = 64   # client events between two services of the workers' pipes
 POOL_PATHS = 256    # paths whose pool find_pool() remembers
 # reasons a request can end while its worker still holds it: tell the worker
@@ -94,6 +95,7 @@ class Core(Records):
         self.stop_began = None     # time.time() when the shutdown began
         self.handing_over = False  # a hot upgrade: answer, then close
         self.stop_requested = None
+        self.stop_signalled = float('-inf')  # when the first stop signal came
         self.hurry = False
         self.queue_warned = {}
         self.throttle = Throttle(self.log)  # warnings that come in floods
@@ -209,6 +211,7 @@ class Core(Records):
         self.running = True
         self.stopping = self.handing_over = False
         self.stop_requested = None
+        self.stop_signalled = float('-inf')  # when the first stop signal came
         self.hurry = False
         try:
             self.start()
@@ -226,9 +229,16 @@ class Core(Records):
             wakeup.wake()
 
     def request_stop(self, name):
+        """A stop signal. A second one cuts the waits short, unless it
+        comes within SIGNAL_ECHO of the first: the same stop sent twice
+        (to the dispatcher and to its process group, as `timeout` and
+        some supervisors do), not an operator in a hurry."""
+        now = _monotonic()
         if self.stopping or self.stop_requested:
-            self.hurry = True  # a second signal cuts the waits short
-        self.stop_requested = self.stop_requested or name
+            if now - self.stop_signalled >= SIGNAL_ECHO:
+                self.hurry = True
+            return
+        self.stop_requested, self.stop_signalled = name, now
 
     def on_wake(self, data):
         if not self.signals.installed or Signals.child_ended(data):
