@@ -58,6 +58,12 @@ def test_address_type():
     assert_names(TypeError, 'address', address=127001)
 
 
+@pytest.mark.parametrize('address', ['', ' '])
+def test_an_empty_address_is_refused(address):
+    # (an unset variable in `--host "$HOST"` must not mean every interface)
+    assert_names(ValueError, 'address', address=address)
+
+
 @pytest.mark.parametrize('pools', ['pool', pool(), {'a': 1}, 5])
 def test_pools_not_a_list(pools):
     assert_names(TypeError, 'pools', pools=pools)

@@ -100,6 +100,9 @@ class DispatcherSettings:
         self.port = check_port(port)
         if not isinstance(address, str):
             raise TypeError(f"Dispatcher address must be a str, not {address!r}")
+        if not address.strip():  # (an unset $HOST, say): never every interface
+            raise ValueError("Dispatcher address is empty; give '0.0.0.0' "
+                             "(or '::') to listen on every interface")
         self.address = address
         self.pools, self.fallback = check_pools(pools, owner)
         self.routed_pools = [pool for pool in self.pools if not pool.is_fallback]
