@@ -122,15 +122,17 @@ class WorkerGroup:
     """`uhttp-workers worker remote_app:ItemWorker --broker URL --workers N`"""
 
     def __init__(self, url, workers=2, target='remote_app:ItemWorker',
-                 extra=()):
+                 extra=(), url_from_env=False):
         self.args = [sys.executable, '-m', 'uhttp.workers', 'worker', target,
-                     '--broker', url, '--workers', str(workers), *extra]
+                     *(() if url_from_env else ('--broker', url)),
+                     '--workers', str(workers), *extra]
+        self.environ = {'UHTTP_WORKERS_BROKER': url} if url_from_env else {}
         self.proc = None
         self._log = tempfile.NamedTemporaryFile(prefix='uw-remote-',
                                                 suffix='.log', delete=False)
 
     def start(self):
-        env = command_env()
+        env = dict(command_env(), **self.environ)
         self.proc = subprocess.Popen(
             self.args, cwd=APPS, env=env, stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -555,6 +555,17 @@ def test_request_queue_put_reaches_a_remote_worker(app_server, redis_server,
     assert app.status()['pending'] == 0
 
 
+def test_the_worker_command_takes_its_broker_from_the_environment(
+        app_server, redis_server, groups):
+    """UHTTP_WORKERS_BROKER instead of --broker: the password stays out of
+    the process list."""
+    app = app_server('remote_app', redis_server.url)
+    group = groups(redis_server.url, 1, url_from_env=True)
+    assert '--broker' not in group.args
+    wait_workers(app, 1)
+    assert app.get('/api/pid').status == 200
+
+
 def test_a_paused_remote_worker_takes_nothing_until_it_resumes(
         app_server, redis_server, groups):
     app = app_server('remote_app', redis_server.url)

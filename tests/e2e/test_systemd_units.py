@@ -96,9 +96,16 @@ def test_demo_service_starts_notifies_and_reloads_as_systemd_would(tmp_path):
 
 def test_remote_service_command_and_exit_statuses_match_the_worker_command():
     service = unit('uhttp-workers-remote.service')['Service']
-    start = command(service['ExecStart'], BROKER='redis://127.0.0.1:6379/0')
+    start = command(service['ExecStart'])
     assert start[:4] == ['/usr/bin/python3', '-m', 'uhttp.workers', 'worker']
-    args = workercommand.parser().parse_args(start[4:])
+    # the URL, password and all, from the environment file, not the
+    # command line that every user can read in the process list
+    assert not any('redis' in part or 'BROKER' in part for part in start)
+    os.environ[workercommand.BROKER_VARIABLE] = 'redis://127.0.0.1:6379/0'
+    try:
+        args = workercommand.parser().parse_args(start[4:])
+    finally:
+        del os.environ[workercommand.BROKER_VARIABLE]
     assert args.broker == 'redis://127.0.0.1:6379/0' and args.workers == 4
     assert args.target.partition(':')[2] == args.pool
     assert set(service['RestartPreventExitStatus'].split()) == {

@@ -397,14 +397,20 @@ def stop_process(pid, timeout):
         _time.sleep(0.05)
 
 
+BROKER_VARIABLE = 'UHTTP_WORKERS_BROKER'  # the broker URL, when not given
+
+
 def parser():
     parse = _argparse.ArgumentParser(
         prog='uhttp-workers worker',
         description='Run worker processes of a remote pool (a WorkerPool '
                     'with broker=...) on this host.')
     parse.add_argument('target', metavar='module:WorkerClass')
-    parse.add_argument('--broker', required=True, metavar='URL',
-                       help='redis://[:password@]host:port/db or rediss://...')
+    parse.add_argument('--broker', metavar='URL',
+                       default=_os.environ.get(BROKER_VARIABLE) or None,
+                       help='redis://[:password@]host:port/db or rediss://... '
+                            f'(default: ${BROKER_VARIABLE}, which keeps a '
+                            'password out of the process list)')
     parse.add_argument('--pool', metavar='NAME',
                        help='the pool name (default: the worker class name)')
     parse.add_argument('--workers', type=int, default=1, metavar='N',
@@ -419,6 +425,10 @@ def main(argv):
         args = parser().parse_args(argv)
     except SystemExit as exit_:
         return EXIT_OK if exit_.code in (0, None) else EXIT_USAGE
+    if not args.broker:
+        print(f"uhttp-workers worker: give --broker URL or set "
+              f"{BROKER_VARIABLE}", file=_sys.stderr)
+        return EXIT_USAGE
     try:
         _broker.check_url(args.broker, '--broker')
         _broker.require_client('uhttp-workers worker')
