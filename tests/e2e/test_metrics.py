@@ -190,6 +190,26 @@ def test_openmetrics_when_the_scraper_asks(server):
     assert P + 'requests' in names and 'jobs' in names
 
 
+@pytest.mark.parametrize('accept, openmetrics', [
+    ('text/plain;version=0.0.4;q=0.5,application/openmetrics-text;'
+     'version=1.0.0;q=0.1', False),
+    ('application/openmetrics-text;version=1.0.0;q=0', False),
+    ('text/plain;q=0.2,application/openmetrics-text;version=1.0.0;q=0.9',
+     True),
+    # what Prometheus sends when it prefers OpenMetrics
+    ('application/openmetrics-text;version=1.0.0;q=0.5,'
+     'application/openmetrics-text;version=0.0.1;q=0.4,'
+     'text/plain;version=0.0.4;q=0.3,*/*;q=0.2', True),
+])
+def test_the_scrape_format_follows_the_accept_weights(server, accept,
+                                                      openmetrics):
+    reply = server.get('/metrics', headers={'Accept': accept})
+    assert reply.status == 200
+    assert reply.headers['content-type'].startswith(
+        'application/openmetrics-text' if openmetrics else 'text/plain'), (
+            accept, reply.headers['content-type'])
+
+
 def test_a_killed_worker_counts_as_died_and_user_counters_keep_their_total(
         server):
     for index in range(20):

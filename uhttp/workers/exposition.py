@@ -242,5 +242,34 @@ class Exposition:
     def render(self, accept):
         """(body bytes, content type) for a scrape's Accept header:
         OpenMetrics when asked for, else the Prometheus text format."""
-        encoder, content_type = choose_encoder(accept or '')
+        encoder, content_type = choose_encoder(by_preference(accept or ''))
         return encoder(self.registry), content_type
+
+
+def by_preference(accept):
+    """An Accept header's media ranges, most wanted first (by q, stable),
+    without those refused (q=0): prometheus_client's choose_encoder()
+    takes the first it knows, whatever its weight."""
+    ranked = []
+    for index, item in enumerate(accept.split(',')):
+        weight = 1.0
+        for param in item.split(';')[1:]:
+            key, _, value = param.partition('=')
+            if key.strip().lower() == 'q':
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+                if not 0.0 <= weight <= 1.0:  # (nan, inf, a typo)
+                    weight = 0.0
+        if weight > 0 and item.strip():
+            ranked.append((-weight, index, item))
+    wanted = []
+    for _, _, item in sorted(ranked):
+        wanted.append(item)
+        if item.split(';')[0].strip().lower() in _TEXT_RANGES:
+            break   # the text format is preferred to what follows
+    return ','.join(wanted)
+
+
+_TEXT_RANGES = ('text/plain', 'text/*', '*/*')
