@@ -356,18 +356,21 @@ class Request(RequestBody):
         """
         worker = self._sender('respond')
         if self._state != self._OPEN:
-            if self._state == self._ANSWERED or self._state == self._STREAMING:
-                worker.log.warning(
-                    "respond() on request %s that was already answered",
-                    self.request_id)
-            return False
+            return self._answered_already(worker, 'respond')
         return worker.send_response(self, data, status, headers, cookies)
+
+    def _answered_already(self, worker, what):
+        """False, with a WARNING unless its client left or its stream ended."""
+        if self._state == self._ANSWERED or self._state == self._STREAMING:
+            worker.log.warning("%s() on request %s that was already answered",
+                               what, self.request_id)
+        return False
 
     def response_stream(self, content_type=None, headers=None, cookies=None):
         """Start a streamed response (default text/event-stream, no caching)."""
         worker = self._sender('response_stream')
         if self._state != self._OPEN:
-            return False
+            return self._answered_already(worker, 'response_stream')
         return worker.start_stream(
             self, content_type or CONTENT_TYPE_EVENT_STREAM, headers, cookies)
 
@@ -386,11 +389,7 @@ class Request(RequestBody):
         """Send raw bytes (or str, as UTF-8) on the stream."""
         if self._state != self._STREAMING:
             return self._no_stream('send_chunk')
-        if isinstance(data, str):
-            data = data.encode('utf-8')
-        elif not isinstance(data, bytes):
-            data = bytes(data)
-        return self._worker.stream_data(self, data)
+        return self._worker.stream_data(self, _serialize.chunk_bytes(data))
 
     def send_ndjson(self, obj):
         """Send one JSON value as a line of an NDJSON stream."""

@@ -403,6 +403,23 @@ def asks_chunked(headers):
         'chunked') for _, lower, value in header_fields(headers))
 
 
+def chunk_bytes(data):
+    """A stream chunk's bytes: str as UTF-8, bytes-like objects (bytearray,
+    memoryview...) as they hold; anything else is a TypeError, never
+    bytes(data), which makes an int so many NUL bytes and a list of ints
+    bytes."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode('utf-8')
+    try:
+        with memoryview(data) as view:
+            return view.tobytes()
+    except TypeError:
+        raise TypeError("send_chunk() takes bytes, a bytes-like object or "
+                        f"str, not {type(data).__name__}") from None
+
+
 def _cookie_lines(parts, cookies):
     for name, value in check_cookies(cookies).items():
         value = '; Max-Age=0' if value is None else value

@@ -18,6 +18,8 @@ import fcntl as _fcntl
 import struct as _struct
 import termios as _termios
 
+from .serialize import chunk_bytes
+
 _OUTQ = getattr(_termios, 'TIOCOUTQ', None)   # Linux's SIOCOUTQ
 
 
@@ -73,6 +75,7 @@ class StreamDrain:
     def send_chunk(self, data):
         """uhttp-server's send_chunk(); False for a stream answering HEAD
         (its head was all of it)."""
+        data = chunk_bytes(data)   # a TypeError for what is not bytes
         return False if self._head_only else super().send_chunk(data)
 
     def response_stream(self, content_type=None, headers=None, cookies=None):

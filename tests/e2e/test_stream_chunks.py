@@ -1,0 +1,143 @@
+"""What send_chunk() takes, in a worker and in a sync handler: bytes,
+bytes-like objects and str go out as they hold; anything else is a
+TypeError naming its type (bytes(5) would be five NUL bytes, bytes([1, 2])
+two control bytes). A stream started twice, or after the request was
+answered, says so in a WARNING."""
+import json
+import socket
+import time
+
+import uhttp.workers as _workers
+from uhttp.workers.testing import TestServer
+
+NOT_BYTES = (5, [1, 2], None, {'a': 1}, 1.5)
+GOOD = (b'b;', 'str;', bytearray(b'ba;'), memoryview(b'mv;'),
+        memoryview(b'xxmv2;')[2:])
+
+
+def _try_chunks(send_chunk):
+    sent = [send_chunk(value) for value in GOOD]
+    errors = []
+    for value in NOT_BYTES:
+        try:
+            send_chunk(value)
+            errors.append(None)
+        except TypeError as err:
+            errors.append(str(err))
+    send_chunk(('\n' + json.dumps({'sent': sent, 'errors': errors})
+                + '\n').encode())
+
+
+class Chunks(_workers.Worker):
+    @_workers.api('/chunks', 'GET')
+    def chunks(self, request):
+        chunked = request.query is not None and 'chunked' in request.query
+        request.response_stream('text/plain', headers={
+            'Transfer-Encoding': 'chunked'} if chunked else None)
+        _try_chunks(request.send_chunk)
+        request.response_stream_end()
+        return _workers.DEFERRED
+
+    @_workers.api('/twice', 'GET')
+    def twice(self, request):
+        first = request.response_stream('text/plain')
+        second = request.response_stream('application/x-ndjson')
+        request.send_chunk(json.dumps([first, second]))
+        request.response_stream_end()
+        return _workers.DEFERRED
+
+    @_workers.api('/after-respond', 'GET')
+    def after_respond(self, request):
+        request.respond({'answered': True})
+        self.late = request.response_stream()
+        return _workers.DEFERRED
+
+
+class SyncChunks(_workers.Dispatcher):
+    @_workers.sync('/sync/chunks')
+    def chunks(self, client, path_params):
+        chunked = client.query is not None and 'chunked' in client.query
+        client.response_stream('text/plain', headers={
+            'Transfer-Encoding': 'chunked'} if chunked else None)
+        _try_chunks(client.send_chunk)
+        client.response_stream_end()
+
+
+def read_all(server, target, version=b'HTTP/1.0'):
+    with socket.create_connection(('127.0.0.1', server.port),
+                                  timeout=10) as sock:
+        sock.sendall(b'GET ' + target + b' ' + version + b'\r\nHost: x\r\n\r\n')
+        got = b''
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return got.partition(b'\r\n\r\n')
+            got += chunk
+
+
+def unchunk(body):
+    decoded = b''
+    while body:
+        size_line, _, body = body.partition(b'\r\n')
+        size = int(size_line, 16)
+        if size == 0:
+            return decoded
+        decoded += body[:size]
+        body = body[size + 2:]
+    raise AssertionError('no last chunk')
+
+
+def check_body(body):
+    data, _, summary = body.partition(b'\n')
+    assert data == b'b;str;ba;mv;mv2;', body   # no NUL or \x01\x02 among them
+    summary = json.loads(summary)
+    assert summary['sent'] == [True] * len(GOOD)
+    assert summary['errors'] == [
+        'send_chunk() takes bytes, a bytes-like object or str, not '
+        + name for name in ('int', 'list', 'NoneType', 'dict', 'float')]
+
+
+def test_a_workers_send_chunk_refuses_what_is_not_bytes():
+    pool = _workers.WorkerPool(Chunks, num_workers=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        head, _, body = read_all(server, b'/chunks')
+        assert head.startswith(b'HTTP/1.1 200'), head
+        check_body(body)
+        head, _, body = read_all(server, b'/chunks?chunked=1', b'HTTP/1.1')
+        assert b'transfer-encoding: chunked' in head.lower(), head
+        check_body(unchunk(body))
+        server.assert_no_errors()
+
+
+def test_a_sync_handlers_send_chunk_refuses_what_is_not_bytes():
+    with TestServer(SyncChunks, []) as server:
+        _, _, body = read_all(server, b'/sync/chunks')
+        check_body(body)
+        head, _, body = read_all(server, b'/sync/chunks?chunked=1',
+                                 b'HTTP/1.1')
+        assert b'transfer-encoding: chunked' in head.lower(), head
+        check_body(unchunk(body))
+
+
+def wait_for_log(server, text, timeout=5):
+    deadline = time.monotonic() + timeout
+    while text not in server.log_text():
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.05)
+
+
+def test_a_stream_started_twice_or_after_an_answer_is_a_warning():
+    pool = _workers.WorkerPool(Chunks, num_workers=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        head, _, body = read_all(server, b'/twice')
+        assert b'content-type: text/plain' in head.lower(), head
+        assert json.loads(body) == [True, False]
+        wait_for_log(server, 'response_stream() on request ')
+        assert server.log_text().count('that was already answered') == 1
+        reply = server.get('/after-respond')
+        assert reply.status == 200 and reply.json() == {'answered': True}
+        deadline = time.monotonic() + 5
+        while server.log_text().count('that was already answered') < 2:
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.05)
+        assert server.status()['streams'] == 0
