@@ -141,3 +141,69 @@ def test_a_stream_started_twice_or_after_an_answer_is_a_warning():
             assert time.monotonic() < deadline, server.log_text()
             time.sleep(0.05)
         assert server.status()['streams'] == 0
+
+
+# -- a sync handler's stream sends: as a worker's ---------------------------------
+
+class SyncSends(_workers.Dispatcher):
+    @_workers.sync('/sync/before')
+    def before(self, client, path_params):
+        """Sends before response_stream() used to write their bytes with
+        no head at all (an answer no HTTP client can read)."""
+        refused = []
+        for name, call in (('send_chunk', lambda: client.send_chunk(b'x')),
+                           ('send_event', lambda: client.send_event(data='x')),
+                           ('send_ndjson', lambda: client.send_ndjson([1])),
+                           ('response_stream_end', client.response_stream_end)):
+            try:
+                call()
+            except RuntimeError as err:
+                refused.append(str(err).partition(' (')[0])
+        client.respond({'refused': refused})
+
+    @_workers.sync('/sync/events')
+    def events(self, client, path_params):
+        client.response_stream()
+        client.send_event(data={'a': 1}, event='update', event_id=7)
+        client.send_event(data='one\ntwo', retry=1500)
+        errors = []
+        for kwargs in ({'event': 'x\ndata: forged'}, {'event_id': '1\r2'},
+                       {'retry': -1}):
+            try:
+                client.send_event(data='never', **kwargs)
+            except ValueError as err:
+                errors.append(type(err).__name__)
+        try:
+            client.send_ndjson(float('nan'))
+        except ValueError:
+            errors.append('nan')
+        client.send_ndjson({'errors': errors})
+        client.response_stream_end()
+        self.after_end = [client.send_chunk(b'x'), client.send_event(data='x'),
+                          client.response_stream_end()]
+
+    @_workers.sync('/sync/after-end')
+    def after_end_of(self, client, path_params):
+        client.respond({'after_end': getattr(self, 'after_end', None)})
+
+
+def test_a_sync_handlers_sends_before_its_stream_raise():
+    with TestServer(SyncSends, []) as server:
+        reply = server.get('/sync/before')
+        assert reply.status == 200, reply
+        assert reply.json() == {'refused': [
+            name + '() before response_stream(): start the stream first'
+            for name in ('send_chunk', 'send_event', 'send_ndjson',
+                         'response_stream_end')]}
+
+
+def test_a_sync_handlers_events_are_written_as_a_workers():
+    with TestServer(SyncSends, []) as server:
+        head, _, body = read_all(server, b'/sync/events')
+        assert b'content-type: text/event-stream' in head.lower(), head
+        assert body == (b'id: 7\nevent: update\ndata: {"a": 1}\n\n'
+                        b'retry: 1500\ndata: one\ndata: two\n\n'
+                        b'{"errors": ["ResponseError", "ResponseError", '
+                        b'"ValueError", "nan"]}\n'), body
+        assert server.get('/sync/after-end').json() == {
+            'after_end': [False, False, False]}

@@ -99,7 +99,8 @@ CONTINUATION_PRIVATE = ('_server', '_expect_continue', '_send_100_continue')
 
 # HttpConnection's private names that http/streamdrain.py (streams queued
 # whole while the dispatcher holds their worker back) uses
-STREAMDRAIN_PRIVATE = ('_socket', '_send_buffer', '_file_handle', '_send')
+STREAMDRAIN_PRIVATE = ('_socket', '_send_buffer', '_file_handle', '_send',
+                       '_is_streaming', '_response_started')
 # ... and that http/closenotify.py (a TLS connection's close_notify) uses
 CLOSENOTIFY_PRIVATE = ('_is_streaming',)
 

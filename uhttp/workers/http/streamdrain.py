@@ -18,7 +18,7 @@ import fcntl as _fcntl
 import struct as _struct
 import termios as _termios
 
-from .serialize import chunk_bytes
+from .serialize import chunk_bytes, to_json
 
 _OUTQ = getattr(_termios, 'TIOCOUTQ', None)   # Linux's SIOCOUTQ
 
@@ -72,11 +72,43 @@ class StreamDrain:
                 parts = [b'%x\r\n' % size, *parts, b'\r\n']
         super()._send(*parts)
 
+    def _stream_open(self, what):
+        """True while a stream is open to send on; False once it ended or
+        its client left; before response_stream() a RuntimeError, as for a
+        worker's stream (the bytes would go out with no head: a reply no
+        client can read)."""
+        if self._socket is None:
+            return False
+        if self._is_streaming:
+            return True
+        if not self._response_started:
+            raise RuntimeError(f"{what}() before response_stream(): start "
+                               "the stream first (response_stream or "
+                               "response_ndjson)")
+        return False
+
     def send_chunk(self, data):
         """uhttp-server's send_chunk(); False for a stream answering HEAD
         (its head was all of it)."""
         data = chunk_bytes(data)   # a TypeError for what is not bytes
-        return False if self._head_only else super().send_chunk(data)
+        if not self._stream_open('send_chunk') or self._head_only:
+            return False
+        return super().send_chunk(data)
+
+    def send_event(self, data=None, event=None, event_id=None, retry=None):
+        """One Server-Sent Event, in the wire format of a worker's (an id
+        or event name holding CR, LF or NUL, a bad retry, refused)."""
+        if not self._stream_open('send_event') or self._head_only:
+            return False
+        from .. import messages as _msg  # pylint: disable=import-outside-toplevel
+        return super().send_chunk(
+            _msg.format_event(data, event, event_id, retry))
+
+    def send_ndjson(self, obj):
+        """One JSON value as a line, as a worker's (NaN refused)."""
+        if not self._stream_open('send_ndjson') or self._head_only:
+            return False
+        return super().send_chunk(to_json(obj).encode('utf-8') + b'\n')
 
     def response_stream(self, content_type=None, headers=None, cookies=None):
         """uhttp-server's response_stream() for a sync handler, as a
@@ -93,7 +125,10 @@ class StreamDrain:
     def response_stream_end(self):
         """uhttp-server's response_stream_end(), as a worker's stream ends:
         the last chunk, and the close once what is queued is out."""
+        if not self._stream_open('response_stream_end'):
+            return False
         self.end_stream()
+        return True
 
     def end_chunks(self):
         """A chunked stream is whole: its last, empty chunk is queued."""
