@@ -207,3 +207,49 @@ def test_a_sync_handlers_events_are_written_as_a_workers():
                         b'"ValueError", "nan"]}\n'), body
         assert server.get('/sync/after-end').json() == {
             'after_end': [False, False, False]}
+
+
+# -- a deferred request answered by a thread as its handler returns -----------------
+
+class Racing(_workers.Worker):
+    """A thread of the handler's answers its request at the worst moment:
+    after the loop has seen it unanswered, before it keeps it. The worker
+    kept such a request forever (in the loop's open requests, which only
+    an answer or a disconnect empties, and neither comes again)."""
+
+    def setup(self):
+        import sys
+        import threading
+        from uhttp.workers import messages
+        original = messages.is_unanswered
+
+        def racing(request):
+            result = original(request)
+            caller = sys._getframe(1).f_code.co_name
+            if result and request.path == '/race' and caller in (
+                    'hold_open', 'handle_request'):
+                answer = threading.Thread(
+                    target=request.respond, args=({'raced': True},))
+                answer.start()
+                answer.join(5)
+            return result
+        messages.is_unanswered = racing
+
+    @_workers.api('/race', 'GET')
+    def race(self, request):
+        return _workers.DEFERRED
+
+    @_workers.api('/held', 'GET')
+    def held(self, request):
+        from uhttp.workers import worker
+        return {'held': sorted(worker.state_of(self).runtime.open_requests)}
+
+
+def test_a_request_answered_by_a_thread_as_it_is_deferred_is_not_kept():
+    pool = _workers.WorkerPool(Racing, num_workers=1)
+    with TestServer(_workers.Dispatcher, [pool]) as server:
+        for _ in range(3):
+            reply = server.get('/race')
+            assert reply.status == 200 and reply.json() == {'raced': True}
+        assert server.get('/held').json() == {'held': []}
+        server.assert_no_errors()

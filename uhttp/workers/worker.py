@@ -412,6 +412,19 @@ class _WorkerState:
         return True
 
 
+def hold_open(runtime, request):
+    """Keep a request its handler deferred, unanswered still, until it is
+    answered or its client leaves. A thread of the handler's may answer it
+    at any moment, also between the check and the keeping: its respond()
+    popped nothing then, so the check is made again after (a stream it
+    started meanwhile stays: start_stream() keeps it too)."""
+    request_id = request.request_id
+    if _msg.is_unanswered(request) and request_id != -1:
+        runtime.open_requests[request_id] = request
+        if not (_msg.is_unanswered(request) or request.is_streaming):
+            runtime.open_requests.pop(request_id, None)
+
+
 def handler_name(handler):
     if handler is None:
         return 'handler'

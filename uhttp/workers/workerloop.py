@@ -331,8 +331,7 @@ def handle_request(worker, runtime, table, message):
         runtime.send(reply + _msg.route_info(request))
     elif not _msg.is_released(request):
         _msg.mark_released(request)
-        if _msg.is_unanswered(request) and request_id != -1:
-            runtime.open_requests[request_id] = request
+        _worker.hold_open(runtime, request)
         runtime.send((_msg.W_DEFERRED, request_id) + _msg.route_info(request))
     runtime.slot.idle()
     now = _monotonic()
