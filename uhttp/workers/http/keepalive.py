@@ -24,6 +24,7 @@ import time as _time
 import uhttp.server as _server
 
 from . import serialize as _serialize
+from .canned import Canned
 
 _WOULDBLOCK = (_errno.EAGAIN, _errno.EWOULDBLOCK, _errno.ENOENT)
 _REFUSAL_HEADERS = {'connection': 'close',
@@ -31,10 +32,8 @@ _REFUSAL_HEADERS = {'connection': 'close',
 # OpenSSL's reasons for a handshake that began with a plain HTTP request
 _PLAIN_HTTP = ('HTTP_REQUEST', 'HTTPS_PROXY_REQUEST')
 _PLAIN_HTTP_BODY = b'This port speaks HTTPS: the request came as plain HTTP.\n'
-_PLAIN_HTTP_ANSWER = (
-    b'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=UTF-8\r\n'
-    b'Content-Length: %d\r\nConnection: close\r\n\r\n%s' % (
-        len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY))
+_PLAIN_HTTP_ANSWER = Canned(400, list(_REFUSAL_HEADERS.items()),
+                            _PLAIN_HTTP_BODY).bytes(keep=False)
 
 
 class KeepAliveCycle:

@@ -15,6 +15,7 @@ import time as _time
 import uhttp.server as _server
 
 from .. import spool as _spool
+from .canned import Canned
 from .connection import EVENT_READ, Connection
 from .linger import Lingering
 from .tlsrefusal import Refusals
@@ -336,10 +337,8 @@ class Server(_server.HttpServer):
             return
         connection.linger_on_close()  # its request, unread, must not reset it
         try:
-            connection.respond(
-                data=_TOO_MANY, status=503,
-                headers={'connection': 'close', 'retry-after': '1',
-                         'content-type': 'application/json'})
+            connection.respond(data=_TOO_MANY, status=503,
+                               headers=dict(_TOO_MANY_HEADERS))
         except Exception:  # pylint: disable=broad-except
             pass
         connection.close()
@@ -397,10 +396,11 @@ class Server(_server.HttpServer):
 
 _BAD_REQUEST = b'Bad Request'
 _TOO_MANY = b'{"error": "Too many connections"}'
-_TOO_MANY_ANSWER = (
-    b'HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n'
-    b'retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s'
-    % (len(_TOO_MANY), _TOO_MANY))
+_TOO_MANY_HEADERS = {'connection': 'close', 'retry-after': '1',
+                     'content-type': 'application/json'}
+# written to a refused TLS socket once its handshake is done (tlsrefusal.py)
+_TOO_MANY_ANSWER = Canned(503, list(_TOO_MANY_HEADERS.items()),
+                          _TOO_MANY).bytes(keep=False)
 _REQUEST_TIMEOUT = b'Request Timeout'
 
 
