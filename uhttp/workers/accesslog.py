@@ -6,6 +6,8 @@ another format (`{duration_ms:.1f}`), and `status` is an int."""
 
 import time as _time
 
+from . import log as _log
+
 DEFAULT_ACCESS_FORMAT = ('{remote} - - [{time}] "{method} {target}" {status} '
                          '{bytes} {duration_ms}ms {pool}[{slot}]')
 ACCESS_FIELDS = ('remote', 'time', 'method', 'path', 'query', 'target',
@@ -77,22 +79,12 @@ def check_access_format(value):
 
 def log_safe(text):
     """`text` from a client (path, method, address) made safe for a log
-    line: quotes and backslashes escaped, control characters as \\xHH, so
-    a request cannot forge a line or end the quoted field early."""
+    line: quotes and backslashes escaped, control characters as \\xHH
+    (log.client_text()), so a request cannot forge a line or end the
+    quoted field early."""
     if text.isprintable() and '"' not in text and '\\' not in text:
         return text
-    out = []
-    for char in text:
-        if char == '"' or char == '\\':
-            out.append('\\' + char)
-        elif char.isprintable():
-            out.append(char)
-        else:
-            code = ord(char)
-            out.append(f'\\x{code:02x}' if code < 0x100 else
-                       f'\\u{code:04x}' if code < 0x10000 else
-                       f'\\U{code:08x}')
-    return ''.join(out)
+    return _log.client_text(text.replace('\\', '\\\\').replace('"', '\\"'))
 
 
 class AccessLog:
