@@ -10,6 +10,7 @@ import time as _time
 import traceback as _traceback
 
 from . import http as _http
+from . import log as _log
 from . import systemd as _systemd
 from .pending import PENDING_DISCONNECTED
 
@@ -137,7 +138,8 @@ class Front:
 
     def file_refused(self, connection, response, err, status):
         self.log.error("FileResponse for %s %s: %r cannot be sent (%s); "
-                       "answering %d", connection.method, connection.path,
+                       "answering %d", connection.method,
+                       _log.client_text(connection.path),
                        response.name() or response.path_or_file, err, status)
 
     def answer_before_body(self, connection):
