@@ -49,18 +49,34 @@ def file_message(request_id, data, status, headers, cookies):
     if status == 200:
         status = data.status
     _msg.check_status(status)
-    headers = _msg.check_headers(headers) or []
-    extra = _msg.check_headers(data.headers) or []
-    names = {name.lower() for name, _ in headers}
-    headers += [item for item in extra if item[0].lower() not in names]
-    if data.content_type is not None:
-        _msg.check_headers([('content-type', data.content_type)])
+    headers = with_own_headers(_msg.check_headers(headers) or [], data)
     # the worker's runtime turns this into a descriptor and a message
     # without the FileResponse (files.worker_messages)
     return (_msg.W_FILE_RESPONSE, request_id, status, headers,
             _msg.check_cookies(cookies), data.__class__(
                 data.path_or_file, data.content_type, data.download_name,
                 None, status))
+
+
+def with_own_headers(headers, response):
+    """`headers` (a list of checked pairs, the answer's) followed by the
+    FileResponse's own `headers` that they do not name; its content_type
+    checked too. Raises ResponseError for a bad one."""
+    extra = _msg.check_headers(response.headers) or []
+    names = {name.lower() for name, _ in headers}
+    headers += [item for item in extra if item[0].lower() not in names]
+    if response.content_type is not None:
+        _msg.check_headers([('content-type', response.content_type)])
+    return headers
+
+
+def planned(fd, status, request_headers, method, headers):
+    """(status, headers, offset, length) of a file answer: for a 200 as
+    plan() says (ranges, conditional GET), another status the whole file
+    as it is."""
+    if status == 200:
+        return plan(fd, request_headers, method, headers)
+    return status, headers, 0, _os.fstat(fd).st_size
 
 
 def content_disposition(download_name):

@@ -5,7 +5,6 @@ messages. `Relay.worker_event()` reads them; each message kind has one
 method, found in a table by kind.
 """
 
-import os as _os
 import traceback as _traceback
 
 from . import channel as _channel
@@ -178,10 +177,8 @@ class Relay:
         client = pending.client
         head = pending.method == 'HEAD'
         try:
-            offset, length = 0, _os.fstat(fd).st_size
-            if status == 200:
-                status, headers, offset, length = _files.plan(
-                    fd, client.headers, pending.method, headers)
+            status, headers, offset, length = _files.planned(
+                fd, status, client.headers, pending.method, headers)
             client.send_file(status, headers, cookies, fd, offset, length,
                              head=head, close=self.core.stopping)
         except ValueError as err:

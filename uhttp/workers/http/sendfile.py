@@ -13,7 +13,6 @@ import uhttp.server as _server
 
 from . import serialize as _serialize
 from .. import files as _files
-from .. import messages as _msg
 from ..bodyview import SpooledBytes
 from ..fds import close_fd
 from ..fileresponse import FileResponse
@@ -115,9 +114,7 @@ class SendFile:
         missing file answers 404, one that cannot be sent 500, each with
         an ERROR line. `headers` is respond()'s dict."""
         status = response.status if status == 200 else status
-        extra = _msg.check_headers(response.headers) or []
-        if response.content_type is not None:
-            _msg.check_headers([('content-type', response.content_type)])
+        pairs = _files.with_own_headers(list(headers.items()), response)
         try:
             fd, name = _files.open_file(response)
         except OSError as err:
@@ -126,14 +123,9 @@ class SendFile:
             return self.respond({'error': _server.STATUS_CODES[error]},
                                 status=error)
         try:
-            pairs = list(headers.items())
-            names = {key.lower() for key, _ in pairs}
-            pairs += [item for item in extra if item[0].lower() not in names]
-            pairs = _files.response_headers(response, name, pairs)
-            offset, length = 0, _os.fstat(fd).st_size
-            if status == 200:
-                status, pairs, offset, length = _files.plan(
-                    fd, self.headers, self.method, pairs)
+            status, pairs, offset, length = _files.planned(
+                fd, status, self.headers, self.method,
+                _files.response_headers(response, name, pairs))
             return self.send_file(status, pairs, cookies, fd, offset, length,
                                   head=self._head)
         except BaseException:
