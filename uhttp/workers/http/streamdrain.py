@@ -18,6 +18,7 @@ import fcntl as _fcntl
 import struct as _struct
 import termios as _termios
 
+from .. import messages as _msg
 from .serialize import chunk_bytes, to_json
 
 _OUTQ = getattr(_termios, 'TIOCOUTQ', None)   # Linux's SIOCOUTQ
@@ -100,7 +101,6 @@ class StreamDrain:
         or event name holding CR, LF or NUL, a bad retry, refused)."""
         if not self._stream_open('send_event') or self._head_only:
             return False
-        from .. import messages as _msg  # pylint: disable=import-outside-toplevel
         return super().send_chunk(
             _msg.format_event(data, event, event_id, retry))
 
