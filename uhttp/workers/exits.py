@@ -33,11 +33,26 @@ def exit_status(code):
 
 
 WORKER_PID = [None]   # the worker process's pid, once it runs
+_FORKED = [False]     # this process is a fork of the worker
+
+
+def _note_fork():
+    if WORKER_PID[0] is not None:  # a worker forked (not the dispatcher)
+        _FORKED[0] = True
+
+
+_os.register_at_fork(after_in_child=_note_fork)
 
 
 def forked():
-    """True in a process the worker's code forked (not the worker)."""
-    return WORKER_PID[0] not in (None, _os.getpid())
+    """True in a process the worker's code forked (not the worker).
+
+    Asked several times a request, so it reads a flag the fork hook set
+    rather than asking the kernel for the pid (a system call each time).
+    Every fork from Python (os.fork, multiprocessing, concurrent.futures)
+    runs the hook; a fork from C that runs Python code afterwards is not
+    something a worker's code does."""
+    return _FORKED[0]
 
 
 def end_forked_copy(log, request=None, err=None):
