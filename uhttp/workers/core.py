@@ -276,7 +276,7 @@ class Core(Records):
         self.loop.call_at(now + self.app.SELECT_TIMEOUT, self.idle_tick)
         self.control.idle()
         self.throttle.flush()
-        self.hooks.call('on_idle')
+        self.hooks.call_timed('on_idle')
 
     # -- the loop ----------------------------------------------------------------
 

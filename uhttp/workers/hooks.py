@@ -9,6 +9,8 @@ dispatcher can skip the work a default hook does not need.
 
 import traceback as _traceback
 
+from .throttle import RepeatedFailure
+
 # What user code run by the dispatcher may raise without ending it: any
 # exception, including the BaseExceptions a handler lets escape by mistake
 # (asyncio.CancelledError, KeyboardInterrupt, SystemExit from sys.exit()).
@@ -26,6 +28,7 @@ class Hooks:
         self.app = app
         self._base = base
         self._log = log
+        self._repeated = {}  # name -> RepeatedFailure, for call_timed()
         self.refresh()
 
     def refresh(self):
@@ -55,7 +58,26 @@ class Hooks:
             self.failed(name, err)
             return default
 
+    def call_timed(self, name):
+        """app.name() for a hook called on a timer (on_idle): a failure
+        that comes again each time is counted, not logged each time."""
+        repeated = self._repeated.get(name)
+        if repeated is None:
+            repeated = self._repeated[name] = RepeatedFailure(
+                self._log, f'{name}()')
+        try:
+            getattr(self.app, name)()
+        except USER_CODE_ERRORS as err:
+            repeated.failed(err, _traceback_text(err))
+        else:
+            if repeated.key is not None:
+                repeated.worked()
+
     def failed(self, name, err):
-        self._log.error("%s() failed: %r\n%s", name, err, ''.join(
-            _traceback.format_exception(type(err), err,
-                                        err.__traceback__)).rstrip())
+        self._log.error("%s() failed: %r\n%s", name, err,
+                        _traceback_text(err))
+
+
+def _traceback_text(err):
+    return ''.join(_traceback.format_exception(
+        type(err), err, err.__traceback__)).rstrip()

@@ -29,6 +29,7 @@ from . import metrics as _metrics
 from . import pipelend as _pipelend
 from . import routing as _routing
 from . import sharedbody as _sharedbody
+from . import throttle as _throttle
 from . import worker as _worker
 from . import wsworker as _wsworker
 from .exits import (EXIT_OK, EXIT_SETUP_FAILED, EXIT_LOOP_FAILED,  # noqa: F401
@@ -189,6 +190,7 @@ def _serve(worker, runtime):
     next_idle = _monotonic() + interval
     backlog = runtime.backlog
     log = _log_of(worker)
+    idle_failure = _throttle.RepeatedFailure(log, 'on_idle()')
     backlog.loop_thread = _threading.get_ident()
     while runtime.running:
         _leave_if_forked(worker)
@@ -231,8 +233,10 @@ def _serve(worker, runtime):
             try:
                 worker.on_idle()
             except Exception as err:  # pylint: disable=broad-except
-                log.error("on_idle() failed: %r\n%s", err,
-                          _traceback.format_exc().rstrip())
+                idle_failure.failed(err, _traceback.format_exc().rstrip())
+            else:
+                if idle_failure.key is not None:
+                    idle_failure.worked()
             if _os.getppid() != runtime.parent_pid:
                 raise StopWorker()
 
