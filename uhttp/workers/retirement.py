@@ -79,7 +79,7 @@ class Retirements:
         self.log.info("replacing %s (pid %s): %s", handle.name, handle.pid,
                       reason)
         self.core.supervisor.spawn(new)
-        return True
+        return new.replaces is handle   # else it could not start
 
     def replacement_ready(self, new):
         """`new` is ready: it takes the slot, the old worker retires."""
@@ -213,6 +213,7 @@ class Retirements:
                 if handle.role == ACTIVE and handle not in queue:
                     queue.append(handle)
             self.pump_reload(pool)
+        self.reload_done()   # no pool at all (static files and sync only)
 
     def pump_reload(self, pool):
         queue = self.reloads.get(pool)

@@ -49,10 +49,17 @@ class Pipes:
     its descriptor socket pair (files.py: open files it answers with)."""
 
     def __init__(self):
-        self.to_read, self.to_write = _channel.make_pipe()
-        self.from_read, self.from_write = _channel.make_pipe()
-        self.recall_read, self.recall_write = _os.pipe()
-        self.file_parent, self.file_child = _files.make_socketpair()
+        self.to_read = self.to_write = self.from_read = None
+        self.from_write = self.recall_read = self.recall_write = None
+        self.file_parent = self.file_child = None
+        try:
+            self.to_read, self.to_write = _channel.make_pipe()
+            self.from_read, self.from_write = _channel.make_pipe()
+            self.recall_read, self.recall_write = _os.pipe()
+            self.file_parent, self.file_child = _files.make_socketpair()
+        except BaseException:   # out of descriptors (EMFILE): none kept
+            self.close_all()
+            raise
 
     @property
     def child_ends(self):
@@ -66,7 +73,8 @@ class Pipes:
 
     def close_all(self):
         for fd in self.child_ends + self.parent_ends:
-            close_fd(fd)
+            if fd is not None:
+                close_fd(fd)
 
     def keep_parent_ends(self):
         """In the dispatcher after the fork: its ends, non-blocking."""

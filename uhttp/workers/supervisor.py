@@ -49,7 +49,11 @@ class Supervisor:
 
     def spawn(self, handle):
         pool = handle.pool
-        pipes = _spawn.Pipes()
+        try:
+            pipes = _spawn.Pipes()
+        except OSError as err:
+            self.cannot_start(handle, f"cannot make its pipes: {err}")
+            return
         handle.slot.reset()
         spec = _spawn.WorkerSpec(pool, handle.index, *pipes.child_ends,
                                  handle.slot, _os.getpid())
@@ -57,8 +61,7 @@ class Supervisor:
             pid = _spawn.fork_worker(spec, pipes, self.drop_in_child)
         except OSError as err:
             pipes.close_all()
-            self.log.error("cannot start %s: fork failed: %s", handle.name, err)
-            self.schedule_restart(handle, _monotonic(), 1.0)
+            self.cannot_start(handle, f"fork failed: {err}")
             return
         pipes.keep_parent_ends()
         handle.started(pid, pipes.to_write, pipes.from_read,
@@ -70,6 +73,17 @@ class Supervisor:
         self.by_pid[pid] = handle
         self.loop.workers.register(handle.from_fd, EVENT_READ, handle)
         self.log.debug("started %s (pid %d)", handle.name, pid)
+
+    def cannot_start(self, handle, why):
+        """The system refused a worker's pipes or its fork (out of
+        descriptors or processes): a replacement counts as failed (the
+        worker it was to replace keeps serving); any other slot is tried
+        again in a second."""
+        self.log.error("cannot start %s: %s", handle.name, why)
+        if handle.replaces is not None:
+            self.core.retirements.replacement_failed(handle, why)
+        else:
+            self.schedule_restart(handle, _monotonic(), 1.0)
 
     def drop_in_child(self, keep):
         core = self.core
