@@ -140,3 +140,20 @@ def test_a_reload_cut_short_by_shutdown_is_not_reported_done(tmp_path):
     finally:
         notify.close()
         server.close()
+
+
+def test_a_reload_of_an_app_without_pools_ends_with_ready(app_server, tmp_path):
+    # RELOADING=1 was never followed by READY=1: `systemctl reload` hung
+    notify = NotifySocket(tmp_path)
+    try:
+        server = app_server('no_pools', env={'NOTIFY_SOCKET': notify.env})
+        notify.wait_for('READY=1')
+        server.send_signal(signal.SIGHUP)
+        notify.wait_for('RELOADING=1')
+        deadline = time.monotonic() + 10
+        while notify.count('READY=1') < 2 and time.monotonic() < deadline:
+            notify.collect(0.2)
+        assert notify.count('READY=1') == 2, notify.messages
+        assert server.get('/health').json == {'status': 'ok'}
+    finally:
+        notify.close()
