@@ -287,6 +287,46 @@ def test_print_config_escapes_control_characters(project):
     assert_reads_back(project, result.stdout)
 
 
+CODE_VALUES_APP = textwrap.dedent('''
+    import pathlib
+    import uhttp.workers as _workers
+    from myapp import ItemWorker
+
+
+    class Model:
+        pass
+
+
+    def make():
+        return _workers.Dispatcher(
+            port=0, trusted_proxies={'127.0.0.1', '10.0.0.1'},
+            spool_dir=pathlib.Path('.').resolve(),
+            pools=[_workers.WorkerPool(ItemWorker, routes=['/api/**'],
+                                       model=Model(), tags={'b', 'a'})])
+''')
+
+
+def test_print_config_of_values_set_in_code_reads_back(project):
+    # a set was printed as its str() ("{'127.0.0.1'}"), which the file
+    # then refused; an object given in code became a string
+    (project / 'codeapp.py').write_text(CODE_VALUES_APP)
+    result = run(project, 'codeapp:make', '--print-config')
+    assert result.returncode == 0, result.stderr
+    printed = tomllib.loads(result.stdout)
+    assert printed['dispatcher']['trusted_proxies'] == ['10.0.0.1',
+                                                        '127.0.0.1']
+    assert printed['dispatcher']['spool_dir'] == str(project.resolve())
+    kwargs = printed['pools']['ItemWorker'].get('kwargs', {})
+    assert kwargs.get('tags') == ['a', 'b'] and 'model' not in kwargs
+    assert '# model = <codeapp.Model object at' in result.stdout
+    assert '(set in code; no TOML form)' in result.stdout
+    again = project / 'printed.toml'
+    again.write_text(result.stdout)
+    checked = run(project, 'myapp:App', '--config', str(again),
+                  '--check-config')
+    assert checked.returncode == 0, checked.stderr
+
+
 def test_check_config_lists_flag_file_and_pool_mistakes_together(project):
     config = project / 'app.toml'
     config.write_text('[pools.ItemWorker]\ntimeout = -1\n')
@@ -297,6 +337,16 @@ def test_check_config_lists_flag_file_and_pool_mistakes_together(project):
     for needle in ('[pools.ItemWorker] timeout', '--port: Dispatcher port',
                    "no pool named 'Nobody'"):
         assert needle in text, (needle, text)
+
+
+def test_numbers_in_other_scripts_are_a_usage_problem_not_a_traceback(project):
+    # '²'.isdigit() is True and int('²') raised out of main()
+    result = run(project, 'myapp:App', '--workers', 'ItemWorker=\u00b2',
+                 '--log-level', '\u00b2', '--check-config')
+    assert result.returncode == 1, result.stderr
+    assert 'Traceback' not in result.stderr, result.stderr
+    assert "--workers 'ItemWorker=\u00b2': expected POOL=N" in result.stderr
+    assert "--log-level: unknown log level '\u00b2'" in result.stderr
 
 
 BROKER_APP = """
@@ -726,6 +776,36 @@ def test_relative_paths_hold_for_an_app_that_changes_directory(project):
             os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
         except (OSError, ValueError):
             pass
+        server.close()
+
+
+def test_directories_a_file_or_flag_names_hold_for_an_app_that_changes_directory(
+        project):
+    """static_routes roots and --spool-dir are of the starting directory
+    too, as the README says; they were resolved after the app's chdir."""
+    (project / 'chdirapp.py').write_text(CHDIR_APP)
+    (project / 'www').mkdir()
+    (project / 'static').mkdir()
+    (project / 'static' / 'a.txt').write_text('from the start directory')
+    (project / 'spool').mkdir()
+    (project / 'app.toml').write_text(
+        '[dispatcher]\nstatic_routes = { "/static/" = "./static", '
+        '"/files/" = { path = "static", authoritative = true } }\n')
+    printed = run(project, 'chdirapp:App', '--config', 'app.toml',
+                  '--spool-dir', 'spool', '--print-config')
+    assert printed.returncode == 0, printed.stderr
+    assert f'spool_dir = "{project / "spool"}"' in printed.stdout
+    assert f'"/static/" = "{project / "static"}"' in printed.stdout
+    server = Running(project, 'chdirapp:App', '--config', 'app.toml',
+                     '--spool-dir', 'spool', '--host', '127.0.0.1',
+                     '--port', '0')
+    try:
+        for prefix in ('/static/', '/files/'):
+            raw = exchange(server.port, f'GET {prefix}a.txt HTTP/1.1\r\n'
+                           'Host: x\r\nConnection: close\r\n\r\n'.encode())
+            assert raw.startswith(b'HTTP/1.1 200'), raw[:200]
+            assert raw.endswith(b'from the start directory')
+    finally:
         server.close()
 
 

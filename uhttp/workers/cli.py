@@ -141,17 +141,22 @@ def command_line_overrides(args):
         try:
             value = args.log_level
             overrides.dispatcher['log_level'] = _configfile.level(
-                int(value) if value.isdigit() else value, '--log-level')
+                int(value) if _is_number(value) else value, '--log-level')
         except (TypeError, ValueError) as err:
             problems.append(str(err))
     for item in args.workers:
         name, sep, count = item.partition('=')
-        if not sep or not name or not count.strip().isdigit():
+        if not sep or not name or not _is_number(count.strip()):
             problems.append(f"--workers {item!r}: expected POOL=N")
             continue
         overrides.pools.setdefault(name.strip(), {})['num_workers'] = int(count)
         overrides.pool_sources[name.strip()] = f"--workers {item!r}"
     return overrides, problems
+
+
+def _is_number(text):
+    """ASCII digits only: '²'.isdigit() is True, and int('²') raises."""
+    return text.isascii() and text.isdigit()
 
 
 def build(target, overrides):
@@ -276,6 +281,27 @@ def static_entry(mount):
     return entry
 
 
+def anchor_paths(values):
+    """The directories a config file or a flag names (`spool_dir`, the
+    roots of `static_routes`) are of the directory the command started
+    in: made absolute before the app is imported, which may change it.
+    Values of the wrong type are left for the Dispatcher to refuse."""
+    if isinstance(values.get('spool_dir'), str):
+        values['spool_dir'] = _os.path.abspath(values['spool_dir'])
+    routes = values.get('static_routes')
+    if isinstance(routes, dict):
+        values['static_routes'] = {
+            prefix: _anchored_mount(entry) for prefix, entry in routes.items()}
+
+
+def _anchored_mount(entry):
+    if isinstance(entry, str):
+        return _os.path.abspath(entry)
+    if isinstance(entry, dict) and isinstance(entry.get('path'), str):
+        return {**entry, 'path': _os.path.abspath(entry['path'])}
+    return entry
+
+
 def prepare(args):
     """(dispatcher) from parsed args; raises TargetError or ConfigError."""
     overrides = _configfile.Overrides()
@@ -286,6 +312,7 @@ def prepare(args):
     flags, flag_problems = command_line_overrides(args)
     problems.extend(flag_problems)
     overrides.update(flags)
+    anchor_paths(overrides.dispatcher)  # before the app may change directory
     target = load_target(args.target)
     try:
         dispatcher = build(target, overrides)  # what is valid, checked too

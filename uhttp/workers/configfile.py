@@ -20,6 +20,7 @@ naming its table and key, so `--check-config` can list them all.
 """
 
 import math as _math
+import os as _os
 import re as _re
 
 from . import config as _config
@@ -193,6 +194,9 @@ def toml_key(key):
 
 
 def toml_value(value):
+    """`value` in TOML; TypeError for what TOML cannot hold."""
+    if isinstance(value, _os.PathLike):       # spool_dir=Path(...)
+        value = _os.fspath(value)
     if isinstance(value, bool):
         return 'true' if value else 'false'
     if isinstance(value, int):
@@ -203,12 +207,14 @@ def toml_value(value):
         return repr(value)
     if isinstance(value, str):
         return '"' + _ESCAPED.sub(_escape, value) + '"'
+    if isinstance(value, (set, frozenset)):   # trusted_proxies={...}
+        value = sorted(value, key=repr)
     if isinstance(value, (list, tuple)):
         return '[' + ', '.join(toml_value(item) for item in value) + ']'
     if isinstance(value, dict):
         return '{ ' + ', '.join(f'{toml_key(str(k))} = {toml_value(v)}'
                                 for k, v in value.items()) + ' }'
-    return toml_value(str(value))
+    raise TypeError(f"{type(value).__name__} has no TOML form")
 
 
 def dump(dispatcher, pools):
@@ -230,5 +236,9 @@ def _lines(values):
     for key, value in values.items():
         if value is None:
             yield f'# {toml_key(key)} is not set'
-        else:
+            continue
+        try:
             yield f'{toml_key(key)} = {toml_value(value)}'
+        except TypeError:   # an object given in code: shown, not loadable
+            shown = ' '.join(repr(value).split())[:200]
+            yield f'# {toml_key(key)} = {shown} (set in code; no TOML form)'
