@@ -242,6 +242,25 @@ def test_the_fixture_starts_and_stops(uhttp_workers_server):
     assert server.pid is not None
 
 
+class OwnPools(App):
+    """Makes its pools itself, as an app for the command line does."""
+
+    def __init__(self, **kwargs):
+        super().__init__(pools=pools(1), **kwargs)
+
+
+def test_an_app_that_makes_its_own_pools_keeps_them(uhttp_workers_server):
+    # pools=[] was always passed: such an app lost its pools (404), or
+    # raised "multiple values for keyword argument 'pools'"
+    with TestServer(OwnPools) as server:
+        assert server.get('/api/items').json() == {'items': []}
+    fixture = uhttp_workers_server(OwnPools)
+    assert fixture.get('/api/items').status == 200
+    with TestServer(App) as server:   # no pools at all: sync routes serve
+        assert server.get('/health').json() == {'status': 'ok'}
+        assert server.get('/api/items').status == 404
+
+
 def test_pools_can_be_reused_after_a_server_stopped():
     shared = pools(1)
     for _ in range(2):

@@ -19,7 +19,7 @@ def uhttp_workers_server():
     -> a started TestServer, stopped when the test ends."""
     started = []
 
-    def start(dispatcher_class, pools=(), **kwargs):
+    def start(dispatcher_class, pools=None, **kwargs):
         server = TestServer(dispatcher_class, pools, **kwargs)
         started.append(server)
         return server.start()

@@ -129,14 +129,16 @@ class TestServer(Verbs):
 
     __test__ = False
 
-    def __init__(self, dispatcher_class=Dispatcher, pools=(), *,
+    def __init__(self, dispatcher_class=Dispatcher, pools=None, *,
                  startup_timeout=15.0, stop_timeout=15.0, **kwargs):
         if not (isinstance(dispatcher_class, type)
                 and issubclass(dispatcher_class, Dispatcher)):
             raise TypeError(f"TestServer needs a Dispatcher subclass, "
                             f"not {dispatcher_class!r}")
         self.dispatcher_class = dispatcher_class
-        self.pools = list(pools)
+        # None: the app's own (a Dispatcher subclass whose __init__ makes
+        # its pools, as for the command line)
+        self.pools = None if pools is None else list(pools)
         self.kwargs = kwargs
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
@@ -449,7 +451,9 @@ def _serve_in_child(server, control):
         kwargs = dict(server.kwargs)
         kwargs.setdefault('address', '127.0.0.1')
         kwargs['port'] = kwargs.get('port', 0)
-        app = server.dispatcher_class(pools=server.pools, **kwargs)
+        if server.pools is not None:
+            kwargs['pools'] = server.pools
+        app = server.dispatcher_class(**kwargs)
         channel.attach(app)
         app.run()
         code = 0
