@@ -92,6 +92,13 @@ class TestStaticMountConstruction:
         assert mount.headers == {'Cache-Control': 'max-age=60'}
         assert mount.authoritative is True
 
+    @pytest.mark.parametrize('value', ['no', 'false', 0, 1, None])
+    def test_authoritative_is_true_or_false(self, tmp_path, value):
+        # authoritative = "no" in a config file turned it on
+        with pytest.raises(TypeError, match='authoritative must be True or '
+                                            'False'):
+            StaticMount('/s/', str(tmp_path), authoritative=value)
+
 
 # -- relative() ------------------------------------------------------------------------
 

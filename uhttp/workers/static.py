@@ -88,6 +88,9 @@ class StaticMount:
                 f"{where}[{prefix!r}]: {root!r} is not a directory"
                 if _os.path.exists(root) else
                 f"{where}[{prefix!r}]: directory {root!r} does not exist")
+        if not isinstance(authoritative, bool):   # "no" in a file: truthy
+            raise TypeError(f"{where}[{prefix!r}]: authoritative must be "
+                            f"True or False, not {authoritative!r}")
         if headers is not None and not isinstance(headers, dict):
             raise TypeError(f"{where}[{prefix!r}]: headers must be a dict")
         for name, value in (headers or {}).items():
@@ -98,7 +101,7 @@ class StaticMount:
         self.prefix = prefix
         self.root = root
         self.headers = dict(headers or {})
-        self.authoritative = bool(authoritative)
+        self.authoritative = authoritative
         self._inside = root if root.endswith(_os.sep) else root + _os.sep
         # '/static/' and '/static' both mount below '/static/'
         self._base = prefix.rstrip('/')
