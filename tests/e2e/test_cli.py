@@ -80,11 +80,12 @@ def run(project, *args, timeout=30):
 class Running:
     """A dispatcher started from the command line, killed by pid."""
 
-    def __init__(self, project, *args, extra_env=None, log='out.log'):
+    def __init__(self, project, *args, extra_env=None, log='out.log',
+                 python=sys.executable):
         self.log_path = project / log
         self.log_file = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'uhttp.workers', *args], cwd=project,
+            [str(python), '-m', 'uhttp.workers', *args], cwd=project,
             env={**env(), **(extra_env or {})}, stdin=subprocess.DEVNULL, stdout=self.log_file,
             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 15

@@ -5,6 +5,7 @@ connection is refused; a copy that cannot start leaves the old serving."""
 import os
 import re
 import signal
+import sys
 import textwrap
 import time
 
@@ -163,6 +164,25 @@ def test_a_failed_upgrade_leaves_the_pid_file_naming_the_old_one(tmp_path):
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=20) == 0
         assert not pid_file.exists()
+    finally:
+        server.close()
+
+
+def test_a_new_copy_that_cannot_even_be_started_says_why(tmp_path):
+    # the interpreter it was started with is gone (a package upgrade
+    # removed it): the old one logged only "exited with code 127"
+    write_app(tmp_path, 'v1')
+    python = tmp_path / 'python3'
+    python.symlink_to(os.path.realpath(sys.executable))
+    server = Running(tmp_path, 'verapp:App', '--host', '127.0.0.1',
+                     '--port', '0', python=python)
+    try:
+        python.unlink()
+        os.kill(server.proc.pid, signal.SIGUSR2)
+        wait_for_log(server, 'hot upgrade failed')
+        assert f'cannot start {python}: [Errno 2] No such file or directory' \
+            in server.log(), server.log()
+        assert current_version(server) == 'v1'
     finally:
         server.close()
 

@@ -200,8 +200,13 @@ class Upgrade:
             except OSError:
                 pass  # gone: the new copy starts where this one is
             _os.execve(self.argv[0], self.argv, environ)
-        except BaseException:  # pylint: disable=broad-except
-            pass
+        except BaseException as err:  # pylint: disable=broad-except
+            try:   # (the interpreter removed by a package upgrade, say)
+                _os.write(write_fd, FAILED + (
+                    f"cannot start {self.argv[0]}: {err}".encode(
+                        'utf-8', 'replace'))[:REPORT_LIMIT])
+            except BaseException:  # pylint: disable=broad-except
+                pass
         _os._exit(127)
 
     # -- what the new copy says ------------------------------------------------
