@@ -12,10 +12,12 @@ EXIT_OK = 0
 EXIT_SETUP_FAILED = 70
 EXIT_LOOP_FAILED = 71
 EXIT_OUT_OF_MEMORY = 72
+EXIT_NOT_ISOLATED = 73   # could not let go of the dispatcher's descriptors
 EXIT_REASONS = {
     EXIT_SETUP_FAILED: 'setup() failed',
     EXIT_LOOP_FAILED: 'worker loop failed',
     EXIT_OUT_OF_MEMORY: 'out of memory',
+    EXIT_NOT_ISOLATED: "could not close the dispatcher's descriptors",
 }
 
 

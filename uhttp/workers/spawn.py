@@ -10,8 +10,10 @@ import os as _os
 import signal as _signal
 import stat as _stat
 import sys as _sys
+import traceback as _traceback
 
 from . import channel as _channel
+from . import exits as _exits
 from . import files as _files
 from . import sharedbody as _sharedbody
 from . import spool as _spool
@@ -94,8 +96,15 @@ def fork_worker(spec, pipes, drop_inherited):
             for fd in pipes.parent_ends:  # else the worker never sees EOF
                 close_fd(fd)
             drop_inherited(set(pipes.child_ends))
-        finally:
-            _workerloop.child_main(spec)
+        except BaseException:  # pylint: disable=broad-except
+            # a worker holding the clients' sockets must not run: gone,
+            # with the reason, and the dispatcher restarts the slot
+            try:
+                _traceback.print_exc()
+                _sys.stderr.flush()
+            finally:
+                _os._exit(_exits.EXIT_NOT_ISOLATED)
+        _workerloop.child_main(spec)
     return pid
 
 
