@@ -45,6 +45,18 @@ def test_is_upgrade():
     assert not _ws.is_upgrade(client(upgrade='h2c'))
 
 
+@pytest.mark.parametrize('upgrade', [
+    'websocket', 'WebSocket', 'h2c, websocket', ' websocket ', 'WebSocket/13',
+    'h2c-websocket', 'xwebsocket', 'websockets', 'h2c', ''])
+def test_a_worker_sees_an_upgrade_exactly_when_the_dispatcher_does(upgrade):
+    """The dispatcher's handshake checks run for every upgrade a
+    @websocket handler takes: never one without the other."""
+    request = _msg.Request(5, 'GET', '/ws', headers={'upgrade': upgrade})
+    answer = _wsworker.run_handler(lambda ws: ws.reject(status=409), request)
+    assert (answer[1] == 409) == _ws.is_upgrade(client(upgrade=upgrade))
+    assert answer[1] in (409, 426)
+
+
 @pytest.mark.parametrize('changes,status', [
     ({}, None),
     ({'connection': 'keep-alive, Upgrade'}, None),
@@ -312,6 +324,55 @@ def test_invalid_utf8_closes_1007():
     assert hub.told[0][:3] == (_msg.M_WS_CLOSED, 7, 1007)
 
 
+def test_a_ping_crossing_the_workers_close_is_not_answered():
+    ws, hub, connection, peer = session()
+    ws.close(4000, 'done')
+    ws.data_received(peer.send(events.Ping(b'late')))  # sent before it saw
+    got = server_events(peer, connection)              # the close
+    assert [type(event) for event in got] == [events.CloseConnection]
+    ws.data_received(peer.send(got[0].response()))
+    assert hub.told == [(_msg.M_WS_CLOSED, 7, 4000, 'done')]
+    assert hub.ended == ['stream_closed']
+
+
+def accepting_hub(headers):
+    """A WsHub whose core holds one pending upgrade (request 7) with
+    `headers`: what it tells the worker and how it fails the request."""
+    told, failed = [], []
+    connection = types.SimpleNamespace(
+        headers=headers, method='GET', protocol='HTTP/1.1', is_open=True,
+        response_started=False, path='/ws')
+    pending = types.SimpleNamespace(request_id=7, client=connection)
+    connection.pending = pending
+    core = types.SimpleNamespace(
+        log=types.SimpleNamespace(error=lambda *args: None),
+        settings=types.SimpleNamespace(ws_origins=None, ws_deflate=True,
+                                       ws_max_message_size=1000),
+        pending={7: pending},
+        fail=lambda pending, status, data, reason, headers=None: (
+            failed.append((status, reason))))
+    hub = _ws.WsHub(core)
+    hub.tell = lambda handle, message: told.append(message)
+    handle = types.SimpleNamespace(alive=True, pool=types.SimpleNamespace(
+        scheduler=types.SimpleNamespace(release=lambda handle, rid: None)))
+    return hub, handle, told, failed
+
+
+@pytest.mark.parametrize('changes,status', [
+    ({'sec_websocket_key': None}, 400),
+    ({'sec_websocket_key': 'short'}, 400),
+    ({'sec_websocket_version': None}, 426),
+])
+def test_an_accept_of_a_bad_handshake_is_refused_and_told(changes, status):
+    """Never a 101 for a request whose handshake is not valid, even
+    should the intake's checks not have run: the client gets the 4xx at
+    once and the worker its on_ws_close."""
+    hub, handle, told, failed = accepting_hub(client(**changes).headers)
+    hub.accept(handle, (_msg.W_WS_ACCEPT, 7, None, None))
+    assert told == [(_msg.M_WS_CLOSED, 7, 1006, '')]
+    assert failed == [(status, 'completed')] and hub.sessions == {}
+
+
 # -- the worker side ----------------------------------------------------------------
 
 def test_websocket_decorator_marks_a_get_route():
@@ -329,6 +390,57 @@ def test_handler_decisions():
         lambda ws: ws.reject({'e': 1}, 401), request) == ({'e': 1}, 401)
     plain = _msg.Request(6, 'GET', '/ws')
     assert _wsworker.run_handler(lambda ws: None, plain)[1] == 426
+
+
+def test_an_undecided_handler_refuses_for_good():
+    request = _msg.Request(5, 'GET', '/ws', headers={'upgrade': 'websocket'})
+    kept = []
+    assert _wsworker.run_handler(kept.append, request) == (
+        {'error': 'Forbidden'}, 403)
+    ws, = kept
+    with pytest.raises(RuntimeError, match='answered'):
+        ws.accept()
+    assert not ws.is_open and ws.send('x') is False and ws.close() is False
+
+
+def test_a_rejection_with_a_bad_status_leaves_it_undecided():
+    request = _msg.Request(5, 'GET', '/ws', headers={'upgrade': 'websocket'})
+
+    def handler(ws):
+        with pytest.raises(_msg.ResponseError):
+            ws.reject({'e': 1}, status=99)
+    assert _wsworker.run_handler(handler, request)[1] == 403
+
+    def handler_again(ws):
+        with pytest.raises(_msg.ResponseError):
+            ws.reject(status=700)
+        ws.reject({'e': 2}, status=401)
+    assert _wsworker.run_handler(handler_again, request) == ({'e': 2}, 401)
+
+
+def test_a_websocket_takes_attributes_of_the_users_own():
+    request = _msg.Request(5, 'GET', '/ws', headers={'upgrade': 'websocket'})
+    ws = _wsworker.WebSocket(request)
+    ws.user = 'alice'
+    ws.state = 'mine'   # no internal name of its: those start with '_'
+    assert ws.user == 'alice' and vars(ws) == {'user': 'alice',
+                                               'state': 'mine'}
+    assert ws.request_id == 5 and not ws.is_open
+    assert all(name.startswith('_') or name in (
+        'request_id', 'path', 'path_params', 'query', 'headers',
+        'remote_address', 'context', 'subprotocol')
+        for name in _wsworker.WebSocket.__slots__)
+
+
+def test_a_close_reason_of_none_is_no_reason():
+    sent = []
+    runtime = types.SimpleNamespace(send=sent.append, websockets={})
+    request = _msg.Request(5, 'GET', '/ws', headers={'upgrade': 'websocket'})
+    _msg.attach(request, types.SimpleNamespace(runtime=runtime))
+    ws = _wsworker.WebSocket(request)
+    assert ws.accept()
+    assert ws.close(4001, None)
+    assert sent[-1] == (_msg.W_WS_CLOSE, 5, 4001, '')
 
 
 def test_websocket_argument_checks():

@@ -25,6 +25,7 @@ from wsproto.connection import ConnectionState as _State
 from wsproto.connection import ConnectionType as _Type
 from wsproto import events as _events
 from wsproto.handshake import server_extensions_handshake as _extensions
+from wsproto.utilities import LocalProtocolError as _LocalProtocolError
 from wsproto.utilities import ProtocolError as _ProtocolError
 
 from . import channel as _channel
@@ -56,13 +57,18 @@ def _tokens(value):
     return {part.strip().lower() for part in (value or '').split(',')}
 
 
+def asks_websocket(headers):
+    """True when request `headers` (lower-case names) ask for a WebSocket
+    upgrade: 'websocket' is one of the Upgrade header's tokens. The one
+    check of both sides: the dispatcher's handshake checks run exactly
+    when a worker's @websocket handler takes the request for one."""
+    value = headers.get('upgrade') if headers else None
+    return value is not None and 'websocket' in _tokens(value)
+
+
 def is_upgrade(client):
     """True when the request asks for a WebSocket upgrade."""
-    headers = client.headers
-    if not headers:
-        return False
-    value = headers.get('upgrade')
-    return value is not None and 'websocket' in _tokens(value)
+    return asks_websocket(client.headers)
 
 
 def handshake_error(client, origins=None):
@@ -92,12 +98,6 @@ def handshake_error(client, origins=None):
 def accept_token(key):
     digest = _hashlib.sha1(key.strip().encode('ascii') + _GUID).digest()
     return _base64.b64encode(digest).decode('ascii')
-
-
-def offered_subprotocols(headers):
-    return [part.strip() for part in
-            (headers.get('sec-websocket-protocol') or '').split(',')
-            if part.strip()]
 
 
 def switching_head(request_headers, subprotocol, extra, extensions,
@@ -166,13 +166,17 @@ class WsSession:
         for event in self.proto.events():
             if self.finished:
                 return
-            self.on_event(event)
+            try:
+                self.on_event(event)
+            except _LocalProtocolError:  # a frame no longer ours to send
+                pass                     # in this state: not sent
 
     def on_event(self, event):
         if isinstance(event, _events.Message):
             self.on_fragment(event)
         elif isinstance(event, _events.Ping):
-            self.write(self.proto.send(event.response()))
+            if self.proto.state == _State.OPEN:  # not once a close crossed
+                self.write(self.proto.send(event.response()))
         elif isinstance(event, _events.Pong):
             self.awaiting_pong = False
         elif isinstance(event, _events.CloseConnection):
@@ -419,6 +423,15 @@ class WsHub:
                 self.tell(handle, (_msg.M_WS_CLOSED, request_id, ABNORMAL, ''))
             if pending is not None:
                 self.core.end(pending, PENDING_STREAM_CLOSED, tell_worker=False)
+            return
+        error = handshake_error(client, self.origins)
+        if error is not None:  # its checks never ran (they must have): no
+            self.core.log.error(  # 101 without a valid key, ever
+                "WebSocket accept for %s refused: %s",
+                _log.client_text(client.path), error[1])
+            self.tell(handle, (_msg.M_WS_CLOSED, request_id, ABNORMAL, ''))
+            self.core.fail(pending, error[0], {'error': error[1]},
+                           PENDING_COMPLETED, error[2])
             return
         try:
             head, agreed = switching_head(client.headers, subprotocol,

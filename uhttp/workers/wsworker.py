@@ -15,6 +15,7 @@ from . import backlog as _backlog
 from . import messages as _msg
 from . import namespace as _ns
 from . import routing as _routing
+from .wssession import asks_websocket
 
 _NEW = 0
 _ACCEPTED = 1
@@ -28,12 +29,13 @@ class WebSocket:
 
     Fields of its upgrade request: request_id, path, path_params, query,
     headers, cookies, remote_address, context; `subprotocols` the client
-    offered, `subprotocol` the one chosen.
+    offered, `subprotocol` the one chosen. Attributes of the user's own
+    may be set (ws.user = ...); the internal ones start with '_'.
     """
 
     __slots__ = ('request_id', 'path', 'path_params', 'query', 'headers',
                  'remote_address', 'context', 'subprotocol', '_request',
-                 '_state', '_answer')
+                 '_state', '_answer', '__dict__')
 
     def __init__(self, request):
         self._request = request
@@ -91,9 +93,9 @@ class WebSocket:
         """Refuse the upgrade with an HTTP answer."""
         if self._state != _NEW:
             raise RuntimeError("reject() after the WebSocket was answered")
-        self._state = _REJECTED
-        _msg.check_status(status)
+        _msg.check_status(status)  # (a bad status leaves it undecided)
         self._answer = (error_data(status) if data is None else data, status)
+        self._state = _REJECTED
 
     def send(self, message):
         """Send a text (str) or binary (bytes) message; False once closed."""
@@ -120,7 +122,7 @@ class WebSocket:
                 3000 <= code <= 4999 or 1000 <= code <= 1014) or (
                     code in _NOT_SENT):
             raise ValueError(f"invalid close code {code!r}")
-        reason = _check_text(str(reason))
+        reason = _check_text('' if reason is None else str(reason))
         if len(reason) > 30 and len(reason.encode('utf-8')) > MAX_REASON:
             raise ValueError(
                 f"close reason of {len(reason.encode('utf-8'))} bytes: at most "
@@ -165,12 +167,14 @@ def target(member, bound, worker):
 def run_handler(handler, request):
     """Run a @websocket handler: 426 for a plain request, the handler's
     rejection (403 without a decision), or nothing once accepted."""
-    if 'websocket' not in (request.headers.get('upgrade') or '').lower():
+    if not asks_websocket(request.headers):  # the dispatcher's own check
         return ({'error': 'Upgrade Required'}, 426, {'upgrade': 'websocket'})
     ws = WebSocket(request)
-    handler(ws)
-    if ws._state == _NEW:  # pylint: disable=protected-access
-        return error_data(403), 403
+    try:
+        handler(ws)
+    finally:  # undecided (or it raised): refused, so never accepted later
+        if ws._state == _NEW:  # pylint: disable=protected-access
+            ws.reject()
     if ws._state == _REJECTED:  # pylint: disable=protected-access
         return ws._answer  # pylint: disable=protected-access
     return _msg.DEFERRED
