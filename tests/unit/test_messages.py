@@ -3,6 +3,7 @@
 import copy
 import json
 import pickle
+import types
 
 import pytest
 
@@ -377,6 +378,10 @@ class TestCheckHeaders:
         assert check_headers({'Link': ['</a>', '</b>']}) == [
             ('Link', '</a>, </b>')]
 
+    def test_any_mapping(self):
+        assert check_headers(types.MappingProxyType({'X-A': '1'})) == [
+            ('X-A', '1')]
+
     @pytest.mark.parametrize('headers', [
         {'X': 'a\r\nb'}, {'X': 'a\nb'}, {'X': 'a\rb'}, {'X\n': 'v'},
         {'X:Y': 'v'}, {'X Y': 'v'}, {'': 'v'}, [('X',)], [('a', 'b', 'c')],
@@ -451,3 +456,13 @@ class TestResponse:
                                        msg.BODY_JSON, None)
         response.data = {'b': 2}
         assert response.data == {'b': 2}
+
+    def test_data_setter_renews_the_body(self):
+        response = Response(None, data={'a': 1})
+        assert json.loads(response.body) == {'a': 1}
+        response.data = {'b': 2}
+        assert json.loads(response.body) == {'b': 2}
+        wired = msg.response_from_wire(1, 200, None, b'{"a": 1}',
+                                       msg.BODY_JSON, None)
+        wired.data = 'text'
+        assert wired.body == b'text'

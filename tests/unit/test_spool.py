@@ -143,6 +143,15 @@ def test_a_spool_that_cannot_be_mapped_closes_its_file(tmp_path):
     assert part.fd == -1 and closed(fd)
 
 
+def test_an_empty_spool_that_cannot_be_mapped_closes_its_file(tmp_path):
+    # mmap() refuses an empty file with ValueError, not OSError
+    part = spool.SpoolPolicy(0, str(tmp_path)).open()
+    fd = part.fd
+    with pytest.raises(spool.StorageError):
+        part.finish()
+    assert part.fd == -1 and closed(fd)
+
+
 def test_discarded_spool_closes_its_file(tmp_path):
     part = spool.SpoolPolicy(0, str(tmp_path)).open()
     part.write(b'x' * 1000)
@@ -250,6 +259,22 @@ def test_a_descriptor_that_never_came_is_lost(tmp_path, channel_pair):
     request = messages.Request(7, 'POST', '/x')
     reply = bodyview.keep_body(request, bodyview.LOST)
     assert reply[0] == messages.W_RESPONSE and reply[1:3] == (7, 500)
+
+
+def test_a_file_shorter_than_its_view_is_unmapped_and_closed(
+        tmp_path, channel_pair):
+    # mmap() refuses a length past the file's end with ValueError: the
+    # received descriptor is closed, the worker answers 500
+    parent, _ = channel_pair
+    image, file_id = view_and_file(b'x' * 5000, tmp_path)
+    _, payload = bodyview.pack_passing((1, image), channel.pack_parts, parent)
+    os.ftruncate(image.fileno(), 0)   # (the view itself is never read again)
+    before = descriptors_on(file_id)   # the view's (and its mmap's)
+    got = pickle.loads(payload)[1]
+    assert isinstance(got, bodyview.Unmapped) and got.size == 5000
+    assert descriptors_on(file_id) == before   # the received one closed
+    request = messages.Request(7, 'POST', '/x')
+    assert bodyview.keep_body(request, got)[1:3] == (7, 500)
 
 
 def test_passing_without_a_socket_fails_clearly(tmp_path):

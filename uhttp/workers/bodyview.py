@@ -301,7 +301,8 @@ def _received(token, size):
         return LOST
     try:
         return SpooledBytes(fd, size)
-    except OSError as err:   # ENOMEM under RLIMIT_AS
+    except (OSError, ValueError) as err:  # ENOMEM under RLIMIT_AS; a file
+        # that is empty or shorter than `size` (ValueError)
         _close_fd(fd)
         return Unmapped(size, str(err))
 

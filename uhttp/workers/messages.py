@@ -8,6 +8,7 @@ kind.
 """
 
 import json as _json
+from collections.abc import Mapping as _Mapping
 
 from .bodyview import BYTES_LIKE, RequestBody, as_body
 from .http import serialize as _serialize
@@ -140,7 +141,8 @@ def check_headers(headers):
     if not headers:
         return None
     try:
-        items = list(headers.items() if isinstance(headers, dict) else headers)
+        items = list(headers.items() if isinstance(headers, _Mapping)
+                     else headers)
     except TypeError as err:
         raise ResponseError(
             f"headers must be a dict, not {type(headers).__name__}") from err
@@ -246,7 +248,7 @@ class Response:
     @data.setter
     def data(self, value):
         self._data = value
-        self._kind = None
+        self._kind = self._body = None  # the body is that of the new data
 
     @property
     def body(self):
@@ -497,10 +499,6 @@ def sender_of(request):
 def is_unanswered(request):
     """True until the request is answered, streamed or closed."""
     return request._state == Request._OPEN
-
-
-def is_answered(request):
-    return request._state == Request._ANSWERED
 
 
 def mark_answered(request):

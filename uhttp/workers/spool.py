@@ -152,12 +152,14 @@ class Spool:
     def finish(self):
         """The whole body, as a read-only view that owns the file;
         StorageError (the file closed) when it cannot be mapped: mmap()
-        takes a descriptor of its own (EMFILE) and address space (ENOMEM)."""
+        takes a descriptor of its own (EMFILE) and address space (ENOMEM),
+        and maps no empty file (ValueError: EINVAL)."""
         try:
             view = SpooledBytes(self.fd, self.size)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             self.discard()
-            raise StorageError(err.errno, err.strerror) from err
+            raise StorageError(getattr(err, 'errno', _errno.EINVAL),
+                               getattr(err, 'strerror', str(err))) from err
         self.fd = -1
         return view
 
