@@ -64,7 +64,10 @@ class Notifier:
         return self.send('RELOADING=1', f'MONOTONIC_USEC={usec}')
 
     def main_pid(self, pid):
-        return self.send(f'MAINPID={pid}')
+        """Process `pid` (a hot upgrade's new copy) is the service now,
+        and ready: one datagram, so systemd never sees one without the
+        other."""
+        return self.send(f'MAINPID={pid}', 'READY=1')
 
     def watchdog(self):
         return self.send('WATCHDOG=1')

@@ -312,7 +312,7 @@ class Upgrade:
         self.log.info("hot upgrade: the new dispatcher (pid %d) is ready; "
                       "this one (pid %d) stops accepting and drains",
                       pid, _os.getpid())
-        self.core.control.notifier.send(f'MAINPID={pid}', 'READY=1')
+        self.core.control.notifier.main_pid(pid)
         self.core.handing_over = True
         self.core.server.closing = True
         self.core.request_stop('hot upgrade')
