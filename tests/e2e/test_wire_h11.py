@@ -195,7 +195,8 @@ def test_a_head_request_timed_out_408_gets_no_body(wire):
     (b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n', 413),
     (b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nX: 1\r\n folded\r\n\r\n', 400),
     (b'HEAD /api/json HTTP/1.1\r\n\r\n', 400),
-    (b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n', 501),
+    (b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n', 501),
+    (b'HEAD /api/json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n', 400),
     (b'HEAD /api/json HTTP/1.2\r\nHost: x\r\n\r\n', 505),
 ])
 def test_head_refusals_carry_no_body(wire, request_head, status):

@@ -516,17 +516,27 @@ def test_content_length_must_be_digits(value):
         400, f"Wrong content length {value.decode().strip()}")
 
 
-@pytest.mark.parametrize('value', [b'gzip', b'chunked, gzip', b'gzip, chunked',
-                                   b'identity', b'chunked;q=1', b'x'])
-def test_transfer_encoding_other_than_chunked_is_501(value):
+@pytest.mark.parametrize('value', [b'gzip, chunked', b'x, chunked',
+                                   b'deflate, gzip, chunked'])
+def test_codings_before_a_final_chunked_are_501(value):
     assert refused(b'POST / HTTP/1.1', HOST, b'Transfer-Encoding: ' + value) \
         == (501, "Transfer-Encoding other than chunked")
 
 
-def test_repeated_transfer_encoding_is_501():
+@pytest.mark.parametrize('value', [b'gzip', b'chunked, gzip', b'identity',
+                                   b'chunked;q=1', b'x', b'chunked, chunked',
+                                   b'gzip, chunked, chunked', b', chunked',
+                                   b'chunked,'])
+def test_no_final_chunked_or_chunked_twice_is_400(value):
+    # RFC 9112 6.3: no final chunked, no length anyone can tell
+    assert refused(b'POST / HTTP/1.1', HOST, b'Transfer-Encoding: ' + value) \
+        == (400, "Transfer-Encoding must end with one chunked")
+
+
+def test_repeated_transfer_encoding_is_400():
     assert refused(b'POST / HTTP/1.1', HOST, b'Transfer-Encoding: chunked',
                    b'Transfer-Encoding: chunked') == (
-        501, "Transfer-Encoding other than chunked")
+        400, "Transfer-Encoding must end with one chunked")
 
 
 def test_transfer_encoding_with_content_length():
