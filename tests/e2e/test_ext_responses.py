@@ -295,3 +295,18 @@ def test_forwarded_for_honoured_with_trusted_proxies(app_server):
     reply = server.get('/r/remote', headers={'X-Forwarded-For': '203.0.113.7'})
     assert reply.json == {'remote': '203.0.113.7'}
     assert server.get('/r/remote').json == {'remote': '127.0.0.1'}
+
+
+@pytest.mark.parametrize('forwarded, remote', [
+    ('<script>x</script>', '127.0.0.1'),          # nothing usable: the peer
+    ('203.0.113.7, not-an-ip', '203.0.113.7'),    # the garbage is dropped
+    ('[2001:db8::1]:443, 198.51.100.2:8080', '198.51.100.2'),
+    ('999.1.1.1', '127.0.0.1'),
+])
+def test_forwarded_for_entries_that_are_no_ip_address_are_dropped(
+        app_server, forwarded, remote):
+    # a trusted proxy passing the client's header on made any text the
+    # remote_address (the access log's client, a rate limiter's key)
+    server = app_server(APP, env={'EXT_TRUSTED': '1'})
+    reply = server.get('/r/remote', headers={'X-Forwarded-For': forwarded})
+    assert reply.json == {'remote': remote}

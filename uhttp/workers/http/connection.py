@@ -18,6 +18,7 @@ from . import serialize as _serialize
 from .canned import SendsCanned
 from .closenotify import CloseNotify
 from .continuation import Continuation
+from .forwarded import ForwardedFor
 from .keepalive import KeepAliveCycle
 from .linger import LingeringClose
 from .sendfile import FILE_ANSWERS, SendFile
@@ -48,7 +49,7 @@ def _refusal(err):
 
 class Connection(Continuation, KeepAliveCycle, TakeOver, StreamDrain, SendFile,
                  SendsCanned, SpoolBody, BodyInto, CloseNotify, LingeringClose,
-                 _server.HttpConnection):
+                 ForwardedFor, _server.HttpConnection):
     """A client connection as the dispatcher uses it.
 
     The request reads through uhttp-server's properties (method, path,
