@@ -1,6 +1,7 @@
 """An on_idle() that fails every time logs its traceback once, then counts
 the repeats, and says how many when it works again (worker and dispatcher
 alike): an hour of a database being down is not 3,600 tracebacks."""
+import re
 import time
 
 
@@ -25,3 +26,15 @@ def test_on_idle_failing_each_time_is_one_traceback_then_a_count(app_server):
         count = int(line.split(' failed ')[1].split()[0])
         assert count >= 5, line
     assert server.get('/_status').status == 200
+
+
+def test_the_count_held_back_is_logged_when_the_server_stops(app_server):
+    server = app_server('idle_failing')
+    server.wait_until(lambda: server.get('/_status').status == 200)
+    time.sleep(0.6)   # some failures counted, the minute far from over
+    assert server.stop() == 0
+    text = server.log()
+    for where in ('worker', 'dispatcher'):
+        assert re.search(r'on_idle\(\) failed \d+ more time\(s\) in the '
+                         rf'last \d+ s with ConnectionError: db down in the '
+                         rf'{where}', text), text[-3000:]

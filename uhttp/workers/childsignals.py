@@ -13,6 +13,7 @@ SIGTERM sent meanwhile waits in the kernel and ends the child at once.
 
 import os as _os
 import signal as _signal
+import sys as _sys
 
 _TERM = {_signal.SIGTERM}
 _registered = []
@@ -41,3 +42,16 @@ def _unblock():
 def _default_then_unblock():
     _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
     _unblock()
+
+
+def on_parent_death(sig):
+    """Linux: have the kernel send `sig` to this process when its parent
+    (the dispatcher) dies."""
+    if not _sys.platform.startswith('linux'):
+        return
+    try:
+        import ctypes  # pylint: disable=import-outside-toplevel
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -73,6 +73,13 @@ class Hooks:
             if repeated.key is not None:
                 repeated.worked()
 
+    def end_timed(self):
+        """The loop ends: the failures of timed hooks counted and not
+        logged yet are logged."""
+        for repeated in self._repeated.values():
+            if repeated.key is not None:
+                repeated.worked()
+
     def failed(self, name, err):
         self._log.error("%s() failed: %r\n%s", name, err,
                         _traceback_text(err))

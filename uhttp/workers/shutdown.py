@@ -54,6 +54,7 @@ class Shutdown:
         core.run_until(lambda: not upgrader.leaving, _monotonic() + KILL_WAIT)
         upgrader.end_leaving()
         core.run_until(self.clients_flushed, _monotonic() + FLUSH_GRACE)
+        core.hooks.end_timed()
         self.log.info("stopped")
 
     def drain(self, deadline):

@@ -107,6 +107,7 @@ class _Runtime:
         self.count = 0           # requests run
         self.exit_code = EXIT_OK
         self.metrics = None      # the pool's user metrics (metrics.WorkerMetrics)
+        self.idle_failure = None  # throttle.RepeatedFailure of on_idle()
 
     def send(self, message):
         if message[0] == _msg.W_FILE_RESPONSE and _files.carries_file(message):
@@ -190,7 +191,8 @@ def _serve(worker, runtime):
     next_idle = _monotonic() + interval
     backlog = runtime.backlog
     log = _log_of(worker)
-    idle_failure = _throttle.RepeatedFailure(log, 'on_idle()')
+    idle_failure = runtime.idle_failure = _throttle.RepeatedFailure(
+        log, 'on_idle()')
     backlog.loop_thread = _threading.get_ident()
     while runtime.running:
         _leave_if_forked(worker)
@@ -409,18 +411,6 @@ def _run_handler(worker, table, request):
 
 # -- process entry ------------------------------------------------------------
 
-def _set_parent_death_signal(sig):
-    """Linux: have the kernel send `sig` to this process when its parent dies."""
-    if not _sys.platform.startswith('linux'):
-        return
-    try:
-        import ctypes  # pylint: disable=import-outside-toplevel
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _on_sigterm(signum, frame):
     """SIGTERM stops a worker only once its dispatcher is gone (the kernel
     sends it then: parent-death signal). While the dispatcher lives it drives
@@ -450,7 +440,7 @@ def child_main(spec):
             _signal.signal(sig, _signal.SIG_IGN)
         _worker_pid[0] = _os.getpid()
         _childsignals.install(_on_sigterm)
-        _set_parent_death_signal(_signal.SIGTERM)
+        _childsignals.on_parent_death(_signal.SIGTERM)
         if _os.getppid() != spec.parent_pid:
             _os._exit(EXIT_OK)
         runtime = _Runtime(spec.in_fd, spec.out_fd, spec.slot,
@@ -541,9 +531,17 @@ def _run_worker(spec, runtime):
                                   _traceback.format_exc().rstrip())
         except StopWorker:
             pass
-    if runtime.metrics is not None:
-        try:
-            runtime.metrics.flush(runtime.send, _monotonic())
-        except StopWorker:
-            pass
+    _last_words(runtime)
     return code
+
+
+def _last_words(runtime):
+    """What an ending worker still has to tell: its metrics, and how often
+    a failing on_idle() failed since it last said so."""
+    try:
+        if runtime.idle_failure is not None:
+            runtime.idle_failure.worked()
+        if runtime.metrics is not None:
+            runtime.metrics.flush(runtime.send, _monotonic())
+    except StopWorker:
+        pass
