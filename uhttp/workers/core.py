@@ -44,6 +44,7 @@ from .relay import Relay
 from .streamhold import StreamHold
 from .remotepools import RemotePools
 from .retirement import Retirements
+from .scheduler import MAX_WINDOW
 from .shutdown import Shutdown
 from .supervisor import Supervisor
 from .throttle import Throttle
@@ -479,9 +480,12 @@ class Core(Records):
         if last is not None and now - last < QUEUE_WARNING_INTERVAL:
             return
         scheduler = pool.scheduler
-        if len(scheduler) + sum(len(handle.inflight)
-                                for handle in pool.handles) <= limit:
-            return  # (cheap: it cannot be over)
+        queued = len(scheduler)
+        if queued + MAX_WINDOW * len(pool.handles) <= limit or (
+                queued + sum(len(handle.inflight)
+                             for handle in pool.handles) <= limit):
+            return  # (cheap: it cannot be over; no worker holds more
+            # than MAX_WINDOW requests, and this runs for most requests)
         size = pool.queue_size
         if size > limit:
             self.queue_warned[pool] = now
