@@ -36,9 +36,11 @@ def expire(core, now):
 
 def kept_alive(table, pending, now):
     """True (and a new deadline) when its worker called keep_alive() since
-    the deadline was set."""
+    the deadline was set, having started it: one still waiting in the
+    worker's window (behind a long handler that keeps itself alive) times
+    out as it would in the pool's queue."""
     handle = pending.worker
-    if handle is None or not handle.alive:
+    if handle is None or not handle.alive or not started_by(handle, pending):
         return False
     timeout = pending.pool.timeout
     keepalive = handle.slot.read()[1]
@@ -46,6 +48,15 @@ def kept_alive(table, pending, now):
         table.extend(pending, keepalive + timeout)
         return True
     return False
+
+
+def started_by(handle, pending):
+    """True once `handle` started `pending` (deferred or streaming since,
+    it has left the worker's window)."""
+    for seq, request_id, _ in handle.inflight:
+        if request_id == pending.request_id:
+            return seq <= handle.slot.started()
+    return True
 
 
 def where(pending, pool):

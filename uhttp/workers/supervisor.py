@@ -154,7 +154,9 @@ class Supervisor:
         pool = handle.pool
         pool.scheduler.withdraw(handle)
         victims, requeue = pool.scheduler.split_inflight(handle)
-        pool.scheduler.requeue_front(requeue)
+        if requeue:   # never started: the other workers take them now
+            pool.scheduler.requeue_front(requeue)
+            pool.scheduler.dispatch()
         expected = handle.stopping or self.core.stopping
         self.report_death(handle, reason, expected, victims)
         if victims or not expected:
