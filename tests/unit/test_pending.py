@@ -145,6 +145,27 @@ def test_extend_puts_the_deadline_back_in_order():
     assert order == [2, 3, 1, 4, 5]
 
 
+def test_an_extension_far_back_still_leaves_the_deadlines_in_order():
+    # more than 64 later deadlines: it stayed ahead of some of them, and
+    # pop_due() (which stops at the first not due) hid it behind them
+    table, _ = table_with_log()
+    pool = Pool(timeout=10)
+    items = [table.open(Client(), pool, t / 10) for t in range(300)]
+    first = table.pop_due(pool, 10.0)
+    assert first is items[0]
+    table.extend(first, 10.15)      # due after items[1], before the rest
+    assert table.pop_due(pool, 10.16) is items[1]
+    assert table.pop_due(pool, 10.16) is first
+    assert table.next_deadline() == items[2].deadline
+    order = []
+    while True:
+        due = table.pop_due(pool, 1000.0)
+        if due is None:
+            break
+        order.append(due.deadline)
+    assert order == sorted(order) and len(order) == 298
+
+
 def test_ids_start_at_one_without_a_remote_pool_and_from_the_clock_with():
     assert p.first_request_id(False) == 1
     first = p.first_request_id(True)

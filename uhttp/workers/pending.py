@@ -232,7 +232,10 @@ class PendingTable:
 
     def extend(self, pending, deadline):
         """Give `pending` (taken by pop_due) a later deadline: back in
-        order, walking from the end (an extension is rarely far back)."""
+        order, walking from the end (an extension is rarely far back);
+        one farther back than a few dozen sorts the pool's list once
+        (nearly sorted: about one pass), so no due request is ever
+        hidden behind one that is not."""
         pending.deadline = deadline
         deadlines = self._pool_deadlines(pending.pool)
         deadlines[pending.request_id] = pending
@@ -244,6 +247,9 @@ class PendingTable:
                 break
             later.append(other_id)
             if len(later) > 64:
-                break
+                self._deadlines[pending.pool] = _collections.OrderedDict(
+                    sorted(deadlines.items(),
+                           key=lambda item: item[1].deadline))
+                return
         for other_id in reversed(later):
             deadlines.move_to_end(other_id)
