@@ -179,6 +179,31 @@ def test_shutdown_timeout_answers_503_and_kills_stuck_workers(app_server, tmp_pa
     assert not {f'teardown-{pid}' for pid in busy_pids} & done, done
 
 
+def test_an_upload_completing_after_the_drain_is_refused_503(app_server):
+    # it was admitted to a pool whose workers were stopping, then closed
+    # without an answer (and counted as the client's leaving)
+    import socket
+    server = start(app_server, 'sup_shutdown', env={
+        'SUP_WORKERS': '1', 'SUP_SHUTDOWN_TIMEOUT': '0.5'})
+    spinning = Call(server, '/api/spin')   # holds the stop for its kill
+    wait_busy(server, 1)
+    body = b'u' * 200000
+    upload = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+    try:
+        upload.sendall(b'POST /api/size HTTP/1.1\r\nHost: x\r\n'
+                       b'Content-Length: %d\r\n\r\n' % len(body)
+                       + body[:1000])
+        time.sleep(0.3)
+        server.send_signal(signal.SIGTERM)
+        assert spinning.result().status == 503   # the drain is over
+        upload.sendall(body[1000:])
+        answer = upload.recv(65536)
+        assert answer.startswith(b'HTTP/1.1 503'), answer[:300]
+    finally:
+        upload.close()
+    assert server.proc.wait(timeout=20) == 0
+
+
 def test_every_answer_during_shutdown_closes_its_connection(app_server):
     """A worker's answer and the dispatcher's own 503 at shutdown_timeout
     alike say Connection: close: the server is about to go, and a client

@@ -95,6 +95,7 @@ class Core(Records):
         self.stopping = False
         self.stop_began = None     # time.time() when the shutdown began
         self.handing_over = False  # a hot upgrade: answer, then close
+        self.drained = False       # the shutdown's drain is over: refuse all
         self.stop_requested = None
         self.stop_signalled = float('-inf')  # when the first stop signal came
         self.hurry = False
@@ -210,7 +211,7 @@ class Core(Records):
         if self.running:
             raise RuntimeError("Dispatcher.run() is already running")
         self.running = True
-        self.stopping = self.handing_over = False
+        self.stopping = self.handing_over = self.drained = False
         self.stop_requested = None
         self.stop_signalled = float('-inf')  # when the first stop signal came
         self.hurry = False

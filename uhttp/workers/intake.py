@@ -190,12 +190,13 @@ class Intake:
     def refused_while_stopping(self, client):
         """While the dispatcher stops, a request begun after the stop is
         answered 503 (closing); one whose first bytes came before it is in
-        flight and is served. True when it was refused."""
+        flight and is served, unless it completes once the drain is over.
+        True when it was refused."""
         core = self.core
         started = client.request_started
-        if core.handing_over or (started is not None and (
-                started < core.stop_began)):
-            return False
+        if not core.drained and (core.handing_over or (
+                started is not None and started < core.stop_began)):
+            return False   # (past the drain, no worker would take it)
         _replies.refuse_while_stopping(client)
         return True
 

@@ -90,6 +90,7 @@ class Shutdown:
 
     def refuse_the_rest(self):
         core = self.core
+        core.drained = True   # what completes from now on is refused too
         for pending in list(core.pending.requests.values()):
             core.fail(pending, 503, _replies.SHUTTING_DOWN, PENDING_SHUTDOWN)
         for pool in core.pools:
