@@ -71,7 +71,10 @@ class RepeatedFailure:
         self.count = 0          # how often it came again since
 
     def failed(self, err, traceback_text):
-        key = (type(err), str(err))
+        try:
+            key = (type(err), str(err))
+        except Exception:  # pylint: disable=broad-except
+            key = (type(err), '')   # (its own __str__ raised)
         now = _monotonic()
         if key == self.key and now - self.since < self.interval:
             self.count += 1
