@@ -151,6 +151,82 @@ class TestWorkerMetrics:
         with pytest.raises(AttributeError):
             metrics['jobs_total'].set(1, kind='x')
 
+    @pytest.mark.parametrize('amount', [
+        10 ** 400, float('inf'), float('-inf'), float('nan'), -1, -0.5, True,
+        '3', None], ids=['10**400', 'inf', '-inf', 'nan', '-1', '-0.5', 'True',
+                         "'3'", 'None'])
+    def test_a_counter_refuses_what_no_scrape_could_show(self, amount):
+        # 10**400 summed as an int made every later scrape an OverflowError
+        metrics = m.WorkerMetrics(declared())
+        with pytest.raises(workers.MetricError,
+                           match="counter 'jobs_total': inc.. takes a finite "
+                                 "amount >= 0"):
+            metrics['jobs_total'].inc(amount, kind='x')
+        assert not metrics.dirty and metrics.take() == {}
+
+    def test_accepted_values_are_kept_as_floats(self):
+        metrics = m.WorkerMetrics(declared())
+        metrics['jobs_total'].inc(kind='x')
+        metrics['jobs_total'].inc(2 ** 70, kind='y')   # large, within a float
+        metrics['cache_items'].set(3)
+        metrics['job_seconds'].observe(2)
+        deltas = metrics.take()
+        assert deltas['c']['jobs_total'] == {('x',): 1.0, ('y',): 2.0 ** 70}
+        values = [deltas['c']['jobs_total'][('x',)],
+                  deltas['g']['cache_items'][()],
+                  deltas['h']['job_seconds'][()][-1]]
+        assert all(type(value) is float for value in values), values
+
+    @pytest.mark.parametrize('call', ['set', 'inc', 'dec'])
+    @pytest.mark.parametrize('value', [
+        10 ** 400, -10 ** 400, float('inf'), float('-inf'), float('nan')],
+        ids=['10**400', '-10**400', 'inf', '-inf', 'nan'])
+    def test_a_gauge_refuses_values_that_are_not_finite(self, call, value):
+        metrics = m.WorkerMetrics(declared())
+        with pytest.raises(workers.MetricError,
+                           match=f"gauge 'cache_items': {call}.. takes a "
+                                 "finite number"):
+            getattr(metrics['cache_items'], call)(value)
+        assert not metrics.dirty and metrics.take() == {}
+
+    @pytest.mark.parametrize('value', [
+        10 ** 400, float('inf'), float('-inf'), float('nan'), '1'],
+        ids=['10**400', 'inf', '-inf', 'nan', "'1'"])
+    def test_a_histogram_refuses_values_that_are_not_finite(self, value):
+        # inf then -inf made its _sum NaN
+        metrics = m.WorkerMetrics(declared())
+        with pytest.raises(workers.MetricError,
+                           match="histogram 'job_seconds': observe.. takes a "
+                                 "finite number"):
+            metrics['job_seconds'].observe(value)
+        assert not metrics.dirty and metrics.take() == {}
+
+    def test_negative_observations_need_a_negative_bucket(self):
+        # with no negative bound _sum is exported, and OpenMetrics refuses
+        # a negative one; with one, prometheus_client leaves _sum out
+        metrics = m.WorkerMetrics(declared() + [
+            m.Histogram('delta', 'doc', buckets=(-1, 0, 1)),
+            m.Histogram('from_zero', 'doc', buckets=(0, 1))])
+        for name in ('job_seconds', 'from_zero'):
+            with pytest.raises(workers.MetricError,
+                               match=f"histogram {name!r}: observe.. takes a "
+                                     "finite number >= 0 .*not -0.5"):
+                metrics[name].observe(-0.5)
+        assert not metrics.dirty
+        metrics['from_zero'].observe(0)
+        metrics['from_zero'].observe(-0.0)
+        metrics['delta'].observe(-2)
+        deltas = metrics.take()['h']
+        assert deltas['delta'][()] == [1, 0, 0, 0, -2.0]
+        assert deltas['from_zero'][()] == [2, 0, 0, 0.0]
+
+    def test_a_huge_int_is_told_briefly(self):
+        metrics = m.WorkerMetrics(declared())
+        with pytest.raises(workers.MetricError) as caught:
+            metrics['jobs_total'].inc(10 ** 5000, kind='x')  # no repr() of it
+        assert str(caught.value).endswith(
+            'not an int too large for a float (16610 bits)')
+
     def test_deltas_are_batched_and_reset(self):
         metrics = m.WorkerMetrics(declared())
         counter = metrics['jobs_total']

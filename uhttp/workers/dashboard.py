@@ -134,4 +134,12 @@ connect();
 
 def page(events_path):
     """The dashboard's HTML, reading its events from `events_path`."""
-    return _PAGE.replace('__EVENTS__', _json.dumps(events_path)).encode('utf-8')
+    return _PAGE.replace('__EVENTS__', script_json(events_path)).encode('utf-8')
+
+
+def script_json(value):
+    """`value` as JSON that can stand inside a <script>: '<', '>' and '&'
+    escaped, so that no '</script>' or '<!--' in it ends the script early
+    (json.dumps already escapes every non-ASCII character)."""
+    return _json.dumps(value).replace('<', '\\u003c').replace(
+        '>', '\\u003e').replace('&', '\\u0026')

@@ -241,8 +241,13 @@ class Exposition:
 
     def render(self, accept):
         """(body bytes, content type) for a scrape's Accept header:
-        OpenMetrics when asked for, else the Prometheus text format."""
-        encoder, content_type = choose_encoder(by_preference(accept or ''))
+        OpenMetrics when asked for, else the Prometheus text format (also
+        when prometheus_client cannot read the header: a client must not
+        make the scrape fail)."""
+        try:
+            encoder, content_type = choose_encoder(by_preference(accept or ''))
+        except Exception:  # pylint: disable=broad-except
+            encoder, content_type = choose_encoder('')
         return encoder(self.registry), content_type
 
 

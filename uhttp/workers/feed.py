@@ -62,8 +62,9 @@ class DashboardFeed:
         except Exception as err:  # pylint: disable=broad-except
             self.core.log.error("%s failed: %r\n%s", path, err,
                                 _traceback.format_exc().rstrip())
-            _replies.answer_error(client, 500)
-            status, size = 500, None
+            with probe_status(client) as probe:  # its size, for the log
+                _replies.answer_error(client, 500)
+            status, size = 500, probe.size
         if method == 'HEAD':
             size = 0   # the head only, as for every other HEAD answer
         self.served(client, began, status, path, size=size, method=method,

@@ -23,6 +23,7 @@ import re as _re
 import threading as _threading
 
 _bisect_left = _bisect.bisect_left
+_INF = _math.inf
 FLUSH_INTERVAL = 0.2
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0)
@@ -111,6 +112,7 @@ class Histogram(_Declaration):
     """Observations counted in buckets: `.observe(value, **labels)`."""
 
     kind = HISTOGRAM
+    floor = -_INF   # (set per declaration: see __init__)
 
     def __init__(self, name, documentation, labels=(),
                  buckets=DEFAULT_BUCKETS):
@@ -127,6 +129,10 @@ class Histogram(_Declaration):
             raise ValueError(f"histogram {name!r}: buckets must be a "
                              f"non-empty increasing sequence, not {buckets!r}")
         self.buckets = tuple(bounds)
+        # the least value observe() takes: with no negative bucket the
+        # _sum is exported, and the exposition formats want it >= 0 (with
+        # one, prometheus_client leaves _sum and _count out)
+        self.floor = 0.0 if bounds[0] >= 0 else -_INF
 
 
 def check_declarations(declarations, where='WorkerPool metrics'):
@@ -210,16 +216,17 @@ class CounterRecorder(_Recorder):
     __slots__ = ()
 
     def inc(self, amount=1, /, **labels):
-        """Add `amount` (>= 0) to the counter with these label values."""
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or (
-                not amount >= 0):
+        """Add `amount` (a finite number >= 0) to the counter with these
+        label values."""
+        value = _finite(amount)
+        if value is None or value < 0.0:
             raise MetricError(f"counter {self.declaration.name!r}: inc() takes "
-                              f"an amount >= 0, not {amount!r}")
+                              f"a finite amount >= 0, not {_shown(amount)}")
         key = label_key(self.declaration, labels, 'inc')
         owner = self.owner
         with owner.lock:
             values = owner.counters[self.declaration.name]
-            values[key] = values.get(key, 0) + amount
+            values[key] = values.get(key, 0.0) + value
             owner.dirty = True
 
 
@@ -228,26 +235,26 @@ class GaugeRecorder(_Recorder):
 
     def set(self, value, /, **labels):
         """Set the gauge (of this worker's slot) to `value`."""
-        self._store(value, labels, 'set', False)
+        self._store(value, labels, 'set', None)
 
     def inc(self, amount=1, /, **labels):
-        self._store(amount, labels, 'inc', True)
+        self._store(amount, labels, 'inc', 1.0)
 
     def dec(self, amount=1, /, **labels):
-        self._store(-amount if _number(amount) else amount, labels, 'dec',
-                    True)
+        self._store(amount, labels, 'dec', -1.0)
 
-    def _store(self, value, labels, what, relative):
-        if not _number(value):
+    def _store(self, value, labels, what, sign):
+        number = _finite(value)
+        if number is None:
             raise MetricError(f"gauge {self.declaration.name!r}: {what}() "
-                              f"takes a number, not {value!r}")
+                              f"takes a finite number, not {_shown(value)}")
         key = label_key(self.declaration, labels, what)
         owner = self.owner
         with owner.lock:
             values = owner.gauges[self.declaration.name]
-            if relative:
-                value = values.get(key, 0) + value
-            values[key] = value
+            if sign is not None:
+                number = values.get(key, 0.0) + sign * number
+            values[key] = number
             owner.changed.setdefault(self.declaration.name, set()).add(key)
             owner.dirty = True
 
@@ -256,11 +263,16 @@ class HistogramRecorder(_Recorder):
     __slots__ = ()
 
     def observe(self, value, /, **labels):
-        """Count one observation of `value`."""
-        if not _number(value):
-            raise MetricError(f"histogram {self.declaration.name!r}: "
-                              f"observe() takes a number, not {value!r}")
+        """Count one observation of `value`: a finite number, >= 0 unless
+        a bucket bound is negative."""
         declaration = self.declaration
+        number = _finite(value)
+        if number is None or number < declaration.floor:
+            wanted = 'a finite number' if declaration.floor else (
+                'a finite number >= 0 (no bucket bound is negative, so its '
+                '_sum is exported, which must not go down)')
+            raise MetricError(f"histogram {declaration.name!r}: observe() "
+                              f"takes {wanted}, not {_shown(value)}")
         key = label_key(declaration, labels, 'observe')
         bounds = declaration.buckets
         owner = self.owner
@@ -269,14 +281,35 @@ class HistogramRecorder(_Recorder):
             cell = values.get(key)
             if cell is None:
                 cell = values[key] = [0] * (len(bounds) + 1) + [0.0]
-            cell[bucket_index(bounds, value)] += 1
-            cell[-1] += value
+            cell[bucket_index(bounds, number)] += 1
+            cell[-1] += number
             owner.dirty = True
 
 
-def _number(value):
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and (
-        value == value)
+def _finite(value):
+    """`value` (an int or a float, not a bool) as a finite float, or None
+    (NaN, an infinity, an int too large for a float, not a number): the
+    dispatcher's totals and the exposition take floats only."""
+    cls = value.__class__
+    if cls is float:
+        return value if -_INF < value < _INF else None
+    if cls is not int and (isinstance(value, bool) or not isinstance(
+            value, (int, float))):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if -_INF < value < _INF else None
+
+
+def _shown(value):
+    """`value` for an error message, short (a huge int's repr is long, or
+    refused past sys.get_int_max_str_digits())."""
+    if isinstance(value, int) and value.bit_length() > 1024:
+        return f"an int too large for a float ({value.bit_length()} bits)"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
 
 
 _RECORDERS = {COUNTER: CounterRecorder, GAUGE: GaugeRecorder,
