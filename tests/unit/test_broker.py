@@ -155,6 +155,24 @@ def test_a_malformed_url_never_shows_its_password():
         'bad *** here')
 
 
+def test_a_password_the_url_parsers_miss_is_never_shown():
+    for url in ('redis://:Xq7?Zk9@h:6379/0', 'redis://:Xq7/Zk9@h:6379/0',
+                'redis://ann:Xq7#Zk9@h/0', 'unix://:Xq7?Zk9@/run/r.sock'):
+        with pytest.raises(ValueError) as info:
+            broker.check_url(url, '--broker')
+        assert 'Xq7' not in str(info.value) and 'Zk9' not in str(info.value)
+        assert '%3F' in str(info.value)  # (how to write it)
+        assert 'Xq7' not in broker.redact(url) and 'Zk9' not in broker.redact(url)
+    assert broker.redact('redis://:Xq7?Zk9@h:1/0') == 'redis://***@h:1/0'
+    assert broker.redact('rediss://ann:Xq7/Zk9@h/0') == 'rediss://ann:***@h/0'
+    assert broker.redact('redis://Xq7Zk9@h/0') == 'redis://***@h/0'
+    assert broker.redact('unix:///run/redis@main.sock') == (
+        'unix:///run/redis@main.sock')
+    assert broker.redact('rediss://:pw@h/0?ssl_ca_certs=/etc/a@b.pem') == (
+        'rediss://***@h/0?ssl_ca_certs=/etc/a@b.pem')
+    assert broker.check_url('redis://:p%3Fw@h/0') == 'redis://:p%3Fw@h/0'
+
+
 def test_passwords_never_shown():
     assert broker.redact('redis://:s3cret@h:1/0') == 'redis://***@h:1/0'
     assert broker.redact('rediss://ann:s3cret@h/0') == 'rediss://ann:***@h/0'

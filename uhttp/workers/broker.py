@@ -78,8 +78,7 @@ class Keys:
 
     def __init__(self, pool, prefix=PREFIX):
         base = f'{prefix}:{pool}:'
-        self.prefix = prefix
-        self.pool = pool
+        self.prefix, self.pool = prefix, pool
         self.requests = base + 'requests'
         self.workers = base + 'workers'
         self.info = base + 'info'
@@ -110,9 +109,7 @@ def _text(value):
 
 def _field(fields, name):
     value = fields.get(name)
-    if value is None:
-        value = fields.get(name.encode())
-    return value
+    return fields.get(name.encode()) if value is None else value
 
 
 # -- requests -----------------------------------------------------------------
@@ -120,12 +117,9 @@ def _field(fields, name):
 def encode_request(message, reply_stream, timeout):
     """The fields of a request entry: `message` is the M_REQUEST tuple
     (its seq is set by the worker), `timeout` in seconds (None: none)."""
-    return {
-        'r': str(message[2]),
-        'q': reply_stream,
-        't': str(int(timeout * 1000) if timeout else 0),
-        'm': _pickle.dumps(message, _PROTOCOL),
-    }
+    return {'r': str(message[2]), 'q': reply_stream,
+            't': str(int(timeout * 1000) if timeout else 0),
+            'm': _pickle.dumps(message, _PROTOCOL)}
 
 
 class RemoteRequest:
@@ -150,9 +144,7 @@ class RemoteRequest:
 
 def decode_request(entry_id, fields):
     """A RemoteRequest, or None for an entry that is not one (deleted)."""
-    if not fields:
-        return None
-    return RemoteRequest(entry_id, fields)
+    return RemoteRequest(entry_id, fields) if fields else None
 
 
 # -- answers and events ---------------------------------------------------------
@@ -168,9 +160,7 @@ def encode_death(worker, reason, left=False, exitcode=None):
     """A worker's death, reported by the command that ran it; `left`: it
     ended as it was asked to (the command stopping), not unexpectedly;
     `exitcode` as waitpid told it (negative: the signal), if known."""
-    fields = {'w': worker, 'x': reason}
-    if left:
-        fields['l'] = '1'
+    fields = {'w': worker, 'x': reason, **({'l': '1'} if left else {})}
     if exitcode is not None:
         fields['c'] = str(exitcode)
     return fields
@@ -217,8 +207,7 @@ class Reply:
             self.message = _pickle.loads(_field(fields, 'm'))
 
 
-def decode_reply(entry_id, fields):
-    return Reply(entry_id, fields)
+decode_reply = Reply  # decode_reply(entry_id, fields)
 
 
 def encode_control(frame):
@@ -431,12 +420,10 @@ def parse_roster(result):
     """(server time ms, {worker: last sign of life ms}, {worker: info})
     from the ROSTER script's answer."""
     now, flat, info_flat = result
-    beats = {}
-    for index in range(0, len(flat) - 1, 2):
-        beats[_text(flat[index])] = float(_text(flat[index + 1]))
-    info = {}
-    for index in range(0, len(info_flat) - 1, 2):
-        info[_text(info_flat[index])] = decode_info(info_flat[index + 1])
+    beats = {_text(flat[index]): float(_text(flat[index + 1]))
+             for index in range(0, len(flat) - 1, 2)}
+    info = {_text(info_flat[index]): decode_info(info_flat[index + 1])
+            for index in range(0, len(info_flat) - 1, 2)}
     return int(now), beats, info
 
 
@@ -467,9 +454,10 @@ def check_url(url, name='WorkerPool broker'):
             f"{name} must be a redis://, rediss:// or unix:// URL, "
             f"not {redact(url)!r}")
     problem = url_problem(url)
-    if problem is not None:
-        raise ValueError(f"{name} {redact(url)!r} is not a usable URL: "
-                         f"{scrub(problem, url)}")
+    if problem is not None:  # (the parsers' words may quote a hidden one)
+        raise ValueError(f"{name} {redact(url)!r} is not a usable URL: " + (
+            "a password's '/', '?', '#' and '@' are written %2F, %3F, %23 "
+            "and %40" if hidden_credentials(url) else scrub(problem, url)))
     return url
 
 
@@ -503,9 +491,8 @@ def client_refuses(url):
         ConnectionPool.from_url(url).make_connection()  # (not connected)
     except Exception as err:  # pylint: disable=broad-except
         unknown = _re.search(r"unexpected keyword argument '([^']*)'", str(err))
-        if unknown:
-            return f"unknown option {unknown.group(1)!r}"
-        return str(err) or type(err).__name__
+        return (f"unknown option {unknown.group(1)!r}" if unknown
+                else str(err) or type(err).__name__)
     return None
 
 
@@ -535,15 +522,28 @@ def require_client(owner):
             "(pip install 'uhttp-workers[redis]')")
 
 
+def hidden_credentials(url):
+    """True when `url` has credentials its parsers do not see (a password
+    with an unencoded '/', '?' or '#')."""
+    rest = url.partition('://')[2]
+    return _credentials_end(rest) >= 0 and '@' not in _re.split('[/?#]', rest)[0]
+
+
+def _credentials_end(rest):
+    """Where the credentials in a URL's part after `://` end (their '@'),
+    or -1: the last '@' before the first '/', else the last '@' of all (a
+    password with a '/': wrong only by hiding too much)."""
+    head = rest.partition('/')[0]
+    return head.rfind('@') if '@' in head or not head else rest.rfind('@')
+
+
 def redact(url):
-    """The URL without its password (in its credentials or a `password=`
-    query), for logs and status."""
+    """The URL without its password (in its credentials, even one with an
+    unencoded '?' or '/', or a `password=` query), for logs and status."""
     url = _re.sub(r'([?&]password=)[^&#]*', r'\1***', url, flags=_re.I)
-    scheme, sep, rest = url.partition('://')
-    if not sep or '@' not in rest.partition('?')[0]:
+    start = url.find('://') + 3 if '://' in url else 0
+    at = start + _credentials_end(url[start:])
+    if at < start:
         return url
-    address, query_sep, query = rest.partition('?')
-    credentials, _, host = address.rpartition('@')
-    user = credentials.partition(':')[0]
-    return (f"{scheme}://{user + ':' if user else ''}***@{host}"
-            f"{query_sep}{query}")
+    user, colon, _ = url[start:at].partition(':')
+    return f"{url[:start]}{user + ':' if colon and user else ''}***{url[at:]}"
