@@ -61,3 +61,15 @@ def test_entries_are_numbered_per_stream():
     box.put('a', ('z',))
     assert [(item[0], item[1]['n']) for item in box.items] == [
         ('a', '1'), ('b', '1'), ('a', '2')]
+
+
+def test_while_the_broker_is_down_the_oldest_give_way_past_the_bytes_too(
+        monkeypatch):
+    monkeypatch.setattr(outbox, 'BYTES_LIMIT', 1000)
+    box = outbox.Outbox('w')
+    box.stalled()
+    for number in range(10):  # some 300 bytes each, far below LIMIT
+        box.put('s', ('chunk', number, b'x' * 300))
+    assert box.size <= 1000
+    assert [message[1] for message in _messages(box)] == [7, 8, 9]
+    assert box.dropped == 7

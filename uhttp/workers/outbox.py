@@ -9,7 +9,7 @@ While the broker takes what is written, a full outbox holds the thread
 that puts (a handler writing a stream in a loop goes at the broker's
 pace, as a local worker goes at its pipe's): nothing is dropped. While the
 broker cannot be reached, the oldest entries give way to new ones past
-LIMIT, counted in `dropped`.
+LIMIT entries or BYTES_LIMIT bytes, counted in `dropped`.
 """
 
 import collections as _collections
@@ -20,7 +20,8 @@ import time as _time
 from . import broker as _broker
 
 LIMIT = 100_000           # entries kept while the broker is down
-BYTES_LIMIT = 64 << 20    # bytes queued beyond which a putter waits
+BYTES_LIMIT = 64 << 20    # bytes queued beyond which a putter waits (or,
+#                           while the broker is down, the oldest go)
 WAIT_STEP = 0.25          # how often a waiting putter shows it is alive
 
 
@@ -50,6 +51,9 @@ class Outbox:
             if len(self.items) >= LIMIT:
                 self._drop_oldest()
             self._append(stream, self._encode(stream, message), None)
+            while (not self.flowing and self.size > BYTES_LIMIT
+                   and len(self.items) > 1):
+                self._drop_oldest()
 
     def put_requeue(self, stream, message, requeue):
         """A request put back, with its bounce notice (never dropped)."""
