@@ -447,6 +447,8 @@ class Core(Records):
             if tell_worker or (tell_worker is None and reason in _TELL_WORKER):
                 self.delivery.tell(handle, _channel.pack(
                     (_msg.M_DISCONNECT, pending.request_id)))
+        elif pending.pool.remote is not None:  # never started: it never will
+            pending.pool.scheduler.ended(pending.request_id)
         if response is not None:
             self.hooks.call('on_response', response, pending)
         if 'on_pending_removed' in self.hooks.replaced:

@@ -338,6 +338,11 @@ class Observer(_feed.DashboardFeed):
         if seen is not None:
             key = (seen[0], seen[1])
             self.cpu_base[key] = self.cpu_base.get(key, 0.0) + seen[2]
+        self.forget_gauges(handle)
+
+    def forget_gauges(self, handle):
+        """A worker's gauges go with it (a remote one's too: its pid is
+        another host's, so it has no CPU time here to keep)."""
         totals = self.user.get(handle.pool)
         if totals is not None:
             totals.forget(handle)

@@ -239,6 +239,12 @@ class RemoteScheduler:
             self.cancelled(request_ids)
         return items
 
+    def ended(self, request_id):
+        """A request that ended before any worker started it (504, the
+        client left): cancelled now, not at the next prune()."""
+        if self.queued.pop(request_id, None) is not None:
+            self.cancelled([request_id])
+
     def drain(self):
         """Every request not started, taken out (and cancelled: the
         caller answers them)."""
@@ -327,7 +333,11 @@ class Roster:
                 if age > limit:
                     continue  # long gone: not worth listing
                 handle = self.get(worker, now)
-            handle.slot.heartbeat = now - age
+                handle.slot.heartbeat = now - age
+            else:  # (forward only: a Redis restored from a snapshot has
+                # old scores, and grace() pardoned the time it was down)
+                handle.slot.heartbeat = max(handle.slot.heartbeat, now - age)
+                age = now - handle.slot.heartbeat
             self.apply_info(handle, info.get(worker) or {}, now)
             gone = (connected is not None and worker not in connected
                     and age > quick)

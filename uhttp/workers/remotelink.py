@@ -76,6 +76,20 @@ def describe(err, url=None):
     return text if url is None else _broker.scrub(text, url)
 
 
+def persistence(client):
+    """What Redis keeps on disk (`save '3600 1'`, `appendonly yes`), or
+    None: nothing, or CONFIG is refused (then nobody can tell)."""
+    from redis import ResponseError  # pylint: disable=import-outside-toplevel
+    try:
+        save = client.config_get('save').get('save') or ''
+        append = client.config_get('appendonly').get('appendonly') or 'no'
+    except ResponseError:
+        return None
+    found = [f"save {save.strip()!r}"] if save.strip() else []
+    found += ['appendonly yes'] if append.lower() == 'yes' else []
+    return ', '.join(found) or None
+
+
 def broker_errors():
     import redis  # pylint: disable=import-outside-toplevel
     return (redis.RedisError, OSError)
@@ -101,6 +115,7 @@ class DispatcherLink:
         self._threads = []
         self._last_write = 0.0
         self._no_client_list = False
+        self._persistence_told = False
         self.errors = broker_errors()
         # renewed every interval: it outlives a few silent ones only
         self.reply_ttl = int(max(_broker.REPLY_TTL, 4 * interval))
@@ -197,13 +212,17 @@ class DispatcherLink:
 
     def _lost(self, batch, reason):
         """The connection failed under `batch`: its requests may or may not
-        be in the stream (they are answered 503 and cancelled), its
-        cancellations wait for the broker."""
+        be in the stream (they are answered 503 and cancelled); the rest
+        (cancellations, a client's disconnect, send_config()) waits for the
+        broker, to be written again: a disconnect written twice is ignored
+        (one dropped would leave a worker holding a stream), a config may
+        reach a worker twice."""
         lost = [item[1] for item in batch if item[0] == 'request']
         with self._lock:
             self._outbox.extendleft(
-                item for item in reversed(batch) if item[0] == 'cancel')
-        self._post(('unsent', lost, reason))
+                item for item in reversed(batch) if item[0] != 'request')
+        if lost:
+            self._post(('unsent', lost, reason))
 
     def _refused(self, refused):
         """Entries the broker answered with an error (out of memory, say):
@@ -329,11 +348,12 @@ class DispatcherLink:
         connection is named), or None when the broker will not say."""
         if self._no_client_list:
             return None
+        from redis import ResponseError  # pylint: disable=import-outside-toplevel
         try:
             clients = client.client_list()
-        except self.errors:
-            self._no_client_list = True  # (an ACL without CLIENT LIST)
-            return None
+        except ResponseError:  # (NOPERM: an ACL without CLIENT LIST; an
+            self._no_client_list = True  # unknown command): for good;
+            return None  # a lost connection goes the usual way
         return _broker.connected_workers(
             entry.get('name') for entry in clients)
 
@@ -350,6 +370,14 @@ class DispatcherLink:
         client.set(keys.settings, self.settings)
         if self.config is not None:
             client.set(keys.config, self.config)
+        if not self._persistence_told:  # (once: at the first connection)
+            kept = persistence(client)
+            self._persistence_told = True
+            if kept:
+                self._post(('warning', f"it persists its data ({kept}): "
+                            "restarted from that data, it would run requests "
+                            "already answered again (set save \"\" and "
+                            "appendonly no)"))
         if ids is None:
             last = client.xrevrange(keys.events, count=1)
             ids = {self.reply_stream: '0-0',

@@ -268,12 +268,15 @@ class RemotePools:
     def apply(self, state, item):
         kind = item[0]
         now = _monotonic()
-        if kind == 'replies':
-            for reply in item[1]:
-                self.reply(state, reply, now)
-        elif kind == 'events':
-            for reply in item[1]:
-                self.event(state, reply, now)
+        if kind in ('replies', 'events'):
+            handler = self.reply if kind == 'replies' else self.event
+            for reply in item[1]:  # (one that fails costs itself only)
+                try:
+                    handler(state, reply, now)
+                except Exception as err:  # pylint: disable=broad-except
+                    self.log.error("pool %s: broker entry %s from %s not "
+                                   "applied: %r", state.pool.name,
+                                   reply.entry_id, reply.worker, err)
         elif kind == 'roster':
             connected = item[4]
             revived, dead = state.roster.beats(now, *item[1:])
@@ -291,6 +294,9 @@ class RemotePools:
             self.not_sent(state, item[1], item[2], now, kind == 'refused')
         elif kind == 'error':
             self.link_error(state, item[1])
+        elif kind == 'warning':
+            self.log.warning("pool %s: broker %s: %s", state.pool.name,
+                             _broker.redact(state.pool.broker), item[1])
 
     def not_sent(self, state, request_ids, reason, now, refused):
         """Requests the broker refused (not in Redis) or that were lost with
@@ -416,6 +422,8 @@ class RemotePools:
             return
         state.roster.died(handle)
         victims = state.pool.scheduler.victims(handle)
+        if self.core.observe is not None:
+            self.core.observe.forget_gauges(handle)
         if left and not victims:
             handle.left = True
             self.log.info("remote worker %s (pool %s, host %s, pid %s) left: "

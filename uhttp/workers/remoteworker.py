@@ -145,14 +145,15 @@ class WorkerLink:
         stream = self._replies.get(request_id)
         if kind in _ENDS:
             self._replies.pop(request_id, None)
-            self._entries.pop(request_id, None)
         if kind == _msg.W_BOUNCE:
             self.requeue(request_id, stream, message)
         elif stream is not None:
             self._queue(stream, message)
-        if kind in _RELEASES and request_id == self.current:
-            self.current = None
-            self.free.set()
+        if kind in _RELEASES:  # (never bounced now: its entry, body and
+            self._entries.pop(request_id, None)  # all, is not needed)
+            if request_id == self.current:
+                self.current = None
+                self.free.set()
 
     def worker_state(self, kind):
         if kind == _msg.W_READY:
