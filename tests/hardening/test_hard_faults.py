@@ -220,7 +220,12 @@ def test_dispatcher_fd_callback_fault(server):
 
 
 def test_worker_on_idle_fault(server):
-    fault(server, '/w/arm-idle', 200, r'ERROR .*boom-worker-on-idle', count=3)
+    # three failures in a row: the first logged whole, the other two
+    # counted and told once on_idle() works again
+    fault(server, '/w/arm-idle', 200, r'ERROR .*boom-worker-on-idle', count=2)
+    server.wait_log(r'ERROR .*on_idle\(\) failed 2 more time\(s\) in the '
+                    r'last \d+ s with RuntimeError: boom-worker-on-idle',
+                    timeout=10)
 
 
 def test_worker_on_config_fault(server):
