@@ -271,6 +271,27 @@ class TestWorkerMetrics:
 # -- in the dispatcher ----------------------------------------------------------------
 
 class TestPoolTotals:
+    def test_values_no_exposition_shows_are_left_out(self):
+        # a worker of older code (a remote one) may still send them: one
+        # would make every later scrape fail
+        totals = m.PoolTotals(declared())
+        totals.add('w0', {'c': {'jobs_total': {('a',): 10 ** 400, ('b',): -1,
+                                               ('c',): float('nan'),
+                                               ('d',): 2}},
+                          'g': {'cache_items': {(): float('nan')}},
+                          'h': {'job_seconds': {
+                              (): [1, 0, 0, 0, float('nan')],
+                              ('y',): [1, 0, 0, 0, -2.0],
+                              ('x',): []}}})
+        assert totals.counters['jobs_total'] == {('d',): 2.0}
+        totals.add('w0', {'c': {'jobs_total': {('d',): float('inf')}}})
+        assert totals.counters['jobs_total'] == {('d',): float('inf')}
+        assert totals.gauge_values('cache_items', lambda source: 0) == []
+        assert totals.histograms['job_seconds'] == {}
+        totals.add('w0', {'g': {'cache_items': {(): 3}}})
+        assert totals.gauge_values('cache_items', lambda source: 0) == [
+            (0, (), 3.0)]
+
     def test_counters_keep_totals_across_workers(self):
         totals = m.PoolTotals(declared())
         first, second = object(), object()

@@ -303,6 +303,16 @@ def _finite(value):
     return value if -_INF < value < _INF else None
 
 
+def _exportable(value):
+    """`value` as a float the exposition can show (an infinity that a sum
+    reached included), or None: NaN, an int beyond a float, no number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if value != value else value
+
+
 def _shown(value):
     """`value` for an error message, short (a huge int's repr is long, or
     refused past sys.get_int_max_str_digits())."""
@@ -422,6 +432,9 @@ class PoolTotals:
             if totals is None:
                 continue
             for key, amount in values.items():
+                amount = _exportable(amount)  # (a worker of older code
+                if amount is None or amount < 0.0:   # may send what no
+                    continue                         # exposition shows)
                 if key in totals:
                     totals[key] += amount
                 elif self._room(totals, name, full):
@@ -431,6 +444,9 @@ class PoolTotals:
             if totals is None:
                 continue
             for key, cell in values.items():
+                total = _exportable(cell[-1]) if cell else None
+                if total is None or total < self.declarations[name].floor:
+                    continue
                 mine = totals.get(key)
                 if mine is None:
                     if self._room(totals, name, full):
@@ -445,7 +461,9 @@ class PoolTotals:
                 if name in self.declarations:
                     kept = mine.setdefault(name, {})
                     for key, value in values.items():
-                        if key in kept or self._room(kept, name, full):
+                        value = _exportable(value)
+                        if value is not None and (
+                                key in kept or self._room(kept, name, full)):
                             kept[key] = value
         return full
 
