@@ -211,3 +211,105 @@ def test_a_dead_or_departed_remote_workers_gauges_leave_the_metrics(
             os.kill(group.pid, signal.SIGTERM)  # (the command only)
             app.wait_log(rf'remote worker \S+:{pid}:\S+ .* left', timeout=15)
         app.wait_until(lambda: not gauge_lines(app), what='its gauge gone')
+
+
+class StartReplyDropper:
+    """A TCP proxy to Redis that, once, forwards a worker's START or TAKE
+    script call and then drops its connection before the reply (the script
+    ran in Redis: the entry is acknowledged, the dispatcher told)."""
+
+    CALLS = ((b"'XREADGROUP', 'GROUP', ARGV[1]", b'*3\r\n:1\r\n'),
+             (b"local acked = redis.call('XACK'", b':1\r\n'))
+
+    def __init__(self, target_port):
+        self.target = ('127.0.0.1', target_port)
+        self.fired = threading.Event()
+        self.sockets = []
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+                up = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                return
+            up.settimeout(None)
+            self.sockets += [down, up]
+            state = {'expect': None}
+            threading.Thread(target=self._upward, args=(down, up, state),
+                             daemon=True).start()
+            threading.Thread(target=self._downward, args=(up, down, state),
+                             daemon=True).start()
+
+    def _upward(self, down, up, state):
+        try:
+            while True:
+                data = down.recv(65536)
+                if not data:
+                    break
+                for call, reply in self.CALLS:
+                    if call in data and not self.fired.is_set():
+                        state['expect'] = reply
+                up.sendall(data)
+        except OSError:
+            pass
+        self._close(down, up)
+
+    def _downward(self, up, down, state):
+        try:
+            while True:
+                data = up.recv(65536)
+                if not data:
+                    break
+                expect, state['expect'] = state['expect'], None
+                if (expect is not None and data.startswith(expect)
+                        and not self.fired.is_set()):
+                    self.fired.set()
+                    break  # the reply is lost with the connection
+                down.sendall(data)
+        except OSError:
+            pass
+        self._close(down, up)
+
+    @staticmethod
+    def _close(*socks):
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.listener.close()
+        self._close(*self.sockets)
+
+
+def test_a_request_whose_start_reply_was_lost_is_answered_500_at_once(
+        app_server, servers, groups):
+    redis_server = servers()
+    proxy = StartReplyDropper(redis_server.port)
+    try:
+        # timeout 20 s: the 500 must come long before the pool's 504
+        app = app_server('remote_app', redis_server.url, 10, 20)
+        groups(f'redis://127.0.0.1:{proxy.port}/0', 1)
+        wait_workers(app, 1)
+        began = time.monotonic()
+        answer = app.get('/api/sleep/0', timeout=25)
+        took = time.monotonic() - began
+        assert proxy.fired.is_set()
+        assert answer.status == 500, (answer.status, app.log())
+        assert answer.json == {'error': 'Worker lost the request'}
+        assert took < 8, took
+        app.wait_log(r'ERROR.*pool ItemWorker: remote worker \S+ lost '
+                     r'request \d+')
+        assert app.get('/api/sleep/0', timeout=10).status == 200
+        time.sleep(1)  # (answered once: no late answer, no second notice)
+        assert app.log().count(' lost request ') == 1
+        assert 'late answer' not in app.log()
+        assert ' died' not in app.log()
+    finally:
+        proxy.close()

@@ -374,3 +374,27 @@ def test_request_entries_go_long_after_their_timeout():
     assert before == f'{100_000 - 20_000 - broker.STALE_MARGIN_MS}-0'
     assert broker.newer('100000-0', before)
     assert broker.stale_before(1_000, 30) == '0-0'
+
+
+def test_a_start_the_worker_never_got_is_judged_by_heartbeats_after_it():
+    pool, table = pool_and_table(stuck_timeout=30)
+    roster = remote.Roster(pool, None)
+    handle = roster.get('vm:1:ab', 100.0)
+    pool.scheduler.submit = lambda item: True
+    item = table.open(Client(), pool, 0.0)
+    pool.scheduler.enqueue(item)
+    pool.scheduler.started(handle, item.request_id)
+    handle.start_ms[item.request_id] = 50_000   # its START notice's entry
+    idle = {'request': None, 'recent': [], 'taking': False}
+    # written before the worker could have the START reply: not judged
+    for last in (49_000, 50_000, 50_000 + remote.LOST_AFTER_MS):
+        roster.beats(101.0, last, {'vm:1:ab': last}, {'vm:1:ab': idle})
+    # later, but a START under way, or the request received: not judged
+    for info in (dict(idle, taking=True), dict(idle, request=item.request_id),
+                 dict(idle, recent=[item.request_id]), {'request': None}):
+        roster.beats(102.0, 52_000, {'vm:1:ab': 52_000}, {'vm:1:ab': info})
+    assert roster.take_lost() == [] and item.request_id in handle.started
+    roster.beats(103.0, 53_000, {'vm:1:ab': 53_000}, {'vm:1:ab': idle})
+    assert roster.take_lost() == [(handle, item.request_id, item)]
+    roster.beats(104.0, 54_000, {'vm:1:ab': 54_000}, {'vm:1:ab': idle})
+    assert roster.take_lost() == [] and not handle.started  # once only

@@ -21,6 +21,9 @@ _STARTED_AT = {_msg.W_RESPONSE: 8, _msg.W_FILE_RESPONSE: 6,
                _msg.W_STREAM_START: 6, _msg.W_DEFERRED: 3}
 # messages that end or release a request (their id is item 1)
 ANSWERS = frozenset((_msg.W_RESPONSE, _msg.W_FILE_RESPONSE))
+# a heartbeat this long (server ms) after a START notice that says the worker
+# never got that request: its START reply was lost, nobody runs it
+LOST_AFTER_MS = 1000
 
 
 def with_local_start(message, started):
@@ -119,6 +122,7 @@ class RemoteHandle:
         self.started_at = now
         self.started = {}             # request_id -> pending: started, running
         self.held = {}                # request_id -> pending: deferred, streaming
+        self.start_ms = {}            # request_id -> its START notice (server ms)
         self.last_number = 0          # its last answer entry's number
         self.taken = 0
         self.routes = ()
@@ -298,6 +302,7 @@ class Roster:
         self.send = send
         self.handles = {}         # worker name -> RemoteHandle
         self._next_index = 0
+        self.lost = []            # (handle, request_id, pending): see lost_starts
 
     def __len__(self):
         return len(self.handles)
@@ -339,6 +344,7 @@ class Roster:
                 handle.slot.heartbeat = max(handle.slot.heartbeat, now - age)
                 age = now - handle.slot.heartbeat
             self.apply_info(handle, info.get(worker) or {}, now)
+            self.lost_starts(handle, info.get(worker) or {}, last)
             gone = (connected is not None and worker not in connected
                     and age > quick)
             if age > limit or gone:
@@ -371,6 +377,30 @@ class Roster:
             handle.accepting = info['accepting']
         if info.get('ready'):  # (its W_READY went to an earlier dispatcher)
             handle.ready = True
+
+    def lost_starts(self, handle, info, last):
+        """Requests `handle` started (in Redis) and never got: a heartbeat
+        written well after their START notice (both by the server's clock),
+        while no START was under way, names neither as run nor as received
+        (a worker that predates 'recent' is never judged so)."""
+        recent = info.get('recent')
+        for request_id in list(handle.start_ms):
+            if request_id not in handle.started or request_id in handle.held:
+                del handle.start_ms[request_id]
+        if recent is None or info.get('taking') or not handle.alive:
+            return
+        for request_id, started_ms in list(handle.start_ms.items()):
+            if (last > started_ms + LOST_AFTER_MS
+                    and info.get('request') != request_id
+                    and request_id not in recent):
+                del handle.start_ms[request_id]
+                pending = handle.started.pop(request_id)
+                if not pending.done:
+                    self.lost.append((handle, request_id, pending))
+
+    def take_lost(self):
+        lost, self.lost = self.lost, []
+        return lost
 
     def grace(self, now):
         """After the broker was unreachable: nobody is judged on the time

@@ -286,6 +286,14 @@ class RemotePools:
             for handle in dead:
                 self.declare_dead(state, handle, dead_reason(
                     state.pool, handle, now, connected))
+            for handle, request_id, pending in state.roster.take_lost():
+                self.log.error("pool %s: remote worker %s lost request %s "
+                               "(started in the broker, its reply lost; "
+                               "the worker runs no such request); "
+                               "answering 500", state.pool.name,
+                               handle.worker, request_id)
+                self.core.fail(pending, 500, {'error': 'Worker lost the '
+                                              'request'}, PENDING_WORKER_DIED)
         elif kind == 'up':
             self.broker_up(state, now)
         elif kind == 'down':
@@ -360,6 +368,8 @@ class RemotePools:
             if pending is not None:
                 pending.started = now
                 handle.slot.request_id = reply.request_id
+                handle.start_ms[reply.request_id] = _broker.entry_ms(
+                    reply.entry_id)
             return
         if reply.kind == 'keepalive':  # (its requests' deadlines move on)
             handle.slot.keepalive = handle.slot.heartbeat = now

@@ -22,6 +22,7 @@ local worker:
 
 import os as _os
 import socket as _socket
+import collections as _collections
 import sys as _sys
 import threading as _threading
 import time as _time
@@ -77,6 +78,10 @@ class WorkerLink:
         self._entries = {}        # request_id -> its entry's fields (bounces)
         self.free = _threading.Event()
         self.current = None       # the request the loop runs, until released
+        # the heartbeat tells which requests it got (a START whose reply was
+        # lost is not among them) and whether a START is under way
+        self.recent = _collections.deque(maxlen=64)
+        self.taking = False
         self.ready = False
         self.accepting = True
         self.stopping = False
@@ -270,15 +275,19 @@ class WorkerLink:
         False when none was waiting."""
         if self.stopping:
             return False
-        taken = _broker.parse_take(client.eval(
-            _broker.TAKE_SCRIPT, 1, self.keys.requests, _broker.GROUP,
-            self.name, _broker.REPLY_MAXLEN, _broker.REPLY_TTL))
-        if taken is None:
-            return False
-        outcome, entry_id, fields = taken
-        if outcome == _broker.STARTED:
-            self._run(entry_id, fields)
-        return True
+        self.taking = True
+        try:
+            taken = _broker.parse_take(client.eval(
+                _broker.TAKE_SCRIPT, 1, self.keys.requests, _broker.GROUP,
+                self.name, _broker.REPLY_MAXLEN, _broker.REPLY_TTL))
+            if taken is None:
+                return False
+            outcome, entry_id, fields = taken
+            if outcome == _broker.STARTED:
+                self._run(entry_id, fields)
+            return True
+        finally:
+            self.taking = False
 
     def _start(self, client, entry_id, fields):
         try:
@@ -291,13 +300,17 @@ class WorkerLink:
             return
         if request is None:
             return
-        outcome = client.eval(
-            _broker.START_SCRIPT, 3, self.keys.requests, request.reply,
-            self.keys.cancelled(request.reply), _broker.GROUP,
-            request.entry_id, self.name, request.request_id,
-            request.timeout_ms, _broker.REPLY_MAXLEN, _broker.REPLY_TTL)
-        if outcome == _broker.STARTED:
-            self._run(entry_id, fields, request)
+        self.taking = True
+        try:
+            outcome = client.eval(
+                _broker.START_SCRIPT, 3, self.keys.requests, request.reply,
+                self.keys.cancelled(request.reply), _broker.GROUP,
+                request.entry_id, self.name, request.request_id,
+                request.timeout_ms, _broker.REPLY_MAXLEN, _broker.REPLY_TTL)
+            if outcome == _broker.STARTED:
+                self._run(entry_id, fields, request)
+        finally:
+            self.taking = False
         # else: started elsewhere, past its timeout, or answered
 
     def _run(self, entry_id, fields, request=None):
@@ -314,6 +327,7 @@ class WorkerLink:
         self._replies[request_id] = request.reply
         self._entries[request_id] = (request.entry_id, fields)
         self.current = request_id
+        self.recent.append(request_id)
         self.free.clear()
         self.seq += 1
         self.write_frame(_channel.pack(request.with_seq(self.seq)))
@@ -441,7 +455,8 @@ class WorkerLink:
         info = {'host': self.host, 'pid': _os.getpid(),
                 'slot': self.slot_index, 'request': self.current,
                 'ready': self.ready, 'accepting': self.accepting,
-                'keepalive_age': now - keepalive if keepalive else None}
+                'keepalive_age': now - keepalive if keepalive else None,
+                'recent': list(self.recent), 'taking': self.taking}
         return max(0.0, now - heartbeat), info
 
     def _beat_loop(self):
