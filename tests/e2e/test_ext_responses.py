@@ -302,6 +302,8 @@ def test_forwarded_for_honoured_with_trusted_proxies(app_server):
     ('203.0.113.7, not-an-ip', '203.0.113.7'),    # the garbage is dropped
     ('[2001:db8::1]:443, 198.51.100.2:8080', '198.51.100.2'),
     ('999.1.1.1', '127.0.0.1'),
+    ('::1%<script>alert(1)<script>', '127.0.0.1'),   # a zone takes any text
+    ('fe80::1%eth0, 203.0.113.9', '203.0.113.9'),
 ])
 def test_forwarded_for_entries_that_are_no_ip_address_are_dropped(
         app_server, forwarded, remote):

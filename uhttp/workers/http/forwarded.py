@@ -11,6 +11,11 @@ import ipaddress as _ipaddress
 
 
 def is_ip(text):
+    """An IPv4 or IPv6 address; not one with a zone ('fe80::1%eth0': the
+    ipaddress module takes any text after the '%', and a zone means
+    nothing for a client's address)."""
+    if '%' in text:
+        return False
     try:
         _ipaddress.ip_address(text)
     except ValueError:
