@@ -525,12 +525,19 @@ def test_codings_before_a_final_chunked_are_501(value):
 
 @pytest.mark.parametrize('value', [b'gzip', b'chunked, gzip', b'identity',
                                    b'chunked;q=1', b'x', b'chunked, chunked',
-                                   b'gzip, chunked, chunked', b', chunked',
-                                   b'chunked,'])
+                                   b'gzip, chunked, chunked', b',', b' , ,'])
 def test_no_final_chunked_or_chunked_twice_is_400(value):
     # RFC 9112 6.3: no final chunked, no length anyone can tell
     assert refused(b'POST / HTTP/1.1', HOST, b'Transfer-Encoding: ' + value) \
         == (400, "Transfer-Encoding must end with one chunked")
+
+
+@pytest.mark.parametrize('value', [b'chunked,', b', chunked', b' ,chunked , ',
+                                   b'Chunked'])
+def test_empty_list_items_are_ignored(value):
+    # RFC 9110 5.6.1: a recipient ignores empty list elements
+    request = head(b'POST / HTTP/1.1', HOST, b'Transfer-Encoding: ' + value)
+    assert request.framing == CHUNKED
 
 
 def test_repeated_transfer_encoding_is_400():

@@ -248,13 +248,17 @@ def parse_fields(lines):
     return headers, repeated
 
 
-def _refuse_codings(codings):
-    """Transfer codings other than one 'chunked'. A request whose last
-    coding is not chunked has no length anyone can tell, and chunked
+def _check_codings(codings):
+    """Transfer codings written other than as 'chunked'. Empty list items
+    are ignored (RFC 9110 5.6.1: 'chunked,' is chunked). A request whose
+    last coding is not chunked has no length anyone can tell, and chunked
     applied twice is malformed: 400 (RFC 9112 6.1, 6.3). Codings before a
     final chunked that this server does not decode (gzip): 501."""
-    names = [name.strip() for name in codings.split(',')]
-    if names[-1] != 'chunked' or names.count('chunked') > 1 or '' in names:
+    names = [name for name in (part.strip() for part in codings.split(','))
+             if name]
+    if names == ['chunked']:
+        return
+    if not names or names[-1] != 'chunked' or names.count('chunked') > 1:
         raise ProtocolError(400, "Transfer-Encoding must end with one "
                                  "chunked")
     raise ProtocolError(501, "Transfer-Encoding other than chunked")
@@ -264,7 +268,7 @@ def body_framing(protocol, headers):
     """(framing, content_length, expect_continue) for a request's headers.
 
     HTTP/1.1 needs Host. Transfer-Encoding must be exactly 'chunked' (else
-    _refuse_codings() says 400 or 501), comes
+    _check_codings() says 400 or 501), comes
     without Content-Length (both at once is how requests are smuggled) and
     not in HTTP/1.0. Content-Length is decimal digits only. A client asks
     for '100 Continue' only when a body follows, and not in HTTP/1.0.
@@ -278,7 +282,7 @@ def body_framing(protocol, headers):
             raise ProtocolError(400, "Both Transfer-Encoding and Content-Length")
         codings = headers['transfer-encoding'].strip().lower()
         if codings != 'chunked':
-            _refuse_codings(codings)
+            _check_codings(codings)
         return CHUNKED, None, _asks_continue(headers)
     length = headers.get('content-length')
     if length is None:
