@@ -303,7 +303,8 @@ CODE_VALUES_APP = textwrap.dedent('''
             port=0, trusted_proxies={'127.0.0.1', '10.0.0.1'},
             spool_dir=pathlib.Path('.').resolve(),
             pools=[_workers.WorkerPool(ItemWorker, routes=['/api/**'],
-                                       model=Model(), tags={'b', 'a'})])
+                                       model=Model(), tags={'b', 'a'},
+                                       big=2 ** 70, by_id={1: 'x'})])
 ''')
 
 
@@ -319,6 +320,9 @@ def test_print_config_of_values_set_in_code_reads_back(project):
     assert printed['dispatcher']['spool_dir'] == str(project.resolve())
     kwargs = printed['pools']['ItemWorker'].get('kwargs', {})
     assert kwargs.get('tags') == ['a', 'b'] and 'model' not in kwargs
+    assert 'big' not in kwargs and 'by_id' not in kwargs   # (64-bit ints,
+    assert '# big = 1180591620717411303424' in result.stdout  # str keys)
+    assert "# by_id = {1: 'x'}" in result.stdout
     assert '# model = <codeapp.Model object at' in result.stdout
     assert '(set in code; no TOML form)' in result.stdout
     again = project / 'printed.toml'

@@ -200,6 +200,8 @@ def toml_value(value):
     if isinstance(value, bool):
         return 'true' if value else 'false'
     if isinstance(value, int):
+        if not -(1 << 63) <= value < (1 << 63):   # TOML's integers
+            raise TypeError("an int beyond 64 bits has no TOML form")
         return str(value)
     if isinstance(value, float):
         if _math.isinf(value):
@@ -212,8 +214,11 @@ def toml_value(value):
     if isinstance(value, (list, tuple)):
         return '[' + ', '.join(toml_value(item) for item in value) + ']'
     if isinstance(value, dict):
-        return '{ ' + ', '.join(f'{toml_key(str(k))} = {toml_value(v)}'
-                                for k, v in value.items()) + ' }'
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("a dict with keys other than str has no TOML "
+                            "form (they would come back as str)")
+        return '{ ' + ', '.join(f'{toml_key(key)} = {toml_value(v)}'
+                                for key, v in value.items()) + ' }'
     raise TypeError(f"{type(value).__name__} has no TOML form")
 
 
