@@ -7,7 +7,8 @@ import pickle
 import pytest
 
 import uhttp.workers as workers
-from uhttp.workers import broker, messages, pending as pending_mod, remote
+from uhttp.workers import (broker, brokerurl, messages, pending as pending_mod,
+                           remote)
 from uhttp.workers.heartbeat import NO_REQUEST
 
 
@@ -112,15 +113,15 @@ def test_entry_ids_compare():
                                  'rediss://:secret@cache.example:6380/2',
                                  'unix:///run/redis.sock'])
 def test_broker_urls_accepted(url):
-    assert broker.check_url(url) == url
+    assert brokerurl.check_url(url) == url
 
 
 @pytest.mark.parametrize('url', ['http://localhost', 'localhost:6379', ''])
 def test_bad_broker_urls_say_so(url):
     with pytest.raises(ValueError, match='redis://'):
-        broker.check_url(url)
+        brokerurl.check_url(url)
     with pytest.raises(TypeError):
-        broker.check_url(6379)
+        brokerurl.check_url(6379)
 
 
 @pytest.mark.parametrize('url, problem', [
@@ -136,7 +137,7 @@ def test_bad_broker_urls_say_so(url):
 ])
 def test_malformed_broker_urls_are_refused_naming_the_broker(url, problem):
     with pytest.raises(ValueError) as info:
-        broker.check_url(url)
+        brokerurl.check_url(url)
     assert 'WorkerPool broker' in str(info.value)
     assert problem in str(info.value)
     with pytest.raises(ValueError, match='broker'):
@@ -148,10 +149,10 @@ def test_a_malformed_url_never_shows_its_password():
                 'redis://ann:s3cretPW@h:6379/0?bogus=1',
                 'redis://h:6379/0?password=s3cretPW&socket_timeout=x'):
         with pytest.raises(ValueError) as info:
-            broker.check_url(url, '--broker')
+            brokerurl.check_url(url, '--broker')
         assert str(info.value).startswith('--broker ')
         assert 's3cretPW' not in str(info.value)
-    assert broker.scrub('bad s3cretPW here', 'redis://:s3cretPW@h/0') == (
+    assert brokerurl.scrub('bad s3cretPW here', 'redis://:s3cretPW@h/0') == (
         'bad *** here')
 
 
@@ -159,30 +160,30 @@ def test_a_password_the_url_parsers_miss_is_never_shown():
     for url in ('redis://:Xq7?Zk9@h:6379/0', 'redis://:Xq7/Zk9@h:6379/0',
                 'redis://ann:Xq7#Zk9@h/0', 'unix://:Xq7?Zk9@/run/r.sock'):
         with pytest.raises(ValueError) as info:
-            broker.check_url(url, '--broker')
+            brokerurl.check_url(url, '--broker')
         assert 'Xq7' not in str(info.value) and 'Zk9' not in str(info.value)
         assert '%3F' in str(info.value)  # (how to write it)
-        assert 'Xq7' not in broker.redact(url) and 'Zk9' not in broker.redact(url)
-    assert broker.redact('redis://:Xq7?Zk9@h:1/0') == 'redis://***@h:1/0'
-    assert broker.redact('rediss://ann:Xq7/Zk9@h/0') == 'rediss://ann:***@h/0'
-    assert broker.redact('redis://Xq7Zk9@h/0') == 'redis://***@h/0'
-    assert broker.redact('unix:///run/redis@main.sock') == (
+        assert 'Xq7' not in brokerurl.redact(url) and 'Zk9' not in brokerurl.redact(url)
+    assert brokerurl.redact('redis://:Xq7?Zk9@h:1/0') == 'redis://***@h:1/0'
+    assert brokerurl.redact('rediss://ann:Xq7/Zk9@h/0') == 'rediss://ann:***@h/0'
+    assert brokerurl.redact('redis://Xq7Zk9@h/0') == 'redis://***@h/0'
+    assert brokerurl.redact('unix:///run/redis@main.sock') == (
         'unix:///run/redis@main.sock')
-    assert broker.redact('rediss://:pw@h/0?ssl_ca_certs=/etc/a@b.pem') == (
+    assert brokerurl.redact('rediss://:pw@h/0?ssl_ca_certs=/etc/a@b.pem') == (
         'rediss://***@h/0?ssl_ca_certs=/etc/a@b.pem')
-    assert broker.check_url('redis://:p%3Fw@h/0') == 'redis://:p%3Fw@h/0'
+    assert brokerurl.check_url('redis://:p%3Fw@h/0') == 'redis://:p%3Fw@h/0'
 
 
 def test_passwords_never_shown():
-    assert broker.redact('redis://:s3cret@h:1/0') == 'redis://***@h:1/0'
-    assert broker.redact('rediss://ann:s3cret@h/0') == 'rediss://ann:***@h/0'
-    assert broker.redact('redis://h:1/0') == 'redis://h:1/0'
-    assert broker.redact('redis://h/0?password=s3cret&db=1') == (
+    assert brokerurl.redact('redis://:s3cret@h:1/0') == 'redis://***@h:1/0'
+    assert brokerurl.redact('rediss://ann:s3cret@h/0') == 'rediss://ann:***@h/0'
+    assert brokerurl.redact('redis://h:1/0') == 'redis://h:1/0'
+    assert brokerurl.redact('redis://h/0?password=s3cret&db=1') == (
         'redis://h/0?password=***&db=1')
-    assert broker.redact('rediss://:pw@h/0?ssl_ca_certs=/ca.pem') == (
+    assert brokerurl.redact('rediss://:pw@h/0?ssl_ca_certs=/ca.pem') == (
         'rediss://***@h/0?ssl_ca_certs=/ca.pem')
     with pytest.raises(ValueError) as info:
-        broker.check_url('http://:s3cret@h')
+        brokerurl.check_url('http://:s3cret@h')
     assert 's3cret' not in str(info.value)
 
 

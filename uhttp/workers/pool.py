@@ -14,7 +14,7 @@ import signal as _signal
 import time as _time
 import warnings as _warnings
 
-from . import broker as _broker
+from . import brokerurl as _brokerurl
 from . import channel as _channel
 from . import files as _files
 from . import heartbeat as _heartbeat
@@ -274,10 +274,10 @@ class WorkerPool:
         for name in kwargs:
             _warn_if_misspelt(worker_class, name)
         self.metrics = _metrics.check_declarations(metrics)
-        self.broker = None if broker is None else _broker.check_url(broker)
+        self.broker = None if broker is None else _brokerurl.check_url(broker)
         self.name = worker_class.__name__
         if self.broker is not None:
-            _broker.require_client(f"WorkerPool {self.name}")
+            _brokerurl.require_client(f"WorkerPool {self.name}")
         self.routes = None
         self._router = None
         if routes is not None:
@@ -423,7 +423,7 @@ class WorkerPool:
             'workers': workers,
         }
         if self.broker is not None:
-            status['broker'] = {'url': _broker.redact(self.broker),
+            status['broker'] = {'url': _brokerurl.redact(self.broker),
                                 'connected': False, 'error': None}
             if self.remote is not None:
                 workers.extend(self.remote.status(now))

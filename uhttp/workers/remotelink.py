@@ -17,6 +17,7 @@ import threading as _threading
 import time as _time
 
 from . import broker as _broker
+from . import brokerurl as _brokerurl
 from .remotewatch import alive_key, alive_ms
 
 _monotonic = _time.monotonic
@@ -73,7 +74,7 @@ def describe(err, url=None):
         text = f"the broker refused the URL's credentials: {err}"
     else:
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    return text if url is None else _broker.scrub(text, url)
+    return text if url is None else _brokerurl.scrub(text, url)
 
 
 def persistence(client):

@@ -17,6 +17,7 @@ import socket as _socket
 import time as _time
 
 from . import broker as _broker
+from . import brokerurl as _brokerurl
 from . import channel as _channel
 from . import delivery as _delivery
 from . import heartbeat as _heartbeat
@@ -131,7 +132,7 @@ class RemotePool:
         return [handle.status(now) for handle in self.roster.handles.values()]
 
     def broker_status(self):
-        return {'url': _broker.redact(self.pool.broker), 'connected': self.up,
+        return {'url': _brokerurl.redact(self.pool.broker), 'connected': self.up,
                 'error': None if self.up else self.down_reason}
 
 
@@ -304,7 +305,7 @@ class RemotePools:
             self.link_error(state, item[1])
         elif kind == 'warning':
             self.log.warning("pool %s: broker %s: %s", state.pool.name,
-                             _broker.redact(state.pool.broker), item[1])
+                             _brokerurl.redact(state.pool.broker), item[1])
 
     def not_sent(self, state, request_ids, reason, now, refused):
         """Requests the broker refused (not in Redis) or that were lost with
@@ -318,7 +319,7 @@ class RemotePools:
             self.log.warning(
                 "pool %s: %d request(s) not sent to broker %s, %s (%s); "
                 "answered 503", state.pool.name, told,
-                _broker.redact(state.pool.broker), 'the broker refused them'
+                _brokerurl.redact(state.pool.broker), 'the broker refused them'
                 if refused else 'the connection failed', reason)
 
     def link_error(self, state, text):
@@ -328,7 +329,7 @@ class RemotePools:
             return
         state.last_error = text
         self.log.error("pool %s: broker %s: %s", state.pool.name,
-                       _broker.redact(state.pool.broker), text)
+                       _brokerurl.redact(state.pool.broker), text)
 
     def broker_up(self, state, now):
         state.last_error = None
@@ -337,7 +338,7 @@ class RemotePools:
         state.up = True
         state.roster.grace(now)
         self.log.info("pool %s: broker %s reachable", state.pool.name,
-                      _broker.redact(state.pool.broker))
+                      _brokerurl.redact(state.pool.broker))
 
     def broker_down(self, state, reason):
         first = state.down_reason != reason
@@ -347,13 +348,13 @@ class RemotePools:
                 self.log.error("pool %s: broker %s unreachable (%s); "
                                "answering 503 until it is reached",
                                state.pool.name,
-                               _broker.redact(state.pool.broker), reason)
+                               _brokerurl.redact(state.pool.broker), reason)
             return
         state.up = False
         waiting = state.pool.scheduler.drain()
         self.log.error("pool %s: broker %s unreachable (%s); answering 503 "
                        "until it is back%s", state.pool.name,
-                       _broker.redact(state.pool.broker), reason,
+                       _brokerurl.redact(state.pool.broker), reason,
                        f"; {len(waiting)} request(s) not started answered 503"
                        if waiting else '')
         for pending in waiting:

@@ -23,6 +23,7 @@ import sys as _sys
 import time as _time
 
 from . import broker as _broker
+from . import brokerurl as _brokerurl
 from . import heartbeat as _heartbeat
 from . import log as _log
 from . import policy as _policy
@@ -121,7 +122,7 @@ class WorkerCommand:
         for child in self.children:
             self.spawn(child)
         self.say(_log.LOG_INFO, f"{self.workers} worker(s) of pool "
-                 f"{self.pool_name} serving {_broker.redact(self.url)}")
+                 f"{self.pool_name} serving {_brokerurl.redact(self.url)}")
         while not self.stopping:
             self.wait(0.2)
             self.reap()
@@ -173,7 +174,7 @@ class WorkerCommand:
                 why = 'no dispatcher has published pool settings yet'
             except errors as err:
                 if refused_url(err):
-                    self.say(_log.LOG_ERROR, f"{_broker.redact(self.url)}: "
+                    self.say(_log.LOG_ERROR, f"{_brokerurl.redact(self.url)}: "
                              f"{describe(err)}")
                     self.refused = True
                     return False
@@ -430,8 +431,8 @@ def main(argv):
               f"{BROKER_VARIABLE}", file=_sys.stderr)
         return EXIT_USAGE
     try:
-        _broker.check_url(args.broker, '--broker')
-        _broker.require_client('uhttp-workers worker')
+        _brokerurl.check_url(args.broker, '--broker')
+        _brokerurl.require_client('uhttp-workers worker')
     except (ValueError, ImportError) as err:
         print(f"uhttp-workers worker: {err}", file=_sys.stderr)
         return EXIT_USAGE
