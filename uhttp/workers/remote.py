@@ -343,8 +343,9 @@ class Roster:
                 # old scores, and grace() pardoned the time it was down)
                 handle.slot.heartbeat = max(handle.slot.heartbeat, now - age)
                 age = now - handle.slot.heartbeat
-            self.apply_info(handle, info.get(worker) or {}, now)
-            self.lost_starts(handle, info.get(worker) or {}, last)
+            told = info.get(worker) or {}
+            self.apply_info(handle, told, now)
+            self.lost_starts(handle, told, last)
             gone = (connected is not None and worker not in connected
                     and age > quick)
             if age > limit or gone:

@@ -20,9 +20,9 @@ local worker:
   request it runs) every heartbeat interval.
 """
 
+import collections as _collections
 import os as _os
 import socket as _socket
-import collections as _collections
 import sys as _sys
 import threading as _threading
 import time as _time
