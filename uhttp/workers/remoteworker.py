@@ -21,6 +21,7 @@ local worker:
 """
 
 import collections as _collections
+import contextlib as _contextlib
 import os as _os
 import socket as _socket
 import sys as _sys
@@ -275,8 +276,7 @@ class WorkerLink:
         False when none was waiting."""
         if self.stopping:
             return False
-        self.taking = True
-        try:
+        with self._starting():
             taken = _broker.parse_take(client.eval(
                 _broker.TAKE_SCRIPT, 1, self.keys.requests, _broker.GROUP,
                 self.name, _broker.REPLY_MAXLEN, _broker.REPLY_TTL))
@@ -286,6 +286,15 @@ class WorkerLink:
             if outcome == _broker.STARTED:
                 self._run(entry_id, fields)
             return True
+
+    @_contextlib.contextmanager
+    def _starting(self):
+        """While a START or TAKE call (and the run it begins) is under
+        way: the heartbeat says so, so that a request not received yet is
+        not taken for lost."""
+        self.taking = True
+        try:
+            yield
         finally:
             self.taking = False
 
@@ -300,8 +309,7 @@ class WorkerLink:
             return
         if request is None:
             return
-        self.taking = True
-        try:
+        with self._starting():
             outcome = client.eval(
                 _broker.START_SCRIPT, 3, self.keys.requests, request.reply,
                 self.keys.cancelled(request.reply), _broker.GROUP,
@@ -309,8 +317,6 @@ class WorkerLink:
                 request.timeout_ms, _broker.REPLY_MAXLEN, _broker.REPLY_TTL)
             if outcome == _broker.STARTED:
                 self._run(entry_id, fields, request)
-        finally:
-            self.taking = False
         # else: started elsewhere, past its timeout, or answered
 
     def _run(self, entry_id, fields, request=None):
