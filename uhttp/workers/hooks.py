@@ -70,15 +70,13 @@ class Hooks:
         except USER_CODE_ERRORS as err:
             repeated.failed(err, _traceback_text(err))
         else:
-            if repeated.key is not None:
-                repeated.worked()
+            repeated.worked()
 
     def end_timed(self):
         """The loop ends: the failures of timed hooks counted and not
         logged yet are logged."""
         for repeated in self._repeated.values():
-            if repeated.key is not None:
-                repeated.worked()
+            repeated.worked()
 
     def failed(self, name, err):
         self._log.error("%s() failed: %r\n%s", name, err,

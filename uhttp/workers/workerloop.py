@@ -237,8 +237,7 @@ def _serve(worker, runtime):
             except Exception as err:  # pylint: disable=broad-except
                 idle_failure.failed(err, _traceback.format_exc().rstrip())
             else:
-                if idle_failure.key is not None:
-                    idle_failure.worked()
+                idle_failure.worked()
             if _os.getppid() != runtime.parent_pid:
                 raise StopWorker()
 
